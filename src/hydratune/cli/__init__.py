@@ -1,0 +1,67 @@
+"""The `hydratune` command: utilities around runs (training itself is `python train.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from hydratune.data.formats import TEMPLATES, alpaca_prompt
+    from hydratune.generate import find_artifact, generate, load_artifact
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.rstrip("\n") for line in open(args.prompts_file) if line.strip()]
+    if not prompts:
+        raise SystemExit("hydratune generate: give --prompt TEXT or --prompts-file FILE")
+    artifact = find_artifact(args.run_dir, args.artifact)
+    if not args.raw:
+        # Wrap each prompt in the run's own instruction template, as training saw it.
+        run_cfg = OmegaConf.load(f"{args.run_dir}/.hydra/config.yaml")
+        template = OmegaConf.select(run_cfg, "dataset.template", default="alpaca")
+        if template in TEMPLATES:
+            prompts = [alpaca_prompt(p, args.input or "", template) for p in prompts]
+    model, tokenizer = load_artifact(artifact)
+    for text in generate(
+        model, tokenizer, prompts, args.max_new_tokens, args.sample, args.temperature, args.top_p
+    ):
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hydratune",
+        description="Utilities for hydratune runs. Train with: python train.py [overrides]",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="generate text with a finished run's artifact")
+    gen.add_argument("run_dir", help="a run directory (holds adapter/, merged/ or model/)")
+    gen.add_argument("--prompt", action="append", help="an instruction (repeatable)")
+    gen.add_argument("--prompts-file", help="a text file, one instruction per line")
+    gen.add_argument("--input", help="the Alpaca `input` field given with every instruction")
+    gen.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
+    gen.add_argument("--raw", action="store_true", help="send prompts as given, without the run's template")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.set_defaults(func=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Deterministic synthetic text: the tiny base model's pretraining corpus and the sample SFT data.
+
+The tasks are string transformations a 1M-parameter model can learn on a CPU in minutes, so the
+default run can show real learning (exact-match answers on held-out words) without any download.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+# Each operation: pretraining keyword, Alpaca instruction, function.
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "upper": ("upper", "Write the word in capital letters."),
+    "reverse": ("reverse", "Reverse the letters of the word."),
+    "capitalize": ("capitalize", "Capitalize the first letter of the word."),
+    "copy": ("copy", "Repeat the word exactly."),
+    "lower": ("lower", "Write the word in small letters."),
+}
+FUNCTIONS = {
+    "upper": str.upper,
+    "reverse": lambda w: w[::-1],
+    "capitalize": str.capitalize,
+    "copy": lambda w: w,
+    "lower": str.lower,
+}
+# The sample SFT dataset teaches these; the base model saw all of them in another format.
+SFT_OPERATIONS = ("upper", "reverse", "capitalize")
+
+
+def random_word(rng: random.Random, min_len: int = 3, max_len: int = 7) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(min_len, max_len)))
+
+
+def pretraining_line(rng: random.Random) -> str:
+    """One line such as `reverse: planet -> tenalp`."""
+    op = rng.choice(list(OPERATIONS))
+    word = random_word(rng, 3, 8)
+    if op == "lower":
+        word = rng.choice([word.upper(), word.capitalize()])
+    return f"{OPERATIONS[op][0]}: {word} -> {FUNCTIONS[op](word)}"
+
+
+def pretraining_document(rng: random.Random, num_lines: int = 6) -> str:
+    return "\n".join(pretraining_line(rng) for _ in range(num_lines))
+
+
+def alpaca_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """Alpaca-format rows (instruction, input, output) over `SFT_OPERATIONS`.
+
+    Words in `exclude` are skipped, so an eval split never shares a word with the train split.
+    """
+    rng = random.Random(seed)
+    exclude = exclude or set()
+    rows = []
+    while len(rows) < num_rows:
+        word = random_word(rng)
+        if word in exclude:
+            continue
+        op = SFT_OPERATIONS[len(rows) % len(SFT_OPERATIONS)]
+        rows.append({"instruction": OPERATIONS[op][1], "input": word, "output": FUNCTIONS[op](word)})
+    return rows

@@ -1,0 +1,109 @@
+"""`run(cfg)`: one training run, read top to bottom. No HydraConfig, no working directory: paths come from cfg.paths."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+from hydratune.config import build, redact, to_plain
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg) -> float:
+    """Train, export and summarise one run. Returns the final validation loss (the sweep objective)."""
+    started = time.time()
+    import lightning as L
+
+    from hydratune.callbacks import History, Throughput
+    from hydratune.data.datamodule import SFTDataModule
+    from hydratune.export import export_artifact
+    from hydratune.model import load_tokenizer
+    from hydratune.module import SFTModule
+
+    quiet_library_loggers()
+    paths = to_plain(cfg.paths)
+    run_dir = Path(paths["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    model_cfg = to_plain(cfg.model)
+    token = model_cfg.pop("token", None)
+    gradient_checkpointing = bool(model_cfg.pop("gradient_checkpointing", False))
+    tokenizer = load_tokenizer(model_cfg, token)
+
+    dataset_cfg = to_plain(cfg.dataset)
+    datamodule = SFTDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
+    module = SFTModule(
+        model=model_cfg,
+        peft=to_plain(cfg.peft),
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        gradient_checkpointing=gradient_checkpointing,
+        hub_token=token,
+    )
+
+    history, throughput = History(), Throughput()
+    callbacks = [build(node) for node in (to_plain(cfg.callbacks) or {}).values()] + [history, throughput]
+    loggers = [build(node) for node in (to_plain(cfg.logger) or {}).values()]
+    trainer = build(to_plain(cfg.trainer), logger=loggers or False, callbacks=callbacks)
+    for logger in loggers:
+        logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
+
+    if cfg.eval_before_training and not cfg.ckpt_path:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        module.train()  # validate() leaves the modules in eval mode
+    fit_started = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit_seconds = time.time() - fit_started
+
+    artifact = export_artifact(module.model, tokenizer, run_dir)
+    history.plot(run_dir / "loss.png")
+    metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
+    metrics["artifact"] = artifact.name
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print_summary(run_dir, metrics)
+    return metrics.get("val_loss", float("nan"))
+
+
+def quiet_library_loggers() -> None:
+    """Lightning adds its own console handler; Hydra's root handlers already print and write train.log."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+
+
+def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds: float) -> dict:
+    """The numbers of metrics.json: final losses, perplexity, steps, tokens and speed."""
+    metrics: dict = {"steps": steps}
+    if history.train_loss:
+        tail = [loss for _, loss in history.train_loss[-10:]]
+        metrics["train_loss"] = sum(tail) / len(tail)  # mean of the last 10 batches
+    if history.val_loss:
+        metrics["initial_val_loss"] = history.val_loss[0][1]
+        metrics["val_loss"] = history.val_loss[-1][1]
+        metrics["best_val_loss"] = min(loss for _, loss in history.val_loss)
+        metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 50.0))
+    metrics.update(
+        tokens_seen=throughput.tokens,
+        trained_tokens=throughput.trained_tokens,
+        tokens_per_s=round(throughput.tokens_per_second, 1),
+        padding_efficiency=round(throughput.tokens / max(throughput.padded_tokens, 1), 4),
+        fit_seconds=round(fit_seconds, 1),
+        wall_seconds=round(wall_seconds, 1),
+    )
+    return metrics
+
+
+def print_summary(run_dir: Path, metrics: dict) -> None:
+    lines = [f"run directory: {run_dir}", f"steps: {metrics['steps']}"]
+    if "train_loss" in metrics:
+        lines.append(f"train loss: {metrics['train_loss']:.4f}")
+    if "val_loss" in metrics:
+        lines.append(
+            f"val loss: {metrics['initial_val_loss']:.4f} -> {metrics['val_loss']:.4f} (ppl {metrics['val_ppl']:.2f})"
+        )
+    lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
+    log.info("summary\n  %s", "\n  ".join(lines))

@@ -1,0 +1,155 @@
+"""End-to-end runs: the run directory, and real clients (peft, transformers, TensorBoard) reading it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+
+FAKE_TOKEN = "hf_FAKEtoken0123456789secret"
+
+
+def _train(tiny_model_dir: Path, run_dir: Path, *overrides: str):
+    result = run_cli(
+        [
+            "train.py",
+            f"model.pretrained_model_name_or_path={tiny_model_dir}",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+            "trainer.log_every_n_steps=2",
+            "trainer.enable_progress_bar=false",
+            "dataset.batch_size=8",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        env={"HF_TOKEN": FAKE_TOKEN},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "lora"
+    _train(tiny_model_dir, run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_directory_layout(lora_run):
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        assert (lora_run / ".hydra" / name).is_file()
+    assert (lora_run / "train.log").stat().st_size > 0
+    assert (lora_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((lora_run / "checkpoints").glob("step=0000*.ckpt"))
+    assert list((lora_run / "tensorboard").glob("events.out.tfevents.*"))
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
+        assert (lora_run / "adapter" / name).is_file(), name
+    assert (lora_run / "loss.png").stat().st_size > 1000
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    for key in (
+        "train_loss",
+        "val_loss",
+        "initial_val_loss",
+        "val_ppl",
+        "steps",
+        "tokens_seen",
+        "wall_seconds",
+        "tokens_per_s",
+    ):
+        assert key in metrics, key
+    assert metrics["steps"] == 6
+    assert metrics["artifact"] == "adapter"
+
+
+@pytest.mark.slow
+def test_secret_token_lands_in_no_file(lora_run):
+    for path in lora_run.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), f"HF token leaked into {path}"
+
+
+@pytest.mark.slow
+def test_tensorboard_reads_train_loss(lora_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (lora_run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/loss"} <= tags
+
+
+@pytest.mark.slow
+def test_peft_adapter_reproduces_module_logits(lora_run, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.module import SFTModule
+
+    checkpoint = torch.load(lora_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    module = SFTModule(**checkpoint["hyper_parameters"])
+    module.configure_model()
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    module.eval()
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    loaded = PeftModel.from_pretrained(base, lora_run / "adapter").eval()
+    batch = {
+        "input_ids": torch.tensor([[1, 20, 21, 22, 23, 24, 25]]),
+        "attention_mask": torch.ones(1, 7, dtype=torch.long),
+    }
+    with torch.no_grad():
+        expected = module(batch)
+        got = loaded(**batch).logits
+    assert torch.allclose(expected, got, atol=1e-5)
+    # The adapter really changed the model: it differs from the bare base.
+    with torch.no_grad():
+        bare = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(**batch).logits
+    assert not torch.allclose(bare, got, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_full_finetune_exports_model_dir(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = tmp_path / "full"
+    _train(tiny_model_dir, run_dir, "peft=none", "logger=csv", "eval_before_training=false")
+    model_dir = run_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
+    assert not (run_dir / "adapter").exists()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    # Weights changed from the base model.
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(base.lm_head.weight, model.lm_head.weight)
+
+
+@pytest.mark.slow
+def test_default_run_learns(tmp_path):
+    """The acceptance criterion of the default run: eval loss halves and held-out answers are exact."""
+    from hydratune.data.formats import alpaca_prompt
+    from hydratune.generate import generate, load_artifact
+
+    run_dir = tmp_path / "default"
+    result = run_cli(["train.py", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_loss"] <= 0.5 * metrics["initial_val_loss"], metrics
+
+    rows = [json.loads(line) for line in (ROOT / "data" / "sample" / "eval.jsonl").read_text().splitlines()]
+    assert len(rows) >= 20
+    model, tokenizer = load_artifact(run_dir / "adapter")
+    prompts = [alpaca_prompt(r["instruction"], r["input"], "alpaca_short") for r in rows]
+    answers = generate(model, tokenizer, prompts, max_new_tokens=16)
+    exact = sum(a == r["output"] for a, r in zip(answers, rows)) / len(rows)
+    assert exact >= 0.8, list(zip(answers, [r["output"] for r in rows]))[:10]
