@@ -1,6 +1,7 @@
 """Train with a Hydra-composed config: `python train.py [group=option ...] [key=value ...]`."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,9 +12,16 @@ os.environ.setdefault("HYDRATUNE_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg) -> float:
+    from hydratune.errors import UserError
     from hydratune.train import run  # imported here so --help and --cfg stay fast
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except UserError as err:
+        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+            raise
+        print(f"hydratune: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Write the shipped sample dataset: data/sample/{train,eval}.jsonl (Alpaca format).
 
-What: string transformations (uppercase, reverse, capitalize) over random letter strings; the eval
+What: string transformations (uppercase, lowercase, capitalize) over random letter strings; the eval
 split shares no word with the train split. Deterministic. Hardware: any; takes under a second.
 
     python scripts/make_sample_data.py
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=60)
     args = parser.parse_args()
     eval_rows = alpaca_rows(args.eval_rows, seed=1)
-    train_rows = alpaca_rows(args.train_rows, seed=0, exclude={row["input"] for row in eval_rows})
+    train_rows = alpaca_rows(args.train_rows, seed=0, exclude={row["input"].lower() for row in eval_rows})
     write_jsonl(Path(args.out) / "train.jsonl", train_rows)
     write_jsonl(Path(args.out) / "eval.jsonl", eval_rows)
     print(f"wrote {len(train_rows)} train and {len(eval_rows)} eval rows to {args.out}")

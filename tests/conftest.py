@@ -6,7 +6,11 @@ import os
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
+
+from hydratune.config import to_plain
 
 # No test may reach a hub: set before transformers/datasets are imported anywhere.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -58,3 +62,66 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+# Helpers for in-process training on the tiny model.
+def make_module(
+    tiny_model_dir, optimizer: str = "adamw_torch", scheduler: str = "constant", peft: str = "lora",
+    overrides: list[str] | None = None,
+):
+    """An SFTModule for the tiny model, configured as `python train.py` with these options would."""
+    cfg = compose([f"optimizer={optimizer}", f"scheduler={scheduler}", f"peft={peft}", *(overrides or [])])
+    model_cfg = to_plain(cfg.model)
+    model_cfg["pretrained_model_name_or_path"] = str(tiny_model_dir)
+    model_cfg.pop("token")
+    return _sft_module()(
+        model=model_cfg,
+        peft=to_plain(cfg.peft),
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        quantization=to_plain(cfg.quantization),
+    )
+
+
+def batch_samples(tokenizer, n: int = 8, seed: int = 0) -> list[dict]:
+    """Samples of unequal length with only the second half trained."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        length = 6 + 3 * i
+        ids = [tokenizer.bos_token_id] + torch.randint(4, 60, (length,), generator=g).tolist()
+        labels = [-100] * (length // 2 + 1) + ids[length // 2 + 1 :]
+        samples.append({"input_ids": ids, "labels": labels})
+    return samples
+
+
+class Repeat(torch.utils.data.IterableDataset):
+    """The same collated batch forever: overfitting it must lower the loss."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+def fit_repeated(module, batch, steps: int, **trainer_kwargs):
+    from hydratune.callbacks import History
+
+    history = History()
+    loader = torch.utils.data.DataLoader(Repeat(batch), batch_size=None)
+    trainer = L.Trainer(
+        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[history], accelerator="cpu", **trainer_kwargs,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return [loss for _, loss in history.train_loss]
+
+
+
+
+def _sft_module():
+    from hydratune.module import SFTModule
+
+    return SFTModule

@@ -9,6 +9,8 @@ from conftest import CONF_DIR, compose, run_cli
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
+from hydratune.optim import OWN_KEYS
+
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"hydra"})
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
@@ -61,7 +63,7 @@ def test_option_composes_and_targets_bind(group, option):
             fn = get_method(target)
             signature = inspect.signature(fn)
             kwargs = {}
-        kwargs |= {k: v for k, v in node.items() if not k.startswith("_")}
+        kwargs |= {k: v for k, v in node.items() if not k.startswith("_") and k not in OWN_KEYS}
         kwargs |= {k: None for k in CALL_SITE if k in signature.parameters}
         try:
             signature.bind(**kwargs)

@@ -56,7 +56,7 @@ class History(L.Callback):
         self.val_loss: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = trainer.callback_metrics.get("train/loss")
         if loss is None:
             return
         step = trainer.global_step

@@ -21,3 +21,55 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     if is_peft_model(model) and generation is not None:
         generation.save_pretrained(out)
     return out
+
+
+# Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations.
+PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-1, "float16": 5e-2}
+PARITY_PROMPTS = ("Hello", "### Instruction:\nReverse the letters of the word.\n\n### Response:\n", "0123456789")
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Fold a LoRA adapter into its base model and save a standalone model + tokenizer.
+
+    The base is reloaded unquantized in `dtype` (the compute dtype): merging into 4-bit or 8-bit
+    weights would round the adapter away.
+    """
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "float32") -> float:
+    """Max absolute difference between adapter and merged logits on fixed prompts.
+
+    Raises RuntimeError above `PARITY_TOLERANCE[dtype]`: a merged model that disagrees with its
+    adapter must not be shipped silently.
+    """
+    import torch
+
+    from hydratune.generate import load_artifact
+
+    adapter, tokenizer = load_artifact(adapter_dir, dtype)
+    merged, _ = load_artifact(merged_dir, dtype)
+    worst = 0.0
+    with torch.no_grad():
+        for prompt in PARITY_PROMPTS:
+            ids = tokenizer(prompt, return_tensors="pt").input_ids
+            diff = (adapter(input_ids=ids).logits.float() - merged(input_ids=ids).logits.float()).abs().max()
+            worst = max(worst, float(diff))
+    if worst > PARITY_TOLERANCE.get(dtype, 1e-3):
+        raise RuntimeError(
+            f"merged model disagrees with its adapter: max |logit diff| {worst:.3g} > {PARITY_TOLERANCE[dtype]} "
+            f"({merged_dir}); keep using {adapter_dir}"
+        )
+    return worst

@@ -55,23 +55,32 @@ def torch_dtype(name: str):
     return resolved if resolved == "auto" else getattr(torch, resolved)
 
 
-def load_model(model_cfg: dict, token: str | None = None):
-    """`AutoModelForCausalLM.from_pretrained` with the config's dtype and attention implementation."""
+def load_model(model_cfg: dict, token: str | None = None, quantization: dict | None = None):
+    """`AutoModelForCausalLM.from_pretrained` with the config's dtype, attention and quantization."""
     from transformers import AutoModelForCausalLM
 
+    kwargs = {}
+    if quantization and quantization.get("method", "none") != "none":
+        kwargs["quantization_config"] = build(quantization["config"])
     model = AutoModelForCausalLM.from_pretrained(
         model_cfg["pretrained_model_name_or_path"],
         dtype=torch_dtype(model_cfg.get("dtype", "float32")),
         attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        **kwargs,
         **_hub_kwargs(model_cfg, token),
     )
     # The KV cache is useless in training, and with it transformers ignores packed position ids.
     model.config.use_cache = False
+    if kwargs and quantization.get("prepare_for_kbit_training", True):
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms to fp32 and makes inputs require grad; checkpointing is set up by the caller.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 
 def apply_peft(model, peft_cfg: dict):
-    """Wrap `model` with the configured PEFT method (`method: none` returns it unchanged)."""
+    """Apply the configured PEFT method: LoRA-family adapters, partial freezing, or nothing."""
     method = peft_cfg.get("method", "none")
     if method == "none":
         return model
@@ -79,7 +88,31 @@ def apply_peft(model, peft_cfg: dict):
         from peft import get_peft_model
 
         return get_peft_model(model, build(peft_cfg["config"]))
-    raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora")
+    if method == "freeze":
+        return freeze_all_but(model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or [])
+    raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+
+
+def freeze_all_but(model, last_layers: int, module_names: list[str]):
+    """Freeze every parameter except those of the last `last_layers` decoder layers and of named modules."""
+    layers = decoder_layers(model)
+    keep = {id(p) for layer in layers[len(layers) - last_layers :] for p in layer.parameters()} if last_layers else set()
+    for name, param in model.named_parameters():
+        param.requires_grad = id(param) in keep or any(m in name for m in module_names)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"peft=freeze left nothing to train: raise peft.trainable_layers (got {last_layers}) "
+            f"or fix peft.trainable_modules (got {module_names})"
+        )
+    return model
+
+
+def decoder_layers(model) -> list:
+    """The list of decoder blocks of a causal LM (the longest ModuleList inside it)."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
 
 
 def enable_gradient_checkpointing(model) -> None:

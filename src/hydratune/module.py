@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hydratune.data.tokenize import IGNORE_INDEX
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_model
-from hydratune.optim import build_optimizer, build_scheduler
+from hydratune.optim import build_optimizer, build_scheduler, is_fused_backward, is_schedule_free
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class SFTModule(L.LightningModule):
         optimizer: the optimizer config group (a `_target_` node).
         scheduler: the scheduler config group.
         gradient_checkpointing: recompute activations in backward to save memory.
+        quantization: the quantization config group (base weights in 4 or 8 bits).
         hub_token: HF token for gated models; kept out of the saved hyperparameters.
     """
 
@@ -51,6 +52,7 @@ class SFTModule(L.LightningModule):
         optimizer: dict,
         scheduler: dict,
         gradient_checkpointing: bool = False,
+        quantization: dict | None = None,
         hub_token: str | None = None,
     ):
         super().__init__()
@@ -61,14 +63,18 @@ class SFTModule(L.LightningModule):
         self.strict_loading = False
         self._val_nll = 0.0
         self._val_tokens = 0
+        # LOMO/AdaLomo update inside backward, so Lightning must not call backward itself.
+        self.automatic_optimization = not is_fused_backward(optimizer)
+        self._schedule_free = is_schedule_free(optimizer)
 
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        model = load_model(self.hparams.model, self._hub_token)
+        model = load_model(self.hparams.model, self._hub_token, self.hparams.quantization)
         if self.hparams.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.model = apply_peft(model, self.hparams.peft)
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
         trainable, total = count_parameters(self.model)
         log.info(
             "parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
@@ -84,9 +90,42 @@ class SFTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         nll, tokens = token_nll(self(batch), batch["labels"])
-        loss = nll / tokens.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.log("train/loss", nll.detach() / tokens.clamp(min=1), prog_bar=True, batch_size=batch["input_ids"].size(0))
+        # Divide by the trained tokens of the whole optimizer step (all accumulated micro-batches),
+        # not by this micro-batch's: a mean of per-batch means over-weights short samples.
+        # Lightning divides the returned loss by accumulate_grad_batches, hence the product.
+        window = batch.get("window_tokens", tokens).clamp(min=1)
+        loss = nll / window * self.trainer.accumulate_grad_batches
+        if not self.automatic_optimization:
+            self._fused_backward_step(loss)
         return loss
+
+    def _fused_backward_step(self, loss: torch.Tensor) -> None:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        lr = scheduler.get_last_lr()[0]
+
+        def backward_and_update():
+            if getattr(optimizer.optimizer, "clip_grad_norm", None):
+                optimizer.optimizer.grad_norm(loss)  # LOMO needs the global norm before its fused pass
+            optimizer.optimizer.fused_backward(loss, lr)
+
+        optimizer.step(closure=backward_and_update)
+        scheduler.step()
+
+    def _schedule_free_mode(self, train: bool) -> None:
+        # Schedule-free optimizers hold two weight sequences; eval mode puts the averaged one in place.
+        if self._schedule_free and self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                optimizer.train() if train else optimizer.eval()
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self._schedule_free_mode(True)
+
+    def on_validation_start(self) -> None:
+        self._schedule_free_mode(False)
+
+    def on_train_end(self) -> None:
+        self._schedule_free_mode(False)
 
     def on_validation_epoch_start(self) -> None:
         self._val_nll, self._val_tokens = 0.0, 0
@@ -103,10 +142,15 @@ class SFTModule(L.LightningModule):
         self.log("val/ppl", math.exp(min(loss, 50.0)), sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.hparams.optimizer, self.model.named_parameters())
-        scheduler = build_scheduler(
-            self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
-        )
+        optimizer = build_optimizer(self.hparams.optimizer, self.model)
+        scheduler = build_scheduler(self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches))
+        if self.hparams.scheduler["name"] == "reduce_lr_on_plateau":
+            # Stepped on val/loss after each evaluation; strict=False: no value before the first one.
+            config = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
+            interval = self.trainer.val_check_interval
+            if isinstance(interval, int):
+                config |= {"interval": "step", "frequency": interval}
+            return {"optimizer": optimizer, "lr_scheduler": config}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

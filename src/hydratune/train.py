@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+from hydratune import rules
 from hydratune.config import build, redact, to_plain
 
 log = logging.getLogger(__name__)
@@ -20,11 +21,12 @@ def run(cfg) -> float:
 
     from hydratune.callbacks import History, Throughput
     from hydratune.data.datamodule import SFTDataModule
-    from hydratune.export import export_artifact
+    from hydratune.export import export_artifact, logit_parity, merge_adapter
     from hydratune.model import load_tokenizer
     from hydratune.module import SFTModule
 
     quiet_library_loggers()
+    rules.check(to_plain(cfg))
     paths = to_plain(cfg.paths)
     run_dir = Path(paths["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,7 @@ def run(cfg) -> float:
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.scheduler),
         gradient_checkpointing=gradient_checkpointing,
+        quantization=to_plain(cfg.quantization),
         hub_token=token,
     )
 
@@ -64,9 +67,20 @@ def run(cfg) -> float:
     history.plot(run_dir / "loss.png")
     metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
     metrics["artifact"] = artifact.name
+    if cfg.export.merge and artifact.name == "adapter":
+        compute_dtype = merge_dtype(to_plain(cfg.model), to_plain(cfg.quantization))
+        merge_adapter(artifact, run_dir / "merged", compute_dtype)
+        metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print_summary(run_dir, metrics)
     return metrics.get("val_loss", float("nan"))
+
+
+def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
+    """The dtype to merge in: the quantization's compute dtype, else the model's dtype."""
+    compute = (quantization_cfg.get("config") or {}).get("bnb_4bit_compute_dtype")
+    dtype = compute or model_cfg.get("dtype", "float32")
+    return "float32" if dtype == "auto" else dtype
 
 
 def quiet_library_loggers() -> None:

@@ -32,6 +32,17 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from hydratune.export import logit_parity, merge_adapter
+    from hydratune.generate import find_artifact
+
+    adapter = find_artifact(args.run_dir, "adapter")
+    out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", args.dtype)
+    diff = logit_parity(adapter, out, args.dtype)
+    print(f"merged {adapter} into {out} (max |logit diff| vs adapter: {diff:.2e})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hydratune",
@@ -51,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.set_defaults(func=_generate)
+
+    merge = sub.add_parser("merge", help="fold a run's LoRA adapter into its base model (writes merged/)")
+    merge.add_argument("run_dir", help="a run directory with adapter/")
+    merge.add_argument("--out", help="output directory (default: RUN_DIR/merged)")
+    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.set_defaults(func=_merge)
     return parser
 
 

@@ -26,4 +26,7 @@ class PadCollator:
             input_ids[i, :n] = torch.as_tensor(sample["input_ids"])
             labels[i, :n] = torch.as_tensor(sample["labels"])
             attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if "window_tokens" in samples[0]:
+            batch["window_tokens"] = torch.tensor(samples[0]["window_tokens"])
+        return batch

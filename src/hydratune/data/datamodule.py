@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from hydratune.data.collate import PadCollator
 from hydratune.data.formats import FORMATS
+from hydratune.data.sampler import WindowBatchSampler, WindowDataset
 from hydratune.data.sources import load_splits
 from hydratune.data.tokenize import IGNORE_INDEX, tokenize_pair
 
@@ -22,7 +22,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict):
 
     def encode(batch: dict) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        out = {"input_ids": [], "labels": []}
+        out = {"input_ids": [], "labels": [], "num_trained": []}
         for row in rows:
             prompt, response = render(row, cfg)
             ids = tokenize_pair(
@@ -30,15 +30,15 @@ def tokenize_split(dataset, tokenizer, cfg: dict):
             )
             out["input_ids"].append(ids["input_ids"])
             out["labels"].append(ids["labels"])
+            # Predicted positions: token t+1 from position t, so the first label never counts.
+            out["num_trained"].append(sum(x != IGNORE_INDEX for x in ids["labels"][1:]))
         return out
 
     tokenized = dataset.map(
         encode, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False
     )
     before = len(tokenized)
-    tokenized = tokenized.filter(
-        lambda labels: any(x != IGNORE_INDEX for x in labels), input_columns="labels"
-    )
+    tokenized = tokenized.filter(lambda n: n > 0, input_columns="num_trained")
     if len(tokenized) < before:
         log.warning(
             "dropped %d of %d samples with no trained token (prompt longer than max_seq_length?)",
@@ -77,13 +77,13 @@ class SFTDataModule(L.LightningDataModule):
         self.val_dataset = tokenize_split(splits[val_name], self.tokenizer, self.cfg) if val_name else None
 
     def train_dataloader(self) -> DataLoader:
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        sampler = WindowBatchSampler(self.train_dataset["num_trained"], self.cfg["batch_size"], accumulate, seed=self.seed)
         return DataLoader(
-            self.train_dataset,
-            batch_size=self.cfg["batch_size"],
-            shuffle=True,
+            WindowDataset(self.train_dataset),
+            batch_sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.cfg.get("num_workers", 0),
-            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -1,0 +1,5 @@
+"""Errors that speak to the user: one line naming the key, file or line, and the fix."""
+
+
+class UserError(Exception):
+    """Bad config or data. Printed as one line (no traceback unless HYDRATUNE_DEBUG=1); exit code 2."""

@@ -1,0 +1,79 @@
+"""Cross-group rules: combinations of options that cannot work together, each with its fix.
+
+One registry, checked right after composition and before any weights or data are loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hydratune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    keys: str  # the config keys involved, for the message and the docs table
+    applies: Callable[[dict], bool]
+    message: str
+
+
+def _target(cfg: dict) -> str:
+    return (cfg.get("optimizer") or {}).get("_target_", "")
+
+
+def _fused_backward(cfg: dict) -> bool:
+    return _target(cfg).startswith("lomo_optim.")
+
+
+def _trainer(cfg: dict, key: str, default=None):
+    return (cfg.get("trainer") or {}).get(key, default)
+
+
+def _peft_method(cfg: dict) -> str:
+    return (cfg.get("peft") or {}).get("method", "none")
+
+
+RULES: list[Rule] = [
+    Rule(
+        "lomo_accumulation",
+        "optimizer, trainer.accumulate_grad_batches",
+        lambda c: _fused_backward(c) and (_trainer(c, "accumulate_grad_batches", 1) or 1) > 1,
+        "LOMO/AdaLomo update weights inside backward, so gradients cannot accumulate: "
+        "set trainer.accumulate_grad_batches=1",
+    ),
+    Rule(
+        "lomo_clipping",
+        "optimizer, trainer.gradient_clip_val",
+        lambda c: _fused_backward(c) and _trainer(c, "gradient_clip_val") not in (None, 0, 0.0),
+        "LOMO/AdaLomo clip inside their fused backward: set trainer.gradient_clip_val=null "
+        "and use optimizer.clip_grad_norm instead",
+    ),
+    Rule(
+        "galore_full_finetune",
+        "optimizer, peft",
+        lambda c: _target(c).startswith("galore_torch.") and _peft_method(c) != "none",
+        "GaLore projects the gradients of full weight matrices: use it with peft=none "
+        "(LoRA already trains low-rank matrices)",
+    ),
+    Rule(
+        "quantization_needs_peft",
+        "quantization, peft",
+        lambda c: (c.get("quantization") or {}).get("method", "none") != "none" and _peft_method(c) == "none",
+        "quantized weights cannot be trained directly: add a PEFT method (peft=lora or peft=qlora) "
+        "or set quantization=none",
+    ),
+]
+
+
+def violations(cfg: dict) -> list[str]:
+    """Messages of every rule the plain-dict config breaks, each prefixed with its keys."""
+    return [f"{rule.keys}: {rule.message}" for rule in RULES if rule.applies(cfg)]
+
+
+def check(cfg: dict) -> None:
+    """Raise a one-line UserError for the first broken rule (all of them are listed after it)."""
+    found = violations(cfg)
+    if found:
+        raise UserError(" | ".join(found))

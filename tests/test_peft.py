@@ -1,0 +1,109 @@
+"""PEFT x quantization: each sensible pair trains on CPU, trains only what it should, and exports
+files that plain transformers/peft load; merged weights match the adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import batch_samples, compose, fit_repeated, make_module
+
+from hydratune.data.collate import PadCollator
+from hydratune.export import export_artifact, logit_parity, merge_adapter
+from hydratune.generate import generate, load_artifact
+from hydratune.rules import violations
+
+COMBOS = [
+    ("lora", "none"),
+    ("dora", "none"),
+    ("rslora", "none"),
+    ("qlora", "nf4"),
+    ("lora", "fp4"),
+    ("lora", "int8"),
+    ("lora", "int4"),
+    ("freeze", "none"),
+    ("none", "none"),
+]
+
+
+@pytest.mark.parametrize(("peft", "quantization"), COMBOS, ids=[f"{p}+{q}" for p, q in COMBOS])
+def test_peft_quantization_trains_and_exports(peft, quantization, tiny_model_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, peft=peft, overrides=[f"quantization={quantization}"])
+    module.configure_model()
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    if peft in {"lora", "dora", "rslora", "qlora"}:
+        assert trainable and all("lora_" in n for n in trainable), sorted(trainable)[:5]
+        if peft == "dora":
+            assert any("lora_magnitude_vector" in n for n in trainable)
+    elif peft == "freeze":
+        # Only the last 2 of the 2 layers and lm_head; the embeddings stay frozen.
+        assert any("lm_head" in n for n in trainable)
+        assert not any("embed_tokens" in n for n in trainable)
+    else:
+        assert len(trainable) == len(list(module.model.parameters()))
+    if quantization != "none":
+        import bitsandbytes as bnb
+
+        quantized = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+        assert any(isinstance(m, quantized) for m in module.model.modules())
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+    losses = fit_repeated(module, batch, steps=2)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    changed = [n for n, p in module.model.named_parameters() if n in before and not torch.equal(before[n], p)]
+    assert changed, "no trainable parameter moved"
+
+    out = export_artifact(module.model, tokenizer, tmp_path)
+    expected = "adapter" if peft in {"lora", "dora", "rslora", "qlora"} else "model"
+    assert out.name == expected
+    assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
+    if expected == "adapter":
+        assert (out / "adapter_model.safetensors").is_file()
+        config = json.loads((out / "adapter_config.json").read_text())
+        assert config["use_dora"] == (peft == "dora") and config["use_rslora"] == (peft == "rslora")
+    else:
+        assert (out / "model.safetensors").is_file()
+    model, loaded_tokenizer = load_artifact(out)
+    text = generate(model, loaded_tokenizer, ["abc"], max_new_tokens=4)
+    assert isinstance(text[0], str)
+
+
+def test_qlora_composes_lora_on_nf4():
+    cfg = compose(["peft=qlora"])
+    assert cfg.quantization.config.bnb_4bit_quant_type == "nf4"
+    assert cfg.quantization.config.bnb_4bit_compute_dtype == "bfloat16"
+    assert cfg.quantization.config.bnb_4bit_use_double_quant is True
+    assert cfg.peft.config.r == 64 and cfg.peft.config.target_modules == "all-linear"
+
+
+def test_int4_is_nf4():
+    assert compose(["quantization=int4"]).quantization == compose(["quantization=nf4"]).quantization
+
+
+def test_quantization_without_peft_is_an_error():
+    from hydratune.config import to_plain
+
+    found = violations(to_plain(compose(["peft=none", "quantization=nf4"])))
+    assert any(m.startswith("quantization, peft:") for m in found)
+
+
+def test_merged_model_matches_adapter(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, peft="lora", overrides=["optimizer.lr=0.05"])
+    module.configure_model()
+    fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=3)
+    adapter = export_artifact(module.model, tokenizer, tmp_path)
+    merged = merge_adapter(adapter, tmp_path / "merged")
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    diff = logit_parity(adapter, merged)
+    assert diff < 1e-3
+    # The merge did something: merged weights differ from the base.
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    plain = AutoModelForCausalLM.from_pretrained(merged)
+    assert not torch.equal(base.model.layers[0].self_attn.q_proj.weight, plain.model.layers[0].self_attn.q_proj.weight)
