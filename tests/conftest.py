@@ -66,7 +66,10 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
 
 # Helpers for in-process training on the tiny model.
 def make_module(
-    tiny_model_dir, optimizer: str = "adamw_torch", scheduler: str = "constant", peft: str = "lora",
+    tiny_model_dir,
+    optimizer: str = "adamw_torch",
+    scheduler: str = "constant",
+    peft: str = "lora",
     overrides: list[str] | None = None,
 ):
     """An SFTModule for the tiny model, configured as `python train.py` with these options would."""
@@ -112,16 +115,30 @@ def fit_repeated(module, batch, steps: int, **trainer_kwargs):
     history = History()
     loader = torch.utils.data.DataLoader(Repeat(batch), batch_size=None)
     trainer = L.Trainer(
-        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[history], accelerator="cpu", **trainer_kwargs,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[history],
+        accelerator="cpu",
+        **trainer_kwargs,
     )
     trainer.fit(module, train_dataloaders=loader)
     return [loss for _, loss in history.train_loss]
-
-
 
 
 def _sft_module():
     from hydratune.module import SFTModule
 
     return SFTModule
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests are skipped, not faked, where CUDA is missing."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -45,8 +45,8 @@ def _targets(node, path=""):
             yield from _targets(value, f"{path}[{i}]")
 
 
-# Arguments supplied at the call site, not in YAML.
-CALL_SITE = {"params", "logger", "callbacks"}
+# Arguments supplied at the call site, not in YAML (LOMO takes the model instead of params).
+CALL_SITE = {"params", "model", "logger", "callbacks"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

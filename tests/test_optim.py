@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 
 from hydratune.config import to_plain
 from hydratune.data.collate import PadCollator
-from hydratune.module import SFTModule
 from hydratune.optim import build_optimizer, build_scheduler, parameter_groups
 
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
@@ -22,7 +21,15 @@ SCHEDULERS = sorted(p.stem for p in (CONF_DIR / "scheduler").glob("*.yaml"))
 FULL_FT_ONLY = {"galore_adamw", "galore_adamw_8bit", "lomo", "adalomo"}
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+# Their libraries call .cuda() / torch.cuda.synchronize() unconditionally (preflight says so on CPU).
+CUDA_ONLY = {"adalomo", "galore_adamw_8bit"}
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="library hard-codes CUDA")
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [pytest.param(o, marks=[pytest.mark.gpu, requires_cuda]) if o in CUDA_ONLY else o for o in OPTIMIZERS],
+)
 def test_every_optimizer_lowers_the_loss(optimizer, tiny_model_dir, tokenizer):
     torch.manual_seed(0)
     peft = "none" if optimizer in FULL_FT_ONLY else "lora"
@@ -126,6 +133,17 @@ def test_no_weight_decay_on_bias_norm_embedding_and_loraplus_ratio():
     assert by_decay[id(model["lora_B"].weight)]["lr"] == pytest.approx(16e-3)
 
 
+def test_cuda_only_optimizer_is_a_preflight_error_on_cpu():
+    from hydratune.rules import violations
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the rule does not apply")
+    found = violations(
+        to_plain(compose(["optimizer=adalomo", "peft=none", "trainer.gradient_clip_val=null"]))
+    )
+    assert any("optimizer=lomo" in m for m in found)
+
+
 def test_galore_projects_only_2d_weights(tiny_model_dir):
     module = make_module(tiny_model_dir, "galore_adamw", peft="none")
     module.configure_model()
@@ -142,7 +160,9 @@ def _one_update(tiny_model_dir, samples, micro_batch: int, accumulate: int, toke
     from hydratune.data.sampler import WindowBatchSampler, WindowDataset
 
     torch.manual_seed(0)
-    module = make_module(tiny_model_dir, "sgd", peft="none", overrides=["optimizer.momentum=0.0", "optimizer.lr=0.5"])
+    module = make_module(
+        tiny_model_dir, "sgd", peft="none", overrides=["optimizer.momentum=0.0", "optimizer.lr=0.5"]
+    )
     trained = [sum(x != -100 for x in s["labels"][1:]) for s in samples]
     sampler = WindowBatchSampler(trained, micro_batch, accumulate, shuffle=False)
     collate = PadCollator(tokenizer.pad_token_id)
@@ -155,8 +175,13 @@ def _one_update(tiny_model_dir, samples, micro_batch: int, accumulate: int, toke
 
     loader = torch.utils.data.DataLoader(WindowDataset(samples), batch_sampler=sampler, collate_fn=collate_fn)
     trainer = L.Trainer(
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", accumulate_grad_batches=accumulate,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        accumulate_grad_batches=accumulate,
     )
     trainer.fit(module, train_dataloaders=loader)
     return torch.cat([p.detach().flatten() for p in module.model.parameters()])

@@ -106,4 +106,6 @@ def test_merged_model_matches_adapter(tiny_model_dir, tokenizer, tmp_path):
     # The merge did something: merged weights differ from the base.
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     plain = AutoModelForCausalLM.from_pretrained(merged)
-    assert not torch.equal(base.model.layers[0].self_attn.q_proj.weight, plain.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(
+        base.model.layers[0].self_attn.q_proj.weight, plain.model.layers[0].self_attn.q_proj.weight
+    )

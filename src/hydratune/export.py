@@ -25,7 +25,11 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
 
 # Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations.
 PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-1, "float16": 5e-2}
-PARITY_PROMPTS = ("Hello", "### Instruction:\nReverse the letters of the word.\n\n### Response:\n", "0123456789")
+PARITY_PROMPTS = (
+    "Hello",
+    "### Instruction:\nReverse the letters of the word.\n\n### Response:\n",
+    "0123456789",
+)
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:

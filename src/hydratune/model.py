@@ -89,14 +89,20 @@ def apply_peft(model, peft_cfg: dict):
 
         return get_peft_model(model, build(peft_cfg["config"]))
     if method == "freeze":
-        return freeze_all_but(model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or [])
+        return freeze_all_but(
+            model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or []
+        )
     raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
 
 
 def freeze_all_but(model, last_layers: int, module_names: list[str]):
     """Freeze every parameter except those of the last `last_layers` decoder layers and of named modules."""
     layers = decoder_layers(model)
-    keep = {id(p) for layer in layers[len(layers) - last_layers :] for p in layer.parameters()} if last_layers else set()
+    keep = (
+        {id(p) for layer in layers[len(layers) - last_layers :] for p in layer.parameters()}
+        if last_layers
+        else set()
+    )
     for name, param in model.named_parameters():
         param.requires_grad = id(param) in keep or any(m in name for m in module_names)
     if not any(p.requires_grad for p in model.parameters()):

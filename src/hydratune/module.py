@@ -90,7 +90,12 @@ class SFTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         nll, tokens = token_nll(self(batch), batch["labels"])
-        self.log("train/loss", nll.detach() / tokens.clamp(min=1), prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.log(
+            "train/loss",
+            nll.detach() / tokens.clamp(min=1),
+            prog_bar=True,
+            batch_size=batch["input_ids"].size(0),
+        )
         # Divide by the trained tokens of the whole optimizer step (all accumulated micro-batches),
         # not by this micro-batch's: a mean of per-batch means over-weights short samples.
         # Lightning divides the returned loss by accumulate_grad_batches, hence the product.
@@ -143,7 +148,9 @@ class SFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.hparams.optimizer, self.model)
-        scheduler = build_scheduler(self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches))
+        scheduler = build_scheduler(
+            self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
+        )
         if self.hparams.scheduler["name"] == "reduce_lr_on_plateau":
             # Stepped on val/loss after each evaluation; strict=False: no value before the first one.
             config = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}

@@ -62,7 +62,11 @@ def optimizer_kwargs(cfg: dict) -> dict:
 
 
 def parameter_groups(
-    named_parameters, weight_decay: float, lr: float, loraplus_lr_ratio: float | None = None, galore: dict | None = None
+    named_parameters,
+    weight_decay: float,
+    lr: float,
+    loraplus_lr_ratio: float | None = None,
+    galore: dict | None = None,
 ) -> list[dict]:
     """Trainable parameters in groups: decayed, not decayed (biases, norms, embeddings, 1-D), and
 

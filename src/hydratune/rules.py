@@ -67,6 +67,34 @@ RULES: list[Rule] = [
 ]
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# Optimizers whose libraries call `.cuda()` or `torch.cuda.synchronize()` unconditionally.
+CUDA_ONLY_OPTIMIZERS = ("lomo_optim.AdaLomo", "galore_torch.GaLoreAdamW8bit")
+
+RULES += [
+    Rule(
+        "qlora_needs_4bit",
+        "peft, quantization",
+        lambda c: (
+            (c.get("peft") or {}).get("name") == "qlora" and (c.get("quantization") or {}).get("bits") != 4
+        ),
+        "peft=qlora trains LoRA on a 4-bit base: use quantization=nf4 (or fp4), or peft=lora",
+    ),
+    Rule(
+        "cuda_only_optimizer",
+        "optimizer, trainer.accelerator",
+        lambda c: _target(c) in CUDA_ONLY_OPTIMIZERS and not _cuda_available(),
+        "this optimizer's library runs on CUDA only (adalomo, galore_adamw_8bit): on CPU use "
+        "optimizer=lomo or optimizer=galore_adamw",
+    ),
+]
+
+
 def violations(cfg: dict) -> list[str]:
     """Messages of every rule the plain-dict config breaks, each prefixed with its keys."""
     return [f"{rule.keys}: {rule.message}" for rule in RULES if rule.applies(cfg)]

@@ -78,7 +78,9 @@ class SFTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        sampler = WindowBatchSampler(self.train_dataset["num_trained"], self.cfg["batch_size"], accumulate, seed=self.seed)
+        sampler = WindowBatchSampler(
+            self.train_dataset["num_trained"], self.cfg["batch_size"], accumulate, seed=self.seed
+        )
         return DataLoader(
             WindowDataset(self.train_dataset),
             batch_sampler=sampler,

@@ -17,8 +17,14 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
     Lightning calls `set_epoch` at each epoch.
     """
 
-    def __init__(self, trained_tokens: list[int], batch_size: int, accumulate: int = 1, seed: int = 0,
-                 shuffle: bool = True):
+    def __init__(
+        self,
+        trained_tokens: list[int],
+        batch_size: int,
+        accumulate: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
         self.trained_tokens = trained_tokens
         self.batch_size = batch_size
         self.accumulate = max(1, accumulate)
@@ -35,7 +41,9 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
     def __iter__(self):
         n = len(self.trained_tokens)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+            ).tolist()
         else:
             order = list(range(n))
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
