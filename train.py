@@ -25,4 +25,14 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    try:  # mistakes in the command line cost a second, not a run directory
+        check_command_line(sys.argv[1:])
+    except UserError as err:
+        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+            raise
+        print(f"hydratune: error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

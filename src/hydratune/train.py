@@ -8,8 +8,8 @@ import math
 import time
 from pathlib import Path
 
-from hydratune import rules
 from hydratune.config import build, redact, to_plain
+from hydratune.preflight import check_config
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def run(cfg) -> float:
     from hydratune.module import SFTModule
 
     quiet_library_loggers()
-    rules.check(to_plain(cfg))
+    check_config(to_plain(cfg))
     paths = to_plain(cfg.paths)
     run_dir = Path(paths["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)

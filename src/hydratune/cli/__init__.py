@@ -43,12 +43,37 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    import json
+
+    from hydratune.preflight import run_preflight
+
+    report = run_preflight(args.overrides, with_data=not args.no_data)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for key, value in report.items():
+            if key != "examples":
+                print(f"{key:>24}: {value}")
+        for example in report.get("examples", []):
+            print("-" * 60 + "\n" + example)
+    print("preflight: ok")
+    return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line that names the command and points at --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hydratune",
         description="Utilities for hydratune runs. Train with: python train.py [overrides]",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     gen = sub.add_parser("generate", help="generate text with a finished run's artifact")
     gen.add_argument("run_dir", help="a run directory (holds adapter/, merged/ or model/)")
@@ -68,16 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", help="output directory (default: RUN_DIR/merged)")
     merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     merge.set_defaults(func=_merge)
+
+    pre = sub.add_parser("preflight", help="check a config and its data without loading model weights")
+    pre.add_argument("overrides", nargs="*", help="the same overrides as python train.py takes")
+    pre.add_argument("--no-data", action="store_true", help="skip the data checks (config only)")
+    pre.add_argument("--json", action="store_true", help="print the report as JSON")
+    pre.set_defaults(func=_preflight)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from hydratune.errors import UserError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, FileNotFoundError) as err:
+        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+            raise
+        print(f"hydratune {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

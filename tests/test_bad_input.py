@@ -1,0 +1,130 @@
+"""Bad input matrix: each mistake exits non-zero with one line naming the key (or file) and the fix,
+no traceback, and the files of an existing run are left exactly as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+# (command-line overrides for train.py, substrings the error line must contain)
+TRAIN_CASES = [
+    (["peft=lorra"], ["peft=lorra", "did you mean peft=lora"]),
+    (["optimizer=adamw"], ["optimizer=adamw", "options:"]),
+    (["scheduler=cosin"], ["did you mean scheduler=cosine"]),
+    (["logger=tensorbord"], ["did you mean logger=tensorboard"]),
+    (["trainer.max_stepz=3"], ["trainer.max_stepz", "did you mean trainer.max_steps"]),
+    (["+optimizer.lrr=1"], ["optimizer.lrr", "did you mean optimizer.lr"]),
+    (["+peft.config.rank=8"], ["peft.config.rank", "unknown config key"]),
+    (["+foo=1"], ["foo", "unknown config key"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
+    (["optimizer.lr=-1e-4"], ["optimizer.lr", "> 0"]),
+    (["optimizer.lr=fast"], ["optimizer.lr", "> 0"]),
+    (["optimizer.betas=[0.9,1.2]"], ["optimizer.betas", "[0, 1)"]),
+    (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay", ">= 0"]),
+    (["peft.config.r=0"], ["peft.config.r=0", "integer > 0"]),
+    (["peft.config.lora_dropout=1.5"], ["peft.config.lora_dropout", "[0, 1)"]),
+    (["dataset.max_seq_length=8"], ["dataset.max_seq_length", ">= 16"]),
+    (["dataset.batch_size=0"], ["dataset.batch_size", "> 0"]),
+    (["trainer.max_steps=-5"], ["trainer.max_steps", "-1"]),
+    (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches", ">= 1"]),
+    (["trainer.precision=fp8"], ["trainer.precision", "bf16-mixed"]),
+    (["scheduler.warmup_ratio=1.5"], ["scheduler.warmup_ratio", "[0, 1)"]),
+    (["callbacks.early_stopping.patience=-1"], ["callbacks.early_stopping.patience", ">= 0"]),
+    (["seed=-1"], ["seed", ">= 0"]),
+    (["model.dtype=float64"], ["model.dtype", "bfloat16"]),
+    (["model.attn_implementation=flash"], ["model.attn_implementation", "sdpa"]),
+    (["name=../escape"], ["name=", "'..'"]),
+    (["name=a/b"], ["name=", "'/'"]),
+    (["peft=none", "quantization=nf4"], ["quantization, peft", "peft=lora"]),
+    (["peft=qlora", "quantization=none"], ["peft=qlora", "quantization=nf4"]),
+    (["optimizer=lomo", "peft=none"], ["trainer.gradient_clip_val", "=null"]),
+    (
+        [
+            "optimizer=lomo",
+            "peft=none",
+            "trainer.gradient_clip_val=null",
+            "trainer.accumulate_grad_batches=2",
+        ],
+        ["trainer.accumulate_grad_batches=1"],
+    ),
+    (["optimizer=galore_adamw"], ["peft=none"]),
+]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory) -> Path:
+    """A finished run directory that no failed command may touch."""
+    run = tmp_path_factory.mktemp("existing") / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / "metrics.json").write_text('{"val_loss": 0.5}\n')
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    return run
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, expected: list[str]) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    for text in expected:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize(("args", "expected"), TRAIN_CASES, ids=[" ".join(a) for a, _ in TRAIN_CASES])
+def test_train_rejects_bad_config(args, expected, existing_run):
+    before = _digest(existing_run)
+    result = run_cli(["train.py", *args, f"hydra.run.dir={existing_run}/../bad"], timeout=120)
+    _assert_one_line_error(result, expected)
+    assert _digest(existing_run) == before
+    assert not (existing_run.parent / "bad").exists(), "a failed preflight must not create a run dir"
+
+
+def test_finished_run_directory_is_not_reused(existing_run):
+    before = _digest(existing_run)
+    result = run_cli(["train.py", f"hydra.run.dir={existing_run}"], timeout=120)
+    _assert_one_line_error(result, ["hydra.run.dir=", "finished run"])
+    assert _digest(existing_run) == before
+
+
+def test_debug_env_shows_the_traceback():
+    result = run_cli(["train.py", "optimizer.lr=0"], env={"HYDRATUNE_DEBUG": "1"}, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+HYDRATUNE = str(Path(sys.executable).parent / "hydratune")
+CLI_CASES = [
+    (["generate"], ["hydratune generate", "run_dir"]),
+    (["generate", "/nonexistent/run", "--prompt", "x"], ["/nonexistent/run", "finished run"]),
+    (["generate", "{run}"], ["--prompt"]),
+    (["generate", "{run}", "--prompt", "x", "--max-new-tokens", "many"], ["--max-new-tokens", "invalid int"]),
+    (["merge", "/nonexistent/run"], ["/nonexistent/run", "adapter/"]),
+    (["merge", "{run}", "--dtype", "int3"], ["--dtype", "invalid choice"]),
+    (["preflight", "peft=lorra"], ["peft=lorra", "did you mean peft=lora"]),
+    (["preflight", "--no-data", "optimizer.lr=0"], ["optimizer.lr=0"]),
+    (["no-such-command"], ["invalid choice"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
+def test_cli_rejects_bad_arguments(args, expected, existing_run):
+    before = _digest(existing_run)
+    args = [a.replace("{run}", str(existing_run)) for a in args]
+    result = subprocess.run([HYDRATUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    _assert_one_line_error(result, expected)
+    assert _digest(existing_run) == before
