@@ -153,3 +153,15 @@ def test_default_run_learns(tmp_path):
     answers = generate(model, tokenizer, prompts, max_new_tokens=16)
     exact = sum(a == r["output"] for a, r in zip(answers, rows)) / len(rows)
     assert exact >= 0.8, list(zip(answers, [r["output"] for r in rows]))[:10]
+
+    # The command-line client wraps the prompt in the run's own template and stops at EOS.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "hydratune"), "generate", str(run_dir),
+         "--prompt", "Write the word in capital letters.", "--input", "hydra"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "HYDRA"

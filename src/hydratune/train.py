@@ -38,21 +38,46 @@ def run(cfg) -> float:
     tokenizer = load_tokenizer(model_cfg, token)
 
     dataset_cfg = to_plain(cfg.dataset)
-    datamodule = SFTDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
-    module = SFTModule(
-        model=model_cfg,
-        peft=to_plain(cfg.peft),
-        optimizer=to_plain(cfg.optimizer),
-        scheduler=to_plain(cfg.scheduler),
-        gradient_checkpointing=gradient_checkpointing,
-        quantization=to_plain(cfg.quantization),
-        hub_token=token,
-    )
+    if cfg.task.name == "classification":
+        from hydratune.classification import ClassificationDataModule, ClassificationModule, class_weights
+
+        datamodule = ClassificationDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
+        datamodule.setup()  # the labels found in the data decide the size of the model's head
+        module = ClassificationModule(
+            model=model_cfg,
+            peft=to_plain(cfg.peft),
+            optimizer=to_plain(cfg.optimizer),
+            scheduler=to_plain(cfg.scheduler),
+            labels=datamodule.labels,
+            pad_token_id=tokenizer.pad_token_id,
+            class_weights=class_weights(to_plain(cfg.task).get("class_weights"), datamodule.class_counts),
+            gradient_checkpointing=gradient_checkpointing,
+            quantization=to_plain(cfg.quantization),
+            hub_token=token,
+        )
+    else:
+        datamodule = SFTDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
+        module = SFTModule(
+            model=model_cfg,
+            peft=to_plain(cfg.peft),
+            optimizer=to_plain(cfg.optimizer),
+            scheduler=to_plain(cfg.scheduler),
+            gradient_checkpointing=gradient_checkpointing,
+            quantization=to_plain(cfg.quantization),
+            hub_token=token,
+        )
 
     history, throughput = History(), Throughput()
     callbacks = [build(node) for node in (to_plain(cfg.callbacks) or {}).values()] + [history, throughput]
     loggers = [build(node) for node in (to_plain(cfg.logger) or {}).values()]
-    trainer = build(to_plain(cfg.trainer), logger=loggers or False, callbacks=callbacks)
+    trainer = build(cpu_fallbacks(to_plain(cfg.trainer)), logger=loggers or False, callbacks=callbacks)
+    if cfg.get("tf32"):
+        import torch
+
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer GPUs
+    effective_batch = dataset_cfg["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
+    log.info("effective batch size: %d (%d per device x %d accumulation x %d devices)", effective_batch,
+             dataset_cfg["batch_size"], trainer.accumulate_grad_batches, trainer.world_size)
     for logger in loggers:
         logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
 
@@ -63,17 +88,37 @@ def run(cfg) -> float:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     fit_seconds = time.time() - fit_started
 
+    task_metrics = {}
+    if cfg.task.name == "classification":
+        from hydratune.classification import finish
+
+        task_metrics = finish(trainer, module, datamodule, run_dir)  # best weights back, confusion_matrix.png
     artifact = export_artifact(module.model, tokenizer, run_dir)
     history.plot(run_dir / "loss.png")
     metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
     metrics["artifact"] = artifact.name
+    metrics.update(task_metrics)
+    metrics["effective_batch_size"] = effective_batch
     if cfg.export.merge and artifact.name == "adapter":
         compute_dtype = merge_dtype(to_plain(cfg.model), to_plain(cfg.quantization))
         merge_adapter(artifact, run_dir / "merged", compute_dtype)
         metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print_summary(run_dir, metrics)
-    return metrics.get("val_loss", float("nan"))
+    # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
+    return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
+
+
+def cpu_fallbacks(trainer_cfg: dict) -> dict:
+    """Settings that need CUDA, replaced by what runs on a CPU, with a warning that says so."""
+    import torch
+
+    if torch.cuda.is_available() or trainer_cfg.get("accelerator") not in (None, "auto", "cpu"):
+        return trainer_cfg
+    if str(trainer_cfg.get("precision")) in ("16-mixed", "16"):
+        log.warning("trainer.precision=16-mixed (fp16 with loss scaling) needs a GPU: running bf16-mixed on CPU")
+        trainer_cfg = trainer_cfg | {"precision": "bf16-mixed"}
+    return trainer_cfg
 
 
 def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
@@ -99,6 +144,7 @@ def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds:
         metrics["initial_val_loss"] = history.val_loss[0][1]
         metrics["val_loss"] = history.val_loss[-1][1]
         metrics["best_val_loss"] = min(loss for _, loss in history.val_loss)
+        metrics["val_curve"] = [[step, loss] for step, loss in history.val_loss]  # for sweep.png
         metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 50.0))
     metrics.update(
         tokens_seen=throughput.tokens,

@@ -1,0 +1,78 @@
+"""Precision and memory switches: bf16 on CPU trains, fp16 falls back with a message, gradient
+checkpointing with LoRA gives the same loss and gradients as without."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import batch_samples, fit_repeated, make_module
+
+from hydratune.data.collate import PadCollator
+from hydratune.train import cpu_fallbacks
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "32-true"])
+def test_precisions_train_on_cpu(precision, tiny_model_dir, tokenizer):
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, overrides=["optimizer.lr=1e-2"])
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    losses = fit_repeated(module, batch, steps=6, precision=precision)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for CPU runs")
+def test_fp16_on_cpu_falls_back_to_bf16_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        cfg = cpu_fallbacks({"accelerator": "auto", "precision": "16-mixed"})
+    assert cfg["precision"] == "bf16-mixed"
+    assert "needs a GPU" in caplog.text
+
+
+@pytest.mark.gpu
+def test_fp16_mixed_trains_on_gpu(tiny_model_dir, tokenizer):
+    module = make_module(tiny_model_dir, overrides=["optimizer.lr=1e-2"])
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    from lightning import Trainer
+
+    from conftest import Repeat
+
+    trainer = Trainer(max_steps=4, accelerator="gpu", devices=1, precision="16-mixed", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert trainer.global_step == 4
+
+
+def _loss_and_grads(tiny_model_dir, tokenizer, checkpointing: bool):
+    from hydratune.module import token_nll
+
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir)
+    module.hparams.gradient_checkpointing = checkpointing
+    module.configure_model()
+    # LoRA B starts at zero, so give it values: otherwise the A gradients are all zero.
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    nll, count = token_nll(module(batch), batch["labels"])
+    loss = nll / count
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad}
+    return loss.item(), grads, module.model
+
+
+def test_gradient_checkpointing_with_lora_matches(tiny_model_dir, tokenizer):
+    loss_plain, grads_plain, _ = _loss_and_grads(tiny_model_dir, tokenizer, False)
+    loss_ckpt, grads_ckpt, model = _loss_and_grads(tiny_model_dir, tokenizer, True)
+    assert model.base_model.model.model.gradient_checkpointing or model.is_gradient_checkpointing
+    assert loss_ckpt == pytest.approx(loss_plain, abs=1e-6)
+    assert grads_plain.keys() == grads_ckpt.keys()
+    nonzero = 0
+    for name in grads_plain:
+        assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
+        nonzero += bool(grads_ckpt[name].abs().sum() > 0)
+    assert nonzero == len(grads_plain), "every LoRA matrix must receive a gradient through checkpointing"
