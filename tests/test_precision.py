@@ -39,8 +39,15 @@ def test_fp16_mixed_trains_on_gpu(tiny_model_dir, tokenizer):
 
     from conftest import Repeat
 
-    trainer = Trainer(max_steps=4, accelerator="gpu", devices=1, precision="16-mixed", logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False)
+    trainer = Trainer(
+        max_steps=4,
+        accelerator="gpu",
+        devices=1,
+        precision="16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
     assert trainer.global_step == 4
 

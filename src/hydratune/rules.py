@@ -64,6 +64,15 @@ RULES: list[Rule] = [
         "quantized weights cannot be trained directly: add a PEFT method (peft=lora or peft=qlora) "
         "or set quantization=none",
     ),
+    Rule(
+        "classification_packing",
+        "task, dataset.packing",
+        lambda c: (
+            (c.get("task") or {}).get("name") == "classification"
+            and bool((c.get("dataset") or {}).get("packing"))
+        ),
+        "a classifier pools one token per row, so rows cannot be packed together: set dataset.packing=false",
+    ),
 ]
 
 
@@ -95,6 +104,50 @@ RULES += [
 ]
 
 
+def _dataset(cfg: dict) -> dict:
+    return cfg.get("dataset") or {}
+
+
+def _has(value) -> bool:
+    return value not in (None, "", [])
+
+
+RULES += [
+    Rule(
+        "text_or_prompt_columns",
+        "dataset.text_column, dataset.prompt_column",
+        lambda c: _has(_dataset(c).get("text_column")) and _has(_dataset(c).get("prompt_column")),
+        "set either dataset.text_column (plain text, every token trained) or dataset.prompt_column + "
+        "dataset.response_column, not both",
+    ),
+    Rule(
+        "packing_needs_max_length",
+        "dataset.packing, dataset.max_seq_length",
+        lambda c: bool(_dataset(c).get("packing")) and not _dataset(c).get("max_seq_length"),
+        "packing fills rows of dataset.max_seq_length tokens: set it (e.g. dataset.max_seq_length=2048)",
+    ),
+    Rule(
+        "deepspeed_quantization",
+        "trainer.strategy, quantization",
+        lambda c: (
+            "deepspeed" in str(_trainer(c, "strategy", "")).lower()
+            and (c.get("quantization") or {}).get("method", "none") != "none"
+        ),
+        "DeepSpeed ZeRO shards full-precision weights and cannot hold bitsandbytes-quantized ones: "
+        "use trainer=ddp (or fsdp) with QLoRA, or quantization=none",
+    ),
+    Rule(
+        "flash_attention_needs_cuda",
+        "model.attn_implementation",
+        lambda c: (
+            (c.get("model") or {}).get("attn_implementation") in ("flash_attention_2", "flash_attention_3")
+            and not _cuda_available()
+        ),
+        "flash attention runs on CUDA only: on CPU use model.attn_implementation=sdpa",
+    ),
+]
+
+
 def violations(cfg: dict) -> list[str]:
     """Messages of every rule the plain-dict config breaks, each prefixed with its keys."""
     return [f"{rule.keys}: {rule.message}" for rule in RULES if rule.applies(cfg)]
@@ -105,3 +158,32 @@ def check(cfg: dict) -> None:
     found = violations(cfg)
     if found:
         raise UserError(" | ".join(found))
+
+
+def markdown_table() -> str:
+    """The README's compatibility table, generated from RULES (tests/test_rules_doc.py keeps them equal)."""
+    lines = ["| rule | keys | what to do |", "|---|---|---|"]
+    lines += [f"| {rule.name} | {rule.keys} | {rule.message} |" for rule in RULES]
+    return "\n".join(lines)
+
+
+START, END = "<!-- rules:start -->", "<!-- rules:end -->"
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the table between the README's rules markers."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    Path(path).write_text(f"{head}{START}\n{markdown_table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:
+        update_readme(sys.argv[2])
+    else:
+        print(markdown_table())

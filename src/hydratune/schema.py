@@ -102,11 +102,21 @@ def check_keys(cfg: dict, conf_dir: str | Path) -> None:
         target = parent.get("_target_") if isinstance(parent, dict) else None
         if target and _target_accepts(target, key):
             continue
+        value = parent.get(key)
+        if (
+            path.count(".") == 1
+            and path.split(".")[0] in NAMED_TARGETS
+            and isinstance(value, dict)
+            and "_target_" in value
+        ):
+            continue  # a user's own callback or logger: its keys are checked against its _target_
         if _inside_free_mapping(path, known):
             continue
         raise unknown_key_error(path, known)
 
 
+# Groups that are collections of named `_target_` nodes: users may add their own.
+NAMED_TARGETS = ("callbacks", "logger")
 # Mappings whose keys are data, not schema (e.g. data_files split names, scheduler kwargs).
 FREE_MAPPINGS = (
     "kwargs",
