@@ -322,6 +322,10 @@ def versions() -> dict:
     return out
 
 
+def ratio(rate: float | None, reference: float | None) -> str:
+    return f"{rate / reference:.2f}x" if rate and reference else "-"
+
+
 def table(results: dict, machine: str) -> str:
     lines = [
         f"Machine: {machine}. Date: {datetime.date.today()}. "
@@ -340,10 +344,9 @@ def table(results: dict, machine: str) -> str:
         trl = results.get("trl_packed" if packed else "trl", {}).get("tokens_per_s")
         bare = results.get("bare_packed" if packed else "bare", {}).get("tokens_per_s")
         rate = r.get("tokens_per_s")
-        ratio = lambda ref: f"{rate / ref:.2f}x" if rate and ref else "-"  # noqa: E731
         memory = r.get("peak_gpu_mb", r.get("peak_rss_mb"))
         lines.append(
-            f"| {name} | {rate} | {ratio(trl)} | {ratio(bare)} | {r.get('padding_efficiency')} | {memory} "
+            f"| {name} | {rate} | {ratio(rate, trl)} | {ratio(rate, bare)} | {r.get('padding_efficiency')} | {memory} "
             f"| {r.get('time_to_first_step_s')} | {r.get('data_prep_s')} | {r.get('final_loss')} |"
         )
     return "\n".join(lines)

@@ -35,9 +35,8 @@ def test_fp16_on_cpu_falls_back_to_bf16_with_a_warning(caplog):
 def test_fp16_mixed_trains_on_gpu(tiny_model_dir, tokenizer):
     module = make_module(tiny_model_dir, overrides=["optimizer.lr=1e-2"])
     batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
-    from lightning import Trainer
-
     from conftest import Repeat
+    from lightning import Trainer
 
     trainer = Trainer(
         max_steps=4,
