@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hydratune.data.collate import PadCollator
@@ -11,7 +12,8 @@ from hydratune.data.tokenize import IGNORE_INDEX, tokenize_pair
 
 def test_alpaca_format_uses_input_when_present():
     row = {"instruction": "Reverse.", "input": "abc", "output": "cba"}
-    prompt, response = FORMATS["alpaca"](row, {"template": "alpaca_short"})
+    (prompt, is_response), (response, is_response2) = FORMATS["alpaca"](row, {"template": "alpaca_short"})
+    assert (is_response, is_response2) == (False, True)
     assert prompt == "### Instruction:\nReverse.\n\n### Input:\nabc\n\n### Response:\n"
     assert response == "cba"
     assert "### Input" not in alpaca_prompt("Say hi.", "", "alpaca_short")
@@ -83,3 +85,101 @@ def test_datamodule_builds_masked_batches(tokenizer, tmp_path):
     # Every sample trains on its answer (2 chars) + EOS and nothing else.
     assert trained.sum(dim=1).tolist() == [3, 3, 3, 3]
     assert len(dm.val_dataset) == 10
+
+
+def _messages():
+    return [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "HI"},
+        {"role": "user", "content": "yo"},
+        {"role": "assistant", "content": "YO"},
+    ]
+
+
+def _trained_text(tokenizer, out):
+    return tokenizer.decode([t for t, lab in zip(out["input_ids"], out["labels"]) if lab != IGNORE_INDEX])
+
+
+@pytest.mark.parametrize(
+    ("train_on", "expected"),
+    [
+        ("response", "HI</s>\nYO</s>\n"),
+        ("assistant", "HI</s>\nYO</s>\n"),
+        ("last_assistant", "YO</s>\n"),
+    ],
+)
+def test_messages_masking_policies(tokenizer, train_on, expected):
+    from hydratune.data.formats import format_messages
+    from hydratune.data.tokenize import tokenize_samples
+
+    segments = format_messages({"messages": _messages()}, {}, tokenizer=tokenizer)
+    assert "".join(t for t, _ in segments) == tokenizer.apply_chat_template(_messages(), tokenize=False)
+    out = tokenize_samples([segments], tokenizer, 512, train_on)
+    # The assistant header is prompt; the turn's content and its end-of-turn EOS are trained, no extra EOS.
+    assert _trained_text(tokenizer, {k: v[0] for k, v in out.items()}) == expected
+    assert out["input_ids"][0].count(tokenizer.eos_token_id) == 5
+
+
+def test_messages_train_on_all_trains_everything_but_bos(tokenizer):
+    from hydratune.data.formats import format_messages
+    from hydratune.data.tokenize import tokenize_samples
+
+    out = tokenize_samples(
+        [format_messages({"messages": _messages()}, {}, tokenizer=tokenizer)], tokenizer, 512, "all"
+    )
+    assert out["labels"][0][0] == IGNORE_INDEX and out["labels"][0][1:] == out["input_ids"][0][1:]
+
+
+def test_named_chat_template_is_set_on_the_tokenizer(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from hydratune.data.formats import CHAT_TEMPLATES, set_chat_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    set_chat_template(tok, {"chat_template": "chatml"})
+    tok.save_pretrained(tmp_path)  # what export does: the saved template is the one training used
+    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == CHAT_TEMPLATES["chatml"]
+
+
+def test_prompt_response_with_system_column(tokenizer):
+    cfg = {"prompt_column": "q", "response_column": "a", "system_column": "s"}
+    segments = FORMATS["prompt_response"]({"q": "2+2?", "a": "4", "s": "Math."}, cfg)
+    assert segments == [("Math.\n\n2+2?", False), ("4", True)]
+
+
+def test_truncation_policies_are_counted(tokenizer):
+    import datasets
+
+    from hydratune.data.datamodule import tokenize_split
+
+    rows = [{"text": "a" * n} for n in (5, 50, 8, 70)]
+    cfg = {"format": "text", "text_column": "text", "max_seq_length": 20}
+    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg)
+    assert (stats["samples"], stats["truncated"], stats["truncation_rate"]) == (4, 2, 0.5)
+    assert max(len(x) for x in kept["input_ids"]) == 20
+    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "drop"})
+    assert (stats["samples"], stats["dropped_truncated"]) == (2, 2)
+
+
+def test_samples_without_trained_tokens_are_dropped_and_counted(tokenizer):
+    import datasets
+
+    from hydratune.data.datamodule import tokenize_split
+
+    rows = [{"q": "x" * 40, "a": "y"}, {"q": "short", "a": "ok"}]
+    cfg = {"prompt_column": "q", "response_column": "a", "max_seq_length": 20}
+    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg)
+    assert (stats["samples"], stats["dropped_untrained"]) == (1, 1)
+
+
+def test_group_by_length_batches_similar_lengths():
+    from hydratune.data.sampler import WindowBatchSampler
+
+    lengths = [i % 97 for i in range(400)]
+    batches = list(WindowBatchSampler([1] * 400, 8, seed=0, lengths=lengths))
+    assert sorted(i for b in batches for i, _ in b) == list(range(400))
+    spread = sum(max(lengths[i] for i, _ in b) - min(lengths[i] for i, _ in b) for b in batches) / len(
+        batches
+    )
+    assert spread < 10  # shuffled batches of 8 would span ~75

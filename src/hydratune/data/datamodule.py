@@ -1,4 +1,4 @@
-"""The SFT LightningDataModule: load, format, tokenize, then batch with dynamic padding."""
+"""The SFT LightningDataModule: sources -> ops -> format -> tokenize (cached) -> pack or pad."""
 
 from __future__ import annotations
 
@@ -7,45 +7,128 @@ import logging
 import lightning as L
 from torch.utils.data import DataLoader
 
-from hydratune.data.collate import PadCollator
-from hydratune.data.formats import FORMATS
-from hydratune.data.sampler import WindowBatchSampler, WindowDataset
-from hydratune.data.sources import load_splits
-from hydratune.data.tokenize import IGNORE_INDEX, tokenize_pair
+from hydratune.data.collate import PackedCollator, PadCollator
+from hydratune.data.formats import FORMATS, required_columns, resolve_format, set_chat_template
+from hydratune.data.ops import build_splits, fingerprint
+from hydratune.data.packing import STRATEGIES, pack_dataset, packing_efficiency
+from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
+from hydratune.data.tokenize import tokenize_samples
+from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# Bumped when tokenization changes its output, so cached results of older code are not reused.
+TOKENIZE_VERSION = 2
+TRUNCATION = ("truncate", "drop")
 
-def tokenize_split(dataset, tokenizer, cfg: dict):
-    """Format and tokenize every row; drop rows left with no trained token and say how many."""
-    render = FORMATS[cfg["format"]]
 
-    def encode(batch: dict) -> dict:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        out = {"input_ids": [], "labels": [], "num_trained": []}
-        for row in rows:
-            prompt, response = render(row, cfg)
-            ids = tokenize_pair(
-                prompt, response, tokenizer, cfg["max_seq_length"], cfg.get("train_on", "response")
-            )
-            out["input_ids"].append(ids["input_ids"])
-            out["labels"].append(ids["labels"])
-            # Predicted positions: token t+1 from position t, so the first label never counts.
-            out["num_trained"].append(sum(x != IGNORE_INDEX for x in ids["labels"][1:]))
-        return out
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything about the tokenizer that changes token ids: vocab, merges, specials, template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return fingerprint(
+        type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
+        getattr(tokenizer, "chat_template", None),
+    )  # fmt: skip
 
-    tokenized = dataset.map(
-        encode, batched=True, remove_columns=dataset.column_names, load_from_cache_file=False
-    )
-    before = len(tokenized)
-    tokenized = tokenized.filter(lambda n: n > 0, input_columns="num_trained")
-    if len(tokenized) < before:
-        log.warning(
-            "dropped %d of %d samples with no trained token (prompt longer than max_seq_length?)",
-            before - len(tokenized),
-            before,
+
+def check_config(cfg: dict) -> str:
+    """Validate the dataset keys that tokenization and batching read; returns the format name."""
+    fmt = resolve_format(cfg)
+    if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
+        raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
+    if cfg.get("truncation", "truncate") not in TRUNCATION:
+        raise UserError(
+            f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
         )
-    return tokenized
+    if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
+        raise UserError(
+            f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
+        )
+    return fmt
+
+
+def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
+    """Format and tokenize every row (cached by fingerprint), then drop what cannot be trained.
+
+    Returns the tokenized dataset and its statistics (rows, drops, truncation rate, trainable share).
+    Rows with no trained token are dropped and counted; with `truncation: drop`, so are rows longer
+    than max_seq_length.
+    """
+    fmt = check_config(cfg)
+    render = FORMATS[fmt]
+    columns = [c for c in required_columns(fmt, cfg) if c not in dataset.column_names]
+    if columns:
+        raise UserError(
+            f"dataset.format={fmt}: column {columns[0]!r} is not in split {split!r}; "
+            f"available columns: {', '.join(dataset.column_names)}"
+        )
+    max_len, train_on = cfg["max_seq_length"], cfg.get("train_on", "response")
+    extra = {"tokenizer": tokenizer} if fmt == "messages" else {}
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        samples = []
+        for index, values in zip(indices, zip(*batch.values())):
+            try:
+                samples.append(render(dict(zip(batch, values)), cfg, **extra))
+            except UserError as err:
+                raise UserError(f"split {split!r} row {index}: {err}") from None
+        return tokenize_samples(samples, tokenizer, max_len, train_on)
+
+    keys = ("format", "template", "text_column", "prompt_column", "response_column", "system_column",
+            "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
+    tokenized = dataset.map(
+        encode,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=cfg.get("num_proc"),
+        new_fingerprint=fingerprint(
+            dataset._fingerprint,
+            tokenizer_fingerprint(tokenizer),
+            {k: cfg.get(k) for k in keys},
+            TOKENIZE_VERSION,
+        ),
+        desc=f"tokenizing {split}",
+    )
+    lengths, trained = list(tokenized["length"]), list(tokenized["num_trained"])
+    drop_long = cfg.get("truncation", "truncate") == "drop"
+    keep = [i for i, (n, t) in enumerate(zip(lengths, trained)) if t > 0 and not (drop_long and n > max_len)]
+    stats = {
+        "rows": len(lengths),
+        "truncated": sum(n > max_len for n in lengths),
+        "dropped_truncated": sum(n > max_len for n in lengths) if drop_long else 0,
+        "dropped_untrained": sum(
+            t == 0 and not (drop_long and n > max_len) for n, t in zip(lengths, trained)
+        ),
+    }
+    stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
+    if len(keep) < len(lengths):
+        tokenized = tokenized.select(keep)
+    if not len(tokenized):
+        raise UserError(
+            f"dataset: no sample of split {split!r} is left to train on ({stats['dropped_untrained']} had no "
+            f"trained token, {stats['dropped_truncated']} were too long); raise dataset.max_seq_length={max_len}"
+        )
+    kept_lengths = [min(lengths[i], max_len) for i in keep]
+    stats |= {
+        "samples": len(tokenized),
+        "tokens": sum(kept_lengths),
+        "trained_tokens": sum(trained[i] for i in keep),
+        "lengths": kept_lengths,
+    }
+    stats["trainable_fraction"] = stats["trained_tokens"] / max(stats["tokens"], 1)
+    log.info(
+        "%s: %d samples, %.1f%% of tokens trained, %d dropped with no trained token, %d truncated (%.1f%%)%s",
+        split,
+        stats["samples"],
+        100 * stats["trainable_fraction"],
+        stats["dropped_untrained"],
+        stats["truncated"],
+        100 * stats["truncation_rate"],
+        f", {stats['dropped_truncated']} dropped as too long" if drop_long else "",
+    )
+    return tokenized, stats
 
 
 class SFTDataModule(L.LightningDataModule):
@@ -66,25 +149,63 @@ class SFTDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.train_dataset = None
         self.val_dataset = None
+        self.stats: dict[str, dict] = {}  # per split: rows, drops, truncation rate, ...; see tokenize_split
+        self.lengths: dict[str, list[int]] = {}
         self.collate = PadCollator(tokenizer.pad_token_id)
+        self.packed_collate = PackedCollator(tokenizer.pad_token_id)
+        if cfg.get("format") == "messages":
+            # Before any tokenization, so the exported tokenizer carries the template training used.
+            set_chat_template(tokenizer, cfg)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        splits = load_splits(self.cfg["sources"], self.cache_dir)
-        self.train_dataset = tokenize_split(splits["train"], self.tokenizer, self.cfg)
+        check_config(self.cfg)
+        splits = build_splits(self.cfg, self.cache_dir)
+        if "train" not in splits:
+            raise UserError(
+                f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
+                "map one with data_files: {train: ...} or a hub source's split"
+            )
+        self.train_dataset, self.stats["train"] = tokenize_split(splits["train"], self.tokenizer, self.cfg)
         val_name = next((n for n in ("validation", "eval", "test") if n in splits), None)
-        self.val_dataset = tokenize_split(splits[val_name], self.tokenizer, self.cfg) if val_name else None
+        if val_name:
+            self.val_dataset, self.stats["validation"] = tokenize_split(
+                splits[val_name], self.tokenizer, self.cfg, val_name
+            )
+        # Per-sample lengths (for group_by_length and `hydratune inspect`), kept out of the printed stats.
+        self.lengths = {split: stats.pop("lengths") for split, stats in self.stats.items()}
+        self.train_samples = self.train_dataset  # unpacked, for inspection
+        if self.cfg.get("packing"):
+            capacity = self.cfg["max_seq_length"]
+            self.train_dataset = pack_dataset(
+                self.train_dataset, capacity, self.cfg.get("packing_strategy", "bfd")
+            )
+            efficiency = packing_efficiency([len(ids) for ids in self.train_dataset["input_ids"]], capacity)
+            self.stats["train"] |= {"packed_rows": len(self.train_dataset), "packing_efficiency": efficiency}
+            log.info(
+                "packed %d samples into %d rows of %d tokens: %.1f%% of tokens are real (not padding)",
+                self.stats["train"]["samples"],
+                len(self.train_dataset),
+                capacity,
+                100 * efficiency,
+            )
 
     def train_dataloader(self) -> DataLoader:
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        packed = bool(self.cfg.get("packing"))
+        lengths = self.lengths["train"] if self.cfg.get("group_by_length") and not packed else None
         sampler = WindowBatchSampler(
-            self.train_dataset["num_trained"], self.cfg["batch_size"], accumulate, seed=self.seed
+            list(self.train_dataset["num_trained"]),
+            self.cfg["batch_size"],
+            accumulate,
+            seed=self.seed,
+            lengths=lengths,
         )
-        return DataLoader(
+        return ResumableDataLoader(
             WindowDataset(self.train_dataset),
             batch_sampler=sampler,
-            collate_fn=self.collate,
+            collate_fn=self.packed_collate if packed else self.collate,
             num_workers=self.cfg.get("num_workers", 0),
         )
 

@@ -1,12 +1,14 @@
-"""Prompt formats: a row of the dataset becomes (prompt, response) text.
+"""Prompt formats: a row of the dataset becomes text segments, each flagged as response or not.
 
-The prompt is never trained on (unless `train_on: all`); the response is, followed by EOS.
+Prompt segments are never trained on (unless `train_on: all`); responses are, followed by EOS.
 A format is chosen by name in the dataset config: `format: alpaca` -> `FORMATS["alpaca"]`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from hydratune.errors import UserError
 
 # Prompt templates for the alpaca format, by name. `alpaca` is the original Stanford Alpaca wording;
 # `alpaca_short` drops the preamble, which matters when every character is a token.
@@ -37,26 +39,175 @@ def alpaca_prompt(instruction: str, input: str = "", template: str = "alpaca") -
     return parts["no_input"].format(instruction=instruction)
 
 
-def format_alpaca(row: dict, cfg: dict) -> tuple[str, str]:
-    prompt = alpaca_prompt(row["instruction"], row.get("input") or "", cfg.get("template", "alpaca"))
-    return prompt, row["output"]
+# Built-in chat templates for `format: messages` with `chat_template: NAME`. The one used is set on the
+# tokenizer, so the exported tokenizer carries the template training saw.
+CHAT_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    "tiny": (  # hydratune.tiny's own template: short, since every character is one token
+        "{% for message in messages %}"
+        "{{ '<|' + message['role'] + '|>\n' + message['content'] + '</s>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+ROLES = ("system", "user", "assistant", "tool")
+TRAIN_ON = ("response", "assistant", "last_assistant", "all")
+
+# A rendered sample: text segments in order, each flagged True when it is a response (assistant turn).
+Segments = list[tuple[str, bool]]
 
 
-def format_prompt_response(row: dict, cfg: dict) -> tuple[str, str]:
-    prompt = row[cfg["prompt_column"]]
+def _text(row: dict, column: str, optional: bool = False) -> str:
+    value = row.get(column)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise UserError(
+            f"dataset: column {column!r} holds {type(value).__name__} {str(value)[:40]!r}, not text; "
+            "convert it with a `map` op or choose another column"
+        )
+    return value
+
+
+def format_alpaca(row: dict, cfg: dict) -> Segments:
+    prompt = alpaca_prompt(
+        _text(row, "instruction"), _text(row, "input", optional=True), cfg.get("template", "alpaca")
+    )
+    return [(prompt, False), (_text(row, "output"), True)]
+
+
+def format_prompt_response(row: dict, cfg: dict) -> Segments:
+    prompt = _text(row, cfg["prompt_column"])
     system_column = cfg.get("system_column")
     if system_column and row.get(system_column):
-        prompt = f"{row[system_column]}\n\n{prompt}"
-    return prompt, row[cfg["response_column"]]
+        prompt = f"{_text(row, system_column)}\n\n{prompt}"
+    return [(prompt, False), (_text(row, cfg["response_column"]), True)]
 
 
-def format_text(row: dict, cfg: dict) -> tuple[str, str]:
+def format_text(row: dict, cfg: dict) -> Segments:
     # Plain text: everything is "response", so every token is trained.
-    return "", row[cfg.get("text_column", "text")]
+    return [(_text(row, cfg.get("text_column") or "text"), True)]
 
 
-FORMATS: dict[str, Callable[[dict, dict], tuple[str, str]]] = {
+def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """OpenAI-style `[{role, content}, ...]` rendered with the chat template, one segment per turn.
+
+    Each prefix of the conversation is rendered on its own, so an assistant turn's segment is exactly
+    what the template adds for it (its header, from `add_generation_prompt`, stays a prompt segment).
+    """
+    column = cfg.get("messages_column") or "messages"
+    messages = row.get(column)
+    if not isinstance(messages, list) or not messages:
+        raise UserError(
+            f"dataset: column {column!r} must hold a non-empty list of {{role, content}} messages"
+        )
+    for message in messages:
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise UserError(
+                f"dataset: column {column!r} holds {str(message)[:60]!r}; each message needs a role "
+                f"({', '.join(ROLES)}) and text content"
+            )
+
+    def render(conversation: list, generation_prompt: bool = False) -> str:
+        if not conversation:
+            return ""
+        return tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    segments, done = [], ""
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            head = render(messages[:i], generation_prompt=True)
+            _check_prefix(done, head)
+            segments.append((head[len(done) :], False))
+            done_before = head
+        else:
+            done_before = done
+        full = render(messages[: i + 1])
+        _check_prefix(done_before, full)
+        segments.append((full[len(done_before) :], message["role"] == "assistant"))
+        done = full
+    return [(text, trained) for text, trained in segments if text]
+
+
+def _check_prefix(prefix: str, text: str) -> None:
+    if not text.startswith(prefix):
+        raise UserError(
+            "dataset.chat_template: the template renders a conversation's prefix differently from the whole, "
+            "so turns cannot be masked; use chat_template=chatml or train_on=all"
+        )
+
+
+def set_chat_template(tokenizer, cfg: dict) -> None:
+    """Put the configured chat template on the tokenizer (it is saved with the exported tokenizer)."""
+    name = cfg.get("chat_template")
+    if name:
+        if name not in CHAT_TEMPLATES:
+            raise UserError(
+                f"dataset.chat_template={name!r} is not a built-in template; use one of: "
+                f"{', '.join(CHAT_TEMPLATES)}, or null for the tokenizer's own"
+            )
+        tokenizer.chat_template = CHAT_TEMPLATES[name]
+    elif not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"dataset.chat_template: the tokenizer has no chat template; set one of: {', '.join(CHAT_TEMPLATES)}"
+        )
+
+
+FORMATS: dict[str, Callable[..., Segments]] = {
     "alpaca": format_alpaca,
     "prompt_response": format_prompt_response,
     "text": format_text,
+    "messages": format_messages,
 }
+
+
+def resolve_format(cfg: dict) -> str:
+    """The format name, checking the column keys: exactly one of text_column or prompt+response columns."""
+    fmt = cfg.get("format")
+    text = cfg.get("text_column") is not None
+    pair = cfg.get("prompt_column") is not None or cfg.get("response_column") is not None
+    if fmt in (None, "text", "prompt_response"):
+        if text and pair:
+            raise UserError(
+                "dataset.text_column and dataset.prompt_column/response_column are both set; keep exactly one"
+            )
+        if fmt is None:
+            if not (text or pair):
+                raise UserError(
+                    "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
+                    "(or format: alpaca | messages)"
+                )
+            fmt = "text" if text else "prompt_response"
+        if fmt == "prompt_response" and (
+            cfg.get("prompt_column") is None or cfg.get("response_column") is None
+        ):
+            raise UserError(
+                "dataset.format=prompt_response needs both dataset.prompt_column and dataset.response_column"
+            )
+    if fmt not in FORMATS:
+        raise UserError(f"dataset.format={fmt!r} is not known; use one of: {', '.join(FORMATS)}")
+    train_on = cfg.get("train_on", "response")
+    if train_on not in TRAIN_ON:
+        raise UserError(f"dataset.train_on={train_on!r} is not known; use one of: {', '.join(TRAIN_ON)}")
+    return fmt
+
+
+def required_columns(fmt: str, cfg: dict) -> list[str]:
+    """Columns a format reads (optional ones excluded)."""
+    return {
+        "alpaca": ["instruction", "output"],
+        "prompt_response": [cfg.get("prompt_column"), cfg.get("response_column")],
+        "text": [cfg.get("text_column") or "text"],
+        "messages": [cfg.get("messages_column") or "messages"],
+    }[fmt]

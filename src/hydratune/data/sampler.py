@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -15,7 +15,13 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
     Yields lists of `(index, window_tokens)` pairs, where `window_tokens` is the sum of
     `trained_tokens` over every sample of the window. Shuffling is seeded by `seed + epoch`;
     Lightning calls `set_epoch` at each epoch.
+
+    With `lengths` (group_by_length), each run of `batch_size * MEGABATCH` shuffled samples is sorted
+    by length before it is cut into batches, and the batches are shuffled again: samples of a batch
+    have similar lengths, so dynamic padding wastes little, while the order stays random.
     """
+
+    MEGABATCH = 50
 
     def __init__(
         self,
@@ -24,34 +30,75 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         accumulate: int = 1,
         seed: int = 0,
         shuffle: bool = True,
+        lengths: list[int] | None = None,
     ):
         self.trained_tokens = trained_tokens
         self.batch_size = batch_size
         self.accumulate = max(1, accumulate)
         self.seed = seed
         self.shuffle = shuffle
+        self.lengths = lengths
         self.epoch = 0
+        # Resume support (see ResumableDataLoader): micro-batches of `epoch` the training loop consumed,
+        # and a position loaded from a checkpoint that the next iteration of that epoch starts from.
+        self.consumed = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["consumed"]))
 
     def __len__(self) -> int:
         return math.ceil(len(self.trained_tokens) / self.batch_size)
 
     def __iter__(self):
         n = len(self.trained_tokens)
-        if self.shuffle:
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(self.seed + self.epoch)
-            ).tolist()
-        else:
-            order = list(range(n))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        if self.lengths is not None:
+            size = self.batch_size * self.MEGABATCH
+            order = [
+                i
+                for start in range(0, n, size)
+                for i in sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            ]
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.lengths is not None and self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        # A resumed epoch skips the micro-batches trained before the checkpoint (same order: same seed).
+        skip = self._resume_at[1] if self._resume_at and self._resume_at[0] == self.epoch else 0
+        self._resume_at, self.consumed = None, skip
         for start in range(0, len(batches), self.accumulate):
             window = batches[start : start + self.accumulate]
             total = sum(self.trained_tokens[i] for batch in window for i in batch)
-            for batch in window:
-                yield [(i, total) for i in batch]
+            for k, batch in enumerate(window, start):
+                if k >= skip:
+                    yield [(i, total) for i in batch]
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a WindowBatchSampler that Lightning can checkpoint mid-epoch.
+
+    Lightning saves `state_dict()` of a loader that has one and loads it before iterating again,
+    so a resumed run continues with the next unseen batch. Batches are counted here, as they leave
+    the loader in the main process, so indices that workers prefetched are not counted as trained.
+    """
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            self.batch_sampler.consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 class WindowDataset(Dataset):

@@ -1,33 +1,182 @@
-"""Load the dataset config's sources into a `datasets.DatasetDict` with train/validation splits."""
+"""Load each entry of `dataset.sources` into a `datasets.DatasetDict` (split name -> Dataset).
+
+A source is either local files (`loader` + `data_files` or `data_dir`) or a hub dataset (`path`, which
+may also be a local directory laid out like a hub dataset repository). Every failure a user can fix
+becomes a one-line `UserError` naming the source, file or line.
+"""
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from hydratune.errors import UserError
+
+log = logging.getLogger(__name__)
+
 LOADERS = ("json", "csv", "parquet", "text")
+# File suffixes that `data_dir` picks up for each loader.
+SUFFIXES = {"json": (".json", ".jsonl"), "csv": (".csv",), "parquet": (".parquet",), "text": (".txt",)}
+SOURCE_KEYS = {
+    "loader", "data_files", "data_dir", "path", "name", "split", "revision", "streaming", "max_rows",
+    "cache_dir", "trust_remote_code", "fraction", "shuffle", "seed", "ops",
+}  # fmt: skip
 
 
-def load_source(source: dict, cache_dir: str | None = None):
-    """One source: a local loader (`json`, `csv`, `parquet`, `text`) with `data_files` or `data_dir`."""
+def load_source(source: dict, cache_dir: str | None = None, where: str = "dataset.sources[0]"):
+    """One source as a DatasetDict, with `fraction` and `shuffle` applied to each split."""
+    import datasets
+
+    unknown = sorted(set(source) - SOURCE_KEYS)
+    if "token" in unknown:
+        raise UserError(
+            f"{where}.token: hub tokens are read from the HF_TOKEN environment variable only; remove the key"
+        )
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(SOURCE_KEYS))}")
+    fraction = source.get("fraction", 1.0)
+    if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise UserError(f"{where}.fraction={fraction!r} is out of range; use a number with 0 < fraction <= 1")
+    cache_dir = source.get("cache_dir") or cache_dir
+    if "path" in source:
+        loaded = _load_hub(source, cache_dir, where)
+    elif "loader" in source:
+        loaded = _load_local(source, cache_dir, where)
+    else:
+        raise UserError(
+            f"{where}: give `loader` (json, csv, parquet, text) for local files or `path` for a hub dataset"
+        )
+    if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
+        loaded = {"train": loaded}
+    splits = {}
+    for split, data in loaded.items():
+        if isinstance(data, datasets.IterableDataset):
+            # Streaming reads rows as they come instead of preparing the whole dataset first.
+            if source.get("max_rows"):
+                data = data.take(int(source["max_rows"]))
+            data = datasets.Dataset.from_list(list(data))
+        if source.get("shuffle"):
+            data = data.shuffle(seed=source.get("seed", 0))
+        if fraction < 1:
+            data = data.select(range(math.ceil(fraction * len(data))))
+        splits[split] = data
+    return datasets.DatasetDict(splits)
+
+
+def _load_hub(source: dict, cache_dir: str | None, where: str):
+    import datasets
+
+    split = source.get("split")
+    if source.get("trust_remote_code"):
+        log.warning("%s.trust_remote_code=true: code from %s will run on this machine", where, source["path"])
+    kwargs = dict(
+        name=source.get("name"),
+        revision=source.get("revision"),
+        cache_dir=cache_dir,
+        streaming=bool(source.get("streaming", False)),
+        token=os.environ.get("HF_TOKEN"),  # from the environment only, never from a config
+    )
+    if source.get("trust_remote_code"):
+        kwargs["trust_remote_code"] = True  # only passed when asked: newer `datasets` reject the key
+    try:
+        if isinstance(split, dict):
+            # Our split name -> the hub's split spec, e.g. {train: "train[:90%]", validation: "train[90%:]"}.
+            return {
+                ours: datasets.load_dataset(source["path"], split=theirs, **kwargs)
+                for ours, theirs in split.items()
+            }
+        loaded = datasets.load_dataset(source["path"], split=split, **kwargs)
+    except (ConnectionError, FileNotFoundError, ValueError) as err:
+        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = (
+            "the hub is offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and it is not cached; "
+            "download it once online or point `path` at a local copy"
+            if offline
+            else "check the id, `name`, `split` and `revision`, and HF_TOKEN for gated datasets"
+        )
+        raise UserError(f"{where}.path={source['path']!r}: cannot load ({_first_line(err)}); {hint}") from err
+    # A single split loads as a Dataset: it becomes our train split.
+    return {"train": loaded} if split else loaded
+
+
+def _load_local(source: dict, cache_dir: str | None, where: str):
     import datasets
 
     loader = source["loader"]
     if loader not in LOADERS:
-        raise ValueError(
-            f"dataset.sources[].loader={loader!r} is not known; use one of: {', '.join(LOADERS)}"
+        raise UserError(f"{where}.loader={loader!r} is not known; use one of: {', '.join(LOADERS)}")
+    data_files, data_dir = source.get("data_files"), source.get("data_dir")
+    if (data_files is None) == (data_dir is None):
+        raise UserError(
+            f"{where}: give exactly one of `data_files` (a path, a list, or split -> paths) or `data_dir`"
         )
-    return datasets.load_dataset(
-        loader,
-        data_files=source.get("data_files"),
-        data_dir=source.get("data_dir"),
-        cache_dir=cache_dir,
-    )
+    files = resolve_files(data_files, data_dir, loader, where)
+    try:
+        return datasets.load_dataset(loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir)
+    except Exception as err:  # pyarrow and datasets raise many types for one bad line
+        if loader == "json":
+            find_bad_json(files)
+        raise UserError(f"{where}: cannot read {', '.join(files)} as {loader} ({_first_line(err)})") from err
 
 
-def load_splits(sources: list[dict], cache_dir: str | None = None):
-    """All sources, concatenated split by split."""
-    import datasets
+def resolve_files(data_files, data_dir: str | None, loader: str, where: str) -> list[str]:
+    """The local files a source names (globs expanded); a UserError when one is missing."""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise UserError(f"{where}.data_dir={data_dir!r} is not a directory")
+        files = sorted(
+            str(p) for p in Path(data_dir).rglob("*") if p.is_file() and p.name.endswith(SUFFIXES[loader])
+        )
+        if not files:
+            raise UserError(f"{where}.data_dir={data_dir!r} holds no {'/'.join(SUFFIXES[loader])} file")
+        return files
+    if isinstance(data_files, str):
+        patterns = [data_files]
+    elif isinstance(data_files, dict):
+        patterns = [p for v in data_files.values() for p in ([v] if isinstance(v, str) else v)]
+    else:
+        patterns = list(data_files)
+    files = []
+    for pattern in patterns:
+        found = sorted(glob.glob(str(pattern)))
+        if not found:
+            raise UserError(f"{where}.data_files: {pattern} does not exist")
+        files += found
+    return files
 
-    loaded = [load_source(s, cache_dir) for s in sources]
-    names = sorted({name for d in loaded for name in d})
-    return datasets.DatasetDict(
-        {name: datasets.concatenate_datasets([d[name] for d in loaded if name in d]) for name in names}
-    )
+
+def find_bad_json(files: list[str]) -> None:
+    """Raise a UserError naming the file and line of the first malformed JSON (Lines) record."""
+    for file in files:
+        text = Path(file).read_text(encoding="utf-8", errors="replace")
+        if not file.endswith(".jsonl"):
+            try:
+                json.loads(text)
+                continue
+            except json.JSONDecodeError as err:
+                if text.lstrip().startswith("["):  # one JSON document, not JSON Lines
+                    raise UserError(
+                        f"{file}:{err.lineno}: malformed JSON ({err.msg}); fix that line"
+                    ) from err
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"{file}:{lineno}: malformed JSON ({err.msg}); fix or remove that line"
+                ) from err
+            if not isinstance(record, dict):
+                raise UserError(
+                    f"{file}:{lineno}: expected a JSON object per line, got {type(record).__name__}"
+                )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__

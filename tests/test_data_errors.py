@@ -1,0 +1,142 @@
+"""Bad input: each case is a one-line UserError naming the key, file or line, raised before any model loads."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from conftest import run_cli
+
+from hydratune.data.datamodule import SFTDataModule, tokenize_split
+from hydratune.data.ops import build_splits
+from hydratune.errors import UserError
+
+ROWS = [{"instruction": f"do {i}", "input": "", "output": f"out {i}"} for i in range(6)]
+
+
+def _jsonl(path, rows=ROWS, extra: str = ""):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + extra)
+    return str(path)
+
+
+def _raises(match, fn, *args):
+    with pytest.raises(UserError, match=match) as info:
+        fn(*args)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    file = _jsonl(tmp_path / "bad.jsonl", extra='{"instruction": "x", "output": \n')
+    _raises(
+        rf"{file}:7: malformed JSON",
+        build_splits,
+        {"sources": [{"loader": "json", "data_files": file}]},
+        str(tmp_path),
+    )
+
+
+def test_malformed_json_array_names_file_and_line(tmp_path):
+    file = tmp_path / "bad.json"
+    file.write_text('[\n{"a": 1},\n{"a": 2,,}\n]\n')
+    _raises(
+        rf"{file}:3: malformed JSON",
+        build_splits,
+        {"sources": [{"loader": "json", "data_files": str(file)}]},
+        None,
+    )
+
+
+def test_unknown_loader_lists_valid_ones(tmp_path):
+    _raises(r"loader='yaml' is not known; use one of: json, csv, parquet, text", build_splits,
+            {"sources": [{"loader": "yaml", "data_files": "x"}]}, None)  # fmt: skip
+
+
+def test_missing_file(tmp_path):
+    _raises(r"data_files: .*nope.jsonl does not exist", build_splits,
+            {"sources": [{"loader": "json", "data_files": str(tmp_path / "nope.jsonl")}]}, None)  # fmt: skip
+
+
+@pytest.mark.parametrize("fraction", [0, 1.5, -0.1])
+def test_fraction_out_of_range(tmp_path, fraction):
+    source = {"loader": "json", "data_files": _jsonl(tmp_path / "a.jsonl"), "fraction": fraction}
+    _raises(r"sources\[0\]\.fraction=.* 0 < fraction <= 1", build_splits, {"sources": [source]}, None)
+
+
+def test_token_in_config_is_refused(tmp_path):
+    _raises(r"HF_TOKEN", build_splits, {"sources": [{"path": "a/b", "token": "hf_x"}]}, None)
+
+
+def test_empty_after_filter_and_after_split(tmp_path):
+    source = {"loader": "json", "data_files": _jsonl(tmp_path / "a.jsonl")}
+    _raises(r"dataset.ops\[0\]: no rows left in split 'train' after filter", build_splits,
+            {"sources": [source], "ops": [{"filter": "len(output) > 100"}]}, None)  # fmt: skip
+    _raises(r"split.eval=6 leaves an empty split of 6 rows", build_splits,
+            {"sources": [source], "ops": [{"split": {"eval": 6}}]}, None)  # fmt: skip
+
+
+def test_condition_and_template_naming_a_missing_column(tmp_path):
+    source = {"loader": "json", "data_files": _jsonl(tmp_path / "a.jsonl")}
+    msg = _raises(r"ops\[0\].map.text: column 'answer' is not in the data; available columns: instruction, input, output",
+                  build_splits, {"sources": [source], "ops": [{"map": {"text": "{instruction} {answer}"}}]}, None)  # fmt: skip
+    assert "answer" in msg
+    _raises(r"ops\[0\].filter: column 'outptu' is not in the data", build_splits,
+            {"sources": [source], "ops": [{"filter": "len(outptu) > 1"}]}, None)  # fmt: skip
+    _raises(r"unknown op", build_splits, {"sources": [source], "ops": [{"eval": "1"}]}, None)
+
+
+def test_missing_format_column_names_available_columns(tokenizer):
+    data = datasets.Dataset.from_list([{"question": "q", "answer": "a"}])
+    _raises(r"column 'prompt' is not in split 'train'; available columns: question, answer", tokenize_split,
+            data, tokenizer, {"prompt_column": "prompt", "response_column": "answer", "max_seq_length": 32})  # fmt: skip
+
+
+def test_non_text_value_in_text_column(tokenizer):
+    data = datasets.Dataset.from_list([{"text": "fine"}, {"text": "fine"}, {"text": None}])
+    _raises(r"split 'train' row 2: .*column 'text' holds NoneType", tokenize_split, data, tokenizer,
+            {"text_column": "text", "max_seq_length": 32})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [{"text_column": "t", "prompt_column": "p", "response_column": "r"}, {}],
+    ids=["both", "neither"],
+)
+def test_text_column_xor_prompt_response_columns(tokenizer, cfg):
+    data = datasets.Dataset.from_list([{"t": "x"}])
+    _raises(
+        r"dataset.text_column.*dataset.prompt_column",
+        tokenize_split,
+        data,
+        tokenizer,
+        cfg | {"max_seq_length": 32},
+    )
+
+
+def test_datamodule_setup_reports_bad_data(tokenizer, tmp_path):
+    file = _jsonl(tmp_path / "bad.jsonl", extra="not json\n")
+    cfg = {
+        "sources": [{"loader": "json", "data_files": file}],
+        "format": "alpaca",
+        "max_seq_length": 64,
+        "batch_size": 2,
+    }
+    _raises(r"bad.jsonl:7: malformed JSON", SFTDataModule(tokenizer, cfg, 0, str(tmp_path / "c")).setup)
+
+
+@pytest.mark.slow
+def test_train_exits_with_one_line_before_loading_the_model(tiny_model_dir, tmp_path):
+    file = _jsonl(tmp_path / "bad.jsonl", extra="{oops\n")
+    result = run_cli(
+        [
+            "train.py",
+            f"model.pretrained_model_name_or_path={tiny_model_dir}",
+            "dataset.sources=[{loader: json, data_files: " + file + "}]",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hydratune: error: ") and f"{file}:7: malformed JSON" in last
+    assert "trainable of" not in result.stdout + result.stderr  # configure_model never ran

@@ -1,0 +1,159 @@
+"""Sources (local files of each loader, every data_files form, hub layout offline) and ops."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+
+from hydratune.data.expr import Expr, Template
+from hydratune.data.ops import build_splits
+from hydratune.errors import UserError
+
+ROWS = [
+    {"instruction": f"do {i}", "input": "" if i % 2 else f"x{i}", "output": f"out {i}"} for i in range(10)
+]
+
+
+def _write(path, rows=ROWS):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        datasets.Dataset.from_list(rows).to_csv(
+            path
+        ) if path.suffix == ".csv" else datasets.Dataset.from_list(rows).to_parquet(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("loader", "suffix"), [("json", ".jsonl"), ("json", ".json"), ("csv", ".csv"), ("parquet", ".parquet")]
+)
+def test_local_loaders(tmp_path, loader, suffix):
+    file = _write(tmp_path / f"d{suffix}")
+    splits = build_splits({"sources": [{"loader": loader, "data_files": file}]}, str(tmp_path / "c"))
+    assert splits["train"].num_rows == 10
+    assert splits["train"][3]["output"] == "out 3"
+
+
+def test_text_loader_and_data_dir(tmp_path):
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "a.txt").write_text("one\ntwo\n")
+    (tmp_path / "txt" / "b.txt").write_text("three\n")
+    splits = build_splits(
+        {"sources": [{"loader": "text", "data_dir": str(tmp_path / "txt")}]}, str(tmp_path / "c")
+    )
+    assert sorted(splits["train"]["text"]) == ["one", "three", "two"]
+
+
+def test_data_files_list_and_mapping_and_several_sources(tmp_path):
+    a, b = _write(tmp_path / "a.jsonl"), _write(tmp_path / "b.jsonl", ROWS[:4])
+    cfg = {
+        "sources": [
+            {"loader": "json", "data_files": [a, b]},  # a list: one train split
+            {"loader": "json", "data_files": {"train": b, "validation": a}, "fraction": 0.5},
+        ]
+    }
+    splits = build_splits(cfg, str(tmp_path / "c"))
+    assert splits["train"].num_rows == 14 + 2
+    assert splits["validation"].num_rows == 5
+
+
+def _hub_repo(root):
+    """A directory laid out like a hub dataset repository (README + data/<split>-*.parquet)."""
+    (root / "data").mkdir(parents=True)
+    (root / "README.md").write_text("---\nlicense: mit\n---\n# tiny alpaca\n")
+    datasets.Dataset.from_list(ROWS).to_parquet(root / "data" / "train-00000-of-00001.parquet")
+    datasets.Dataset.from_list(ROWS[:3]).to_parquet(root / "data" / "test-00000-of-00001.parquet")
+    return str(root)
+
+
+def test_hub_layout_offline_with_split_mapping_fraction_and_shuffle(tmp_path):
+    repo = _hub_repo(tmp_path / "repo")
+    source = {
+        "path": repo,
+        "split": {"train": "train", "validation": "test"},
+        "fraction": 0.5,
+        "shuffle": True,
+    }
+    splits = build_splits({"sources": [source]}, str(tmp_path / "c"))
+    assert (splits["train"].num_rows, splits["validation"].num_rows) == (5, 2)
+    assert list(splits["train"]["output"]) != [r["output"] for r in ROWS[:5]]  # shuffled before the fraction
+    one = build_splits(
+        {"sources": [{"path": repo, "split": "train", "streaming": True, "max_rows": 4}]}, None
+    )
+    assert list(one) == ["train"] and one["train"].num_rows == 4
+
+
+def test_uncached_hub_id_offline_fails_fast_with_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match=r"sources\[0\]\.path='nobody/nothing'.*offline"):
+        build_splits({"sources": [{"path": "nobody/nothing", "split": "train"}]}, str(tmp_path))
+
+
+def test_expression_language():
+    row = {"output": "Sorry, no", "input": "", "n": 3}
+    assert Expr("len(output) > 3 and not n == 2")(row)
+    assert Expr('"sorry" in lower(output) or input != ""')(row)
+    assert Expr("input in ['', null]")(row)
+    assert Expr("n + 1 >= 4 and 'x' not in output")(row)
+    assert not Expr("not (n < 5)")(row)
+    assert Expr("len(output) - len(input) == 9").names == {"output", "input"}
+    for bad in ("__import__('os')", "n ==", "output.upper()", "n ; 1"):
+        with pytest.raises(UserError):
+            Expr(bad)(row)
+
+
+def test_templates_format_and_jinja_sandbox():
+    row = {"instruction": "Up.", "input": None}
+    assert Template("{instruction}|{input}")(row) == "Up.|"
+    assert Template("{% if input %}{{ input }}{% else %}none{% endif %}")(row) == "none"
+    for bad in ("{instruction.__class__}", "{0}"):
+        with pytest.raises(UserError, match="plain column name"):
+            Template(bad)
+
+
+def test_ops_in_order(tmp_path):
+    a = _write(tmp_path / "a.jsonl")
+    rows = ROWS[:3] + ROWS[:3]
+    b = _write(tmp_path / "b.jsonl", [{"prompt": r["instruction"], "answer": r["output"]} for r in rows])
+    cfg = {
+        "sources": [
+            {"loader": "json", "data_files": a, "ops": [{"select_columns": ["instruction", "output"]}]},
+            {
+                "loader": "json",
+                "data_files": b,
+                "ops": [{"rename_columns": {"prompt": "instruction", "answer": "output"}}],
+            },
+        ],
+        "ops": [
+            {"concat": {}},
+            {"dedup": ["instruction", "output"]},
+            {"filter": "output != 'out 9'"},
+            {"map": {"text": "{instruction} -> {output}"}},
+            {"drop_columns": ["instruction"]},
+            {"select_rows": {"range": [0, 8]}},
+            {"split": {"eval": 2, "seed": 1}},
+        ],
+    }
+    splits = build_splits(cfg, str(tmp_path / "c"))
+    assert (splits["train"].num_rows, splits["validation"].num_rows) == (6, 2)
+    assert splits["train"].column_names == ["output", "text"]
+    texts = list(splits["train"]["text"]) + list(splits["validation"]["text"])
+    assert len(set(texts)) == 8 and "do 9 -> out 9" not in texts
+    again = build_splits(cfg, str(tmp_path / "c"))  # seeded: the same split twice
+    assert list(again["validation"]["text"]) == list(splits["validation"]["text"])
+
+
+def test_interleave_with_probabilities(tmp_path):
+    a = _write(tmp_path / "a.jsonl", [{"t": "a"}] * 200)
+    b = _write(tmp_path / "b.jsonl", [{"t": "b"}] * 200)
+    cfg = {
+        "sources": [{"loader": "json", "data_files": a}, {"loader": "json", "data_files": b}],
+        "ops": [{"interleave": {"probabilities": [0.8, 0.2], "seed": 0}}],
+    }
+    mixed = list(build_splits(cfg, str(tmp_path / "c"))["train"]["t"])
+    # first_exhausted: stops when the 200 a-rows run out, so about 50 b-rows come along.
+    assert mixed.count("a") == 200 and 25 < mixed.count("b") < 80
