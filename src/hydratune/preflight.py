@@ -164,21 +164,12 @@ def data_report(cfg: dict, sample_rows: int = 3) -> dict:
         tokenizer, cfg["dataset"], seed=cfg.get("seed", 0), cache_dir=cfg["paths"].get("cache_dir")
     )
     datamodule.setup("fit")
-    train = datamodule.train_dataset
-    lengths = [len(ids) for ids in train["input_ids"]]
-    max_len = cfg["dataset"]["max_seq_length"]
-    report |= {
-        "train_samples": len(train),
-        "val_samples": len(datamodule.val_dataset) if datamodule.val_dataset is not None else 0,
-        "mean_tokens": round(sum(lengths) / max(len(lengths), 1), 1),
-        "truncated_fraction": round(sum(n >= max_len for n in lengths) / max(len(lengths), 1), 4),
-        "trained_token_fraction": round(sum(train["num_trained"]) / max(sum(lengths), 1), 4),
-    }
-    for key in ("dropped_samples", "stats"):
-        if hasattr(datamodule, key):
-            report[key] = getattr(datamodule, key)
+    # Per split: rows, samples kept, dropped (no trained token / too long), truncation rate,
+    # trained-token fraction, packing efficiency (see hydratune.data.datamodule.tokenize_split).
+    report |= {f"{split}": stats for split, stats in datamodule.stats.items()}
+    samples = datamodule.train_samples
     report["examples"] = [
-        tokenizer.decode(train[i]["input_ids"]) for i in range(min(sample_rows, len(train)))
+        tokenizer.decode(samples[i]["input_ids"]) for i in range(min(sample_rows, len(samples)))
     ]
     return report
 
