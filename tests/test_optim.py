@@ -196,3 +196,14 @@ def test_accumulation_gives_the_same_update(tiny_model_dir, tokenizer):
     # The test can fail: a mean of per-micro-batch means (what the window count fixes) moves the weights differently.
     naive = _one_update(tiny_model_dir, samples, 1, 8, tokenizer, drop_window=True)
     assert (full - naive).abs().max() > 1e-4
+
+
+def test_loraplus_ratio_from_config_reaches_the_optimizer(tiny_model_dir):
+    module = make_module(tiny_model_dir, overrides=["optimizer.loraplus_lr_ratio=16", "optimizer.lr=1e-3"])
+    module.configure_model()
+    optimizer = build_optimizer(module.hparams.optimizer, module.model)
+    lrs = sorted({group["lr"] for group in optimizer.param_groups})
+    assert lrs == pytest.approx([1e-3, 16e-3])
+    b_params = {id(p) for n, p in module.model.named_parameters() if "lora_B" in n}
+    fast = [g for g in optimizer.param_groups if g["lr"] == pytest.approx(16e-3)][0]
+    assert {id(p) for p in fast["params"]} == b_params
