@@ -148,6 +148,23 @@ RULES += [
 ]
 
 
+def _missing(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is None
+
+
+RULES.append(
+    Rule(
+        "deepspeed_installed",
+        "trainer.strategy",
+        lambda c: "deepspeed" in str(_trainer(c, "strategy", "")).lower() and _missing("deepspeed"),
+        "trainer=deepspeed_* needs DeepSpeed: pip install 'hydratune[deepspeed]' (CUDA machines), "
+        "or use trainer=ddp or trainer=fsdp",
+    )
+)
+
+
 def violations(cfg: dict) -> list[str]:
     """Messages of every rule the plain-dict config breaks, each prefixed with its keys."""
     return [f"{rule.keys}: {rule.message}" for rule in RULES if rule.applies(cfg)]
