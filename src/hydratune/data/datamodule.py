@@ -201,6 +201,8 @@ class SFTDataModule(L.LightningDataModule):
             accumulate,
             seed=self.seed,
             lengths=lengths,
+            num_replicas=self.trainer.world_size if self.trainer is not None else 1,
+            rank=self.trainer.global_rank if self.trainer is not None else 0,
         )
         return ResumableDataLoader(
             WindowDataset(self.train_dataset),

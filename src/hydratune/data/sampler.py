@@ -31,8 +31,13 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         seed: int = 0,
         shuffle: bool = True,
         lengths: list[int] | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
     ):
         self.trained_tokens = trained_tokens
+        # DDP: every rank draws the same global batches of batch_size * num_replicas and keeps its slice.
+        self.num_replicas = max(1, num_replicas)
+        self.rank = rank
         self.batch_size = batch_size
         self.accumulate = max(1, accumulate)
         self.seed = seed
@@ -54,7 +59,8 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         self._resume_at = (int(state["epoch"]), int(state["consumed"]))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.trained_tokens) / self.batch_size)
+        n, size = len(self.trained_tokens), self.batch_size * self.num_replicas
+        return n // size if self.num_replicas > 1 else math.ceil(n / size)
 
     def __iter__(self):
         n = len(self.trained_tokens)
@@ -67,7 +73,10 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
                 for start in range(0, n, size)
                 for i in sorted(order[start : start + size], key=lambda i: -self.lengths[i])
             ]
-        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        size = self.batch_size * self.num_replicas
+        batches = [order[i : i + size] for i in range(0, n, size)]
+        if self.num_replicas > 1 and len(batches[-1]) < size:
+            batches.pop()  # every rank needs a full share, or the ranks' step counts diverge
         if self.lengths is not None and self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         # A resumed epoch skips the micro-batches trained before the checkpoint (same order: same seed).
@@ -76,9 +85,12 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         for start in range(0, len(batches), self.accumulate):
             window = batches[start : start + self.accumulate]
             total = sum(self.trained_tokens[i] for batch in window for i in batch)
+            # DDP averages the ranks' gradients: each rank divides by its share of the global count.
+            share = total / self.num_replicas if self.num_replicas > 1 else total
             for k, batch in enumerate(window, start):
                 if k >= skip:
-                    yield [(i, total) for i in batch]
+                    mine = batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+                    yield [(i, share) for i in mine]
 
 
 class ResumableDataLoader(DataLoader):

@@ -1,0 +1,163 @@
+"""Sweeps: the summary of a multirun (status per job, swept values, metrics), rebuilt by sweep-report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli
+
+from hydratune.cli import main as cli_main
+from hydratune.sweep import JOB_ERROR_FILE, write_summary
+
+
+def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None = None, error: dict | None = None):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    if error is not None:
+        (job / JOB_ERROR_FILE).write_text(json.dumps(error))
+
+
+def _metrics(best: float, final: float) -> dict:
+    return {
+        "steps": 4,
+        "train_loss": final + 0.1,
+        "initial_val_loss": 5.0,
+        "val_loss": final,
+        "best_val_loss": best,
+        "val_curve": [[0, 5.0], [2, best], [4, final]],
+        "tokens_per_s": 1234.5,
+        "wall_seconds": 12.0,
+    }
+
+
+@pytest.fixture
+def fake_sweep(tmp_path) -> Path:
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["optimizer.lr=1e-3", "peft.config.r=8"], _metrics(3.0, 3.2))
+    _job(sweep, 1, ["optimizer.lr=1e-2", "peft.config.r=8"], _metrics(2.5, 2.6))
+    # Job numbers sort numerically (10 after 2), not as text.
+    _job(sweep, 10, ["optimizer.lr=1e-1", "peft.config.r=8"], _metrics(4.0, math.nan))
+    _job(sweep, 2, ["optimizer.lr=1e-3", "peft.config.r=16"])  # died without a word: failed
+    _job(
+        sweep,
+        3,
+        ["optimizer.lr=1e-2", "peft.config.r=16"],
+        error={"type": "OutOfMemoryError", "message": "OutOfMemoryError: CUDA out of memory."},
+    )
+    return sweep
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_summary_rows_statuses_and_axes(fake_sweep):
+    write_summary(fake_sweep)
+    rows = _read_csv(fake_sweep / "sweep_summary.csv")
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "10"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "OOM", "NaN"]
+    # Both swept keys get a column; values as given on the command line.
+    assert [r["optimizer.lr"] for r in rows] == ["1e-3", "1e-2", "1e-3", "1e-2", "1e-1"]
+    assert [r["peft.config.r"] for r in rows] == ["8", "8", "16", "16", "8"]
+    assert float(rows[1]["best_val_loss"]) == 2.5
+    assert float(rows[1]["final_val_loss"]) == 2.6
+    assert float(rows[0]["tokens_per_s"]) == 1234.5
+    assert float(rows[0]["wall_s"]) == 12.0
+    assert rows[2]["best_val_loss"] == ""
+    assert "out of memory" in rows[3]["error"]
+
+    md = (fake_sweep / "sweep_summary.md").read_text()
+    assert "5 jobs: 2 ok, 1 failed, 1 NaN, 1 OOM" in md
+    assert "best: job 1 (best_val_loss 2.5000)" in md
+    assert md.count("\n| ") == 6  # header + 5 jobs
+    assert (fake_sweep / "sweep.png").stat().st_size > 5000
+
+
+def test_sweep_report_rebuilds_the_summary(fake_sweep, capsys):
+    assert cli_main(["sweep-report", str(fake_sweep)]) == 0
+    assert "best: job 1" in capsys.readouterr().out
+    # A job finishing later (e.g. a partial sweep completed by hand) shows up in the rebuilt table.
+    (fake_sweep / "2" / "metrics.json").write_text(json.dumps(_metrics(2.0, 2.1)))
+    assert cli_main(["sweep-report", str(fake_sweep)]) == 0
+    rows = _read_csv(fake_sweep / "sweep_summary.csv")
+    assert rows[2]["status"] == "ok"
+    assert "best: job 2 (best_val_loss 2.0000)" in (fake_sweep / "sweep_summary.md").read_text()
+
+
+def test_sweep_report_rejects_a_folder_without_jobs(tmp_path):
+    with pytest.raises(SystemExit, match="no job directory"):
+        cli_main(["sweep-report", str(tmp_path)])
+
+
+def sweep_args(tiny_model_dir: Path, sweep_dir: Path, *overrides: str) -> list[str]:
+    """`python train.py -m` with two tiny 4-step jobs (the learning rate swept)."""
+    return [
+        "train.py",
+        "-m",
+        f"model.pretrained_model_name_or_path={tiny_model_dir}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "+trainer.limit_val_batches=2",
+        "trainer.enable_progress_bar=false",
+        "eval_before_training=false",
+        "dataset.batch_size=8",
+        "logger=csv",
+        "optimizer.lr=1e-3,3e-3",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
+def assert_two_job_summary(sweep_dir: Path) -> None:
+    for job in ("0", "1"):
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["steps"] == 4
+        assert (sweep_dir / job / ".hydra" / "overrides.yaml").is_file()
+    rows = _read_csv(sweep_dir / "sweep_summary.csv")
+    assert [(r["job"], r["status"], r["optimizer.lr"]) for r in rows] == [
+        ("0", "ok", "0.001"),
+        ("1", "ok", "0.003"),
+    ]
+    assert all(math.isfinite(float(r["best_val_loss"])) for r in rows)
+    assert "2 jobs: 2 ok" in (sweep_dir / "sweep_summary.md").read_text()
+    assert (sweep_dir / "sweep.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_multirun_writes_job_dirs_and_summary(tiny_model_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(sweep_args(tiny_model_dir, sweep_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_two_job_summary(sweep_dir)
+
+
+@pytest.mark.slow
+def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
+    """hparams_search=lr_rank: each trial is a job; a second invocation continues the sqlite study."""
+    import optuna
+
+    sweep_dir = tmp_path / "optuna"
+    args = sweep_args(tiny_model_dir, sweep_dir, "hparams_search=lr_rank", "hydra.sweeper.n_trials=1")
+    args = [a for a in args if a not in ("-m", "optimizer.lr=1e-3,3e-3")]  # the sweeper picks lr and rank
+    for _ in range(2):
+        result = run_cli(args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="default", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    # The trial's value is the objective (best_val_loss) of its job; the second run did not overwrite the first.
+    rows = _read_csv(sweep_dir / "sweep_summary.csv")
+    assert [r["job"] for r in rows] == ["0", "c1_0"]
+    assert sorted(float(r["best_val_loss"]) for r in rows) == pytest.approx(
+        sorted(t.value for t in study.trials)
+    )
+    for trial, row in zip(study.trials, rows):
+        assert f"peft.config.r={trial.params['peft.config.r']}" in row["overrides"].split()
