@@ -21,6 +21,11 @@ def main(cfg) -> float:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
         print(f"hydratune: error: {err}", file=sys.stderr)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # this job failed (no metrics.json); the sweep goes on to the next one
         sys.exit(2)
 
 
