@@ -99,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-data", action="store_true", help="skip the data checks (config only)")
     pre.add_argument("--json", action="store_true", help="print the report as JSON")
     pre.set_defaults(func=_preflight)
+
+    from hydratune.cli import sweep_report
+
+    sweep_report.add_parser(sub)
+    # Data commands: their modules import nothing heavy at the top, the work is imported when run.
+    from hydratune.cli import datasplit, inspect
+
+    datasplit.add_parser(sub)
+    inspect.add_parser(sub)
+    from hydratune.cli import predict  # classification runs; imports torch only when run
+
+    predict.add_parser(sub)
+    from hydratune.cli import import_config  # other trainers' configs -> conf/experiment; yaml only at import
+
+    import_config.add_parser(sub)
     return parser
 
 
