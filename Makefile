@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip -c constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bnb,optim,sweep]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bnb,optim,sweep,wandb,mlflow]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -32,6 +32,23 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return nll, (shift_labels != IGNORE_INDEX).sum()
 
 
+class NonFiniteLoss(RuntimeError):
+    """A NaN/inf training loss under nan_policy=stop (train.run turns it into a one-line error)."""
+
+
+def check_finite(module: L.LightningModule, loss: torch.Tensor, policy: str) -> bool:
+    """Whether `loss` is finite. If not: nan_policy=skip logs it and the caller returns None, so Lightning
+    skips backward and leaves the weights alone; nan_policy=stop raises NonFiniteLoss."""
+    if torch.isfinite(loss).all():
+        return True
+    message = f"train/loss is {loss.item()} at step {module.global_step}"
+    if policy != "skip":
+        raise NonFiniteLoss(f"{message}: stopped (nan_policy=stop); lower optimizer.lr or set nan_policy=skip")
+    module.skipped_batches += 1
+    log.warning("%s: batch skipped (nan_policy=skip; %d so far)", message, module.skipped_batches)
+    return False
+
+
 class SFTModule(L.LightningModule):
     """Supervised fine-tuning of a causal LM.
 
@@ -43,6 +60,7 @@ class SFTModule(L.LightningModule):
         gradient_checkpointing: recompute activations in backward to save memory.
         quantization: the quantization config group (base weights in 4 or 8 bits).
         hub_token: HF token for gated models; kept out of the saved hyperparameters.
+        nan_policy: a non-finite training loss: "stop" (raise NonFiniteLoss) or "skip" (no update).
     """
 
     def __init__(
@@ -54,6 +72,7 @@ class SFTModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         quantization: dict | None = None,
         hub_token: str | None = None,
+        nan_policy: str = "stop",
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["hub_token"])
@@ -66,6 +85,7 @@ class SFTModule(L.LightningModule):
         # LOMO/AdaLomo update inside backward, so Lightning must not call backward itself.
         self.automatic_optimization = not is_fused_backward(optimizer)
         self._schedule_free = is_schedule_free(optimizer)
+        self.skipped_batches = 0  # non-finite losses skipped under nan_policy=skip
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -90,6 +110,8 @@ class SFTModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         nll, tokens = token_nll(self(batch), batch["labels"])
+        if not check_finite(self, nll, self.hparams.nan_policy):
+            return None
         self.log(
             "train/loss",
             nll.detach() / tokens.clamp(min=1),

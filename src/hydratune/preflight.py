@@ -74,6 +74,8 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
     if not_in_struct:
         key = not_in_struct.group(1)
         known = schema.known_keys(str(conf_dir()))
+        if key in known:
+            return UserError(f"{key} is not set by the chosen options; add it with +{key}=VALUE")
         err = schema.unknown_key_error(key, known)
         return UserError(f"{err} (a new key needs a leading +, e.g. +{key}=VALUE)")
     first = next((line.strip() for line in text.splitlines() if line.strip()), text)
@@ -116,7 +118,7 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> None:
     if needed_bytes and free < needed_bytes:
         raise UserError(
             f"paths.output_dir: {free / 1e9:.1f} GB free at {probe}, checkpoints need ~{needed_bytes / 1e9:.1f} GB; "
-            "lower callbacks.model_checkpoint.save_top_k or free disk"
+            "lower callbacks.model_checkpoint.save_total_limit or free disk"
         )
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hydratune.config import build, redact, to_plain
+from hydratune.errors import UserError
 from hydratune.preflight import check_config
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,26 @@ def run(cfg) -> float:
     started = time.time()
     import lightning as L
 
-    from hydratune.callbacks import History, Throughput
+    from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
+    from hydratune.checkpoint import (
+        AtomicCheckpointIO,
+        StepCheckpoint,
+        TrainingRNG,
+        best_checkpoint,
+        build_checkpointing,
+        load_trainable_weights,
+    )
     from hydratune.data.datamodule import SFTDataModule
     from hydratune.export import export_artifact, logit_parity, merge_adapter
+    from hydratune.loggers import build_loggers
     from hydratune.model import load_tokenizer
-    from hydratune.module import SFTModule
+    from hydratune.module import NonFiniteLoss, SFTModule
+    from hydratune.passport import write_passport
+    from hydratune.signals import GracefulStop
 
     quiet_library_loggers()
     check_config(to_plain(cfg))
+    ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
     paths = to_plain(cfg.paths)
     run_dir = Path(paths["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +67,7 @@ def run(cfg) -> float:
             gradient_checkpointing=gradient_checkpointing,
             quantization=to_plain(cfg.quantization),
             hub_token=token,
+            nan_policy=cfg.nan_policy,
         )
     else:
         datamodule = SFTDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
@@ -65,12 +79,32 @@ def run(cfg) -> float:
             gradient_checkpointing=gradient_checkpointing,
             quantization=to_plain(cfg.quantization),
             hub_token=token,
+            nan_policy=cfg.nan_policy,
         )
 
     history, throughput = History(), Throughput()
-    callbacks = [build(node) for node in (to_plain(cfg.callbacks) or {}).values()] + [history, throughput]
-    loggers = [build(node) for node in (to_plain(cfg.logger) or {}).values()]
-    trainer = build(cpu_fallbacks(to_plain(cfg.trainer)), logger=loggers or False, callbacks=callbacks)
+    callbacks_cfg = to_plain(cfg.callbacks) or {}
+    checkpointing = build_checkpointing(callbacks_cfg, run_dir / "checkpoints")
+    stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
+    callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
+    callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    generations = to_plain(cfg.get("eval_generations")) or {}
+    if generations.get("num_prompts", 0) > 0:
+        callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
+    loggers = build_loggers(to_plain(cfg.logger) or {}, run_dir)
+    if not loggers:  # logger=none: Lightning's LR monitor refuses to run without a logger
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(to_plain(cfg.trainer))), model_cfg)
+    trainer = build(
+        trainer_cfg,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=bool(checkpointing),  # callbacks=none: no checkpoints, not Lightning's default ones
+        **strategy,
+    )
     if cfg.get("tf32"):
         import torch
 
@@ -78,25 +112,44 @@ def run(cfg) -> float:
     effective_batch = dataset_cfg["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
     log.info("effective batch size: %d (%d per device x %d accumulation x %d devices)", effective_batch,
              dataset_cfg["batch_size"], trainer.accumulate_grad_batches, trainer.world_size)
-    for logger in loggers:
+    continuing = ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same logger runs
+    for logger in loggers if not continuing else []:  # logged once: MLflow refuses a changed value (resume=)
         logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
 
-    if cfg.eval_before_training and not cfg.ckpt_path:
+    write_passport(run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path)
+
+    if cfg.eval_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
         module.train()  # validate() leaves the modules in eval mode
     fit_started = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLoss as err:
+        raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
     fit_seconds = time.time() - fit_started
+    if stop.received is not None:
+        log.warning(
+            "stopped by %s at step %d; checkpoint: %s. Resume with the same command plus resume=auto "
+            "(or ckpt_path=%s)", stop.signal_name, trainer.global_step, last_checkpoint(run_dir),
+            last_checkpoint(run_dir),
+        )
+        raise SystemExit(128 + stop.received)
+    best = best_checkpoint(checkpointing)
+    if callbacks_cfg.get("model_checkpoint", {}).get("load_best_model_at_end") and best is not None:
+        log.info("load_best_model_at_end: exporting the weights of %s", best)
+        load_trainable_weights(module, best)
 
     task_metrics = {}
     if cfg.task.name == "classification":
         from hydratune.classification import finish
 
-        task_metrics = finish(trainer, module, datamodule, run_dir)  # best weights back, confusion_matrix.png
+        task_metrics = finish(trainer, module, datamodule, run_dir)  # final metrics, confusion_matrix.png
     artifact = export_artifact(module.model, tokenizer, run_dir)
     history.plot(run_dir / "loss.png")
     metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
     metrics["artifact"] = artifact.name
+    if best is not None:
+        metrics["best_checkpoint"] = best.name
     metrics.update(task_metrics)
     metrics["effective_batch_size"] = effective_batch
     if cfg.export.merge and artifact.name == "adapter":
@@ -107,6 +160,68 @@ def run(cfg) -> float:
     print_summary(run_dir, metrics)
     # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
+
+
+def resume_checkpoint(cfg) -> str | None:
+    """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
+    of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
+    from hydratune.checkpoint import find_resume_run, resume_file
+
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file; give a .ckpt file or use resume=auto")
+        return str(cfg.ckpt_path)
+    if cfg.get("resume") in (None, False):
+        return None
+    if cfg.resume != "auto":
+        raise UserError(f"resume={cfg.resume!r}: use resume=auto, or ckpt_path=PATH for a given checkpoint")
+    here = Path(cfg.paths.output_dir)
+    previous = find_resume_run(here)
+    if previous is None:
+        log.info("resume=auto: no earlier run named %r has a checkpoint; starting fresh", cfg.name)
+        return None
+    if previous != here:
+        log.info("resume=auto: continuing %s (%s keeps only this launch's config and log)", previous, here)
+        cfg.paths.output_dir = str(previous)
+        handler = logging.FileHandler(previous / "train.log")  # the continued run's log goes on in its folder
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(handler)
+    checkpoint = resume_file(previous)
+    log.info("resume=auto: resuming from %s", checkpoint)
+    return str(checkpoint)
+
+
+def last_checkpoint(run_dir: Path) -> str:
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return str(path) if path.is_file() else "(none written yet)"
+
+
+def quiet_when_piped(trainer_cfg: dict) -> dict:
+    """No progress bar when stderr is not a terminal (batch jobs, CI, redirected logs): train.log says enough."""
+    import sys
+
+    if trainer_cfg.get("enable_progress_bar", True) and not sys.stderr.isatty():
+        return trainer_cfg | {"enable_progress_bar": False}
+    return trainer_cfg
+
+
+def split_strategy(trainer_cfg: dict, model_cfg: dict) -> tuple[dict, dict]:
+    """FSDP's `auto_wrap_policy: decoder_layer` becomes the model's decoder block classes.
+
+    The strategy is then built here and handed to the Trainer as an object (a set of classes
+    cannot live in a config node).
+    """
+    strategy = trainer_cfg.get("strategy")
+    if not (isinstance(strategy, dict) and strategy.get("auto_wrap_policy") == "decoder_layer"):
+        return trainer_cfg, {}
+    from hydra.utils import get_class
+
+    from hydratune.model import decoder_layer_classes
+
+    kwargs = {k: v for k, v in strategy.items() if not k.startswith("_")}
+    kwargs["auto_wrap_policy"] = decoder_layer_classes(model_cfg)
+    rest = {k: v for k, v in trainer_cfg.items() if k != "strategy"}
+    return rest, {"strategy": get_class(strategy["_target_"])(**kwargs)}
 
 
 def cpu_fallbacks(trainer_cfg: dict) -> dict:
@@ -136,6 +251,8 @@ def quiet_library_loggers() -> None:
 
 def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds: float) -> dict:
     """The numbers of metrics.json: final losses, perplexity, steps, tokens and speed."""
+    from hydratune.callbacks import peak_memory_mb
+
     metrics: dict = {"steps": steps}
     if history.train_loss:
         tail = [loss for _, loss in history.train_loss[-10:]]
@@ -150,6 +267,8 @@ def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds:
         tokens_seen=throughput.tokens,
         trained_tokens=throughput.trained_tokens,
         tokens_per_s=round(throughput.tokens_per_second, 1),
+        samples_per_s=round(throughput.samples / max(throughput.train_seconds, 1e-9), 2),
+        peak_memory_mb=round(peak_memory_mb(), 1),
         padding_efficiency=round(throughput.tokens / max(throughput.padded_tokens, 1), 4),
         fit_seconds=round(fit_seconds, 1),
         wall_seconds=round(wall_seconds, 1),

@@ -52,6 +52,12 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> WindowBatchSampler:
+        # Lightning calls set_epoch on `batch_sampler.sampler`, never on the batch sampler itself:
+        # without this, every epoch would repeat the first epoch's order.
+        return self
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}
 
@@ -100,6 +106,12 @@ class ResumableDataLoader(DataLoader):
     so a resumed run continues with the next unseen batch. Batches are counted here, as they leave
     the loader in the main process, so indices that workers prefetched are not counted as trained.
     """
+
+    def __init__(self, *args, **kwargs):
+        # Each new iterator draws a worker base seed from `generator`, by default from the global RNG:
+        # that would shift the dropout stream at every epoch start, so a resumed run would differ.
+        kwargs.setdefault("generator", torch.Generator().manual_seed(0))
+        super().__init__(*args, **kwargs)
 
     def __iter__(self):
         for batch in super().__iter__():

@@ -1,0 +1,276 @@
+"""Run lifecycle pieces, in process: atomic checkpoint writes, the resumable data position, resume=auto's
+choice of run, SIGTERM -> checkpoint at a step boundary, the NaN policy, and run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import lightning as L
+import pytest
+import torch
+from conftest import Repeat, batch_samples, make_module
+
+from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, find_resume_run
+from hydratune.data.collate import PadCollator
+from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
+from hydratune.module import NonFiniteLoss
+from hydratune.signals import GracefulStop
+
+
+def test_atomic_save_keeps_the_old_checkpoint_when_a_write_fails(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails midway through the write
+        io.save_checkpoint({"global_step": 2, "bad": lambda: None}, path)
+    assert torch.load(path, weights_only=False) == {"global_step": 1}
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temporary file left behind
+
+
+def _loader(n: int = 10, accumulate: int = 2) -> ResumableDataLoader:
+    sampler = WindowBatchSampler(list(range(1, n + 1)), batch_size=2, accumulate=accumulate, seed=3)
+    data = WindowDataset([{"i": i} for i in range(n)])
+    return ResumableDataLoader(data, batch_sampler=sampler, collate_fn=lambda rows: [r["i"] for r in rows])
+
+
+@pytest.mark.parametrize("consumed", [0, 1, 3, 5])
+def test_resumed_loader_continues_with_the_next_unseen_batch(consumed):
+    whole = _loader()
+    whole.batch_sampler.set_epoch(1)
+    expected = list(whole)
+    first = _loader()
+    first.batch_sampler.set_epoch(1)
+    batches = iter(first)
+    seen = [next(batches) for _ in range(consumed)]  # what the killed run trained on
+    state = first.state_dict()
+    assert state == {"epoch": 1, "consumed": consumed}
+    resumed = _loader()
+    resumed.load_state_dict(state)
+    resumed.batch_sampler.set_epoch(1)  # Lightning sets the epoch after loading, before iterating
+    assert seen + list(resumed) == expected
+    # The position applies to its own epoch only: the next epoch is whole again.
+    resumed.batch_sampler.set_epoch(2)
+    assert len(list(resumed)) == len(whole)
+
+
+def test_resume_auto_picks_the_newest_run_with_a_checkpoint(tmp_path):
+    for name, has_ckpt in (
+        ("2026-01-01_00-00-00", True),
+        ("2026-01-02_00-00-00", True),
+        ("2026-01-03_00-00-00", False),
+    ):
+        (tmp_path / name).mkdir()
+        if has_ckpt:
+            (tmp_path / name / "checkpoints").mkdir()
+            (tmp_path / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+            os.utime(tmp_path / name / "checkpoints" / "last.ckpt", (int(name[8:10]), int(name[8:10])))
+    new = tmp_path / "2026-01-04_00-00-00"
+    new.mkdir()
+    assert find_resume_run(new) == tmp_path / "2026-01-02_00-00-00"
+    assert find_resume_run(tmp_path / "2026-01-01_00-00-00") == tmp_path / "2026-01-01_00-00-00"  # itself
+    assert find_resume_run(tmp_path / "elsewhere" / "x") is None
+
+
+class _SendSignal(L.Callback):
+    def __init__(self, at_batch: int, signum: int):
+        self.at_batch, self.signum = at_batch, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.at_batch:
+            os.kill(os.getpid(), self.signum)
+
+
+def _trainer(tmp_path, callbacks, steps=8, accumulate=1):
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        accumulate_grad_batches=accumulate,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=tmp_path,
+        enable_checkpointing=any(isinstance(cb, StepCheckpoint) for cb in callbacks),
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_last_checkpoint_at_the_step_boundary_and_stops(
+    tiny_model_dir, tokenizer, tmp_path, signum
+):
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    checkpoint = StepCheckpoint(tmp_path / "checkpoints", save_steps=100)
+    stop = GracefulStop(checkpoint)
+    # Batch 2 opens the second window of 2 micro-batches: the stop waits for its optimizer step.
+    trainer = _trainer(tmp_path, [checkpoint, stop, TrainingRNG(), _SendSignal(2, signum)], accumulate=2)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert stop.received == signum
+    assert trainer.global_step == 2
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2
+    assert any("rng" in state for state in saved["callbacks"].values())
+    assert signal.getsignal(signal.SIGTERM) is not stop.handle  # handlers restored after training
+
+
+def _nan_on_call(module, call: int):
+    forward, calls = module.forward, {"n": 0}
+
+    def patched(batch):
+        calls["n"] += 1
+        logits = forward(batch)
+        return logits * float("nan") if calls["n"] == call else logits
+
+    module.forward = patched
+
+
+def test_nan_policy_skip_leaves_the_weights_and_goes_on(tiny_model_dir, tokenizer, tmp_path):
+    module = make_module(tiny_model_dir)
+    module.hparams.nan_policy = "skip"
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    module.configure_model()
+    _nan_on_call(module, call=1)
+    before = {k: v.clone() for k, v in module.named_parameters() if v.requires_grad}
+    trainer = _trainer(tmp_path, [], steps=1)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert module.skipped_batches == 1
+    for name, value in module.named_parameters():
+        if name in before:
+            assert torch.equal(before[name], value), name  # the NaN batch made no update
+    trainer = _trainer(tmp_path, [], steps=3)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert any(not torch.equal(before[n], v) for n, v in module.named_parameters() if n in before)
+
+
+def test_nan_policy_stop_raises_and_keeps_the_last_checkpoint(tiny_model_dir, tokenizer, tmp_path):
+    module = make_module(tiny_model_dir)
+    assert module.hparams.nan_policy == "stop"
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    module.configure_model()
+    _nan_on_call(module, call=4)
+    checkpoint = StepCheckpoint(tmp_path / "checkpoints", save_steps=2)
+    trainer = _trainer(tmp_path, [checkpoint])
+    with pytest.raises(NonFiniteLoss, match="nan at step 3"):
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def test_run_json_passport(tokenizer, tmp_path):
+    from hydratune.passport import write_passport
+
+    class Data:
+        train_dataset, val_dataset = list(range(5)), None
+
+        def setup(self, stage):
+            pass
+
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    cfg = {"name": "x", "seed": 7, "paths": {"root_dir": str(tmp_path)}, "model": {"token": "hf_secret"}}
+    path = tmp_path / "run.json"
+    record = write_passport(path, cfg, tokenizer, Data(), trainer, 32)
+    assert json.loads(path.read_text()) == record
+    assert record["seed"] == 7 and record["effective_batch_size"] == 32
+    assert record["dataset"]["train"]["rows"] == 5
+    assert len(record["tokenizer_sha256"]) == 16 and record["packages"]["torch"].startswith("2.")
+    assert record["git"] == {}  # tmp_path is not a git checkout
+    assert "hf_secret" not in path.read_text()
+    write_passport(path, cfg, tokenizer, Data(), trainer, 32, resumed_from="last.ckpt")
+    assert json.loads(path.read_text())["resumes"][0]["checkpoint"] == "last.ckpt"
+
+
+def _logger_cfg(*names: str, output_dir) -> dict:
+    from conftest import compose
+
+    from hydratune.config import to_plain
+
+    return {
+        k: v for name in names for k, v in to_plain(compose([f"logger={name}"], output_dir).logger).items()
+    }
+
+
+@pytest.mark.slow
+def test_wandb_offline_and_mlflow_keep_their_run_ids_for_resume(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    from hydratune.loggers import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = _logger_cfg("wandb", "mlflow", output_dir=tmp_path)
+    wandb_logger, mlflow_logger = build_loggers(cfg, tmp_path)
+    mlflow_logger.log_metrics({"train/loss": 1.5}, step=1)
+    ids = json.loads((tmp_path / "logger_ids.json").read_text())
+    assert ids["wandb"] == wandb_logger.version and ids["mlflow"] == mlflow_logger.run_id
+    wandb_logger.experiment.finish()
+    # A resumed run builds its loggers again in the same folder: the same runs, not new ones.
+    again = build_loggers(cfg, tmp_path)
+    assert again[0]._wandb_init["id"] == ids["wandb"] and again[1].run_id == ids["mlflow"]
+    again[1].log_metrics({"train/loss": 1.0}, step=2)
+    history = again[1].experiment.get_metric_history(ids["mlflow"], "train/loss")
+    assert [m.value for m in history] == [1.5, 1.0]
+    assert list((tmp_path / "mlruns").iterdir())
+
+
+def test_missing_logger_extra_names_it(tmp_path, monkeypatch):
+    import hydratune.loggers as loggers
+    from hydratune.errors import UserError
+
+    monkeypatch.setattr(loggers, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"logger.wandb needs the wandb extra: pip install .*\[wandb\]"):
+        loggers.build_loggers(_logger_cfg("wandb", output_dir=tmp_path), tmp_path)
+
+
+def test_checkpoint_and_early_stopping_keys_map_to_lightning(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from hydratune.checkpoint import build_checkpointing
+    from hydratune.errors import UserError
+
+    cfg = {
+        "model_checkpoint": {
+            "save_steps": 50,
+            "save_total_limit": 3,
+            "metric_for_best_model": "val/acc",
+            "greater_is_better": True,
+            "load_best_model_at_end": True,
+        },
+        "early_stopping": {"patience": 2, "threshold": 0.01},
+    }
+    best, steps, stopping = build_checkpointing(cfg, tmp_path)
+    assert type(best) is ModelCheckpoint and (best.monitor, best.mode, best.save_top_k) == (
+        "val/acc",
+        "max",
+        1,
+    )
+    assert isinstance(steps, StepCheckpoint)
+    assert (steps._every_n_train_steps, steps.save_top_k, steps.monitor, steps.save_last) == (
+        50,
+        3,
+        "step",
+        True,
+    )
+    assert isinstance(stopping, EarlyStopping)
+    assert (stopping.monitor, stopping.patience, abs(stopping.min_delta)) == ("val/acc", 2, 0.01)
+    assert stopping.monitor_op(torch.tensor(2.0), torch.tensor(1.0))  # greater is better
+    unlimited = build_checkpointing({"model_checkpoint": {"save_total_limit": None}}, tmp_path)
+    assert [cb.save_top_k for cb in unlimited] == [-1]  # no metric: no best.ckpt, every step file kept
+    with pytest.raises(UserError, match="metric_for_best_model"):
+        build_checkpointing({"model_checkpoint": {}, "early_stopping": {"patience": 1}}, tmp_path)
+
+
+def test_load_best_model_at_end_puts_the_checkpoint_weights_back(tiny_model_dir, tmp_path):
+    from hydratune.checkpoint import load_trainable_weights
+    from hydratune.errors import UserError
+
+    module = make_module(tiny_model_dir)
+    module.configure_model()
+    best = {k: v.detach().clone() + 1 for k, v in module.named_parameters() if v.requires_grad}
+    torch.save({"state_dict": best}, tmp_path / "best.ckpt")
+    load_trainable_weights(module, tmp_path / "best.ckpt")
+    assert all(torch.equal(v, best[k]) for k, v in module.named_parameters() if k in best)
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(UserError, match="holds no weights"):
+        load_trainable_weights(module, tmp_path / "other.ckpt")
