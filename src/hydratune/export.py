@@ -18,6 +18,9 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
         generation.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
+        # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id.
+        model.get_base_model().config.save_pretrained(out)
     if is_peft_model(model) and generation is not None:
         generation.save_pretrained(out)
     return out
@@ -30,6 +33,13 @@ PARITY_PROMPTS = (
     "### Instruction:\nReverse the letters of the word.\n\n### Response:\n",
     "0123456789",
 )
+
+
+def is_classifier_adapter(adapter_dir: str | Path) -> bool:
+    """Whether an adapter directory holds a sequence-classification adapter (peft task_type SEQ_CLS)."""
+    import json
+
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("task_type") == "SEQ_CLS"
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
@@ -46,7 +56,15 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "fl
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
+    if is_classifier_adapter(adapter_dir):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        # The saved config carries the head's size and labels; the base checkpoint has no such head.
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_id, config=AutoConfig.from_pretrained(adapter_dir), dtype=getattr(torch, dtype)
+        )
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
@@ -63,6 +81,8 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
 
     from hydratune.generate import load_artifact
 
+    if is_classifier_adapter(adapter_dir):
+        from hydratune.classification import load_classifier_artifact as load_artifact
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
     worst = 0.0

@@ -79,6 +79,43 @@ def load_model(model_cfg: dict, token: str | None = None, quantization: dict | N
     return model
 
 
+def load_classifier(
+    model_cfg: dict,
+    labels: list[str],
+    pad_token_id: int | None,
+    token: str | None = None,
+    quantization: dict | None = None,
+):
+    """`AutoModelForSequenceClassification.from_pretrained` with a new head of `len(labels)` outputs.
+
+    id2label/label2id go into the config (so the export carries them). Decoder models pool the last
+    token that is not `pad_token_id`, so the pad id must be set in the config; encoders use their own
+    pooler.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {}
+    if quantization and quantization.get("method", "none") != "none":
+        kwargs["quantization_config"] = build(quantization["config"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_cfg["pretrained_model_name_or_path"],
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        dtype=torch_dtype(model_cfg.get("dtype", "float32")),
+        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        **kwargs,
+        **_hub_kwargs(model_cfg, token),
+    )
+    model.config.pad_token_id = pad_token_id
+    model.config.use_cache = False
+    if kwargs and quantization.get("prepare_for_kbit_training", True):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
 def apply_peft(model, peft_cfg: dict):
     """Apply the configured PEFT method: LoRA-family adapters, partial freezing, or nothing."""
     method = peft_cfg.get("method", "none")
@@ -133,3 +170,17 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def decoder_layer_classes(model_cfg: dict) -> set[type]:
+    """The model's decoder block classes (transformers' `_no_split_modules`), read from its config only."""
+    import sys
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(
+        model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, model_cfg.get("token"))
+    )
+    model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    module = sys.modules[model_class.__module__]
+    return {getattr(module, name) for name in model_class._no_split_modules or [] if hasattr(module, name)}

@@ -54,7 +54,9 @@ def run(cfg) -> float:
     if cfg.task.name == "classification":
         from hydratune.classification import ClassificationDataModule, ClassificationModule, class_weights
 
-        datamodule = ClassificationDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
+        datamodule = ClassificationDataModule(
+            tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir")
+        )
         datamodule.setup()  # the labels found in the data decide the size of the model's head
         module = ClassificationModule(
             model=model_cfg,

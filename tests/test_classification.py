@@ -1,0 +1,322 @@
+"""task=classification: labels from the data, bad input, pooling, metrics, export parity, the example run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose, fit_repeated, run_cli
+
+from hydratune.classification import (
+    ClassificationCollator,
+    ClassificationDataModule,
+    ClassificationModule,
+    build_label_names,
+    class_weights,
+    encode_texts,
+    load_classifier_artifact,
+    predict,
+)
+from hydratune.config import to_plain
+from hydratune.errors import UserError
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def test_string_labels_sorted_and_int_labels_keep_their_ids():
+    names, mapping = build_label_names(["b", "a", "c", "a"], None, "train")
+    assert names == ["a", "b", "c"] and mapping == {"a": 0, "b": 1, "c": 2}
+    names, mapping = build_label_names([1, 0, 2, 1], None, "train")
+    assert names == ["0", "1", "2"] and mapping == {0: 0, 1: 1, 2: 2}
+    # Given names: the order of strings, or the names of integer ids.
+    assert build_label_names(["neg", "pos"], ["pos", "neg"], "train")[1] == {"pos": 0, "neg": 1}
+    assert build_label_names([0, 1], ["neg", "pos"], "train")[0] == ["neg", "pos"]
+
+
+@pytest.mark.parametrize(
+    ("values", "names", "message"),
+    [
+        (["a", "a"], None, "at least 2 classes"),
+        ([0, "a"], None, "mix integers and strings"),
+        (["a", "b", "zz"], ["a", "b"], "does not list"),
+        ([0, 1, 5], ["x", "y"], "integer labels [5]"),
+    ],
+)
+def test_bad_label_sets_are_one_line_errors(values, names, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
+        build_label_names(values, names, "the train split")
+    assert "\n" not in str(err.value)
+
+
+def test_class_weights():
+    assert class_weights(None, [10, 30]) is None
+    assert class_weights("balanced", [10, 30]) == pytest.approx([2.0, 2 / 3])
+    assert class_weights([1, 3], [10, 30]) == [1.0, 3.0]
+    with pytest.raises(UserError, match="task.class_weights"):
+        class_weights([1, 2, 3], [10, 30])
+
+
+def test_pairs_are_joined_for_tokenizers_without_a_separator(tokenizer):
+    joined = encode_texts(tokenizer, ["ab"], ["cd"], separator="|")
+    assert joined == encode_texts(tokenizer, ["ab|cd"])
+    assert encode_texts(tokenizer, ["abcdef"], max_length=3) == [encode_texts(tokenizer, ["abc"])[0]]
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def _write(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _datamodule(tmp_path, tokenizer, train: list[dict], val: list[dict], **cfg):
+    sources = [
+        {
+            "loader": "json",
+            "data_files": {
+                "train": _write(tmp_path / "train.jsonl", train),
+                "validation": _write(tmp_path / "val.jsonl", val),
+            },
+        }
+    ]
+    dataset = {"sources": sources, "text_column": "text", "label_column": "label", "batch_size": 4} | cfg
+    dm = ClassificationDataModule(tokenizer, dataset, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    return dm
+
+
+def test_missing_and_unknown_labels_are_dropped_with_counted_warnings(tmp_path, tokenizer, caplog):
+    train = [
+        {"text": "good", "label": "pos"},
+        {"text": "bad", "label": "neg"},
+        {"text": "meh", "label": None},
+    ]
+    train += [{"text": "", "label": "pos"}]
+    val = [
+        {"text": "fine", "label": "pos"},
+        {"text": "odd", "label": "neutral"},
+        {"text": "odd", "label": "neutral"},
+    ]
+    with caplog.at_level(logging.WARNING, logger="hydratune.classification"):
+        dm = _datamodule(tmp_path, tokenizer, train, val)
+    assert dm.labels == ["neg", "pos"]
+    assert len(dm.train_dataset) == 2 and dm.class_counts == [1, 1]
+    assert [s["label"] for s in dm.val_dataset] == [1]
+    text = caplog.text
+    assert "dropped 1 of 4 train rows with no 'label'" in text
+    assert "dropped 1 of 4 train rows with an empty 'text'" in text
+    assert "dropped 2 of 3 validation rows with labels the train split does not have: {'neutral': 2}" in text
+
+
+def test_absent_text_column_and_single_class_are_errors(tmp_path, tokenizer):
+    rows = [{"sentence": "a", "label": 0}, {"sentence": "b", "label": 1}]
+    with pytest.raises(
+        UserError, match=r"dataset.text_column='text': no such column in the train split \(columns"
+    ):
+        _datamodule(tmp_path, tokenizer, rows, rows)
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": 1}]
+    with pytest.raises(UserError, match="every labelled row has the label 1"):
+        _datamodule(tmp_path, tokenizer, rows, rows)
+    with pytest.raises(UserError, match="dataset.label_column is not set"):
+        ClassificationDataModule(tokenizer, {"sources": [], "text_column": "text"})
+
+
+def test_classification_with_packing_is_a_preflight_error():
+    from hydratune import rules
+
+    cfg = to_plain(compose(["task=classification", "dataset=topics", "+dataset.packing=true"]))
+    assert any("dataset.packing=false" in v for v in rules.violations(cfg))
+    cfg["dataset"]["packing"] = False
+    assert not any("packing" in v for v in rules.violations(cfg))
+
+
+# ------------------------------------------------------------------------------------------- module
+
+
+def _module(tiny_model_dir, peft: str = "lora", labels=("neg", "pos"), **kwargs) -> ClassificationModule:
+    cfg = compose(
+        ["task=classification", "dataset=topics", f"peft={peft}", "scheduler=constant", "optimizer.lr=5e-3"]
+    )
+    model_cfg = to_plain(cfg.model)
+    model_cfg.pop("token")
+    model_cfg["pretrained_model_name_or_path"] = str(tiny_model_dir)
+    module = ClassificationModule(
+        model=model_cfg,
+        peft=to_plain(cfg.peft),
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        labels=list(labels),
+        pad_token_id=0,
+        **kwargs,
+    )
+    module.configure_model()
+    return module
+
+
+def _batch(tokenizer, n: int = 8) -> dict:
+    # Unequal lengths (padding matters); the label is whether the text ends in "x".
+    texts = [("ab" * (i + 1)) + ("x" if i % 2 else "y") for i in range(n)]
+    ids = encode_texts(tokenizer, texts)
+    return ClassificationCollator(tokenizer.pad_token_id)(
+        [{"input_ids": x, "label": i % 2} for i, x in enumerate(ids)]
+    )
+
+
+def test_padded_batch_pools_each_rows_last_real_token(tiny_model_dir, tokenizer):
+    module = _module(tiny_model_dir).eval()
+    batch = _batch(tokenizer, 4)
+    with torch.no_grad():
+        together = module(batch)
+        for i in range(4):
+            n = int(batch["attention_mask"][i].sum())
+            alone = module({"input_ids": batch["input_ids"][i : i + 1, :n]})
+            assert torch.allclose(together[i], alone[0], atol=1e-5)
+
+
+def test_lora_trains_the_head_and_learns(tiny_model_dir, tokenizer):
+    module = _module(tiny_model_dir, class_weights=[1.0, 2.0])
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert any("score" in n and "modules_to_save" in n for n in trainable), trainable
+    assert any("lora_A" in n for n in trainable)
+    losses = fit_repeated(module, _batch(tokenizer), steps=30)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_validation_metrics_match_a_direct_count(tiny_model_dir, tokenizer):
+    module = _module(tiny_model_dir, peft="none", labels=("neg", "pos", "other"))
+    batch = _batch(tokenizer)
+    batch["labels"][0] = 2
+    module.eval()
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    module.log_dict = lambda values, **kw: logged.update(values)
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        preds = module(batch).argmax(-1)
+    module.on_validation_epoch_end()
+    labels = batch["labels"]
+    assert logged["val/acc"] == pytest.approx(float((preds == labels).float().mean()))
+    for k, name in enumerate(("neg", "pos", "other")):
+        true_k = int((labels == k).sum())
+        hits = int(((preds == k) & (labels == k)).sum())
+        assert logged[f"val/recall/{name}"] == pytest.approx(hits / true_k if true_k else 0.0)
+    assert {"val/loss", "val/f1_macro", "val/precision/neg"} <= set(logged)
+    confusion = module.last_confusion
+    assert int(confusion.sum()) == len(labels)
+    assert [int(confusion[k].sum()) for k in range(3)] == [int((labels == k).sum()) for k in range(3)]
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def test_exports_load_with_plain_transformers_and_peft_and_agree(tiny_model_dir, tokenizer, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from hydratune.export import export_artifact, logit_parity, merge_adapter
+
+    module = _module(tiny_model_dir)
+    fit_repeated(module, _batch(tokenizer), steps=5)
+    module.eval()
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        expected = module(batch)
+    adapter = export_artifact(module.model, tokenizer, tmp_path)
+    assert adapter.name == "adapter"
+
+    # Plain peft: the base rebuilt from the saved config (labels, head size), then the adapter.
+    config = AutoConfig.from_pretrained(adapter)
+    assert config.id2label == {0: "neg", 1: "pos"} and config.pad_token_id == 0
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, config=config)
+    loaded = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        got = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(expected, got, atol=1e-5)
+
+    merged = merge_adapter(adapter, tmp_path / "merged")
+    assert logit_parity(adapter, merged) < 1e-4
+    plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    assert plain.config.label2id == {"neg": 0, "pos": 1}
+    texts = tokenizer.batch_decode(
+        [row[mask.bool()] for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    )
+    rows = predict(*load_classifier_artifact(merged), texts)
+    assert [r["label"] for r in rows] == [("neg", "pos")[int(i)] for i in expected.argmax(-1)]
+    assert all(sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
+
+
+def test_full_finetune_exports_model_dir(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hydratune.export import export_artifact
+
+    module = _module(tiny_model_dir, peft="none")
+    fit_repeated(module, _batch(tokenizer), steps=2)
+    module.eval()
+    out = export_artifact(module.model, tokenizer, tmp_path)
+    assert out.name == "model"
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        assert torch.allclose(
+            module(batch), model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
+        )
+
+
+# ------------------------------------------------------------------------------------ the example run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # ~2 min alone on 2 cores; a training run and two CLI runs on a busy machine
+def test_topics_experiment_reaches_90_percent_and_predicts(tmp_path):
+    """The shipped example: >= 90% validation accuracy; `hydratune predict` agrees on the eval file."""
+    run_dir = tmp_path / "topics"
+    result = run_cli(
+        [
+            "train.py",
+            "experiment=topics_lora",
+            f"hydra.run.dir={run_dir}",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_acc"] >= 0.9, metrics
+    assert metrics["labels"] == ["food", "sports", "tech", "weather"]
+    assert (run_dir / "confusion_matrix.png").stat().st_size > 1000
+    assert json.loads((run_dir / "adapter" / "config.json").read_text())["id2label"]["3"] == "weather"
+
+    eval_file = ROOT / "data" / "topics" / "eval.jsonl"
+    out = run_cli(["-m", "hydratune.cli", "predict", str(run_dir), "--input", str(eval_file)])
+    assert out.returncode == 0, out.stderr[-2000:]
+    predicted = [json.loads(line) for line in out.stdout.splitlines()]
+    truth = [json.loads(line)["label"] for line in eval_file.read_text().splitlines()]
+    accuracy = sum(p["label"] == y for p, y in zip(predicted, truth)) / len(truth)
+    assert len(predicted) == len(truth) and accuracy == pytest.approx(metrics["val_acc"], abs=1e-6)
+
+    out = run_cli(
+        ["-m", "hydratune.cli", "predict", str(run_dir), "--text", "my sister wrote about the pizza"]
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout)
+    assert set(row["probabilities"]) == set(metrics["labels"]) and row["label"] in metrics["labels"]
+
+
+def test_predict_input_file_errors_name_the_line(tmp_path):
+    from hydratune.cli.predict import _rows_from_file
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a", "other": 1}\n\n{"text": "b"}\n')
+    assert _rows_from_file(str(good), "text", None) == (["a", "b"], None)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\n{"text": 3}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: no text in column 'text'"):
+        _rows_from_file(str(bad), "text", None)
+    bad.write_text('{"text": "a"}\n{oops\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
+        _rows_from_file(str(bad), "text", None)
