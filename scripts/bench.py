@@ -129,8 +129,6 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from hydratune.bench import process_start, summarize_steps
-
     tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
     model = AutoModelForCausalLM.from_pretrained(
         workdir / "model", dtype=torch.bfloat16 if args.gpu else torch.float32
@@ -186,7 +184,16 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
 
     trainer.add_callback(Timer())
     trainer.train()
-    result = summarize_steps(step_ends, tokens[: len(step_ends)], losses)
+    write_result(workdir, args, step_ends, tokens[: len(step_ends)], padded, losses, prep)
+
+
+def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: float) -> None:
+    """The runner's figures as `<runner>.json` (the same fields as hydratune.bench.StepTimer writes)."""
+    import torch
+
+    from hydratune.bench import process_start, summarize_steps
+
+    result = summarize_steps(step_ends, tokens, losses)
     result |= {
         "padding_efficiency": round(sum(tokens) / max(sum(padded), 1), 4),
         "time_to_first_step_s": round(step_ends[0] - process_start(), 2),
@@ -203,7 +210,6 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hydratune.bench import process_start, summarize_steps
     from hydratune.data.tokenize import tokenize_pair
     from hydratune.module import token_nll
 
@@ -249,15 +255,7 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
         step_ends.append(time.time())
         tokens.append(int((batch["input_ids"] != tokenizer.pad_token_id).sum()))
         padded.append(batch["input_ids"].numel())
-    result = summarize_steps(step_ends, tokens, losses)
-    result |= {
-        "padding_efficiency": round(sum(tokens) / max(sum(padded), 1), 4),
-        "time_to_first_step_s": round(step_ends[0] - process_start(), 2),
-        "data_prep_s": round(prep, 2),
-    }
-    if args.gpu:
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    (workdir / f"{args.runner}.json").write_text(json.dumps(result, indent=2))
+    write_result(workdir, args, step_ends, tokens, padded, losses, prep)
 
 
 def pack_rows(samples: list[dict], rows: int, width: int) -> list[list[list[dict]]]:
