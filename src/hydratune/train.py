@@ -146,6 +146,8 @@ def run(cfg) -> float:
         from hydratune.classification import finish
 
         task_metrics = finish(trainer, module, datamodule, run_dir)  # final metrics, confusion_matrix.png
+    if not trainer.is_global_zero:
+        return float("nan")  # DDP: rank 0 writes the artifact and metrics.json; the others only trained
     artifact = export_artifact(module.model, tokenizer, run_dir)
     history.plot(run_dir / "loss.png")
     metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
