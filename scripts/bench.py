@@ -106,7 +106,7 @@ def run_hydratune(workdir: Path, args, packed: bool) -> None:
         "optimizer.lr=2e-4",
         "scheduler=constant",
         f"trainer.max_steps={args.steps}",
-        "trainer.limit_val_batches=0",
+        "+trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false",
         f"trainer.precision={'bf16-true' if args.gpu else '32-true'}",
         "eval_before_training=false",

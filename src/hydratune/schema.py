@@ -97,8 +97,8 @@ def check_keys(cfg: dict, conf_dir: str | Path) -> None:
     """Raise UserError for the first key that no config option defines (with a did-you-mean)."""
     known = known_keys(str(conf_dir))
     for path, parent, key in _walk(cfg):
-        if path.split(".")[0] in UNCHECKED or path in known:
-            continue
+        if path.split(".")[0] in UNCHECKED or path in known or key.startswith("_"):
+            continue  # `_target_`, `_convert_`: Hydra's instantiate keys
         target = parent.get("_target_") if isinstance(parent, dict) else None
         if target and _target_accepts(target, key):
             continue
