@@ -13,10 +13,12 @@ os.environ.setdefault("HYDRATUNE_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg) -> float:
     from hydratune.errors import UserError
+    from hydratune.sweep import sweep_job
     from hydratune.train import run  # imported here so --help and --cfg stay fast
 
     try:
-        return run(cfg)
+        with sweep_job():  # in a sweep, DDP ranks 1.. re-run this job alone
+            return run(cfg)
     except UserError as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise

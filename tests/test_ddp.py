@@ -65,3 +65,21 @@ def test_two_process_ddp_matches_one_process(tiny_model_dir, tmp_path):
     assert any(not torch.all(t == 0) for n, t in a.items() if "lora_B" in n)  # training moved the weights
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_multirun_sweep_of_ddp_jobs(tiny_model_dir, tmp_path):
+    """`-m` with trainer=ddp: each job's extra rank runs that job alone, not the sweep again."""
+    from test_sweep import assert_two_job_summary, sweep_args
+
+    sweep_dir = tmp_path / "sweep"
+    args = sweep_args(tiny_model_dir, sweep_dir, "trainer=ddp", "trainer.devices=2", "dataset.batch_size=4")
+    result = run_cli([*args, "trainer.accelerator=cpu"], timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_two_job_summary(sweep_dir)
+    # The extra ranks ran their job in its folder, as plain runs: no second sweep, no extra job folders.
+    assert result.stdout.count("Launching 2 jobs") + result.stderr.count("Launching 2 jobs") == 1
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        log = (sweep_dir / job / "train.log").read_text()
+        assert "effective batch size: 8 (4 per device x 1 accumulation x 2 devices)" in log

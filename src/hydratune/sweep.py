@@ -8,6 +8,7 @@ files later (after a partial sweep, or one whose jobs ran on a cluster).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -260,3 +261,47 @@ class SweepSummary(_HydraCallback):
     def on_multirun_end(self, config, **kwargs) -> None:
         rows = write_summary(config.hydra.sweep.dir)
         print(f"sweep summary ({len(rows)} jobs): {Path(str(config.hydra.sweep.dir)) / 'sweep_summary.md'}")
+
+
+# Set by Lightning's process launcher in the launching process, and read by the next launch.
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def sweep_job():
+    """One job of a multirun, so that DDP works inside a sweep (a no-op for a single run).
+
+    Lightning starts DDP ranks 1..N-1 by re-running `sys.argv` plus `hydra.run.dir=<HydraConfig run.dir>`.
+    In a sweep, `sys.argv` still holds `-m` and the swept values, so every extra rank would launch the
+    sweep itself (and the Optuna sweeper would ask its study for new trials). Here `sys.argv` becomes
+    this job's own overrides and `run.dir` this job's folder: the ranks start as plain runs of exactly
+    this job, in its directory. Afterwards the job's process group is closed and the launcher's
+    environment variables removed, so that the next job starts its own ranks.
+    """
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, env = list(sys.argv), {k: os.environ.get(k) for k in LAUNCH_ENV}
+    sys.argv = [argv[0], *hydra_cfg.overrides.task]  # as Hydra keeps them: quoted where needed
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+

@@ -118,7 +118,8 @@ def run(cfg) -> float:
     for logger in loggers if not continuing else []:  # logged once: MLflow refuses a changed value (resume=)
         logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
 
-    write_passport(run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path)
+    if trainer.is_global_zero:  # DDP: the ranks share the run folder
+        write_passport(run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path)
 
     if cfg.eval_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
