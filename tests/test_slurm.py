@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
+from test_resume import ENV, STEPS, command, step_losses, write_data
 from test_sweep import assert_two_job_summary, sweep_args
 
 SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
@@ -83,8 +89,9 @@ def test_slurm_launcher_preset_composes():
     ):
         assert key in launcher, key
     assert list(launcher.setup)
-    # Lightning's SLURMEnvironment requeues on USR1; submitit's default signal (USR2) is replaced.
-    assert launcher.additional_parameters.signal == f"USR1@{launcher.signal_delay_s}"
+    # submitit's requeue signal (USR2) reaches hydratune's handler, which checkpoints first.
+    assert launcher.signal_delay_s == 90 and launcher.max_num_timeout == 3
+    assert "signal" not in launcher.get("additional_parameters", {})
 
 
 @pytest.mark.slow
@@ -104,6 +111,97 @@ def test_sweep_on_a_real_slurm_cluster(slurm_cluster, tiny_model_dir, tmp_path):
     # Each job ran as a SLURM job: submitit kept its sbatch script and logs under .submitit/<job id>.
     scripts = list((sweep_dir / ".submitit").glob("*/*submission.sh"))
     assert len(scripts) >= 1
-    assert "#SBATCH --signal=USR1@90" in scripts[0].read_text()
+    assert "#SBATCH --signal=USR2@90" in scripts[0].read_text()
     logs = list((sweep_dir / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2
+
+
+def _signal_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path, signum: int) -> None:
+    first = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be signalled"
+    os.kill(proc.pid, signum)
+
+
+@pytest.mark.slow
+def test_requeue_signal_checkpoints_requeues_and_the_restart_resumes(tiny_model_dir, tmp_path):
+    """A job started by the user's own sbatch script: USR2 -> checkpoint -> `scontrol requeue` -> resume."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    fake = bin_dir / "scontrol"  # records what it was asked; SLURM itself is the next test's business
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**ENV, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    data, run_dir = write_data(tmp_path), tmp_path / "run"
+    cmd = command(tiny_model_dir, data, run_dir)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _signal_after_first_checkpoint(proc, run_dir, signal.SIGUSR2)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGUSR2, stderr[-3000:]
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert not (run_dir / "metrics.json").exists()
+    import torch
+
+    saved_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert 5 <= saved_at < STEPS
+    # SLURM runs the same command again, with SLURM_RESTART_COUNT=1: it resumes without being told.
+    again = subprocess.run(
+        cmd, cwd=ROOT, env={**env, "SLURM_RESTART_COUNT": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == STEPS
+    log = (run_dir / "train.log").read_text()
+    assert "SLURM requeued this job (restart 1)" in log and "resuming from" in log
+    assert sorted(step_losses(run_dir)) == list(range(STEPS))  # every step once, the first ones not redone
+
+
+@pytest.mark.slow
+def test_preempted_job_on_a_real_slurm_cluster_is_requeued_and_resumes(
+    slurm_cluster, tiny_model_dir, tmp_path
+):
+    """`scancel --signal=USR2` (what SLURM sends before a time limit): submitit requeues, the job resumes."""
+    data, sweep_dir = write_data(tmp_path), tmp_path / "sweep"
+    args = [a for a in command(tiny_model_dir, data, tmp_path / "unused")[1:] if not a.startswith("hydra.")]
+    args = [a for a in args if not a.startswith("trainer.max_steps")] + ["trainer.max_steps=60"]
+    launcher = [
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, args[0], "-m", *args[1:], *launcher],
+        cwd=ROOT,
+        env={**ENV, **slurm_cluster},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    job_dir = sweep_dir / "0"
+    first = job_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), "the job never wrote its first checkpoint"
+    job_id = next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit())
+    subprocess.run(["scancel", "--signal=USR2", job_id], env={**os.environ, **slurm_cluster}, check=True)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, (out + err)[-3000:]
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 60
+    log = (job_dir / "train.log").read_text()
+    assert "SLURM requeued this job (restart 1)" in log and "resuming from" in log
+    assert sorted(step_losses(job_dir)) == list(range(60))
+    shown = subprocess.run(
+        ["scontrol", "show", "job", job_id],
+        env={**os.environ, **slurm_cluster},
+        capture_output=True,
+        text=True,
+    )
+    assert "Restarts=1" in shown.stdout, shown.stdout

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import uuid
 from importlib.util import find_spec
 from pathlib import Path
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hydratune.config import build
 from hydratune.errors import UserError
@@ -49,3 +54,24 @@ def build_loggers(cfg: dict, run_dir: str | Path) -> list:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         ids_path.write_text(json.dumps(ids, indent=2) + "\n")
     return loggers
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; a resumed run appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])  # appended rows follow the existing header
+
+
+class CSVLogger(_LightningCSVLogger):
+    """`<run>/csv/metrics.csv`, continued (not replaced) when the run resumes."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

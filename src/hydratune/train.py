@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -130,6 +131,10 @@ def run(cfg) -> float:
     except NonFiniteLoss as err:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
     fit_seconds = time.time() - fit_started
+    if stop.requeue:
+        log.warning("stopped by %s at step %d; checkpoint: %s", stop.signal_name, trainer.global_step,
+                    last_checkpoint(run_dir))
+        stop.requeue_job()
     if stop.received is not None:
         log.warning(
             "stopped by %s at step %d; checkpoint: %s. Resume with the same command plus resume=auto "
@@ -177,7 +182,11 @@ def resume_checkpoint(cfg) -> str | None:
             raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file; give a .ckpt file or use resume=auto")
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):
-        return None
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        if not restarts:
+            return None
+        log.info("SLURM requeued this job (restart %d): resume=auto", restarts)
+        cfg.resume = "auto"
     if cfg.resume != "auto":
         raise UserError(f"resume={cfg.resume!r}: use resume=auto, or ckpt_path=PATH for a given checkpoint")
     here = Path(cfg.paths.output_dir)
