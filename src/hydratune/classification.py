@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts
+from hydratune.data.labels import label_key as _label_key
+from hydratune.data.labels import missing as _missing
 from hydratune.data.ops import build_splits
 from hydratune.errors import UserError
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_classifier
@@ -25,82 +28,8 @@ from hydratune.module import SFTModule, check_finite
 
 log = logging.getLogger(__name__)
 
-VAL_SPLITS = ("validation", "eval", "test")  # the first one present is the validation split
-
 
 # --------------------------------------------------------------------------------------------- data
-
-
-def encode_texts(
-    tokenizer,
-    texts: list[str],
-    pairs: list[str] | None = None,
-    max_length: int | None = None,
-    separator: str = "\n",
-) -> list[list[int]]:
-    """Token ids of each text (or text pair), cut to `max_length`.
-
-    A tokenizer with a separator token (BERT-style) encodes pairs itself; for one without (most
-    decoder tokenizers) the two texts are joined with `separator`.
-    """
-    if pairs is not None and tokenizer.sep_token is None:
-        texts, pairs = [f"{a}{separator}{b}" for a, b in zip(texts, pairs)], None
-    return tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)["input_ids"]
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _label_key(value, where: str):
-    """A label value as used for counting: str, or int (whole floats become ints)."""
-    if isinstance(value, bool) or isinstance(value, int | str):
-        return int(value) if isinstance(value, bool) else value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise UserError(
-        f"{where}: label {value!r} is neither an integer nor a string; classification needs one of them"
-    )
-
-
-def build_label_names(train_values: list, names: list[str] | None, where: str) -> tuple[list[str], dict]:
-    """(label names by id, {raw label value: id}) from the train split's label values.
-
-    Without `names`: the sorted distinct values (integers 0..K-1 keep their ids). With `names`:
-    string labels must be among them (the list gives the order); integer labels index into them.
-    """
-    counts = Counter(train_values)
-    kinds = {type(v) for v in counts}
-    if len(kinds) > 1:
-        raise UserError(
-            f"{where}: labels mix integers and strings ({sorted(map(str, counts))[:5]}); use one kind"
-        )
-    if names:
-        names = [str(n) for n in names]
-        if kinds == {int}:
-            bad = sorted(v for v in counts if not 0 <= v < len(names))
-            if bad:
-                raise UserError(
-                    f"dataset.labels has {len(names)} names but {where} has integer labels {bad[:5]}"
-                )
-            mapping = {i: i for i in range(len(names))}
-        else:
-            bad = sorted(v for v in counts if v not in names)
-            if bad:
-                raise UserError(
-                    f"dataset.labels does not list {bad[:5]} found in {where}; add them or drop the rows"
-                )
-            mapping = {n: i for i, n in enumerate(names)}
-    else:
-        values = sorted(counts)
-        names = [str(v) for v in values]
-        mapping = {v: i for i, v in enumerate(values)}
-    if len(counts) < 2:
-        raise UserError(
-            f"{where}: every labelled row has the label {next(iter(counts), None)!r}; classification needs "
-            "at least 2 classes"
-        )
-    return names, mapping
 
 
 def class_weights(setting, counts: list[int]) -> list[float] | None:

@@ -1,14 +1,19 @@
 """Preflight: catch bad configs and data in seconds, before a GPU hour (or a model load) is spent.
 
 Checks, in order: the command line composes (Hydra errors become one line with a did-you-mean),
-the schema (unknown keys, ranges), the cross-group rules, the run name, the output directory, and
-(for `hydratune preflight`) the data: files parse, rows format and tokenize, how many samples keep
-a trained token, how many are truncated. No model weights are loaded.
+the schema (unknown keys, ranges), the cross-group rules, the run name, the output directory (writable,
+room for the checkpoints), and (for `hydratune preflight`) the data: files parse, rows format and
+tokenize, how many samples keep a trained token, how many are truncated. No model weights are loaded.
+
+The data check reads the first rows of each file without datasets, transformers or torch
+(hydratune.data.peek, about a second); where that cannot match training (hub datasets, chat
+templates, a model not on this disk) it prepares every row as training does, and says which ran.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import shutil
@@ -106,8 +111,8 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
 
 
-def check_output_dir(path: str | Path, needed_bytes: int = 0) -> None:
-    """The run directory can be created and written, with room for the checkpoints."""
+def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
+    """The run directory can be created and written, with room for the checkpoints; returns the free bytes."""
     path = Path(path)
     probe = path
     while not probe.exists():
@@ -120,6 +125,7 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> None:
             f"paths.output_dir: {free / 1e9:.1f} GB free at {probe}, checkpoints need ~{needed_bytes / 1e9:.1f} GB; "
             "lower callbacks.model_checkpoint.save_total_limit or free disk"
         )
+    return free
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -148,20 +154,25 @@ def _plain(cfg) -> dict:
 
 
 def data_report(cfg: dict, sample_rows: int = 3) -> dict:
-    """Load the tokenizer (not the model) and prepare the data; counts that say whether it will train."""
-    from hydratune.data.datamodule import SFTDataModule
+    """Load the tokenizer (not the model) and prepare the data as training does; counts that say whether
+    it will train. Every row, so it takes as long as the data preparation of a run (datasets, transformers)."""
+    from hydratune.data.peek import Rows, classification_report, tokenizer_report
     from hydratune.model import load_tokenizer
 
     model_cfg = dict(cfg["model"])
     token = model_cfg.pop("token", None)
     tokenizer = load_tokenizer(model_cfg, token)
-    report: dict = {
-        "pad_token": tokenizer.pad_token,
-        "eos_token": tokenizer.eos_token,
-        "pad_is_eos": tokenizer.pad_token_id == tokenizer.eos_token_id,
-    }
-    if cfg.get("task", {}).get("name", "sft") != "sft":
-        return report
+    report: dict = {"data_check": "full: every row, prepared as training does", **tokenizer_report(tokenizer)}
+    if cfg.get("task", {}).get("name", "sft") == "classification":
+        from hydratune.data.ops import build_splits
+
+        splits = build_splits(cfg["dataset"], cfg["paths"].get("cache_dir"))
+        rows = {name: Rows.from_dataset(split, name) for name, split in splits.items()}
+        notes: list[str] = []
+        report |= classification_report(rows, tokenizer, cfg["dataset"], notes)
+        return report | ({"notes": notes} if notes else {})
+    from hydratune.data.datamodule import SFTDataModule
+
     datamodule = SFTDataModule(
         tokenizer, cfg["dataset"], seed=cfg.get("seed", 0), cache_dir=cfg["paths"].get("cache_dir")
     )
@@ -176,17 +187,126 @@ def data_report(cfg: dict, sample_rows: int = 3) -> dict:
     return report
 
 
-def run_preflight(overrides: list[str], with_data: bool = True) -> dict:
-    """Everything `hydratune preflight` checks; raises UserError at the first problem."""
+def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
+    """The quick look at the first `rows` rows of each file (hydratune.data.peek: no datasets,
+    transformers or torch), or the full preparation where the quick look cannot match training."""
+    from hydratune.data.peek import Fallback, peek
+
+    if full:
+        report = data_report(cfg)
+    else:
+        try:
+            report = peek(cfg, rows)
+        except UserError:
+            raise
+        except Exception as err:  # Fallback, or a case the quick look gets wrong: training's own path decides
+            if not isinstance(err, Fallback) and os.environ.get("HYDRATUNE_DEBUG") == "1":
+                raise
+            reason = err if isinstance(err, Fallback) else f"{type(err).__name__}: {err}"
+            report = data_report(cfg)
+            report["data_check"] += f" (the quick look cannot: {reason})"
+    for stats in report.values():  # the share of samples that would be dropped for having no trained token
+        if isinstance(stats, dict) and "dropped_untrained" in stats:
+            stats["untrained_rate"] = stats["dropped_untrained"] / max(stats["rows"], 1)
+    return report
+
+
+# Bytes per trained parameter in a checkpoint: the fp32 weight and two fp32 Adam moments.
+CHECKPOINT_BYTES_PER_PARAM = 12
+SAFETENSORS_HEADER_LIMIT = 100 * 2**20  # a larger header is a broken file
+
+
+def _safetensors_shapes(folder: Path) -> dict[str, tuple[list[int], int]]:
+    """{tensor name: (shape, bytes)} from the headers of a local model's safetensors files (no weights read)."""
+    import json
+    import struct
+
+    shapes = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size)) if size <= SAFETENSORS_HEADER_LIMIT else {}
+            for name, info in header.items():
+                if name != "__metadata__":
+                    start, end = info["data_offsets"]
+                    shapes[name] = (info["shape"], end - start)
+        except (OSError, struct.error, ValueError, KeyError, TypeError):
+            return {}  # not a safetensors file we can read: no estimate (loading the model will say why)
+    return shapes
+
+
+def checkpoint_bytes(cfg: dict) -> tuple[int, str] | None:
+    """About how much disk the run's checkpoints and export take, and how that was reckoned; None when the
+    model is not a local folder of safetensors files. Shapes come from the file headers: no weights load."""
+    shapes = _safetensors_shapes(Path(str(cfg["model"]["pretrained_model_name_or_path"])))
+    if not shapes:
+        return None
+    model_bytes = sum(size for _, size in shapes.values())
+    peft = cfg.get("peft") or {}
+    if peft.get("method") == "lora":
+        lora = peft.get("config") or {}
+        targets = lora.get("target_modules")
+        saved = lora.get("modules_to_save") or []
+        trained = 0
+        for name, (shape, _) in shapes.items():
+            module = name.removesuffix(".weight")
+            if any(module.endswith(m) for m in saved):
+                trained += math.prod(shape)
+            elif len(shape) == 2 and name.endswith(".weight") and _lora_target(module, targets):
+                trained += lora.get("r", 8) * sum(shape) + (shape[0] if lora.get("use_dora") else 0)
+        export = trained * 4
+    else:  # full fine-tuning; peft=freeze trains fewer, so this is an upper bound
+        trained = sum(math.prod(shape) for shape, _ in shapes.values())
+        export = model_bytes
+    if (cfg.get("export") or {}).get("merge"):
+        export += model_bytes
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if checkpoint is None:
+        count, kept = 0, "no checkpoints (callbacks=none)"
+    else:
+        limit = checkpoint.get("save_total_limit")
+        count = (limit or 1) + 1 + bool(checkpoint.get("metric_for_best_model"))  # + last.ckpt (+ best.ckpt)
+        kept = (
+            f"{count} checkpoints"
+            if limit
+            else f"at least {count} checkpoints (save_total_limit=null keeps all)"
+        )
+    total = count * trained * CHECKPOINT_BYTES_PER_PARAM + export
+    return total, f"{kept} of {trained:,} trained parameters + the export"
+
+
+def _lora_target(module: str, targets) -> bool:
+    """Whether peft's LoRA wraps this linear layer (`all-linear` and null: every one but the output layer)."""
+    if targets in (None, "all-linear"):
+        return "embed" not in module and not module.endswith("lm_head")
+    if isinstance(targets, str):  # a regular expression on the full name
+        return re.fullmatch(targets, module) is not None
+    return any(module == t or module.endswith(f".{t}") for t in targets)
+
+
+def run_preflight(
+    overrides: list[str], with_data: bool = True, rows: int = 200, full_data: bool = False
+) -> dict:
+    """Everything `hydratune preflight` checks; raises UserError at the first problem.
+
+    Data: the first `rows` rows of each file (or every row with `full_data`), see `data_check`.
+    """
     import time
 
     started = time.time()
     cfg = compose(overrides, output_dir=str(project_root() / "outputs" / "preflight"))
     plain = _plain(cfg)
     check_config(plain)
-    check_output_dir(plain["paths"]["log_dir"])
-    report = {"config": "ok", "rules": f"{len(rules.RULES)} checked"}
+    needed = checkpoint_bytes(plain)
+    free = check_output_dir(plain["paths"]["log_dir"], needed[0] if needed else 0)
+    report = {
+        "config": "ok",
+        "rules": f"{len(rules.RULES)} checked",
+        "output_dir": f"{plain['paths']['log_dir']}: writable, {free / 1e9:.1f} GB free"
+        + (f", about {needed[0] / 1e6:,.1f} MB needed ({needed[1]})" if needed else ""),
+    }
     if with_data:
-        report |= data_report(plain)
+        report |= data_check(plain, rows, full_data)
     report["seconds"] = round(time.time() - started, 2)
     return report

@@ -48,17 +48,36 @@ def _preflight(args: argparse.Namespace) -> int:
 
     from hydratune.preflight import run_preflight
 
-    report = run_preflight(args.overrides, with_data=not args.no_data)
+    report = run_preflight(
+        args.overrides, with_data=not args.no_data, rows=args.rows, full_data=args.full_data
+    )
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
         for key, value in report.items():
-            if key != "examples":
-                print(f"{key:>24}: {value}")
+            if key not in ("examples", "notes"):
+                print(f"{key:>24}: {_brief(value)}")
+        for note in report.get("notes", []):
+            print(f"{'note':>24}: {note}")
         for example in report.get("examples", []):
             print("-" * 60 + "\n" + example)
     print("preflight: ok")
     return 0
+
+
+def _brief(value) -> str:
+    """A report value on one line: per-split counts as `key value, ...`, shares as percentages."""
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(
+        f"{k} {100 * v:.1f}%" if k.endswith(("_rate", "_fraction")) else f"{k} {v}" for k, v in value.items()
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -97,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("preflight", help="check a config and its data without loading model weights")
     pre.add_argument("overrides", nargs="*", help="the same overrides as python train.py takes")
     pre.add_argument("--no-data", action="store_true", help="skip the data checks (config only)")
+    pre.add_argument(
+        "--rows",
+        type=_positive,
+        default=200,
+        metavar="N",
+        help="rows of each data file to check (default 200)",
+    )
+    pre.add_argument(
+        "--full-data",
+        action="store_true",
+        help="prepare every row as training does (slower: datasets, transformers)",
+    )
     pre.add_argument("--json", action="store_true", help="print the report as JSON")
     pre.set_defaults(func=_preflight)
 

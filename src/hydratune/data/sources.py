@@ -31,25 +31,13 @@ def load_source(source: dict, cache_dir: str | None = None, where: str = "datase
     """One source as a DatasetDict, with `fraction` and `shuffle` applied to each split."""
     import datasets
 
-    unknown = sorted(set(source) - SOURCE_KEYS)
-    if "token" in unknown:
-        raise UserError(
-            f"{where}.token: hub tokens are read from the HF_TOKEN environment variable only; remove the key"
-        )
-    if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(SOURCE_KEYS))}")
+    check_source(source, where)
     fraction = source.get("fraction", 1.0)
-    if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise UserError(f"{where}.fraction={fraction!r} is out of range; use a number with 0 < fraction <= 1")
     cache_dir = source.get("cache_dir") or cache_dir
     if "path" in source:
         loaded = _load_hub(source, cache_dir, where)
-    elif "loader" in source:
-        loaded = _load_local(source, cache_dir, where)
     else:
-        raise UserError(
-            f"{where}: give `loader` (json, csv, parquet, text) for local files or `path` for a hub dataset"
-        )
+        loaded = _load_local(source, cache_dir, where)
     if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
         loaded = {"train": loaded}
     splits = {}
@@ -65,6 +53,32 @@ def load_source(source: dict, cache_dir: str | None = None, where: str = "datase
             data = data.select(range(math.ceil(fraction * len(data))))
         splits[split] = data
     return datasets.DatasetDict(splits)
+
+
+def check_source(source: dict, where: str) -> None:
+    """The checks of one source's keys that need no data (also run by `hydratune preflight`'s quick look)."""
+    unknown = sorted(set(source) - SOURCE_KEYS)
+    if "token" in unknown:
+        raise UserError(
+            f"{where}.token: hub tokens are read from the HF_TOKEN environment variable only; remove the key"
+        )
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(SOURCE_KEYS))}")
+    fraction = source.get("fraction", 1.0)
+    if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise UserError(f"{where}.fraction={fraction!r} is out of range; use a number with 0 < fraction <= 1")
+    if "path" in source:
+        return
+    if "loader" not in source:
+        raise UserError(
+            f"{where}: give `loader` (json, csv, parquet, text) for local files or `path` for a hub dataset"
+        )
+    if source["loader"] not in LOADERS:
+        raise UserError(f"{where}.loader={source['loader']!r} is not known; use one of: {', '.join(LOADERS)}")
+    if (source.get("data_files") is None) == (source.get("data_dir") is None):
+        raise UserError(
+            f"{where}: give exactly one of `data_files` (a path, a list, or split -> paths) or `data_dir`"
+        )
 
 
 def _load_hub(source: dict, cache_dir: str | None, where: str):
@@ -106,14 +120,7 @@ def _load_hub(source: dict, cache_dir: str | None, where: str):
 def _load_local(source: dict, cache_dir: str | None, where: str):
     import datasets
 
-    loader = source["loader"]
-    if loader not in LOADERS:
-        raise UserError(f"{where}.loader={loader!r} is not known; use one of: {', '.join(LOADERS)}")
-    data_files, data_dir = source.get("data_files"), source.get("data_dir")
-    if (data_files is None) == (data_dir is None):
-        raise UserError(
-            f"{where}: give exactly one of `data_files` (a path, a list, or split -> paths) or `data_dir`"
-        )
+    loader, data_files, data_dir = source["loader"], source.get("data_files"), source.get("data_dir")
     files = resolve_files(data_files, data_dir, loader, where)
     try:
         return datasets.load_dataset(loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir)
@@ -163,18 +170,20 @@ def find_bad_json(files: list[str]) -> None:
                         f"{file}:{err.lineno}: malformed JSON ({err.msg}); fix that line"
                     ) from err
         for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(
-                    f"{file}:{lineno}: malformed JSON ({err.msg}); fix or remove that line"
-                ) from err
-            if not isinstance(record, dict):
-                raise UserError(
-                    f"{file}:{lineno}: expected a JSON object per line, got {type(record).__name__}"
-                )
+            parse_json_line(line, file, lineno)
+
+
+def parse_json_line(line: str, file: str, lineno: int) -> dict | None:
+    """One JSON Lines record (None for a blank line), or a UserError naming the file and line."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{file}:{lineno}: malformed JSON ({err.msg}); fix or remove that line") from err
+    if not isinstance(record, dict):
+        raise UserError(f"{file}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+    return record
 
 
 def _first_line(err: BaseException) -> str:
