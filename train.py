@@ -35,8 +35,13 @@ if __name__ == "__main__":
     from hydratune.errors import UserError
     from hydratune.preflight import check_command_line
 
-    try:  # mistakes in the command line cost a second, not a run directory
-        check_command_line(sys.argv[1:])
+    try:
+        if {"--help", "-h"} & set(sys.argv[1:]):  # Hydra's help takes 2.5 s to list the groups; this, 1 s
+            from hydratune.usage import train_help
+
+            print(train_help([a for a in sys.argv[1:] if not a.startswith("-")]))
+            sys.exit(0)
+        check_command_line(sys.argv[1:])  # mistakes in the command line cost a second, not a run directory
     except UserError as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise

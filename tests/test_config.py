@@ -92,6 +92,18 @@ def test_train_help_lists_groups():
         assert f"{group}:" in result.stdout
 
 
+def test_train_help_shows_the_choices_and_config_of_the_overrides():
+    result = run_cli(["train.py", "peft=qlora", "optimizer.lr=3e-4", "--help"])
+    assert result.returncode == 0, result.stderr
+    assert "peft: dora, freeze, lora, none, *qlora, rslora" in result.stdout
+    assert "*nf4" in result.stdout.split("quantization:")[1].splitlines()[0]  # qlora's own choice
+    config = OmegaConf.create(result.stdout.split("== Config (any key: KEY=VALUE) ==")[1])
+    assert config.peft.config.r == 64 and config.optimizer.lr == 3e-4
+    assert "hydra" not in config
+    bad = run_cli(["train.py", "optimizer=nope", "--help"])
+    assert bad.returncode == 2 and "optimizer=nope: no such option" in bad.stderr
+
+
 def test_cfg_job_prints_config():
     result = run_cli(["train.py", "--cfg", "job"])
     assert result.returncode == 0, result.stderr

@@ -87,8 +87,9 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
     return UserError(f"cannot compose the config from {' '.join(overrides) or 'the defaults'}: {first}")
 
 
-def compose(overrides: list[str], output_dir: str | None = None):
-    """The composed config (as `python train.py OVERRIDES` would build it), or a one-line UserError."""
+def compose(overrides: list[str], output_dir: str | None = None, hydra_node: bool = False):
+    """The composed config (as `python train.py OVERRIDES` would build it), or a one-line UserError.
+    With `hydra_node`, it keeps Hydra's own node (hydra.runtime.choices: the option chosen per group)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -97,9 +98,22 @@ def compose(overrides: list[str], output_dir: str | None = None):
     extra = [f"paths.output_dir={output_dir}"] if output_dir else []
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose(config_name="train", overrides=[*overrides, *extra])
+            return hydra_compose(
+                config_name="train", overrides=[*overrides, *extra], return_hydra_config=hydra_node
+            )
     except (HydraException, OmegaConfBaseException) as err:
         raise _explain_hydra_error(err, overrides) from err
+
+
+def compose_with_choices(overrides: list[str]):
+    """(config without Hydra's node, {group: chosen option}) for `python train.py OVERRIDES`."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose(overrides, hydra_node=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
 
 
 def check_config(cfg: dict) -> None:
