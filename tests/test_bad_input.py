@@ -101,6 +101,33 @@ def test_finished_run_directory_is_not_reused(existing_run):
     assert _digest(existing_run) == before
 
 
+SWEEP_CASES = [
+    (["optimizer.lr=1e-4,-1"], ["sweep job 1", "optimizer.lr=-1", "> 0", "nothing was launched"]),
+    (["optimizer=sgd,adamw"], ["sweep job 1", "optimizer=adamw", "options:"]),
+    (["peft=lora,qlora", "quantization=none"], ["sweep job 1", "peft=qlora", "quantization=nf4"]),
+    (["optimizer.lr=range(1,3)", "peft.config.r=8,0"], ["sweep job 1", "peft.config.r=0"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), SWEEP_CASES, ids=[" ".join(a) for a, _ in SWEEP_CASES])
+def test_sweep_checks_every_job_before_launching(args, expected, tmp_path):
+    """A sweep (and a SLURM submission) is refused as a whole when any of its jobs is bad."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"], timeout=120)
+    _assert_one_line_error(result, expected)
+    assert not sweep_dir.exists(), "no job may start (or be submitted) when one of them is bad"
+
+
+def test_sweep_jobs_expand_the_grid_and_leave_sampled_values_to_the_sweeper():
+    from hydratune.preflight import MAX_CHECKED_JOBS, sweep_jobs
+
+    assert sweep_jobs(["a=1,2", "b=x", "c=interval(0,1)"]) == [["a=1", "b=x"], ["a=2", "b=x"]]
+    many = sweep_jobs(["a=range(0,9)", "b=range(0,9)"])  # 81 > MAX_CHECKED_JOBS: each value once
+    assert len(many) == 17 <= MAX_CHECKED_JOBS + 1
+    assert {j[0] for j in many} == {f"a={i}" for i in range(9)}
+    assert {j[1] for j in many} == {f"b={i}" for i in range(9)}
+
+
 def test_debug_env_shows_the_traceback():
     result = run_cli(["train.py", "optimizer.lr=0"], env={"HYDRATUNE_DEBUG": "1"}, timeout=120)
     assert result.returncode != 0

@@ -142,11 +142,30 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
     return free
 
 
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+MAX_CHECKED_JOBS = 16  # a larger grid is checked one swept value at a time
+
+
 def check_command_line(argv: list[str]) -> None:
-    """Before Hydra starts a run from `argv`: compose and check, so mistakes cost seconds, not a run dir."""
-    if any(arg.split("=")[0] in SKIP_FLAGS for arg in argv):
+    """Before Hydra starts a run from `argv`: compose and check, so mistakes cost seconds, not a run dir.
+
+    For a sweep (`-m`), every job of the grid is checked before the first one starts (or is submitted
+    to SLURM); values that a sweeper samples (Optuna's `interval(...)`) are checked when their job runs.
+    """
+    flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
+    if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
+    if flags & MULTIRUN_FLAGS:
+        jobs = sweep_jobs([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        for n, job in enumerate(jobs):
+            try:
+                check_config(_plain(compose(job, output_dir="/tmp")))
+            except UserError as err:
+                raise UserError(
+                    f"sweep job {n} ({' '.join(job) or 'defaults'}): {err}; nothing was launched"
+                ) from err
+        return
     run_dir = next((a.split("=", 1)[1] for a in overrides if a.startswith("hydra.run.dir=")), None)
     resuming = any(a.startswith(("resume=", "ckpt_path=")) for a in overrides)
     if run_dir and not resuming and (Path(run_dir) / "metrics.json").exists():
@@ -156,6 +175,34 @@ def check_command_line(argv: list[str]) -> None:
         )
     cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
     check_config(_plain(cfg))
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a `-m` grid: every combination, or (past MAX_CHECKED_JOBS) each swept value
+    once with the others at their first value. Sampled values (`interval(...)`) are left to the sweeper."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise _explain_hydra_error(err, overrides) from err
+    axes: list[list[str]] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            axes.append([override.input_line])
+        elif override.is_discrete_sweep():
+            key = override.get_key_element()
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+    if math.prod(len(axis) for axis in axes) <= MAX_CHECKED_JOBS:
+        return [list(job) for job in itertools.product(*axes)]
+    first = [axis[0] for axis in axes]
+    jobs = [first]
+    for i, axis in enumerate(axes):
+        jobs += [first[:i] + [value] + first[i + 1 :] for value in axis[1:]]
+    return jobs
 
 
 def _plain(cfg) -> dict:
