@@ -75,3 +75,16 @@ def test_refuses_to_overwrite_and_unknown_formats(project, capsys, tmp_path):
     assert main(["import", str(other)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "cannot tell the format" in err
+
+
+def test_fp16_and_bf16_both_true_is_refused(project, capsys, tmp_path):
+    import json
+
+    both = json.loads((DATA / "simplefoundation_default.json").read_text())
+    both["fp16"] = both["bf16"] = True
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(both))
+    assert main(["import", str(path), "--name", "both"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fp16/bf16 both set" in err
+    assert not (project / "conf" / "experiment" / "both.yaml").exists()

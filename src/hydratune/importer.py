@@ -142,6 +142,12 @@ class Overlay:
             self.choose(SCHEDULER_OR_OPTIMIZER[key], str(value), key)
         elif key in PRECISION:
             if value is True:
+                chosen = self.values.get("trainer.precision")
+                if chosen not in (None, PRECISION[key]):
+                    raise UserError(
+                        f"{key}: true and fp16/bf16 both set: a run trains in one precision; keep fp16 "
+                        "(older GPUs) or bf16 (Ampere and newer)"
+                    )
                 self.set("trainer.precision", PRECISION[key])
         elif key in ("num_epochs", "num_train_epochs"):
             self.set("trainer.max_epochs", int(value))

@@ -137,6 +137,18 @@ RULES += [
         "use trainer=ddp (or fsdp) with QLoRA, or quantization=none",
     ),
     Rule(
+        "fp16_with_bf16",
+        "trainer.precision, model.dtype, peft",
+        lambda c: (
+            str(_trainer(c, "precision")).startswith("16")
+            and str((c.get("model") or {}).get("dtype")) == "bfloat16"
+            and _peft_method(c) in ("none", "freeze")
+        ),
+        "fp16 training (trainer.precision=16-mixed) of bfloat16 weights mixes two half precisions "
+        "(LoRA adapters are float32, full fine-tuning trains the weights themselves): "
+        "use trainer.precision=bf16-mixed, or model.dtype=float16",
+    ),
+    Rule(
         "flash_attention_needs_cuda",
         "model.attn_implementation",
         lambda c: (
