@@ -304,4 +304,3 @@ def sweep_job():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-

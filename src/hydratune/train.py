@@ -105,7 +105,9 @@ def run(cfg) -> float:
         logger=loggers or False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=bool(checkpointing),  # callbacks=none: no checkpoints, not Lightning's default ones
+        enable_checkpointing=bool(
+            checkpointing
+        ),  # callbacks=none: no checkpoints, not Lightning's default ones
         **strategy,
     )
     if cfg.get("tf32"):
@@ -113,14 +115,21 @@ def run(cfg) -> float:
 
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer GPUs
     effective_batch = dataset_cfg["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
-    log.info("effective batch size: %d (%d per device x %d accumulation x %d devices)", effective_batch,
-             dataset_cfg["batch_size"], trainer.accumulate_grad_batches, trainer.world_size)
+    log.info(
+        "effective batch size: %d (%d per device x %d accumulation x %d devices)",
+        effective_batch,
+        dataset_cfg["batch_size"],
+        trainer.accumulate_grad_batches,
+        trainer.world_size,
+    )
     continuing = ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same logger runs
     for logger in loggers if not continuing else []:  # logged once: MLflow refuses a changed value (resume=)
         logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
 
     if trainer.is_global_zero:  # DDP: the ranks share the run folder
-        write_passport(run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path)
+        write_passport(
+            run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path
+        )
 
     if cfg.eval_before_training and not ckpt_path:
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -132,13 +141,20 @@ def run(cfg) -> float:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
     fit_seconds = time.time() - fit_started
     if stop.requeue:
-        log.warning("stopped by %s at step %d; checkpoint: %s", stop.signal_name, trainer.global_step,
-                    last_checkpoint(run_dir))
+        log.warning(
+            "stopped by %s at step %d; checkpoint: %s",
+            stop.signal_name,
+            trainer.global_step,
+            last_checkpoint(run_dir),
+        )
         stop.requeue_job()
     if stop.received is not None:
         log.warning(
             "stopped by %s at step %d; checkpoint: %s. Resume with the same command plus resume=auto "
-            "(or ckpt_path=%s)", stop.signal_name, trainer.global_step, last_checkpoint(run_dir),
+            "(or ckpt_path=%s)",
+            stop.signal_name,
+            trainer.global_step,
+            last_checkpoint(run_dir),
             last_checkpoint(run_dir),
         )
         raise SystemExit(128 + stop.received)
@@ -245,7 +261,9 @@ def cpu_fallbacks(trainer_cfg: dict) -> dict:
     if torch.cuda.is_available() or trainer_cfg.get("accelerator") not in (None, "auto", "cpu"):
         return trainer_cfg
     if str(trainer_cfg.get("precision")) in ("16-mixed", "16"):
-        log.warning("trainer.precision=16-mixed (fp16 with loss scaling) needs a GPU: running bf16-mixed on CPU")
+        log.warning(
+            "trainer.precision=16-mixed (fp16 with loss scaling) needs a GPU: running bf16-mixed on CPU"
+        )
         trainer_cfg = trainer_cfg | {"precision": "bf16-mixed"}
     return trainer_cfg
 
