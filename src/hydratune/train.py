@@ -105,9 +105,8 @@ def run(cfg) -> float:
         logger=loggers or False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=bool(
-            checkpointing
-        ),  # callbacks=none: no checkpoints, not Lightning's default ones
+        # callbacks=none: no checkpoints, not Lightning's default ones
+        enable_checkpointing=bool(checkpointing),
         **strategy,
     )
     if cfg.get("tf32"):
