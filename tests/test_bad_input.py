@@ -53,6 +53,8 @@ TRAIN_CASES = [
         ["trainer.accumulate_grad_batches=1"],
     ),
     (["optimizer=galore_adamw"], ["peft=none"]),
+    (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy", "trainer=ddp"]),
+    (["trainer=deepspeed_zero2", "trainer.accelerator=cpu"], ["trainer=ddp"]),
     (
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],

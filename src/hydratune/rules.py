@@ -82,6 +82,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _sharded_strategy(cfg: dict) -> bool:
+    strategy = _trainer(cfg, "strategy")
+    name = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy)
+    return name.endswith(("FSDPStrategy", "DeepSpeedStrategy")) or name.startswith(("fsdp", "deepspeed"))
+
+
+def _runs_on_cpu(cfg: dict) -> bool:
+    """The trainer will run on CPU: asked for, or `auto` on a machine without CUDA."""
+    accelerator = _trainer(cfg, "accelerator", "auto")
+    return accelerator == "cpu" or (accelerator in ("auto", None) and not _cuda_available())
+
+
 # Optimizers whose libraries call `.cuda()` or `torch.cuda.synchronize()` unconditionally.
 CUDA_ONLY_OPTIMIZERS = ("lomo_optim.AdaLomo", "galore_torch.GaLoreAdamW8bit")
 
@@ -147,6 +159,13 @@ RULES += [
         "fp16 training (trainer.precision=16-mixed) of bfloat16 weights mixes two half precisions "
         "(LoRA adapters are float32, full fine-tuning trains the weights themselves): "
         "use trainer.precision=bf16-mixed, or model.dtype=float16",
+    ),
+    Rule(
+        "sharded_strategy_needs_cuda",
+        "trainer.strategy, trainer.accelerator",
+        lambda c: _sharded_strategy(c) and _runs_on_cpu(c),
+        "FSDP and DeepSpeed shard the model over CUDA GPUs (Lightning refuses them on CPU): on CPU use "
+        "trainer=ddp; for GPU nodes reached from here (SLURM) set trainer.accelerator=gpu",
     ),
     Rule(
         "flash_attention_needs_cuda",
