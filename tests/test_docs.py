@@ -33,7 +33,12 @@ SOURCES = {
 MAPPING_HEADER = ["option", "hydratune", "notes"]
 UNSUPPORTED_HEADER = ["option", "source", "why not"]
 # Rules about the machine, not the config: CUDA-only options and optional packages not installed here.
-HARDWARE_RULES = {"cuda_only_optimizer", "flash_attention_needs_cuda", "deepspeed_installed"}
+HARDWARE_RULES = {
+    "cuda_only_optimizer",
+    "flash_attention_needs_cuda",
+    "deepspeed_installed",
+    "sharded_strategy_needs_cuda",
+}
 
 
 def reference_options(text: str) -> set[str]:

@@ -16,7 +16,12 @@ from hydratune import rules, schema
 from hydratune.config import to_plain
 
 # Rules about the machine, not the config: a GPU example breaks them on this CPU and nowhere else.
-HARDWARE_RULES = {"cuda_only_optimizer", "flash_attention_needs_cuda", "deepspeed_installed"}
+HARDWARE_RULES = {
+    "cuda_only_optimizer",
+    "flash_attention_needs_cuda",
+    "deepspeed_installed",
+    "sharded_strategy_needs_cuda",
+}
 
 # Cheap: 2 optimizer steps of 2 samples from 5% of the rows, no baseline evaluation, callbacks or loggers.
 CHEAP = [

@@ -109,7 +109,7 @@ RULES += [
     Rule(
         "cuda_only_optimizer",
         "optimizer, trainer.accelerator",
-        lambda c: _target(c) in CUDA_ONLY_OPTIMIZERS and not _cuda_available(),
+        lambda c: _target(c) in CUDA_ONLY_OPTIMIZERS and _runs_on_cpu(c),
         "this optimizer's library runs on CUDA only (adalomo, galore_adamw_8bit): on CPU use "
         "optimizer=lomo or optimizer=galore_adamw",
     ),
@@ -172,9 +172,10 @@ RULES += [
         "model.attn_implementation",
         lambda c: (
             (c.get("model") or {}).get("attn_implementation") in ("flash_attention_2", "flash_attention_3")
-            and not _cuda_available()
+            and _runs_on_cpu(c)
         ),
-        "flash attention runs on CUDA only: on CPU use model.attn_implementation=sdpa",
+        "flash attention runs on CUDA only: on CPU use model.attn_implementation=sdpa "
+        "(for GPU nodes reached from here, set trainer.accelerator=gpu)",
     ),
 ]
 
