@@ -307,6 +307,53 @@ def test_topics_experiment_reaches_90_percent_and_predicts(tmp_path):
     assert set(row["probabilities"]) == set(metrics["labels"]) and row["label"] in metrics["labels"]
 
 
+@pytest.mark.slow
+def test_encoder_classifier_trains_exports_and_predicts(tmp_path):
+    """A BERT-style encoder (its [CLS] pooler, token type ids) through the same task, from a checkpoint
+    that already has a 2-label head: the head is replaced by one for the data's 4 labels."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from hydratune.tiny import save_tiny_encoder
+
+    encoder = save_tiny_encoder(tmp_path / "encoder", num_labels=2)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [
+            "train.py",
+            "experiment=topics_lora",
+            f"model.pretrained_model_name_or_path={encoder}",
+            "trainer.max_steps=40",
+            "trainer.val_check_interval=40",
+            "+trainer.limit_val_batches=2",
+            "optimizer.lr=5e-3",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["labels"] == ["food", "sports", "tech", "weather"]
+    assert metrics["best_val_loss"] < metrics["initial_val_loss"]  # it learned something in 40 steps
+
+    adapter = run_dir / "adapter"
+    config = AutoConfig.from_pretrained(adapter)
+    assert config.model_type == "bert" and config.num_labels == 4
+    base = AutoModelForSequenceClassification.from_pretrained(
+        encoder, config=config, ignore_mismatched_sizes=True
+    )
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    texts = ["my sister wrote about the pizza", "our team talked about the stadium"]
+    rows = predict(*load_classifier_artifact(adapter), texts)
+    tokenizer = load_classifier_artifact(adapter)[1]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert batch["input_ids"][0, 0] == tokenizer.cls_token_id  # the encoder's own template
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert [r["label"] for r in rows] == [config.id2label[int(i)] for i in logits.argmax(-1)]
+
+
 def test_predict_input_file_errors_name_the_line(tmp_path):
     from hydratune.cli.predict import _rows_from_file
 

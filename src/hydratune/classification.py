@@ -396,20 +396,16 @@ def finish(
 
 def load_classifier_artifact(path: str | Path, dtype: str = "float32"):
     """(model, tokenizer) from adapter/, merged/ or model/ with plain transformers/peft, in eval mode."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    adapter_config = path / "adapter_config.json"
-    if adapter_config.exists():
+    if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base_id = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        config = AutoConfig.from_pretrained(path)  # written by save_label_config: the head's labels
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_id, config=config, dtype=getattr(torch, dtype)
-        )
-        model = PeftModel.from_pretrained(base, path)
+        from hydratune.export import load_adapter_base
+
+        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
     return model.eval(), tokenizer

@@ -42,30 +42,40 @@ def is_classifier_adapter(adapter_dir: str | Path) -> bool:
     return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("task_type") == "SEQ_CLS"
 
 
+def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
+    """The base model an adapter was trained on, unquantized in `dtype`, ready for PeftModel.
+
+    For a classifier the adapter's saved config gives the head's size and labels; the base checkpoint
+    has no such head, or one for other labels, which is replaced (the adapter holds the trained head).
+    """
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    adapter_dir = Path(adapter_dir)
+    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if is_classifier_adapter(adapter_dir):
+        return AutoModelForSequenceClassification.from_pretrained(
+            base_id,
+            config=AutoConfig.from_pretrained(adapter_dir),
+            dtype=getattr(torch, dtype),
+            ignore_mismatched_sizes=True,
+        )
+    return AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
+
+
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Fold a LoRA adapter into its base model and save a standalone model + tokenizer.
 
     The base is reloaded unquantized in `dtype` (the compute dtype): merging into 4-bit or 8-bit
     weights would round the adapter away.
     """
-    import json
-
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    if is_classifier_adapter(adapter_dir):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        # The saved config carries the head's size and labels; the base checkpoint has no such head.
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_id, config=AutoConfig.from_pretrained(adapter_dir), dtype=getattr(torch, dtype)
-        )
-    else:
-        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged = PeftModel.from_pretrained(load_adapter_base(adapter_dir, dtype), adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
     return out_dir

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
@@ -27,13 +26,12 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    adapter_config = path / "adapter_config.json"
-    if adapter_config.exists():
+    if (path / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base_id = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
-        model = PeftModel.from_pretrained(base, path)
+        from hydratune.export import load_adapter_base
+
+        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     model.eval()

@@ -104,6 +104,7 @@ def load_classifier(
         label2id={name: i for i, name in enumerate(labels)},
         dtype=torch_dtype(model_cfg.get("dtype", "float32")),
         attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        ignore_mismatched_sizes=True,  # a checkpoint's own head (other labels) is replaced, not an error
         **kwargs,
         **_hub_kwargs(model_cfg, token),
     )
