@@ -9,15 +9,9 @@ split shares no word with the train split. Deterministic. Hardware: any; takes u
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from hydratune.synthetic import alpaca_rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+from hydratune.synthetic import alpaca_rows, write_jsonl
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ Hardware: any; takes under a second.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
+
+from hydratune.synthetic import write_jsonl
 
 TOPICS: dict[str, list[str]] = {
     "sports": [
@@ -104,11 +105,6 @@ def rows(n: int, seed: int, exclude: set[str] = frozenset()) -> list[dict]:
             out.append({"text": text, "label": label})
     rng.shuffle(out)
     return out
-
-
-def write_jsonl(path: Path, data: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in data))
 
 
 def main() -> None:

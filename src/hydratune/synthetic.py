@@ -64,3 +64,13 @@ def alpaca_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -> li
             word = word.upper()
         rows.append({"instruction": OPERATIONS[op][1], "input": word, "output": FUNCTIONS[op](word)})
     return rows
+
+
+def write_jsonl(path, rows: list[dict]) -> None:
+    """One JSON object per line (the shipped data files and the benchmark's)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
