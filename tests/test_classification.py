@@ -354,6 +354,22 @@ def test_encoder_classifier_trains_exports_and_predicts(tmp_path):
     assert [r["label"] for r in rows] == [config.id2label[int(i)] for i in logits.argmax(-1)]
 
 
+def test_ddp_ranks_take_disjoint_shares_of_each_epoch(tmp_path, tokenizer):
+    from types import SimpleNamespace
+
+    cfg = to_plain(compose(["task=classification", "dataset=topics", "dataset.batch_size=8"]).dataset)
+    datamodule = ClassificationDataModule(tokenizer, cfg, seed=3, cache_dir=str(tmp_path / "cache"))
+    datamodule.setup()
+    seen = []
+    for rank in (0, 1):
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        loader = datamodule.train_dataloader()
+        seen.append(list(loader.sampler))
+    assert len(seen[0]) == len(seen[1]) == (len(datamodule.train_dataset) + 1) // 2
+    assert not set(seen[0]) & set(seen[1])  # no sample trained twice per epoch
+    assert set(seen[0]) | set(seen[1]) == set(range(len(datamodule.train_dataset)))
+
+
 def test_predict_input_file_errors_name_the_line(tmp_path):
     from hydratune.cli.predict import _rows_from_file
 

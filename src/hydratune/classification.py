@@ -189,13 +189,24 @@ class ClassificationDataModule(L.LightningDataModule):
         return datasets.Dataset.from_dict({"input_ids": ids, "label": [y for _, y in kept]})
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled per epoch; under DDP each rank takes its own share of every epoch (the ddp preset
+        turns Lightning's sampler injection off, which hydratune's SFT sampler does not need)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(
+                self.train_dataset, num_replicas=world, rank=self.trainer.global_rank, seed=self.seed
+            )
+            order = {"sampler": sampler}  # Lightning calls its set_epoch: a new order every epoch
+        else:
+            order = {"shuffle": True, "generator": torch.Generator().manual_seed(self.seed)}
         return DataLoader(
             self.train_dataset,
             batch_size=self.cfg["batch_size"],
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=self.collate,
             num_workers=self.cfg.get("num_workers", 0),
+            **order,
         )
 
     def val_dataloader(self) -> DataLoader:
