@@ -1,15 +1,28 @@
 """Throughput benchmark: hydratune vs TRL's SFTTrainer vs a bare PyTorch loop, same work.
 
 What: one Llama-shaped model built from a config (CPU: 4 layers, hidden 256; --gpu: ~0.5B in bf16),
-the same Alpaca-like rows (28-537 tokens), max length 512, batch 8, LoRA r=16 on all linear layers,
-AdamW at a constant LR, loss on responses only. Each runner is a separate process. Reported per
-runner: median real-token (non-pad) throughput over 5-step windows after 5 warm-up steps, padding
-efficiency, peak memory (RSS on CPU; max_memory_allocated on GPU), time to first optimizer step,
-data preparation time, final loss. Writes JSON and a Markdown table (BENCHMARKS.md section).
-Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner.
+the same Alpaca-like rows (157-512 tokens with the full Alpaca template; ~30% are cut at the max
+length of 512), batch 8, LoRA r=16 on all linear layers, AdamW (no weight decay) at a constant LR,
+gradients clipped to norm 1.0, loss on responses only. Each runner is a separate process. Reported
+per runner: median real-token (non-pad) throughput over 5-step windows after 5 warm-up steps, padding
+efficiency, peak memory (RSS on CPU; max_memory_allocated on GPU), time to first optimizer step, data
+preparation time, final loss. Writes JSON and a Markdown table (BENCHMARKS.md section).
+
+Batches. `bare` and `hydratune` train on the same batches in the same order, so "vs bare" measures
+the loop, not the batching: samples in the order of hydratune's WindowBatchSampler (seed 42); packed,
+samples go best-fit-decreasing into rows of at most 512 tokens (hydratune.data.packing.pack_bins),
+and the rows are grouped by length as hydratune does by default (`dataset.group_by_length: null`):
+runs of 50 shuffled batches are sorted by row length, cut into batches of 8 rows, and the batches
+are shuffled. Every batch is padded to its longest row. TRL keeps its own defaults: a random sampler
+and, packed, padding-free rows (the whole batch flattened into one row).
+Padding efficiency, the same for every runner: non-pad tokens / elements of `input_ids`, summed over
+all steps. With the same seed, `bare` and `hydratune` start from the same LoRA weights: their final
+losses agree, a check that they did the same work.
+Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --repeats).
 
     python scripts/bench.py --out outputs/bench            # all runners
     python scripts/bench.py --runners bare,hydratune       # a subset
+    python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ("bare", "bare_packed", "hydratune", "hydratune_packed", "trl", "trl_packed")
+SEED = 42  # hydratune's sampler seed, also used to order the bare loop's batches
+BATCH, MAX_LEN = 8, 512
 WORDS = (
     "the model data train loss token batch layer weight value answer question reason simple "
     "write list explain short story number letter word sentence result method"
@@ -33,7 +48,10 @@ WORDS = (
 
 
 def alpaca_like_rows(n: int, seed: int = 0) -> list[dict]:
-    """Rows whose formatted length spans ~28-537 characters (= tokens for the char tokenizer)."""
+    """Rows of 15-622 characters of instruction, input and output (the char tokenizer: one token each).
+
+    With the full Alpaca template around them, samples are 157-512 tokens; 30% are cut at 512.
+    """
     rng = random.Random(seed)
 
     def text(lo: int, hi: int) -> str:
@@ -90,14 +108,18 @@ def formatted(workdir: Path) -> list[tuple[str, str]]:
 
 
 def run_hydratune(workdir: Path, args, packed: bool) -> None:
+    import shutil
+
     out = workdir / f"{args.runner}.json"
+    # train.py refuses the folder of a finished run: a repeat (or a rerun) starts from an empty one.
+    shutil.rmtree(workdir / "runs" / args.runner, ignore_errors=True)
     overrides = [
         f"model.pretrained_model_name_or_path={workdir / 'model'}",
         f"model.dtype={'bfloat16' if args.gpu else 'float32'}",
         f"dataset.sources=[{{loader:json,data_files:{{train:{workdir / 'train.jsonl'},validation:{workdir / 'eval.jsonl'}}}}}]",
         "dataset.template=alpaca",
-        "dataset.max_seq_length=512",
-        "dataset.batch_size=8",
+        f"dataset.max_seq_length={MAX_LEN}",
+        f"dataset.batch_size={BATCH}",
         f"dataset.packing={str(packed).lower()}",
         "peft=lora",
         "peft.config.r=16",
@@ -105,6 +127,8 @@ def run_hydratune(workdir: Path, args, packed: bool) -> None:
         "optimizer=adamw_torch",
         "optimizer.lr=2e-4",
         "scheduler=constant",
+        "trainer.gradient_clip_val=1.0",
+        f"seed={SEED}",
         f"trainer.max_steps={args.steps}",
         "+trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false",
@@ -205,7 +229,7 @@ def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: f
 
 
 def run_bare(workdir: Path, args, packed: bool) -> None:
-    """The overhead floor: tokenize, batch (padded or best-fit packed), forward, backward, step."""
+    """The overhead floor: tokenize, batch (the same batches as hydratune), forward, backward, clip, step."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -214,15 +238,11 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
     from hydratune.module import token_nll
 
     device = "cuda" if args.gpu else "cpu"
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
     prep_start = time.time()
-    samples = [tokenize_pair(p, c, tokenizer, 512) for p, c in formatted(workdir)]
-    batches = (
-        pack_rows(samples, rows=8, width=512)
-        if packed
-        else [samples[i : i + 8] for i in range(0, len(samples), 8)]
-    )
+    samples = [tokenize_pair(p, c, tokenizer, MAX_LEN) for p, c in formatted(workdir)]
+    batches = hydratune_batches(samples, packed)
     prep = time.time() - prep_start
     model = AutoModelForCausalLM.from_pretrained(
         workdir / "model", dtype=torch.bfloat16 if args.gpu else torch.float32
@@ -231,7 +251,8 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
         model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
     )
     model.to(device).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=2e-4, weight_decay=0.0)
     step_ends, tokens, padded, losses = [], [], [], []
     for step in range(args.steps):
         batch = (
@@ -249,6 +270,7 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
         nll, count = token_nll(out.logits, batch["labels"])
         loss = nll / count
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
@@ -258,19 +280,23 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
     write_result(workdir, args, step_ends, tokens, padded, losses, prep)
 
 
-def pack_rows(samples: list[dict], rows: int, width: int) -> list[list[list[dict]]]:
-    """Best-fit decreasing into batches of `rows` rows of at most `width` tokens."""
-    bins: list[tuple[int, list[dict]]] = []
-    for sample in sorted(samples, key=lambda s: -len(s["input_ids"])):
-        n = len(sample["input_ids"])
-        fits = [i for i, (used, _) in enumerate(bins) if used + n <= width]
-        if fits:
-            best = min(fits, key=lambda i: width - bins[i][0] - n)
-            bins[best] = (bins[best][0] + n, bins[best][1] + [sample])
-        else:
-            bins.append((n, [sample]))
-    random.Random(0).shuffle(bins)
-    return [[b for _, b in bins[i : i + rows]] for i in range(0, len(bins), rows)]
+def hydratune_batches(samples: list[dict], packed: bool) -> list[list]:
+    """The batches hydratune trains on, in its order: samples, or lists of samples packed into one row.
+
+    Packed: best-fit decreasing into rows of MAX_LEN tokens, then rows grouped by length
+    (WindowBatchSampler with `lengths`, as `dataset.group_by_length: null` does for packed rows).
+    """
+    from hydratune.data.packing import pack_bins
+    from hydratune.data.sampler import WindowBatchSampler
+
+    lengths = [len(s["input_ids"]) for s in samples]
+    if packed:
+        items = [[samples[i] for i in row] for row in pack_bins(lengths, MAX_LEN, "bfd")]
+        lengths = [sum(len(s["input_ids"]) for s in row) for row in items]
+    else:
+        items = samples
+    sampler = WindowBatchSampler([1] * len(items), BATCH, seed=SEED, lengths=lengths if packed else None)
+    return [[items[i] for i, _ in batch] for batch in sampler]
 
 
 def collate_padded(samples: list[dict], pad: int) -> dict:
@@ -292,7 +318,7 @@ def collate_packed(rows: list[list[dict]], pad: int) -> dict:
     width = max(sum(len(s["input_ids"]) for s in row) for row in rows)
     ids = torch.full((len(rows), width), pad)
     labels = torch.full((len(rows), width), -100)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.arange(width).repeat(len(rows), 1)
     for i, row in enumerate(rows):
         at = 0
         for s in row:
@@ -302,10 +328,22 @@ def collate_packed(rows: list[list[dict]], pad: int) -> dict:
             labels[i, at] = -100  # never predict a sample's first token from its neighbour
             positions[i, at : at + n] = torch.arange(n)
             at += n
+        positions[i, at:] = torch.arange(width - at)  # the pad tail: one more block, as hydratune's
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
 # ---- orchestration ----
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (the lower one of an even count), with every run's figure."""
+    done = sorted((r for r in runs if r.get("tokens_per_s")), key=lambda r: r["tokens_per_s"])
+    if not done:
+        return runs[-1]
+    median = dict(done[(len(done) - 1) // 2])
+    if len(runs) > 1:
+        median["tokens_per_s_runs"] = [r.get("tokens_per_s") for r in runs]
+    return median
 
 
 def versions() -> dict:
@@ -342,9 +380,11 @@ def table(results: dict, machine: str) -> str:
         trl = results.get("trl_packed" if packed else "trl", {}).get("tokens_per_s")
         bare = results.get("bare_packed" if packed else "bare", {}).get("tokens_per_s")
         rate = r.get("tokens_per_s")
+        spread = [x for x in r.get("tokens_per_s_runs", []) if x]
+        shown = f"{rate} ({min(spread)}-{max(spread)}, {len(spread)} runs)" if len(spread) > 1 else rate
         memory = r.get("peak_gpu_mb", r.get("peak_rss_mb"))
         lines.append(
-            f"| {name} | {rate} | {ratio(rate, trl)} | {ratio(rate, bare)} | {r.get('padding_efficiency')} | {memory} "
+            f"| {name} | {shown} | {ratio(rate, trl)} | {ratio(rate, bare)} | {r.get('padding_efficiency')} | {memory} "
             f"| {r.get('time_to_first_step_s')} | {r.get('data_prep_s')} | {r.get('final_loss')} |"
         )
     return "\n".join(lines)
@@ -356,6 +396,9 @@ def main() -> None:
     parser.add_argument("--runners", default=",".join(RUNNERS))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--gpu", action="store_true", help="~0.5B model in bf16 on CUDA")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
+    )
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
     args = parser.parse_args()
     workdir = Path(args.out)
@@ -367,26 +410,29 @@ def main() -> None:
         return
 
     prepare(workdir, args.gpu)
-    results = {}
-    for runner in args.runners.split(","):
-        started = time.time()
-        cmd = [
-            sys.executable,
-            __file__,
-            "--out",
-            str(workdir),
-            "--steps",
-            str(args.steps),
-            "--runner",
-            runner,
-        ]
-        proc = subprocess.run(cmd + (["--gpu"] if args.gpu else []), capture_output=True, text=True)
-        if proc.returncode != 0:
-            results[runner] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-        else:
-            results[runner] = json.loads((workdir / f"{runner}.json").read_text())
-        results[runner]["wall_s"] = round(time.time() - started, 1)
-        print(runner, results[runner], flush=True)
+    runs: dict[str, list[dict]] = {runner: [] for runner in args.runners.split(",")}
+    for repeat in range(args.repeats):  # interleaved: A, B, A, B, ... so a busy spell hits every runner
+        for runner in runs:
+            started = time.time()
+            cmd = [
+                sys.executable,
+                __file__,
+                "--out",
+                str(workdir),
+                "--steps",
+                str(args.steps),
+                "--runner",
+                runner,
+            ]
+            proc = subprocess.run(cmd + (["--gpu"] if args.gpu else []), capture_output=True, text=True)
+            if proc.returncode != 0:
+                result = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            else:
+                result = json.loads((workdir / f"{runner}.json").read_text())
+            result["wall_s"] = round(time.time() - started, 1)
+            runs[runner].append(result)
+            print(runner, repeat, result, flush=True)
+    results = {runner: median_run(found) for runner, found in runs.items()}
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} CPU threads" + (
         ", GPU" if args.gpu else ""
     )

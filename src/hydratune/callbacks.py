@@ -92,13 +92,24 @@ def peak_memory_mb() -> float:
 class GradNorm(L.Callback):
     """Logs `train/grad_norm`: the global L2 norm of the gradients before clipping, at each optimizer step."""
 
+    def __init__(self):
+        self._params: list | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Listed once, after the strategy has set the model up: walking every module of a PEFT model
+        # at each step costs more than the norm itself.
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         import torch
 
-        grads = [p.grad.detach() for p in pl_module.parameters() if p.grad is not None]
+        params = self._params if self._params is not None else list(pl_module.parameters())
+        grads = [p.grad for p in params if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
+            pl_module.log(
+                "train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False
+            )
 
 
 class History(L.Callback):

@@ -45,6 +45,10 @@ def check_config(cfg: dict) -> str:
         raise UserError(
             f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
         )
+    if cfg.get("group_by_length") not in (None, True, False):
+        raise UserError(
+            f"dataset.group_by_length={cfg['group_by_length']!r}: use true, false or null (null: packed rows only)"
+        )
     return fmt
 
 
@@ -151,6 +155,7 @@ class SFTDataModule(L.LightningDataModule):
         self.val_dataset = None
         self.stats: dict[str, dict] = {}  # per split: rows, drops, truncation rate, ...; see tokenize_split
         self.lengths: dict[str, list[int]] = {}
+        self.row_lengths: list[int] = []  # with packing: the tokens of each packed row
         self.collate = PadCollator(tokenizer.pad_token_id)
         self.packed_collate = PackedCollator(tokenizer.pad_token_id)
         if cfg.get("format") == "messages":
@@ -181,7 +186,8 @@ class SFTDataModule(L.LightningDataModule):
             self.train_dataset = pack_dataset(
                 self.train_dataset, capacity, self.cfg.get("packing_strategy", "bfd")
             )
-            efficiency = packing_efficiency([len(ids) for ids in self.train_dataset["input_ids"]], capacity)
+            self.row_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
+            efficiency = packing_efficiency(self.row_lengths, capacity)
             self.stats["train"] |= {"packed_rows": len(self.train_dataset), "packing_efficiency": efficiency}
             log.info(
                 "packed %d samples into %d rows of %d tokens: %.1f%% of tokens are real (not padding)",
@@ -191,16 +197,30 @@ class SFTDataModule(L.LightningDataModule):
                 100 * efficiency,
             )
 
+    def group_lengths(self) -> list[int] | None:
+        """The lengths that batches are grouped by (see WindowBatchSampler), or None for plain shuffling.
+
+        `group_by_length: null` (the default) groups packed rows only: their lengths vary (a row of
+        one 300-token sample beside full rows) and a batch is padded to its longest row, while the
+        point of packing is to spend no compute on padding. `true` groups unpacked samples too, as the
+        Hugging Face Trainer's option does; off by default there, as here, because a batch of similar
+        samples makes the loss jump more from step to step.
+        """
+        packed = bool(self.cfg.get("packing"))
+        group = self.cfg.get("group_by_length")
+        if not (packed if group is None else group):
+            return None
+        return self.row_lengths if packed else self.lengths["train"]
+
     def train_dataloader(self) -> DataLoader:
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         packed = bool(self.cfg.get("packing"))
-        lengths = self.lengths["train"] if self.cfg.get("group_by_length") and not packed else None
         sampler = WindowBatchSampler(
             list(self.train_dataset["num_trained"]),
             self.cfg["batch_size"],
             accumulate,
             seed=self.seed,
-            lengths=lengths,
+            lengths=self.group_lengths(),
             num_replicas=self.trainer.world_size if self.trainer is not None else 1,
             rank=self.trainer.global_rank if self.trainer is not None else 0,
         )

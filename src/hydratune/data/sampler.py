@@ -16,9 +16,13 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
     `trained_tokens` over every sample of the window. Shuffling is seeded by `seed + epoch`;
     Lightning calls `set_epoch` at each epoch.
 
-    With `lengths` (group_by_length), each run of `batch_size * MEGABATCH` shuffled samples is sorted
-    by length before it is cut into batches, and the batches are shuffled again: samples of a batch
-    have similar lengths, so dynamic padding wastes little, while the order stays random.
+    With `lengths` (group_by_length; samples, or packed rows), each run of MEGABATCH global batches of
+    shuffled indices is sorted by length before it is cut into batches, and the batches are shuffled
+    again: the members of a batch have similar lengths, so padding to the longest wastes little, while
+    the order of batches stays random (like the Hugging Face Trainer's LengthGroupedSampler). The batch
+    with the longest member then goes first, so a batch too large for memory fails at step 1, not
+    hours in; a short last batch stays last. Runs are counted in global batches, so N ranks draw the
+    batches of one process with N times the batch size.
     """
 
     MEGABATCH = 50
@@ -72,19 +76,25 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         n = len(self.trained_tokens)
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        size = self.batch_size * self.num_replicas
         if self.lengths is not None:
-            size = self.batch_size * self.MEGABATCH
+            mega = size * self.MEGABATCH
             order = [
                 i
-                for start in range(0, n, size)
-                for i in sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+                for start in range(0, n, mega)
+                for i in sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
             ]
-        size = self.batch_size * self.num_replicas
         batches = [order[i : i + size] for i in range(0, n, size)]
-        if self.num_replicas > 1 and len(batches[-1]) < size:
-            batches.pop()  # every rank needs a full share, or the ranks' step counts diverge
-        if self.lengths is not None and self.shuffle:
+        short = batches.pop() if batches and len(batches[-1]) < size else None
+        if self.lengths is not None and self.shuffle and batches:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            # Members are sorted longest first, so batch[0] is a batch's longest.
+            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+            batches[0], batches[longest] = batches[longest], batches[0]
+        # A short last batch stays last. With several ranks it is dropped: every rank needs a full share,
+        # or the ranks' step counts diverge (and the full batches are those of one process).
+        if short is not None and self.num_replicas == 1:
+            batches.append(short)
         # A resumed epoch skips the micro-batches trained before the checkpoint (same order: same seed).
         skip = self._resume_at[1] if self._resume_at and self._resume_at[0] == self.epoch else 0
         self._resume_at, self.consumed = None, skip
