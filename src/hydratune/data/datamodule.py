@@ -8,9 +8,9 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hydratune.data.collate import PackedCollator, PadCollator
-from hydratune.data.formats import FORMATS, required_columns, resolve_format, set_chat_template
+from hydratune.data.formats import FORMATS, check_config, required_columns, set_chat_template
 from hydratune.data.ops import build_splits, fingerprint
-from hydratune.data.packing import STRATEGIES, pack_dataset, packing_efficiency
+from hydratune.data.packing import pack_dataset, packing_efficiency
 from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
 from hydratune.data.tokenize import tokenize_samples
 from hydratune.errors import UserError
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 # Bumped when tokenization changes its output, so cached results of older code are not reused.
 TOKENIZE_VERSION = 2
-TRUNCATION = ("truncate", "drop")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -30,26 +29,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
         type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
         getattr(tokenizer, "chat_template", None),
     )  # fmt: skip
-
-
-def check_config(cfg: dict) -> str:
-    """Validate the dataset keys that tokenization and batching read; returns the format name."""
-    fmt = resolve_format(cfg)
-    if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
-        raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
-    if cfg.get("truncation", "truncate") not in TRUNCATION:
-        raise UserError(
-            f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
-        )
-    if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
-        raise UserError(
-            f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
-        )
-    if cfg.get("group_by_length") not in (None, True, False):
-        raise UserError(
-            f"dataset.group_by_length={cfg['group_by_length']!r}: use true, false or null (null: packed rows only)"
-        )
-    return fmt
 
 
 def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):

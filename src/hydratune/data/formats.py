@@ -211,3 +211,29 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "text": [cfg.get("text_column") or "text"],
         "messages": [cfg.get("messages_column") or "messages"],
     }[fmt]
+
+
+TRUNCATION = ("truncate", "drop")
+
+
+def check_config(cfg: dict) -> str:
+    """Validate the dataset keys that tokenization and batching read; returns the format name.
+    (Here, not in datamodule.py, so that preflight's quick data check can run it without torch.)"""
+    from hydratune.data.packing import STRATEGIES
+
+    fmt = resolve_format(cfg)
+    if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
+        raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
+    if cfg.get("truncation", "truncate") not in TRUNCATION:
+        raise UserError(
+            f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
+        )
+    if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
+        raise UserError(
+            f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
+        )
+    if cfg.get("group_by_length") not in (None, True, False):
+        raise UserError(
+            f"dataset.group_by_length={cfg['group_by_length']!r}: use true, false or null (null: packed rows only)"
+        )
+    return fmt

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from hydratune.data.formats import FORMATS, required_columns, resolve_format
+from hydratune.data.formats import FORMATS, check_config, required_columns
 from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files
@@ -32,7 +32,6 @@ from hydratune.errors import UserError
 # only the rows read are parsed (a 64 MiB file parses in about a second).
 PARSE_BYTES = 64 * 2**20
 CSV_CHUNK = 10_000  # rows per pandas chunk in datasets' csv loader: column types are inferred per chunk
-TRUNCATION = ("truncate", "drop")  # as hydratune.data.datamodule.TRUNCATION
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # loaded from tokenizer.json as is
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -451,31 +450,13 @@ def tokenizer_report(tokenizer) -> dict:
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def check_format(cfg: dict) -> str:
-    """The dataset keys that formatting and tokenization read, as hydratune.data.datamodule.check_config."""
-    from hydratune.data.packing import STRATEGIES
-
-    fmt = resolve_format(cfg)
-    if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
-        raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
-    if cfg.get("truncation", "truncate") not in TRUNCATION:
-        raise UserError(
-            f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
-        )
-    if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
-        raise UserError(
-            f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
-        )
-    return fmt
-
-
 def _files(rows: Rows) -> str:
     return f" ({', '.join(dict.fromkeys(rows.files))})" if rows.files else ""
 
 
 def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) -> tuple[dict, list[list[int]]]:
     """Format and tokenize the rows; the counts of datamodule.tokenize_split, and the kept samples' ids."""
-    fmt = check_format(cfg)
+    fmt = check_config(cfg)
     columns = [c for c in required_columns(fmt, cfg) if c not in rows.column_names]
     if columns:
         raise UserError(
@@ -622,7 +603,7 @@ def peek(cfg: dict, limit: int = 200) -> dict:
     task = (cfg.get("task") or {}).get("name", "sft")
     if task not in ("sft", "classification"):
         raise Fallback(f"task={task} has no quick data check")
-    if task == "sft" and check_format(dataset) == "messages":
+    if task == "sft" and check_config(dataset) == "messages":
         raise Fallback("format=messages renders rows with the chat template (transformers)")
     for i, source in enumerate(dataset.get("sources") or []):  # fall back before reading anything
         check_source(source, f"dataset.sources[{i}]")
