@@ -12,7 +12,7 @@ from hydratune.data.formats import FORMATS, check_config, required_columns, set_
 from hydratune.data.ops import build_splits, fingerprint
 from hydratune.data.packing import pack_dataset, packing_efficiency
 from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
-from hydratune.data.tokenize import tokenize_samples
+from hydratune.data.tokenize import keep_and_count, tokenize_samples
 from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
     )
     lengths, trained = list(tokenized["length"]), list(tokenized["num_trained"])
     drop_long = cfg.get("truncation", "truncate") == "drop"
-    keep = [i for i, (n, t) in enumerate(zip(lengths, trained)) if t > 0 and not (drop_long and n > max_len)]
-    stats = {
-        "rows": len(lengths),
-        "truncated": sum(n > max_len for n in lengths),
-        "dropped_truncated": sum(n > max_len for n in lengths) if drop_long else 0,
-        "dropped_untrained": sum(
-            t == 0 and not (drop_long and n > max_len) for n, t in zip(lengths, trained)
-        ),
-    }
-    stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
+    keep, stats = keep_and_count(lengths, trained, max_len, drop_long)
     if len(keep) < len(lengths):
         tokenized = tokenized.select(keep)
     if not len(tokenized):

@@ -25,7 +25,7 @@ from hydratune.data.formats import FORMATS, check_config, required_columns
 from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files
-from hydratune.data.tokenize import tokenize_samples
+from hydratune.data.tokenize import keep_and_count, tokenize_samples
 from hydratune.errors import UserError
 
 # A JSON file up to this size is parsed whole, so a malformed line anywhere in it is found; beyond it,
@@ -472,16 +472,7 @@ def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) ->
     max_len, drop_long = cfg["max_seq_length"], cfg.get("truncation", "truncate") == "drop"
     out = tokenize_samples(samples, tokenizer, max_len, cfg.get("train_on", "response"))
     lengths, trained = out["length"], out["num_trained"]
-    keep = [i for i, (n, t) in enumerate(zip(lengths, trained)) if t > 0 and not (drop_long and n > max_len)]
-    stats = {
-        "rows": len(lengths),
-        "truncated": sum(n > max_len for n in lengths),
-        "dropped_truncated": sum(n > max_len for n in lengths) if drop_long else 0,
-        "dropped_untrained": sum(
-            t == 0 and not (drop_long and n > max_len) for n, t in zip(lengths, trained)
-        ),
-    }
-    stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
+    keep, stats = keep_and_count(lengths, trained, max_len, drop_long)
     if not keep:
         message = (
             f"dataset: no sample of split {split!r} is left to train on ({stats['dropped_untrained']} had no "

@@ -66,3 +66,20 @@ def tokenize_pair(
     segments = ([(prompt, False)] if prompt else []) + [(response, True)]
     out = tokenize_samples([segments], tokenizer, max_seq_length, train_on)
     return {"input_ids": out["input_ids"][0], "labels": out["labels"][0]}
+
+
+def keep_and_count(
+    lengths: list[int], trained: list[int], max_len: int, drop_long: bool
+) -> tuple[list[int], dict]:
+    """The samples that train (some trained token; not too long when `truncation: drop`) and the counts
+    that say why the others were dropped, and how many were truncated."""
+    too_long = [n > max_len for n in lengths]
+    keep = [i for i, (t, long) in enumerate(zip(trained, too_long)) if t > 0 and not (drop_long and long)]
+    stats = {
+        "rows": len(lengths),
+        "truncated": sum(too_long),
+        "dropped_truncated": sum(too_long) if drop_long else 0,
+        "dropped_untrained": sum(t == 0 and not (drop_long and long) for t, long in zip(trained, too_long)),
+    }
+    stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
+    return keep, stats
