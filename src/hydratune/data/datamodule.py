@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -29,6 +31,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
         type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
         getattr(tokenizer, "chat_template", None),
     )  # fmt: skip
+
+
+def is_cached(dataset, fingerprint: str) -> bool:
+    """Whether `dataset.map(..., new_fingerprint=fingerprint)` will read its result from the cache."""
+    if not dataset.cache_files:  # in memory: datasets does not cache maps of it
+        return False
+    folder = Path(dataset.cache_files[0]["filename"]).parent
+    return any(folder.glob(f"cache-{fingerprint}*.arrow"))
 
 
 def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
@@ -60,20 +70,22 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
 
     keys = ("format", "template", "text_column", "prompt_column", "response_column", "system_column",
             "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
+    key = fingerprint(dataset._fingerprint, tokenizer_fingerprint(tokenizer), {k: cfg.get(k) for k in keys},
+                      TOKENIZE_VERSION)  # fmt: skip
+    cached = is_cached(dataset, key)
+    started = time.time()
     tokenized = dataset.map(
         encode,
         batched=True,
         with_indices=True,
         remove_columns=dataset.column_names,
         num_proc=cfg.get("num_proc"),
-        new_fingerprint=fingerprint(
-            dataset._fingerprint,
-            tokenizer_fingerprint(tokenizer),
-            {k: cfg.get(k) for k in keys},
-            TOKENIZE_VERSION,
-        ),
+        new_fingerprint=key,
         desc=f"tokenizing {split}",
     )
+    # Under DDP, rank 0 prepares the data before the other ranks start; they read this cache.
+    log.info("%s: %s (%.1fs)", split, "read from the cache" if cached else f"tokenized {len(dataset)} rows",
+             time.time() - started)  # fmt: skip
     lengths, trained = list(tokenized["length"]), list(tokenized["num_trained"])
     drop_long = cfg.get("truncation", "truncate") == "drop"
     keep, stats = keep_and_count(lengths, trained, max_len, drop_long)
