@@ -18,6 +18,14 @@ and, packed, padding-free rows (the whole batch flattened into one row).
 Padding efficiency, the same for every runner: non-pad tokens / elements of `input_ids`, summed over
 all steps. With the same seed, `bare` and `hydratune` start from the same LoRA weights: their final
 losses agree, a check that they did the same work.
+Model FLOPs (the TFLOP/s and MFU columns), PaLM-style, per real token:
+    4*N + 2*N_lora + 12*L*h*T
+N = parameters in matmuls (attention and MLP projections, lm_head; not the embedding lookup), whose
+frozen weights cost a forward (2N) and an input-gradient backward (2N) but no weight gradient;
+N_lora = LoRA parameters (r=16 on every linear layer of the blocks), trained in full (2N_lora extra);
+12*L*h*T = attention scores and weighted sums, forward and backward, with L layers, hidden size h and
+T = 512 (the row length; no causal discount). MFU = real tokens/s * FLOPs per token / the device's
+peak dense bf16 FLOP/s (GPU only: H100 SXM / H200 989 TFLOP/s, A100 312; CPU has no agreed peak).
 Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --repeats).
 
     python scripts/bench.py --out outputs/bench            # all runners
@@ -74,11 +82,11 @@ def prepare(workdir: Path, gpu: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     size = (
         dict(
-            num_hidden_layers=24,
-            hidden_size=1024,
-            intermediate_size=2816,
-            num_attention_heads=16,
-            num_key_value_heads=16,
+            num_hidden_layers=24,  # 0.49B parameters in the blocks
+            hidden_size=1280,
+            intermediate_size=3584,
+            num_attention_heads=20,
+            num_key_value_heads=20,
         )
         if gpu
         else dict(
@@ -358,6 +366,41 @@ def versions() -> dict:
     return out
 
 
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense, SXM parts
+LORA_RANK = 16
+
+
+def flops_per_token(config: dict) -> float:
+    """Model FLOPs per trained token (see the module docstring for the formula)."""
+    h, i, layers, vocab = (
+        config[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")
+    )
+    kv = h * config.get("num_key_value_heads", config["num_attention_heads"]) // config["num_attention_heads"]
+    linears = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]  # q k v o, gate up down
+    n = layers * sum(a * b for a, b in linears) + h * vocab
+    n_lora = layers * sum(LORA_RANK * (a + b) for a, b in linears)
+    return 4 * n + 2 * n_lora + 12 * layers * h * MAX_LEN
+
+
+def device_peak() -> tuple[str, float | None]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", None
+    name = torch.cuda.get_device_name()
+    return name, next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def add_flops(results: dict, workdir: Path, gpu: bool) -> None:
+    """TFLOP/s and (on a known GPU) MFU for each runner, from its real tokens/s."""
+    per_token = flops_per_token(json.loads((workdir / "model" / "config.json").read_text()))
+    _, peak = device_peak() if gpu else ("cpu", None)
+    for r in results.values():
+        if r.get("tokens_per_s"):
+            r["tflops"] = round(r["tokens_per_s"] * per_token / 1e12, 3)
+            r["mfu"] = round(r["tokens_per_s"] * per_token / peak, 4) if peak else None
+
+
 def ratio(rate: float | None, reference: float | None) -> str:
     return f"{rate / reference:.2f}x" if rate and reference else "-"
 
@@ -369,12 +412,12 @@ def table(results: dict, machine: str) -> str:
         + ".",
         "",
         "| runner | real tokens/s | vs TRL (same packing) | vs bare | padding efficiency | peak memory (MB) "
-        "| first step (s) | data prep (s) | final loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| first step (s) | data prep (s) | final loss | TFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | | | |")
             continue
         packed = name.endswith("_packed")
         trl = results.get("trl_packed" if packed else "trl", {}).get("tokens_per_s")
@@ -385,7 +428,8 @@ def table(results: dict, machine: str) -> str:
         memory = r.get("peak_gpu_mb", r.get("peak_rss_mb"))
         lines.append(
             f"| {name} | {shown} | {ratio(rate, trl)} | {ratio(rate, bare)} | {r.get('padding_efficiency')} | {memory} "
-            f"| {r.get('time_to_first_step_s')} | {r.get('data_prep_s')} | {r.get('final_loss')} |"
+            f"| {r.get('time_to_first_step_s')} | {r.get('data_prep_s')} | {r.get('final_loss')} "
+            f"| {r.get('tflops')} | {r.get('mfu') if r.get('mfu') is not None else '-'} |"
         )
     return "\n".join(lines)
 
@@ -433,8 +477,9 @@ def main() -> None:
             runs[runner].append(result)
             print(runner, repeat, result, flush=True)
     results = {runner: median_run(found) for runner, found in runs.items()}
+    add_flops(results, workdir, args.gpu)
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} CPU threads" + (
-        ", GPU" if args.gpu else ""
+        f", {device_peak()[0]}" if args.gpu else ""
     )
     (workdir / "bench.json").write_text(
         json.dumps({"machine": machine, "versions": versions(), "results": results}, indent=2)
