@@ -336,6 +336,7 @@ def test_encoder_classifier_trains_exports_and_predicts(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["labels"] == ["food", "sports", "tech", "weather"]
     assert metrics["best_val_loss"] < metrics["initial_val_loss"]  # it learned something in 40 steps
+    assert [step for step, _ in metrics["val_curve"]] == [0, 40]  # the final check of the export is no point
 
     adapter = run_dir / "adapter"
     config = AutoConfig.from_pretrained(adapter)

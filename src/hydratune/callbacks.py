@@ -140,6 +140,8 @@ class History(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
+        if trainer.state.fn == "validate" and trainer.global_step > 0:
+            return  # a check of the exported weights after training (classification), not a curve point
         self.val_loss.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
 
     def plot(self, path: str | Path) -> None:
