@@ -22,6 +22,7 @@ from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts
 from hydratune.data.labels import label_key as _label_key
 from hydratune.data.labels import missing as _missing
 from hydratune.data.ops import build_splits
+from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
 from hydratune.errors import UserError
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_classifier
 from hydratune.module import SFTModule, check_finite
@@ -189,24 +190,23 @@ class ClassificationDataModule(L.LightningDataModule):
         return datasets.Dataset.from_dict({"input_ids": ids, "label": [y for _, y in kept]})
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled per epoch; under DDP each rank takes its own share of every epoch (the ddp preset
-        turns Lightning's sampler injection off, which hydratune's SFT sampler does not need)."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if world > 1:
-            from torch.utils.data import DistributedSampler
-
-            sampler = DistributedSampler(
-                self.train_dataset, num_replicas=world, rank=self.trainer.global_rank, seed=self.seed
-            )
-            order = {"sampler": sampler}  # Lightning calls its set_epoch: a new order every epoch
-        else:
-            order = {"shuffle": True, "generator": torch.Generator().manual_seed(self.seed)}
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self.cfg["batch_size"],
+        """The SFT sampler with one unit per row: shuffled per epoch (seeded), resumed mid-epoch at the
+        next unseen batch, and under DDP each rank takes its slice of every global batch (the ddp preset
+        turns Lightning's sampler injection off)."""
+        trainer = self.trainer
+        sampler = WindowBatchSampler(
+            [1] * len(self.train_dataset),
+            self.cfg["batch_size"],
+            trainer.accumulate_grad_batches if trainer is not None else 1,
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        return ResumableDataLoader(
+            WindowDataset(self.train_dataset),
+            batch_sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.cfg.get("num_workers", 0),
-            **order,
         )
 
     def val_dataloader(self) -> DataLoader:
