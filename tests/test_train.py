@@ -159,9 +159,18 @@ def test_default_run_learns(tmp_path):
     import sys
 
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "hydratune"), "generate", str(run_dir),
-         "--prompt", "Write the word in capital letters.", "--input", "hydra"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "hydratune"),
+            "generate",
+            str(run_dir),
+            "--prompt",
+            "Write the word in capital letters.",
+            "--input",
+            "hydra",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "HYDRA"

@@ -43,7 +43,9 @@ def check_finite(module: L.LightningModule, loss: torch.Tensor, policy: str) -> 
         return True
     message = f"train/loss is {loss.item()} at step {module.global_step}"
     if policy != "skip":
-        raise NonFiniteLoss(f"{message}: stopped (nan_policy=stop); lower optimizer.lr or set nan_policy=skip")
+        raise NonFiniteLoss(
+            f"{message}: stopped (nan_policy=stop); lower optimizer.lr or set nan_policy=skip"
+        )
     module.skipped_batches += 1
     log.warning("%s: batch skipped (nan_policy=skip; %d so far)", message, module.skipped_batches)
     return False

@@ -197,8 +197,11 @@ RANGES: list[Check] = [
         lambda v: str(v) in PRECISIONS,
         "one of " + ", ".join(sorted({"32-true", "bf16-mixed", "bf16-true", "16-mixed"})),
     ),
-    ("callbacks.model_checkpoint.save_steps", lambda v: v is None or isinstance(v, int) and v > 0,
-     "an integer > 0 or null"),
+    (
+        "callbacks.model_checkpoint.save_steps",
+        lambda v: v is None or isinstance(v, int) and v > 0,
+        "an integer > 0 or null",
+    ),
     ("nan_policy", lambda v: v in ("stop", "skip"), "stop or skip"),
     ("resume", lambda v: v in (None, False, "auto"), "auto or null (or ckpt_path=PATH)"),
     (
