@@ -17,11 +17,11 @@ from hydratune.classification import (
     build_label_names,
     class_weights,
     encode_texts,
-    load_classifier_artifact,
     predict,
 )
 from hydratune.config import to_plain
 from hydratune.errors import UserError
+from hydratune.generate import load_artifact
 
 # ------------------------------------------------------------------------------------------- labels
 
@@ -245,7 +245,7 @@ def test_exports_load_with_plain_transformers_and_peft_and_agree(tiny_model_dir,
     texts = tokenizer.batch_decode(
         [row[mask.bool()] for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
     )
-    rows = predict(*load_classifier_artifact(merged), texts)
+    rows = predict(*load_artifact(merged), texts)
     assert [r["label"] for r in rows] == [("neg", "pos")[int(i)] for i in expected.argmax(-1)]
     assert all(sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
@@ -346,8 +346,8 @@ def test_encoder_classifier_trains_exports_and_predicts(tmp_path):
     )
     model = PeftModel.from_pretrained(base, adapter).eval()
     texts = ["my sister wrote about the pizza", "our team talked about the stadium"]
-    rows = predict(*load_classifier_artifact(adapter), texts)
-    tokenizer = load_classifier_artifact(adapter)[1]
+    rows = predict(*load_artifact(adapter), texts)
+    tokenizer = load_artifact(adapter)[1]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     assert batch["input_ids"][0, 0] == tokenizer.cls_token_id  # the encoder's own template
     with torch.no_grad():

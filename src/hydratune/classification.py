@@ -22,7 +22,7 @@ from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts
 from hydratune.data.labels import label_key as _label_key
 from hydratune.data.labels import missing as _missing
 from hydratune.data.ops import build_splits
-from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
+from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.errors import UserError
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_classifier
 from hydratune.module import SFTModule, check_finite
@@ -190,33 +190,12 @@ class ClassificationDataModule(L.LightningDataModule):
         return datasets.Dataset.from_dict({"input_ids": ids, "label": [y for _, y in kept]})
 
     def train_dataloader(self) -> DataLoader:
-        """The SFT sampler with one unit per row: shuffled per epoch (seeded), resumed mid-epoch at the
-        next unseen batch, and under DDP each rank takes its slice of every global batch (the ddp preset
-        turns Lightning's sampler injection off)."""
-        trainer = self.trainer
-        sampler = WindowBatchSampler(
-            [1] * len(self.train_dataset),
-            self.cfg["batch_size"],
-            trainer.accumulate_grad_batches if trainer is not None else 1,
-            seed=self.seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-        )
-        return ResumableDataLoader(
-            WindowDataset(self.train_dataset),
-            batch_sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=self.cfg.get("num_workers", 0),
-        )
+        """SFT's sampler with one unit per row (see hydratune.data.sampler.train_loader)."""
+        rows = [1] * len(self.train_dataset)
+        return train_loader(self.train_dataset, rows, self.cfg, self.trainer, self.seed, self.collate)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_dataset,
-            batch_size=self.cfg.get("eval_batch_size", self.cfg["batch_size"]),
-            shuffle=False,
-            collate_fn=self.collate,
-            num_workers=self.cfg.get("num_workers", 0),
-        )
+        return eval_loader(self.val_dataset, self.cfg, self.collate)
 
 
 # ------------------------------------------------------------------------------------------- module
@@ -403,23 +382,6 @@ def finish(
 
 
 # ------------------------------------------------------------------------------- exported artifacts
-
-
-def load_classifier_artifact(path: str | Path, dtype: str = "float32"):
-    """(model, tokenizer) from adapter/, merged/ or model/ with plain transformers/peft, in eval mode."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    path = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        from hydratune.export import load_adapter_base
-
-        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.eval(), tokenizer
 
 
 @torch.no_grad()

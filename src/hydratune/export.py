@@ -91,8 +91,6 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
 
     from hydratune.generate import load_artifact
 
-    if is_classifier_adapter(adapter_dir):
-        from hydratune.classification import load_classifier_artifact as load_artifact
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
     worst = 0.0

@@ -20,9 +20,16 @@ def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
 
 
 def load_artifact(path: str | Path, dtype: str = "float32"):
-    """(model, tokenizer) from an exported directory; an adapter is loaded onto its recorded base model."""
+    """(model, tokenizer), in eval mode, from an exported adapter/, merged/ or model/ directory with plain
+    transformers/peft. An adapter is loaded onto its recorded base model; a classifier (saved as a
+    *ForSequenceClassification architecture, or a SEQ_CLS adapter) loads with its head."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -33,9 +40,11 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
 
         model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    model.eval()
-    return model, tokenizer
+        architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
+        classifier = architecture.endswith("ForSequenceClassification")
+        auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.eval(), tokenizer
 
 
 def generate(

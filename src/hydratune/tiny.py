@@ -23,16 +23,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer():
-    """Return a `PreTrainedTokenizerFast` with one token per character."""
+def char_backend(special_tokens: list[str], unk: str):
+    """A `tokenizers` backend with the special tokens first, then one token per character."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    vocab = {token: i for i, token in enumerate(special_tokens + CHARACTERS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     # Every character is its own pre-token; the decoder glues them back without spaces.
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
+    return backend
+
+
+def build_tokenizer():
+    """Return a `PreTrainedTokenizerFast` with one token per character."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = char_backend(SPECIAL_TOKENS, "<unk>")
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -95,13 +102,11 @@ def save_tiny_encoder(out_dir: str | Path, seed: int = 0, num_labels: int = 2) -
     """A random-init BERT-style encoder with a classification head of `num_labels` (as a fine-tuned hub
     classifier is saved) and its character tokenizer ([CLS] text [SEP], pairs with a second [SEP])."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(ENCODER_SPECIAL_TOKENS + CHARACTERS)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
+    backend = char_backend(ENCODER_SPECIAL_TOKENS, "[UNK]")
+    vocab = backend.get_vocab()
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

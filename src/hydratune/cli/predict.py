@@ -49,8 +49,8 @@ def _rows_from_file(
 def main(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from hydratune.classification import load_classifier_artifact, predict
-    from hydratune.generate import find_artifact
+    from hydratune.classification import predict
+    from hydratune.generate import find_artifact, load_artifact
 
     run_cfg = OmegaConf.load(Path(args.run_dir) / ".hydra" / "config.yaml")
     dataset = OmegaConf.to_container(run_cfg.dataset, resolve=False)
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"{args.run_dir} classifies text pairs: add --text-pair for each --text")
     else:
         raise UserError("hydratune predict: give --text TEXT or --input FILE.jsonl")
-    model, tokenizer = load_classifier_artifact(find_artifact(args.run_dir, args.artifact))
+    model, tokenizer = load_artifact(find_artifact(args.run_dir, args.artifact))
     results = predict(
         model,
         tokenizer,

@@ -13,7 +13,7 @@ from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.formats import FORMATS, check_config, required_columns, set_chat_template
 from hydratune.data.ops import build_splits, fingerprint
 from hydratune.data.packing import pack_dataset, packing_efficiency
-from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
+from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.tokenize import keep_and_count, tokenize_samples
 from hydratune.errors import UserError
 
@@ -195,29 +195,11 @@ class SFTDataModule(L.LightningDataModule):
         return self.row_lengths if packed else self.lengths["train"]
 
     def train_dataloader(self) -> DataLoader:
-        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        packed = bool(self.cfg.get("packing"))
-        sampler = WindowBatchSampler(
-            list(self.train_dataset["num_trained"]),
-            self.cfg["batch_size"],
-            accumulate,
-            seed=self.seed,
-            lengths=self.group_lengths(),
-            num_replicas=self.trainer.world_size if self.trainer is not None else 1,
-            rank=self.trainer.global_rank if self.trainer is not None else 0,
-        )
-        return ResumableDataLoader(
-            WindowDataset(self.train_dataset),
-            batch_sampler=sampler,
-            collate_fn=self.packed_collate if packed else self.collate,
-            num_workers=self.cfg.get("num_workers", 0),
+        collate = self.packed_collate if self.cfg.get("packing") else self.collate
+        trained = list(self.train_dataset["num_trained"])
+        return train_loader(
+            self.train_dataset, trained, self.cfg, self.trainer, self.seed, collate, self.group_lengths()
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_dataset,
-            batch_size=self.cfg.get("eval_batch_size", self.cfg["batch_size"]),
-            shuffle=False,
-            collate_fn=self.collate,
-            num_workers=self.cfg.get("num_workers", 0),
-        )
+        return eval_loader(self.val_dataset, self.cfg, self.collate)

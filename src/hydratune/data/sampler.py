@@ -147,3 +147,34 @@ class WindowDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, window_tokens = key
         return {**self.dataset[index], "window_tokens": window_tokens}
+
+
+def train_loader(dataset, trained_tokens: list[int], cfg: dict, trainer, seed: int, collate, lengths=None):
+    """The training DataLoader of both tasks: seeded shuffling per epoch, resumable mid-epoch, each DDP
+    rank its slice of every global batch (`trainer` is None outside a Trainer: one process)."""
+    sampler = WindowBatchSampler(
+        trained_tokens,
+        cfg["batch_size"],
+        trainer.accumulate_grad_batches if trainer is not None else 1,
+        seed=seed,
+        lengths=lengths,
+        num_replicas=trainer.world_size if trainer is not None else 1,
+        rank=trainer.global_rank if trainer is not None else 0,
+    )
+    return ResumableDataLoader(
+        WindowDataset(dataset),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.get("num_workers", 0),
+    )
+
+
+def eval_loader(dataset, cfg: dict, collate) -> DataLoader:
+    """The validation DataLoader of both tasks: in order, `eval_batch_size` rows at a time."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.get("eval_batch_size", cfg["batch_size"]),
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=cfg.get("num_workers", 0),
+    )
