@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from hydratune.data.datamodule import SFTDataModule
+from hydratune.tasks.sft.data import SFTDataModule
 
 WORDS = "the a model data train token learn write word letter answer short long example input output".split()
 

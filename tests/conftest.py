@@ -129,7 +129,7 @@ def fit_repeated(module, batch, steps: int, **trainer_kwargs):
 
 
 def _sft_module():
-    from hydratune.module import SFTModule
+    from hydratune.tasks.sft.module import SFTModule
 
     return SFTModule
 

@@ -10,18 +10,17 @@ import pytest
 import torch
 from conftest import ROOT, compose, fit_repeated, run_cli
 
-from hydratune.classification import (
+from hydratune.config import to_plain
+from hydratune.data.labels import build_label_names, encode_texts
+from hydratune.errors import UserError
+from hydratune.export import load_artifact
+from hydratune.tasks.classification.data import (
     ClassificationCollator,
     ClassificationDataModule,
-    ClassificationModule,
-    build_label_names,
     class_weights,
-    encode_texts,
-    predict,
 )
-from hydratune.config import to_plain
-from hydratune.errors import UserError
-from hydratune.generate import load_artifact
+from hydratune.tasks.classification.module import ClassificationModule
+from hydratune.tasks.classification.report import predict
 
 # ------------------------------------------------------------------------------------------- labels
 
@@ -101,7 +100,7 @@ def test_missing_and_unknown_labels_are_dropped_with_counted_warnings(tmp_path, 
         {"text": "odd", "label": "neutral"},
         {"text": "odd", "label": "neutral"},
     ]
-    with caplog.at_level(logging.WARNING, logger="hydratune.classification"):
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.classification.data"):
         dm = _datamodule(tmp_path, tokenizer, train, val)
     assert dm.labels == ["neg", "pos"]
     assert len(dm.train_dataset) == 2 and dm.class_counts == [1, 1]
@@ -127,11 +126,18 @@ def test_absent_text_column_and_single_class_are_errors(tmp_path, tokenizer):
 
 def test_classification_with_packing_is_a_preflight_error():
     from hydratune import rules
+    from hydratune.preflight import check_config
+    from hydratune.tasks.registry import task_class
 
     cfg = to_plain(compose(["task=classification", "dataset=topics", "+dataset.packing=true"]))
-    assert any("dataset.packing=false" in v for v in rules.violations(cfg))
+    task_rules = task_class(cfg["task"]).rules
+    assert any("dataset.packing=false" in v for v in rules.violations(cfg, task_rules))
+    with pytest.raises(UserError, match="dataset.packing=false"):
+        check_config(cfg)
+    sft = to_plain(compose(["dataset=topics", "+dataset.packing=true"]))
+    assert not any("pools one token" in v for v in rules.violations(sft, task_class(sft["task"]).rules))
     cfg["dataset"]["packing"] = False
-    assert not any("packing" in v for v in rules.violations(cfg))
+    assert not any("packing" in v for v in rules.violations(cfg, task_rules))
 
 
 # ------------------------------------------------------------------------------------------- module

@@ -57,7 +57,7 @@ def test_pad_collator_pads_right_with_masks():
 def test_datamodule_builds_masked_batches(tokenizer, tmp_path):
     import json
 
-    from hydratune.data.datamodule import SFTDataModule
+    from hydratune.tasks.sft.data import SFTDataModule
 
     rows = [{"instruction": "Upper.", "input": f"w{i}", "output": f"W{i}"} for i in range(10)]
     for name in ("train", "eval"):
@@ -151,7 +151,7 @@ def test_prompt_response_with_system_column(tokenizer):
 def test_truncation_policies_are_counted(tokenizer):
     import datasets
 
-    from hydratune.data.datamodule import tokenize_split
+    from hydratune.tasks.sft.data import tokenize_split
 
     rows = [{"text": "a" * n} for n in (5, 50, 8, 70)]
     cfg = {"format": "text", "text_column": "text", "max_seq_length": 20}
@@ -165,7 +165,7 @@ def test_truncation_policies_are_counted(tokenizer):
 def test_samples_without_trained_tokens_are_dropped_and_counted(tokenizer):
     import datasets
 
-    from hydratune.data.datamodule import tokenize_split
+    from hydratune.tasks.sft.data import tokenize_split
 
     rows = [{"q": "x" * 40, "a": "y"}, {"q": "short", "a": "ok"}]
     cfg = {"prompt_column": "q", "response_column": "a", "max_seq_length": 20}

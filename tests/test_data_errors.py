@@ -8,9 +8,9 @@ import datasets
 import pytest
 from conftest import run_cli
 
-from hydratune.data.datamodule import SFTDataModule, tokenize_split
 from hydratune.data.ops import build_splits
 from hydratune.errors import UserError
+from hydratune.tasks.sft.data import SFTDataModule, tokenize_split
 
 ROWS = [{"instruction": f"do {i}", "input": "", "output": f"out {i}"} for i in range(6)]
 

@@ -6,8 +6,8 @@ import pytest
 from conftest import compose
 
 from hydratune.config import to_plain
-from hydratune.data.datamodule import SFTDataModule
 from hydratune.data.tokenize import IGNORE_INDEX
+from hydratune.tasks.sft.data import SFTDataModule
 
 
 @pytest.mark.parametrize("preset", ["sample", "local_csv", "mixture", "chat", "packed"])
@@ -32,7 +32,7 @@ def test_alpaca_hub_preset_composes():
 
 
 def test_tokenization_is_cached_by_fingerprint(tokenizer, tmp_path, monkeypatch):
-    import hydratune.data.datamodule as datamodule
+    import hydratune.tasks.sft.data as datamodule
 
     calls = []
     real = datamodule.tokenize_samples

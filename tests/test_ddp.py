@@ -24,7 +24,7 @@ def test_window_sampler_shards_global_batches_by_rank():
         assert {w for _, w in ranks[0][k] + ranks[1][k]} == {batch[0][1] / 2}
 
 
-def _run(tiny_model_dir, *overrides: str, multirun: bool = False):
+def _run(tiny_model_dir, *overrides: str, multirun: bool = False, one_val_batch: bool = True):
     result = run_cli(
         [
             "train.py",
@@ -32,7 +32,7 @@ def _run(tiny_model_dir, *overrides: str, multirun: bool = False):
             f"model.pretrained_model_name_or_path={tiny_model_dir}",
             "trainer.max_steps=3",
             "trainer.val_check_interval=3",
-            "+trainer.limit_val_batches=1",
+            *(["+trainer.limit_val_batches=1"] if one_val_batch else []),
             "trainer.enable_progress_bar=false",
             "trainer.accelerator=cpu",
             "eval_before_training=false",
@@ -68,6 +68,35 @@ def test_two_process_ddp_matches_one_process(tiny_model_dir, tmp_path):
     assert any(not torch.all(t == 0) for n, t in a.items() if "lora_B" in n)  # training moved the weights
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_validation_loss_is_token_weighted_over_ranks(tiny_model_dir, tmp_path):
+    """Each rank validates its own share of the rows (different token counts); the logged val/loss is the
+    one-process value: NLL and token counts are summed over the ranks, not per-rank means averaged."""
+    from hydratune.data.sampler import eval_loader
+
+    class World:  # the two ranks' shares of 5 rows of different lengths
+        def __init__(self, rank):
+            self.world_size, self.global_rank = 2, rank
+
+    shares = [list(eval_loader(list(range(5)), {"batch_size": 2}, list, World(r)).sampler) for r in (0, 1)]
+    assert shares == [[0, 2, 4], [1, 3]]
+    common = ["eval_before_training=true", "dataset.eval_batch_size=7", "trainer.max_steps=1"]
+    _run(tiny_model_dir, "trainer=ddp", "trainer.devices=2", "dataset.batch_size=4", *common,
+         f"hydra.run.dir={tmp_path / 'ddp'}", one_val_batch=False)  # fmt: skip
+    _run(
+        tiny_model_dir,
+        "dataset.batch_size=8",
+        *common,
+        f"hydra.run.dir={tmp_path / 'one'}",
+        one_val_batch=False,
+    )
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    # Before training the weights are the same, so the losses must agree to float precision.
+    assert ddp["initial_val_loss"] == pytest.approx(one["initial_val_loss"], rel=1e-6)
+    assert ddp["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from conftest import CONF_DIR, ROOT
 from hydratune import rules, schema
 from hydratune.data.ops import COMBINE, OPS
 from hydratune.data.sources import SOURCE_KEYS
+from hydratune.tasks.registry import task_class
 
 DOC = ROOT / "docs" / "options.md"
 FROZEN = ROOT / "tests" / "data" / "reference_options.txt"
@@ -186,7 +187,11 @@ def check_command(item: str) -> None:
 
 def check_config(cfg: dict) -> None:
     schema.validate(cfg, CONF_DIR)
-    broken = [rule.name for rule in rules.RULES if rule.name not in HARDWARE_RULES and rule.applies(cfg)]
+    broken = [
+        rule.name
+        for rule in (*rules.RULES, *task_class(cfg["task"]).rules)
+        if rule.name not in HARDWARE_RULES and rule.applies(cfg)
+    ]
     assert not broken, f"breaks the rules {broken}"
     for i, source in enumerate(cfg["dataset"].get("sources") or []):
         unknown = set(source) - SOURCE_KEYS

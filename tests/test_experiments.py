@@ -14,6 +14,7 @@ from conftest import CONF_DIR, compose
 
 from hydratune import rules, schema
 from hydratune.config import to_plain
+from hydratune.tasks.registry import task_class
 
 # Rules about the machine, not the config: a GPU example breaks them on this CPU and nowhere else.
 HARDWARE_RULES = {
@@ -52,7 +53,11 @@ SWAPS: dict[str, list[str]] = {
 
 
 def _machine_independent_violations(cfg: dict) -> list[str]:
-    return [rule.name for rule in rules.RULES if rule.name not in HARDWARE_RULES and rule.applies(cfg)]
+    return [
+        rule.name
+        for rule in (*rules.RULES, *task_class(cfg["task"]).rules)
+        if rule.name not in HARDWARE_RULES and rule.applies(cfg)
+    ]
 
 
 # The reference docs' worked examples (docs/options.md lists them); other experiments have their own tests.

@@ -15,7 +15,7 @@ from conftest import Repeat, batch_samples, make_module
 from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, find_resume_run
 from hydratune.data.collate import PadCollator
 from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
-from hydratune.module import NonFiniteLoss
+from hydratune.errors import NonFiniteLoss
 from hydratune.signals import GracefulStop
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hydratune.module import token_nll
+from hydratune.tasks.sft.module import token_nll
 
 
 def test_token_nll_matches_transformers_loss(tiny_model_dir):

@@ -10,8 +10,8 @@ import torch
 from conftest import batch_samples, compose, fit_repeated, make_module
 
 from hydratune.data.collate import PadCollator
-from hydratune.export import export_artifact, logit_parity, merge_adapter
-from hydratune.generate import generate, load_artifact
+from hydratune.export import export_artifact, load_artifact, logit_parity, merge_adapter
+from hydratune.generate import generate
 from hydratune.rules import violations
 
 COMBOS = [

@@ -18,6 +18,13 @@ from hydratune.config import to_plain
 from hydratune.data.peek import Fallback, FastTokenizer, build_splits, peek, sft_split
 from hydratune.errors import UserError
 from hydratune.preflight import data_check
+from hydratune.tasks.registry import get_task
+
+
+def _peek(cfg: dict, limit: int = 200) -> dict:
+    """The quick data check with the run's own task, as `hydratune preflight` calls it."""
+    return peek(cfg, get_task(cfg.get("task")), limit)
+
 
 HYDRATUNE = str(Path(sys.executable).parent / "hydratune")
 STATS = ("rows", "truncated", "dropped_truncated", "dropped_untrained", "truncation_rate", "samples",
@@ -45,8 +52,8 @@ def _tricky_rows() -> list[dict]:
 
 
 def _full_pipeline(dataset_cfg: dict, model_dir: str, cache_dir: Path):
-    from hydratune.data.datamodule import SFTDataModule
     from hydratune.model import load_tokenizer
+    from hydratune.tasks.sft.data import SFTDataModule
 
     tokenizer = load_tokenizer({"pretrained_model_name_or_path": model_dir})
     datamodule = SFTDataModule(tokenizer, dataset_cfg, cache_dir=str(cache_dir))
@@ -182,7 +189,7 @@ def test_classification_missing_label_column_is_one_line(tmp_path):
         "train": str(tmp_path / "train.jsonl"),
         "validation": str(tmp_path / "eval.jsonl"),
     }
-    report = peek(cfg, 200)
+    report = _peek(cfg, 200)
     assert report["train"]["labels"] == ["a", "b"] and report["train"]["class_counts"] == [5, 5]
     assert report["validation"]["dropped_unknown_label"] == 0
 
@@ -190,6 +197,7 @@ def test_classification_missing_label_column_is_one_line(tmp_path):
 def test_classification_counts_match_the_datamodule(tmp_path):
     """Rows without text or label, and validation labels the train split lacks, are dropped alike."""
     from hydratune.classification import ClassificationDataModule
+
     from hydratune.model import load_tokenizer
 
     train = [{"text": "good " * i, "label": ["pos", "neg"][i % 3 == 0]} for i in range(1, 30)]
@@ -200,7 +208,7 @@ def test_classification_counts_match_the_datamodule(tmp_path):
     cfg = _config(["task=classification", "dataset=topics", "dataset.max_seq_length=64"])
     files = {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "val.jsonl")}
     cfg["dataset"]["sources"][0]["data_files"] = files
-    report = peek(cfg, 200)
+    report = _peek(cfg, 200)
     tokenizer = load_tokenizer(
         {"pretrained_model_name_or_path": cfg["model"]["pretrained_model_name_or_path"]}
     )
@@ -225,7 +233,7 @@ def test_classification_unknown_label_name_is_an_error(tmp_path):
         "test": str(tmp_path / "d.jsonl"),
     }
     with pytest.raises(UserError, match=r"dataset.labels does not list \['meh'\]"):
-        peek(cfg, 200)
+        _peek(cfg, 200)
 
 
 def test_malformed_jsonl_names_file_and_line_even_past_the_rows_checked(tmp_path):
@@ -248,24 +256,24 @@ def test_missing_column_and_bad_value_name_the_file(tmp_path):
     data.write_text('{"question": "q", "reply": "a"}\n\n{"question": "q2", "reply": "b"}\n')
     pairs = {"format": "prompt_response", "prompt_column": "question", "template": None}
     with pytest.raises(UserError, match=rf"column 'answer' is not in split 'train' \({data}\); available"):
-        peek(_with_file(cfg, data, response_column="answer", **pairs))
+        _peek(_with_file(cfg, data, response_column="answer", **pairs))
     data.write_text('{"question": "q", "reply": "a"}\n\n{"question": "q2", "reply": 7}\n')
     with pytest.raises(Fallback, match="'reply' mixes number and text"):  # datasets re-encodes such a column
-        peek(_with_file(cfg, data, response_column="reply", **pairs))
+        _peek(_with_file(cfg, data, response_column="reply", **pairs))
     data.write_text('{"question": "q", "reply": 1}\n{"question": "q2", "reply": 7}\n')
     with pytest.raises(
         UserError, match=rf"{data}:1 \(split 'train' row 0\): dataset: column 'reply' holds int"
     ):
-        peek(_with_file(cfg, data, response_column="reply", **pairs))
+        _peek(_with_file(cfg, data, response_column="reply", **pairs))
 
 
 def test_what_the_quick_check_cannot_reproduce_falls_back():
     with pytest.raises(Fallback, match="format=messages"):
-        peek(_config(["dataset=chat"]))
+        _peek(_config(["dataset=chat"]))
     with pytest.raises(Fallback, match="tatsu-lab/alpaca"):
-        peek(_config(["dataset=alpaca"]))
+        _peek(_config(["dataset=alpaca"]))
     with pytest.raises(Fallback, match="not a local folder"):
-        peek(_config(["model=qwen2_5_0_5b"]))
+        _peek(_config(["model=qwen2_5_0_5b"]))
 
 
 def test_checkpoint_estimate_counts_the_lora_parameters_peft_trains():

@@ -12,11 +12,11 @@ from conftest import compose
 
 from hydratune.config import to_plain
 from hydratune.data.collate import PackedCollator
-from hydratune.data.datamodule import SFTDataModule, check_config
 from hydratune.data.packing import pack_bins, pack_dataset
 from hydratune.data.sampler import ResumableDataLoader, WindowBatchSampler, WindowDataset
 from hydratune.data.tokenize import IGNORE_INDEX
 from hydratune.errors import UserError
+from hydratune.tasks.sft.data import SFTDataModule, check_config
 
 
 def _lengths(n: int, seed: int = 0, low: int = 20, high: int = 500) -> list[int]:

@@ -94,7 +94,7 @@ def test_peft_adapter_reproduces_module_logits(lora_run, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from hydratune.module import SFTModule
+    from hydratune.tasks.sft.module import SFTModule
 
     checkpoint = torch.load(lora_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     module = SFTModule(**checkpoint["hyper_parameters"])
@@ -138,7 +138,8 @@ def test_full_finetune_exports_model_dir(tiny_model_dir, tmp_path):
 def test_default_run_learns(tmp_path):
     """The acceptance criterion of the default run: eval loss halves and held-out answers are exact."""
     from hydratune.data.formats import alpaca_prompt
-    from hydratune.generate import generate, load_artifact
+    from hydratune.export import load_artifact
+    from hydratune.generate import generate
 
     run_dir = tmp_path / "default"
     result = run_cli(["train.py", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"])

@@ -1,4 +1,5 @@
-"""Write the trained artifact as a standard Hugging Face directory that transformers/peft load as-is."""
+"""A run's artifacts: export (standard Hugging Face directories that transformers/peft load as-is), finding
+and loading them again, merging an adapter into its base, and the adapter-vs-merged parity check."""
 
 from __future__ import annotations
 
@@ -89,8 +90,6 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
     """
     import torch
 
-    from hydratune.generate import load_artifact
-
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
     worst = 0.0
@@ -105,3 +104,44 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
             f"({merged_dir}); keep using {adapter_dir}"
         )
     return worst
+
+
+ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
+
+
+def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
+    """The artifact directory of a run: `prefer` if given, else merged/, adapter/ or model/."""
+    run_dir = Path(run_dir)
+    names = (prefer,) if prefer else ARTIFACTS
+    for name in names:
+        if (run_dir / name).is_dir():
+            return run_dir / name
+    raise FileNotFoundError(
+        f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory; is it a finished run?"
+    )
+
+
+def load_artifact(path: str | Path, dtype: str = "float32"):
+    """(model, tokenizer), in eval mode, from an exported adapter/, merged/ or model/ directory with plain
+    transformers/peft. An adapter is loaded onto its recorded base model; a classifier (saved as a
+    *ForSequenceClassification architecture, or a SEQ_CLS adapter) loads with its head."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
+    else:
+        architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
+        classifier = architecture.endswith("ForSequenceClassification")
+        auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.eval(), tokenizer

@@ -1,50 +1,6 @@
-"""Load a finished run's artifact (adapter, merged or full model) and generate from it."""
+"""Generate text with a trained model (load it with hydratune.export.load_artifact)."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
-
-
-def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
-    """The artifact directory of a run: `prefer` if given, else merged/, adapter/ or model/."""
-    run_dir = Path(run_dir)
-    names = (prefer,) if prefer else ARTIFACTS
-    for name in names:
-        if (run_dir / name).is_dir():
-            return run_dir / name
-    raise FileNotFoundError(
-        f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory; is it a finished run?"
-    )
-
-
-def load_artifact(path: str | Path, dtype: str = "float32"):
-    """(model, tokenizer), in eval mode, from an exported adapter/, merged/ or model/ directory with plain
-    transformers/peft. An adapter is loaded onto its recorded base model; a classifier (saved as a
-    *ForSequenceClassification architecture, or a SEQ_CLS adapter) loads with its head."""
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-
-    path = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        from hydratune.export import load_adapter_base
-
-        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
-    else:
-        architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
-        classifier = architecture.endswith("ForSequenceClassification")
-        auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.eval(), tokenizer
 
 
 def generate(

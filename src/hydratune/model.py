@@ -55,23 +55,38 @@ def torch_dtype(name: str):
     return resolved if resolved == "auto" else getattr(torch, resolved)
 
 
-def load_model(model_cfg: dict, token: str | None = None, quantization: dict | None = None):
-    """`AutoModelForCausalLM.from_pretrained` with the config's dtype, attention and quantization."""
-    from transformers import AutoModelForCausalLM
+def load_model(
+    model_cfg: dict, token: str | None = None, quantization: dict | None = None, head: dict | None = None
+):
+    """`from_pretrained` with the config's dtype, attention and quantization.
+
+    A causal LM, or with `head` a sequence classifier (`AutoModelForSequenceClassification`) with a new
+    head: `head` holds `num_labels` (and `id2label`/`label2id`, which the export carries) and
+    `pad_token_id`. Decoder classifiers pool the last token that is not the pad id, so it goes into the
+    config; a checkpoint's own head of another size is replaced, not an error.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs = {}
     if quantization and quantization.get("method", "none") != "none":
         kwargs["quantization_config"] = build(quantization["config"])
-    model = AutoModelForCausalLM.from_pretrained(
+    head = dict(head or {})
+    pad_token_id = head.pop("pad_token_id", None)
+    if head:
+        kwargs |= head | {"ignore_mismatched_sizes": True}
+    auto = AutoModelForSequenceClassification if head else AutoModelForCausalLM
+    model = auto.from_pretrained(
         model_cfg["pretrained_model_name_or_path"],
         dtype=torch_dtype(model_cfg.get("dtype", "float32")),
         attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
         **kwargs,
         **_hub_kwargs(model_cfg, token),
     )
+    if head:
+        model.config.pad_token_id = pad_token_id
     # The KV cache is useless in training, and with it transformers ignores packed position ids.
     model.config.use_cache = False
-    if kwargs and quantization.get("prepare_for_kbit_training", True):
+    if "quantization_config" in kwargs and quantization.get("prepare_for_kbit_training", True):
         from peft import prepare_model_for_kbit_training
 
         # Casts norms to fp32 and makes inputs require grad; checkpointing is set up by the caller.
@@ -79,42 +94,14 @@ def load_model(model_cfg: dict, token: str | None = None, quantization: dict | N
     return model
 
 
-def load_classifier(
-    model_cfg: dict,
-    labels: list[str],
-    pad_token_id: int | None,
-    token: str | None = None,
-    quantization: dict | None = None,
-):
-    """`AutoModelForSequenceClassification.from_pretrained` with a new head of `len(labels)` outputs.
-
-    id2label/label2id go into the config (so the export carries them). Decoder models pool the last
-    token that is not `pad_token_id`, so the pad id must be set in the config; encoders use their own
-    pooler.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    kwargs = {}
-    if quantization and quantization.get("method", "none") != "none":
-        kwargs["quantization_config"] = build(quantization["config"])
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_cfg["pretrained_model_name_or_path"],
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        dtype=torch_dtype(model_cfg.get("dtype", "float32")),
-        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
-        ignore_mismatched_sizes=True,  # a checkpoint's own head (other labels) is replaced, not an error
-        **kwargs,
-        **_hub_kwargs(model_cfg, token),
-    )
-    model.config.pad_token_id = pad_token_id
-    model.config.use_cache = False
-    if kwargs and quantization.get("prepare_for_kbit_training", True):
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model
+def classifier_head(labels: list[str], pad_token_id: int | None) -> dict:
+    """`load_model`'s `head` for a classifier of these labels (names by class id)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "pad_token_id": pad_token_id,
+    }
 
 
 def apply_peft(model, peft_cfg: dict):

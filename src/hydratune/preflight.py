@@ -118,8 +118,10 @@ def compose_with_choices(overrides: list[str]):
 
 def check_config(cfg: dict) -> None:
     """Schema, cross-group rules and the run name, on the plain-dict config."""
+    from hydratune.tasks.registry import task_class
+
     schema.validate(cfg, conf_dir())
-    rules.check(cfg)
+    rules.check(cfg, task_class(cfg.get("task") or {}).rules)
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
@@ -214,50 +216,31 @@ def _plain(cfg) -> dict:
         raise UserError(f"config: {str(err).splitlines()[0]}") from err
 
 
-def data_report(cfg: dict, sample_rows: int = 3) -> dict:
+def data_report(cfg: dict) -> dict:
     """Load the tokenizer (not the model) and prepare the data as training does; counts that say whether
     it will train. Every row, so it takes as long as the data preparation of a run (datasets, transformers)."""
-    from hydratune.data.peek import Rows, classification_report, tokenizer_report
+    from hydratune.data.peek import tokenizer_report
     from hydratune.model import load_tokenizer
+    from hydratune.tasks.registry import get_task
 
     model_cfg = dict(cfg["model"])
     token = model_cfg.pop("token", None)
     tokenizer = load_tokenizer(model_cfg, token)
     report: dict = {"data_check": "full: every row, prepared as training does", **tokenizer_report(tokenizer)}
-    if cfg.get("task", {}).get("name", "sft") == "classification":
-        from hydratune.data.ops import build_splits
-
-        splits = build_splits(cfg["dataset"], cfg["paths"].get("cache_dir"))
-        rows = {name: Rows.from_dataset(split, name) for name, split in splits.items()}
-        notes: list[str] = []
-        report |= classification_report(rows, tokenizer, cfg["dataset"], notes)
-        return report | ({"notes": notes} if notes else {})
-    from hydratune.data.datamodule import SFTDataModule
-
-    datamodule = SFTDataModule(
-        tokenizer, cfg["dataset"], seed=cfg.get("seed", 0), cache_dir=cfg["paths"].get("cache_dir")
-    )
-    datamodule.setup("fit")
-    # Per split: rows, samples kept, dropped (no trained token / too long), truncation rate,
-    # trained-token fraction, packing efficiency (see hydratune.data.datamodule.tokenize_split).
-    report |= {f"{split}": stats for split, stats in datamodule.stats.items()}
-    samples = datamodule.train_samples
-    report["examples"] = [
-        tokenizer.decode(samples[i]["input_ids"]) for i in range(min(sample_rows, len(samples)))
-    ]
-    return report
+    return report | get_task(cfg.get("task")).full_data_report(cfg, tokenizer)
 
 
 def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
     """The quick look at the first `rows` rows of each file (hydratune.data.peek: no datasets,
     transformers or torch), or the full preparation where the quick look cannot match training."""
     from hydratune.data.peek import Fallback, peek
+    from hydratune.tasks.registry import get_task
 
     if full:
         report = data_report(cfg)
     else:
         try:
-            report = peek(cfg, rows)
+            report = peek(cfg, get_task(cfg.get("task")), rows)
         except UserError:
             raise
         except Exception as err:  # Fallback, or a case the quick look gets wrong: training's own path decides

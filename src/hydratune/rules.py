@@ -64,15 +64,6 @@ RULES: list[Rule] = [
         "quantized weights cannot be trained directly: add a PEFT method (peft=lora or peft=qlora) "
         "or set quantization=none",
     ),
-    Rule(
-        "classification_packing",
-        "task, dataset.packing",
-        lambda c: (
-            (c.get("task") or {}).get("name") == "classification"
-            and bool((c.get("dataset") or {}).get("packing"))
-        ),
-        "a classifier pools one token per row, so rows cannot be packed together: set dataset.packing=false",
-    ),
 ]
 
 
@@ -197,42 +188,46 @@ RULES.append(
 )
 
 
-def violations(cfg: dict) -> list[str]:
-    """Messages of every rule the plain-dict config breaks, each prefixed with its keys."""
-    return [f"{rule.keys}: {rule.message}" for rule in RULES if rule.applies(cfg)]
+def violations(cfg: dict, task_rules: tuple[Rule, ...] = ()) -> list[str]:
+    """Messages of every rule the plain-dict config breaks (RULES and the run's task's own), each
+    prefixed with its keys."""
+    return [f"{rule.keys}: {rule.message}" for rule in (*RULES, *task_rules) if rule.applies(cfg)]
 
 
-def check(cfg: dict) -> None:
+def check(cfg: dict, task_rules: tuple[Rule, ...] = ()) -> None:
     """Raise a one-line UserError for the first broken rule (all of them are listed after it)."""
-    found = violations(cfg)
+    found = violations(cfg, task_rules)
     if found:
         raise UserError(" | ".join(found))
 
 
-def markdown_table() -> str:
-    """The README's compatibility table, generated from RULES (tests/test_rules_doc.py keeps them equal)."""
+def markdown_table(rules: list[Rule]) -> str:
+    """The README's compatibility table (tests/test_rules_doc.py keeps it equal to
+    hydratune.tasks.registry.all_rules(): RULES and every built-in task's own)."""
     lines = ["| rule | keys | what to do |", "|---|---|---|"]
-    lines += [f"| {rule.name} | {rule.keys} | {rule.message} |" for rule in RULES]
+    lines += [f"| {rule.name} | {rule.keys} | {rule.message} |" for rule in rules]
     return "\n".join(lines)
 
 
 START, END = "<!-- rules:start -->", "<!-- rules:end -->"
 
 
-def update_readme(path: str) -> None:
+def update_readme(path: str, rules: list[Rule]) -> None:
     """Rewrite the table between the README's rules markers."""
     from pathlib import Path
 
     text = Path(path).read_text()
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    Path(path).write_text(f"{head}{START}\n{markdown_table()}\n{END}{tail}")
+    Path(path).write_text(f"{head}{START}\n{markdown_table(rules)}\n{END}{tail}")
 
 
 if __name__ == "__main__":
     import sys
 
+    from hydratune.tasks.registry import all_rules
+
     if sys.argv[1:2] == ["--update"]:
-        update_readme(sys.argv[2])
+        update_readme(sys.argv[2], all_rules())
     else:
-        print(markdown_table())
+        print(markdown_table(all_rules()))

@@ -1,4 +1,7 @@
-"""`run(cfg)`: one training run, read top to bottom. No HydraConfig, no working directory: paths come from cfg.paths."""
+"""`run(cfg)`: one training run in three phases: `set_up` (tokenizer, task, data, module, trainer), `fit`,
+`finish` (export, metrics). No HydraConfig, no working directory: paths come from cfg.paths.
+
+What differs by training objective is asked of the task (`hydratune.tasks`), never decided here."""
 
 from __future__ import annotations
 
@@ -7,99 +10,117 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydratune.config import build, redact, to_plain
-from hydratune.errors import UserError
+from hydratune.errors import NonFiniteLoss, UserError
 from hydratune.preflight import check_config
+from hydratune.tasks.registry import get_task
+from hydratune.tasks.task import Task
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """The pieces of one run, built by `set_up` and used by `fit` and `finish`."""
+
+    cfg: dict  # the plain run config
+    run_dir: Path
+    task: Task
+    tokenizer: Any
+    datamodule: Any
+    module: Any
+    trainer: Any
+    loggers: list
+    history: Any
+    throughput: Any
+    stop: Any  # hydratune.signals.GracefulStop
+    checkpointing: list
+    ckpt_path: str | None
+    effective_batch: int
+    started: float = field(default_factory=time.time)
+    fit_seconds: float = 0.0
 
 
 def run(cfg) -> float:
     """Train, export and summarise one run. Returns the final validation loss (the sweep objective)."""
     started = time.time()
-    import lightning as L
-
-    from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
-    from hydratune.checkpoint import (
-        AtomicCheckpointIO,
-        StepCheckpoint,
-        TrainingRNG,
-        best_checkpoint,
-        build_checkpointing,
-        load_trainable_weights,
-    )
-    from hydratune.data.datamodule import SFTDataModule
-    from hydratune.export import export_artifact, logit_parity, merge_adapter
-    from hydratune.loggers import build_loggers
-    from hydratune.model import load_tokenizer
-    from hydratune.module import NonFiniteLoss, SFTModule
-    from hydratune.passport import write_passport
-    from hydratune.signals import GracefulStop
-
     quiet_library_loggers()
     check_config(to_plain(cfg))
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
-    paths = to_plain(cfg.paths)
-    run_dir = Path(paths["output_dir"])
+    state = set_up(to_plain(cfg), ckpt_path)
+    state.started = started
+    fit(state)
+    return finish(state)
+
+
+def set_up(cfg: dict, ckpt_path: str | None) -> Run:
+    """Seed, tokenizer, task, data (prepared here, before any other rank starts), module, trainer."""
+    import lightning as L
+
+    from hydratune.model import load_tokenizer
+
+    run_dir = Path(cfg["paths"]["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg["seed"], workers=True)
+    tokenizer = load_tokenizer(cfg["model"], cfg["model"].get("token"))
+    task = get_task(cfg["task"])
+    datamodule = task.datamodule(tokenizer, cfg)
+    prepare_data(datamodule)
+    module = task.module(cfg, datamodule, tokenizer)
+    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer)
+    effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
+    log.info(
+        "effective batch size: %d (%d per device x %d accumulation x %d devices)",
+        effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,
+    )  # fmt: skip
+    return Run(
+        cfg,
+        run_dir,
+        task,
+        tokenizer,
+        datamodule,
+        module,
+        trainer,
+        loggers,
+        *parts,
+        ckpt_path,
+        effective_batch,
+    )
 
-    model_cfg = to_plain(cfg.model)
-    token = model_cfg.pop("token", None)
-    gradient_checkpointing = bool(model_cfg.pop("gradient_checkpointing", False))
-    tokenizer = load_tokenizer(model_cfg, token)
 
-    dataset_cfg = to_plain(cfg.dataset)
-    if cfg.task.name == "classification":
-        from hydratune.classification import ClassificationDataModule, ClassificationModule, class_weights
+def prepare_data(datamodule) -> None:
+    """Read, format and tokenize the data (cached). Under DDP rank 0 does it before Lightning starts the
+    other ranks, which then read the cache."""
+    datamodule.setup("fit")
 
-        datamodule = ClassificationDataModule(
-            tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir")
-        )
-        datamodule.setup()  # the labels found in the data decide the size of the model's head
-        module = ClassificationModule(
-            model=model_cfg,
-            peft=to_plain(cfg.peft),
-            optimizer=to_plain(cfg.optimizer),
-            scheduler=to_plain(cfg.scheduler),
-            labels=datamodule.labels,
-            pad_token_id=tokenizer.pad_token_id,
-            class_weights=class_weights(to_plain(cfg.task).get("class_weights"), datamodule.class_counts),
-            gradient_checkpointing=gradient_checkpointing,
-            quantization=to_plain(cfg.quantization),
-            hub_token=token,
-            nan_policy=cfg.nan_policy,
-        )
-    else:
-        datamodule = SFTDataModule(tokenizer, dataset_cfg, seed=cfg.seed, cache_dir=paths.get("cache_dir"))
-        module = SFTModule(
-            model=model_cfg,
-            peft=to_plain(cfg.peft),
-            optimizer=to_plain(cfg.optimizer),
-            scheduler=to_plain(cfg.scheduler),
-            gradient_checkpointing=gradient_checkpointing,
-            quantization=to_plain(cfg.quantization),
-            hub_token=token,
-            nan_policy=cfg.nan_policy,
-        )
+
+def build_trainer(cfg: dict, run_dir: Path, tokenizer):
+    """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
+    throughput, stop, checkpointing))."""
+    from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
+    from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, build_checkpointing
+    from hydratune.loggers import build_loggers
+    from hydratune.signals import GracefulStop
 
     history, throughput = History(), Throughput()
-    callbacks_cfg = to_plain(cfg.callbacks) or {}
+    callbacks_cfg = cfg.get("callbacks") or {}
     checkpointing = build_checkpointing(callbacks_cfg, run_dir / "checkpoints")
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
-    generations = to_plain(cfg.get("eval_generations")) or {}
+    generations = cfg.get("eval_generations") or {}
     if generations.get("num_prompts", 0) > 0:
         callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
-    loggers = build_loggers(to_plain(cfg.logger) or {}, run_dir)
+    loggers = build_loggers(cfg.get("logger") or {}, run_dir)
     if not loggers:  # logger=none: Lightning's LR monitor refuses to run without a logger
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(to_plain(cfg.trainer))), model_cfg)
+    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(cfg["trainer"])), cfg["model"])
     trainer = build(
         trainer_cfg,
         logger=loggers or False,
@@ -113,72 +134,70 @@ def run(cfg) -> float:
         import torch
 
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer GPUs
-    effective_batch = dataset_cfg["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
-    log.info(
-        "effective batch size: %d (%d per device x %d accumulation x %d devices)",
-        effective_batch,
-        dataset_cfg["batch_size"],
-        trainer.accumulate_grad_batches,
-        trainer.world_size,
-    )
-    continuing = ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same logger runs
-    for logger in loggers if not continuing else []:  # logged once: MLflow refuses a changed value (resume=)
-        logger.log_hyperparams(redact(to_plain(cfg)) | {"paths": None})
+    return trainer, loggers, (history, throughput, stop, checkpointing)
 
+
+def fit(state: Run) -> None:
+    """Log the hyperparameters, write run.json, evaluate the starting point, train; a signal ends the
+    process here with a checkpoint to resume from."""
+    from hydratune.passport import write_passport
+
+    cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
+    continuing = state.ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same runs
+    for logger in state.loggers if not continuing else []:  # once: MLflow refuses a changed value (resume=)
+        logger.log_hyperparams(redact(cfg) | {"paths": None})
     if trainer.is_global_zero:  # DDP: the ranks share the run folder
         write_passport(
-            run_dir / "run.json", to_plain(cfg), tokenizer, datamodule, trainer, effective_batch, ckpt_path
-        )
-
-    if cfg.eval_before_training and not ckpt_path:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        module.train()  # validate() leaves the modules in eval mode
+            run_dir / "run.json", cfg, state.tokenizer, state.datamodule, trainer, state.effective_batch,
+            state.ckpt_path,
+        )  # fmt: skip
+    if cfg.get("eval_before_training") and not state.ckpt_path:
+        trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
+        state.module.train()  # validate() leaves the modules in eval mode
     fit_started = time.time()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
     except NonFiniteLoss as err:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
-    fit_seconds = time.time() - fit_started
+    state.fit_seconds = time.time() - fit_started
+    stop = state.stop
     if stop.requeue:
-        log.warning(
-            "stopped by %s at step %d; checkpoint: %s",
-            stop.signal_name,
-            trainer.global_step,
-            last_checkpoint(run_dir),
-        )
+        log.warning("stopped by %s at step %d; checkpoint: %s", stop.signal_name, trainer.global_step,
+                    last_checkpoint(run_dir))  # fmt: skip
         stop.requeue_job()
     if stop.received is not None:
         log.warning(
             "stopped by %s at step %d; checkpoint: %s. Resume with the same command plus resume=auto "
             "(or ckpt_path=%s)",
-            stop.signal_name,
-            trainer.global_step,
-            last_checkpoint(run_dir),
-            last_checkpoint(run_dir),
-        )
+            stop.signal_name, trainer.global_step, last_checkpoint(run_dir), last_checkpoint(run_dir),
+        )  # fmt: skip
         raise SystemExit(128 + stop.received)
-    best = best_checkpoint(checkpointing)
-    if callbacks_cfg.get("model_checkpoint", {}).get("load_best_model_at_end") and best is not None:
+
+
+def finish(state: Run) -> float:
+    """Best weights back if asked, the task's own wrap-up, then (rank 0) export, plot, metrics.json."""
+    from hydratune.checkpoint import best_checkpoint, load_trainable_weights
+    from hydratune.export import export_artifact, logit_parity, merge_adapter
+
+    cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
+    best = best_checkpoint(state.checkpointing)
+    if (cfg.get("callbacks") or {}).get("model_checkpoint", {}).get("load_best_model_at_end") and best:
         log.info("load_best_model_at_end: exporting the weights of %s", best)
-        load_trainable_weights(module, best)
-
-    task_metrics = {}
-    if cfg.task.name == "classification":
-        from hydratune.classification import finish
-
-        task_metrics = finish(trainer, module, datamodule, run_dir)  # final metrics, confusion_matrix.png
+        load_trainable_weights(state.module, best)
+    task_metrics = state.task.finish(trainer, state.module, state.datamodule, run_dir)
     if not trainer.is_global_zero:
         return float("nan")  # DDP: rank 0 writes the artifact and metrics.json; the others only trained
-    artifact = export_artifact(module.model, tokenizer, run_dir)
-    history.plot(run_dir / "loss.png")
-    metrics = summarize(history, throughput, trainer.global_step, fit_seconds, time.time() - started)
+    artifact = export_artifact(state.module.model, state.tokenizer, run_dir)
+    state.history.plot(run_dir / "loss.png")
+    metrics = summarize(state.history, state.throughput, trainer.global_step, state.fit_seconds,
+                        time.time() - state.started)  # fmt: skip
     metrics["artifact"] = artifact.name
     if best is not None:
         metrics["best_checkpoint"] = best.name
     metrics.update(task_metrics)
-    metrics["effective_batch_size"] = effective_batch
-    if cfg.export.merge and artifact.name == "adapter":
-        compute_dtype = merge_dtype(to_plain(cfg.model), to_plain(cfg.quantization))
+    metrics["effective_batch_size"] = state.effective_batch
+    if cfg["export"]["merge"] and artifact.name == "adapter":
+        compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
         merge_adapter(artifact, run_dir / "merged", compute_dtype)
         metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -10,7 +10,8 @@ def _generate(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from hydratune.data.formats import TEMPLATES, alpaca_prompt
-    from hydratune.generate import find_artifact, generate, load_artifact
+    from hydratune.export import find_artifact, load_artifact
+    from hydratune.generate import generate
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -33,8 +34,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from hydratune.export import logit_parity, merge_adapter
-    from hydratune.generate import find_artifact
+    from hydratune.export import find_artifact, logit_parity, merge_adapter
 
     adapter = find_artifact(args.run_dir, "adapter")
     out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", args.dtype)

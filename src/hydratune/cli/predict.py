@@ -49,13 +49,18 @@ def _rows_from_file(
 def main(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from hydratune.classification import predict
-    from hydratune.generate import find_artifact, load_artifact
+    from hydratune.export import find_artifact, load_artifact
+    from hydratune.tasks.registry import get_task
 
     run_cfg = OmegaConf.load(Path(args.run_dir) / ".hydra" / "config.yaml")
     dataset = OmegaConf.to_container(run_cfg.dataset, resolve=False)
-    if OmegaConf.select(run_cfg, "task.name") != "classification":
-        raise UserError(f"{args.run_dir} is not a classification run (task.name is not classification)")
+    task_cfg = OmegaConf.to_container(run_cfg.task, resolve=False) if "task" in run_cfg else {}
+    task = get_task(task_cfg)
+    if not hasattr(task, "predict"):
+        raise UserError(
+            f"{args.run_dir} is not a classification run (task={task.name} predicts no labels; "
+            "use hydratune generate for text)"
+        )
     pair_column = dataset.get("text_pair_column")
     if args.input:
         texts, pairs = _rows_from_file(args.input, dataset["text_column"], pair_column)
@@ -68,15 +73,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         raise UserError("hydratune predict: give --text TEXT or --input FILE.jsonl")
     model, tokenizer = load_artifact(find_artifact(args.run_dir, args.artifact))
-    results = predict(
-        model,
-        tokenizer,
-        texts,
-        pairs,
-        dataset.get("max_seq_length"),
-        dataset.get("pair_separator", "\n"),
-        args.batch_size,
-    )
+    results = task.predict(model, tokenizer, texts, pairs, dataset, args.batch_size)
     for text, result in zip(texts, results):
         print(json.dumps({"text": text, **result}))
     return 0

@@ -10,8 +10,6 @@ from collections import Counter
 
 from hydratune.errors import UserError
 
-VAL_SPLITS = ("validation", "eval", "test")  # the first one present is the validation split
-
 
 def encode_texts(
     tokenizer,

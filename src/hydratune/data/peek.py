@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 
 from hydratune.data.formats import FORMATS, check_config, required_columns
-from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts, label_key, missing
+from hydratune.data.labels import build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
-from hydratune.data.sources import check_source, parse_json_line, resolve_files
+from hydratune.data.sources import check_source, parse_json_line, resolve_files, validation_split
 from hydratune.data.tokenize import keep_and_count, tokenize_samples
 from hydratune.errors import UserError
 
@@ -500,7 +500,7 @@ def sft_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: list[str], 
             "model: the tokenizer has no eos_token (tokenizer_config.json); every SFT sample ends with one"
         )
     report: dict = {}
-    val_name = next((n for n in ("validation", "eval", "test") if n in splits), None)
+    val_name = validation_split(splits)
     for split in ["train", *([val_name] if val_name else [])]:
         rows = splits[split]
         if rows.held_out_from is not None:
@@ -521,7 +521,7 @@ def classification_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: 
                 f"dataset.{key} is not set: task=classification needs a dataset with text_column and "
                 "label_column (e.g. dataset=topics)"
             )
-    val_name = next((n for n in VAL_SPLITS if n in splits), None)
+    val_name = validation_split(splits)
     if "train" not in splits or val_name is None:
         raise UserError(
             f"dataset.sources: classification needs a train and a validation split (found: {', '.join(splits)})"
@@ -587,15 +587,11 @@ def classification_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: 
     return report
 
 
-def peek(cfg: dict, limit: int = 200) -> dict:
+def peek(cfg: dict, task, limit: int = 200) -> dict:
     """The data checks of `hydratune preflight` on the first `limit` rows of each file (see the module
-    docstring). Raises Fallback when that cannot match training, UserError for bad data."""
+    docstring); what is checked is the task's (`Task.quick_data_report`). Raises Fallback when that cannot
+    match training, UserError for bad data."""
     dataset = cfg["dataset"]
-    task = (cfg.get("task") or {}).get("name", "sft")
-    if task not in ("sft", "classification"):
-        raise Fallback(f"task={task} has no quick data check")
-    if task == "sft" and check_config(dataset) == "messages":
-        raise Fallback("format=messages renders rows with the chat template (transformers)")
     for i, source in enumerate(dataset.get("sources") or []):  # fall back before reading anything
         check_source(source, f"dataset.sources[{i}]")
         reason = full_path_reason(source, f"dataset.sources[{i}]")
@@ -608,10 +604,7 @@ def peek(cfg: dict, limit: int = 200) -> dict:
         "data_check": f"quick: the first {limit} rows of each file, tokenized with {tokenizer.path}",
         **tokenizer_report(tokenizer),
     }
-    if task == "sft":
-        report |= sft_report(splits, tokenizer, dataset, notes)
-    else:
-        report |= classification_report(splits, tokenizer, dataset, notes)
+    report |= task.quick_data_report(splits, tokenizer, dataset, notes)
     if notes:
         report["notes"] = list(dict.fromkeys(notes))
     return report

@@ -169,12 +169,17 @@ def train_loader(dataset, trained_tokens: list[int], cfg: dict, trainer, seed: i
     )
 
 
-def eval_loader(dataset, cfg: dict, collate) -> DataLoader:
-    """The validation DataLoader of both tasks: in order, `eval_batch_size` rows at a time."""
+def eval_loader(dataset, cfg: dict, collate, trainer=None) -> DataLoader:
+    """The validation DataLoader of every task: in order, `eval_batch_size` rows at a time. Under DDP each
+    rank takes every world_size-th row from its rank on, with no padding rows (a DistributedSampler would
+    repeat rows to even the shares, and count them twice); the tasks sum their validation totals over
+    the ranks, so the shares may differ in size."""
+    world = trainer.world_size if trainer is not None else 1
+    rank = trainer.global_rank if trainer is not None else 0
     return DataLoader(
         dataset,
         batch_size=cfg.get("eval_batch_size", cfg["batch_size"]),
-        shuffle=False,
+        sampler=list(range(rank, len(dataset), world)),
         collate_fn=collate,
         num_workers=cfg.get("num_workers", 0),
     )

@@ -16,6 +16,15 @@ from pathlib import Path
 
 from hydratune.errors import UserError
 
+# Split names that serve as the validation split, in order of preference: the first one present is used.
+VAL_SPLITS = ("validation", "eval", "test")
+
+
+def validation_split(names) -> str | None:
+    """The name among `names` that is the validation split, or None."""
+    return next((n for n in VAL_SPLITS if n in names), None)
+
+
 log = logging.getLogger(__name__)
 
 LOADERS = ("json", "csv", "parquet", "text")

@@ -14,6 +14,7 @@ from hydratune.data.formats import FORMATS, check_config, required_columns, set_
 from hydratune.data.ops import build_splits, fingerprint
 from hydratune.data.packing import pack_dataset, packing_efficiency
 from hydratune.data.sampler import eval_loader, train_loader
+from hydratune.data.sources import validation_split
 from hydratune.data.tokenize import keep_and_count, tokenize_samples
 from hydratune.errors import UserError
 
@@ -155,7 +156,7 @@ class SFTDataModule(L.LightningDataModule):
                 "map one with data_files: {train: ...} or a hub source's split"
             )
         self.train_dataset, self.stats["train"] = tokenize_split(splits["train"], self.tokenizer, self.cfg)
-        val_name = next((n for n in ("validation", "eval", "test") if n in splits), None)
+        val_name = validation_split(splits)
         if val_name:
             self.val_dataset, self.stats["validation"] = tokenize_split(
                 splits[val_name], self.tokenizer, self.cfg, val_name
@@ -202,4 +203,4 @@ class SFTDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return eval_loader(self.val_dataset, self.cfg, self.collate)
+        return eval_loader(self.val_dataset, self.cfg, self.collate, self.trainer)
