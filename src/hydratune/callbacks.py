@@ -119,6 +119,8 @@ class History(L.Callback):
         self.train_loss: list[tuple[int, float]] = []
         self.lr: list[tuple[int, float]] = []
         self.val_loss: list[tuple[int, float]] = []
+        # The task's own validation curves (its module's `plot_metrics`, e.g. DPO's val/accuracy).
+        self.val_metrics: dict[str, list[tuple[int, float]]] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -131,11 +133,14 @@ class History(L.Callback):
 
     def state_dict(self) -> dict:
         # Saved in checkpoints, so loss.png and metrics.json of a resumed run cover the whole run.
-        return {"train_loss": self.train_loss, "lr": self.lr, "val_loss": self.val_loss}
+        return {
+            "train_loss": self.train_loss, "lr": self.lr, "val_loss": self.val_loss, "val_metrics": self.val_metrics
+        }  # fmt: skip
 
     def load_state_dict(self, state_dict: dict) -> None:
         for name in ("train_loss", "lr", "val_loss"):
             setattr(self, name, [tuple(point) for point in state_dict.get(name, [])])
+        self.val_metrics = {k: [tuple(p) for p in v] for k, v in state_dict.get("val_metrics", {}).items()}
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
@@ -143,21 +148,34 @@ class History(L.Callback):
         if trainer.state.fn == "validate" and trainer.global_step > 0:
             return  # a check of the exported weights after training (classification), not a curve point
         self.val_loss.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
+        for name in getattr(pl_module, "plot_metrics", ()):
+            if name in trainer.callback_metrics:
+                value = float(trainer.callback_metrics[name])
+                self.val_metrics.setdefault(name, []).append((trainer.global_step, value))
 
     def plot(self, path: str | Path) -> None:
-        """Write loss.png: train and validation loss on the left, learning rate on the right."""
+        """Write loss.png: train and validation loss, learning rate, and the task's own validation curves
+        (a third panel, when the task has any)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 4))
+        panels = 3 if self.val_metrics else 2
+        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+        ax_loss, ax_lr = axes[0], axes[1]
+        if self.val_metrics:
+            for name, points in self.val_metrics.items():
+                axes[2].plot(*zip(*points), "o-", label=name)
+            axes[2].set_xlabel("optimizer step")
+            axes[2].set_title("validation")
+            axes[2].legend()
         if self.train_loss:
             ax_loss.plot(*zip(*self.train_loss), label="train/loss", alpha=0.7)
         if self.val_loss:
             ax_loss.plot(*zip(*self.val_loss), "o-", label="val/loss")
         ax_loss.set_xlabel("optimizer step")
-        ax_loss.set_ylabel("loss (nats / token)")
+        ax_loss.set_ylabel("loss")
         ax_loss.legend()
         if self.lr:
             ax_lr.plot(*zip(*self.lr))
@@ -186,6 +204,10 @@ class SampleGenerations(L.Callback):
         data = getattr(trainer.datamodule, "val_dataset", None)
         out = []
         for row in data.select(range(min(self.num_prompts, len(data)))) if data is not None else []:
+            if "prompt_ids" in row:  # preference data: the prompt, and the chosen answer as the reference
+                answer = row.get("chosen_ids") or row.get("completion_ids") or []
+                out.append((row["prompt_ids"], self.tokenizer.decode(answer, skip_special_tokens=True)))
+                continue
             labels = row.get("labels")
             if not isinstance(labels, list) or "position_ids" in row:  # a class id, or a packed row
                 return []

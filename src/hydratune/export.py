@@ -145,3 +145,18 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
         auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
         model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
     return model.eval(), tokenizer
+
+
+def run_settings(run_dir: str | Path) -> tuple[dict, dict]:
+    """(task config, dataset config) of a finished run, from its saved .hydra/config.yaml (unresolved:
+    paths may have moved since)."""
+    from omegaconf import OmegaConf
+
+    from hydratune.errors import UserError
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no .hydra/config.yaml; give a run directory of python train.py")
+    cfg = OmegaConf.load(path)
+    plain = lambda key: OmegaConf.to_container(cfg[key], resolve=False) if key in cfg else {}  # noqa: E731
+    return plain("task"), plain("dataset")

@@ -104,6 +104,19 @@ def classifier_head(labels: list[str], pad_token_id: int | None) -> dict:
     }
 
 
+def classifier_peft(peft_cfg: dict) -> dict:
+    """The peft config group adapted to a classifier: LoRA with task_type SEQ_CLS (peft then trains and
+    saves the `score`/`classifier` head as modules_to_save); `freeze` keeps the head trainable."""
+    import json
+
+    peft_cfg = json.loads(json.dumps(peft_cfg))  # a deep copy of plain values
+    if peft_cfg.get("method") == "lora":
+        peft_cfg["config"]["task_type"] = "SEQ_CLS"
+    elif peft_cfg.get("method") == "freeze":
+        peft_cfg["trainable_modules"] = [*(peft_cfg.get("trainable_modules") or []), "score", "classifier"]
+    return peft_cfg
+
+
 def apply_peft(model, peft_cfg: dict):
     """Apply the configured PEFT method: LoRA-family adapters, partial freezing, or nothing."""
     method = peft_cfg.get("method", "none")

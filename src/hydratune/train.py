@@ -71,7 +71,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     datamodule = task.datamodule(tokenizer, cfg)
     prepare_data(datamodule)
     module = task.module(cfg, datamodule, tokenizer)
-    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer)
+    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
     log.info(
         "effective batch size: %d (%d per device x %d accumulation x %d devices)",
@@ -98,7 +98,7 @@ def prepare_data(datamodule) -> None:
     datamodule.setup("fit")
 
 
-def build_trainer(cfg: dict, run_dir: Path, tokenizer):
+def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
     throughput, stop, checkpointing))."""
     from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
@@ -113,7 +113,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer):
     callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
     generations = cfg.get("eval_generations") or {}
-    if generations.get("num_prompts", 0) > 0:
+    if generative and generations.get("num_prompts", 0) > 0:
         callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
     loggers = build_loggers(cfg.get("logger") or {}, run_dir)
     if not loggers:  # logger=none: Lightning's LR monitor refuses to run without a logger
@@ -190,7 +190,7 @@ def finish(state: Run) -> float:
     artifact = export_artifact(state.module.model, state.tokenizer, run_dir)
     state.history.plot(run_dir / "loss.png")
     metrics = summarize(state.history, state.throughput, trainer.global_step, state.fit_seconds,
-                        time.time() - state.started)  # fmt: skip
+                        time.time() - state.started, getattr(state.module, "val_loss_is_nll", True))  # fmt: skip
     metrics["artifact"] = artifact.name
     if best is not None:
         metrics["best_checkpoint"] = best.name
@@ -299,8 +299,11 @@ def quiet_library_loggers() -> None:
         logging.getLogger(name).handlers.clear()
 
 
-def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds: float) -> dict:
-    """The numbers of metrics.json: final losses, perplexity, steps, tokens and speed."""
+def summarize(
+    history, throughput, steps: int, fit_seconds: float, wall_seconds: float, loss_is_nll: bool = True
+) -> dict:
+    """The numbers of metrics.json: final losses, perplexity (when the loss is a per-token NLL), the task's
+    own validation curves (initial and final value of each), steps, tokens and speed."""
     from hydratune.callbacks import peak_memory_mb
 
     metrics: dict = {"steps": steps}
@@ -312,7 +315,14 @@ def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds:
         metrics["val_loss"] = history.val_loss[-1][1]
         metrics["best_val_loss"] = min(loss for _, loss in history.val_loss)
         metrics["val_curve"] = [[step, loss] for step, loss in history.val_loss]  # for sweep.png
-        metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 50.0))
+        if loss_is_nll:
+            metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 50.0))
+    for (
+        name,
+        points,
+    ) in history.val_metrics.items():  # e.g. val/accuracy -> initial_val_accuracy, val_accuracy
+        key = name.replace("/", "_")
+        metrics[f"initial_{key}"], metrics[key] = points[0][1], points[-1][1]
     metrics.update(
         tokens_seen=throughput.tokens,
         trained_tokens=throughput.trained_tokens,
@@ -331,8 +341,11 @@ def print_summary(run_dir: Path, metrics: dict) -> None:
     if "train_loss" in metrics:
         lines.append(f"train loss: {metrics['train_loss']:.4f}")
     if "val_loss" in metrics:
-        lines.append(
-            f"val loss: {metrics['initial_val_loss']:.4f} -> {metrics['val_loss']:.4f} (ppl {metrics['val_ppl']:.2f})"
-        )
+        ppl = f" (ppl {metrics['val_ppl']:.2f})" if "val_ppl" in metrics else ""
+        lines.append(f"val loss: {metrics['initial_val_loss']:.4f} -> {metrics['val_loss']:.4f}{ppl}")
+    for key in metrics:
+        if key.startswith("initial_val_") and key != "initial_val_loss":
+            name = key.removeprefix("initial_")
+            lines.append(f"{name.replace('_', ' ', 1)}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
     lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
     log.info("summary\n  %s", "\n  ".join(lines))

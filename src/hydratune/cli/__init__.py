@@ -139,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasplit.add_parser(sub)
     inspect.add_parser(sub)
-    from hydratune.cli import predict  # classification runs; imports torch only when run
+    from hydratune.cli import predict, score  # classifier / reward runs; torch only when run
 
     predict.add_parser(sub)
+    score.add_parser(sub)
     from hydratune.cli import import_config  # other trainers' configs -> conf/experiment; yaml only at import
 
     import_config.add_parser(sub)

@@ -47,14 +47,10 @@ def _rows_from_file(
 
 
 def main(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from hydratune.export import find_artifact, load_artifact
+    from hydratune.export import find_artifact, load_artifact, run_settings
     from hydratune.tasks.registry import get_task
 
-    run_cfg = OmegaConf.load(Path(args.run_dir) / ".hydra" / "config.yaml")
-    dataset = OmegaConf.to_container(run_cfg.dataset, resolve=False)
-    task_cfg = OmegaConf.to_container(run_cfg.task, resolve=False) if "task" in run_cfg else {}
+    task_cfg, dataset = run_settings(args.run_dir)
     task = get_task(task_cfg)
     if not hasattr(task, "predict"):
         raise UserError(

@@ -7,6 +7,7 @@ concrete tasks never inherit from one another.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import lightning as L
@@ -56,6 +57,7 @@ class TaskModule(L.LightningModule):
         self._schedule_free = is_schedule_free(optimizer)
         self.skipped_batches = 0  # non-finite losses skipped under nan_policy=skip
         self._val_sums: dict[str, float] = {}
+        self._reference: list = []  # [a frozen copy of the starting model] (see keep_reference)
 
     # ------------------------------------------------------------------------------------ model
 
@@ -79,6 +81,36 @@ class TaskModule(L.LightningModule):
         log.info(
             "parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
         )
+
+    # -------------------------------------------------------------------------- reference model
+
+    @property
+    def uses_adapters(self) -> bool:
+        """Whether the trained weights are adapters that can be switched off (peft LoRA family)."""
+        return hasattr(self.model, "disable_adapter")
+
+    def keep_reference(self) -> None:
+        """For tasks that compare with the starting model (DPO, KTO, GRPO's KL term): with adapters the
+        reference is the same weights with the adapters off (no copy); otherwise a frozen copy of the
+        starting weights, made here, before any checkpoint is restored, and kept out of the module's
+        parameters (so out of checkpoints and the optimizer)."""
+        if self.uses_adapters or self._reference:
+            return
+        self._reference = [copy.deepcopy(self.model).eval().requires_grad_(False)]
+        log.info("reference model: a frozen copy of the starting weights")
+
+    @torch.no_grad()
+    def reference_logits(self, **inputs) -> torch.Tensor:
+        """The reference model's logits for `inputs` (input_ids, attention_mask, ...)."""
+        if self.uses_adapters:
+            with self.model.disable_adapter():
+                return self.model(**inputs, use_cache=False).logits
+        if not self._reference:
+            raise RuntimeError("no reference model: call keep_reference() in configure_model")
+        reference = self._reference[0]
+        if next(reference.parameters()).device != self.device:
+            reference.to(self.device)
+        return reference(**inputs, use_cache=False).logits
 
     # ------------------------------------------------------------------------------------- loss
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from hydratune.errors import UserError
 from hydratune.tasks.classification import ClassificationTask
+from hydratune.tasks.dpo import DPOTask
+from hydratune.tasks.reward import RewardTask
 from hydratune.tasks.sft import SFTTask
 from hydratune.tasks.task import Task
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (SFTTask, ClassificationTask)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (SFTTask, ClassificationTask, DPOTask, RewardTask)
+}
 
 
 def task_class(task_cfg: dict) -> type[Task]:

@@ -27,6 +27,8 @@ class Task:
     name: ClassVar[str] = ""
     # Cross-group rules that hold only for this task (checked with hydratune.rules.RULES).
     rules: ClassVar[tuple[Rule, ...]] = ()
+    # Whether the trained model writes text (a causal LM): eval_generations then samples its answers.
+    generative: ClassVar[bool] = True
 
     def __init__(self, **settings: Any):
         self.settings = settings

@@ -9,6 +9,7 @@ from hydratune.tasks.task import Task, data_kwargs, module_kwargs
 
 class ClassificationTask(Task):
     name = "classification"
+    generative = False
     rules = (
         Rule(
             "classification_packing",

@@ -6,28 +6,16 @@ Decoder models pool their last non-pad token (as transformers does), encoders th
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
 import torch.nn.functional as F
 
-from hydratune.model import classifier_head, load_model
+from hydratune.model import classifier_head, classifier_peft, load_model
 from hydratune.tasks.base import TaskModule
 from hydratune.tasks.classification.report import confusion_figure, metric_name
 
 log = logging.getLogger(__name__)
-
-
-def classifier_peft(peft_cfg: dict) -> dict:
-    """The peft config group adapted to a classifier: LoRA with task_type SEQ_CLS (peft then trains and
-    saves the `score`/`classifier` head as modules_to_save); `freeze` keeps the head trainable."""
-    peft_cfg = json.loads(json.dumps(peft_cfg))  # a deep copy of plain values
-    if peft_cfg.get("method") == "lora":
-        peft_cfg["config"]["task_type"] = "SEQ_CLS"
-    elif peft_cfg.get("method") == "freeze":
-        peft_cfg["trainable_modules"] = [*(peft_cfg.get("trainable_modules") or []), "score", "classifier"]
-    return peft_cfg
 
 
 class ClassificationModule(TaskModule):
