@@ -346,6 +346,6 @@ def print_summary(run_dir: Path, metrics: dict) -> None:
     for key in metrics:
         if key.startswith("initial_val_") and key != "initial_val_loss":
             name = key.removeprefix("initial_")
-            lines.append(f"{name.replace('_', ' ', 1)}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
+            lines.append(f"{name.replace('_', '/')}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
     lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
     log.info("summary\n  %s", "\n  ".join(lines))
