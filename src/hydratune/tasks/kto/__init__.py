@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from hydratune.tasks.preference import PreferenceTask
+from hydratune.tasks.preference import KTO_RULES, PreferenceTask
 from hydratune.tasks.task import module_kwargs
 
 
 class KTOTask(PreferenceTask):
     name = "kto"
     kto = True
+    rules = KTO_RULES
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.kto.module import KTOModule

@@ -1,0 +1,212 @@
+"""Preference tasks (dpo, reward, kto) end to end on the tiny models: the loss at the start is the closed
+form, chosen and rejected share one forward without changing a log-prob, training moves the metrics the
+right way, the artifacts load in transformers/peft, and `hydratune score` and `inspect` work."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import ROOT, compose, fit_repeated, run_cli
+
+from hydratune.config import to_plain
+from hydratune.data.pairs import PairCollator
+from hydratune.errors import UserError
+from hydratune.losses import sequence_logps
+from hydratune.preflight import check_config
+from hydratune.tasks.registry import get_task
+from hydratune.tasks.task import module_kwargs
+
+
+def _cfg(tiny_model_dir, *overrides: str) -> dict:
+    cfg = to_plain(compose(["scheduler=constant", *overrides]))
+    cfg["model"]["pretrained_model_name_or_path"] = str(tiny_model_dir)
+    return cfg
+
+
+def _pairs(tokenizer, n: int = 4) -> list[dict]:
+    """Pairs of unequal lengths: the chosen answer in capitals, the rejected one as written."""
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    words = ["ab", "hello", "sky", "planets", "x", "queue"][:n]
+    return [
+        {
+            "prompt_ids": [tokenizer.bos_token_id, *ids(f"copy: {w} -> ")],
+            "chosen_ids": [*ids(w.upper()), tokenizer.eos_token_id],
+            "rejected_ids": [*ids(w), tokenizer.eos_token_id],
+        }
+        for w in words
+    ]
+
+
+def _module(task: str, cfg: dict, tokenizer, **settings):
+    task_cfg = {**cfg["task"], **settings}
+    return get_task(task_cfg).module(cfg, None, tokenizer)
+
+
+def test_preference_tasks_need_pair_data_before_anything_loads():
+    check_config(to_plain(compose(["task=dpo"])))  # task=dpo brings dataset=preference
+    check_config(to_plain(compose(["task=kto"])))
+    with pytest.raises(UserError, match=r"dataset.format.*dataset=preference"):
+        check_config(to_plain(compose(["task=dpo", "dataset=sample"])))
+    with pytest.raises(UserError, match=r"task.loss must be one of sigmoid, ipo, hinge, orpo, simpo"):
+        check_config(to_plain(compose(["task=dpo", "task.loss=dpo"])))
+    with pytest.raises(UserError, match=r"dataset.format.*dataset=kto"):
+        check_config(to_plain(compose(["task=kto", "dataset=preference"])))
+
+
+def test_chosen_and_rejected_in_one_forward_give_each_rows_own_logps(tiny_model_dir, tokenizer):
+    """Right padding and the attention mask: a row's log-prob in the 2B batch equals the row alone."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    pairs = _pairs(tokenizer)
+    batch = PairCollator(tokenizer.pad_token_id)(pairs)
+    with torch.no_grad():
+        together = sequence_logps(model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits,
+                                  batch["labels"])[0]  # fmt: skip
+        for i, pair in enumerate(pairs):
+            for k, answer in ((i, pair["chosen_ids"]), (len(pairs) + i, pair["rejected_ids"])):
+                ids = torch.tensor([pair["prompt_ids"] + answer])
+                labels = torch.tensor([[-100] * len(pair["prompt_ids"]) + answer])
+                alone = sequence_logps(model(input_ids=ids).logits, labels)[0]
+                torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
+def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, loss):
+    """LoRA starts as the identity, so the policy is the reference: h = 0, and the first loss is
+    log 2 (sigmoid), (1/(2 beta))^2 (ipo) or 1 (hinge). Training on one batch makes every pair right."""
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "optimizer.lr=5e-3")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    first = module.pair_losses(batch)
+    expected = {"sigmoid": math.log(2), "ipo": (1 / (2 * 0.1)) ** 2, "hinge": 1.0}[loss]
+    torch.testing.assert_close(first["loss"], torch.full((4,), expected), atol=1e-5, rtol=1e-5)
+    assert torch.all(first["chosen_rewards"] == 0) and torch.all(first["rejected_rewards"] == 0)
+    losses = fit_repeated(module, batch, steps=25)
+    assert losses[-1] < 0.5 * losses[0], losses
+    after = module.pair_losses(batch)
+    assert torch.all(after["chosen_rewards"] > after["rejected_rewards"])
+
+
+@pytest.mark.parametrize("loss", ["orpo", "simpo"])
+def test_reference_free_losses_train(tiny_model_dir, tokenizer, loss):
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "optimizer.lr=5e-3")
+    module = _module("dpo", cfg, tokenizer)
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    module.configure_model()
+    assert module.reference_logps(batch) is None  # no reference forward at all
+    losses = fit_repeated(module, batch, steps=25)
+    assert losses[-1] < losses[0], losses
+    after = module.pair_losses(batch)
+    assert (after["chosen_rewards"] > after["rejected_rewards"]).float().mean() >= 0.75
+
+
+def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
+    cfg = _cfg(tiny_model_dir, "task=dpo", "peft=none", "optimizer.lr=1e-3")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    assert len(module._reference) == 1
+    assert not any(p.requires_grad for p in module._reference[0].parameters())
+    # The copy is not a submodule: not in the checkpoint, not trained.
+    assert not any("_reference" in name for name, _ in module.named_parameters())
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    torch.testing.assert_close(module.pair_losses(batch)["loss"], torch.full((4,), math.log(2)))
+    fit_repeated(module, batch, steps=5)
+    # The reference did not move with the policy.
+    ref = module.reference_logps(batch)
+    fresh = _module("dpo", cfg, tokenizer)
+    fresh.configure_model()
+    torch.testing.assert_close(ref, fresh.reference_logps(batch))
+
+    cfg = _cfg(tiny_model_dir, "task=dpo", "peft=none", "task.precompute_ref_logps=true")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    assert module._reference == []  # no copy: the log-probs come with the data
+
+
+@pytest.mark.slow
+def test_default_dpo_run_learns_the_preference(tmp_path):
+    """`python train.py task=dpo`: held-out preference accuracy and greedy answers that follow the chosen
+    behaviour (capitals after `copy:`), from a start that follows it in few cases."""
+    from hydratune.export import load_artifact
+    from hydratune.generate import generate
+
+    run_dir = tmp_path / "dpo"
+    result = run_cli(
+        ["train.py", "task=dpo", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["initial_val_accuracy"] <= 0.5 and metrics["val_accuracy"] >= 0.9, metrics
+    for key in ("val_margin", "val_rewards_chosen", "val_rewards_rejected", "val_loss"):
+        assert key in metrics
+    rows = [
+        json.loads(line) for line in (ROOT / "data" / "preference" / "eval.jsonl").read_text().splitlines()
+    ]
+    model, tokenizer = load_artifact(run_dir / "adapter")
+    answers = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=12)
+    follows = sum(a.strip() == r["chosen"] for a, r in zip(answers, rows)) / len(rows)
+    base, _ = load_artifact(ROOT / "assets" / "tiny-llama")
+    before = generate(base, tokenizer, [r["prompt"] for r in rows], max_new_tokens=12)
+    followed_before = sum(a.strip() == r["chosen"] for a, r in zip(before, rows)) / len(rows)
+    assert followed_before <= 0.3 and follows >= 0.8, (followed_before, follows)
+
+
+@pytest.mark.slow
+def test_reward_model_ranks_held_out_pairs_and_scores(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir = tmp_path / "reward"
+    result = run_cli(
+        ["train.py", "task=reward", "trainer.max_steps=30", "trainer.val_check_interval=15",
+         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", "peft=none"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_accuracy"] >= 0.9, metrics
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert model.config.num_labels == 1 and model.config.id2label[0] == "reward"
+    out = run_cli(["-m", "hydratune.cli", "score", str(run_dir), "--prompt", "copy: stone -> ",
+                   "--response", "STONE", "--prompt", "copy: stone -> ", "--response", "stone"])  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    chosen, rejected = (json.loads(line)["reward"] for line in out.stdout.splitlines())
+    assert chosen > rejected
+
+
+@pytest.mark.slow
+def test_kto_moves_the_held_out_margin(tmp_path):
+    run_dir = tmp_path / "kto"
+    result = run_cli(
+        ["train.py", "task=kto", "trainer.max_steps=12", "trainer.val_check_interval=6",
+         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["initial_val_margin"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["val_margin"] > 0.1, metrics
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_inspect_shows_pairs_and_classification_rows():
+    from hydratune.cli.inspect import inspect_data
+
+    text = inspect_data(["task=dpo"], samples=2)
+    assert "train: 2000 pairs from 2000 rows" in text and "chosen:" in text and "rejected:" in text
+    text = inspect_data(["task=classification", "dataset=topics"], samples=2)
+    assert "labels: 4 (food, sports, tech, weather)" in text and "--- train[0] label '" in text
+    assert "pairs" not in text and "[[" not in text  # not the SFT view
+
+
+def test_module_kwargs_keep_the_token_out_of_hyperparameters(tiny_model_dir):
+    cfg = _cfg(tiny_model_dir)
+    cfg["model"]["token"] = "hf_secret"
+    kwargs = module_kwargs(cfg)
+    assert kwargs["hub_token"] == "hf_secret" and "token" not in kwargs["model"]
+    assert cfg["model"]["token"] == "hf_secret"  # the run's own config keeps it for the other readers
