@@ -134,7 +134,9 @@ def naive_logps(logits, labels):
     labels = labels[:, 1:]
     out = []
     for i in range(labels.shape[0]):
-        out.append(sum(logp[i, j, labels[i, j]].item() for j in range(labels.shape[1]) if labels[i, j] != -100))
+        out.append(
+            sum(logp[i, j, labels[i, j]].item() for j in range(labels.shape[1]) if labels[i, j] != -100)
+        )
     return out
 
 

@@ -114,7 +114,9 @@ def preference_loss(
         rejected_ratio = rejected_logps - ref_rejected_logps
         h = chosen_ratio - rejected_ratio
         if loss == "sigmoid":
-            losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+            losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
+                -beta * h
+            )
         elif loss == "ipo":
             losses = (h - 1 / (2 * beta)) ** 2
         else:

@@ -1,0 +1,180 @@
+"""Preference data: formats, tokenization with counted drops, and the pair/KTO collators."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hydratune.data.formats import CHAT_TEMPLATES, alpaca_prompt
+from hydratune.data.pairs import (
+    KTOCollator,
+    PairCollator,
+    check_pair_config,
+    pair_stats,
+    tokenize_kto,
+    tokenize_pairs,
+)
+from hydratune.errors import UserError
+
+CFG = {"format": "pairs", "max_seq_length": 32}
+
+
+def ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_pairs_layout_bos_prompt_and_answers_with_eos(tokenizer):
+    out = tokenize_pairs([{"prompt": "copy: ab -> ", "chosen": "AB", "rejected": "ab"}], tokenizer, CFG)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    assert out["prompt_ids"] == [[bos, *ids(tokenizer, "copy: ab -> ")]]
+    assert out["chosen_ids"] == [[*ids(tokenizer, "AB"), eos]]
+    assert out["rejected_ids"] == [[*ids(tokenizer, "ab"), eos]]
+    assert out["length"] == [1 + 12 + 3] and out["drop"] == [""] and out["truncated"] == [False]
+
+
+def test_column_names_come_from_the_config(tokenizer):
+    cfg = CFG | {"prompt_column": "q", "chosen_column": "good", "rejected_column": "bad"}
+    out = tokenize_pairs([{"q": "x", "good": "yes", "bad": "no"}], tokenizer, cfg)
+    assert out["chosen_ids"][0][:-1] == ids(tokenizer, "yes")
+    with pytest.raises(UserError, match="'good'"):
+        tokenize_pairs([{"q": "x", "chosen": "yes", "bad": "no"}], tokenizer, cfg)
+
+
+def test_alpaca_pairs_use_the_sft_template(tokenizer):
+    cfg = {"format": "alpaca_pairs", "template": "alpaca_short", "max_seq_length": 128}
+    row = {"instruction": "Shout.", "input": "hi", "chosen": "HI", "rejected": "hi"}
+    out = tokenize_pairs([row], tokenizer, cfg)
+    assert out["prompt_ids"][0][1:] == ids(tokenizer, alpaca_prompt("Shout.", "hi", "alpaca_short"))
+
+
+def test_chat_pairs_share_the_prompt_turns_and_differ_in_the_last_answer(tokenizer):
+    tokenizer.chat_template = CHAT_TEMPLATES["tiny"]
+    user = {"role": "user", "content": "hi"}
+    row = {
+        "chosen": [user, {"role": "assistant", "content": "HI"}],
+        "rejected": [user, {"role": "assistant", "content": "hi"}],
+    }
+    out = tokenize_pairs([row], tokenizer, {"format": "chat_pairs", "max_seq_length": 64})
+    eos = tokenizer.eos_token_id
+    assert out["prompt_ids"][0][1:] == ids(tokenizer, "<|user|>\nhi") + [eos] + ids(
+        tokenizer, "\n<|assistant|>\n"
+    )
+    # The template ends the turn with EOS and a newline: no second EOS is added.
+    assert out["chosen_ids"][0] == ids(tokenizer, "HI") + [eos] + ids(tokenizer, "\n")
+    # TRL's conversational layout (prompt turns in their own column) gives the same ids.
+    split = {"prompt": [user], "chosen": row["chosen"][1:], "rejected": row["rejected"][1:]}
+    assert tokenize_pairs([split], tokenizer, {"format": "chat_pairs", "max_seq_length": 64}) == out
+    bad = {"chosen": row["chosen"], "rejected": [{"role": "user", "content": "yo"}, row["rejected"][1]]}
+    with pytest.raises(UserError, match="share every turn"):
+        tokenize_pairs([bad], tokenizer, {"format": "chat_pairs", "max_seq_length": 64})
+
+
+def test_bad_pairs_are_dropped_and_counted_long_answers_cut(tokenizer):
+    rows = [
+        {"prompt": "p", "chosen": "good", "rejected": "bad"},  # kept
+        {"prompt": "p", "chosen": "  ", "rejected": "bad"},  # empty answer
+        {"prompt": "p", "chosen": "same", "rejected": "same"},  # identical
+        {"prompt": "x" * 40, "chosen": "a", "rejected": "b"},  # prompt alone over the limit
+        {"prompt": "y" * 20, "chosen": "a" * 30, "rejected": "b" * 5},  # chosen cut to fit
+        {"prompt": "z" * 20, "chosen": "c" * 30 + "1", "rejected": "c" * 30 + "2"},  # identical once cut
+    ]
+    out = tokenize_pairs(rows, tokenizer, CFG)
+    assert out["drop"] == ["", "empty_answer", "identical", "long_prompt", "", "identical"]
+    assert len(out["prompt_ids"][4]) + len(out["chosen_ids"][4]) == 32  # 1 + 20 + 11
+    assert out["chosen_ids"][4] == ids(tokenizer, "a" * 11)  # cut from the right, EOS lost
+    assert out["rejected_ids"][4][-1] == tokenizer.eos_token_id
+    keep, stats = pair_stats(out["drop"], out["truncated"])
+    assert keep == [0, 4]
+    assert stats == {
+        "rows": 6,
+        "pairs": 2,
+        "dropped_empty_answer": 1,
+        "dropped_identical": 2,
+        "dropped_long_prompt": 1,
+        "truncated": 1,
+        "truncation_rate": 0.5,
+    }
+
+
+def test_kto_rows_labels_and_drops(tokenizer):
+    cfg = {"format": "kto", "max_seq_length": 16, "label_column": "ok"}
+    rows = [
+        {"prompt": "q", "completion": "yes", "ok": True},
+        {"prompt": "q", "completion": "no", "ok": 0},
+        {"prompt": "q", "completion": "", "ok": 1},
+        {"prompt": "q" * 20, "completion": "x", "ok": 1},
+    ]
+    out = tokenize_kto(rows, tokenizer, cfg)
+    assert out["label"] == [True, False, True, True]
+    assert out["drop"] == ["", "", "empty_answer", "long_prompt"]
+    assert out["completion_ids"][0] == ids(tokenizer, "yes") + [tokenizer.eos_token_id]
+    with pytest.raises(UserError, match="'ok' holds 'yes'"):
+        tokenize_kto([{"prompt": "q", "completion": "a", "ok": "yes"}], tokenizer, cfg)
+
+
+def test_pair_collator_puts_chosen_then_rejected_in_one_batch():
+    pairs = [
+        {"prompt_ids": [1, 5, 6], "chosen_ids": [7, 2], "rejected_ids": [8, 9, 10, 2], "ref_chosen_logps": -1.0,
+         "ref_rejected_logps": -2.0},
+        {"prompt_ids": [1, 5], "chosen_ids": [11, 2], "rejected_ids": [12, 2], "ref_chosen_logps": -3.0,
+         "ref_rejected_logps": -4.0},
+    ]  # fmt: skip
+    batch = PairCollator(pad_token_id=0)(pairs)
+    assert batch["input_ids"].tolist() == [
+        [1, 5, 6, 7, 2, 0, 0],
+        [1, 5, 11, 2, 0, 0, 0],
+        [1, 5, 6, 8, 9, 10, 2],
+        [1, 5, 12, 2, 0, 0, 0],
+    ]
+    assert batch["attention_mask"].tolist() == [
+        [1, 1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 0, 0, 0],
+    ]
+    assert batch["labels"].tolist() == [
+        [-100, -100, -100, 7, 2, -100, -100],
+        [-100, -100, 11, 2, -100, -100, -100],
+        [-100, -100, -100, 8, 9, 10, 2],
+        [-100, -100, 12, 2, -100, -100, -100],
+    ]
+    assert batch["ref_chosen_logps"].tolist() == [-1.0, -3.0]
+    assert batch["ref_rejected_logps"].tolist() == [-2.0, -4.0]
+
+
+def test_kto_collator_adds_rotated_kl_rows():
+    samples = [
+        {"prompt_ids": [1, 5], "completion_ids": [6, 2], "label": True},
+        {"prompt_ids": [1, 7, 7], "completion_ids": [8, 9, 2], "label": False},
+    ]
+    batch = KTOCollator(pad_token_id=0, max_length=5)(samples)
+    assert batch["desirable"].tolist() == [True, False]
+    assert batch["input_ids"].tolist() == [
+        [1, 5, 6, 2, 0, 0],
+        [1, 7, 7, 8, 9, 2],
+        [1, 5, 8, 9, 2, 0],  # row 0's prompt, row 1's completion
+        [1, 7, 7, 6, 2, 0],  # row 1's prompt, row 0's completion
+    ]
+    assert batch["labels"][2].tolist() == [-100, -100, 8, 9, 2, -100]
+    assert batch["attention_mask"].sum(1).tolist() == [4, 6, 5, 5]
+    plain = KTOCollator(pad_token_id=0, kl=False)(samples)
+    assert plain["input_ids"].shape == (2, 6)
+
+
+def test_pair_config_checks_name_the_key():
+    assert check_pair_config(CFG) == "pairs"
+    assert check_pair_config({"format": "kto", "max_seq_length": 8}, kto=True) == "kto"
+    with pytest.raises(UserError, match=r"dataset.format='alpaca' is not a preference-pair format"):
+        check_pair_config({"format": "alpaca", "max_seq_length": 8})
+    with pytest.raises(UserError, match="dataset.format='pairs' is not a KTO format"):
+        check_pair_config(CFG, kto=True)
+
+
+def test_collated_labels_score_only_the_answers(tokenizer):
+    """End to end: the tokens `sequence_logps` scores are exactly the answer ids, per row."""
+    out = tokenize_pairs([{"prompt": "ab", "chosen": "xy", "rejected": "z"}], tokenizer, CFG)
+    pair = {k: out[k][0] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+    batch = PairCollator(tokenizer.pad_token_id)([pair])
+    scored = [row[row != -100].tolist() for row in batch["labels"]]
+    assert scored == [pair["chosen_ids"], pair["rejected_ids"]]
+    assert torch.equal(batch["input_ids"][batch["labels"] != -100], batch["labels"][batch["labels"] != -100])
