@@ -134,7 +134,7 @@ def train_step(model, batch, args) -> torch.Tensor:
         with torch.no_grad(), model.disable_adapter():
             ref = logps(model, batch, average=False)
         point = kto_kl_estimate(policy[n:], ref[n:])
-        return kto_loss(policy[:n], ref[:n], batch["desirable"], point, args.beta).mean()
+        return kto_loss(policy[:n], ref[:n], batch["desirable"], point, args.beta)["loss"].mean()
     average = args.loss in MEAN_LOGP_LOSSES
     policy, tokens = logps(model, batch, average, counts=True)
     n = len(policy) // 2
