@@ -49,7 +49,9 @@ def pairs_of(rows: list[dict], tokenizer) -> list[dict]:
 
 
 def logps(model, batch, average: bool, counts: bool = False):
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits
     out = sequence_logps(logits, batch["labels"], average)
     return out if counts else out[0]
 
@@ -77,7 +79,11 @@ def evaluate_generative(model, pairs, collate, tokenizer, args) -> dict[str, flo
         width = max(len(p["prompt_ids"]) for p in chunk)
         ids = torch.tensor([[0] * (width - len(p["prompt_ids"])) + p["prompt_ids"] for p in chunk])
         out = model.generate(
-            input_ids=ids, attention_mask=(ids != 0).long(), max_new_tokens=12, do_sample=False, pad_token_id=0
+            input_ids=ids,
+            attention_mask=(ids != 0).long(),
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=0,
         )
         for p, row in zip(chunk, out[:, width:].tolist()):
             want = tokenizer.decode(p["chosen_ids"], skip_special_tokens=True)
@@ -180,7 +186,9 @@ def main() -> None:
     pair_collate = PairCollator(tokenizer.pad_token_id)
     if args.task == "kto":
         out = tokenize_kto(read(data / "kto_train.jsonl"), tokenizer, CFG | {"format": "kto"})
-        train = [{k: out[k][i] for k in ("prompt_ids", "completion_ids", "label")} for i in range(len(out["drop"]))]
+        train = [
+            {k: out[k][i] for k in ("prompt_ids", "completion_ids", "label")} for i in range(len(out["drop"]))
+        ]
         collate = KTOCollator(tokenizer.pad_token_id, kl=True, max_length=CFG["max_seq_length"])
     else:
         train, collate = pairs_of(read(data / "train.jsonl"), tokenizer), pair_collate
@@ -193,9 +201,14 @@ def main() -> None:
         return evaluate_generative(model, eval_pairs, pair_collate, tokenizer, args)
 
     label = args.task if args.task != "dpo" else f"dpo/{args.loss}"
-    print(f"{label}: lr {args.lr} beta {args.beta} sft_weight {args.sft_weight} batch {args.batch_size} r {args.r}, 1 thread", flush=True)
+    print(
+        f"{label}: lr {args.lr} beta {args.beta} sft_weight {args.sft_weight} batch {args.batch_size} r {args.r}, 1 thread",
+        flush=True,
+    )
     print(f"step 0: {evaluate()}", flush=True)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
+    )
     rng = random.Random(args.seed)
     order: list[int] = []
     train_seconds = 0.0
@@ -211,7 +224,10 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         train_seconds += time.perf_counter() - started
         if step % args.eval_every == 0 or step == args.steps:
-            print(f"step {step}: loss {loss.item():.4f} {evaluate()} ({train_seconds / step:.3f} s/step)", flush=True)
+            print(
+                f"step {step}: loss {loss.item():.4f} {evaluate()} ({train_seconds / step:.3f} s/step)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def main() -> None:
     write_jsonl(out / "eval.jsonl", eval_rows)
     write_jsonl(out / "kto_train.jsonl", kto_rows(train_rows, seed=0))
     write_jsonl(out / "kto_eval.jsonl", kto_rows(eval_rows, seed=1))
-    print(f"wrote {len(train_rows)} train and {len(eval_rows)} eval pairs (and twice as many KTO rows) to {out}")
+    print(
+        f"wrote {len(train_rows)} train and {len(eval_rows)} eval pairs (and twice as many KTO rows) to {out}"
+    )
 
 
 if __name__ == "__main__":

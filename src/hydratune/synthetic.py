@@ -113,6 +113,10 @@ def preference_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -
 def kto_rows(pairs: list[dict[str, str]], seed: int) -> list[dict]:
     """Unpaired KTO rows from pairs: each pair gives a desirable row (its chosen answer) and an
     undesirable one (its rejected answer), shuffled so that a batch mixes both labels."""
-    rows = [{"prompt": p["prompt"], "completion": p[key], "label": key == "chosen"} for p in pairs for key in ("chosen", "rejected")]
+    rows = [
+        {"prompt": p["prompt"], "completion": p[key], "label": key == "chosen"}
+        for p in pairs
+        for key in ("chosen", "rejected")
+    ]
     random.Random(seed).shuffle(rows)
     return rows
