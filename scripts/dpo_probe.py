@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=8, help="pairs (kto: rows) per step")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--sft-weight", type=float, default=0.0, help="weight of the chosen answers' NLL")
@@ -209,6 +211,18 @@ def main() -> None:
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
     )
+    # constant, or hydratune's default schedule: 5% linear warmup, then half a cosine down to 0
+    warmup = max(1, round(0.05 * args.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            1.0
+            if args.schedule == "constant"
+            else min(
+                (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * max(0, s - warmup) / (args.steps - warmup)))
+            )
+        ),
+    )
     rng = random.Random(args.seed)
     order: list[int] = []
     train_seconds = 0.0
@@ -221,6 +235,7 @@ def main() -> None:
         loss = train_step(model, batch, args)
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         train_seconds += time.perf_counter() - started
         if step % args.eval_every == 0 or step == args.steps:
