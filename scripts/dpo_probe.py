@@ -9,8 +9,14 @@ chosen > rejected, or reward-model score chosen > rejected), the mean reward mar
 generative tasks the greedy follow rate (answers that equal the chosen one exactly).
 Hardware: CPU, one thread (torch.set_num_threads(1)). Expected time: one to two minutes per run.
 
+Measured on the shipped data (2 shared cores, one thread, batch 8, LoRA r=16): every loss takes held-out
+preference accuracy from 0% to 100% within 100 steps, but only the losses with a likelihood term on
+the chosen answer make greedy answers follow it: `--sft-weight 1.0` with sigmoid (or hinge) DPO, and
+ORPO, go from 0% to 98-100% in 200 steps (100% at step 40 with lr 2e-3 cosine); pure sigmoid, IPO and
+SimPO stay at 0-19%: they push the rejected copy down and garble the letters instead.
+
     python scripts/make_preference_data.py
-    python scripts/dpo_probe.py --task dpo --loss sigmoid
+    python scripts/dpo_probe.py --task dpo --loss sigmoid --sft-weight 1.0 --lr 2e-3 --schedule cosine --steps 240
     python scripts/dpo_probe.py --task reward
     python scripts/dpo_probe.py --task kto
 """
