@@ -178,3 +178,20 @@ def test_collated_labels_score_only_the_answers(tokenizer):
     scored = [row[row != -100].tolist() for row in batch["labels"]]
     assert scored == [pair["chosen_ids"], pair["rejected_ids"]]
     assert torch.equal(batch["input_ids"][batch["labels"] != -100], batch["labels"][batch["labels"] != -100])
+
+
+def test_shipped_preference_data_is_what_the_script_writes(tokenizer):
+    import json
+
+    from hydratune.synthetic import kto_rows, preference_rows
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "preference"
+    read = lambda name: [json.loads(line) for line in (root / name).read_text().splitlines()]  # noqa: E731
+    train, held_out = read("train.jsonl"), read("eval.jsonl")
+    assert held_out == preference_rows(len(held_out), seed=1)
+    assert train[:50] == preference_rows(50, seed=0, exclude={row["rejected"] for row in held_out})
+    assert not {row["rejected"] for row in train} & {row["rejected"] for row in held_out}
+    assert read("kto_eval.jsonl") == kto_rows(held_out, seed=1)
+    assert all(row["chosen"] == row["rejected"].upper() != row["rejected"] for row in train + held_out)
+    out = tokenize_pairs(held_out, tokenizer, {"format": "pairs", "max_seq_length": 64})
+    assert pair_stats(out["drop"], out["truncated"])[1]["pairs"] == len(held_out)

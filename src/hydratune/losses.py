@@ -28,9 +28,11 @@ def sequence_logps(
 
     Position t predicts token t+1 (causal LM), so `logits[:, :-1]` is scored against `labels[:, 1:]`;
     labels equal to -100 (prompt, padding) are skipped. Each token's log-prob is `logit[label] -
-    logsumexp(logits)`, exactly `log_softmax(...)[label]` but without a `[B, T, V]` log-softmax copy:
-    full-precision logits go through one `logsumexp` (a `[B, T]` result); lower-precision ones are
-    upcast one row at a time, so at most a `[T, V]` float32 copy exists at once.
+    logsumexp(logits)`, exactly `log_softmax(...)[label]` but without keeping a `[B, T, V]` log-softmax
+    tensor: full-precision logits go through one `logsumexp` (a `[B, T]` result; autograd keeps only
+    the logits themselves); lower-precision ones are upcast one row at a time, so the forward holds at
+    most a `[T, V]` float32 temporary at once (autograd keeps each row's upcast copy when the logits
+    need gradients, as `log_softmax(logits.float())` would).
 
     Args:
         logits: `[B, T, V]` model outputs.

@@ -74,3 +74,49 @@ def write_jsonl(path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+# The shipped preference data (data/preference/, scripts/make_preference_data.py) teaches one new
+# behaviour by preference alone: on `copy:` prompts the chosen answer is the word in capitals, the
+# rejected one the exact copy that the base model writes (it copies every held-out word correctly).
+# The base already knows both halves (copying which letters, writing capitals), so LoRA on a CPU can
+# learn the new mapping within minutes; nothing in pretraining ever paired `copy:` with capitals.
+PREFERENCE_KEYWORD = "copy"
+PREFERENCE_CHOSEN = "upper"
+PREFERENCE_REJECTED = "copy"
+
+
+def preference_prompt(word: str, keyword: str = PREFERENCE_KEYWORD) -> str:
+    """A prompt in the base model's pretraining format, e.g. `copy: planet -> `."""
+    return f"{keyword}: {word} -> "
+
+
+def preference_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """`{prompt, chosen, rejected}` rows on distinct random words, none of them in `exclude`."""
+    rng = random.Random(seed)
+    exclude, seen, rows = exclude or set(), set(), []
+    while len(rows) < num_rows:
+        word = random_word(rng)
+        if word in exclude or word in seen:
+            continue
+        seen.add(word)
+        rows.append(
+            {
+                "prompt": preference_prompt(word),
+                "chosen": FUNCTIONS[PREFERENCE_CHOSEN](word),
+                "rejected": FUNCTIONS[PREFERENCE_REJECTED](word),
+            }
+        )
+    return rows
+
+
+def kto_rows(pairs: list[dict[str, str]], seed: int) -> list[dict]:
+    """Unpaired KTO rows from pairs: each pair gives a desirable row (its chosen answer) and an
+    undesirable one (its rejected answer), shuffled so that a batch mixes both labels."""
+    rows = [
+        {"prompt": p["prompt"], "completion": p[key], "label": key == "chosen"}
+        for p in pairs
+        for key in ("chosen", "rejected")
+    ]
+    random.Random(seed).shuffle(rows)
+    return rows

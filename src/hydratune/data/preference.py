@@ -110,6 +110,7 @@ class PreferenceDataModule(L.LightningDataModule):
             batched=True,
             with_indices=True,
             remove_columns=dataset.column_names,
+            num_proc=self.cfg.get("num_proc"),
             new_fingerprint=key,
             desc=f"tokenizing {split}",
         )
