@@ -131,6 +131,42 @@ def test_messages_train_on_all_trains_everything_but_bos(tokenizer):
     assert out["labels"][0][0] == IGNORE_INDEX and out["labels"][0][1:] == out["input_ids"][0][1:]
 
 
+def _sharegpt():
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    return [{"from": names[m["role"]], "value": m["content"]} for m in _messages()]
+
+
+def test_sharegpt_rows_train_exactly_as_the_same_messages(tokenizer):
+    from hydratune.data.formats import FORMATS
+    from hydratune.data.tokenize import tokenize_samples
+
+    want = tokenize_samples([FORMATS["messages"]({"messages": _messages()}, {}, tokenizer)], tokenizer, 512)
+    got = tokenize_samples([FORMATS["sharegpt"]({"conversations": _sharegpt()}, {}, tokenizer)], tokenizer, 512)
+    assert got == want and _trained_text(tokenizer, {k: v[0] for k, v in got.items()}) == "HI</s>\nYO</s>\n"
+    # Other names: the column, the turn keys and the role values are config keys; a system column leads.
+    turns = [{"speaker": {"human": "q", "gpt": "a"}[t["from"]], "text": t["value"]} for t in _sharegpt()[1:]]
+    cfg = {"conversations_column": "chat", "role_key": "speaker", "content_key": "text",
+           "roles": {"q": "user", "a": "assistant"}, "system_column": "sys"}  # fmt: skip
+    row = {"chat": turns, "sys": "Be brief."}
+    assert tokenize_samples([FORMATS["sharegpt"](row, cfg, tokenizer)], tokenizer, 512) == want
+
+
+@pytest.mark.parametrize(
+    ("turns", "match"),
+    [
+        ([{"from": "bot", "value": "x"}], "each turn needs 'from' \\(human \\| gpt \\| system"),
+        ([{"from": "human", "content": "x"}], "text 'value'"),
+        ("hi", "non-empty list"),
+    ],
+)
+def test_sharegpt_bad_turns_name_the_fix(tokenizer, turns, match):
+    from hydratune.data.formats import FORMATS
+    from hydratune.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        FORMATS["sharegpt"]({"conversations": turns}, {}, tokenizer)
+
+
 def test_named_chat_template_is_set_on_the_tokenizer(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -56,6 +56,16 @@ CHAT_TEMPLATES: dict[str, str] = {
     ),
 }
 ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT rows (`conversations: [{from: human|gpt|system, value: ...}]`, as LLaMA-Factory and Axolotl data
+# sets have them): the keys that `format: sharegpt` reads when the dataset config leaves them unset.
+SHAREGPT_DEFAULTS = {
+    "conversations_column": "conversations",
+    "role_key": "from",
+    "content_key": "value",
+    "roles": {"human": "user", "gpt": "assistant", "system": "system"},
+}
+# Formats rendered with the tokenizer's chat template (they need the tokenizer and set the template).
+CHAT_FORMATS = ("messages", "sharegpt")
 TRAIN_ON = ("response", "assistant", "last_assistant", "all")
 
 # A rendered sample: text segments in order, each flagged True when it is a response (assistant turn).
@@ -140,6 +150,41 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
     return [(text, trained) for text, trained in segments if text]
 
 
+def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
+    """A ShareGPT row's turns as `{role, content}` messages, the roles renamed by `dataset.roles`.
+
+    `dataset.system_column`, when set and filled, becomes a leading system message (LLaMA-Factory keeps
+    the system prompt in its own column).
+    """
+    keys = {key: cfg.get(key) or default for key, default in SHAREGPT_DEFAULTS.items()}
+    column, role_key, content_key, roles = (keys[k] for k in SHAREGPT_DEFAULTS)
+    turns = row.get(column)
+    if not isinstance(turns, list) or not turns:
+        raise UserError(
+            f"dataset: column {column!r} must hold a non-empty list of {{{role_key}, {content_key}}} turns "
+            "(dataset.conversations_column names the column)"
+        )
+    messages = []
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.append({"role": "system", "content": _text(row, system_column)})
+    for turn in turns:
+        role = roles.get(turn.get(role_key)) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get(content_key), str):
+            raise UserError(
+                f"dataset: column {column!r} holds {str(turn)[:60]!r}; each turn needs {role_key!r} "
+                f"({' | '.join(roles)}; map others with dataset.roles) and text {content_key!r} "
+                "(dataset.role_key, dataset.content_key name them)"
+            )
+        messages.append({"role": role, "content": turn[content_key]})
+    return messages
+
+
+def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """ShareGPT turns rendered and masked exactly as `format: messages` renders the same conversation."""
+    return format_messages({"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer)
+
+
 def _check_prefix(prefix: str, text: str) -> None:
     if not text.startswith(prefix):
         raise UserError(
@@ -169,6 +214,7 @@ FORMATS: dict[str, Callable[..., Segments]] = {
     "prompt_response": format_prompt_response,
     "text": format_text,
     "messages": format_messages,
+    "sharegpt": format_sharegpt,
 }
 
 
@@ -186,7 +232,7 @@ def resolve_format(cfg: dict) -> str:
             if not (text or pair):
                 raise UserError(
                     "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
-                    "(or format: alpaca | messages)"
+                    "(or format: alpaca | messages | sharegpt)"
                 )
             fmt = "text" if text else "prompt_response"
         if fmt == "prompt_response" and (
@@ -210,6 +256,7 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "prompt_response": [cfg.get("prompt_column"), cfg.get("response_column")],
         "text": [cfg.get("text_column") or "text"],
         "messages": [cfg.get("messages_column") or "messages"],
+        "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
     }[fmt]
 
 

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from hydratune.data.formats import FORMATS, check_config, required_columns
+from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns
 from hydratune.data.labels import VAL_SPLITS, build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files
@@ -594,8 +594,9 @@ def peek(cfg: dict, limit: int = 200) -> dict:
     task = (cfg.get("task") or {}).get("name", "sft")
     if task not in ("sft", "classification"):
         raise Fallback(f"task={task} has no quick data check")
-    if task == "sft" and check_config(dataset) == "messages":
-        raise Fallback("format=messages renders rows with the chat template (transformers)")
+    fmt = check_config(dataset) if task == "sft" else None
+    if fmt in CHAT_FORMATS:
+        raise Fallback(f"format={fmt} renders rows with the chat template (transformers)")
     for i, source in enumerate(dataset.get("sources") or []):  # fall back before reading anything
         check_source(source, f"dataset.sources[{i}]")
         reason = full_path_reason(source, f"dataset.sources[{i}]")
