@@ -636,10 +636,24 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
     return True
 
 
+# Which tasks read each preference / RL key (by source key); elsewhere it is reported as not used.
+TASK_OF_KEY = {
+    "kto_chosen_weight": ("kto",),
+    "kto_rejected_weight": ("kto",),
+    "kto_desirable_weight": ("kto",),
+    "kto_undesirable_weight": ("kto",),
+    "pref_ftx": ("dpo",),
+    "cpo_alpha": ("dpo",),
+    "dpo_label_smoothing": ("dpo",),
+    "simpo_gamma": ("dpo",),
+    "max_new_tokens": ("grpo",),
+    "temperature": ("grpo",),
+    "top_p": ("grpo",),
+}
+
+
 def _task_value(overlay: Overlay, task: str, key: str, value: Any) -> None:
-    if key in ("max_new_tokens", "temperature", "top_p") and task != "grpo":
-        overlay.skip(key, value, "generation settings are used by task=grpo only")
-    elif task in ("sft", "reward") or (task == "kto" and "kto" not in key and key != "pref_beta"):
+    if task not in TASK_OF_KEY.get(key, ("dpo", "kto", "grpo")):
         overlay.skip(key, value, f"not used by task={task}")
     else:
         _set_task(overlay, task, key, TASK_VALUES[key], value)
