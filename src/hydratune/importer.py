@@ -500,7 +500,7 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "loss_watchdog_threshold": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "loss_watchdog_patience": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "debug": "not a training setting",
-    "local_rank": "set by the launcher",
+    "local_rank": "set per process by the launcher (torchrun, SLURM)",
     "torch_compile": "torch.compile is not wired",
     "gptq": "GPTQ models are not supported; use quantization=nf4|int8",
     "lora_on_cpu": "LoRA weights live on the training device",
