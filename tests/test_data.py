@@ -141,7 +141,9 @@ def test_sharegpt_rows_train_exactly_as_the_same_messages(tokenizer):
     from hydratune.data.tokenize import tokenize_samples
 
     want = tokenize_samples([FORMATS["messages"]({"messages": _messages()}, {}, tokenizer)], tokenizer, 512)
-    got = tokenize_samples([FORMATS["sharegpt"]({"conversations": _sharegpt()}, {}, tokenizer)], tokenizer, 512)
+    got = tokenize_samples(
+        [FORMATS["sharegpt"]({"conversations": _sharegpt()}, {}, tokenizer)], tokenizer, 512
+    )
     assert got == want and _trained_text(tokenizer, {k: v[0] for k, v in got.items()}) == "HI</s>\nYO</s>\n"
     # Other names: the column, the turn keys and the role values are config keys; a system column leads.
     turns = [{"speaker": {"human": "q", "gpt": "a"}[t["from"]], "text": t["value"]} for t in _sharegpt()[1:]]

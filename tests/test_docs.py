@@ -247,7 +247,11 @@ ROW_IDS = [f"{source_of(s) or s.split()[0].lower()}:{row[0][:60]}" for s, row in
 def test_row_is_a_valid_command_line(section, row):
     items = backticked(row[1])
     assert items, f"{row[0]}: the hydratune column names no override (list it under Not supported instead)"
-    pending = [i.split("=")[1] for i in items if i.startswith("task=") and not (CONF_DIR / "task" / f"{i[5:]}.yaml").is_file()]
+    pending = [
+        i.split("=")[1]
+        for i in items
+        if i.startswith("task=") and not (CONF_DIR / "task" / f"{i[5:]}.yaml").is_file()
+    ]
     if pending:  # a preference or RL task being built: the row is checked once conf/task/<name>.yaml exists
         pytest.skip(f"no conf/task/{pending[0]}.yaml yet")
     overrides = []

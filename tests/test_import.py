@@ -115,7 +115,9 @@ def with_task(project, name: str) -> None:
     if not path.exists():  # the real task, once it exists, is used as it is
         path.write_text(yaml.safe_dump(TASKS[name]))
     pairs = project / "conf" / "dataset" / "pairs_keys.yaml"  # makes the preference column keys known
-    pairs.write_text("defaults: [sample, _self_]\nprompt_column: prompt\nchosen_column: chosen\nrejected_column: rejected\n")
+    pairs.write_text(
+        "defaults: [sample, _self_]\nprompt_column: prompt\nchosen_column: chosen\nrejected_column: rejected\n"
+    )
     schema.known_keys.cache_clear()  # the keys are read once per conf dir and process
 
 
@@ -145,13 +147,17 @@ def test_llamafactory_sft_with_dataset_info(project, capsys):
     code, out, err = run_import(capsys, LF / "lora_sft.yaml", "lf_sft", "--dataset-info", str(DATASET_INFO))
     assert code == 0 and "as llama-factory" in out
     cfg = composed(project, "lf_sft")
-    assert cfg["task"]["name"] == "sft" and cfg["model"]["pretrained_model_name_or_path"] == "Qwen/Qwen2.5-0.5B"
+    assert (
+        cfg["task"]["name"] == "sft" and cfg["model"]["pretrained_model_name_or_path"] == "Qwen/Qwen2.5-0.5B"
+    )
     lora = cfg["peft"]["config"]
     assert (lora["r"], lora["lora_alpha"], lora["modules_to_save"]) == (8, 16, ["lm_head"])
     assert lora["target_modules"] == "all-linear"  # regression: `all` was kept as a module name
     data = cfg["dataset"]
     assert data["format"] == "sharegpt" and data["roles"]["gpt"] == "assistant"
-    assert data["sources"] == [{"loader": "json", "data_files": {"train": str(ROOT / "data/examples/sharegpt.jsonl")}}]
+    assert data["sources"] == [
+        {"loader": "json", "data_files": {"train": str(ROOT / "data/examples/sharegpt.jsonl")}}
+    ]
     assert data["ops"] == [{"select_rows": {"first": 200}}, {"split": {"eval": 0.1, "seed": 0}}]
     assert (data["max_seq_length"], data["batch_size"], data["eval_batch_size"]) == (512, 2, 4)
     assert data["chat_template"] is None  # `template: qwen`: the model's own, from its tokenizer
@@ -169,7 +175,9 @@ def test_llamafactory_dataset_names_need_dataset_info(project, capsys):
     assert composed(project, "lf_nodata")["dataset"]["format"] == "alpaca"  # the default data, untouched
     # An alpaca entry: columns renamed only where they differ; the template is reported, not guessed.
     alpaca = project / "alpaca.yaml"
-    alpaca.write_text((LF / "lora_sft.yaml").read_text().replace("dataset: words_chat", "dataset: words_alpaca"))
+    alpaca.write_text(
+        (LF / "lora_sft.yaml").read_text().replace("dataset: words_chat", "dataset: words_alpaca")
+    )
     code, _, err = run_import(capsys, alpaca, "lf_alpaca", "--dataset-info", str(DATASET_INFO))
     data = composed(project, "lf_alpaca")["dataset"]
     assert code == 0 and data["format"] == "alpaca" and data["ops"][0] == {"select_rows": {"first": 200}}
@@ -198,7 +206,11 @@ def test_a_stage_without_its_task_is_refused(project, capsys, fixture, stage, ta
 @pytest.mark.parametrize(("text", "key"), [("stage: dpo\n", "stage: bco"), ("rl: dpo\n", "rl: bco")])
 def test_an_unknown_stage_is_refused(project, capsys, tmp_path, text, key):
     path = tmp_path / "x.yaml"
-    path.write_text((LF / "lora_dpo.yaml" if "stage" in text else AX / "dpo.yaml").read_text().replace(text, key.replace(":", ": ").replace("  ", " ") + "\n"))  # noqa: E501
+    path.write_text(
+        (LF / "lora_dpo.yaml" if "stage" in text else AX / "dpo.yaml")
+        .read_text()
+        .replace(text, key.replace(":", ": ").replace("  ", " ") + "\n")
+    )  # noqa: E501
     code, _, err = run_import(capsys, path, "bco")
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"{key}: hydratune has no such task" in err
 
@@ -212,7 +224,11 @@ def test_llamafactory_dpo_maps_to_the_dpo_task(project, capsys):
     assert (task["name"], task["loss"], task["beta"]) == ("dpo", "simpo", 0.2)
     assert (task["sft_weight"], task["simpo_gamma"], task["label_smoothing"]) == (0.5, 0.8, 0.1)
     data = cfg["dataset"]
-    assert (data["prompt_column"], data["chosen_column"], data["rejected_column"]) == ("instruction", "chosen", "rejected")
+    assert (data["prompt_column"], data["chosen_column"], data["rejected_column"]) == (
+        "instruction",
+        "chosen",
+        "rejected",
+    )
     assert data["sources"][0]["data_files"]["train"] == str(LF / "pairs.jsonl")
     assert cfg["quantization"]["config"]["bnb_4bit_quant_type"] == "nf4"  # quantization_bit: 4
     assert cfg["peft"]["config"]["target_modules"] == ["q_proj", "v_proj"]
@@ -232,7 +248,9 @@ def test_llamafactory_dpo_maps_to_the_dpo_task(project, capsys):
 def test_llamafactory_stages_map_to_tasks(project, capsys, tmp_path, stage, task, extra, expect, unmapped):
     with_task(project, task)
     text = (LF / "lora_dpo.yaml").read_text().replace("stage: dpo", f"stage: {stage}")
-    text = "\n".join(line for line in text.splitlines() if not line.startswith(("simpo_gamma", "dpo_label", "kto_")))
+    text = "\n".join(
+        line for line in text.splitlines() if not line.startswith(("simpo_gamma", "dpo_label", "kto_"))
+    )
     path = tmp_path / f"{stage}.yaml"
     path.write_text(text + "\n" + extra)
     code, _, err = run_import(capsys, path, stage)
@@ -252,16 +270,32 @@ def test_axolotl_lora_chat(project, capsys):
     assert (cfg["peft"]["name"], lora["r"], lora["target_modules"]) == ("lora", 32, "all-linear")
     assert lora["modules_to_save"] == ["embed_tokens", "lm_head"]
     data = cfg["dataset"]
-    assert data["format"] == "sharegpt" and data["sources"] == [{"path": "someone/words-chat", "split": "train"}]
-    assert (data["conversations_column"], data["role_key"], data["content_key"]) == ("conversations", "from", "value")
+    assert data["format"] == "sharegpt" and data["sources"] == [
+        {"path": "someone/words-chat", "split": "train"}
+    ]
+    assert (data["conversations_column"], data["role_key"], data["content_key"]) == (
+        "conversations",
+        "from",
+        "value",
+    )
     assert data["roles"] == {"human": "user", "gpt": "assistant", "system": "system"}
-    assert (data["max_seq_length"], data["packing"], data["batch_size"], data["train_on"]) == (1024, True, 2, "response")
+    assert (data["max_seq_length"], data["packing"], data["batch_size"], data["train_on"]) == (
+        1024,
+        True,
+        2,
+        "response",
+    )
     assert data["ops"] == [{"split": {"eval": 0.05, "seed": 0}}] and data["chat_template"] is None
     trainer = cfg["trainer"]
     assert trainer["precision"] == "bf16-mixed"  # bf16: auto
-    assert (trainer["val_check_interval"], trainer["check_val_every_n_epoch"]) == (0.25, 1)  # evals_per_epoch: 4
+    assert (trainer["val_check_interval"], trainer["check_val_every_n_epoch"]) == (
+        0.25,
+        1,
+    )  # evals_per_epoch: 4
     assert cfg["optimizer"]["_target_"] == "bitsandbytes.optim.AdamW8bit" and cfg["optimizer"]["lr"] == 2e-4
-    assert cfg["model"]["attn_implementation"] == "flash_attention_2" and cfg["quantization"]["method"] == "none"
+    assert (
+        cfg["model"]["attn_implementation"] == "flash_attention_2" and cfg["quantization"]["method"] == "none"
+    )
     assert set(reasons(err)) == {"dataset_prepared_path", "output_dir", "eval_sample_packing",
                                  "pad_to_sequence_len", "eval_max_new_tokens", "saves_per_epoch", "special_tokens"}  # fmt: skip
 
@@ -277,13 +311,18 @@ def test_axolotl_full_finetune_and_dataset_types(project, capsys, tmp_path):
     assert cfg["peft"]["name"] == "none"  # no adapter: Axolotl trains every weight
     assert cfg["dataset"]["format"] == "text" and cfg["dataset"]["text_column"] == "body"
     assert cfg["dataset"]["sources"] == [{"loader": "json", "data_files": {"train": "data/train.jsonl"}}]
-    path.write_text("base_model: x/y\nadapter: lora\ndatasets:\n  - path: tatsu-lab/alpaca\n    type: alpaca\n")
+    path.write_text(
+        "base_model: x/y\nadapter: lora\ndatasets:\n  - path: tatsu-lab/alpaca\n    type: alpaca\n"
+    )
     assert run_import(capsys, path, "ax_alpaca")[0] == 0
     assert composed(project, "ax_alpaca")["dataset"]["format"] == "alpaca"
     path.write_text("base_model: x/y\nadapter: lora\ndatasets:\n  - path: a/b\n    type: chat_template\n")
     assert run_import(capsys, path, "ax_chat")[0] == 0
     data = composed(project, "ax_chat")["dataset"]
-    assert (data["format"], data["messages_column"]) == ("messages", "messages")  # role/content: plain messages
+    assert (data["format"], data["messages_column"]) == (
+        "messages",
+        "messages",
+    )  # role/content: plain messages
 
 
 def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
@@ -292,7 +331,10 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     assert code == 0
     cfg = composed(project, "ax_dpo")
     assert (cfg["task"]["name"], cfg["task"]["loss"], cfg["task"]["beta"]) == ("dpo", "sigmoid", 0.1)
-    assert cfg["peft"]["name"] == "qlora" and cfg["optimizer"]["_target_"] == "bitsandbytes.optim.PagedAdamW32bit"
+    assert (
+        cfg["peft"]["name"] == "qlora"
+        and cfg["optimizer"]["_target_"] == "bitsandbytes.optim.PagedAdamW32bit"
+    )
     strategy = cfg["trainer"]["strategy"]
     assert "FSDPStrategy" in strategy["_target_"] and strategy["state_dict_type"] == "full"
     assert "task=dpo" in reasons(err)["datasets.0.type"]  # the pair columns are written by hand
@@ -304,7 +346,12 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     )
     code, _, err = run_import(capsys, path, "ax_grpo")
     task = composed(project, "ax_grpo")["task"]
-    assert code == 0 and (task["name"], task["beta"], task["num_generations"], task["max_new_tokens"]) == ("grpo", 0.04, 8, 48)
+    assert code == 0 and (task["name"], task["beta"], task["num_generations"], task["max_new_tokens"]) == (
+        "grpo",
+        0.04,
+        8,
+        48,
+    )
     assert {"trl.use_vllm", "trl.reward_funcs"} <= set(reasons(err))
 
 
@@ -312,7 +359,10 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("fixture", "extra"),
     [
-        (LF / "lora_sft.yaml", ["--dataset-info", str(DATASET_INFO)]),  # the data: shipped files via dataset_info
+        (
+            LF / "lora_sft.yaml",
+            ["--dataset-info", str(DATASET_INFO)],
+        ),  # the data: shipped files via dataset_info
         (AX / "lora.yaml", []),  # the data: a hub name, pointed at the shipped sample below
     ],
 )
@@ -330,7 +380,10 @@ def test_imported_config_passes_preflight_and_trains_two_steps(project, capsys, 
                "dataset.batch_size=2", "dataset.max_seq_length=128", "eval_before_training=false",
                "callbacks=none", "logger=none"]  # fmt: skip
     if not extra:  # model=tiny_llama dataset=sample, as a user without the hub data would try it
-        offline += ["dataset=sample", f"dataset.sources=[{{loader:json,data_files:{{train:{ROOT}/data/examples/sharegpt.jsonl}}}}]"]
+        offline += [
+            "dataset=sample",
+            f"dataset.sources=[{{loader:json,data_files:{{train:{ROOT}/data/examples/sharegpt.jsonl}}}}]",
+        ]
     out = project / "run"
     check_config(to_plain(compose(["experiment=imported", *offline], output_dir=str(out))))
     run(compose(["experiment=imported", *offline], output_dir=str(out)))

@@ -202,7 +202,9 @@ class Overlay:
                 offload = "_offload" if stage.group(1) == "3" and "offload" in str(value).lower() else ""
                 self.choose("trainer", f"deepspeed_zero{stage.group(1)}{offload}", key)
             elif stage:
-                self.skip(key, value, "no ZeRO-0/1 preset: trainer=ddp (plain data parallel) is the counterpart")
+                self.skip(
+                    key, value, "no ZeRO-0/1 preset: trainer=ddp (plain data parallel) is the counterpart"
+                )
             else:
                 self.skip(key, value, "name the ZeRO stage: trainer=deepspeed_zero2|deepspeed_zero3")
         elif key == "use_wandb":
@@ -514,7 +516,6 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "default_system": "put the system prompt in the data (a system turn or dataset.system_column)",
     "default_system_message": "put the system prompt in the data (a system turn or dataset.system_column)",
     "run_name": "the run is named by `name` (outputs/<name>/<date>)",
-    "hub_model_id": "runs never upload",
     "wandb_entity": "set logger.wandb.entity (WandbLogger's argument) with logger=wandb",
     "shuffle_merged_datasets": "several sources are concatenated; add a shuffle op to mix them",
     "streaming": "streamed sources: dataset.sources.N.streaming=true on a hub source",
@@ -665,7 +666,9 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
     if stage == "pt":
         overlay.set("dataset.train_on", "all")
     if stage == "ppo":
-        overlay.skip("stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used")
+        overlay.skip(
+            "stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"
+        )
     chat = False
     for key, value in data.items():
         if value is None or key == "stage" or _common(overlay, key, value):
@@ -683,7 +686,9 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key == "dataset":
             chat = _llamafactory_datasets(overlay, value, context, task) or chat
         elif key == "eval_dataset":
-            overlay.skip(key, value, "hold rows out with val_size (dataset.ops split), or name a validation file")
+            overlay.skip(
+                key, value, "hold rows out with val_size (dataset.ops split), or name a validation file"
+            )
         elif key == "template":
             pass  # after the data: its meaning depends on the format
         elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
@@ -737,7 +742,9 @@ def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext,
         overlay.skip("dataset", value, "the datasets have different formats; import them one at a time")
         return False
     (formatting, ranking), entry = formats.pop(), columns_of[0]
-    if any(e.get("columns") != entry.get("columns") or e.get("tags") != entry.get("tags") for e in columns_of):
+    if any(
+        e.get("columns") != entry.get("columns") or e.get("tags") != entry.get("tags") for e in columns_of
+    ):
         overlay.skip("dataset", value, "the datasets name their columns differently; rename them with ops")
         return False
     overlay.set("dataset.sources", sources)
@@ -866,11 +873,19 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                 if fkey in ("fsdp_offload_params", "offload_params"):
                     overlay.set("trainer.strategy.cpu_offload", bool(fvalue))
                 elif fkey in ("fsdp_state_dict_type", "state_dict_type"):
-                    overlay.set("trainer.strategy.state_dict_type", "full" if "FULL" in str(fvalue) else "sharded")
-                elif fkey.replace("fsdp_", "") in ("transformer_layer_cls_to_wrap", "auto_wrap_policy", "version"):
+                    overlay.set(
+                        "trainer.strategy.state_dict_type", "full" if "FULL" in str(fvalue) else "sharded"
+                    )
+                elif fkey.replace("fsdp_", "") in (
+                    "transformer_layer_cls_to_wrap",
+                    "auto_wrap_policy",
+                    "version",
+                ):
                     continue  # hydratune wraps each decoder layer
                 elif fkey.replace("fsdp_", "") == "reshard_after_forward":
-                    overlay.set("trainer.strategy.sharding_strategy", "FULL_SHARD" if fvalue else "SHARD_GRAD_OP")
+                    overlay.set(
+                        "trainer.strategy.sharding_strategy", "FULL_SHARD" if fvalue else "SHARD_GRAD_OP"
+                    )
                 else:
                     overlay.skip(f"fsdp_config.{fkey}", fvalue, "no hydratune counterpart known")
         elif key == "wandb_project":
@@ -897,7 +912,9 @@ def _fsdp(overlay: Overlay, value: Any) -> None:
         elif word == "offload":
             overlay.set("trainer.strategy.cpu_offload", True)
         elif word != "auto_wrap":
-            overlay.skip("fsdp", word, "FSDP options: full_shard, shard_grad_op, hybrid_shard, offload, auto_wrap")
+            overlay.skip(
+                "fsdp", word, "FSDP options: full_shard, shard_grad_op, hybrid_shard, offload, auto_wrap"
+            )
 
 
 def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
@@ -917,11 +934,21 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         if task != "sft":
             overlay.skip(f"{where}.type", kind, f"write dataset.* columns for task={task} by hand")
         elif kind.split(".")[0] not in AXOLOTL_DATASET_TYPES:
-            overlay.skip(f"{where}.type", kind, "types with a counterpart: alpaca, chat_template, completion, input_output")
+            overlay.skip(
+                f"{where}.type",
+                kind,
+                "types with a counterpart: alpaca, chat_template, completion, input_output",
+            )
             continue
         path = str(spec["path"])
-        if spec.get("ds_type") or spec.get("data_files") or Path(path).suffix in (".json", ".jsonl", ".csv", ".parquet"):
-            loader = spec.get("ds_type") or {".csv": "csv", ".parquet": "parquet"}.get(Path(path).suffix, "json")
+        if (
+            spec.get("ds_type")
+            or spec.get("data_files")
+            or Path(path).suffix in (".json", ".jsonl", ".csv", ".parquet")
+        ):
+            loader = spec.get("ds_type") or {".csv": "csv", ".parquet": "parquet"}.get(
+                Path(path).suffix, "json"
+            )
             source = {"loader": loader, "data_files": {"train": spec.get("data_files") or path}}
         else:
             source = {"path": path, "split": spec.get("split", "train")}
@@ -935,7 +962,10 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
             if key == "field_messages":
                 chat_keys["messages_column"] = value
             elif key == "message_property_mappings" and isinstance(value, dict):
-                chat_keys["role_key"], chat_keys["content_key"] = value.get("role", "role"), value.get("content", "content")
+                chat_keys["role_key"], chat_keys["content_key"] = (
+                    value.get("role", "role"),
+                    value.get("content", "content"),
+                )
             elif key == "message_field_role":
                 chat_keys["role_key"] = value
             elif key == "message_field_content":
@@ -955,7 +985,9 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
             overlay.set("dataset.sources", sources)
         return
     if len(kinds) > 1:
-        overlay.skip("datasets", sorted(kinds), "the datasets have different types; import them one at a time")
+        overlay.skip(
+            "datasets", sorted(kinds), "the datasets have different types; import them one at a time"
+        )
         return
     overlay.set("dataset.sources", sources)
     kind = kinds.pop()

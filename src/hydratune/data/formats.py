@@ -182,7 +182,9 @@ def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
 
 def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
     """ShareGPT turns rendered and masked exactly as `format: messages` renders the same conversation."""
-    return format_messages({"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer)
+    return format_messages(
+        {"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer
+    )
 
 
 def _check_prefix(prefix: str, text: str) -> None:
