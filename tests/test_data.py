@@ -169,6 +169,19 @@ def test_sharegpt_bad_turns_name_the_fix(tokenizer, turns, match):
         FORMATS["sharegpt"]({"conversations": turns}, {}, tokenizer)
 
 
+def test_segments_train_where_labelled(tokenizer):
+    from hydratune.data.formats import FORMATS
+    from hydratune.data.tokenize import tokenize_samples
+    from hydratune.errors import UserError
+
+    row = {"segments": [{"label": False, "text": "Q: abc\nA: "}, {"label": True, "text": "CBA"},
+                        {"label": False, "text": "\nQ: x\nA: "}, {"label": True, "text": "X"}]}  # fmt: skip
+    out = tokenize_samples([FORMATS["segments"](row, {})], tokenizer, 512)
+    assert _trained_text(tokenizer, {k: v[0] for k, v in out.items()}) == "CBAX</s>"
+    with pytest.raises(UserError, match="each segment needs text and a label"):
+        FORMATS["segments"]({"segments": [{"text": "a"}]}, {})
+
+
 def test_named_chat_template_is_set_on_the_tokenizer(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -323,6 +323,12 @@ def test_axolotl_full_finetune_and_dataset_types(project, capsys, tmp_path):
         "messages",
         "messages",
     )  # role/content: plain messages
+    path.write_text("base_model: x/y\nadapter: lora\ndatasets:\n  - path: a/b\n    type: input_output\n")
+    assert run_import(capsys, path, "ax_io")[0] == 0
+    assert composed(project, "ax_io")["dataset"]["format"] == "segments"
+    path.write_text("base_model: x/y\nadapter: lora\ndatasets:\n  - path: a/b\n    type: oasst\n")
+    code, _, err = run_import(capsys, path, "ax_other")
+    assert code == 0 and "types with a counterpart" in reasons(err)["datasets.0.type"]
 
 
 def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):

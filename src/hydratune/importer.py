@@ -1016,8 +1016,7 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         overlay.set("dataset.format", "text")
         overlay.set("dataset.text_column", chat_keys.get("text_column", "text"))
     elif kind == "input_output":
-        overlay.skip("datasets.type", kind, "input_output segments: write them as prompt/response columns "
-                     "(dataset.prompt_column, dataset.response_column) with a map op")  # fmt: skip
+        overlay.set("dataset.format", "segments")  # [{label, text}]: trained where label is true
 
 
 IMPORTERS = {

@@ -104,6 +104,23 @@ def format_text(row: dict, cfg: dict) -> Segments:
     return [(_text(row, cfg.get("text_column") or "text"), True)]
 
 
+def format_segments(row: dict, cfg: dict) -> Segments:
+    """Hand-labelled pieces of text, `[{label: true|false, text: ...}]` (Axolotl's input_output rows):
+    trained where `label` is true. BOS and EOS are added as for every format, unless the text has them.
+    The column is always `segments`, as alpaca's are always instruction, input, output."""
+    column = "segments"
+    pieces = row.get(column)
+    if not isinstance(pieces, list) or not pieces:
+        raise UserError(f"dataset: column {column!r} must hold a non-empty list of {{label, text}} segments")
+    for piece in pieces:
+        if not isinstance(piece, dict) or not isinstance(piece.get("text"), str) or "label" not in piece:
+            raise UserError(
+                f"dataset: column {column!r} holds {str(piece)[:60]!r}; each segment needs text and a "
+                "label (true: trained, false: context)"
+            )
+    return [(piece["text"], bool(piece["label"])) for piece in pieces]
+
+
 def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
     """OpenAI-style `[{role, content}, ...]` rendered with the chat template, one segment per turn.
 
@@ -217,6 +234,7 @@ FORMATS: dict[str, Callable[..., Segments]] = {
     "text": format_text,
     "messages": format_messages,
     "sharegpt": format_sharegpt,
+    "segments": format_segments,
 }
 
 
@@ -234,7 +252,7 @@ def resolve_format(cfg: dict) -> str:
             if not (text or pair):
                 raise UserError(
                     "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
-                    "(or format: alpaca | messages | sharegpt)"
+                    "(or format: alpaca | messages | sharegpt | segments)"
                 )
             fmt = "text" if text else "prompt_response"
         if fmt == "prompt_response" and (
@@ -259,6 +277,7 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "text": [cfg.get("text_column") or "text"],
         "messages": [cfg.get("messages_column") or "messages"],
         "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
+        "segments": ["segments"],
     }[fmt]
 
 
