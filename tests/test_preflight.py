@@ -54,13 +54,19 @@ def _full_pipeline(dataset_cfg: dict, model_dir: str, cache_dir: Path):
     return datamodule
 
 
-@pytest.mark.parametrize("case", ["sample", "tricky", "tricky_drop"])
+@pytest.mark.parametrize("case", ["sample", "tricky", "tricky_drop", "segments"])
 def test_quick_counts_match_the_full_pipeline_on_the_same_rows(case, tmp_path):
     """Same first N rows through both paths: identical counts and identical token ids of kept samples."""
     limit = 100
     cfg = _config()
     dataset = cfg["dataset"]
-    if case != "sample":
+    if case == "segments":  # Axolotl's input_output rows: no chat template, so the quick check reads them
+        data = tmp_path / "segments.jsonl"
+        rows = [{"segments": [{"label": False, "text": f"Reverse: {w}\n"}, {"label": True, "text": w[::-1]}]}
+                for w in ("abc", "hello", "", "x" * 120)]  # fmt: skip
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        dataset |= {"sources": [{"loader": "json", "data_files": {"train": str(data)}}], "format": "segments"}
+    elif case != "sample":
         data = tmp_path / "tricky.jsonl"
         lines = [json.dumps(row) for row in _tricky_rows()]
         data.write_text("\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:]) + "\n")
@@ -83,6 +89,8 @@ def test_quick_counts_match_the_full_pipeline_on_the_same_rows(case, tmp_path):
     train = report["train"]
     if case == "sample":
         assert (train["rows"], report["validation"]["rows"]) == (limit, 60)
+    elif case == "segments":
+        assert train["rows"] == 4 and train["truncated"] == 1
     else:  # the tricky rows exercise what they are meant to
         assert train["rows"] == len(_tricky_rows()) and train["truncated"] == 2
         assert train["dropped_untrained"] == (1 if case == "tricky" else 0)
@@ -262,6 +270,8 @@ def test_missing_column_and_bad_value_name_the_file(tmp_path):
 def test_what_the_quick_check_cannot_reproduce_falls_back():
     with pytest.raises(Fallback, match="format=messages"):
         peek(_config(["dataset=chat"]))
+    with pytest.raises(Fallback, match="format=sharegpt"):
+        peek(_config(["dataset=sharegpt"]))
     with pytest.raises(Fallback, match="tatsu-lab/alpaca"):
         peek(_config(["dataset=alpaca"]))
     with pytest.raises(Fallback, match="not a local folder"):
