@@ -464,8 +464,6 @@ LF_AX_IMPLIED = {
 }
 LF_AX_UNSUPPORTED: dict[str, str] = {
     "ddp_timeout": "Lightning's default process-group timeout applies",
-    "save_only_model": "checkpoints always hold optimizer and loop state (exact resume)",
-    "preprocessing_num_workers": "set dataset.num_proc=N for tokenization processes",
     "tokenized_path": "tokenized data is cached by fingerprint under paths.cache_dir",
     "dataset_prepared_path": "tokenized data is cached by fingerprint under paths.cache_dir",
     "neftune_noise_alpha": "NEFTune embedding noise is not supported",
@@ -498,7 +496,6 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "wandb_watch": "gradients are not watched",
     "wandb_log_model": "checkpoints stay in the run folder (logger.wandb.log_model=false)",
     "eval_table_size": "validation answers go to <run>/generations.jsonl (eval_generations.num_prompts)",
-    "eval_max_new_tokens": "set eval_generations.max_new_tokens",
     "loss_watchdog_threshold": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "loss_watchdog_patience": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "debug": "not a training setting",
@@ -549,7 +546,17 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
 
 
 def _task_keys(overlay: Overlay, task: str) -> set[str]:
-    return set(yaml.safe_load((overlay.conf_dir / "task" / f"{task}.yaml").read_text()) or {})
+    """The keys of conf/task/<task>.yaml, with those of the options it lists as its own defaults."""
+    data = yaml.safe_load((overlay.conf_dir / "task" / f"{task}.yaml").read_text()) or {}
+    keys = set(data) - {"defaults"}
+    for parent in data.get("defaults") or []:
+        if (
+            isinstance(parent, str)
+            and parent != "_self_"
+            and (overlay.conf_dir / "task" / f"{parent}.yaml").is_file()
+        ):
+            keys |= _task_keys(overlay, parent)
+    return keys
 
 
 def _set_task(overlay: Overlay, task: str, source_key: str, task_key: str, value: Any) -> None:
@@ -624,6 +631,13 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
         overlay.set("peft.config.modules_to_save", names)
     elif key in ("flash_attn", "flash_attention", "sdp_attention"):
         _attention(overlay, key, "sdpa" if key == "sdp_attention" and value else value)
+    elif key == "preprocessing_num_workers":
+        overlay.set("dataset.num_proc", int(value))
+    elif key == "eval_max_new_tokens":
+        overlay.set("eval_generations.max_new_tokens", int(value))
+    elif key == "save_only_model":
+        if value:
+            overlay.skip(key, value, "checkpoints always hold optimizer and loop state (exact resume)")
     elif key == "disable_gradient_checkpointing":
         overlay.set("model.gradient_checkpointing", not value)
     elif key in TASK_VALUES:
@@ -694,7 +708,9 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
             pass  # bitsandbytes is hydratune's quantization
         elif key in ("freeze_trainable_layers", "freeze_trainable_modules"):
-            if data.get("finetuning_type") == "freeze":
+            if value == "all":
+                overlay.skip(key, value, "name the modules (peft.trainable_modules) or the layers to train")
+            elif data.get("finetuning_type") == "freeze":
                 modules = value if key.endswith("layers") else [v.strip() for v in str(value).split(",")]
                 overlay.set(f"peft.{key.replace('freeze_', '')}", modules)
             else:
@@ -833,7 +849,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         elif key == "eval_batch_size":
             overlay.set("dataset.eval_batch_size", int(value))
         elif key == "lr_scheduler":
-            overlay.choose("scheduler", {"cosine": "cosine"}.get(str(value), str(value)), key)
+            overlay.choose("scheduler", str(value), key)
         elif key == "cosine_min_lr_ratio":
             overlay.choose("scheduler", "cosine_with_min_lr", key)
             overlay.set("scheduler.kwargs.min_lr_rate", _number(value))
