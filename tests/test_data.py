@@ -159,14 +159,28 @@ def test_sharegpt_rows_train_exactly_as_the_same_messages(tokenizer):
         ([{"from": "bot", "value": "x"}], "each turn needs 'from' \\(human \\| gpt \\| system"),
         ([{"from": "human", "content": "x"}], "text 'value'"),
         ("hi", "non-empty list"),
+        ([{"from": "human", "value": "x"}], "dataset.roles.human='person': map each speaker to one of"),
     ],
 )
 def test_sharegpt_bad_turns_name_the_fix(tokenizer, turns, match):
     from hydratune.data.formats import FORMATS
     from hydratune.errors import UserError
 
+    cfg = {"roles": {"human": "person"}} if "person" in match else {}
     with pytest.raises(UserError, match=match):
-        FORMATS["sharegpt"]({"conversations": turns}, {}, tokenizer)
+        FORMATS["sharegpt"]({"conversations": turns}, cfg, tokenizer)
+
+
+def test_alpaca_chat_is_one_user_and_one_assistant_turn(tokenizer):
+    from hydratune.data.formats import FORMATS
+
+    row = {"instruction": "Reverse.", "input": "abc", "output": "cba", "sys": "Be brief."}
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Reverse.\nabc"},
+             {"role": "assistant", "content": "cba"}]  # fmt: skip
+    assert FORMATS["alpaca_chat"](row, {"system_column": "sys"}, tokenizer) == FORMATS["messages"](
+        {"messages": turns}, {}, tokenizer
+    )
+    assert FORMATS["alpaca_chat"]({**row, "input": ""}, {}, tokenizer)[0][0] == "<|user|>\nReverse.</s>\n"
 
 
 def test_segments_train_where_labelled(tokenizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -173,16 +174,28 @@ def test_llamafactory_sft_with_dataset_info(project, capsys):
 def test_llamafactory_dataset_names_need_dataset_info(project, capsys):
     code, _, err = run_import(capsys, LF / "lora_sft.yaml", "lf_nodata")
     assert code == 0 and "--dataset-info PATH" in reasons(err)["dataset"]
+    assert "no dataset was imported" in reasons(err)["template"]
     assert composed(project, "lf_nodata")["dataset"]["format"] == "alpaca"  # the default data, untouched
-    # An alpaca entry: columns renamed only where they differ; the template is reported, not guessed.
+    # An alpaca entry: a user and an assistant turn with the model's chat template, as LLaMA-Factory
+    # renders it; columns are renamed only where they differ from instruction, input, output.
     alpaca = project / "alpaca.yaml"
     alpaca.write_text(
         (LF / "lora_sft.yaml").read_text().replace("dataset: words_chat", "dataset: words_alpaca")
     )
-    code, _, err = run_import(capsys, alpaca, "lf_alpaca", "--dataset-info", str(DATASET_INFO))
+    info = json.loads(DATASET_INFO.read_text())
+    info["words_alpaca"]["columns"]["prompt"] = "question"
+    (project / "dataset_info.json").write_text(json.dumps(info).replace("../../../", f"{ROOT}/"))
+    code, _, err = run_import(
+        capsys, alpaca, "lf_alpaca", "--dataset-info", str(project / "dataset_info.json")
+    )
     data = composed(project, "lf_alpaca")["dataset"]
-    assert code == 0 and data["format"] == "alpaca" and data["ops"][0] == {"select_rows": {"first": 200}}
-    assert "Alpaca prompt template" in reasons(err)["template"]
+    assert code == 0 and data["format"] == "alpaca_chat" and data["chat_template"] is None
+    assert data["ops"][:2] == [
+        {"select_rows": {"first": 200}},
+        {"rename_columns": {"question": "instruction"}},
+    ]
+    assert data["sources"][0]["data_files"]["train"] == str(ROOT / "data" / "sample" / "train.jsonl")
+    assert "template" not in reasons(err)
 
 
 def test_lora_target_all_is_all_linear_in_llamafarm_too(project, capsys, tmp_path):
@@ -305,12 +318,19 @@ def test_axolotl_lora_chat(project, capsys):
 def test_axolotl_full_finetune_and_dataset_types(project, capsys, tmp_path):
     path = tmp_path / "full.yaml"
     path.write_text(
-        "base_model: Qwen/Qwen2.5-0.5B\nsequence_len: 256\nmicro_batch_size: 1\n"
+        "base_model: Qwen/Qwen2.5-0.5B\nsequence_len: 256\nmicro_batch_size: 1\nwarmup_steps: 0.1\n"
+        "dataset_exact_deduplication: true\nval_set_size: 0.1\nattn_implementation: eager\n"
+        "fsdp_config:\n  fsdp_sharding_strategy: SHARD_GRAD_OP\n  fsdp_sync_module_states: true\n"
         "datasets:\n  - path: data/train.jsonl\n    type: completion\n    field: body\n"
     )
-    assert run_import(capsys, path, "ax_full")[0] == 0
+    code, _, err = run_import(capsys, path, "ax_full")
+    assert code == 0 and "FSDPStrategy chooses it" in reasons(err)["fsdp_config.fsdp_sync_module_states"]
     cfg = composed(project, "ax_full")
     assert cfg["peft"]["name"] == "none"  # no adapter: Axolotl trains every weight
+    assert cfg["scheduler"]["warmup_ratio"] == 0.1  # a float warmup_steps below 1 is a ratio
+    assert cfg["dataset"]["ops"] == [{"dedup": True}, {"split": {"eval": 0.1, "seed": 0}}]
+    assert cfg["model"]["attn_implementation"] == "eager"
+    assert cfg["trainer"]["strategy"]["sharding_strategy"] == "SHARD_GRAD_OP"
     assert cfg["dataset"]["format"] == "text" and cfg["dataset"]["text_column"] == "body"
     assert cfg["dataset"]["sources"] == [{"loader": "json", "data_files": {"train": "data/train.jsonl"}}]
     path.write_text(

@@ -133,6 +133,8 @@ class Overlay:
     def map_key(self, key: str, value: Any) -> None:
         """One source key: a group choice, a value, a known unsupported key, or unmapped."""
         value = _number(value)
+        if key == "warmup_steps" and isinstance(value, float) and value < 1:
+            key = "warmup_ratio"  # the Trainer reads a float below 1 as a ratio of the run
         if key in VALUES:
             self.set(VALUES[key], value)
             if key in ("wandb_project", "wandb_name"):
@@ -518,6 +520,35 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "streaming": "streamed sources: dataset.sources.N.streaming=true on a hub source",
     "mix_strategy": "several sources are concatenated; `interleave` as the first op mixes them",
     "cloud_file_name": "only local files and hub datasets are sources",
+    "liger_layer_norm": "Liger kernels are not supported",
+    "cosine_constant_lr_ratio": "no constant-then-cosine schedule; scheduler=warmup_stable_decay is the nearest",
+    "gradient_checkpointing_kwargs": "gradient checkpointing is on or off (model.gradient_checkpointing)",
+    "use_reentrant_gc": "gradient checkpointing is on or off (model.gradient_checkpointing)",
+    "qat": "quantization-aware training is not supported",
+    "fp8": "FP8 training is not supported; trainer.precision=bf16-mixed",
+    "fp8_enable_fsdp_float8_all_gather": "FP8 training is not supported",
+    "diffusion": "diffusion language models are not supported",
+    "llmcompressor": "sparse fine-tuning through llm-compressor is not supported",
+    "pretraining_dataset": "a pre-training stream: a text source with dataset.format=text and train_on=all",
+    "use_otel_metrics": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "otel_metrics_host": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "otel_metrics_port": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "remove_unused_columns": "only the columns a format reads are tokenized",
+    "curriculum_sampling": "batches are shuffled (or grouped by length); no curriculum order",
+    "lora_mlp_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "lora_qkv_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "lora_o_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "activation_offloading": "activations stay on the device; model.gradient_checkpointing saves memory",
+    "use_ray": "Ray is not used: trainer=ddp, or a submitit launcher for many jobs",
+    "ray_num_workers": "Ray is not used: trainer=ddp, or a submitit launcher for many jobs",
+    "flex_attn_compile_kwargs": "flex attention is not offered: sdpa, eager, flash_attention_2",
+    "image_max_pixels": "vision-language models are not supported (text only)",
+    "video_max_pixels": "vision-language models are not supported (text only)",
+    "video_fps": "vision-language models are not supported (text only)",
+    "video_maxlen": "vision-language models are not supported (text only)",
+    "freeze_vision_tower": "vision-language models are not supported (text only)",
+    "freeze_multi_modal_projector": "vision-language models are not supported (text only)",
+    "freeze_language_model": "vision-language models are not supported (text only)",
 }
 
 
@@ -587,6 +618,7 @@ def _attention(overlay: Overlay, key: str, value: Any) -> None:
         "sdpa": "sdpa",
         "disabled": "eager",
         "eager": "eager",
+        "flash_attention_2": "flash_attention_2",
     }.get(value)
     if implementation:
         overlay.set("model.attn_implementation", implementation)
@@ -638,6 +670,14 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
     elif key == "save_only_model":
         if value:
             overlay.skip(key, value, "checkpoints always hold optimizer and loop state (exact resume)")
+    elif key == "attn_implementation":
+        _attention(overlay, key, value)
+    elif key == "dataset_exact_deduplication":
+        if value:
+            overlay.values.setdefault("dataset.ops", []).insert(0, {"dedup": True})
+    elif key == "sample_packing_sequentially":
+        if value:
+            overlay.set("dataset.packing_strategy", "greedy")  # rows filled in order
     elif key == "disable_gradient_checkpointing":
         overlay.set("model.gradient_checkpointing", not value)
     elif key in TASK_VALUES:
@@ -683,7 +723,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         overlay.skip(
             "stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"
         )
-    chat = False
+    rows = None  # what the dataset became: "chat", "pairs" or nothing
     for key, value in data.items():
         if value is None or key == "stage" or _common(overlay, key, value):
             continue
@@ -698,7 +738,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key in TASK_VALUES:
             _task_value(overlay, task, key, value)
         elif key == "dataset":
-            chat = _llamafactory_datasets(overlay, value, context, task) or chat
+            rows = _llamafactory_datasets(overlay, value, context, task)
         elif key == "eval_dataset":
             overlay.skip(
                 key, value, "hold rows out with val_size (dataset.ops split), or name a validation file"
@@ -718,24 +758,24 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         else:
             overlay.map_key(key, value)
     if "template" in data:
-        if chat:  # the model's own template, which the tokenizer carries
+        if rows == "chat":  # the model's own template, which the tokenizer carries
             overlay.set("dataset.chat_template", None)
         else:
-            overlay.skip(
-                "template", data["template"], "alpaca rows use the Alpaca prompt template "
-                "(dataset.template), not the model's chat template"
-            )  # fmt: skip
+            why = "the preference task renders its pairs" if rows else "no dataset was imported (see dataset)"
+            overlay.skip("template", data["template"], f"chat templates come from the tokenizer; {why}")
 
 
-def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext, task: str) -> bool:
-    """`dataset: a,b` through dataset_info.json into dataset.sources; True when the rows are chat rows."""
+def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext, task: str) -> str | None:
+    """`dataset: a,b` through dataset_info.json into dataset.sources. Returns "chat" for SFT rows (rendered
+    with the chat template, as LLaMA-Factory renders both of its formats), "pairs" for preference rows,
+    None when nothing was imported."""
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
     if context.dataset_info is None:
         overlay.skip(
             "dataset", value, "names in LLaMA-Factory's dataset_info.json: pass --dataset-info PATH, "
             "or set dataset.sources and dataset.format"
         )  # fmt: skip
-        return False
+        return None
     if not context.dataset_info.is_file():
         raise UserError(f"--dataset-info {context.dataset_info}: no such file")
     info = load(context.dataset_info)
@@ -753,21 +793,21 @@ def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext,
         formats.add((entry.get("formatting", "alpaca"), bool(entry.get("ranking"))))
         columns_of.append(entry)
     if not sources:
-        return False
+        return None
     if len(formats) > 1:
         overlay.skip("dataset", value, "the datasets have different formats; import them one at a time")
-        return False
+        return None
     (formatting, ranking), entry = formats.pop(), columns_of[0]
     if any(
         e.get("columns") != entry.get("columns") or e.get("tags") != entry.get("tags") for e in columns_of
     ):
         overlay.skip("dataset", value, "the datasets name their columns differently; rename them with ops")
-        return False
+        return None
     overlay.set("dataset.sources", sources)
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
     if ranking or task in ("dpo", "reward", "kto"):
         _preference_columns(overlay, formatting, columns)
-        return formatting == "sharegpt"
+        return "pairs"
     if formatting == "sharegpt":
         overlay.choices["dataset"] = "sharegpt"
         overlay.set("dataset.format", "sharegpt")
@@ -784,16 +824,20 @@ def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext,
         overlay.set("dataset.system_column", columns.get("system"))
         for extra in set(columns) - {"messages", "system"}:
             overlay.skip(f"columns.{extra}", columns[extra], "only the turns and a system column are read")
-        return True
-    overlay.set("dataset.format", "alpaca")
-    overlay.set("dataset.template", "alpaca")
+        return "chat"
+    # LLaMA-Factory renders alpaca rows as a user turn and an assistant turn with the chat template.
+    overlay.choices["dataset"] = "chat"
+    overlay.set("dataset.format", "alpaca_chat")
+    overlay.set("dataset.system_column", columns.get("system"))
     renames = {columns[k]: v for k, v in (("prompt", "instruction"), ("query", "input"), ("response", "output"))
                if k in columns and columns[k] != v}  # fmt: skip
     if renames:
         overlay.values.setdefault("dataset.ops", []).insert(0, {"rename_columns": renames})
-    for extra in set(columns) - {"prompt", "query", "response"}:
-        overlay.skip(f"columns.{extra}", columns[extra], "the alpaca format reads instruction, input, output")
-    return False
+    for extra in set(columns) - {"prompt", "query", "response", "system"}:
+        overlay.skip(
+            f"columns.{extra}", columns[extra], "alpaca rows read instruction, input, output, system"
+        )
+    return "chat"
 
 
 def _info_source(entry: dict, folder: Path) -> dict | None:
@@ -823,6 +867,14 @@ def _preference_columns(overlay: Overlay, formatting: str, columns: dict) -> Non
             overlay.skip(f"columns.{key.split('_')[0]}", column, f"this hydratune has no dataset.{key}")
 
 
+# fsdp_config keys (with or without the fsdp_ prefix) left to Lightning's FSDPStrategy.
+FSDP_DEFAULTS = {
+    "sync_module_states",
+    "limit_all_gathers",
+    "cpu_ram_efficient_loading",
+    "backward_prefetch",
+    "forward_prefetch",
+}
 AXOLOTL_DATASET_TYPES = {"alpaca", "chat_template", "completion", "input_output", "sharegpt"}
 
 
@@ -898,6 +950,15 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                     "version",
                 ):
                     continue  # hydratune wraps each decoder layer
+                elif fkey.replace("fsdp_", "") == "sharding_strategy":
+                    names = {1: "FULL_SHARD", 2: "SHARD_GRAD_OP", 3: "NO_SHARD", 4: "HYBRID_SHARD"}
+                    overlay.set("trainer.strategy.sharding_strategy", names.get(fvalue, str(fvalue).upper()))
+                elif fkey.replace("fsdp_", "") == "activation_checkpointing":
+                    overlay.set("model.gradient_checkpointing", bool(fvalue))
+                elif fkey.replace("fsdp_", "") == "use_orig_params":
+                    continue  # always on: LoRA trains only some parameters
+                elif fkey.replace("fsdp_", "") in FSDP_DEFAULTS:
+                    overlay.skip(f"fsdp_config.{fkey}", fvalue, "Lightning's FSDPStrategy chooses it")
                 elif fkey.replace("fsdp_", "") == "reshard_after_forward":
                     overlay.set(
                         "trainer.strategy.sharding_strategy", "FULL_SHARD" if fvalue else "SHARD_GRAD_OP"

@@ -65,7 +65,7 @@ SHAREGPT_DEFAULTS = {
     "roles": {"human": "user", "gpt": "assistant", "system": "system"},
 }
 # Formats rendered with the tokenizer's chat template (they need the tokenizer and set the template).
-CHAT_FORMATS = ("messages", "sharegpt")
+CHAT_FORMATS = ("messages", "sharegpt", "alpaca_chat")
 TRAIN_ON = ("response", "assistant", "last_assistant", "all")
 
 # A rendered sample: text segments in order, each flagged True when it is a response (assistant turn).
@@ -175,6 +175,10 @@ def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
     """
     keys = {key: cfg.get(key) or default for key, default in SHAREGPT_DEFAULTS.items()}
     column, role_key, content_key, roles = (keys[k] for k in SHAREGPT_DEFAULTS)
+    wrong = {name: role for name, role in roles.items() if role not in ROLES}
+    if wrong:
+        name, role = next(iter(wrong.items()))
+        raise UserError(f"dataset.roles.{name}={role!r}: map each speaker to one of {', '.join(ROLES)}")
     turns = row.get(column)
     if not isinstance(turns, list) or not turns:
         raise UserError(
@@ -202,6 +206,19 @@ def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
     return format_messages(
         {"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer
     )
+
+
+def format_alpaca_chat(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """Alpaca columns as one user turn (instruction, then input on its own line) and one assistant turn
+    (output), rendered with the chat template: how LLaMA-Factory trains alpaca-format data. A filled
+    `dataset.system_column` becomes a system turn."""
+    instruction, extra = _text(row, "instruction"), _text(row, "input", optional=True)
+    messages = [{"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction},
+                {"role": "assistant", "content": _text(row, "output")}]  # fmt: skip
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.insert(0, {"role": "system", "content": _text(row, system_column)})
+    return format_messages({"messages": messages}, {"messages_column": "messages"}, tokenizer)
 
 
 def _check_prefix(prefix: str, text: str) -> None:
@@ -235,6 +252,7 @@ FORMATS: dict[str, Callable[..., Segments]] = {
     "messages": format_messages,
     "sharegpt": format_sharegpt,
     "segments": format_segments,
+    "alpaca_chat": format_alpaca_chat,
 }
 
 
@@ -252,7 +270,7 @@ def resolve_format(cfg: dict) -> str:
             if not (text or pair):
                 raise UserError(
                     "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
-                    "(or format: alpaca | messages | sharegpt | segments)"
+                    "(or format: alpaca | alpaca_chat | messages | sharegpt | segments)"
                 )
             fmt = "text" if text else "prompt_response"
         if fmt == "prompt_response" and (
@@ -278,6 +296,7 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "messages": [cfg.get("messages_column") or "messages"],
         "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
         "segments": ["segments"],
+        "alpaca_chat": ["instruction", "output"],
     }[fmt]
 
 
