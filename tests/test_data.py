@@ -131,6 +131,71 @@ def test_messages_train_on_all_trains_everything_but_bos(tokenizer):
     assert out["labels"][0][0] == IGNORE_INDEX and out["labels"][0][1:] == out["input_ids"][0][1:]
 
 
+def _sharegpt():
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    return [{"from": names[m["role"]], "value": m["content"]} for m in _messages()]
+
+
+def test_sharegpt_rows_train_exactly_as_the_same_messages(tokenizer):
+    from hydratune.data.formats import FORMATS
+    from hydratune.data.tokenize import tokenize_samples
+
+    want = tokenize_samples([FORMATS["messages"]({"messages": _messages()}, {}, tokenizer)], tokenizer, 512)
+    got = tokenize_samples(
+        [FORMATS["sharegpt"]({"conversations": _sharegpt()}, {}, tokenizer)], tokenizer, 512
+    )
+    assert got == want and _trained_text(tokenizer, {k: v[0] for k, v in got.items()}) == "HI</s>\nYO</s>\n"
+    # Other names: the column, the turn keys and the role values are config keys; a system column leads.
+    turns = [{"speaker": {"human": "q", "gpt": "a"}[t["from"]], "text": t["value"]} for t in _sharegpt()[1:]]
+    cfg = {"conversations_column": "chat", "role_key": "speaker", "content_key": "text",
+           "roles": {"q": "user", "a": "assistant"}, "system_column": "sys"}  # fmt: skip
+    row = {"chat": turns, "sys": "Be brief."}
+    assert tokenize_samples([FORMATS["sharegpt"](row, cfg, tokenizer)], tokenizer, 512) == want
+
+
+@pytest.mark.parametrize(
+    ("turns", "match"),
+    [
+        ([{"from": "bot", "value": "x"}], "each turn needs 'from' \\(human \\| gpt \\| system"),
+        ([{"from": "human", "content": "x"}], "text 'value'"),
+        ("hi", "non-empty list"),
+        ([{"from": "human", "value": "x"}], "dataset.roles.human='person': map each speaker to one of"),
+    ],
+)
+def test_sharegpt_bad_turns_name_the_fix(tokenizer, turns, match):
+    from hydratune.data.formats import FORMATS
+    from hydratune.errors import UserError
+
+    cfg = {"roles": {"human": "person"}} if "person" in match else {}
+    with pytest.raises(UserError, match=match):
+        FORMATS["sharegpt"]({"conversations": turns}, cfg, tokenizer)
+
+
+def test_alpaca_chat_is_one_user_and_one_assistant_turn(tokenizer):
+    from hydratune.data.formats import FORMATS
+
+    row = {"instruction": "Reverse.", "input": "abc", "output": "cba", "sys": "Be brief."}
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Reverse.\nabc"},
+             {"role": "assistant", "content": "cba"}]  # fmt: skip
+    assert FORMATS["alpaca_chat"](row, {"system_column": "sys"}, tokenizer) == FORMATS["messages"](
+        {"messages": turns}, {}, tokenizer
+    )
+    assert FORMATS["alpaca_chat"]({**row, "input": ""}, {}, tokenizer)[0][0] == "<|user|>\nReverse.</s>\n"
+
+
+def test_segments_train_where_labelled(tokenizer):
+    from hydratune.data.formats import FORMATS
+    from hydratune.data.tokenize import tokenize_samples
+    from hydratune.errors import UserError
+
+    row = {"segments": [{"label": False, "text": "Q: abc\nA: "}, {"label": True, "text": "CBA"},
+                        {"label": False, "text": "\nQ: x\nA: "}, {"label": True, "text": "X"}]}  # fmt: skip
+    out = tokenize_samples([FORMATS["segments"](row, {})], tokenizer, 512)
+    assert _trained_text(tokenizer, {k: v[0] for k, v in out.items()}) == "CBAX</s>"
+    with pytest.raises(UserError, match="each segment needs text and a label"):
+        FORMATS["segments"]({"segments": [{"text": "a"}]}, {})
+
+
 def test_named_chat_template_is_set_on_the_tokenizer(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 

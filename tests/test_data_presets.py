@@ -10,7 +10,7 @@ from hydratune.data.tokenize import IGNORE_INDEX
 from hydratune.tasks.sft.data import SFTDataModule
 
 
-@pytest.mark.parametrize("preset", ["sample", "local_csv", "mixture", "chat", "packed"])
+@pytest.mark.parametrize("preset", ["sample", "local_csv", "mixture", "chat", "sharegpt", "packed"])
 def test_local_preset_builds_batches(preset, tokenizer, tmp_path):
     cfg = to_plain(compose([f"dataset={preset}"]).dataset)
     dm = SFTDataModule(tokenizer, cfg, seed=0, cache_dir=str(tmp_path))

@@ -61,13 +61,19 @@ def _full_pipeline(dataset_cfg: dict, model_dir: str, cache_dir: Path):
     return datamodule
 
 
-@pytest.mark.parametrize("case", ["sample", "tricky", "tricky_drop"])
+@pytest.mark.parametrize("case", ["sample", "tricky", "tricky_drop", "segments"])
 def test_quick_counts_match_the_full_pipeline_on_the_same_rows(case, tmp_path):
     """Same first N rows through both paths: identical counts and identical token ids of kept samples."""
     limit = 100
     cfg = _config()
     dataset = cfg["dataset"]
-    if case != "sample":
+    if case == "segments":  # Axolotl's input_output rows: no chat template, so the quick check reads them
+        data = tmp_path / "segments.jsonl"
+        rows = [{"segments": [{"label": False, "text": f"Reverse: {w}\n"}, {"label": True, "text": w[::-1]}]}
+                for w in ("abc", "hello", "", "x" * 120)]  # fmt: skip
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        dataset |= {"sources": [{"loader": "json", "data_files": {"train": str(data)}}], "format": "segments"}
+    elif case != "sample":
         data = tmp_path / "tricky.jsonl"
         lines = [json.dumps(row) for row in _tricky_rows()]
         data.write_text("\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:]) + "\n")
@@ -90,6 +96,8 @@ def test_quick_counts_match_the_full_pipeline_on_the_same_rows(case, tmp_path):
     train = report["train"]
     if case == "sample":
         assert (train["rows"], report["validation"]["rows"]) == (limit, 60)
+    elif case == "segments":
+        assert train["rows"] == 4 and train["truncated"] == 1
     else:  # the tricky rows exercise what they are meant to
         assert train["rows"] == len(_tricky_rows()) and train["truncated"] == 2
         assert train["dropped_untrained"] == (1 if case == "tricky" else 0)
@@ -196,7 +204,7 @@ def test_classification_missing_label_column_is_one_line(tmp_path):
 
 def test_classification_counts_match_the_datamodule(tmp_path):
     """Rows without text or label, and validation labels the train split lacks, are dropped alike."""
-    from hydratune.classification import ClassificationDataModule
+    from hydratune.tasks.classification.data import ClassificationDataModule
 
     from hydratune.model import load_tokenizer
 
@@ -270,6 +278,8 @@ def test_missing_column_and_bad_value_name_the_file(tmp_path):
 def test_what_the_quick_check_cannot_reproduce_falls_back():
     with pytest.raises(Fallback, match="format=messages"):
         _peek(_config(["dataset=chat"]))
+    with pytest.raises(Fallback, match="format=sharegpt"):
+        _peek(_config(["dataset=sharegpt"]))
     with pytest.raises(Fallback, match="tatsu-lab/alpaca"):
         _peek(_config(["dataset=alpaca"]))
     with pytest.raises(Fallback, match="not a local folder"):

@@ -127,6 +127,7 @@ FREE_MAPPINGS = (
     "tags",
     "params",
     "additional_parameters",
+    "roles",  # dataset.roles: a chat data set's speaker names -> chat roles
 )
 
 

@@ -56,6 +56,16 @@ CHAT_TEMPLATES: dict[str, str] = {
     ),
 }
 ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT rows (`conversations: [{from: human|gpt|system, value: ...}]`, as LLaMA-Factory and Axolotl data
+# sets have them): the keys that `format: sharegpt` reads when the dataset config leaves them unset.
+SHAREGPT_DEFAULTS = {
+    "conversations_column": "conversations",
+    "role_key": "from",
+    "content_key": "value",
+    "roles": {"human": "user", "gpt": "assistant", "system": "system"},
+}
+# Formats rendered with the tokenizer's chat template (they need the tokenizer and set the template).
+CHAT_FORMATS = ("messages", "sharegpt", "alpaca_chat")
 TRAIN_ON = ("response", "assistant", "last_assistant", "all")
 
 # A rendered sample: text segments in order, each flagged True when it is a response (assistant turn).
@@ -92,6 +102,23 @@ def format_prompt_response(row: dict, cfg: dict) -> Segments:
 def format_text(row: dict, cfg: dict) -> Segments:
     # Plain text: everything is "response", so every token is trained.
     return [(_text(row, cfg.get("text_column") or "text"), True)]
+
+
+def format_segments(row: dict, cfg: dict) -> Segments:
+    """Hand-labelled pieces of text, `[{label: true|false, text: ...}]` (Axolotl's input_output rows):
+    trained where `label` is true. BOS and EOS are added as for every format, unless the text has them.
+    The column is always `segments`, as alpaca's are always instruction, input, output."""
+    column = "segments"
+    pieces = row.get(column)
+    if not isinstance(pieces, list) or not pieces:
+        raise UserError(f"dataset: column {column!r} must hold a non-empty list of {{label, text}} segments")
+    for piece in pieces:
+        if not isinstance(piece, dict) or not isinstance(piece.get("text"), str) or "label" not in piece:
+            raise UserError(
+                f"dataset: column {column!r} holds {str(piece)[:60]!r}; each segment needs text and a "
+                "label (true: trained, false: context)"
+            )
+    return [(piece["text"], bool(piece["label"])) for piece in pieces]
 
 
 def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
@@ -140,6 +167,60 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
     return [(text, trained) for text, trained in segments if text]
 
 
+def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
+    """A ShareGPT row's turns as `{role, content}` messages, the roles renamed by `dataset.roles`.
+
+    `dataset.system_column`, when set and filled, becomes a leading system message (LLaMA-Factory keeps
+    the system prompt in its own column).
+    """
+    keys = {key: cfg.get(key) or default for key, default in SHAREGPT_DEFAULTS.items()}
+    column, role_key, content_key, roles = (keys[k] for k in SHAREGPT_DEFAULTS)
+    wrong = {name: role for name, role in roles.items() if role not in ROLES}
+    if wrong:
+        name, role = next(iter(wrong.items()))
+        raise UserError(f"dataset.roles.{name}={role!r}: map each speaker to one of {', '.join(ROLES)}")
+    turns = row.get(column)
+    if not isinstance(turns, list) or not turns:
+        raise UserError(
+            f"dataset: column {column!r} must hold a non-empty list of {{{role_key}, {content_key}}} turns "
+            "(dataset.conversations_column names the column)"
+        )
+    messages = []
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.append({"role": "system", "content": _text(row, system_column)})
+    for turn in turns:
+        role = roles.get(turn.get(role_key)) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get(content_key), str):
+            raise UserError(
+                f"dataset: column {column!r} holds {str(turn)[:60]!r}; each turn needs {role_key!r} "
+                f"({' | '.join(roles)}; map others with dataset.roles) and text {content_key!r} "
+                "(dataset.role_key, dataset.content_key name them)"
+            )
+        messages.append({"role": role, "content": turn[content_key]})
+    return messages
+
+
+def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """ShareGPT turns rendered and masked exactly as `format: messages` renders the same conversation."""
+    return format_messages(
+        {"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer
+    )
+
+
+def format_alpaca_chat(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """Alpaca columns as one user turn (instruction, then input on its own line) and one assistant turn
+    (output), rendered with the chat template: how LLaMA-Factory trains alpaca-format data. A filled
+    `dataset.system_column` becomes a system turn."""
+    instruction, extra = _text(row, "instruction"), _text(row, "input", optional=True)
+    messages = [{"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction},
+                {"role": "assistant", "content": _text(row, "output")}]  # fmt: skip
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.insert(0, {"role": "system", "content": _text(row, system_column)})
+    return format_messages({"messages": messages}, {"messages_column": "messages"}, tokenizer)
+
+
 def _check_prefix(prefix: str, text: str) -> None:
     if not text.startswith(prefix):
         raise UserError(
@@ -169,6 +250,9 @@ FORMATS: dict[str, Callable[..., Segments]] = {
     "prompt_response": format_prompt_response,
     "text": format_text,
     "messages": format_messages,
+    "sharegpt": format_sharegpt,
+    "segments": format_segments,
+    "alpaca_chat": format_alpaca_chat,
 }
 
 
@@ -186,7 +270,7 @@ def resolve_format(cfg: dict) -> str:
             if not (text or pair):
                 raise UserError(
                     "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
-                    "(or format: alpaca | messages)"
+                    "(or format: alpaca | alpaca_chat | messages | sharegpt | segments)"
                 )
             fmt = "text" if text else "prompt_response"
         if fmt == "prompt_response" and (
@@ -210,6 +294,9 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "prompt_response": [cfg.get("prompt_column"), cfg.get("response_column")],
         "text": [cfg.get("text_column") or "text"],
         "messages": [cfg.get("messages_column") or "messages"],
+        "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
+        "segments": ["segments"],
+        "alpaca_chat": ["instruction", "output"],
     }[fmt]
 
 

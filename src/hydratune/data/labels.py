@@ -1,6 +1,6 @@
 """Classification data without torch: label names from the data, and texts to token ids.
 
-Shared by `hydratune.classification` (training) and `hydratune preflight` (which checks the first rows
+Shared by `hydratune.tasks.classification` (training) and `hydratune preflight` (which checks the first rows
 of a dataset without importing torch or transformers).
 """
 

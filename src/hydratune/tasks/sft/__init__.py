@@ -19,11 +19,12 @@ class SFTTask(Task):
         return SFTModule(**module_kwargs(cfg))
 
     def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
-        from hydratune.data.formats import check_config
+        from hydratune.data.formats import CHAT_FORMATS, check_config
         from hydratune.data.peek import Fallback, sft_report
 
-        if check_config(dataset_cfg) == "messages":
-            raise Fallback("format=messages renders rows with the chat template (transformers)")
+        fmt = check_config(dataset_cfg)
+        if fmt in CHAT_FORMATS:
+            raise Fallback(f"format={fmt} renders rows with the chat template (transformers)")
         return sft_report(splits, tokenizer, dataset_cfg, notes)
 
     def full_data_report(self, cfg: dict, tokenizer) -> dict:

@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hydratune.data.collate import PackedCollator, PadCollator
-from hydratune.data.formats import FORMATS, check_config, required_columns, set_chat_template
+from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns, set_chat_template
 from hydratune.data.ops import build_splits, fingerprint
 from hydratune.data.packing import pack_dataset, packing_efficiency
 from hydratune.data.sampler import eval_loader, train_loader
@@ -58,7 +58,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
             f"available columns: {', '.join(dataset.column_names)}"
         )
     max_len, train_on = cfg["max_seq_length"], cfg.get("train_on", "response")
-    extra = {"tokenizer": tokenizer} if fmt == "messages" else {}
+    extra = {"tokenizer": tokenizer} if fmt in CHAT_FORMATS else {}
 
     def encode(batch: dict, indices: list[int]) -> dict:
         samples = []
@@ -71,6 +71,8 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
 
     keys = ("format", "template", "text_column", "prompt_column", "response_column", "system_column",
             "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
+    if fmt == "sharegpt":  # only then, so the caches of the other formats keep their fingerprints
+        keys += ("conversations_column", "role_key", "content_key", "roles")
     key = fingerprint(dataset._fingerprint, tokenizer_fingerprint(tokenizer), {k: cfg.get(k) for k in keys},
                       TOKENIZE_VERSION)  # fmt: skip
     cached = is_cached(dataset, key)
@@ -141,7 +143,7 @@ class SFTDataModule(L.LightningDataModule):
         self.row_lengths: list[int] = []  # with packing: the tokens of each packed row
         self.collate = PadCollator(tokenizer.pad_token_id)
         self.packed_collate = PackedCollator(tokenizer.pad_token_id)
-        if cfg.get("format") == "messages":
+        if cfg.get("format") in CHAT_FORMATS:
             # Before any tokenization, so the exported tokenizer carries the template training used.
             set_chat_template(tokenizer, cfg)
 
