@@ -81,7 +81,7 @@ def test_chosen_and_rejected_in_one_forward_give_each_rows_own_logps(tiny_model_
 def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, loss):
     """LoRA starts as the identity, so the policy is the reference: h = 0, and the first loss is
     log 2 (sigmoid), (1/(2 beta))^2 (ipo) or 1 (hinge). Training on one batch makes every pair right."""
-    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "optimizer.lr=5e-3")
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "task.sft_weight=0", "optimizer.lr=5e-3")
     module = _module("dpo", cfg, tokenizer)
     module.configure_model()
     batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
@@ -97,7 +97,7 @@ def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, l
 
 @pytest.mark.parametrize("loss", ["orpo", "simpo"])
 def test_reference_free_losses_train(tiny_model_dir, tokenizer, loss):
-    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "optimizer.lr=5e-3")
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "task.sft_weight=0", "optimizer.lr=5e-3")
     module = _module("dpo", cfg, tokenizer)
     batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
     module.configure_model()
@@ -109,7 +109,7 @@ def test_reference_free_losses_train(tiny_model_dir, tokenizer, loss):
 
 
 def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
-    cfg = _cfg(tiny_model_dir, "task=dpo", "peft=none", "optimizer.lr=1e-3")
+    cfg = _cfg(tiny_model_dir, "task=dpo", "task.sft_weight=0", "peft=none", "optimizer.lr=1e-3")
     module = _module("dpo", cfg, tokenizer)
     module.configure_model()
     assert len(module._reference) == 1

@@ -32,18 +32,24 @@ class Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         elapsed = time.perf_counter() - self._batch_start
-        mask = batch.get("attention_mask")
-        if mask is not None:
-            real = int(mask.sum())
-        elif "real_tokens" in batch:  # packed rows carry no attention mask (hydratune.data.collate)
-            real = int(batch["real_tokens"])
+        if "input_ids" not in batch:  # the task built its rows in the step (GRPO samples them): it counts
+            counts = getattr(pl_module, "step_tokens", None) or {}
+            real, rows = counts.get("real", 0), counts.get("rows", 0)
+            self.trained_tokens += counts.get("trained", 0)
+            self.padded_tokens += counts.get("padded", real)
         else:
-            real = batch["input_ids"].numel()
+            mask = batch.get("attention_mask")
+            if mask is not None:
+                real = int(mask.sum())
+            elif "real_tokens" in batch:  # packed rows carry no attention mask (hydratune.data.collate)
+                real = int(batch["real_tokens"])
+            else:
+                real = batch["input_ids"].numel()
+            if batch["labels"].dim() == 2:  # token labels; a classifier's labels are one class id per row
+                self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
+            self.padded_tokens += batch["input_ids"].numel()
+            rows = batch["input_ids"].size(0)
         self.tokens += real
-        if batch["labels"].dim() == 2:  # token labels; a classifier's labels are one class id per row
-            self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
-        self.padded_tokens += batch["input_ids"].numel()
-        rows = batch["input_ids"].size(0)
         self.samples += rows
         self.train_seconds += elapsed
         self._window_tokens += real

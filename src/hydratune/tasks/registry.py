@@ -6,13 +6,14 @@ from __future__ import annotations
 from hydratune.errors import UserError
 from hydratune.tasks.classification import ClassificationTask
 from hydratune.tasks.dpo import DPOTask
+from hydratune.tasks.grpo import GRPOTask
 from hydratune.tasks.kto import KTOTask
 from hydratune.tasks.reward import RewardTask
 from hydratune.tasks.sft import SFTTask
 from hydratune.tasks.task import Task
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (SFTTask, ClassificationTask, DPOTask, KTOTask, RewardTask)
+    task.name: task for task in (SFTTask, ClassificationTask, DPOTask, KTOTask, RewardTask, GRPOTask)
 }
 
 
