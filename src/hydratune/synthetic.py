@@ -74,3 +74,38 @@ def write_jsonl(path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+# Held-out instructions for online RL (scripts/make_grpo_data.py): new keywords for known operations,
+# in the pretraining format. The base never saw them; for an unknown keyword it mostly copies the word,
+# and applies the meant operation only sometimes (about a quarter of the time over this set), so a
+# group of samples holds a few successes for the group baseline to reward.
+GRPO_KEYWORDS: dict[str, str] = {
+    "shout": "upper",
+    "loud": "upper",
+    "UPPER": "upper",
+    "yell": "upper",
+    "small": "lower",
+    "rev": "reverse",
+}
+
+
+def grpo_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """Rows {prompt, answer} such as `{"prompt": "shout: planet -> ", "answer": "PLANET"}`.
+
+    Keywords take turns; words in `exclude` are skipped, so an eval split shares no word with train.
+    """
+    rng = random.Random(seed)
+    exclude = exclude or set()
+    keywords = list(GRPO_KEYWORDS)
+    rows = []
+    while len(rows) < num_rows:
+        word = random_word(rng)
+        if word in exclude:
+            continue
+        keyword = keywords[len(rows) % len(keywords)]
+        op = GRPO_KEYWORDS[keyword]
+        if op == "lower":
+            word = word.upper()
+        rows.append({"prompt": f"{keyword}: {word} -> ", "answer": FUNCTIONS[op](word)})
+    return rows
