@@ -65,7 +65,9 @@ def bench_sampling(model, tokenizer, rows: list[dict]) -> None:
     prompts = [r["prompt"] for r in rows[:16]]
     for method in ("generate", "loop") * 3:
         s = sample(model, tokenizer, prompts, 8, 16, temperature=1.0, seed=0, method=method)
-        print(f"{method:9s} {s.num_tokens} tokens in {s.seconds:.3f}s: {s.stats['tokens_per_second']:,.0f} tokens/s")
+        print(
+            f"{method:9s} {s.num_tokens} tokens in {s.seconds:.3f}s: {s.stats['tokens_per_second']:,.0f} tokens/s"
+        )
 
 
 def main() -> None:
@@ -101,13 +103,21 @@ def main() -> None:
         return
     # The answers are one line: a newline ends a completion (the base writes the next line after it).
     stop = [tokenizer.convert_tokens_to_ids("\n")]
-    config = LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0)
+    config = LoraConfig(
+        task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0
+    )
     model = get_peft_model(model, config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    rewards = build_rewards([{"_target_": "hydratune.rewards.exact_match", "weight": 1.0, "column": "answer"}])
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0
+    )
+    rewards = build_rewards(
+        [{"_target_": "hydratune.rewards.exact_match", "weight": 1.0, "column": "answer"}]
+    )
 
     start_em = exact_match_rate(model, tokenizer, eval_rows, stop, args.max_new_tokens)
-    print(f"step 0: held-out exact match {start_em:.3f} ({per_keyword(model, tokenizer, eval_rows, stop, 12)})")
+    print(
+        f"step 0: held-out exact match {start_em:.3f} ({per_keyword(model, tokenizer, eval_rows, stop, 12)})"
+    )
     order = random.Random(args.seed)
     t_sample = t_train = 0.0
     began = time.perf_counter()
@@ -138,7 +148,14 @@ def main() -> None:
                 ref = completion_logps(model, samples, args.temperature)
         logps = completion_logps(model, samples, args.temperature)
         loss, stats = grpo_loss(
-            logps, None, ref, advantages, samples.completion_mask, args.epsilon, args.beta, args.aggregation,
+            logps,
+            None,
+            ref,
+            advantages,
+            samples.completion_mask,
+            args.epsilon,
+            args.beta,
+            args.aggregation,
             max_tokens=args.max_new_tokens,
         )
         loss.backward()
@@ -156,7 +173,10 @@ def main() -> None:
         )
         if step % args.eval_every == 0 or step == args.steps:
             em = exact_match_rate(model, tokenizer, eval_rows, stop, args.max_new_tokens)
-            print(f"step {step}: held-out exact match {em:.3f}  ({time.perf_counter() - began:.0f}s)", flush=True)
+            print(
+                f"step {step}: held-out exact match {em:.3f}  ({time.perf_counter() - began:.0f}s)",
+                flush=True,
+            )
     print(f"final: {per_keyword(model, tokenizer, eval_rows, stop, 12)}")
     print(
         f"start {start_em:.3f} -> end {em:.3f}; {args.steps} steps in {time.perf_counter() - began:.0f}s; "

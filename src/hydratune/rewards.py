@@ -80,9 +80,13 @@ class Reward:
         try:
             values = [float(v) for v in values]
         except (TypeError, ValueError) as err:
-            raise UserError(f"{self.key} ({self.name}) returned {type(values).__name__}, not a list of numbers") from err
+            raise UserError(
+                f"{self.key} ({self.name}) returned {type(values).__name__}, not a list of numbers"
+            ) from err
         if len(values) != len(completions):
-            raise UserError(f"{self.key} ({self.name}) returned {len(values)} values for {len(completions)} completions")
+            raise UserError(
+                f"{self.key} ({self.name}) returned {len(values)} values for {len(completions)} completions"
+            )
         return values
 
 
@@ -98,36 +102,50 @@ def _import(target: str, key: str):
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise UserError(f"{key}._target_={target}: cannot import it ({err}); give a dotted path to a function") from err
+        raise UserError(
+            f"{key}._target_={target}: cannot import it ({err}); give a dotted path to a function"
+        ) from err
 
 
-def build_rewards(entries: list[dict], key: str = "task.rewards", reward_model: str | None = None) -> list[Reward]:
+def build_rewards(
+    entries: list[dict], key: str = "task.rewards", reward_model: str | None = None
+) -> list[Reward]:
     """`task.rewards` (and `task.reward_model`) as Reward callables, checked before any model loads.
 
     Each entry is `{_target_: dotted.path, weight: float, **kwargs}`; the function must take
     (prompts, completions) positionally and accept every bound kwarg. Names (for metrics) are the
-    functions' names, suffixed with the index when one function appears twice.
+    functions' names, suffixed with the index when one function appears twice. Every bound key must be
+    a named parameter of the function (not just swallowed by its **columns).
     """
     rewards = []
     for i, entry in enumerate(entries or []):
         where = f"{key}[{i}]"
         if not isinstance(entry, dict) or "_target_" not in entry:
-            raise UserError(f"{where}: each reward is a mapping with _target_ (a dotted path to a function) and weight")
+            raise UserError(
+                f"{where}: each reward is a mapping with _target_ (a dotted path to a function) and weight"
+            )
         kwargs = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
         fn = _import(entry["_target_"], where)
         if not callable(fn):
-            raise UserError(f"{where}._target_={entry['_target_']} is not callable; point it at a reward function")
+            raise UserError(
+                f"{where}._target_={entry['_target_']} is not callable; point it at a reward function"
+            )
         params = _parameters(fn)
         positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
-        varkw = any(p.kind is p.VAR_KEYWORD for p in params.values())
         if len(positional) < 2 and not varargs:
             raise UserError(
                 f"{where}: {entry['_target_']} must take (prompts, completions, **columns); it takes ({', '.join(params)})"
             )
-        unknown = [k for k in kwargs if k not in params or params[k].kind is params[k].POSITIONAL_ONLY]
-        if unknown and not varkw:
-            raise UserError(f"{where}.{unknown[0]}: {entry['_target_']} has no parameter {unknown[0]!r}")
+        # Bound keys must be named parameters: **columns would swallow a typo (`colum:`) silently.
+        named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        bindable = named if varargs else named[2:]  # prompts and completions come first
+        unknown = [k for k in kwargs if k not in bindable]
+        if unknown:
+            raise UserError(
+                f"{where}.{unknown[0]}: {entry['_target_']} has no parameter {unknown[0]!r} "
+                f"(its parameters: {', '.join(bindable) or 'none besides prompts, completions'})"
+            )
         try:
             weight = float(entry.get("weight", 1.0))
         except (TypeError, ValueError) as err:
@@ -165,7 +183,9 @@ class RewardModelScorer:
     Usable directly as a reward function.
     """
 
-    def __init__(self, run_dir: str | Path, batch_size: int = 16, max_length: int = 1024, dtype: str = "float32"):
+    def __init__(
+        self, run_dir: str | Path, batch_size: int = 16, max_length: int = 1024, dtype: str = "float32"
+    ):
         from hydratune.generate import find_artifact, load_artifact
 
         run_dir = Path(run_dir)
@@ -201,7 +221,12 @@ class RewardModelScorer:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         scores = []
         for start in range(0, len(prompts), self.batch_size):
-            rows = [self._encode(p + c) for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])]
+            rows = [
+                self._encode(p + c)
+                for p, c in zip(
+                    prompts[start : start + self.batch_size], completions[start : start + self.batch_size]
+                )
+            ]
             width = max(len(r) for r in rows)
             # Right padding: the classifier reads the last non-pad token of each row.
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
