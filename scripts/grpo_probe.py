@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=1, help="updates per batch of samples")
     parser.add_argument("--aggregation", default="grpo", choices=("grpo", "dr_grpo"))
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -142,32 +143,36 @@ def main() -> None:
         advantages = group_advantages(reward, args.generations)
         t1 = time.perf_counter()
         model.train()
-        ref = None
-        if args.beta > 0:
-            with torch.no_grad(), model.disable_adapter():
-                ref = completion_logps(model, samples, args.temperature)
-        logps = completion_logps(model, samples, args.temperature)
-        loss, stats = grpo_loss(
-            logps,
-            None,
-            ref,
-            advantages,
-            samples.completion_mask,
-            args.epsilon,
-            args.beta,
-            args.aggregation,
-            max_tokens=args.max_new_tokens,
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        ref = old = None
+        with torch.no_grad():
+            if args.beta > 0:
+                with model.disable_adapter():
+                    ref = completion_logps(model, samples, args.temperature)
+            if args.iterations > 1:  # the sampling policy's log-probs, fixed across the reuses
+                old = completion_logps(model, samples, args.temperature)
+        for _ in range(args.iterations):
+            logps = completion_logps(model, samples, args.temperature)
+            loss, stats = grpo_loss(
+                logps,
+                old,
+                ref,
+                advantages,
+                samples.completion_mask,
+                args.epsilon,
+                args.beta,
+                args.aggregation,
+                max_tokens=args.max_new_tokens,
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
         t_sample += t1 - t0
         t_train += t2 - t1
         print(
             f"step {step:3d}  reward {reward.mean():.3f}  zero-spread {zero_spread_fraction(reward, args.generations):.2f}"
-            f"  kl {stats['kl']:.4f}  len {samples.stats['completion_length']:.1f}"
+            f"  kl {stats['kl']:.4f}  clip {stats['clip_fraction']:.3f}  len {samples.stats['completion_length']:.1f}"
             f"  sample {t1 - t0:.2f}s train {t2 - t1:.2f}s",
             flush=True,
         )
