@@ -2,7 +2,7 @@
 
 The starting model answers ~26% of the held-out data/grpo prompts exactly; 60 steps of 8 prompts x 8
 samples with the exact-match reward (about a minute on one thread) must add 25 points (seeds 0-2
-added 45-60).
+added 45-61).
 """
 
 from __future__ import annotations

@@ -167,6 +167,18 @@ def test_reward_model_scores_prompt_and_completion(tiny_model_dir, tmp_path, ada
     rewards = build_rewards([], reward_model=str(tmp_path))
     total, per_function = score(rewards, prompts, completions)
     assert total == pytest.approx(expected, abs=1e-5) and list(per_function) == ["reward_model"]
+    # Or as a weighted entry of task.rewards, beside a function.
+    rewards = build_rewards(
+        [
+            {"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": str(tmp_path), "weight": 0.5},
+            {"_target_": "hydratune.rewards.length_penalty", "weight": 1.0, "target": 0, "scale": 1.0},
+        ]
+    )
+    total, per_function = score(rewards, prompts, completions)
+    lengths = [len(c) for c in completions]
+    assert total == pytest.approx([0.5 * e - n for e, n in zip(expected, lengths)], abs=1e-5)
+    with pytest.raises(UserError, match=r"task.rewards\[0\]: hydratune.rewards.RewardModelScorer\(run\)"):
+        build_rewards([{"_target_": "hydratune.rewards.RewardModelScorer", "run": str(tmp_path)}])
 
 
 def test_reward_model_errors_name_the_key(tiny_model_dir, tmp_path):

@@ -110,12 +110,15 @@ def _import(target: str, key: str):
 def build_rewards(
     entries: list[dict], key: str = "task.rewards", reward_model: str | None = None
 ) -> list[Reward]:
-    """`task.rewards` (and `task.reward_model`) as Reward callables, checked before any model loads.
+    """`task.rewards` (and `task.reward_model`) as Reward callables.
 
     Each entry is `{_target_: dotted.path, weight: float, **kwargs}`; the function must take
-    (prompts, completions) positionally and accept every bound kwarg. Names (for metrics) are the
-    functions' names, suffixed with the index when one function appears twice. Every bound key must be
-    a named parameter of the function (not just swallowed by its **columns).
+    (prompts, completions) positionally, and every bound key must be a named parameter of it (not
+    just swallowed by its **columns, where a typo would pass silently). A class as `_target_` is built
+    with the bound keys and its instance is the function: `{_target_: hydratune.rewards.RewardModelScorer,
+    run_dir: RUN, weight: 0.5}` is a weighted reward model; `reward_model=RUN` adds one with weight 1.
+    Entries are checked in order, so a bad function fails before a reward model loads. Names (for
+    metrics) are the functions' names, suffixed with the index when one name appears twice.
     """
     rewards = []
     for i, entry in enumerate(entries or []):
@@ -130,6 +133,12 @@ def build_rewards(
             raise UserError(
                 f"{where}._target_={entry['_target_']} is not callable; point it at a reward function"
             )
+        if inspect.isclass(fn):  # a scorer class (e.g. RewardModelScorer): built with the bound keys
+            try:
+                inspect.signature(fn).bind(**kwargs)
+            except TypeError as err:
+                raise UserError(f"{where}: {entry['_target_']}({', '.join(kwargs)}): {err}") from err
+            fn, kwargs = fn(**kwargs), {}
         params = _parameters(fn)
         positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
