@@ -37,11 +37,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def completion_logps(model, samples, temperature: float) -> torch.Tensor:
     """Log-probs [N, C] of the sampled completion tokens; a training forward (no cache)."""
-    ids = torch.cat([samples.prompt_ids, samples.completion_ids], dim=1)
-    mask = torch.cat([samples.prompt_mask, samples.completion_mask], dim=1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     width = samples.prompt_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
+    logits = model(**samples.model_inputs(), use_cache=False).logits
     return token_logps(logits[:, width - 1 : -1], samples.completion_ids, temperature)
 
 

@@ -98,3 +98,25 @@ def test_top_p_keeps_the_nucleus():
     assert draws == {0, 1}  # 0.5 + 0.3 reaches 0.7: tokens 2 and 3 are cut
     assert {int(pick_tokens(logits, 1.0, 0.1, g)) for _ in range(50)} == {0}
     assert int(pick_tokens(logits, 0.0, 1.0, None)) == 0
+
+
+def test_training_forward_scores_each_completion_as_if_it_were_alone(model, tokenizer):
+    """Samples.model_inputs (left-padded prompt + right-padded completion, positions of real tokens):
+    the completion log-probs equal those of the unpadded prompt + completion in a forward of its own."""
+    from hydratune.tasks.grpo.loss import token_logps
+
+    s = sample(model, tokenizer, PROMPTS, 2, 8, temperature=1.0, seed=3, stop_token_ids=[5, 6, 7, 8])
+    assert not s.completion_mask.all()  # some rows stopped early: right padding is exercised
+    width = s.prompt_ids.shape[1]
+    with torch.no_grad():
+        logps = token_logps(
+            model(**s.model_inputs(), use_cache=False).logits[:, width - 1 : -1], s.completion_ids
+        )
+        for i in range(len(s.texts)):
+            prompt = s.prompt_ids[i][s.prompt_mask[i].bool()]
+            completion = s.completion_ids[i][s.completion_mask[i].bool()]
+            ids = torch.cat([prompt, completion])[None]
+            alone = token_logps(
+                model(input_ids=ids, use_cache=False).logits[:, len(prompt) - 1 : -1], completion[None]
+            )
+            assert torch.allclose(logps[i][s.completion_mask[i].bool()], alone[0], atol=1e-5)

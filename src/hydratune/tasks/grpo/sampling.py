@@ -45,6 +45,19 @@ class Samples:
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """Prompt + completion as one training forward's inputs (pass use_cache=False with them).
+
+        Position ids count real tokens only, as while sampling. The logits at columns P-1 .. P+C-2
+        (P = prompt width) predict the completion tokens: `logits[:, P - 1 : -1]`.
+        """
+        mask = torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+        return {
+            "input_ids": torch.cat([self.prompt_ids, self.completion_ids], dim=1),
+            "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+        }
+
     @property
     def num_tokens(self) -> int:
         """Completion tokens sampled (stop tokens included, padding not)."""
