@@ -8,9 +8,12 @@ within each prompt's group and takes one optimizer step on the clipped GRPO loss
 (hydratune.tasks.grpo.loss), the KL reference being the same model with the adapters switched off.
 Held-out greedy exact match is printed before training and every `--eval-every` steps, with the
 seconds per step split into sampling and training.
-Hardware: CPU. Expected time: ~3-5 minutes with 1 thread.
+Hardware: CPU, 1 thread. Expected time: 40 steps ~30-40 s, the default 80 ~60-75 s on a shared 2-core
+machine (load ~10); seed 0 went from 0.26 to 0.85 held-out exact match in 80 steps.
 
-    python scripts/grpo_probe.py --threads 1
+    python scripts/grpo_probe.py                    # lr 1e-3, beta 0, G 8, 8 prompts/step, 80 steps
+    python scripts/grpo_probe.py --beta 0.04 --aggregation dr_grpo --iterations 2
+    python scripts/grpo_probe.py --steps 0          # the starting model's exact match per keyword
     python scripts/grpo_probe.py --bench-sampling   # model.generate vs the hand-written loop
 """
 
@@ -71,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets/tiny-llama"))
     parser.add_argument("--data", default=str(ROOT / "data/grpo"))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
     parser.add_argument("--generations", type=int, default=8, help="G: completions per prompt")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -81,7 +84,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=1, help="updates per batch of samples")
     parser.add_argument("--aggregation", default="grpo", choices=("grpo", "dr_grpo"))
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bench-sampling", action="store_true")
@@ -116,6 +119,7 @@ def main() -> None:
     print(
         f"step 0: held-out exact match {start_em:.3f} ({per_keyword(model, tokenizer, eval_rows, stop, 12)})"
     )
+    em = start_em  # --steps 0: only the starting model's figures (e.g. to check a re-trained base)
     order = random.Random(args.seed)
     t_sample = t_train = 0.0
     began = time.perf_counter()
@@ -182,7 +186,7 @@ def main() -> None:
     print(f"final: {per_keyword(model, tokenizer, eval_rows, stop, 12)}")
     print(
         f"start {start_em:.3f} -> end {em:.3f}; {args.steps} steps in {time.perf_counter() - began:.0f}s; "
-        f"per step: sampling {t_sample / args.steps:.2f}s, training {t_train / args.steps:.2f}s "
+        f"per step: sampling {t_sample / max(args.steps, 1):.2f}s, training {t_train / max(args.steps, 1):.2f}s "
         f"({args.threads} thread(s), lr {args.lr}, beta {args.beta}, G {args.generations}, {args.prompts} prompts/step)"
     )
 
