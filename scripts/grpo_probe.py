@@ -15,6 +15,7 @@ machine (load ~10); seed 0 went from 0.26 to 0.85 held-out exact match in 80 ste
     python scripts/grpo_probe.py --beta 0.04 --aggregation dr_grpo --iterations 2
     python scripts/grpo_probe.py --steps 0          # the starting model's exact match per keyword
     python scripts/grpo_probe.py --bench-sampling   # model.generate vs the hand-written loop
+    python scripts/grpo_probe.py --candidates       # after re-pretraining the base: which keywords to use
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ def bench_sampling(model, tokenizer, rows: list[dict]) -> None:
         )
 
 
+def suggest_keywords(model, tokenizer, stop: list[int], per_keyword: int = 64) -> None:
+    """Greedy exact match of the starting model on each candidate keyword (fresh words), and a set
+    for GRPO_KEYWORDS: keywords answered in 5-50% of cases, the easiest dropped until the mean is <= 30%."""
+    from hydratune.synthetic import FUNCTIONS, GRPO_CANDIDATES, random_word
+
+    rng = random.Random(12345)
+    rates = {}
+    for keyword, op in GRPO_CANDIDATES.items():
+        words = [random_word(rng) for _ in range(per_keyword)]
+        words = [w.upper() for w in words] if op == "lower" else words
+        rows = [{"prompt": f"{keyword}: {w} -> ", "answer": FUNCTIONS[op](w)} for w in words]
+        rates[keyword] = exact_match_rate(model, tokenizer, rows, stop, 12)
+        print(f"{keyword:10s} -> {op:10s} {rates[keyword]:.2f}")
+    chosen = sorted((k for k, r in rates.items() if 0.05 <= r <= 0.5), key=rates.get)
+    while chosen and sum(rates[k] for k in chosen) / len(chosen) > 0.3:
+        chosen.pop()  # drop the easiest
+    mean = sum(rates[k] for k in chosen) / max(len(chosen), 1)
+    print(f"suggested: {', '.join(f'{k!r}: {GRPO_CANDIDATES[k]!r}' for k in chosen)} (mean {mean:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets/tiny-llama"))
@@ -88,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bench-sampling", action="store_true")
+    parser.add_argument("--candidates", action="store_true", help="suggest GRPO_KEYWORDS for this base")
     args = parser.parse_args()
 
     from peft import LoraConfig, get_peft_model
@@ -104,6 +126,9 @@ def main() -> None:
         return
     # The answers are one line: a newline ends a completion (the base writes the next line after it).
     stop = [tokenizer.convert_tokens_to_ids("\n")]
+    if args.candidates:
+        suggest_keywords(model.eval(), tokenizer, stop)
+        return
     config = LoraConfig(
         task_type="CAUSAL_LM", r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0
     )

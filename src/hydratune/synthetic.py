@@ -80,6 +80,8 @@ def write_jsonl(path, rows: list[dict]) -> None:
 # in the pretraining format. The base never saw them; for an unknown keyword it mostly copies the word,
 # and applies the meant operation only sometimes (about a quarter of the time over this set), so a
 # group of samples holds a few successes for the group baseline to reward.
+# Which unknown keywords the base happens to map to the meant operation depends on its weights: after
+# re-pretraining, `python scripts/grpo_probe.py --candidates` measures GRPO_CANDIDATES and suggests a set.
 GRPO_KEYWORDS: dict[str, str] = {
     "shout": "upper",
     "loud": "upper",
@@ -87,6 +89,25 @@ GRPO_KEYWORDS: dict[str, str] = {
     "yell": "upper",
     "small": "lower",
     "rev": "reverse",
+}
+GRPO_CANDIDATES: dict[str, str] = {
+    **GRPO_KEYWORDS,
+    "big": "upper",
+    "caps": "upper",
+    "upcase": "upper",
+    "uppercase": "upper",
+    "whisper": "lower",
+    "quiet": "lower",
+    "lowercase": "lower",
+    "mirror": "reverse",
+    "flip": "reverse",
+    "backwards": "reverse",
+    "reversed": "reverse",
+    "title": "capitalize",
+    "capital": "capitalize",
+    "cap": "capitalize",
+    "echo": "copy",
+    "same": "copy",
 }
 
 
