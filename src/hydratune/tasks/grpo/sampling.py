@@ -113,7 +113,7 @@ def _loop(model, ids, mask, num_generations, max_new_tokens, temperature, top_p,
         cache.batch_repeat_interleave(num_generations)
     mask = mask.repeat_interleave(num_generations, dim=0)
     next_position = positions[:, -1:].repeat_interleave(num_generations, dim=0) + 1
-    finished = torch.zeros(mask.shape[0], dtype=torch.bool)
+    finished = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
     tokens = []
     for _ in range(max_new_tokens):
         token = pick_tokens(logits, temperature, top_p, generator)
@@ -138,7 +138,7 @@ def _loop(model, ids, mask, num_generations, max_new_tokens, temperature, top_p,
 def _generate(model, ids, mask, num_generations, max_new_tokens, temperature, top_p, stop_ids, pad_id, seed):
     """`model.generate` with the global RNG forked and seeded (the caller's RNG state is untouched)."""
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(
             input_ids=ids.repeat_interleave(num_generations, dim=0),
@@ -179,11 +179,12 @@ def sample(
     was_training = model.training
     model.eval()
     start = time.perf_counter()
-    ids, mask = encode_prompts(tokenizer, prompts)
-    stop_ids = torch.tensor(sorted({tokenizer.eos_token_id, *(stop_token_ids or [])}))
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in encode_prompts(tokenizer, prompts))
+    stop_ids = torch.tensor(sorted({tokenizer.eos_token_id, *(stop_token_ids or [])}), device=device)
     pad_id = tokenizer.pad_token_id
     if method == "loop":
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
         args = (num_generations, max_new_tokens, temperature, top_p, stop_ids, pad_id)
         completion_ids = _loop(model, ids, mask, *args, generator)
     elif method == "generate":
