@@ -187,9 +187,9 @@ class RewardModelScorer:
 
     The run's artifact is an `AutoModelForSequenceClassification` with one label, in `<run>/model`
     (full fine-tuning) or `<run>/adapter` (a SEQ_CLS adapter over its recorded base; see
-    hydratune.export). The text scored is `prompt + completion`, tokenized with the artifact's
-    tokenizer (BOS first when it has one, EOS last), the reward is the head's single logit.
-    Usable directly as a reward function.
+    hydratune.export). The prompt is used as it is (already formatted, as GRPO samples it), the
+    tokens are `[BOS] prompt completion EOS` as the reward task's `pairs` format trains on, and the
+    reward is the head's single logit. Usable directly as a reward function.
     """
 
     def __init__(
@@ -217,29 +217,33 @@ class RewardModelScorer:
         self.batch_size, self.max_length = batch_size, max_length
         self.__name__ = "reward_model"
 
-    def _encode(self, text: str) -> list[int]:
+    def _encode(self, prompt: str, completion: str) -> list[int]:
+        """`[BOS] prompt completion EOS`, the layout the reward task trains on (prompt and answer encoded
+        apart, BOS and EOS not doubled), cut from the right to max_length."""
         tok = self.tokenizer
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        return (bos + ids)[: self.max_length - len(eos)] + eos
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        if tok.bos_token_id is not None and ids[:1] != [tok.bos_token_id]:
+            ids = [tok.bos_token_id, *ids]
+        answer = tok(completion, add_special_tokens=False)["input_ids"]
+        if tok.eos_token_id is not None and tok.eos_token_id not in answer[-2:]:
+            answer = [*answer, tok.eos_token_id]
+        return (ids + answer)[: self.max_length]
 
     def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
         import torch
 
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # The classifier reads each row's last token that is not its config's pad id: right padding with
+        # that id is safe; without one, rows go one at a time.
+        pad = getattr(self.model.config, "pad_token_id", None)
+        step = self.batch_size if pad is not None else 1
+        device = next(self.model.parameters()).device
         scores = []
-        for start in range(0, len(prompts), self.batch_size):
-            rows = [
-                self._encode(p + c)
-                for p, c in zip(
-                    prompts[start : start + self.batch_size], completions[start : start + self.batch_size]
-                )
-            ]
+        for start in range(0, len(prompts), step):
+            chunk = zip(prompts[start : start + step], completions[start : start + step])
+            rows = [self._encode(p, c) for p, c in chunk]
             width = max(len(r) for r in rows)
-            # Right padding: the classifier reads the last non-pad token of each row.
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            ids = torch.tensor([r + [pad or 0] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
             with torch.no_grad():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
             scores += logits[:, 0].float().tolist()
