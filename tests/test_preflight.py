@@ -204,9 +204,8 @@ def test_classification_missing_label_column_is_one_line(tmp_path):
 
 def test_classification_counts_match_the_datamodule(tmp_path):
     """Rows without text or label, and validation labels the train split lacks, are dropped alike."""
-    from hydratune.tasks.classification.data import ClassificationDataModule
-
     from hydratune.model import load_tokenizer
+    from hydratune.tasks.classification.data import ClassificationDataModule
 
     train = [{"text": "good " * i, "label": ["pos", "neg"][i % 3 == 0]} for i in range(1, 30)]
     train += [{"text": "", "label": "pos"}, {"text": "no label", "label": None}, {"text": "x"}]

@@ -120,3 +120,59 @@ def kto_rows(pairs: list[dict[str, str]], seed: int) -> list[dict]:
     ]
     random.Random(seed).shuffle(rows)
     return rows
+
+
+# Held-out instructions for online RL (scripts/make_grpo_data.py): new keywords for known operations,
+# in the pretraining format. The base never saw them; for an unknown keyword it mostly copies the word,
+# and applies the meant operation only sometimes (about a quarter of the time over this set), so a
+# group of samples holds a few successes for the group baseline to reward.
+# Which unknown keywords the base happens to map to the meant operation depends on its weights: after
+# re-pretraining, `python scripts/grpo_probe.py --candidates` measures GRPO_CANDIDATES and suggests a set.
+GRPO_KEYWORDS: dict[str, str] = {
+    "shout": "upper",
+    "loud": "upper",
+    "UPPER": "upper",
+    "yell": "upper",
+    "small": "lower",
+    "rev": "reverse",
+}
+GRPO_CANDIDATES: dict[str, str] = {
+    **GRPO_KEYWORDS,
+    "big": "upper",
+    "caps": "upper",
+    "upcase": "upper",
+    "uppercase": "upper",
+    "whisper": "lower",
+    "quiet": "lower",
+    "lowercase": "lower",
+    "mirror": "reverse",
+    "flip": "reverse",
+    "backwards": "reverse",
+    "reversed": "reverse",
+    "title": "capitalize",
+    "capital": "capitalize",
+    "cap": "capitalize",
+    "echo": "copy",
+    "same": "copy",
+}
+
+
+def grpo_rows(num_rows: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
+    """Rows {prompt, answer} such as `{"prompt": "shout: planet -> ", "answer": "PLANET"}`.
+
+    Keywords take turns; words in `exclude` are skipped, so an eval split shares no word with train.
+    """
+    rng = random.Random(seed)
+    exclude = exclude or set()
+    keywords = list(GRPO_KEYWORDS)
+    rows = []
+    while len(rows) < num_rows:
+        word = random_word(rng)
+        if word in exclude:
+            continue
+        keyword = keywords[len(rows) % len(keywords)]
+        op = GRPO_KEYWORDS[keyword]
+        if op == "lower":
+            word = word.upper()
+        rows.append({"prompt": f"{keyword}: {word} -> ", "answer": FUNCTIONS[op](word)})
+    return rows

@@ -144,6 +144,14 @@ def _answer_ids(ids: list[int], eos_id: int) -> list[int]:
     return list(ids) if eos_id in ids[-2:] else [*ids, eos_id]
 
 
+def scoring_ids(tokenizer, prompt: str, answer: str, max_length: int | None = None) -> list[int]:
+    """`[BOS] prompt answer EOS` as the preference tasks tokenize a row (prompt and answer apart, BOS and EOS
+    not doubled), cut from the right to `max_length`: how a reward model reads what it scores."""
+    prompt_ids, answer_ids = _encode_texts([prompt, answer], tokenizer)
+    ids = _prompt_ids(prompt_ids, tokenizer.bos_token_id) + _answer_ids(answer_ids, tokenizer.eos_token_id)
+    return ids[:max_length] if max_length else ids
+
+
 def _fit(prompt: list[int], answers: list[list[int]], max_len: int) -> tuple[list[list[int]], bool]:
     """Answers cut from the right so that prompt + answer fits in max_len; whether any was cut."""
     room = max_len - len(prompt)

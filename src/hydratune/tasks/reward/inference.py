@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hydratune.data.pairs import PAIR_FORMATS, column
+from hydratune.data.pairs import PAIR_FORMATS, column, scoring_ids
 
 
 def render(prompt: str, response: str, dataset_cfg: dict, tokenizer) -> tuple[str, str]:
@@ -29,14 +29,7 @@ def score(model, tokenizer, prompts: list[str], responses: list[str], dataset_cf
     limit = dataset_cfg.get("max_seq_length")
     out = []
     for prompt, response in zip(prompts, responses):
-        prompt_text, answer = render(prompt, response, dataset_cfg, tokenizer)
-        ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
-            ids = [tokenizer.bos_token_id, *ids]
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id not in answer_ids[-2:]:
-            answer_ids.append(tokenizer.eos_token_id)
-        ids = (ids + answer_ids)[:limit] if limit else ids + answer_ids
+        ids = scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer), limit)
         input_ids = torch.tensor([ids], device=model.device)
         logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
         out.append(float(logits[0, 0]))
