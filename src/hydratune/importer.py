@@ -571,8 +571,7 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
             f"{source_key}: {value}: hydratune has no {task} task yet (no conf/task/{task}.yaml); "
             "nothing was written (import it once that task exists)"
         )
-    if task != "sft":
-        overlay.choices["task"] = task
+    overlay.choices["task"] = task
     if "sft_weight" in _task_keys(overlay, task):
         # hydratune's dpo default adds an NLL term on the chosen answer (sft_weight: 1.0, for its demo run);
         # LLaMA-Factory (pref_ftx) and TRL (rpo_alpha) default to none: keep what the source trained.
@@ -580,9 +579,28 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
     return task, loss
 
 
+def _reads_preference_data(task: str) -> bool:
+    """Whether a hydratune task trains on preference rows (its datasets get the pair columns)."""
+    from hydratune.tasks.preference import PreferenceTask
+    from hydratune.tasks.registry import TASKS
+
+    return task in TASKS and issubclass(TASKS[task], PreferenceTask)
+
+
+def _reads_sft_data(task: str) -> bool:
+    """Whether a hydratune task trains on SFT rows (Axolotl's dataset types map to its formats)."""
+    from hydratune.tasks.registry import TASKS
+    from hydratune.tasks.sft import SFTTask
+
+    return task in TASKS and issubclass(TASKS[task], SFTTask)
+
+
 def _task_keys(overlay: Overlay, task: str) -> set[str]:
     """The keys of conf/task/<task>.yaml, with those of the options it lists as its own defaults."""
-    data = yaml.safe_load((overlay.conf_dir / "task" / f"{task}.yaml").read_text()) or {}
+    text = (overlay.conf_dir / "task" / f"{task}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if "# @package _global_" in text:  # an overlay (task=grpo): its task keys sit under `task:`
+        data = {**(data.get("task") or {}), "defaults": data.get("defaults")}
     keys = set(data) - {"defaults"}
     for parent in data.get("defaults") or []:
         if (
@@ -733,7 +751,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
             continue
         if key == "pref_loss":
             loss = PREF_LOSSES.get(str(value))
-            if task != "dpo":
+            if "loss" not in _task_keys(overlay, task):
                 overlay.skip(key, value, f"not used by task={task}")
             elif loss:
                 _set_task(overlay, task, key, "loss", loss)
@@ -809,7 +827,7 @@ def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext,
         return None
     overlay.set("dataset.sources", sources)
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
-    if ranking or task in ("dpo", "reward", "kto"):
+    if ranking or _reads_preference_data(task):
         _preference_columns(overlay, formatting, columns)
         return "pairs"
     if formatting == "sharegpt":
@@ -929,7 +947,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                 overlay.skip(key, value, "built-in templates: chatml, tiny; null is the tokenizer's own")
         elif key == "trl" and isinstance(value, dict):
             for trl_key, trl_value in value.items():
-                if trl_key in AXOLOTL_TRL and task == "grpo":
+                if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
                     _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
                 elif trl_value is not None:
                     why = "rewards are task.rewards entries" if trl_key.startswith("reward") else (
@@ -1012,7 +1030,7 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
             overlay.skip(f"{where}.type", kind, "a custom prompt format: write it as a map op (dataset.ops)")
             continue
         kind = str(kind)
-        if task != "sft":
+        if not _reads_sft_data(task):
             overlay.skip(f"{where}.type", kind, f"write dataset.* columns for task={task} by hand")
         elif kind.split(".")[0] not in AXOLOTL_DATASET_TYPES:
             overlay.skip(
@@ -1061,7 +1079,7 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
                 continue  # every trained turn ends with its end-of-turn token
             else:
                 overlay.skip(f"{where}.{key}", value, "no hydratune counterpart known")
-    if not sources or task != "sft":
+    if not sources or not _reads_sft_data(task):
         if sources:
             overlay.set("dataset.sources", sources)
         return

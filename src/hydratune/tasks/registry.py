@@ -49,4 +49,5 @@ def all_rules() -> list:
     """The cross-group rules and every built-in task's own (the README table lists them all)."""
     from hydratune.rules import RULES
 
-    return [*RULES, *(rule for task in TASKS.values() for rule in task.rules)]
+    rules = [*RULES, *(rule for task in TASKS.values() for rule in task.rules)]
+    return list(dict.fromkeys(rules))  # a rule shared by several tasks (preference_packing) once
