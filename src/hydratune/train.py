@@ -36,6 +36,7 @@ def run(cfg) -> float:
     from hydratune.model import load_tokenizer
     from hydratune.module import NonFiniteLoss, SFTModule
     from hydratune.passport import write_passport
+    from hydratune.search import trial_callbacks
     from hydratune.signals import GracefulStop
 
     quiet_library_loggers()
@@ -91,6 +92,7 @@ def run(cfg) -> float:
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    callbacks += trial_callbacks()  # a trial of an Optuna search: report val/loss, stop when pruned
     generations = to_plain(cfg.get("eval_generations")) or {}
     if generations.get("num_prompts", 0) > 0:
         callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
