@@ -165,6 +165,8 @@ class Search:
             sampler = build(sampler_cfg)
         pruner = build(s.get("pruner")) or optuna.pruners.NopPruner()
         storage_url = str(s["storage"])
+        if "://" not in storage_url:  # jobs run elsewhere (other cwd, other nodes): an absolute path
+            storage_url = str(Path(storage_url.removeprefix("journal:")).expanduser().resolve())
         info_path = self.sweep_dir / STUDY_FILE
         info = {
             "study_name": str(s["study_name"]),
