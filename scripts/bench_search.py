@@ -95,7 +95,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print("| pruner | trials (complete/pruned) | optimizer steps | vs unpruned | best val loss | vs unpruned | wall s |")
+    print(
+        "| pruner | trials (complete/pruned) | optimizer steps | vs unpruned | best val loss | vs unpruned | wall s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(

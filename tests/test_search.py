@@ -44,18 +44,20 @@ PRUNERS = ["none", "median", "successive_halving", "hyperband"]
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_builds_with_the_seed_from_config(sampler):
+    from conftest import CONF_DIR
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from conftest import CONF_DIR
     from hydratune.search import build
 
     if sampler == "gp":
         pytest.importorskip("scipy", reason="optuna's GPSampler needs scipy")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(
-            "train", ["hparams_search=lr_rank", f"hydra/sweeper/sampler={sampler}", "seed=7"], return_hydra_config=True
+            "train",
+            ["hparams_search=lr_rank", f"hydra/sweeper/sampler={sampler}", "seed=7"],
+            return_hydra_config=True,
         )
     node = OmegaConf.to_container(cfg.hydra.sweeper.sampler, resolve=True)
     assert node["seed"] == 7
@@ -66,16 +68,20 @@ def test_every_sampler_builds_with_the_seed_from_config(sampler):
 
 @pytest.mark.parametrize("pruner", PRUNERS)
 def test_every_pruner_builds(pruner):
+    from conftest import CONF_DIR
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from conftest import CONF_DIR
     from hydratune.search import build
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", ["hparams_search=lr_rank", f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True)
-    assert isinstance(build(OmegaConf.to_container(cfg.hydra.sweeper.pruner, resolve=True)), optuna.pruners.BasePruner)
+        cfg = hydra_compose(
+            "train", ["hparams_search=lr_rank", f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True
+        )
+    assert isinstance(
+        build(OmegaConf.to_container(cfg.hydra.sweeper.pruner, resolve=True)), optuna.pruners.BasePruner
+    )
 
 
 def test_search_config_still_composes_as_a_training_config():
@@ -88,8 +94,9 @@ def test_a_killed_sweeps_running_trials_are_failed_and_run_again(tmp_path):
     interrupted and its parameters queued; one whose job finished after all is told its result."""
     storage = str(tmp_path / "optuna.journal")
     study = optuna.create_study(study_name="s", storage=open_storage(storage))
-    finished, lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), study.ask(
-        {"x": optuna.distributions.FloatDistribution(0, 1)}
+    finished, lost = (
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}),
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}),
     )
     for trial in (finished, lost):
         (tmp_path / str(trial.number) / ".hydra").mkdir(parents=True)
@@ -198,3 +205,35 @@ def test_a_failing_trial_fails_only_itself(tiny_model_dir, tmp_path):
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
     assert sorted(r["status"] for r in rows) == ["failed", "failed", "ok", "ok"]
     assert all(r["state"] == "FAIL" and r["error"] for r in rows if r["status"] == "failed")
+
+
+def test_sweep_report_prints_parameter_importance(tmp_path, capsys):
+    """With enough complete trials, sweep-report adds the importance of each searched parameter."""
+    from hydratune.cli import main as cli_main
+    from hydratune.search import STUDY_FILE
+
+    storage = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(
+        study_name="s", storage=open_storage(storage), sampler=optuna.samplers.RandomSampler(0)
+    )
+    space = {
+        "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "peft.config.r": optuna.distributions.CategoricalDistribution([4, 8]),
+    }
+    for n in range(8):
+        trial = study.ask(space)
+        study.tell(trial, -1000 * trial.params["optimizer.lr"])  # lr decides, the rank does not
+        (tmp_path / str(n) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(n) / ".hydra" / "overrides.yaml").write_text(
+            f"- optimizer.lr={trial.params['optimizer.lr']}\n"
+        )
+    (tmp_path / STUDY_FILE).write_text(json.dumps({"study_name": "s", "storage": storage}))
+    assert cli_main(["sweep-report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "parameter importance (Optuna's default evaluator, 8 complete trials):" in out
+    importance = {
+        line.split(":")[0].strip(): float(line.split(":")[1])
+        for line in out.splitlines()
+        if line.startswith("  ")
+    }
+    assert importance["optimizer.lr"] > importance["peft.config.r"]

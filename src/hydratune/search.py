@@ -125,7 +125,9 @@ def grid_values(space: dict[str, Any]) -> dict[str, list]:
     for key, d in space.items():
         if isinstance(d, dist.CategoricalDistribution):
             grid[key] = list(d.choices)
-        elif isinstance(d, dist.IntDistribution | dist.FloatDistribution) and d.step is not None and not d.log:
+        elif (
+            isinstance(d, dist.IntDistribution | dist.FloatDistribution) and d.step is not None and not d.log
+        ):
             n = int(round((d.high - d.low) / d.step)) + 1
             grid[key] = [d.low + i * d.step for i in range(n)]
         else:
@@ -355,6 +357,8 @@ class Search:
         except ValueError:
             return
         log.info("best trial %d: value %.4f, %s", best.number, best.value, best.params)
+        for line in importance_lines(study):
+            log.info(line)
         (self.sweep_dir / "optimization_results.json").write_text(
             json.dumps(
                 {"best_trial": best.number, "best_value": best.value, "best_params": best.params}, indent=2

@@ -19,8 +19,10 @@ class OptunaSweeper(Sweeper):
     result (complete, pruned or failed). Settings: see conf/hydra/sweeper/optuna.yaml."""
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                         for k, v in settings.items()}
+        self.settings = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in settings.items()
+        }
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config
