@@ -243,3 +243,30 @@ def test_sweep_report_prints_parameter_importance(tmp_path, capsys):
         if line.startswith("  ")
     }
     assert importance["optimizer.lr"] > importance["peft.config.r"]
+
+
+@pytest.mark.slow
+def test_search_of_ddp_trials_reports_from_rank_zero_and_prunes_every_rank(tiny_model_dir, tmp_path):
+    """trainer=ddp trials: rank 0 reports to the study, the decision reaches both ranks (the pruned
+    trial's two processes stop at the same step), and the extra rank never runs the search itself."""
+    sweep_dir = tmp_path / "search"
+    args = search_args(
+        tiny_model_dir, sweep_dir, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"
+    )
+    args = [a.replace("dataset.batch_size=8", "dataset.batch_size=4") for a in args]
+    args = [a for a in args if not a.startswith("peft.config.r=")] + ["hydra.sweeper.n_trials=2"]
+    args = [a for a in args if not a.startswith("hydra.sweeper.n_trials=")]
+    result = run_cli(args, env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="default", storage=open_storage(str(sweep_dir / "optuna.journal")))
+    assert len(study.trials) == 2  # no rank asked for trials of its own
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "0",
+        "1",
+    ]
+    for trial in study.trials:
+        assert trial.state.name in ("COMPLETE", "PRUNED")
+        metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
+        assert max(trial.intermediate_values) == metrics["steps"]
+        log = (sweep_dir / str(trial.number) / "train.log").read_text()
+        assert "4 per device x 1 accumulation x 2 devices" in log

@@ -161,14 +161,20 @@ class Search:
         optuna = _optuna()
         s = self.settings
         sampler_cfg = dict(s.get("sampler") or {})
+        storage_url = str(s["storage"])
+        if "://" not in storage_url:  # jobs run elsewhere (other cwd, other nodes): an absolute path
+            storage_url = str(Path(storage_url.removeprefix("journal:")).expanduser().resolve())
+        self.storage = open_storage(storage_url)
+        earlier = _trial_count(self.storage, str(s["study_name"]))
+        if earlier and sampler_cfg.get("seed") is not None:
+            # A continued study with the first run's seed would draw the first run's samples again.
+            sampler_cfg["seed"] = int(sampler_cfg["seed"]) + earlier
+            log.info("continuing a study of %d trials: sampler seed %d", earlier, sampler_cfg["seed"])
         if str(sampler_cfg.get("_target_", "")).endswith("GridSampler"):
             sampler = build(sampler_cfg, search_space=grid_values(space))
         else:
             sampler = build(sampler_cfg)
         pruner = build(s.get("pruner")) or optuna.pruners.NopPruner()
-        storage_url = str(s["storage"])
-        if "://" not in storage_url:  # jobs run elsewhere (other cwd, other nodes): an absolute path
-            storage_url = str(Path(storage_url.removeprefix("journal:")).expanduser().resolve())
         info_path = self.sweep_dir / STUDY_FILE
         info = {
             "study_name": str(s["study_name"]),
@@ -187,7 +193,6 @@ class Search:
                     "or choose another hydra.sweep.dir"
                 )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(storage_url)
         study = optuna.create_study(
             storage=self.storage,
             sampler=sampler,
@@ -377,6 +382,15 @@ def _runs_in_process(launcher) -> bool:
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
     return isinstance(launcher, BasicLauncher)
+
+
+def _trial_count(storage, study_name: str) -> int:
+    """Trials the study already holds in `storage` (0 when there is no such study yet)."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
 def live_trial(study, storage, number: int):

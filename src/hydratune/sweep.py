@@ -345,7 +345,9 @@ def sweep_job():
         yield
         return
     argv, env = list(sys.argv), {k: os.environ.get(k) for k in LAUNCH_ENV}
-    sys.argv = [argv[0], *hydra_cfg.overrides.task]  # as Hydra keeps them: quoted where needed
+    # As Hydra keeps them (quoted where needed); hydra.mode=RUN because a search config (hparams_search)
+    # sets MULTIRUN, which would make every extra rank run the search itself.
+    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
