@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -305,13 +306,14 @@ class Search:
             reported = _fresh(self.study, trial.number)
             if reported.user_attrs.get("pruned_at_step") is not None:
                 state, values = TrialState.PRUNED, None  # Optuna keeps the last reported value
-            elif error is None and value == value and value not in (float("inf"), float("-inf")):
+            elif error is None and math.isfinite(value):
                 state, values = TrialState.COMPLETE, value
             else:
                 state, values = TrialState.FAIL, None
-                error = error or f"objective {self.config.get('objective')!r} is {value} (no metric?)"
+                # train.py returns nan for a config or data error (printed by the job) and a missing metric.
+                error = error or f"the job returned {value} for objective {self.config.get('objective')!r}"
                 trial.set_user_attr("error", error[:500])
-            frozen = self.study.tell(trial, values, state=state, skip_if_finished=True)
+            frozen = tell(self.study, trial.number, values, state)
             job_dir = _job_dir(ret, self.sweep_dir, trial.number)
             write_trial_file(job_dir, frozen, self.study, error)
             log.info(
@@ -339,7 +341,7 @@ class Search:
                 state, values = TrialState.FAIL, None
                 live_trial(study, self.storage, frozen.number).set_user_attr("interrupted", True)
                 study.enqueue_trial(frozen.params, user_attrs={"rerun_of": frozen.number})
-            told = study.tell(frozen.number, values, state=state, skip_if_finished=True)
+            told = tell(study, frozen.number, values, state)
             log.info("trial %d, left running by an earlier sweep: %s", frozen.number, told.state.name)
             if job_dir.is_dir():
                 write_trial_file(job_dir, told, study, "interrupted" if state == TrialState.FAIL else None)
@@ -382,6 +384,17 @@ def _runs_in_process(launcher) -> bool:
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
     return isinstance(launcher, BasicLauncher)
+
+
+def tell(study, number: int, values, state):
+    """`study.tell`, returning the finished trial. The grid sampler calls `study.stop()` after the last
+    grid point, which Optuna refuses outside `study.optimize` (after the state is stored): let it pass."""
+    try:
+        return study.tell(number, values, state=state, skip_if_finished=True)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+        return _fresh(study, number)
 
 
 def _trial_count(storage, study_name: str) -> int:
