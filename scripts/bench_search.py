@@ -27,8 +27,9 @@ def search(spec: str, out_dir: Path, args) -> dict:
     """One search; `spec` is a pruner option, optionally with settings: `successive_halving:reduction_factor=4`."""
     pruner, _, settings = spec.partition(":")
     sweep_dir = out_dir / spec.replace(":", "_").replace("=", "").replace(",", "_")
-    if pruner == "none" and args.baseline is not None:
-        sweep_dir = args.baseline  # an earlier unpruned search of the same settings (it is deterministic)
+    reused = dict(r.split("=", 1) for r in args.reuse).get(spec)
+    if reused:
+        sweep_dir = Path(reused)  # an earlier search of the same settings (trials are deterministic)
     cmd = [
         sys.executable,
         "train.py",
@@ -51,7 +52,7 @@ def search(spec: str, out_dir: Path, args) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
     started = time.perf_counter()
-    if sweep_dir != args.baseline:
+    if not reused:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"search with pruner={spec} failed:\n{done.stderr[-3000:]}")
@@ -74,7 +75,7 @@ def search(spec: str, out_dir: Path, args) -> dict:
         "best_val_loss": min(r["best_val_loss"] for r in rows if r["status"] == "ok"),
         "best_trial": study.best_trial.number,
         "best_params": study.best_trial.params,
-        "wall_s": round(wall, 1) if sweep_dir != args.baseline else None,
+        "wall_s": None if reused else round(wall, 1),
     }
 
 
@@ -91,7 +92,11 @@ def main() -> None:
         help="pruner options, each optionally with settings: successive_halving:reduction_factor=4",
     )
     parser.add_argument(
-        "--baseline", type=Path, help="the sweep dir of an earlier unpruned run of the same settings: reused"
+        "--reuse",
+        nargs="*",
+        default=[],
+        metavar="SPEC=DIR",
+        help="the sweep dir of an earlier search of the same settings, read instead of running it again",
     )
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_search")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_search.json")

@@ -273,19 +273,18 @@ class Search:
             f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
         ]
 
-    def launch(self, trial) -> tuple[Any, Any, BaseException | None]:
-        """Run the trial's job through the launcher (blocks until it ends). Never raises."""
+    def launch(self, trial) -> tuple[Any, Any, Exception | None]:
+        """Run the trial's job through the launcher (blocks until it ends). A stop signal (SystemExit from
+        the job's handler, KeyboardInterrupt) ends the search; the trial stays RUNNING for the next run."""
         overrides = self.overrides(trial)
         log.info("trial %d: %s", trial.number, " ".join(o for o in overrides if not o.startswith("++hydra")))
         try:
             (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
             return trial, ret, None
-        except BaseException as err:  # submitit: the job died without a result (killed, node lost)
-            if isinstance(err, KeyboardInterrupt):
-                raise
+        except Exception as err:  # submitit: the job died without a result (killed, node lost)
             return trial, None, err
 
-    def finish(self, trial, ret, launch_error: BaseException | None) -> None:
+    def finish(self, trial, ret, launch_error: Exception | None) -> None:
         """Tell the study how the trial ended; write trial.json into its job folder; rebuild the summary."""
         optuna = _optuna()
         from hydra.core.utils import JobStatus
