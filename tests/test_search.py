@@ -39,7 +39,7 @@ def test_old_plugin_syntax_becomes_optuna_distributions():
 
 
 SAMPLERS = ["tpe", "random", "grid", "cmaes", "gp"]
-PRUNERS = ["none", "median", "successive_halving", "hyperband"]
+PRUNERS = ["none", "median", "percentile", "successive_halving", "hyperband"]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
