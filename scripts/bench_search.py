@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def search(spec: str, out_dir: Path, args) -> dict:
     """One search; `spec` is a pruner option, optionally with settings: `successive_halving:reduction_factor=4`."""
     pruner, _, settings = spec.partition(":")
     sweep_dir = out_dir / spec.replace(":", "_").replace("=", "").replace(",", "_")
-    reused = dict(r.split("=", 1) for r in args.reuse).get(spec)
+    reused = dict(r.rsplit("=", 1) for r in args.reuse).get(spec)  # SPEC may hold "=" itself
     if reused:
         sweep_dir = Path(reused)  # an earlier search of the same settings (trials are deterministic)
     cmd = [
@@ -79,6 +80,57 @@ def search(spec: str, out_dir: Path, args) -> dict:
     }
 
 
+def replay(sweep_dir: Path) -> None:
+    """Offline: the val curves of an unpruned search, trial by trial in their order, through Optuna's pruners
+    (what each would have stopped, assuming the sampler proposed the same trials)."""
+    import optuna
+    from optuna import pruners as P
+
+    from hydratune.sweep import collect
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    curves = [row["val_curve"] for row in collect(sweep_dir) if row["val_curve"]]
+    base_steps = sum(c[-1][0] for c in curves)
+    base_best = min(min(v for _, v in c) for c in curves)
+    candidates = {
+        "median (1 start-up trial)": lambda: P.MedianPruner(1),
+        "median (4 start-up trials)": lambda: P.MedianPruner(4),
+        **{
+            f"percentile {q} (1 start-up trial)": (lambda q=q: P.PercentilePruner(q, 1)) for q in (10, 25, 40)
+        },
+        **{
+            f"successive halving (first rung {r}, factor {f})": (
+                lambda r=r, f=f: P.SuccessiveHalvingPruner(r, f)
+            )
+            for r in (5, 10)
+            for f in (2, 3, 4)
+        },
+        "hyperband (5..40, factor 3)": lambda: P.HyperbandPruner(5, curves[0][-1][0], 3),
+    }
+    print("| pruner (replayed) | optimizer steps | vs unpruned | best val loss | vs unpruned |")
+    print("|---|---|---|---|---|")
+    for name, make in candidates.items():
+        study = optuna.create_study(pruner=make())
+        steps, best = 0, math.inf
+        for curve in curves:
+            trial = study.ask()
+            for step, value in curve:
+                trial.report(value, step)
+                if trial.should_prune():
+                    steps += step
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                steps += curve[-1][0]
+                value = min(v for _, v in curve)  # the objective: best_val_loss
+                best = min(best, value)
+                study.tell(trial, value)
+        print(
+            f"| {name} | {steps} | {100 * steps / base_steps:.0f}% | {best:.4f} | "
+            f"{100 * (best / base_best - 1):+.2f}% |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
@@ -101,7 +153,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_search")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_search.json")
     parser.add_argument("extra", nargs="*", help="more overrides for every trial")
+    parser.add_argument(
+        "--replay", type=Path, help="an unpruned search's sweep dir: replay its curves offline"
+    )
     args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = [search(p, args.work / stamp, args) for p in args.pruners]
     base = next((r for r in results if r["pruner"] == "none"), results[0])

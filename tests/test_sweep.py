@@ -148,7 +148,7 @@ def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
     from hydratune.search import open_storage
 
     sweep_dir = tmp_path / "optuna"
-    args = sweep_args(tiny_model_dir, sweep_dir, "hparams_search=lr_rank")
+    args = sweep_args(tiny_model_dir, sweep_dir, "hparams_search=lr_rank", "hydra/sweeper/pruner=none")
     args = [a for a in args if a not in ("-m", "optimizer.lr=1e-3,3e-3")]  # the sweeper picks lr and rank
     for n_trials in (1, 2):  # n_trials counts the study's trials: the second run adds one
         result = run_cli([*args, f"hydra.sweeper.n_trials={n_trials}"])
