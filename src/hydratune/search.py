@@ -31,13 +31,12 @@ from typing import Any
 import lightning as L
 
 from hydratune.errors import UserError
+from hydratune.sweep import STUDY_FILE, TRIAL_FILE
 
 log = logging.getLogger(__name__)
 
 STUDY_ENV = "HYDRATUNE_STUDY"  # path of the sweep's study.json
 TRIAL_ENV = "HYDRATUNE_TRIAL"  # the trial number of this job
-STUDY_FILE = "study.json"  # in the sweep directory: how jobs and sweep-report reach the study
-TRIAL_FILE = "trial.json"  # in a job directory: the trial's number, state, value and parameters
 # Fewer finished trials than this and parameter importance says nothing.
 MIN_TRIALS_FOR_IMPORTANCE = 4
 

@@ -24,8 +24,10 @@ import yaml
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
 # Written by the callback into a job's directory when the job raised (the error, for the table).
 JOB_ERROR_FILE = "job_error.json"
-# Written by the Optuna sweeper (hydratune.search) into a trial's job directory.
+# Written by the Optuna sweeper (hydratune.search): into a trial's job directory (number, state, value),
+# and into the sweep directory (where the study is: storage, study name, pruner).
 TRIAL_FILE = "trial.json"
+STUDY_FILE = "study.json"
 STATUSES = ("ok", "pruned", "failed", "NaN", "OOM")
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (

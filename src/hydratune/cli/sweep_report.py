@@ -17,8 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hydratune.search import STUDY_FILE
-    from hydratune.sweep import job_dirs, write_summary
+    from hydratune.sweep import STUDY_FILE, job_dirs, write_summary
 
     sweep_dir = Path(args.sweep_dir)
     if not job_dirs(sweep_dir):
