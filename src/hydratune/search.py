@@ -493,37 +493,37 @@ class TrialPruning(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or self.pruned_at is not None:
             return
-        prune = False
-        if trainer.is_global_zero:
-            prune = self._report(trainer)
-        prune = trainer.strategy.broadcast(prune, src=0)
-        if prune:
-            self.pruned_at = trainer.global_step
-            log.warning(
-                "trial %d pruned at step %d (%s %.4f); the run stops here",
-                self.number,
-                trainer.global_step,
-                self.monitor,
-                float(trainer.callback_metrics.get(self.monitor, float("nan"))),
-            )
-            stop_here(trainer, "pruned")
+        stop = self._report(trainer) if trainer.is_global_zero else None
+        stop = trainer.strategy.broadcast(stop, src=0)  # every DDP rank stops at the same step
+        if stop is None:
+            return
+        self.pruned_at = trainer.global_step
+        log.warning(
+            "trial %d stops at step %d (%s %.4f): %s",
+            self.number,
+            trainer.global_step,
+            self.monitor,
+            float(trainer.callback_metrics.get(self.monitor, float("nan"))),
+            stop,
+        )
+        stop_here(trainer, "pruned")
 
-    def _report(self, trainer) -> bool:
+    def _report(self, trainer) -> str | None:
+        """Report the metric at this step; the reason to stop (pruned, abandoned), or None to go on."""
         optuna = _optuna()
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
-            return False
+            return None
         step = trainer.global_step
         try:
             self.trial.report(float(value), step)
             if not self.trial.should_prune():
-                return False
+                return None
             self.trial.set_user_attr("pruned_at_step", step)
-            return True
+            return "pruned"
         except optuna.exceptions.UpdateFinishedTrialError:
-            # The sweep that started this job is gone and a new one failed the trial: stop working for it.
-            log.warning("trial %d was finished by the sweeper (interrupted): stopping", self.number)
-            return True
+            # A continued sweep failed this trial (its sweep was killed) and runs its parameters again.
+            return "abandoned: a continued sweep failed this trial as interrupted and runs it again"
 
 
 def stop_here(trainer, reason: str) -> None:
