@@ -53,7 +53,7 @@ start_munge() {
 write_conf() {
   local host cpus mem_mb
   host=$(hostname -s)
-  cpus=$(nproc)
+  cpus=$(nproc --all) # not plain nproc: it answers OMP_NUM_THREADS when that is set
   mem_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512))
   mkdir -p "$state/spool/ctld" "$state/spool/d" "$state/log"
   cat >"$state/slurm.conf" <<EOF

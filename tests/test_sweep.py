@@ -142,22 +142,25 @@ def test_multirun_writes_job_dirs_and_summary(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
-    """hparams_search=lr_rank: each trial is a job; a second invocation continues the sqlite study."""
+    """hparams_search=lr_rank: each trial is a job; running again continues the journal-file study."""
     import optuna
 
+    from hydratune.search import open_storage
+
     sweep_dir = tmp_path / "optuna"
-    args = sweep_args(tiny_model_dir, sweep_dir, "hparams_search=lr_rank", "hydra.sweeper.n_trials=1")
+    args = sweep_args(tiny_model_dir, sweep_dir, "hparams_search=lr_rank", "hydra/sweeper/pruner=none")
     args = [a for a in args if a not in ("-m", "optimizer.lr=1e-3,3e-3")]  # the sweeper picks lr and rank
-    for _ in range(2):
-        result = run_cli(args)
+    for n_trials in (1, 2):  # n_trials counts the study's trials: the second run adds one
+        result = run_cli([*args, f"hydra.sweeper.n_trials={n_trials}"])
         assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="default", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    study = optuna.load_study(study_name="default", storage=open_storage(str(sweep_dir / "optuna.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    # The trial's value is the objective (best_val_loss) of its job; the second run did not overwrite the first.
+    # The trial's value is the objective (best_val_loss) of its job; job folders are trial numbers.
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
-    assert [r["job"] for r in rows] == ["0", "c1_0"]
-    assert sorted(float(r["best_val_loss"]) for r in rows) == pytest.approx(
-        sorted(t.value for t in study.trials)
-    )
+    assert [(r["job"], r["trial"], r["state"]) for r in rows] == [
+        ("0", "0", "COMPLETE"),
+        ("1", "1", "COMPLETE"),
+    ]
+    assert [float(r["best_val_loss"]) for r in rows] == pytest.approx([t.value for t in study.trials])
     for trial, row in zip(study.trials, rows):
         assert f"peft.config.r={trial.params['peft.config.r']}" in row["overrides"].split()

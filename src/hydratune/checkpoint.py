@@ -73,6 +73,16 @@ class StepCheckpoint(ModelCheckpoint):
     def request_stop(self, reason: str) -> None:
         self.stop_signal = reason
 
+    def stop_now(self, trainer, reason: str) -> None:
+        """Stop at this optimizer step with last.ckpt written (a pruned search trial), if an evaluation
+        ended right after the step; else at the next step boundary, as `request_stop` does."""
+        at_boundary = not trainer.fit_loop.epoch_loop._should_accumulate()
+        if at_boundary and trainer.global_step == self._step_seen:
+            self._save_now(trainer)
+            trainer.should_stop = True
+        else:
+            self.request_stop(reason)
+
     # Saves happen only right after an optimizer step. Lightning's own timing can save mid-window (after a
     # validation, or deferred from the end of an epoch), and a checkpoint cannot hold partial gradients.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -154,6 +154,8 @@ def check_command_line(argv: list[str]) -> None:
     For a sweep (`-m`), every job of the grid is checked before the first one starts (or is submitted
     to SLURM); values that a sweeper samples (Optuna's `interval(...)`) are checked when their job runs.
     """
+    if any(arg.startswith(("hparams_search=", "hydra/sweeper")) for arg in argv):
+        check_sweeper_plugins()
     flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
     if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
@@ -177,6 +179,18 @@ def check_command_line(argv: list[str]) -> None:
         )
     cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
     check_config(_plain(cfg))
+
+
+def check_sweeper_plugins() -> None:
+    """Hydra's own Optuna sweeper plugin, if still installed, claims the names of hydratune's sweeper
+    configs (hydra/sweeper/optuna, sampler/tpe, ...) and composition fails with a schema error."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        raise UserError(
+            "hydra-optuna-sweeper is installed and clashes with hydratune's Optuna sweeper: "
+            'pip uninstall hydra-optuna-sweeper, then pip install -c constraints.txt -e ".[sweep]"'
+        )
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:

@@ -2,8 +2,9 @@
 
 `SweepSummary` is a Hydra callback (registered in conf/hydra/default.yaml). It builds
 `sweep_summary.csv`, `sweep_summary.md` and `sweep.png` from what the jobs left on disk — each job's
-`.hydra/overrides.yaml` and `metrics.json` — so `hydratune sweep-report SWEEP_DIR` rebuilds the same
-files later (after a partial sweep, or one whose jobs ran on a cluster).
+`.hydra/overrides.yaml` and `metrics.json`, and for an Optuna search the `trial.json` that the sweeper
+writes (trial number, state COMPLETE/PRUNED/FAIL, value) — so `hydratune sweep-report SWEEP_DIR`
+rebuilds the same files later (after a partial sweep, or one whose jobs ran on a cluster).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ import yaml
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
 # Written by the callback into a job's directory when the job raised (the error, for the table).
 JOB_ERROR_FILE = "job_error.json"
+# Written by the Optuna sweeper (hydratune.search): into a trial's job directory (number, state, value),
+# and into the sweep directory (where the study is: storage, study name, pruner).
+TRIAL_FILE = "trial.json"
+STUDY_FILE = "study.json"
+STATUSES = ("ok", "pruned", "failed", "NaN", "OOM")
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (
     ("best_val_loss", "best_val_loss"),
@@ -47,7 +53,12 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
     return sorted(found, key=order)
 
 
-def _status(metrics: dict | None, error: dict | None) -> str:
+def _status(metrics: dict | None, error: dict | None, trial: dict | None = None) -> str:
+    state = (trial or {}).get("state")
+    if state == "PRUNED":
+        return "pruned"
+    if state == "FAIL" and metrics is not None:
+        return "failed"  # e.g. interrupted, or an objective the run did not produce
     if metrics is None:
         text = f"{(error or {}).get('type', '')} {(error or {}).get('message', '')}".lower()
         return "OOM" if "outofmemory" in text or "out of memory" in text else "failed"
@@ -69,14 +80,22 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
     metrics = _read_json(job_dir / "metrics.json")
     error = _read_json(job_dir / JOB_ERROR_FILE)
+    trial = _read_json(job_dir / TRIAL_FILE)
     row: dict[str, Any] = {
         "job": str(job_dir.relative_to(sweep_dir)),
-        "status": _status(metrics, error),
+        "status": _status(metrics, error, trial),
         "overrides": [str(o) for o in overrides],
+        "trial": (trial or {}).get("number"),
+        "state": (trial or {}).get("state"),
+        "value": (trial or {}).get("value"),
+        "direction": (trial or {}).get("direction"),
+        "pruned_at_step": (trial or {}).get("pruned_at_step"),
     }
     for key, column in METRICS:
         row[column] = (metrics or {}).get(key)
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
+    if not row["error"] and (trial or {}).get("error"):
+        row["error"] = trial["error"][:200]
     curve = (metrics or {}).get("val_curve") or []
     row["val_curve"] = [(int(s), float(v)) for s, v in curve]
     return row
@@ -106,14 +125,16 @@ def _fmt(value: Any, column: str = "") -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if column.endswith("loss") else f"{value:.1f}"
+        return f"{value:.4f}" if column.endswith("loss") or column == "value" else f"{value:.1f}"
     return str(value)
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: job, status, one column per swept key, metrics, all overrides, error."""
+    """Header and rows: job, status, (Optuna: trial, state, value), one column per swept key, metrics,
+    all overrides, error."""
     axes = swept_keys(rows)
-    header = ["job", "status", *axes, *(c for _, c in METRICS), "overrides", "error"]
+    trials = TRIAL_COLUMNS if any(r["trial"] is not None for r in rows) else ()
+    header = ["job", "status", *trials, *axes, *(c for _, c in METRICS), "overrides", "error"]
     body = []
     for row in rows:
         given = dict(o.partition("=")[::2] for o in row["overrides"])
@@ -121,6 +142,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
             [
                 row["job"],
                 row["status"],
+                *(row[c] for c in trials),
                 *(given.get(k) for k in axes),
                 *(row[c] for _, c in METRICS),
                 " ".join(row["overrides"]),
@@ -130,9 +152,24 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
     return header, body
 
 
+TRIAL_COLUMNS = ("trial", "state", "value")
+
+
 def best_row(rows: list[dict]) -> dict | None:
+    """The best job: for an Optuna search the best COMPLETE trial by its value (the objective, in the
+    study's direction), else the ok job with the lowest best_val_loss."""
+    trials = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    if trials:
+        sign = -1 if trials[0]["direction"] == "maximize" else 1
+        return min(trials, key=lambda r: sign * r["value"])
     scored = [r for r in rows if r["status"] == "ok" and r["best_val_loss"] is not None]
     return min(scored, key=lambda r: r["best_val_loss"]) if scored else None
+
+
+def steps_spent(rows: list[dict]) -> tuple[int, int]:
+    """(optimizer steps of all jobs, of the pruned ones)."""
+    total = sum(int(r["steps"] or 0) for r in rows)
+    return total, sum(int(r["steps"] or 0) for r in rows if r["status"] == "pruned")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -160,10 +197,20 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     _write_atomic(sweep_dir / "sweep_summary.csv", "".join(lines))
 
     md = [f"# Sweep summary: {sweep_dir}", ""]
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "NaN", "OOM")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     md.append(f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    total, pruned = steps_spent(rows)
+    md.append("")
+    md.append(f"steps spent: {total} optimizer steps" + (f" ({pruned} in pruned trials)" if pruned else ""))
     best = best_row(rows)
-    if best:
+    if best and best["trial"] is not None:
+        md.append("")
+        md.append(
+            f"best: trial {best['trial']} (job {best['job']}, objective {best['value']:.4f}, "
+            f"best_val_loss {best['best_val_loss'] or float('nan'):.4f}): `{' '.join(best['overrides'])}`"
+        )
+    elif best:
+        md.append("")
         md.append(
             f"best: job {best['job']} (best_val_loss {best['best_val_loss']:.4f}): "
             f"`{' '.join(best['overrides'])}`"
@@ -195,10 +242,19 @@ def plot(rows: list[dict], path: Path) -> None:
             [(row["steps"], row["final_val_loss"])] if row["final_val_loss"] is not None else []
         )
         if curve:
-            ax.plot(*zip(*curve), "o-", label=label, markersize=3)
+            pruned = row["status"] == "pruned"
+            (line,) = ax.plot(*zip(*curve), "--" if pruned else "-", marker="o", label=label, markersize=3)
+            if pruned:  # where the pruner stopped it
+                ax.plot(*curve[-1], "x", color=line.get_color(), markersize=9, markeredgewidth=2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("val/loss (nats / token)")
-    ax.set_title(f"{len(rows)} jobs")
+    counts = ", ".join(f"{n} {s}" for s in STATUSES if (n := sum(r["status"] == s for r in rows)))
+    total, _ = steps_spent(rows)
+    best = best_row(rows)
+    title = f"{len(rows)} jobs ({counts}), {total} optimizer steps"
+    if best is not None:
+        title += f"; best: job {best['job']}"
+    ax.set_title(title, fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -230,7 +286,9 @@ class SweepSummary(_HydraCallback):
         # Running again into the same sweep directory (a continued Optuna study, a re-run grid) numbers
         # jobs from 0 again: put them in c1_0, c1_1, ... (c2_ the next time) instead of overwriting.
         subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-        if subdir == "${hydra.job.num}" and job_dirs(sweep_dir):
+        # hydratune's Optuna sweeper numbers jobs by trial number: a continued study never reuses one.
+        by_trial = str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.hydratune_optuna")
+        if subdir == "${hydra.job.num}" and job_dirs(sweep_dir) and not by_trial:
             taken = {p.name.split("_")[0] for p in sweep_dir.iterdir() if re.fullmatch(r"c\d+_\d+", p.name)}
             n = next(i for i in range(1, len(taken) + 2) if f"c{i}" not in taken)
             # Each job's config is recomposed from these overrides (Hydra's load_sweep_config).
@@ -289,7 +347,9 @@ def sweep_job():
         yield
         return
     argv, env = list(sys.argv), {k: os.environ.get(k) for k in LAUNCH_ENV}
-    sys.argv = [argv[0], *hydra_cfg.overrides.task]  # as Hydra keeps them: quoted where needed
+    # As Hydra keeps them (quoted where needed); hydra.mode=RUN because a search config (hparams_search)
+    # sets MULTIRUN, which would make every extra rank run the search itself.
+    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:

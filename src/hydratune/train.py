@@ -104,6 +104,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
     from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, build_checkpointing
     from hydratune.loggers import build_loggers
+    from hydratune.search import trial_callbacks
     from hydratune.signals import GracefulStop
 
     history, throughput = History(), Throughput()
@@ -112,6 +113,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    callbacks += trial_callbacks()  # a trial of an Optuna search: report val/loss, stop when pruned
     generations = cfg.get("eval_generations") or {}
     if generative and generations.get("num_prompts", 0) > 0:
         callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
