@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydratune.config import canonical_dtype
+
 
 def is_peft_model(model) -> bool:
     return hasattr(model, "peft_config")
@@ -53,7 +55,7 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    adapter_dir = Path(adapter_dir)
+    adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     if is_classifier_adapter(adapter_dir):
         return AutoModelForSequenceClassification.from_pretrained(
@@ -91,6 +93,7 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
 
     from hydratune.generate import load_artifact
 
+    dtype = canonical_dtype(dtype)
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
     worst = 0.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydratune.config import canonical_dtype
+
 ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
 
 
@@ -43,7 +45,7 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
         architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
         classifier = architecture.endswith("ForSequenceClassification")
         auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = auto.from_pretrained(path, dtype=getattr(torch, canonical_dtype(dtype)))
     return model.eval(), tokenizer
 
 

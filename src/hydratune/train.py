@@ -9,7 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from hydratune.config import build, redact, to_plain
+from hydratune.config import build, canonical_dtype, redact, to_plain
+from hydratune.console import quiet_console
 from hydratune.errors import UserError
 from hydratune.preflight import check_config
 
@@ -38,7 +39,7 @@ def run(cfg) -> float:
     from hydratune.passport import write_passport
     from hydratune.signals import GracefulStop
 
-    quiet_library_loggers()
+    quiet_console()  # again: Lightning, imported just now, added its own console handler
     check_config(to_plain(cfg))
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
     paths = to_plain(cfg.paths)
@@ -270,14 +271,8 @@ def cpu_fallbacks(trainer_cfg: dict) -> dict:
 def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
     """The dtype to merge in: the quantization's compute dtype, else the model's dtype."""
     compute = (quantization_cfg.get("config") or {}).get("bnb_4bit_compute_dtype")
-    dtype = compute or model_cfg.get("dtype", "float32")
+    dtype = canonical_dtype(compute or model_cfg.get("dtype", "float32"))  # bf16 -> bfloat16
     return "float32" if dtype == "auto" else dtype
-
-
-def quiet_library_loggers() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print and write train.log."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
 
 
 def summarize(history, throughput, steps: int, fit_seconds: float, wall_seconds: float) -> dict:
