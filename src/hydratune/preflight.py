@@ -117,12 +117,138 @@ def compose_with_choices(overrides: list[str]):
 
 
 def check_config(cfg: dict) -> None:
-    """Schema, cross-group rules and the run name, on the plain-dict config."""
+    """Schema, cross-group rules, the run name and the model's files, on the plain-dict config."""
     schema.validate(cfg, conf_dir())
     rules.check(cfg)
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
+    check_model(cfg)
+
+
+MODEL_KEY = "model.pretrained_model_name_or_path"
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path, not a hub id: hub ids are `name` or `owner/name`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def model_folder(model_cfg: dict) -> Path | None:
+    """The folder of the model's files on this disk: the path given, or its hub cache snapshot; None when
+    the hub will be asked. A path that is not on disk, or a hub id not cached while the hub is offline,
+    is a UserError naming the key."""
+    name = str(model_cfg.get("pretrained_model_name_or_path") or "")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if _looks_like_path(name):
+        raise UserError(
+            f"{MODEL_KEY}={name}: no such folder; give the folder of a saved model (config.json and weights), "
+            "or a hub id such as Qwen/Qwen2.5-0.5B"
+        )
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(
+            name, "config.json", cache_dir=model_cfg.get("cache_dir"), revision=model_cfg.get("revision")
+        )
+    except HFValidationError:
+        raise UserError(
+            f"{MODEL_KEY}={name}: neither a folder on this disk nor a hub id (owner/name); check the spelling"
+        ) from None
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if _hub_offline():
+        raise UserError(
+            f"{MODEL_KEY}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
+            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder"
+        )
+    return None
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_model(cfg: dict) -> None:
+    """The model exists, its module names fit peft.config.target_modules, and 4-bit quantization can block
+    its linear layers. Module names and shapes come from the safetensors headers: no weight is read."""
+    folder = model_folder(cfg.get("model") or {})
+    shapes = _safetensors_shapes(folder) if folder is not None else {}
+    if not shapes:
+        return  # weights on the hub, or not safetensors: loading the model is the check
+    linear = {
+        name.removesuffix(".weight"): shape for name, (shape, _) in shapes.items() if _is_matrix(name, shape)
+    }
+    peft = cfg.get("peft") or {}
+    if peft.get("method") == "lora":
+        check_target_modules((peft.get("config") or {}).get("target_modules"), linear)
+    quantization = cfg.get("quantization") or {}
+    if quantization.get("method", "none") != "none" and (quantization.get("config") or {}).get(
+        "load_in_4bit"
+    ):
+        check_4bit_blocks(quantization["config"], linear)
+
+
+def _is_matrix(name: str, shape: list[int]) -> bool:
+    return name.endswith(".weight") and len(shape) == 2
+
+
+def check_target_modules(targets, linear: dict[str, list[int]]) -> None:
+    """Every name in a list of target modules names some layer of the model (peft matches a name by the
+    last parts of a module's dotted name). `all` is peft's `all-linear`; a string is a regex (peft's)."""
+    from hydratune.model import lora_targets
+
+    targets = lora_targets(targets)
+    if targets is None or isinstance(targets, str):
+        return
+    available = sorted({module.rpartition(".")[2] for module in linear})
+    unknown = [t for t in targets if not any(m == t or m.endswith(f".{t}") for m in linear)]
+    if unknown:
+        raise UserError(
+            f"peft.config.target_modules: the model has no module named {', '.join(map(str, unknown))}; "
+            f"available: {', '.join(available)} (or all-linear)"
+        )
+
+
+# bitsandbytes quantizes 4-bit weights in blocks of 64 values; on CPUs with AVX512-BF16 it repacks them
+# for its kernel assuming every dimension of the weight is a multiple of that block.
+BNB_4BIT_BLOCK = 64
+
+
+def check_4bit_blocks(quantization_config: dict, linear: dict[str, list[int]]) -> None:
+    """Refuse (one line, with the fix) a 4-bit quantization of a linear layer whose sizes bitsandbytes cannot
+    block. Refused on every machine, not only where it would crash: the same config must run everywhere."""
+    skip = list(quantization_config.get("llm_int8_skip_modules") or [])
+    bad = [
+        (module, shape)
+        for module, shape in linear.items()
+        if "embed" not in module
+        and not module.endswith("lm_head")
+        and not _skipped(module, skip)
+        and any(size % BNB_4BIT_BLOCK for size in shape)
+    ]
+    if bad:
+        module, shape = bad[0]
+        names = sorted({m.rpartition(".")[2] for m, _ in bad})
+        kind = quantization_config.get("bnb_4bit_quant_type", "4-bit")
+        raise UserError(
+            f"quantization ({kind}): {module} is {shape[0]}x{shape[1]}"
+            + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else "")
+            + f", not a multiple of {BNB_4BIT_BLOCK}, which bitsandbytes' 4-bit CPU kernel needs; use "
+            f"quantization=int8 or none, or keep them unquantized: "
+            f"+quantization.config.llm_int8_skip_modules=[{','.join(names)}]"
+        )
+
+
+def _skipped(module: str, patterns: list[str]) -> bool:
+    """transformers' rule for llm_int8_skip_modules: a prefix or regex up to a dot, or a suffix."""
+    return any(re.match(rf"(?:{p})(?:(?<=\.)|(?=\.|$))", module) or module.endswith(p) for p in patterns)
 
 
 def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
