@@ -262,10 +262,26 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
     free = shutil.disk_usage(probe).free
     if needed_bytes and free < needed_bytes:
         raise UserError(
-            f"paths.output_dir: {free / 1e9:.1f} GB free at {probe}, checkpoints need ~{needed_bytes / 1e9:.1f} GB; "
+            f"paths.output_dir: {human_bytes(free)} free at {probe}, checkpoints need ~{human_bytes(needed_bytes)}; "
             "lower callbacks.model_checkpoint.save_total_limit or free disk"
         )
     return free
+
+
+def check_disk_room(cfg: dict) -> None:
+    """Refuse, before any weight loads, a run whose output folder lacks room for its checkpoints and export
+    (the estimate `hydratune preflight` prints: checkpoint_bytes)."""
+    needed = checkpoint_bytes(cfg)
+    check_output_dir(cfg["paths"]["output_dir"], needed[0] if needed else 0)
+
+
+def human_bytes(n: float) -> str:
+    """1,234 bytes, 12.3 KB, 4.5 MB, 6.7 GB (powers of 1000, as disk sizes are sold)."""
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
 
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from hydratune.config import build, canonical_dtype, redact, to_plain
 from hydratune.console import quiet_console
 from hydratune.errors import UserError
-from hydratune.preflight import check_config
+from hydratune.preflight import check_config, check_disk_room
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def run(cfg) -> float:
 
     quiet_console()  # again: Lightning, imported just now, added its own console handler
     check_config(to_plain(cfg))
+    check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
     paths = to_plain(cfg.paths)
     run_dir = Path(paths["output_dir"])
