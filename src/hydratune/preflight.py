@@ -216,32 +216,36 @@ def check_target_modules(targets, linear: dict[str, list[int]]) -> None:
         )
 
 
-# bitsandbytes quantizes 4-bit weights in blocks of 64 values; on CPUs with AVX512-BF16 it repacks them
-# for its kernel assuming every dimension of the weight is a multiple of that block.
+# bitsandbytes quantizes 4-bit weights in blocks of 64 values. On CPUs with AVX512-BF16, a forward pass
+# without gradients (validation, generation) repacks them for its kernel, which needs in_features to be a
+# multiple of that block and out_features of 32 (bitsandbytes 0.50: functional._convert_weight_packed_for_cpu).
 BNB_4BIT_BLOCK = 64
+BNB_CPU_BLOCK_N = 32
 
 
 def check_4bit_blocks(quantization_config: dict, linear: dict[str, list[int]]) -> None:
     """Refuse (one line, with the fix) a 4-bit quantization of a linear layer whose sizes bitsandbytes cannot
-    block. Refused on every machine, not only where it would crash: the same config must run everywhere."""
-    skip = list(quantization_config.get("llm_int8_skip_modules") or [])
+    block. Refused on every machine, not only on the CPUs where it would crash: the same config must run on
+    a laptop and on a cluster, and preflight cannot know where a SLURM job will land."""
+    # transformers keeps the output layer unquantized, unless a skip list is given: then only what it names.
+    skip = quantization_config.get("llm_int8_skip_modules")
     bad = [
         (module, shape)
         for module, shape in linear.items()
         if "embed" not in module
-        and not module.endswith("lm_head")
-        and not _skipped(module, skip)
-        and any(size % BNB_4BIT_BLOCK for size in shape)
+        and not (module.endswith("lm_head") if skip is None else _skipped(module, skip))
+        and (shape[1] % BNB_4BIT_BLOCK or shape[0] % BNB_CPU_BLOCK_N)
     ]
     if bad:
-        module, shape = bad[0]
-        names = sorted({m.rpartition(".")[2] for m, _ in bad})
+        module, (rows, columns) = bad[0]
+        output_layer = [m.rpartition(".")[2] for m in linear if m.endswith("lm_head")]
+        names = sorted({m.rpartition(".")[2] for m, _ in bad} | set(output_layer))
         kind = quantization_config.get("bnb_4bit_quant_type", "4-bit")
         raise UserError(
-            f"quantization ({kind}): {module} is {shape[0]}x{shape[1]}"
+            f"quantization ({kind}): {module} maps {columns} inputs to {rows} outputs"
             + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else "")
-            + f", not a multiple of {BNB_4BIT_BLOCK}, which bitsandbytes' 4-bit CPU kernel needs; use "
-            f"quantization=int8 or none, or keep them unquantized: "
+            + f"; bitsandbytes' 4-bit CPU kernel needs inputs a multiple of {BNB_4BIT_BLOCK} and outputs of "
+            f"{BNB_CPU_BLOCK_N}: use quantization=int8 or none, or keep them unquantized: "
             f"+quantization.config.llm_int8_skip_modules=[{','.join(names)}]"
         )
 
