@@ -12,10 +12,12 @@ os.environ.setdefault("HYDRATUNE_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg) -> float:
+    from hydratune.console import quiet_console
     from hydratune.errors import UserError
     from hydratune.sweep import sweep_job
     from hydratune.train import run  # imported here so --help and --cfg stay fast
 
+    quiet_console()  # in a sweep's or DDP's fresh process too
     try:
         with sweep_job():  # in a sweep, DDP ranks 1.. re-run this job alone
             return run(cfg)
@@ -32,7 +34,10 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    from hydratune.console import quiet_console
     from hydratune.errors import UserError
+
+    quiet_console()  # third-party noise, filtered before any library is imported (HYDRATUNE_DEBUG=1 shows it)
     from hydratune.preflight import check_command_line
 
     try:

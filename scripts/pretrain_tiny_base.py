@@ -5,9 +5,18 @@ fine-tuning, plain PyTorch) on hydratune's synthetic corpus of string transforma
 `op: word -> result` lines. LoRA on a random-init model cannot learn anything in a CPU minute (the
 frozen weights carry no signal), so the default SFT run adapts this base instead: it learns the
 Alpaca prompt format and which instruction means which operation.
-Hardware: CPU, 2 threads. Expected time: ~10 minutes. Deterministic for a given seed and torch build.
+Hardware: CPU, 2 threads. Expected time: ~10 minutes on 2 free cores. Deterministic for a given seed and
+torch build.
 
     python scripts/pretrain_tiny_base.py --out assets/tiny-llama
+
+`--widen-from DIR --steps 0` widens a pretrained model's MLP to the current `intermediate_size` without
+changing what it computes (new gate/up rows initialised as the model initialises weights, new down_proj
+columns zero), in seconds. The shipped model was made so: 2000 steps at intermediate_size 352, then
+widened to 384, because bitsandbytes' 4-bit CPU kernel needs every quantized dimension to be a multiple
+of 64 (a from-scratch run at 384 needed ~80 minutes on the shared, busy machine of that day).
+
+    python scripts/pretrain_tiny_base.py --widen-from assets/tiny-llama --steps 0 --out assets/tiny-llama
 """
 
 from __future__ import annotations
@@ -72,6 +81,29 @@ def report_accuracy(model, tokenizer, rng: random.Random, per_op: int) -> None:
     print("exact match: " + ", ".join(scores), flush=True)
 
 
+def widen_mlp(source: str, seed: int):
+    """The model saved in `source`, its MLP widened to `build_config`'s intermediate_size; same outputs."""
+    from transformers import LlamaForCausalLM
+
+    old = LlamaForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model, tokenizer = build_random_model(seed)  # new rows start as the model's own initialisation
+    size = old.config.intermediate_size
+    if model.config.intermediate_size < size:
+        raise SystemExit(f"{source} has intermediate_size {size} > {model.config.intermediate_size}")
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, weight in old.state_dict().items():
+            target = state[name]
+            if name.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")):
+                target[:size] = weight  # rows past `size` keep their random init
+            elif name.endswith("mlp.down_proj.weight"):
+                target.zero_()  # the new units' outputs are not read: the function is unchanged
+                target[:, :size] = weight
+            else:
+                target.copy_(weight)
+    return model, tokenizer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="assets/tiny-llama")
@@ -79,16 +111,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--widen-from", metavar="DIR", help="start from this pretrained model, MLP widened")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     rng = random.Random(args.seed)
-    model, tokenizer = build_random_model(args.seed)
+    if args.widen_from:
+        model, tokenizer = widen_mlp(args.widen_from, args.seed)
+    else:
+        model, tokenizer = build_random_model(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = 100
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / args.steps)
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(args.steps, 1))
     )
     start = time.time()
     model.train()
@@ -108,6 +144,8 @@ def main() -> None:
             )
             model.train()
 
+    if args.steps == 0:
+        report_accuracy(model, tokenizer, random.Random(args.seed + 1), per_op=20)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)

@@ -14,6 +14,19 @@ from conftest import ROOT, run_cli
 # (command-line overrides for train.py, substrings the error line must contain)
 TRAIN_CASES = [
     (["peft=lorra"], ["peft=lorra", "did you mean peft=lora"]),
+    (["peft.method=lorra"], ["peft.method='lorra'", "did you mean peft.method=lora"]),
+    (
+        ["model.pretrained_model_name_or_path=/nonexistent/model"],
+        ["model.pretrained_model_name_or_path=/nonexistent/model", "no such folder"],
+    ),
+    (
+        ["model.pretrained_model_name_or_path=hydratune-tests/no-such-model"],  # the tests' hub is offline
+        ["model.pretrained_model_name_or_path=hydratune-tests/no-such-model", "not in the hub cache"],
+    ),
+    (
+        ["peft.config.target_modules=[q_proj,attn]"],
+        ["peft.config.target_modules", "no module named attn", "available: down_proj"],
+    ),
     (["optimizer=adamw"], ["optimizer=adamw", "options:"]),
     (["scheduler=cosin"], ["did you mean scheduler=cosine"]),
     (["logger=tensorbord"], ["did you mean logger=tensorboard"]),
@@ -98,6 +111,52 @@ def test_train_rejects_bad_config(args, expected, existing_run):
     _assert_one_line_error(result, expected)
     assert _digest(existing_run) == before
     assert not (existing_run.parent / "bad").exists(), "a failed preflight must not create a run dir"
+
+
+GOOD_ROW = '{"instruction": "Reverse the word.", "input": "abc", "output": "cba"}\n'
+# (train file, validation file, substrings of the error line; {train}/{validation} stand for the paths)
+DATA_CASES = [
+    (
+        GOOD_ROW + GOOD_ROW.replace('"cba"', "3"),
+        GOOD_ROW,
+        ["{train}:2", "'output'", "a number (3)", "a string"],
+    ),
+    (GOOD_ROW + GOOD_ROW.replace('"cba"', "null"), GOOD_ROW, ["{train}:2", "'output' is null", "a string"]),
+    (GOOD_ROW, '{"prompt": "abc", "completion": "cba"}\n', ["{validation}:1", "columns prompt, completion"]),
+    (GOOD_ROW, "", ["{validation}", "the file is empty"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("train", "validation", "expected"), DATA_CASES, ids=["number", "null", "schemas", "empty"]
+)
+def test_train_rejects_bad_data_naming_file_line_and_column(train, validation, expected, tmp_path):
+    """Before any weight loads (the data is prepared first), one line: file, line, column, what was expected."""
+    files = {"train": tmp_path / "train.jsonl", "validation": tmp_path / "validation.jsonl"}
+    files["train"].write_text(train)
+    files["validation"].write_text(validation)
+    args = [f"dataset.sources.0.data_files.{split}={path}" for split, path in files.items()]
+    result = run_cli(["train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"], timeout=300)
+    _assert_one_line_error(result, [e.format(**files) for e in expected])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_bf16_alias_trains_and_merges(tmp_path):
+    """model.dtype=bf16 export.merge=true: the alias is bfloat16 everywhere (merge, parity check, rules)."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["train.py", "model.dtype=bf16", "export.merge=true", "trainer.max_steps=1", "eval_before_training=false",
+         "eval_generations.num_prompts=0", f"hydra.run.dir={run_dir}"],
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["merge_max_abs_logit_diff"] <= 1e-1  # the bfloat16 tolerance
+    assert json.loads((run_dir / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_finished_run_directory_is_not_reused(existing_run):

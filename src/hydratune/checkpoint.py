@@ -7,9 +7,12 @@ so a resumed run continues with the next unseen batch and reproduces the uninter
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +23,21 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hydratune.errors import UserError
+from hydratune.preflight import human_bytes
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 BEST = "best"
+STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `path.tmp-PID`, fsyncs, then renames over `path`: a kill mid-write leaves the old file whole."""
+    """Writes `path.tmp-PID`, fsyncs, then renames over `path`: a kill mid-write leaves the old file whole.
+
+    A full disk mid-write (ENOSPC, or torch's zip writer failing with "unexpected pos") becomes a UserError
+    naming the file, the bytes the checkpoint needs and the last good checkpoint; the partial file is removed.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
@@ -40,8 +49,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if not disk_full(err):
+                raise
+            tmp.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(
+                f"{path}: the disk is full ({human_bytes(free)} free, this checkpoint needs "
+                f"~{human_bytes(tensor_bytes(checkpoint))}); the last good checkpoint is "
+                f"{last_good_checkpoint(path.parent)}; free disk or lower "
+                "callbacks.model_checkpoint.save_total_limit, then resume=auto"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or torch's zip writer's "unexpected pos" (how a full disk shows through torch.save)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "unexpected pos" in str(err) or "file write failed" in str(err)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size of the file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def last_good_checkpoint(folder: Path) -> str:
+    """The newest whole checkpoint in `folder` (temporary files aside), or a note that there is none."""
+    found = [p for p in Path(folder).glob("*.ckpt") if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else "(none written yet)"
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -110,6 +154,45 @@ class StepCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pass  # the epoch's last optimizer step was already handled in on_train_batch_end
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._count_earlier_files(trainer)
+
+    def _count_earlier_files(self, trainer) -> None:
+        """Make save_total_limit hold across kills and resumes.
+
+        A kill can land between a step file's write and last.ckpt's: the resumed run then starts from an
+        older last.ckpt whose saved state does not list the newer step file, and Lightning would keep it
+        forever (and write its successor as `-v1`). So at the start of training: step files past the step
+        training starts from are dropped (this run writes them again), earlier ones that the state does not
+        list are counted, and the oldest go until save_total_limit are left.
+        """
+        if trainer.ckpt_path is None or not self.dirpath or not Path(self.dirpath).is_dir():
+            return  # a fresh start: Lightning's own bookkeeping
+        for path in Path(self.dirpath).glob("step=*.ckpt"):
+            match = STEP_FILE.fullmatch(path.name)
+            key = os.path.join(self.dirpath, path.name)
+            if match is None:
+                continue
+            if int(match.group(1)) > trainer.global_step:
+                self.best_k_models.pop(key, None)
+                trainer.strategy.remove_checkpoint(key)
+            elif self.save_top_k > 0 and key not in self.best_k_models:
+                self.best_k_models[key] = torch.tensor(float(match.group(1)))
+        if self.save_top_k < 1:
+            return  # save_total_limit=null: every step file is kept
+        resumed_from = Path(trainer.ckpt_path).absolute() if trainer.ckpt_path else None
+        while len(self.best_k_models) > self.save_top_k:
+            oldest = min(self.best_k_models, key=self.best_k_models.get)
+            self.best_k_models.pop(oldest)
+            if Path(oldest).absolute() != resumed_from:
+                trainer.strategy.remove_checkpoint(oldest)
+        if len(self.best_k_models) == self.save_top_k:
+            self.kth_best_model_path = min(self.best_k_models, key=self.best_k_models.get)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        if self.best_k_models:
+            self.best_model_path = max(self.best_k_models, key=self.best_k_models.get)
+            self.best_model_score = self.best_k_models[self.best_model_path]
 
     def _save_now(self, trainer) -> None:
         self._after_validation = False

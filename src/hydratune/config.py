@@ -7,6 +7,26 @@ from typing import Any
 # Keys whose values are secrets. They are read from the environment and never saved or logged.
 SECRET_KEYS = frozenset({"token", "hub_token", "api_key", "password", "secret", "wandb_api_key"})
 REDACTED = "<redacted>"
+# Every dtype name a config may use, to the one torch spells (`torch.<name>`); "auto": the checkpoint's.
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "auto": "auto",
+}
+
+
+def canonical_dtype(name: str | None, default: str = "float32") -> str:
+    """`bf16` -> `bfloat16`, `fp16`/`half` -> `float16`, ...: the name torch knows. Unknown names pass
+    through (the schema reports them with the valid ones)."""
+    if name is None:
+        return default
+    return DTYPES.get(str(name).removeprefix("torch."), str(name))
 
 
 def to_plain(node: Any) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydratune.config import canonical_dtype
+
 
 def is_peft_model(model) -> bool:
     return hasattr(model, "peft_config")
@@ -54,7 +56,7 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    adapter_dir = Path(adapter_dir)
+    adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     if is_classifier_adapter(adapter_dir):
         return AutoModelForSequenceClassification.from_pretrained(
@@ -90,6 +92,7 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
     """
     import torch
 
+    dtype = canonical_dtype(dtype)
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
     worst = 0.0
@@ -143,7 +146,7 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
         architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
         classifier = architecture.endswith("ForSequenceClassification")
         auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=getattr(torch, dtype))
+        model = auto.from_pretrained(path, dtype=getattr(torch, canonical_dtype(dtype)))
     return model.eval(), tokenizer
 
 

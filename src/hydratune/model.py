@@ -6,19 +6,9 @@ import logging
 import os
 from typing import Any
 
-from hydratune.config import build
+from hydratune.config import build, canonical_dtype
 
 log = logging.getLogger(__name__)
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "auto": "auto",
-}
 
 
 def _hub_kwargs(model_cfg: dict, token: str | None) -> dict[str, Any]:
@@ -51,7 +41,7 @@ def load_tokenizer(model_cfg: dict, token: str | None = None):
 def torch_dtype(name: str):
     import torch
 
-    resolved = DTYPES[name]
+    resolved = canonical_dtype(name)
     return resolved if resolved == "auto" else getattr(torch, resolved)
 
 
@@ -125,12 +115,26 @@ def apply_peft(model, peft_cfg: dict):
     if method == "lora":
         from peft import get_peft_model
 
-        return get_peft_model(model, build(peft_cfg["config"]))
+        config = dict(peft_cfg["config"])
+        if "target_modules" in config:
+            config["target_modules"] = lora_targets(config["target_modules"])
+        return get_peft_model(model, build(config))
     if method == "freeze":
         return freeze_all_but(
             model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or []
         )
     raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+
+
+ALL_LINEAR = ("all", "all-linear", "all_linear")
+
+
+def lora_targets(value):
+    """peft's `target_modules`, with `all` (a list of one, or a string) spelled as peft spells it:
+    `all-linear` (every linear layer but the output one)."""
+    if isinstance(value, list | tuple) and len(value) == 1 and value[0] in ALL_LINEAR:
+        value = value[0]
+    return "all-linear" if isinstance(value, str) and value in ALL_LINEAR else value
 
 
 def freeze_all_but(model, last_layers: int, module_names: list[str]):

@@ -117,7 +117,8 @@ def compose_with_choices(overrides: list[str]):
 
 
 def check_config(cfg: dict) -> None:
-    """Schema, cross-group rules and the run name, on the plain-dict config."""
+    """Schema, cross-group rules (and the task's own), the run name and the model's files, on the
+    plain-dict config."""
     from hydratune.tasks.registry import task_class
 
     schema.validate(cfg, conf_dir())
@@ -125,6 +126,136 @@ def check_config(cfg: dict) -> None:
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
+    check_model(cfg)
+
+
+MODEL_KEY = "model.pretrained_model_name_or_path"
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path, not a hub id: hub ids are `name` or `owner/name`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def model_folder(model_cfg: dict) -> Path | None:
+    """The folder of the model's files on this disk: the path given, or its hub cache snapshot; None when
+    the hub will be asked. A path that is not on disk, or a hub id not cached while the hub is offline,
+    is a UserError naming the key."""
+    name = str(model_cfg.get("pretrained_model_name_or_path") or "")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if _looks_like_path(name):
+        raise UserError(
+            f"{MODEL_KEY}={name}: no such folder; give the folder of a saved model (config.json and weights), "
+            "or a hub id such as Qwen/Qwen2.5-0.5B"
+        )
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(
+            name, "config.json", cache_dir=model_cfg.get("cache_dir"), revision=model_cfg.get("revision")
+        )
+    except HFValidationError:
+        raise UserError(
+            f"{MODEL_KEY}={name}: neither a folder on this disk nor a hub id (owner/name); check the spelling"
+        ) from None
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if _hub_offline():
+        raise UserError(
+            f"{MODEL_KEY}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
+            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder"
+        )
+    return None
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_model(cfg: dict) -> None:
+    """The model exists, its module names fit peft.config.target_modules, and 4-bit quantization can block
+    its linear layers. Module names and shapes come from the safetensors headers: no weight is read."""
+    folder = model_folder(cfg.get("model") or {})
+    shapes = _safetensors_shapes(folder) if folder is not None else {}
+    if not shapes:
+        return  # weights on the hub, or not safetensors: loading the model is the check
+    linear = {
+        name.removesuffix(".weight"): shape for name, (shape, _) in shapes.items() if _is_matrix(name, shape)
+    }
+    peft = cfg.get("peft") or {}
+    if peft.get("method") == "lora":
+        check_target_modules((peft.get("config") or {}).get("target_modules"), linear)
+    quantization = cfg.get("quantization") or {}
+    if quantization.get("method", "none") != "none" and (quantization.get("config") or {}).get(
+        "load_in_4bit"
+    ):
+        check_4bit_blocks(quantization["config"], linear)
+
+
+def _is_matrix(name: str, shape: list[int]) -> bool:
+    return name.endswith(".weight") and len(shape) == 2
+
+
+def check_target_modules(targets, linear: dict[str, list[int]]) -> None:
+    """Every name in a list of target modules names some layer of the model (peft matches a name by the
+    last parts of a module's dotted name). `all` is peft's `all-linear`; a string is a regex (peft's)."""
+    from hydratune.model import lora_targets
+
+    targets = lora_targets(targets)
+    if targets is None or isinstance(targets, str):
+        return
+    available = sorted({module.rpartition(".")[2] for module in linear})
+    unknown = [t for t in targets if not any(m == t or m.endswith(f".{t}") for m in linear)]
+    if unknown:
+        raise UserError(
+            f"peft.config.target_modules: the model has no module named {', '.join(map(str, unknown))}; "
+            f"available: {', '.join(available)} (or all-linear)"
+        )
+
+
+# bitsandbytes quantizes 4-bit weights in blocks of 64 values. On CPUs with AVX512-BF16, a forward pass
+# without gradients (validation, generation) repacks them for its kernel, which needs in_features to be a
+# multiple of that block and out_features of 32 (bitsandbytes 0.50: functional._convert_weight_packed_for_cpu).
+BNB_4BIT_BLOCK = 64
+BNB_CPU_BLOCK_N = 32
+
+
+def check_4bit_blocks(quantization_config: dict, linear: dict[str, list[int]]) -> None:
+    """Refuse (one line, with the fix) a 4-bit quantization of a linear layer whose sizes bitsandbytes cannot
+    block. Refused on every machine, not only on the CPUs where it would crash: the same config must run on
+    a laptop and on a cluster, and preflight cannot know where a SLURM job will land."""
+    # transformers keeps the output layer unquantized, unless a skip list is given: then only what it names.
+    skip = quantization_config.get("llm_int8_skip_modules")
+    bad = [
+        (module, shape)
+        for module, shape in linear.items()
+        if "embed" not in module
+        and not (module.endswith("lm_head") if skip is None else _skipped(module, skip))
+        and (shape[1] % BNB_4BIT_BLOCK or shape[0] % BNB_CPU_BLOCK_N)
+    ]
+    if bad:
+        module, (rows, columns) = bad[0]
+        output_layer = [m.rpartition(".")[2] for m in linear if m.endswith("lm_head")]
+        names = sorted({m.rpartition(".")[2] for m, _ in bad} | set(output_layer))
+        kind = quantization_config.get("bnb_4bit_quant_type", "4-bit")
+        raise UserError(
+            f"quantization ({kind}): {module} maps {columns} inputs to {rows} outputs"
+            + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else "")
+            + f"; bitsandbytes' 4-bit CPU kernel needs inputs a multiple of {BNB_4BIT_BLOCK} and outputs of "
+            f"{BNB_CPU_BLOCK_N}: use quantization=int8 or none, or keep them unquantized: "
+            f"+quantization.config.llm_int8_skip_modules=[{','.join(names)}]"
+        )
+
+
+def _skipped(module: str, patterns: list[str]) -> bool:
+    """transformers' rule for llm_int8_skip_modules: a prefix or regex up to a dot, or a suffix."""
+    return any(re.match(rf"(?:{p})(?:(?<=\.)|(?=\.|$))", module) or module.endswith(p) for p in patterns)
 
 
 def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
@@ -138,10 +269,26 @@ def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
     free = shutil.disk_usage(probe).free
     if needed_bytes and free < needed_bytes:
         raise UserError(
-            f"paths.output_dir: {free / 1e9:.1f} GB free at {probe}, checkpoints need ~{needed_bytes / 1e9:.1f} GB; "
+            f"paths.output_dir: {human_bytes(free)} free at {probe}, checkpoints need ~{human_bytes(needed_bytes)}; "
             "lower callbacks.model_checkpoint.save_total_limit or free disk"
         )
     return free
+
+
+def check_disk_room(cfg: dict) -> None:
+    """Refuse, before any weight loads, a run whose output folder lacks room for its checkpoints and export
+    (the estimate `hydratune preflight` prints: checkpoint_bytes)."""
+    needed = checkpoint_bytes(cfg)
+    check_output_dir(cfg["paths"]["output_dir"], needed[0] if needed else 0)
+
+
+def human_bytes(n: float) -> str:
+    """1,234 bytes, 12.3 KB, 4.5 MB, 6.7 GB (powers of 1000, as disk sizes are sold)."""
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
 
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}

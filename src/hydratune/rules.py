@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hydratune.config import canonical_dtype
 from hydratune.errors import UserError
 
 
@@ -144,7 +145,7 @@ RULES += [
         "trainer.precision, model.dtype, peft",
         lambda c: (
             str(_trainer(c, "precision")).startswith("16")
-            and str((c.get("model") or {}).get("dtype")) == "bfloat16"
+            and canonical_dtype((c.get("model") or {}).get("dtype")) == "bfloat16"
             and _peft_method(c) in ("none", "freeze")
         ),
         "fp16 training (trainer.precision=16-mixed) of bfloat16 weights mixes two half precisions "

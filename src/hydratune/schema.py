@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from hydratune import config
 from hydratune.errors import UserError
 
 # Groups whose options are `# @package _global_` overlays; their keys count as top-level keys.
@@ -151,7 +152,7 @@ PRECISIONS = {
     "64-true",
     "transformer-engine",
 }
-DTYPES = {"float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"}
+DTYPES = set(config.DTYPES)
 ATTENTION = {"sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"}
 
 # (dotted key, accepts(value), what is allowed). A missing key is not checked.
@@ -233,6 +234,23 @@ def _get(cfg: dict, dotted: str):
 _MISSING = object()
 
 
+# Keys whose value picks code by name (hydratune.model): the names it knows.
+CHOICES = {
+    "peft.method": ("lora", "freeze", "none"),
+    "quantization.method": ("bnb", "none"),
+}
+
+
+def check_choices(cfg: dict) -> None:
+    for key, valid in CHOICES.items():
+        value = _get(cfg, key)
+        if value is _MISSING or value in valid:
+            continue
+        guess = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f"did you mean {key}={guess[0]}? " if guess else ""
+        raise UserError(f"{key}={value!r} is not known; {hint}use one of: {', '.join(valid)}")
+
+
 def check_ranges(cfg: dict) -> None:
     for key, accepts, allowed in RANGES:
         value = _get(cfg, key)
@@ -243,6 +261,7 @@ def check_ranges(cfg: dict) -> None:
 
 
 def validate(cfg: dict, conf_dir: str | Path) -> None:
-    """Keys, then ranges. Raises UserError with one line."""
+    """Keys, then named choices, then ranges. Raises UserError with one line."""
     check_keys(cfg, conf_dir)
+    check_choices(cfg)
     check_ranges(cfg)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydratune.config import build, redact, to_plain
+from hydratune.config import build, canonical_dtype, redact, to_plain
+from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
-from hydratune.preflight import check_config
+from hydratune.preflight import check_config, check_disk_room
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
 
@@ -48,8 +49,11 @@ class Run:
 def run(cfg) -> float:
     """Train, export and summarise one run. Returns the final validation loss (the sweep objective)."""
     started = time.time()
-    quiet_library_loggers()
+    import lightning  # noqa: F401  (it adds a console handler on import, which quiet_console removes)
+
+    quiet_console()
     check_config(to_plain(cfg))
+    check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
     state = set_up(to_plain(cfg), ckpt_path)
     state.started = started
@@ -291,14 +295,8 @@ def cpu_fallbacks(trainer_cfg: dict) -> dict:
 def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
     """The dtype to merge in: the quantization's compute dtype, else the model's dtype."""
     compute = (quantization_cfg.get("config") or {}).get("bnb_4bit_compute_dtype")
-    dtype = compute or model_cfg.get("dtype", "float32")
+    dtype = canonical_dtype(compute or model_cfg.get("dtype", "float32"))  # bf16 -> bfloat16
     return "float32" if dtype == "auto" else dtype
-
-
-def quiet_library_loggers() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print and write train.log."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
 
 
 def summarize(

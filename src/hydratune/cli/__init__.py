@@ -152,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    from hydratune.console import quiet_console
     from hydratune.errors import UserError
 
+    quiet_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -48,13 +48,26 @@ def build_splits(cfg: dict, cache_dir: str | None = None):
     loaded = []
     for i, source in enumerate(sources):
         where = f"dataset.sources[{i}]"
-        data = load_source(source, cache_dir, where)
+        text = () if source.get("ops") or cfg.get("ops") else text_columns(cfg)  # ops may rename or fill
+        data = load_source(source, cache_dir, where, text)
         loaded.append(apply_ops(data, source.get("ops") or [], f"{where}.ops"))
     ops = list(cfg.get("ops") or [])
     first = op_name(ops[0], "dataset.ops[0]") if ops else None
     combined = combine(loaded, ops[0] if first in COMBINE else {"concat": {}}, "dataset.ops[0]")
     offset = 1 if first in COMBINE else 0
     return apply_ops(combined, ops[offset:], "dataset.ops", offset)
+
+
+def text_columns(cfg: dict) -> list[str]:
+    """The columns the dataset's format reads as text (none for chat messages or a config that does not
+    name a format: the format's own check speaks then)."""
+    from hydratune.data.formats import required_columns, resolve_format
+
+    try:
+        fmt = resolve_format(cfg)
+    except UserError:
+        return []
+    return [c for c in required_columns(fmt, cfg) if c] if fmt != "messages" else []
 
 
 def op_name(op, where: str) -> str:

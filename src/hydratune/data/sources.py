@@ -36,8 +36,14 @@ SOURCE_KEYS = {
 }  # fmt: skip
 
 
-def load_source(source: dict, cache_dir: str | None = None, where: str = "dataset.sources[0]"):
-    """One source as a DatasetDict, with `fraction` and `shuffle` applied to each split."""
+def load_source(
+    source: dict, cache_dir: str | None = None, where: str = "dataset.sources[0]", text_columns=()
+):
+    """One source as a DatasetDict, with `fraction` and `shuffle` applied to each split.
+
+    `text_columns`: columns the format reads as text, as the files name them; a null there is an error
+    naming the file and line (local JSON files).
+    """
     import datasets
 
     check_source(source, where)
@@ -46,7 +52,7 @@ def load_source(source: dict, cache_dir: str | None = None, where: str = "datase
     if "path" in source:
         loaded = _load_hub(source, cache_dir, where)
     else:
-        loaded = _load_local(source, cache_dir, where)
+        loaded = _load_local(source, cache_dir, where, text_columns)
     if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
         loaded = {"train": loaded}
     splits = {}
@@ -126,17 +132,39 @@ def _load_hub(source: dict, cache_dir: str | None, where: str):
     return {"train": loaded} if split else loaded
 
 
-def _load_local(source: dict, cache_dir: str | None, where: str):
+def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()):
     import datasets
 
     loader, data_files, data_dir = source["loader"], source.get("data_files"), source.get("data_dir")
     files = resolve_files(data_files, data_dir, loader, where)
     try:
-        return datasets.load_dataset(loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir)
+        loaded = datasets.load_dataset(loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir)
     except Exception as err:  # pyarrow and datasets raise many types for one bad line
         if loader == "json":
-            find_bad_json(files)
+            find_bad_json(files, text_columns)
         raise UserError(f"{where}: cannot read {', '.join(files)} as {loader} ({_first_line(err)})") from err
+    if loader == "json" and _needs_a_look(loaded, files, text_columns):
+        find_bad_json(files, text_columns)
+    return loaded
+
+
+# Several JSON files of one source are read again (in Python) up to this size, to check their types agree.
+JSON_RECHECK_BYTES = 256 * 2**20
+
+
+def _needs_a_look(loaded, files: list[str], text_columns) -> bool:
+    """datasets loaded the files, but a column mixes JSON types (it becomes a `Json` feature) or a text
+    column holds nulls: read the files again to say where. Several files: datasets casts each to the first
+    one's types (a number becomes the string "3"), so they are read again if they are not too large."""
+    if len(files) > 1 and sum(Path(f).stat().st_size for f in files) <= JSON_RECHECK_BYTES:
+        return True
+    for split in loaded.values():
+        for column, feature in split.features.items():
+            if type(feature).__name__ == "Json":
+                return True
+            if column in text_columns and split.data.column(column).null_count:
+                return True
+    return False
 
 
 def resolve_files(data_files, data_dir: str | None, loader: str, where: str) -> list[str]:
@@ -165,21 +193,75 @@ def resolve_files(data_files, data_dir: str | None, loader: str, where: str) -> 
     return files
 
 
-def find_bad_json(files: list[str]) -> None:
-    """Raise a UserError naming the file and line of the first malformed JSON (Lines) record."""
+def find_bad_json(files: list[str], text_columns=()) -> None:
+    """Raise a UserError naming the file and line (and column) of the first record that breaks the data:
+    malformed JSON, an empty file, a file whose columns differ from the first file's, a value of another
+    JSON type than the column's first value, or a null in a column the format reads as text."""
+    first: tuple[str, dict] | None = None  # (where, record) of the first record
+    kinds: dict[str, tuple[str, str]] = {}  # column -> (kind of its first non-null value, where)
     for file in files:
-        text = Path(file).read_text(encoding="utf-8", errors="replace")
-        if not file.endswith(".jsonl"):
-            try:
-                json.loads(text)
-                continue
-            except json.JSONDecodeError as err:
-                if text.lstrip().startswith("["):  # one JSON document, not JSON Lines
+        records = _json_records(file)
+        if not records:
+            raise UserError(
+                f"{file}: the file is empty (no JSON record); add rows or remove it from the data"
+            )
+        for at, record in records:
+            if first is None:
+                first = (at, record)
+            elif at == records[0][0] and set(record) != set(first[1]):
+                raise UserError(
+                    f"{at}: columns {', '.join(record)} differ from {first[0]}'s ({', '.join(first[1])}); "
+                    "every file of a source (train and validation) needs the same columns"
+                )
+            for column, value in record.items():
+                kind = _kind(value)
+                if kind is None:
+                    if column in text_columns:
+                        raise UserError(
+                            f"{at}: column {column!r} is null, expected a string (the text to train on)"
+                        )
+                    continue
+                expected, seen_at = kinds.setdefault(column, (kind, at))
+                if kind != expected:
                     raise UserError(
-                        f"{file}:{err.lineno}: malformed JSON ({err.msg}); fix that line"
-                    ) from err
-        for lineno, line in enumerate(text.splitlines(), 1):
-            parse_json_line(line, file, lineno)
+                        f"{at}: column {column!r} holds {kind} ({json.dumps(value)[:40]}), expected {expected} "
+                        f"as at {seen_at}; every row of a column needs the same type"
+                    )
+                if column in text_columns and kind != "a string":
+                    raise UserError(
+                        f"{at}: column {column!r} holds {kind} ({json.dumps(value)[:40]}), expected a string"
+                    )
+
+
+def _json_records(file: str) -> list[tuple[str, dict]]:
+    """(file:line, record) for each record of a JSON Lines file, or of a JSON document holding a list."""
+    text = Path(file).read_text(encoding="utf-8", errors="replace")
+    if not file.endswith(".jsonl") and text.lstrip().startswith(("[", "{")):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            if text.lstrip().startswith("["):  # one JSON document, not JSON Lines
+                raise UserError(f"{file}:{err.lineno}: malformed JSON ({err.msg}); fix that line") from err
+        else:
+            if isinstance(document, list):
+                return [(f"{file} item {i}", r) for i, r in enumerate(document) if isinstance(r, dict)]
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        record = parse_json_line(line, file, lineno)
+        if record is not None:
+            records.append((f"{file}:{lineno}", record))
+    return records
+
+
+def _kind(value) -> str | None:
+    """The JSON type of a value, as the error messages say it (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}[type(value)]
 
 
 def parse_json_line(line: str, file: str, lineno: int) -> dict | None:

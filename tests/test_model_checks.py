@@ -1,0 +1,167 @@
+"""Checks of the model before any weight loads (hydratune.preflight.check_model, from the safetensors
+headers): the path exists, peft.config.target_modules names real modules, and 4-bit quantization can block
+every quantized dimension; and the shipped model trains 4-bit on this CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ROOT, batch_samples, compose, fit_repeated, make_module
+
+from hydratune.config import canonical_dtype, to_plain
+from hydratune.data.collate import PadCollator
+from hydratune.errors import UserError
+from hydratune.preflight import check_config
+
+SHIPPED = ROOT / "assets" / "tiny-llama"
+SKIP_ODD = "+quantization.config.llm_int8_skip_modules=[down_proj,lm_head]"
+
+
+@pytest.fixture(scope="module")
+def odd_model_dir(tmp_path_factory):
+    """A tiny Llama whose MLP width (96) is not a multiple of bitsandbytes' 4-bit block (64)."""
+    from hydratune.tiny import save_random_model
+
+    return save_random_model(
+        tmp_path_factory.mktemp("odd"), seed=0, num_hidden_layers=1, hidden_size=64, intermediate_size=96
+    )
+
+
+def _cfg(model_dir, *overrides: str) -> dict:
+    return to_plain(compose([f"model.pretrained_model_name_or_path={model_dir}", *overrides]))
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "fp4", "int4"])
+def test_4bit_of_a_dimension_bitsandbytes_cannot_block_is_one_line_with_the_fix(odd_model_dir, quantization):
+    with pytest.raises(UserError) as caught:
+        check_config(_cfg(odd_model_dir, f"quantization={quantization}"))
+    message = str(caught.value)
+    assert "model.layers.0.mlp.down_proj maps 96 inputs to 64 outputs;" in message  # gate/up: 64 to 96 pass
+    assert "inputs a multiple of 64 and outputs of 32" in message
+    assert "quantization=int8" in message and SKIP_ODD.lstrip("+") in message
+    check_config(_cfg(odd_model_dir, "quantization=int8"))  # the fixes it names pass
+    check_config(_cfg(odd_model_dir, f"quantization={quantization}", SKIP_ODD))
+    # A skip list replaces transformers' default one (the output layer): lm_head, 100 outputs, then counts.
+    with pytest.raises(UserError, match="lm_head maps 64 inputs to 100 outputs"):
+        check_config(
+            _cfg(
+                odd_model_dir,
+                f"quantization={quantization}",
+                "+quantization.config.llm_int8_skip_modules=[down_proj]",
+            )
+        )
+
+
+def test_the_skip_list_it_suggests_trains_4bit_on_this_cpu(odd_model_dir, tokenizer):
+    import bitsandbytes as bnb
+
+    module = make_module(odd_model_dir, peft="qlora", overrides=[SKIP_ODD])
+    module.configure_model()
+    four_bit = {
+        n.removesuffix(".base_layer").rpartition(".")[2]
+        for n, m in module.model.named_modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    }
+    assert four_bit == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"}  # down_proj: as asked
+    losses = fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    _evaluate(module.model, tokenizer)
+
+
+def _evaluate(model, tokenizer) -> None:
+    """A forward pass without gradients, as validation and generation run: where bitsandbytes repacks 4-bit
+    weights for its CPU kernel on AVX512-BF16 CPUs (training forwards do not)."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([tokenizer("upper: abc -> ").input_ids])).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_shipped_model_blocks_by_64_and_passes():
+    for quantization in ("nf4", "fp4"):
+        check_config(_cfg(SHIPPED, "peft=qlora", f"quantization={quantization}", "optimizer=adamw_8bit"))
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "fp4"])
+def test_shipped_model_trains_4bit_with_the_8bit_optimizer(quantization, tokenizer):
+    """`python train.py peft=qlora optimizer=adamw_8bit`'s model and optimizer, in process (on an AVX512-BF16
+    CPU bitsandbytes repacks the 4-bit weights for its kernel: the shipped model's 352 broke it)."""
+    module = make_module(
+        SHIPPED, optimizer="adamw_8bit", peft="qlora", overrides=[f"quantization={quantization}"]
+    )
+    module.configure_model()
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    losses = fit_repeated(module, batch, steps=2)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    _evaluate(module.model, tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        ("[all]", None),
+        ("[all-linear]", None),
+        ("all-linear", None),
+        ("[q_proj,v_proj]", None),
+        ("[q_proj,attn,mlp.fc1]", "no module named attn, mlp.fc1; available: down_proj, embed_tokens"),
+    ],
+)
+def test_target_modules_are_checked_against_the_model(tiny_model_dir, targets, expected):
+    cfg = _cfg(tiny_model_dir, f"peft.config.target_modules={targets}")
+    if expected is None:
+        check_config(cfg)
+    else:
+        with pytest.raises(UserError, match=rf"peft.config.target_modules: the model has {expected}"):
+            check_config(cfg)
+
+
+def test_all_becomes_peft_all_linear(tiny_model_dir):
+    from hydratune.model import lora_targets
+
+    assert lora_targets(["all"]) == lora_targets("all") == lora_targets(["all-linear"]) == "all-linear"
+    assert lora_targets(["q_proj"]) == ["q_proj"]
+    module = make_module(tiny_model_dir, overrides=["peft.config.target_modules=[all]"])
+    module.configure_model()
+    wrapped = {
+        n.split(".lora_A")[0].rpartition(".")[2] for n, _ in module.model.named_parameters() if "lora_A" in n
+    }
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/nonexistent/model", "./typo-model", "~/no-such-model", "outputs/run/model"],
+)
+def test_a_model_path_not_on_disk_is_one_line(name):
+    cfg = to_plain(compose([]))
+    cfg["model"]["pretrained_model_name_or_path"] = name
+    with pytest.raises(UserError, match=rf"model.pretrained_model_name_or_path={name}: no such folder"):
+        check_config(cfg)
+
+
+def test_an_uncached_hub_model_while_offline_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = to_plain(compose(["model.pretrained_model_name_or_path=hydratune-tests/no-such-model"]))
+    cfg["model"]["cache_dir"] = str(tmp_path)
+    with pytest.raises(
+        UserError, match="hydratune-tests/no-such-model: not a folder on this disk and not in the hub cache"
+    ):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [("bf16", "bfloat16"), ("bfloat16", "bfloat16"), ("fp16", "float16"), ("half", "float16"),
+     ("float16", "float16"), ("fp32", "float32"), ("float32", "float32"), ("auto", "auto")],
+)  # fmt: skip
+def test_dtype_aliases_have_one_canonical_name(name, canonical):
+    from hydratune.model import torch_dtype
+    from hydratune.rules import violations
+    from hydratune.train import merge_dtype
+
+    assert canonical_dtype(name) == canonical
+    assert merge_dtype({"dtype": name}, {}) == ("float32" if canonical == "auto" else canonical)
+    assert torch_dtype(name) == ("auto" if canonical == "auto" else getattr(torch, canonical))
+    cfg = to_plain(compose(["peft=none", "trainer.precision=16-mixed", f"model.dtype={name}"]))
+    mixes = any(v.startswith("trainer.precision, model.dtype, peft") for v in violations(cfg))
+    assert mixes == (canonical == "bfloat16")  # the fp16_with_bf16 rule knows every bf16 spelling
