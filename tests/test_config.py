@@ -45,8 +45,9 @@ def _targets(node, path=""):
             yield from _targets(value, f"{path}[{i}]")
 
 
-# Arguments supplied at the call site, not in YAML (LOMO takes the model instead of params).
-CALL_SITE = {"params", "model", "logger", "callbacks"}
+# Arguments supplied at the call site, not in YAML (LOMO takes the model instead of params; a GRPO reward
+# function gets the prompts and completions of each step).
+CALL_SITE = {"params", "model", "logger", "callbacks", "prompts", "completions"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -63,7 +64,8 @@ def test_option_composes_and_targets_bind(group, option):
             fn = get_method(target)
             signature = inspect.signature(fn)
             kwargs = {}
-        kwargs |= {k: v for k, v in node.items() if not k.startswith("_") and k not in OWN_KEYS}
+        own = OWN_KEYS | ({"weight"} if ".rewards[" in path else set())  # a reward's weight is hydratune's
+        kwargs |= {k: v for k, v in node.items() if not k.startswith("_") and k not in own}
         kwargs |= {k: None for k in CALL_SITE if k in signature.parameters}
         try:
             signature.bind(**kwargs)

@@ -45,14 +45,16 @@ def _run(tiny_model_dir, *overrides: str, multirun: bool = False, one_val_batch:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_model_dir, tmp_path):
+    # The whole validation set (60 rows): under DDP each rank validates its own half of it.
     _run(
         tiny_model_dir,
         "trainer=ddp",
         "trainer.devices=2",
         "dataset.batch_size=4",
         f"hydra.run.dir={tmp_path / 'ddp'}",
+        one_val_batch=False,
     )
-    _run(tiny_model_dir, "dataset.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}")
+    _run(tiny_model_dir, "dataset.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}", one_val_batch=False)
     ddp, one = tmp_path / "ddp", tmp_path / "one"
     # Rank 0 prepared the data before rank 1 started: rank 1 read it from the cache.
     rank1 = (ddp / "train_ddp_process_1.log").read_text()
@@ -115,3 +117,33 @@ def test_multirun_sweep_of_ddp_jobs(tiny_model_dir, tmp_path):
     for job in ("0", "1"):
         log = (sweep_dir / job / "train.log").read_text()
         assert "effective batch size: 8 (4 per device x 1 accumulation x 2 devices)" in log
+
+
+@pytest.mark.slow
+def test_two_process_dpo_matches_one_process(tiny_model_dir, tmp_path):
+    """task=dpo under DDP: each rank's loss is divided by the pairs of the whole global batch, so 2 ranks x 4
+    pairs take the same step as 1 process x 8 pairs; the validation metrics are summed over the ranks."""
+    common = [
+        "task=dpo",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "eval_generations.num_prompts=0",
+    ]
+    _run(tiny_model_dir, *common, "trainer=ddp", "trainer.devices=2", "dataset.batch_size=4",
+         f"hydra.run.dir={tmp_path / 'ddp'}", one_val_batch=False)  # fmt: skip
+    _run(
+        tiny_model_dir,
+        *common,
+        "dataset.batch_size=8",
+        f"hydra.run.dir={tmp_path / 'one'}",
+        one_val_batch=False,
+    )
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in ("val_loss", "val_accuracy", "val_margin"):
+        assert ddp[key] == pytest.approx(one[key], abs=1e-5), key
+    a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    assert any(not torch.all(t == 0) for n, t in a.items() if "lora_B" in n)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
