@@ -159,7 +159,7 @@ def packed_vs_alone(out: Path) -> None:
     samples = [tokenize_pair(p, r, tokenizer, 256) for p, r in pairs]
     row = {k: [x for s in samples for x in s[k]] for k in ("input_ids", "labels")}
     row["position_ids"] = [i for s in samples for i in range(len(s["input_ids"]))]
-    implementations = {"sdpa": (torch.float32, 1e-4), "eager": (torch.float32, 1e-4)}
+    implementations = {"sdpa": (torch.float32, 1e-3), "eager": (torch.float32, 1e-3)}
     if importlib.util.find_spec("flash_attn") is not None:
         implementations["flash_attention_2"] = (torch.bfloat16, 3e-2)
     results = {}

@@ -82,3 +82,58 @@ def test_gradient_checkpointing_with_lora_matches(tiny_model_dir, tokenizer):
         assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
         nonzero += bool(grads_ckpt[name].abs().sum() > 0)
     assert nonzero == len(grads_plain), "every LoRA matrix must receive a gradient through checkpointing"
+
+
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\nbogomips\t: 4000\n"
+
+
+@pytest.mark.parametrize(
+    "flag, feature", [("avx512_bf16", "AVX512-BF16"), ("amx_bf16 avx512_bf16", "AMX-BF16"), ("", None)]
+)
+def test_cpu_bf16_probe_reads_the_flags_line(flag, feature):
+    from hydratune.precision import cpu_bf16_feature
+
+    assert cpu_bf16_feature(CPUINFO.format(flag)) == feature
+
+
+@pytest.mark.parametrize(
+    "feature, expected",
+    [
+        ("AVX512-BF16", "bf16-mixed (auto: CPU has AVX512-BF16)"),
+        (None, "32-true (auto: CPU has no AVX512-BF16 or AMX-BF16)"),
+    ],
+)
+def test_auto_precision_follows_the_cpu(feature, expected, monkeypatch):
+    from hydratune import precision
+
+    monkeypatch.delenv("HYDRATUNE_CPU_BF16")
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for accelerator in ("auto", "cpu"):
+        requested = {"accelerator": accelerator, "precision": "auto"}
+        chosen, _ = precision.choose_precision(requested)
+        assert precision.precision_note(requested, chosen["precision"]) == expected
+    # A precision given by name is kept, whatever the CPU.
+    assert (
+        precision.choose_precision({"accelerator": "cpu", "precision": "32-true"})[0]["precision"]
+        == "32-true"
+    )
+
+
+@pytest.mark.slow
+def test_run_summary_says_which_precision_ran_and_why(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["train.py", f"hydra.run.dir={run_dir}", "trainer.max_steps=2", "logger=none", "export.merge=false"],
+        env={"HYDRATUNE_CPU_BF16": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        json.loads((run_dir / "metrics.json").read_text())["precision"]
+        == "bf16-mixed (auto: HYDRATUNE_CPU_BF16=1)"
+    )
+    assert "precision: bf16-mixed (auto: HYDRATUNE_CPU_BF16=1)" in (run_dir / "train.log").read_text()
