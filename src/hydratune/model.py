@@ -125,12 +125,30 @@ def apply_peft(model, peft_cfg: dict):
     if method == "lora":
         from peft import get_peft_model
 
-        return get_peft_model(model, build(peft_cfg["config"]))
+        return skip_needless_input_casts(get_peft_model(model, build(peft_cfg["config"])))
     if method == "freeze":
         return freeze_all_but(
             model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or []
         )
     raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+
+
+def skip_needless_input_casts(model):
+    """No input casts in the adapter layers of an all-float32 model.
+
+    peft casts each LoRA layer's input to the adapter weights' dtype. With every weight in float32 that
+    cast fires only under bf16 autocast (bf16-mixed), where autocast casts the input straight back to
+    bf16 for the matmul: a round trip per adapter, ~4% of a bf16 step on CPU. Outside autocast the
+    input is already float32, so switching the cast off changes nothing there.
+    """
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = False
+    return model
 
 
 def freeze_all_but(model, last_layers: int, module_names: list[str]):
