@@ -31,6 +31,10 @@ Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --
     python scripts/bench.py --out outputs/bench            # all runners
     python scripts/bench.py --runners bare,hydratune       # a subset
     python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
+    python scripts/bench.py --bf16 --runners bare_packed,hydratune_packed   # CPU bf16 autocast
+
+--bf16 (CPU): the bare loop runs forward and loss under torch.autocast("cpu", bfloat16), hydratune
+trainer.precision=bf16-mixed, TRL bf16=True; weights stay float32 in all three.
 """
 
 from __future__ import annotations
