@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_STEPS = 30  # 5 warm-up steps, then 5 windows of 5
 # (name, time limit in seconds): the limits add up to 8 minutes.
-CHECKS = {"tests": 90, "bench": 240, "qlora": 45, "fp16": 30, "logits": 30, "fsdp": 45}
+CHECKS = {"tests": 60, "bench": 270, "qlora": 45, "fp16": 30, "logits": 30, "fsdp": 45}
 
 
 def refuse_without_cuda() -> None:
