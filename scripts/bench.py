@@ -234,6 +234,7 @@ def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: f
         "padding_efficiency": round(sum(tokens) / max(sum(padded), 1), 4),
         "time_to_first_step_s": round(step_ends[0] - process_start(), 2),
         "data_prep_s": round(prep, 2),
+        "losses": [round(x, 4) for x in losses],  # the loss curve, step by step (bf16 vs fp32)
     }
     if args.gpu:
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
