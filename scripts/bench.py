@@ -31,6 +31,10 @@ Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --
     python scripts/bench.py --out outputs/bench            # all runners
     python scripts/bench.py --runners bare,hydratune       # a subset
     python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
+    python scripts/bench.py --bf16 --runners bare_packed,hydratune_packed   # CPU bf16 autocast
+
+--bf16 (CPU): the bare loop runs forward and loss under torch.autocast("cpu", bfloat16), hydratune
+trainer.precision=bf16-mixed, TRL bf16=True; weights stay float32 in all three.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def run_hydratune(workdir: Path, args, packed: bool) -> None:
         f"trainer.max_steps={args.steps}",
         "+trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false",
-        f"trainer.precision={'bf16-true' if args.gpu else '32-true'}",
+        f"trainer.precision={'bf16-true' if args.gpu else ('bf16-mixed' if args.bf16 else '32-true')}",
         "eval_before_training=false",
         "callbacks=none",
         "logger=none",
@@ -179,7 +183,7 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
         save_strategy="no",
         report_to=[],
         dataloader_num_workers=0,
-        bf16=args.gpu,
+        bf16=args.gpu or args.bf16,
         use_cpu=not args.gpu,
         seed=0,
     )
@@ -230,6 +234,7 @@ def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: f
         "padding_efficiency": round(sum(tokens) / max(sum(padded), 1), 4),
         "time_to_first_step_s": round(step_ends[0] - process_start(), 2),
         "data_prep_s": round(prep, 2),
+        "losses": [round(x, 4) for x in losses],  # the loss curve, step by step (bf16 vs fp32)
     }
     if args.gpu:
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -269,13 +274,14 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
             else collate_padded(batches[step], tokenizer.pad_token_id)
         )
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch.get("attention_mask"),
-            position_ids=batch.get("position_ids"),
-            use_cache=False,
-        )
-        nll, count = token_nll(out.logits, batch["labels"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16 and not args.gpu):
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch.get("attention_mask"),
+                position_ids=batch.get("position_ids"),
+                use_cache=False,
+            )
+            nll, count = token_nll(out.logits, batch["labels"])
         loss = nll / count
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -441,6 +447,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--gpu", action="store_true", help="~0.5B model in bf16 on CUDA")
     parser.add_argument(
+        "--bf16", action="store_true", help="CPU: bf16 autocast (hydratune bf16-mixed, TRL bf16=True)"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
     )
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
@@ -468,7 +477,9 @@ def main() -> None:
                 "--runner",
                 runner,
             ]
-            proc = subprocess.run(cmd + (["--gpu"] if args.gpu else []), capture_output=True, text=True)
+            cmd += ["--gpu"] if args.gpu else []
+            cmd += ["--bf16"] if args.bf16 else []
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 result = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
             else:

@@ -17,6 +17,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# trainer.precision: auto is fp32 in every test run, whatever the CPU (hydratune.precision); the tests of
+# the choice itself set the probe's answer. `HYDRATUNE_CPU_BF16=1 pytest ...` runs them in bf16-mixed.
+os.environ.setdefault("HYDRATUNE_CPU_BF16", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["HYDRATUNE_ROOT"] = str(ROOT)

@@ -84,3 +84,17 @@ def test_window_tokens_match_trained_labels_of_packed_batches(tokenizer):
         assert all(int(b["window_tokens"]) == trained for b in window)
     real = sum(int(b["real_tokens"]) for b in batches)
     assert real == sum(len(s["input_ids"]) for s in samples)
+
+
+def test_packing_a_filtered_dataset_packs_the_rows_it_shows(tokenizer):
+    from hydratune.data.packing import row_lengths
+
+    rows = _samples(tokenizer)
+    shown = datasets.Dataset.from_list(rows).filter(lambda r: len(r["input_ids"]) > 8)  # an indices mapping
+    kept = [r for r in rows if len(r["input_ids"]) > 8]
+    assert 0 < len(kept) < len(rows)
+    packed = pack_dataset(shown, capacity=256, strategy="greedy")
+    assert sum(packed["num_samples"]) == len(kept)
+    assert packed[0]["input_ids"] == [t for r in kept for t in r["input_ids"]]
+    assert row_lengths(packed) == [len(ids) for ids in packed["input_ids"]]
+    assert row_lengths(shown) == [len(r["input_ids"]) for r in kept]

@@ -82,3 +82,85 @@ def test_gradient_checkpointing_with_lora_matches(tiny_model_dir, tokenizer):
         assert torch.allclose(grads_plain[name], grads_ckpt[name], atol=1e-6), name
         nonzero += bool(grads_ckpt[name].abs().sum() > 0)
     assert nonzero == len(grads_plain), "every LoRA matrix must receive a gradient through checkpointing"
+
+
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\nbogomips\t: 4000\n"
+
+
+@pytest.mark.parametrize(
+    "flag, feature", [("avx512_bf16", "AVX512-BF16"), ("amx_bf16 avx512_bf16", "AMX-BF16"), ("", None)]
+)
+def test_cpu_bf16_probe_reads_the_flags_line(flag, feature):
+    from hydratune.precision import cpu_bf16_feature
+
+    assert cpu_bf16_feature(CPUINFO.format(flag)) == feature
+
+
+@pytest.mark.parametrize(
+    "feature, expected",
+    [
+        ("AVX512-BF16", "bf16-mixed (auto: CPU has AVX512-BF16)"),
+        (None, "32-true (auto: CPU has no AVX512-BF16 or AMX-BF16)"),
+    ],
+)
+def test_auto_precision_follows_the_cpu(feature, expected, monkeypatch):
+    from hydratune import precision
+
+    monkeypatch.delenv("HYDRATUNE_CPU_BF16", raising=False)
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for accelerator in ("auto", "cpu"):
+        requested = {"accelerator": accelerator, "precision": "auto"}
+        chosen, _ = precision.choose_precision(requested)
+        assert precision.precision_note(requested, chosen["precision"]) == expected
+    # A precision given by name is kept, whatever the CPU.
+    assert (
+        precision.choose_precision({"accelerator": "cpu", "precision": "32-true"})[0]["precision"]
+        == "32-true"
+    )
+
+
+@pytest.mark.slow
+def test_run_summary_says_which_precision_ran_and_why(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["train.py", f"hydra.run.dir={run_dir}", "trainer.max_steps=2", "logger=none", "export.merge=false"],
+        env={"HYDRATUNE_CPU_BF16": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        json.loads((run_dir / "metrics.json").read_text())["precision"]
+        == "bf16-mixed (auto: HYDRATUNE_CPU_BF16=1)"
+    )
+    assert "precision: bf16-mixed (auto: HYDRATUNE_CPU_BF16=1)" in (run_dir / "train.log").read_text()
+
+
+def test_adapters_of_a_float32_model_skip_the_input_cast_and_compute_the_same(tiny_model_dir, tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.model import skip_needless_input_casts
+
+    def lora(dtype):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype)
+        return get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    reference, model = lora(torch.float32), skip_needless_input_casts(lora(torch.float32))
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    for autocast in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits)
+    # A bf16 base keeps the cast: its fp32 adapters need float32 inputs outside autocast.
+    half = skip_needless_input_casts(lora(torch.bfloat16))
+    assert all(
+        getattr(m, "cast_input_dtype_enabled", True) for m in half.modules() if isinstance(m, BaseTunerLayer)
+    )

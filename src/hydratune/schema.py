@@ -143,6 +143,7 @@ def _number(value) -> bool:
 
 Check = tuple[str, Callable[[object], bool], str]
 PRECISIONS = {
+    "auto",  # hydratune.precision: bf16-mixed on a CPU with native bf16, else 32-true
     "32-true",
     "32",
     "bf16-mixed",
@@ -197,7 +198,7 @@ RANGES: list[Check] = [
     (
         "trainer.precision",
         lambda v: str(v) in PRECISIONS,
-        "one of " + ", ".join(sorted({"32-true", "bf16-mixed", "bf16-true", "16-mixed"})),
+        "one of " + ", ".join(sorted({"auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"})),
     ),
     (
         "callbacks.model_checkpoint.save_steps",

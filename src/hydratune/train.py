@@ -17,6 +17,7 @@ from typing import Any
 from hydratune.config import build, canonical_dtype, redact, to_plain
 from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
+from hydratune.precision import choose_precision, precision_note
 from hydratune.preflight import check_config, check_disk_room
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
@@ -126,7 +127,9 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(cfg["trainer"])), cfg["model"])
+    trainer_cfg, reason = choose_precision(cfg["trainer"])  # trainer.precision: auto
+    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
+    log.info("precision: %s (%s)", trainer_cfg.get("precision"), reason)
     trainer = build(
         trainer_cfg,
         logger=loggers or False,
@@ -202,6 +205,7 @@ def finish(state: Run) -> float:
         metrics["best_checkpoint"] = best.name
     metrics.update(task_metrics)
     metrics["effective_batch_size"] = state.effective_batch
+    metrics["precision"] = precision_note(cfg["trainer"], str(trainer.precision))
     if cfg["export"]["merge"] and artifact.name == "adapter":
         compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
         merge_adapter(artifact, run_dir / "merged", compute_dtype)
@@ -347,5 +351,7 @@ def print_summary(run_dir: Path, metrics: dict) -> None:
         if key.startswith("initial_val_") and key != "initial_val_loss":
             name = key.removeprefix("initial_")
             lines.append(f"{name.replace('_', '/')}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
+    if "precision" in metrics:
+        lines.append(f"precision: {metrics['precision']}")
     lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
     log.info("summary\n  %s", "\n  ".join(lines))

@@ -52,10 +52,10 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     """
     import datasets
 
-    # Plain lists: indexing a `datasets` Column row by row is slow.
-    input_ids, labels = list(dataset["input_ids"]), list(dataset["labels"])
+    # Plain lists straight from the Arrow table: indexing a `datasets` Column row by row is slow.
+    table = dataset.with_format("arrow")  # the rows this Dataset shows (its indices mapping applied)
+    input_ids, labels, trained = (table[k].to_pylist() for k in ("input_ids", "labels", "num_trained"))
     bins = pack_bins([len(ids) for ids in input_ids], capacity, strategy)
-    trained = list(dataset["num_trained"])
     rows: dict[str, list] = {
         "input_ids": [],
         "labels": [],
@@ -75,6 +75,13 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
         rows["num_trained"].append(sum(trained[i] for i in members))
         rows["num_samples"].append(len(members))
     return datasets.Dataset.from_dict(rows)
+
+
+def row_lengths(dataset) -> list[int]:
+    """The length of every row's input_ids, read from the Arrow table without converting the rows."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
 
 
 def packing_efficiency(row_lengths: list[int], capacity: int) -> float:

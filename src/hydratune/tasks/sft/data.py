@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns, set_chat_template
 from hydratune.data.ops import build_splits, fingerprint
-from hydratune.data.packing import pack_dataset, packing_efficiency
+from hydratune.data.packing import pack_dataset, packing_efficiency, row_lengths
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
 from hydratune.data.tokenize import keep_and_count, tokenize_samples
@@ -171,7 +171,7 @@ class SFTDataModule(L.LightningDataModule):
             self.train_dataset = pack_dataset(
                 self.train_dataset, capacity, self.cfg.get("packing_strategy", "bfd")
             )
-            self.row_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
+            self.row_lengths = row_lengths(self.train_dataset)
             efficiency = packing_efficiency(self.row_lengths, capacity)
             self.stats["train"] |= {"packed_rows": len(self.train_dataset), "packing_efficiency": efficiency}
             log.info(
