@@ -71,17 +71,24 @@ def step_timer(out: str, units: int):
             self.step_ends.append(time.time())
             self.tokens.append(units)  # summarize_steps's "tokens" are our units: pairs or steps
             self.padded.append(units)
-            loss = trainer.callback_metrics.get("train/loss")
+            metrics = trainer.callback_metrics
+            loss = metrics.get("train/loss")
             self.losses.append(float(loss) if loss is not None else float("nan"))
+            for key, name in (("train/completion_length", "completion_length"), ("train/reward", "reward")):
+                if key in metrics:
+                    self.seen.setdefault(name, []).append(float(metrics[key]))
 
         def on_train_end(self, trainer, pl_module) -> None:
             super().on_train_end(trainer, pl_module)
             result = json.loads(Path(self.out).read_text())
             del result["padding_efficiency"]
             result |= {"step_ends": self.step_ends, "units": self.tokens}
+            result |= {name: round(sum(v) / len(v), 3) for name, v in self.seen.items()}
             Path(self.out).write_text(json.dumps(result, indent=2))
 
-    return TaskStepTimer(out)
+    timer = TaskStepTimer(out)
+    timer.seen = {}  # GRPO: completion length and reward of each step (the same work on both sides)
+    return timer
 
 
 def common_overrides(workdir: Path, runner: str, steps: int, lr: float, units: int) -> list[str]:
@@ -200,7 +207,7 @@ def trl_common(workdir: Path, args, lr: float) -> dict:
 def trl_train(trainer, workdir: Path, args, units: int) -> None:
     from transformers import TrainerCallback
 
-    step_ends, losses = [], []
+    step_ends, losses, seen = [], [], {}
 
     class Timer(TrainerCallback):
         def on_step_end(self, *_, **__):
@@ -209,10 +216,13 @@ def trl_train(trainer, workdir: Path, args, units: int) -> None:
         def on_log(self, _args, _state, _control, logs=None, **__):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+            for key, name in (("completions/mean_length", "completion_length"), ("reward", "reward")):
+                if logs and key in logs:
+                    seen.setdefault(name, []).append(float(logs[key]))
 
     trainer.add_callback(Timer())
     trainer.train()
-    write_result(workdir, args.runner, step_ends, [units] * len(step_ends), losses)
+    write_result(workdir, args.runner, step_ends, [units] * len(step_ends), losses, seen)
 
 
 def run_dpo_trl(workdir: Path, args) -> None:
@@ -221,7 +231,9 @@ def run_dpo_trl(workdir: Path, args) -> None:
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = trl_model_and_tokenizer()
+    # The same ids as hydratune's pairs: BOS, prompt, answer, EOS (TRL appends EOS; this tokenizer adds no BOS).
     rows = [json.loads(line) for line in (ROOT / "data/preference/train.jsonl").read_text().splitlines()]
+    rows = [r | {"prompt": tokenizer.bos_token + r["prompt"]} for r in rows]
     config = DPOConfig(
         **trl_common(workdir, args, DPO_LR),
         per_device_train_batch_size=PAIRS,
@@ -255,7 +267,9 @@ def run_grpo_trl(workdir: Path, args) -> None:
     # Stop at the newline as hydratune's task.stop does: TRL ends (and masks) completions at the model's EOS ids.
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, *newline]
+    # The same prompt ids as hydratune's sampler: BOS, then the prompt (this tokenizer adds no BOS itself).
     rows = [json.loads(line) for line in (ROOT / "data/grpo/train.jsonl").read_text().splitlines()]
+    rows = [r | {"prompt": tokenizer.bos_token + r["prompt"]} for r in rows]
     config = GRPOConfig(
         **trl_common(workdir, args, GRPO_LR),
         per_device_train_batch_size=PROMPTS * G,  # TRL counts completions
@@ -282,7 +296,7 @@ def run_grpo_trl(workdir: Path, args) -> None:
     trl_train(trainer, workdir, args, 1)
 
 
-def write_result(workdir: Path, runner: str, step_ends, units, losses) -> None:
+def write_result(workdir: Path, runner: str, step_ends, units, losses, seen: dict) -> None:
     from hydratune.bench import process_start, summarize_steps
 
     result = summarize_steps(step_ends, units, losses)
@@ -291,6 +305,7 @@ def write_result(workdir: Path, runner: str, step_ends, units, losses) -> None:
         "step_ends": step_ends,
         "units": units,
     }
+    result |= {name: round(sum(v) / len(v), 3) for name, v in seen.items()}
     (workdir / f"{runner}.json").write_text(json.dumps(result, indent=2))
 
 
@@ -315,8 +330,19 @@ def prepare(workdir: Path) -> None:
 
 
 def rate(result: dict) -> float | None:
-    """pairs/s (DPO) or steps/s (GRPO): summarize_steps's `tokens_per_s` counts our units."""
-    return result.get("tokens_per_s")
+    """pairs/s (DPO) or steps/s (GRPO)."""
+    return result.get("rate")
+
+
+def units_per_s(step_ends: list[float], units: list[int], warmup: int = 5, window: int = 5) -> float | None:
+    """Median rate over `window`-step windows after `warmup` steps (summarize_steps's, to 3 decimals)."""
+    import statistics
+
+    rates = [
+        sum(units[start + 1 : start + window + 1]) / (step_ends[start + window] - step_ends[start])
+        for start in range(warmup, len(step_ends) - window, window)
+    ]
+    return round(statistics.median(rates), 3) if rates else None
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -350,12 +376,13 @@ def table(task: str, results: dict, machine: str, load: str) -> str:
         + ", ".join(f"{k} {v}" for k, v in versions().items())
         + ".",
         "",
-        f"| runner | {unit} (median; min-max of runs) | vs TRL | peak RSS (MB) | first step (s) | final loss |",
-        "|---|---|---|---|---|---|",
+        f"| runner | {unit} (median; min-max of runs) | vs TRL | peak RSS (MB) | first step (s) | final loss "
+        "| completion length | reward |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | |")
             continue
         runs = [x for x in r.get("rate_runs", []) if x]
         value = rate(r)
@@ -363,7 +390,7 @@ def table(task: str, results: dict, machine: str, load: str) -> str:
         versus = f"{value / reference:.2f}x" if value and reference and name != f"{task}_sft" else "-"
         lines.append(
             f"| {name} | {shown} | {versus} | {r.get('peak_rss_mb')} | {r.get('time_to_first_step_s')} "
-            f"| {r.get('final_loss')} |"
+            f"| {r.get('final_loss')} | {r.get('completion_length', '-')} | {r.get('reward', '-')} |"
         )
     if task == "dpo" and "dpo_sft" in results and "dpo_hydratune" in results:
         dpo, sft = results["dpo_hydratune"].get("peak_rss_mb"), results["dpo_sft"].get("peak_rss_mb")
@@ -420,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
                 result = {"error": (lines or ["?"])[-1]}
             else:
                 result = json.loads((workdir / f"{name}.json").read_text())
+                result["rate"] = units_per_s(result["step_ends"], result["units"])
+                del result["tokens_per_s"]  # the same figure, rounded to 1 decimal
             result["wall_s"] = round(time.time() - started, 1)
             runs[name].append(result)
             print(
