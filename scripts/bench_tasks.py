@@ -392,6 +392,10 @@ def table(task: str, results: dict, machine: str, load: str) -> str:
             f"| {name} | {shown} | {versus} | {r.get('peak_rss_mb')} | {r.get('time_to_first_step_s')} "
             f"| {r.get('final_loss')} | {r.get('completion_length', '-')} | {r.get('reward', '-')} |"
         )
+    ours, theirs = (results.get(f"{task}_{n}", {}).get("rate_runs", []) for n in ("hydratune", "trl"))
+    paired = [f"{a / b:.2f}x" for a, b in zip(ours, theirs) if a and b]
+    if paired:  # each repeat ran the two back to back: the ratio least hit by the machine's load swings
+        lines += ["", f"hydratune / TRL per repeat: {', '.join(paired)}."]
     if task == "dpo" and "dpo_sft" in results and "dpo_hydratune" in results:
         dpo, sft = results["dpo_hydratune"].get("peak_rss_mb"), results["dpo_sft"].get("peak_rss_mb")
         if dpo and sft:
