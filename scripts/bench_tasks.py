@@ -201,6 +201,9 @@ def trl_common(workdir: Path, args, lr: float) -> dict:
         dataloader_num_workers=0,
         use_cpu=True,
         seed=SEED,
+        # TRL's configs default both to True; hydratune's (and transformers') to False: the same work here.
+        gradient_checkpointing=False,
+        bf16=False,
     )
 
 
