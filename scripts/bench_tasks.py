@@ -27,6 +27,7 @@ TRL is not a hydratune dependency: install it apart and put it on the path, e.g.
     pip install --no-deps --target /work/trl-pkgs trl==1.16.0
     PYTHONPATH=$PWD/src:/work/trl-pkgs python scripts/bench_tasks.py --task dpo --repeats 3
     PYTHONPATH=$PWD/src:/work/trl-pkgs python scripts/bench.py --task grpo --repeats 3   # the same, via bench.py
+    ... --task dpo --precompute-ref    # reference log-probs computed once before training, on both sides
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def run_dpo_hydratune(workdir: Path, args) -> None:
         "task.loss=sigmoid",
         f"task.beta={BETA}",
         "task.sft_weight=0.0",
+        f"task.precompute_ref_logps={str(args.precompute_ref).lower()}",
         f"dataset.batch_size={PAIRS}",
         f"dataset.max_seq_length={MAX_LEN}",
     ]
@@ -243,6 +245,7 @@ def run_dpo_trl(workdir: Path, args) -> None:
         beta=BETA,
         loss_type=["sigmoid"],
         max_length=MAX_LEN,
+        precompute_ref_log_probs=args.precompute_ref,
     )
     trainer = DPOTrainer(
         model=model,
@@ -420,6 +423,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
     )
+    parser.add_argument(
+        "--precompute-ref",
+        action="store_true",
+        help="DPO: reference log-probs computed once before training, on both sides (hydratune "
+        "task.precompute_ref_logps, TRL precompute_ref_log_probs)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per runner (OMP_NUM_THREADS)")
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
     args = parser.parse_args(argv)
@@ -446,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
                 str(workdir),
                 "--steps",
                 str(args.steps),
-            ]
+            ] + (["--precompute-ref"] if args.precompute_ref else [])
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
             proc = subprocess.run([*cmd, "--runner", name], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
