@@ -19,8 +19,9 @@ Each runner is a separate process; --repeats interleaves them (A, B, C, A, B, C,
 median rate is reported, with every run's rate. Reported: median pairs/s (DPO) or steps/s (GRPO) over
 5-step windows after 5 warm-up steps, peak RSS of the training process, time from process start to the end
 of the first optimizer step, final loss. Writes <out>/bench_tasks.json and <out>/bench_tasks.md.
-Hardware: CPU (2 cores here). Expected time: ~1 minute per DPO runner at 40 steps and ~1-2 minutes per
-GRPO runner at 30 steps on a loaded 2-core machine, times --repeats.
+TRL 1.16 turns gradient checkpointing and bf16 on by default; both are off here, as in hydratune: the same work.
+Hardware: CPU (2 cores here). Expected time on a loaded 2-core machine: ~20-25 s per DPO run and ~30-45 s per
+GRPO run (40 steps each, most of it start-up), so ~5 minutes for `--task dpo --repeats 4`, ~5 for grpo.
 
 TRL is not a hydratune dependency: install it apart and put it on the path, e.g.
 
@@ -46,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "assets" / "tiny-llama"
 RUNNERS = {"dpo": ("dpo_hydratune", "dpo_trl", "dpo_sft"), "grpo": ("grpo_hydratune", "grpo_trl")}
-DEFAULT_STEPS = {"dpo": 40, "grpo": 30}
+DEFAULT_STEPS = {"dpo": 40, "grpo": 40}
 SEED = 42
 # DPO
 PAIRS, BETA, MAX_LEN, DPO_LR = 8, 0.1, 64, 1e-4
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--runners", default=None, help="a subset, comma-separated (default: all of the task's)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (DPO 40, GRPO 30)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 40)")
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
     )
