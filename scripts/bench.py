@@ -32,6 +32,7 @@ Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --
     python scripts/bench.py --runners bare,hydratune       # a subset
     python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
     python scripts/bench.py --bf16 --runners bare_packed,hydratune_packed   # CPU bf16 autocast
+    python scripts/bench.py --task dpo --repeats 3   # DPO / GRPO vs TRL: scripts/bench_tasks.py (its options)
 
 --bf16 (CPU): the bare loop runs forward and loss under torch.autocast("cpu", bfloat16), hydratune
 trainer.precision=bf16-mixed, TRL bf16=True; weights stay float32 in all three.
@@ -441,6 +442,11 @@ def table(results: dict, machine: str) -> str:
 
 
 def main() -> None:
+    if any(a == "--task" or a.startswith("--task=") for a in sys.argv[1:]):  # DPO/GRPO rows: bench_tasks.py
+        sys.path.insert(0, str(Path(__file__).parent))
+        import bench_tasks
+
+        return bench_tasks.main()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     parser.add_argument("--runners", default=",".join(RUNNERS))
