@@ -25,7 +25,7 @@ lint: $(STAMP)
 
 # Re-resolve every dependency (the extras `make install` uses) in a throwaway venv, around the torch pin
 # alone, and write the frozen set to constraints.txt. Run on purpose, then run `make test` and commit.
-LOCK_EXTRAS := dev,bnb,optim,sweep,wandb,mlflow
+LOCK_EXTRAS := dev,bnb,optim,sweep,wandb,mlflow,bench
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip -c requirements/torch.txt

@@ -64,7 +64,7 @@ def test_option_composes_and_targets_bind(group, option):
             fn = get_method(target)
             signature = inspect.signature(fn)
             kwargs = {}
-        own = OWN_KEYS | ({"weight"} if ".rewards[" in path else set())  # a reward's weight is hydratune's
+        own = {*OWN_KEYS, *(["weight"] if ".rewards[" in path else [])}  # a reward's weight is hydratune's
         kwargs |= {k: v for k, v in node.items() if not k.startswith("_") and k not in own}
         kwargs |= {k: None for k in CALL_SITE if k in signature.parameters}
         try:

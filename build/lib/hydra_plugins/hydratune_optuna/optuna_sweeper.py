@@ -1,0 +1,37 @@
+"""hydratune's Optuna sweeper (`hydra/sweeper=optuna`, conf/hydra/sweeper/optuna.yaml).
+
+Hydra finds sweepers in the `hydra_plugins` namespace package and imports every module there at start-up,
+so this file stays small and imports nothing heavy; the search itself is hydratune.search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+
+class OptunaSweeper(Sweeper):
+    """Asks an Optuna study for trials, runs each as one job of the launcher in use, tells the study the
+    result (complete, pruned or failed). Settings: see conf/hydra/sweeper/optuna.yaml."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in settings.items()
+        }
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        from hydratune.search import Search
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        Search(self.settings, self.config, self.launcher, sweep_dir).run(arguments)

@@ -1,0 +1,278 @@
+"""hydratune's own Lightning callbacks: the metric history behind metrics.json and loss.png, and throughput."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+
+
+class Throughput(L.Callback):
+    """Counts real (non-pad) tokens and trained tokens; logs `train/tokens_per_s` over the last window.
+
+    Time is wall-clock over training batches (validation excluded).
+    """
+
+    def __init__(self, window: int = 10):
+        self.window = window
+        self.tokens = 0  # non-pad tokens seen in training
+        self.trained_tokens = 0  # tokens with a label
+        self.padded_tokens = 0  # every position, pad included
+        self.samples = 0  # training samples (rows; a packed row's samples are not counted apart)
+        self.train_seconds = 0.0
+        self._batch_start = 0.0
+        self._window_tokens = 0
+        self._window_samples = 0
+        self._window_batches = 0
+        self._window_seconds = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        elapsed = time.perf_counter() - self._batch_start
+        if "input_ids" not in batch:  # the task built its rows in the step (GRPO samples them): it counts
+            counts = getattr(pl_module, "step_tokens", None) or {}
+            real, rows = counts.get("real", 0), counts.get("rows", 0)
+            self.trained_tokens += counts.get("trained", 0)
+            self.padded_tokens += counts.get("padded", real)
+        else:
+            mask = batch.get("attention_mask")
+            if mask is not None:
+                real = int(mask.sum())
+            elif "real_tokens" in batch:  # packed rows carry no attention mask (hydratune.data.collate)
+                real = int(batch["real_tokens"])
+            else:
+                real = batch["input_ids"].numel()
+            if batch["labels"].dim() == 2:  # token labels; a classifier's labels are one class id per row
+                self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
+            self.padded_tokens += batch["input_ids"].numel()
+            rows = batch["input_ids"].size(0)
+        self.tokens += real
+        self.samples += rows
+        self.train_seconds += elapsed
+        self._window_tokens += real
+        self._window_samples += rows
+        self._window_seconds += elapsed
+        # Counted here, not from batch_idx, which restarts every epoch (an epoch may be shorter than a window).
+        self._window_batches += 1
+        if self._window_batches >= self.window:
+            seconds = max(self._window_seconds, 1e-9)
+            pl_module.log("train/tokens_per_s", self._window_tokens / seconds, prog_bar=True)
+            pl_module.log("train/samples_per_s", self._window_samples / seconds)
+            pl_module.log("train/trained_tokens", float(self.trained_tokens))
+            pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
+            pl_module.log("train/peak_memory_mb", peak_memory_mb())
+            self._window_tokens, self._window_samples, self._window_seconds = 0, 0, 0.0
+            self._window_batches = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.train_seconds, 1e-9)
+
+    # Saved in checkpoints, so a resumed run's totals count the whole run.
+    COUNTERS = ("tokens", "trained_tokens", "padded_tokens", "samples", "train_seconds")
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.COUNTERS}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name in self.COUNTERS:
+            setattr(self, name, state_dict.get(name, getattr(self, name)))
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch when on CUDA, else the process's peak resident memory (RSS)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+class GradNorm(L.Callback):
+    """Logs `train/grad_norm`: the global L2 norm of the gradients before clipping, at each optimizer step."""
+
+    def __init__(self):
+        self._params: list | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Listed once, after the strategy has set the model up: walking every module of a PEFT model
+        # at each step costs more than the norm itself.
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        import torch
+
+        params = self._params if self._params is not None else list(pl_module.parameters())
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
+            pl_module.log(
+                "train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False
+            )
+
+
+class History(L.Callback):
+    """Keeps (step, value) curves of train loss, learning rate and validation loss for the end-of-run files."""
+
+    def __init__(self):
+        self.train_loss: list[tuple[int, float]] = []
+        self.lr: list[tuple[int, float]] = []
+        self.val_loss: list[tuple[int, float]] = []
+        # The task's own validation curves (its module's `plot_metrics`, e.g. DPO's val/accuracy).
+        self.val_metrics: dict[str, list[tuple[int, float]]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is None:
+            return
+        step = trainer.global_step
+        self.train_loss.append((step, float(loss)))
+        if trainer.optimizers:
+            self.lr.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
+
+    def state_dict(self) -> dict:
+        # Saved in checkpoints, so loss.png and metrics.json of a resumed run cover the whole run.
+        return {
+            "train_loss": self.train_loss, "lr": self.lr, "val_loss": self.val_loss, "val_metrics": self.val_metrics
+        }  # fmt: skip
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name in ("train_loss", "lr", "val_loss"):
+            setattr(self, name, [tuple(point) for point in state_dict.get(name, [])])
+        self.val_metrics = {k: [tuple(p) for p in v] for k, v in state_dict.get("val_metrics", {}).items()}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        if trainer.state.fn == "validate" and trainer.global_step > 0:
+            return  # a check of the exported weights after training (classification), not a curve point
+        self.val_loss.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
+        for name in getattr(pl_module, "plot_metrics", ()):
+            if name in trainer.callback_metrics:
+                value = float(trainer.callback_metrics[name])
+                self.val_metrics.setdefault(name, []).append((trainer.global_step, value))
+
+    def plot(self, path: str | Path) -> None:
+        """Write loss.png: train and validation loss, learning rate, and the task's own validation curves
+        (a third panel, when the task has any)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = 3 if self.val_metrics else 2
+        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+        ax_loss, ax_lr = axes[0], axes[1]
+        if self.val_metrics:
+            for name, points in self.val_metrics.items():
+                axes[2].plot(*zip(*points), "o-", label=name)
+            axes[2].set_xlabel("optimizer step")
+            axes[2].set_title("validation")
+            axes[2].legend()
+        if self.train_loss:
+            ax_loss.plot(*zip(*self.train_loss), label="train/loss", alpha=0.7)
+        if self.val_loss:
+            ax_loss.plot(*zip(*self.val_loss), "o-", label="val/loss")
+        ax_loss.set_xlabel("optimizer step")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend()
+        if self.lr:
+            ax_lr.plot(*zip(*self.lr))
+        ax_lr.set_xlabel("optimizer step")
+        ax_lr.set_ylabel("learning rate")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+class SampleGenerations(L.Callback):
+    """Greedy answers to the first `num_prompts` validation prompts after each evaluation.
+
+    Appended to `<run>/generations.jsonl` (step, prompt, generation, reference) and sent to the loggers
+    that take text (TensorBoard, W&B, MLflow). Causal-LM tasks only: samples whose labels are not
+    token ids (classification) are skipped.
+    """
+
+    def __init__(self, tokenizer, path: str | Path, num_prompts: int = 4, max_new_tokens: int = 32):
+        self.tokenizer = tokenizer
+        self.path = Path(path)
+        self.num_prompts = num_prompts
+        self.max_new_tokens = max_new_tokens
+
+    def _prompts(self, trainer) -> list[tuple[list[int], str]]:
+        data = getattr(trainer.datamodule, "val_dataset", None)
+        out = []
+        for row in data.select(range(min(self.num_prompts, len(data)))) if data is not None else []:
+            if "prompt_ids" in row:  # preference data: the prompt, and the chosen answer as the reference
+                answer = row.get("chosen_ids") or row.get("completion_ids") or []
+                out.append((row["prompt_ids"], self.tokenizer.decode(answer, skip_special_tokens=True)))
+                continue
+            labels = row.get("labels")
+            if not isinstance(labels, list) or "position_ids" in row:  # a class id, or a packed row
+                return []
+            start = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+            reference = self.tokenizer.decode(row["input_ids"][start:], skip_special_tokens=True)
+            out.append((row["input_ids"][:start], reference))
+        return out
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        import json
+
+        import torch
+
+        if trainer.sanity_checking or not trainer.is_global_zero or self.num_prompts <= 0:
+            return
+        prompts = self._prompts(trainer)
+        if not prompts:
+            return
+        model, was_training = pl_module.model, pl_module.model.training
+        model.eval()
+        rows = []
+        with torch.no_grad():
+            for ids, reference in prompts:
+                input_ids = torch.tensor([ids], device=pl_module.device)
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+                rows.append(
+                    {
+                        "step": trainer.global_step,
+                        "prompt": self.tokenizer.decode(ids, skip_special_tokens=True),
+                        "generation": self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True),
+                        "reference": reference,
+                    }
+                )
+        model.train(was_training)
+        with open(self.path, "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        for logger in trainer.loggers:
+            log_table(logger, rows, trainer.global_step)
+
+
+def log_table(logger, rows: list[dict], step: int) -> None:
+    """Send a generations table to a logger that takes text; others keep only generations.jsonl."""
+    kind = type(logger).__name__
+    columns = ["prompt", "generation", "reference"]
+    if kind == "TensorBoardLogger":
+        cell = lambda text: text.replace("|", "\\|").replace("\n", "<br>")  # noqa: E731
+        lines = ["| " + " | ".join(columns) + " |", "|---|---|---|"]
+        lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+        logger.experiment.add_text("val/generations", "\n".join(lines), step)
+    elif kind == "WandbLogger":
+        logger.log_text(
+            key="val/generations", columns=columns, data=[[row[c] for c in columns] for row in rows]
+        )
+    elif kind == "MLFlowLogger":
+        logger.experiment.log_dict(logger.run_id, rows, f"generations/step={step:06d}.json")

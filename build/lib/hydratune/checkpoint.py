@@ -1,0 +1,348 @@
+"""Checkpoints: atomic writes, step/last/best files, RNG state for exact resume, and `resume=auto`.
+
+A checkpoint holds the trainable weights (SFTModule.on_save_checkpoint), optimizer, scheduler, loop
+state, the RNG states (TrainingRNG) and the data position (hydratune.data.sampler.ResumableDataLoader),
+so a resumed run continues with the next unseen batch and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from hydratune.errors import UserError
+from hydratune.preflight import human_bytes
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+BEST = "best"
+STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `path.tmp-PID`, fsyncs, then renames over `path`: a kill mid-write leaves the old file whole.
+
+    A full disk mid-write (ENOSPC, or torch's zip writer failing with "unexpected pos") becomes a UserError
+    naming the file, the bytes the checkpoint needs and the last good checkpoint; the partial file is removed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if not disk_full(err):
+                raise
+            tmp.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise UserError(
+                f"{path}: the disk is full ({human_bytes(free)} free, this checkpoint needs "
+                f"~{human_bytes(tensor_bytes(checkpoint))}); the last good checkpoint is "
+                f"{last_good_checkpoint(path.parent)}; free disk or lower "
+                "callbacks.model_checkpoint.save_total_limit, then resume=auto"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or torch's zip writer's "unexpected pos" (how a full disk shows through torch.save)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "unexpected pos" in str(err) or "file write failed" in str(err)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about the size of the file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def last_good_checkpoint(folder: Path) -> str:
+    """The newest whole checkpoint in `folder` (temporary files aside), or a note that there is none."""
+    found = [p for p in Path(folder).glob("*.ckpt") if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else "(none written yet)"
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """`step=NNNNNN.ckpt` every `save_steps` optimizer steps (or at each evaluation when None), the newest
+    `save_total_limit` of them kept, and `last.ckpt` beside them.
+
+    `last.ckpt` is also written at the final step and, after `request_stop()` (SIGTERM/SIGINT), at the
+    next optimizer-step boundary, after which training stops: never in the middle of an accumulation
+    window, whose partial gradients a checkpoint cannot hold.
+    """
+
+    def __init__(
+        self, dirpath: str | Path, save_steps: int | None = None, save_total_limit: int | None = None
+    ):
+        super().__init__(
+            dirpath=dirpath,
+            filename="step={step:06d}",
+            auto_insert_metric_name=False,
+            monitor="step",  # "keep the newest k" is top-k on the step counter
+            mode="max",
+            save_top_k=save_total_limit or -1,
+            save_last=True,
+            every_n_train_steps=save_steps,
+        )
+        self.stop_signal: str | None = None
+        self._step_seen = -1
+        self._after_validation = False
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_signal = reason
+
+    def stop_now(self, trainer, reason: str) -> None:
+        """Stop at this optimizer step with last.ckpt written (a pruned search trial), if an evaluation
+        ended right after the step; else at the next step boundary, as `request_stop` does."""
+        at_boundary = not trainer.fit_loop.epoch_loop._should_accumulate()
+        if at_boundary and trainer.global_step == self._step_seen:
+            self._save_now(trainer)
+            trainer.should_stop = True
+        else:
+            self.request_stop(reason)
+
+    # Saves happen only right after an optimizer step. Lightning's own timing can save mid-window (after a
+    # validation, or deferred from the end of an epoch), and a checkpoint cannot hold partial gradients.
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
+        if not stepped:
+            return
+        every = self._every_n_train_steps
+        due = (every > 0 and trainer.global_step % every == 0) or self._after_validation
+        finished = 0 < trainer.max_steps <= trainer.global_step
+        if due or finished or self.stop_signal:
+            self._save_now(trainer)
+        if self.stop_signal:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Without save_steps, a checkpoint follows each evaluation: now if it came right after an optimizer
+        # step (the usual case), else at the next step.
+        if self._every_n_train_steps > 0 or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        at_boundary = not trainer.fit_loop.epoch_loop._should_accumulate()
+        if at_boundary and trainer.global_step == self._step_seen:
+            self._save_now(trainer)
+        else:
+            self._after_validation = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass  # the epoch's last optimizer step was already handled in on_train_batch_end
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._count_earlier_files(trainer)
+
+    def _count_earlier_files(self, trainer) -> None:
+        """Make save_total_limit hold across kills and resumes.
+
+        A kill can land between a step file's write and last.ckpt's: the resumed run then starts from an
+        older last.ckpt whose saved state does not list the newer step file, and Lightning would keep it
+        forever (and write its successor as `-v1`). So at the start of training: step files past the step
+        training starts from are dropped (this run writes them again), earlier ones that the state does not
+        list are counted, and the oldest go until save_total_limit are left.
+        """
+        if trainer.ckpt_path is None or not self.dirpath or not Path(self.dirpath).is_dir():
+            return  # a fresh start: Lightning's own bookkeeping
+        for path in Path(self.dirpath).glob("step=*.ckpt"):
+            match = STEP_FILE.fullmatch(path.name)
+            key = os.path.join(self.dirpath, path.name)
+            if match is None:
+                continue
+            if int(match.group(1)) > trainer.global_step:
+                self.best_k_models.pop(key, None)
+                trainer.strategy.remove_checkpoint(key)
+            elif self.save_top_k > 0 and key not in self.best_k_models:
+                self.best_k_models[key] = torch.tensor(float(match.group(1)))
+        if self.save_top_k < 1:
+            return  # save_total_limit=null: every step file is kept
+        resumed_from = Path(trainer.ckpt_path).absolute() if trainer.ckpt_path else None
+        while len(self.best_k_models) > self.save_top_k:
+            oldest = min(self.best_k_models, key=self.best_k_models.get)
+            self.best_k_models.pop(oldest)
+            if Path(oldest).absolute() != resumed_from:
+                trainer.strategy.remove_checkpoint(oldest)
+        if len(self.best_k_models) == self.save_top_k:
+            self.kth_best_model_path = min(self.best_k_models, key=self.best_k_models.get)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        if self.best_k_models:
+            self.best_model_path = max(self.best_k_models, key=self.best_k_models.get)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+
+    def _save_now(self, trainer) -> None:
+        self._after_validation = False
+        if self._last_global_step_saved == trainer.global_step or trainer.sanity_checking:
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+
+def rng_states() -> dict:
+    """Every RNG a training step may draw from (dropout, sampling): torch CPU/CUDA, numpy, random."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Tensors, tuples and numbers only: Lightning loads checkpoints with torch.load(weights_only=True).
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class TrainingRNG(L.Callback):
+    """Keeps the training RNG stream a function of the training steps alone.
+
+    The states after each step go into checkpoints and are put back right before the first batch of a
+    resumed run (model building and dataloader set-up draw random numbers in between). Validation
+    (and sampled generations) runs on a saved-and-restored state, so evaluating more or less often,
+    or not at all after a resume, does not change the training that follows.
+    """
+
+    def __init__(self):
+        self._after_step: dict | None = None
+        self._to_restore: dict | None = None
+        self._before_validation: dict | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._to_restore is not None:
+            set_rng_states(self._to_restore)
+            self._to_restore = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._after_step = rng_states()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._before_validation = rng_states()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._before_validation is not None:
+            set_rng_states(self._before_validation)
+            self._before_validation = None
+
+    def state_dict(self) -> dict:
+        return {"rng": self._after_step} if self._after_step is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._to_restore = state_dict.get("rng")
+
+
+def build_checkpointing(cfg: dict, dirpath: str | Path) -> list[L.Callback]:
+    """The callbacks of the `callbacks.model_checkpoint` and `callbacks.early_stopping` nodes (plain keys).
+
+    `checkpoint`: save_steps, save_total_limit, metric_for_best_model, greater_is_better; a best
+    checkpoint (`best.ckpt`) is kept when metric_for_best_model is set.
+    `early_stopping`: patience (evaluations without improvement) and threshold (the least change that
+    counts as one) on metric_for_best_model.
+    """
+    callbacks: list[L.Callback] = []
+    ckpt = cfg.get("model_checkpoint") or {}
+    metric = ckpt.get("metric_for_best_model")
+    mode = "max" if ckpt.get("greater_is_better") else "min"
+    if cfg.get("model_checkpoint") is not None:
+        # The best-checkpoint callback comes first: code that asks for "the" ModelCheckpoint's best path finds it.
+        if metric:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=dirpath,
+                    filename=BEST,
+                    monitor=metric,
+                    mode=mode,
+                    save_top_k=1,
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
+            )
+        callbacks.append(StepCheckpoint(dirpath, ckpt.get("save_steps"), ckpt.get("save_total_limit")))
+    stopping = cfg.get("early_stopping")
+    if stopping is not None:
+        if not metric:
+            raise UserError(
+                "callbacks.early_stopping needs callbacks.model_checkpoint.metric_for_best_model (e.g. val/loss)"
+            )
+        callbacks.append(
+            EarlyStopping(
+                monitor=metric,
+                mode=mode,
+                patience=stopping.get("patience", 3),
+                min_delta=stopping.get("threshold", 0.0),
+                check_on_train_epoch_end=False,
+                strict=False,  # no value before the first evaluation
+            )
+        )
+    return callbacks
+
+
+def best_checkpoint(callbacks: list[L.Callback]) -> Path | None:
+    """The best checkpoint file that a run wrote, if any."""
+    for cb in callbacks:
+        if type(cb) is ModelCheckpoint and cb.best_model_path and Path(cb.best_model_path).is_file():
+            return Path(cb.best_model_path)
+    return None
+
+
+def load_trainable_weights(module: L.LightningModule, path: str | Path) -> None:
+    """Put a checkpoint's trained weights into `module` (the frozen base stays as loaded)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    missing_trained = [k for k, p in module.named_parameters() if p.requires_grad and k not in state]
+    if missing_trained:
+        raise UserError(
+            f"{path}: holds no weights for {missing_trained[0]}; was it written by another config?"
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def resume_file(run_dir: str | Path) -> Path | None:
+    """The newest of a run's `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` files that Lightning writes
+    on SLURM's requeue signal (SIGUSR1) in the run folder."""
+    run_dir = Path(run_dir)
+    found = [p for p in [run_dir / "checkpoints" / LAST, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def find_resume_run(run_dir: str | Path) -> Path | None:
+    """The run directory that `resume=auto` continues: this one if it has a checkpoint, else the newest
+    earlier run of the same name (sibling date folders; for sweeps, the same job number) that has one."""
+    run_dir = Path(run_dir)
+    if resume_file(run_dir) is not None:
+        return run_dir
+    if run_dir.name.isdigit():  # outputs/multirun/<name>/<date>/<job.num>
+        candidates = run_dir.parent.parent.glob(f"*/{run_dir.name}")
+    else:  # outputs/<name>/<date>
+        candidates = run_dir.parent.glob("*")
+    found = [(resume_file(p), p) for p in candidates if p != run_dir and p.is_dir()]
+    found = [(f.stat().st_mtime, p) for f, p in found if f is not None]
+    return max(found)[1] if found else None

@@ -1,0 +1,174 @@
+"""The `hydratune` command: utilities around runs (training itself is `python train.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from hydratune.data.formats import TEMPLATES, alpaca_prompt
+    from hydratune.export import find_artifact, load_artifact
+    from hydratune.generate import generate
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line.rstrip("\n") for line in open(args.prompts_file) if line.strip()]
+    if not prompts:
+        raise SystemExit("hydratune generate: give --prompt TEXT or --prompts-file FILE")
+    artifact = find_artifact(args.run_dir, args.artifact)
+    if not args.raw:
+        # Wrap each prompt in the run's own instruction template, as training saw it.
+        run_cfg = OmegaConf.load(f"{args.run_dir}/.hydra/config.yaml")
+        template = OmegaConf.select(run_cfg, "dataset.template", default="alpaca")
+        if template in TEMPLATES:
+            prompts = [alpaca_prompt(p, args.input or "", template) for p in prompts]
+    model, tokenizer = load_artifact(artifact)
+    for text in generate(
+        model, tokenizer, prompts, args.max_new_tokens, args.sample, args.temperature, args.top_p
+    ):
+        print(text)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from hydratune.export import find_artifact, logit_parity, merge_adapter
+
+    adapter = find_artifact(args.run_dir, "adapter")
+    out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", args.dtype)
+    diff = logit_parity(adapter, out, args.dtype)
+    print(f"merged {adapter} into {out} (max |logit diff| vs adapter: {diff:.2e})")
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    import json
+
+    from hydratune.preflight import run_preflight
+
+    report = run_preflight(
+        args.overrides, with_data=not args.no_data, rows=args.rows, full_data=args.full_data
+    )
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for key, value in report.items():
+            if key not in ("examples", "notes"):
+                print(f"{key:>24}: {_brief(value)}")
+        for note in report.get("notes", []):
+            print(f"{'note':>24}: {note}")
+        for example in report.get("examples", []):
+            print("-" * 60 + "\n" + example)
+    print("preflight: ok")
+    return 0
+
+
+def _brief(value) -> str:
+    """A report value on one line: per-split counts as `key value, ...`, shares as percentages."""
+    if not isinstance(value, dict):
+        return str(value)
+    return ", ".join(
+        f"{k} {100 * v:.1f}%" if k.endswith(("_rate", "_fraction")) else f"{k} {v}" for k, v in value.items()
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line that names the command and points at --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="hydratune",
+        description="Utilities for hydratune runs. Train with: python train.py [overrides]",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+
+    gen = sub.add_parser("generate", help="generate text with a finished run's artifact")
+    gen.add_argument("run_dir", help="a run directory (holds adapter/, merged/ or model/)")
+    gen.add_argument("--prompt", action="append", help="an instruction (repeatable)")
+    gen.add_argument("--prompts-file", help="a text file, one instruction per line")
+    gen.add_argument("--input", help="the Alpaca `input` field given with every instruction")
+    gen.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
+    gen.add_argument("--raw", action="store_true", help="send prompts as given, without the run's template")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.set_defaults(func=_generate)
+
+    merge = sub.add_parser("merge", help="fold a run's LoRA adapter into its base model (writes merged/)")
+    merge.add_argument("run_dir", help="a run directory with adapter/")
+    merge.add_argument("--out", help="output directory (default: RUN_DIR/merged)")
+    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.set_defaults(func=_merge)
+
+    pre = sub.add_parser("preflight", help="check a config and its data without loading model weights")
+    pre.add_argument("overrides", nargs="*", help="the same overrides as python train.py takes")
+    pre.add_argument("--no-data", action="store_true", help="skip the data checks (config only)")
+    pre.add_argument(
+        "--rows",
+        type=_positive,
+        default=200,
+        metavar="N",
+        help="rows of each data file to check (default 200)",
+    )
+    pre.add_argument(
+        "--full-data",
+        action="store_true",
+        help="prepare every row as training does (slower: datasets, transformers)",
+    )
+    pre.add_argument("--json", action="store_true", help="print the report as JSON")
+    pre.set_defaults(func=_preflight)
+
+    from hydratune.cli import sweep_report
+
+    sweep_report.add_parser(sub)
+    # Data commands: their modules import nothing heavy at the top, the work is imported when run.
+    from hydratune.cli import datasplit, inspect
+
+    datasplit.add_parser(sub)
+    inspect.add_parser(sub)
+    from hydratune.cli import predict, score  # classifier / reward runs; torch only when run
+
+    predict.add_parser(sub)
+    score.add_parser(sub)
+    from hydratune.cli import import_config  # other trainers' configs -> conf/experiment; yaml only at import
+
+    import_config.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from hydratune.console import quiet_console
+    from hydratune.errors import UserError
+
+    quiet_console()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (UserError, FileNotFoundError) as err:
+        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+            raise
+        print(f"hydratune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from hydratune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""`hydratune import FILE [--name NAME] [--dataset-info PATH]`: another trainer's config as
+conf/experiment/NAME.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="turn a model-compose, SimpleFoundation, LlamaFarm, LLaMA-Factory or Axolotl config into an experiment",
+    )
+    p.add_argument("file", help="the config file to import")
+    p.add_argument("--name", help="the experiment name (default: the file name); run it with experiment=NAME")
+    p.add_argument(
+        "--dataset-info",
+        metavar="PATH",
+        help="LLaMA-Factory's dataset_info.json: its dataset names become dataset.sources",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing experiment of that name")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hydratune import schema
+    from hydratune.errors import UserError
+    from hydratune.importer import write_experiment
+    from hydratune.preflight import _plain, compose, conf_dir
+
+    name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.file).stem).strip("_-")
+    out, fmt, unmapped = write_experiment(
+        args.file, name, conf_dir(), force=args.force, dataset_info=args.dataset_info
+    )
+    try:  # the overlay must compose and name only known keys, or it is not written at all
+        schema.validate(_plain(compose([f"experiment={name}"], output_dir="/tmp")), conf_dir())
+    except UserError as err:
+        out.unlink()
+        raise UserError(f"the imported config does not check ({err}); nothing was written") from err
+    for line in unmapped:
+        print(f"not mapped: {line}", file=sys.stderr)
+    print(
+        f"read {args.file} as {fmt}; wrote {out} ({len(unmapped)} key(s) not mapped); "
+        f"train with: python train.py experiment={name}"
+    )
+    return 0

@@ -1,0 +1,36 @@
+"""`hydratune sweep-report SWEEP_DIR`: rebuild a sweep's summary from its job directories; for an Optuna
+search (a study.json in SWEEP_DIR) also the importance of each searched parameter."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    report = sub.add_parser(
+        "sweep-report",
+        help="rebuild sweep_summary.{csv,md} and sweep.png of a (possibly partial) multirun or search",
+    )
+    report.add_argument("sweep_dir", help="a multirun directory (holds one folder per job)")
+    report.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hydratune.sweep import STUDY_FILE, job_dirs, write_summary
+
+    sweep_dir = Path(args.sweep_dir)
+    if not job_dirs(sweep_dir):
+        raise SystemExit(
+            f"hydratune sweep-report: {sweep_dir} holds no job directory (.hydra/overrides.yaml)"
+        )
+    write_summary(sweep_dir)
+    md = sweep_dir / "sweep_summary.md"
+    if (sweep_dir / STUDY_FILE).is_file():
+        from hydratune.search import importance_lines, load_study
+
+        lines = importance_lines(load_study(sweep_dir))
+        with open(md, "a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
+    print(md.read_text(), end="")
+    return 0

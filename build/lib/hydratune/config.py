@@ -1,0 +1,54 @@
+"""The boundary between Hydra configs and plain Python: conversion, redaction, building `_target_` nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Keys whose values are secrets. They are read from the environment and never saved or logged.
+SECRET_KEYS = frozenset({"token", "hub_token", "api_key", "password", "secret", "wandb_api_key"})
+REDACTED = "<redacted>"
+# Every dtype name a config may use, to the one torch spells (`torch.<name>`); "auto": the checkpoint's.
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "auto": "auto",
+}
+
+
+def canonical_dtype(name: str | None, default: str = "float32") -> str:
+    """`bf16` -> `bfloat16`, `fp16`/`half` -> `float16`, ...: the name torch knows. Unknown names pass
+    through (the schema reports them with the valid ones)."""
+    if name is None:
+        return default
+    return DTYPES.get(str(name).removeprefix("torch."), str(name))
+
+
+def to_plain(node: Any) -> Any:
+    """Resolve an OmegaConf node into plain dicts and lists (plain values pass through)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with every secret key's value replaced (None stays None)."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if k in SECRET_KEYS and v is not None else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def build(node: dict, **call_site_kwargs: Any) -> Any:
+    """Instantiate a `_target_` node (a third-party leaf object) with runtime arguments added."""
+    from hydra.utils import instantiate
+
+    return instantiate(node, **call_site_kwargs)

@@ -1,0 +1,66 @@
+"""What a run prints: hydratune's lines, a progress bar on a terminal, the summary. The third-party
+noise that a user cannot act on is filtered here, in one place; `HYDRATUNE_DEBUG=1` shows all of it.
+
+Each entry names its source, so that a library upgrade that changes a message shows up as a test
+failure (tests/test_console.py), not as a silently louder console.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+# Library loggers held at a level: the messages below it are about the library, not the run.
+LOGGER_LEVELS = {
+    # bitsandbytes 0.50 on an AVX512-BF16 CPU: "Failed to load CPU gemm_4bit_forward from
+    # kernels-community" on every import (an optional package for a faster kernel; it falls back).
+    "bitsandbytes": logging.ERROR,
+    # matplotlib: "generated new fontManager" on a machine's first plot.
+    "matplotlib": logging.WARNING,
+}
+# (message regex, category) of Python warnings about the libraries' own code.
+WARNINGS = [
+    # transformers 5: peft reads the deprecated `is_gradient_checkpointing` property.
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
+    # torch 2.13: Lightning's own pytree helper builds the deprecated LeafSpec.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # Lightning, on any machine with SLURM installed, whether or not this run uses it.
+    (r"The `srun` command is available on your system but is not used", Warning),
+]
+# Lightning's info lines that advertise instead of inform.
+LIGHTNING_ADVERTS = ("💡 Tip:",)
+
+
+def debug() -> bool:
+    return os.environ.get("HYDRATUNE_DEBUG") == "1"
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_ADVERTS)
+
+
+def quiet_console() -> None:
+    """Filter third-party noise. Idempotent and cheap: call it first thing in every entry point, and
+    again once Lightning is imported (its package adds its own console handler on import)."""
+    if debug():
+        return
+    for name, level in LOGGER_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    for message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    if not sys.stderr.isatty():
+        # On a pipe (CI, batch jobs, `| tee`) progress bars are lines of carriage returns; train.log says
+        # how long each data step took. Set before datasets and huggingface_hub read them on import.
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "lightning" in sys.modules:
+        # Lightning prints through its own handler ("INFO: ...") and then through the root handlers
+        # that Hydra set up (the console and train.log): every line twice. Keep the root's.
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+        rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+            rank_zero.addFilter(_DropAdverts())

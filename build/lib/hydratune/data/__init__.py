@@ -1,0 +1,1 @@
+"""Data: sources -> formats -> tokenize with label masks -> collate."""

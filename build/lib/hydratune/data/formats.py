@@ -1,0 +1,326 @@
+"""Prompt formats: a row of the dataset becomes text segments, each flagged as response or not.
+
+Prompt segments are never trained on (unless `train_on: all`); responses are, followed by EOS.
+A format is chosen by name in the dataset config: `format: alpaca` -> `FORMATS["alpaca"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hydratune.errors import UserError
+
+# Prompt templates for the alpaca format, by name. `alpaca` is the original Stanford Alpaca wording;
+# `alpaca_short` drops the preamble, which matters when every character is a token.
+TEMPLATES: dict[str, dict[str, str]] = {
+    "alpaca": {
+        "with_input": (
+            "Below is an instruction that describes a task, paired with an input that provides further "
+            "context. Write a response that appropriately completes the request.\n\n"
+            "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+        ),
+        "no_input": (
+            "Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+        ),
+    },
+    "alpaca_short": {
+        "with_input": "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+        "no_input": "### Instruction:\n{instruction}\n\n### Response:\n",
+    },
+}
+
+
+def alpaca_prompt(instruction: str, input: str = "", template: str = "alpaca") -> str:
+    """The prompt text for one instruction (and optional input), as training saw it."""
+    parts = TEMPLATES[template]
+    if input:
+        return parts["with_input"].format(instruction=instruction, input=input)
+    return parts["no_input"].format(instruction=instruction)
+
+
+# Built-in chat templates for `format: messages` with `chat_template: NAME`. The one used is set on the
+# tokenizer, so the exported tokenizer carries the template training saw.
+CHAT_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    "tiny": (  # hydratune.tiny's own template: short, since every character is one token
+        "{% for message in messages %}"
+        "{{ '<|' + message['role'] + '|>\n' + message['content'] + '</s>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT rows (`conversations: [{from: human|gpt|system, value: ...}]`, as LLaMA-Factory and Axolotl data
+# sets have them): the keys that `format: sharegpt` reads when the dataset config leaves them unset.
+SHAREGPT_DEFAULTS = {
+    "conversations_column": "conversations",
+    "role_key": "from",
+    "content_key": "value",
+    "roles": {"human": "user", "gpt": "assistant", "system": "system"},
+}
+# Formats rendered with the tokenizer's chat template (they need the tokenizer and set the template).
+CHAT_FORMATS = ("messages", "sharegpt", "alpaca_chat")
+TRAIN_ON = ("response", "assistant", "last_assistant", "all")
+
+# A rendered sample: text segments in order, each flagged True when it is a response (assistant turn).
+Segments = list[tuple[str, bool]]
+
+
+def _text(row: dict, column: str, optional: bool = False) -> str:
+    value = row.get(column)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise UserError(
+            f"dataset: column {column!r} holds {type(value).__name__} {str(value)[:40]!r}, not text; "
+            "convert it with a `map` op or choose another column"
+        )
+    return value
+
+
+def format_alpaca(row: dict, cfg: dict) -> Segments:
+    prompt = alpaca_prompt(
+        _text(row, "instruction"), _text(row, "input", optional=True), cfg.get("template", "alpaca")
+    )
+    return [(prompt, False), (_text(row, "output"), True)]
+
+
+def format_prompt_response(row: dict, cfg: dict) -> Segments:
+    prompt = _text(row, cfg["prompt_column"])
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        prompt = f"{_text(row, system_column)}\n\n{prompt}"
+    return [(prompt, False), (_text(row, cfg["response_column"]), True)]
+
+
+def format_text(row: dict, cfg: dict) -> Segments:
+    # Plain text: everything is "response", so every token is trained.
+    return [(_text(row, cfg.get("text_column") or "text"), True)]
+
+
+def format_segments(row: dict, cfg: dict) -> Segments:
+    """Hand-labelled pieces of text, `[{label: true|false, text: ...}]` (Axolotl's input_output rows):
+    trained where `label` is true. BOS and EOS are added as for every format, unless the text has them.
+    The column is always `segments`, as alpaca's are always instruction, input, output."""
+    column = "segments"
+    pieces = row.get(column)
+    if not isinstance(pieces, list) or not pieces:
+        raise UserError(f"dataset: column {column!r} must hold a non-empty list of {{label, text}} segments")
+    for piece in pieces:
+        if not isinstance(piece, dict) or not isinstance(piece.get("text"), str) or "label" not in piece:
+            raise UserError(
+                f"dataset: column {column!r} holds {str(piece)[:60]!r}; each segment needs text and a "
+                "label (true: trained, false: context)"
+            )
+    return [(piece["text"], bool(piece["label"])) for piece in pieces]
+
+
+def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """OpenAI-style `[{role, content}, ...]` rendered with the chat template, one segment per turn.
+
+    Each prefix of the conversation is rendered on its own, so an assistant turn's segment is exactly
+    what the template adds for it (its header, from `add_generation_prompt`, stays a prompt segment).
+    """
+    column = cfg.get("messages_column") or "messages"
+    messages = row.get(column)
+    if not isinstance(messages, list) or not messages:
+        raise UserError(
+            f"dataset: column {column!r} must hold a non-empty list of {{role, content}} messages"
+        )
+    for message in messages:
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise UserError(
+                f"dataset: column {column!r} holds {str(message)[:60]!r}; each message needs a role "
+                f"({', '.join(ROLES)}) and text content"
+            )
+
+    def render(conversation: list, generation_prompt: bool = False) -> str:
+        if not conversation:
+            return ""
+        return tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    segments, done = [], ""
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            head = render(messages[:i], generation_prompt=True)
+            _check_prefix(done, head)
+            segments.append((head[len(done) :], False))
+            done_before = head
+        else:
+            done_before = done
+        full = render(messages[: i + 1])
+        _check_prefix(done_before, full)
+        segments.append((full[len(done_before) :], message["role"] == "assistant"))
+        done = full
+    return [(text, trained) for text, trained in segments if text]
+
+
+def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
+    """A ShareGPT row's turns as `{role, content}` messages, the roles renamed by `dataset.roles`.
+
+    `dataset.system_column`, when set and filled, becomes a leading system message (LLaMA-Factory keeps
+    the system prompt in its own column).
+    """
+    keys = {key: cfg.get(key) or default for key, default in SHAREGPT_DEFAULTS.items()}
+    column, role_key, content_key, roles = (keys[k] for k in SHAREGPT_DEFAULTS)
+    wrong = {name: role for name, role in roles.items() if role not in ROLES}
+    if wrong:
+        name, role = next(iter(wrong.items()))
+        raise UserError(f"dataset.roles.{name}={role!r}: map each speaker to one of {', '.join(ROLES)}")
+    turns = row.get(column)
+    if not isinstance(turns, list) or not turns:
+        raise UserError(
+            f"dataset: column {column!r} must hold a non-empty list of {{{role_key}, {content_key}}} turns "
+            "(dataset.conversations_column names the column)"
+        )
+    messages = []
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.append({"role": "system", "content": _text(row, system_column)})
+    for turn in turns:
+        role = roles.get(turn.get(role_key)) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get(content_key), str):
+            raise UserError(
+                f"dataset: column {column!r} holds {str(turn)[:60]!r}; each turn needs {role_key!r} "
+                f"({' | '.join(roles)}; map others with dataset.roles) and text {content_key!r} "
+                "(dataset.role_key, dataset.content_key name them)"
+            )
+        messages.append({"role": role, "content": turn[content_key]})
+    return messages
+
+
+def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """ShareGPT turns rendered and masked exactly as `format: messages` renders the same conversation."""
+    return format_messages(
+        {"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer
+    )
+
+
+def format_alpaca_chat(row: dict, cfg: dict, tokenizer=None) -> Segments:
+    """Alpaca columns as one user turn (instruction, then input on its own line) and one assistant turn
+    (output), rendered with the chat template: how LLaMA-Factory trains alpaca-format data. A filled
+    `dataset.system_column` becomes a system turn."""
+    instruction, extra = _text(row, "instruction"), _text(row, "input", optional=True)
+    messages = [{"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction},
+                {"role": "assistant", "content": _text(row, "output")}]  # fmt: skip
+    system_column = cfg.get("system_column")
+    if system_column and row.get(system_column):
+        messages.insert(0, {"role": "system", "content": _text(row, system_column)})
+    return format_messages({"messages": messages}, {"messages_column": "messages"}, tokenizer)
+
+
+def _check_prefix(prefix: str, text: str) -> None:
+    if not text.startswith(prefix):
+        raise UserError(
+            "dataset.chat_template: the template renders a conversation's prefix differently from the whole, "
+            "so turns cannot be masked; use chat_template=chatml or train_on=all"
+        )
+
+
+def set_chat_template(tokenizer, cfg: dict) -> None:
+    """Put the configured chat template on the tokenizer (it is saved with the exported tokenizer)."""
+    name = cfg.get("chat_template")
+    if name:
+        if name not in CHAT_TEMPLATES:
+            raise UserError(
+                f"dataset.chat_template={name!r} is not a built-in template; use one of: "
+                f"{', '.join(CHAT_TEMPLATES)}, or null for the tokenizer's own"
+            )
+        tokenizer.chat_template = CHAT_TEMPLATES[name]
+    elif not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"dataset.chat_template: the tokenizer has no chat template; set one of: {', '.join(CHAT_TEMPLATES)}"
+        )
+
+
+FORMATS: dict[str, Callable[..., Segments]] = {
+    "alpaca": format_alpaca,
+    "prompt_response": format_prompt_response,
+    "text": format_text,
+    "messages": format_messages,
+    "sharegpt": format_sharegpt,
+    "segments": format_segments,
+    "alpaca_chat": format_alpaca_chat,
+}
+
+
+def resolve_format(cfg: dict) -> str:
+    """The format name, checking the column keys: exactly one of text_column or prompt+response columns."""
+    fmt = cfg.get("format")
+    text = cfg.get("text_column") is not None
+    pair = cfg.get("prompt_column") is not None or cfg.get("response_column") is not None
+    if fmt in (None, "text", "prompt_response"):
+        if text and pair:
+            raise UserError(
+                "dataset.text_column and dataset.prompt_column/response_column are both set; keep exactly one"
+            )
+        if fmt is None:
+            if not (text or pair):
+                raise UserError(
+                    "dataset: set dataset.text_column or dataset.prompt_column + dataset.response_column "
+                    "(or format: alpaca | alpaca_chat | messages | sharegpt | segments)"
+                )
+            fmt = "text" if text else "prompt_response"
+        if fmt == "prompt_response" and (
+            cfg.get("prompt_column") is None or cfg.get("response_column") is None
+        ):
+            raise UserError(
+                "dataset.format=prompt_response needs both dataset.prompt_column and dataset.response_column"
+            )
+    if fmt not in FORMATS:
+        raise UserError(f"dataset.format={fmt!r} is not known; use one of: {', '.join(FORMATS)}")
+    train_on = cfg.get("train_on", "response")
+    if train_on not in TRAIN_ON:
+        raise UserError(f"dataset.train_on={train_on!r} is not known; use one of: {', '.join(TRAIN_ON)}")
+    return fmt
+
+
+def required_columns(fmt: str, cfg: dict) -> list[str]:
+    """Columns a format reads (optional ones excluded)."""
+    return {
+        "alpaca": ["instruction", "output"],
+        "prompt_response": [cfg.get("prompt_column"), cfg.get("response_column")],
+        "text": [cfg.get("text_column") or "text"],
+        "messages": [cfg.get("messages_column") or "messages"],
+        "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
+        "segments": ["segments"],
+        "alpaca_chat": ["instruction", "output"],
+    }[fmt]
+
+
+TRUNCATION = ("truncate", "drop")
+
+
+def check_config(cfg: dict) -> str:
+    """Validate the dataset keys that tokenization and batching read; returns the format name.
+    (Here, not in datamodule.py, so that preflight's quick data check can run it without torch.)"""
+    from hydratune.data.packing import STRATEGIES
+
+    fmt = resolve_format(cfg)
+    if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
+        raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
+    if cfg.get("truncation", "truncate") not in TRUNCATION:
+        raise UserError(
+            f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
+        )
+    if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
+        raise UserError(
+            f"dataset.packing_strategy={cfg['packing_strategy']!r} is not known; use one of: {', '.join(STRATEGIES)}"
+        )
+    if cfg.get("group_by_length") not in (None, True, False):
+        raise UserError(
+            f"dataset.group_by_length={cfg['group_by_length']!r}: use true, false or null (null: packed rows only)"
+        )
+    return fmt

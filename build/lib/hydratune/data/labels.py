@@ -1,0 +1,86 @@
+"""Classification data without torch: label names from the data, and texts to token ids.
+
+Shared by `hydratune.tasks.classification` (training) and `hydratune preflight` (which checks the first rows
+of a dataset without importing torch or transformers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hydratune.errors import UserError
+
+
+def encode_texts(
+    tokenizer,
+    texts: list[str],
+    pairs: list[str] | None = None,
+    max_length: int | None = None,
+    separator: str = "\n",
+) -> list[list[int]]:
+    """Token ids of each text (or text pair), cut to `max_length`.
+
+    A tokenizer with a separator token (BERT-style) encodes pairs itself; for one without (most
+    decoder tokenizers) the two texts are joined with `separator`.
+    """
+    if pairs is not None and tokenizer.sep_token is None:
+        texts, pairs = [f"{a}{separator}{b}" for a, b in zip(texts, pairs)], None
+    return tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)["input_ids"]
+
+
+def missing(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def label_key(value, where: str):
+    """A label value as used for counting: str, or int (whole floats become ints)."""
+    if isinstance(value, bool) or isinstance(value, int | str):
+        return int(value) if isinstance(value, bool) else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise UserError(
+        f"{where}: label {value!r} is neither an integer nor a string; classification needs one of them"
+    )
+
+
+def build_label_names(
+    train_values: list, names: list[str] | None, where: str, min_classes: int = 2
+) -> tuple[list[str], dict]:
+    """(label names by id, {raw label value: id}) from the train split's label values.
+
+    Without `names`: the sorted distinct values (integers 0..K-1 keep their ids). With `names`:
+    string labels must be among them (the list gives the order); integer labels index into them.
+    `min_classes`: 1 when the values are only some rows (preflight's first rows may share one label).
+    """
+    counts = Counter(train_values)
+    kinds = {type(v) for v in counts}
+    if len(kinds) > 1:
+        raise UserError(
+            f"{where}: labels mix integers and strings ({sorted(map(str, counts))[:5]}); use one kind"
+        )
+    if names:
+        names = [str(n) for n in names]
+        if kinds == {int}:
+            bad = sorted(v for v in counts if not 0 <= v < len(names))
+            if bad:
+                raise UserError(
+                    f"dataset.labels has {len(names)} names but {where} has integer labels {bad[:5]}"
+                )
+            mapping = {i: i for i in range(len(names))}
+        else:
+            bad = sorted(v for v in counts if v not in names)
+            if bad:
+                raise UserError(
+                    f"dataset.labels does not list {bad[:5]} found in {where}; add them or drop the rows"
+                )
+            mapping = {n: i for i, n in enumerate(names)}
+    else:
+        values = sorted(counts)
+        names = [str(v) for v in values]
+        mapping = {v: i for i, v in enumerate(values)}
+    if len(counts) < min_classes:
+        raise UserError(
+            f"{where}: every labelled row has the label {next(iter(counts), None)!r}; classification needs "
+            "at least 2 classes"
+        )
+    return names, mapping

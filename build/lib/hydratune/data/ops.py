@@ -1,0 +1,272 @@
+"""Operations on loaded data: an ordered list in the dataset config, applied after loading.
+
+Each op is a one-key mapping, optionally with `splits: [train, ...]` to limit it to some splits::
+
+    ops:
+      - interleave: {probabilities: [0.7, 0.3], seed: 0, stopping_strategy: first_exhausted}
+      - filter: "len(output) > 0 and not (instruction in ['', null])"
+      - map: {prompt: "{instruction}\\n\\n{input}"}
+      - rename_columns: {output: response}
+      - dedup: [prompt, response]
+      - split: {eval: 0.1, seed: 0}
+
+`concat` / `interleave` combine the sources and may only come first (several sources without one are
+concatenated). Every other op runs on each split. Filters and maps are the small expression language
+and string templates of `hydratune.data.expr`, never Python code.
+
+Ops that call user functions pass an explicit fingerprint built from the op's config, so `datasets`
+caches their results between runs (its own hashing of closures is not stable across processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+
+from hydratune.data.expr import Expr, Template, check_columns
+from hydratune.data.sources import load_source
+from hydratune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COMBINE = ("concat", "interleave")
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able parts (dataset fingerprints, config values)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_splits(cfg: dict, cache_dir: str | None = None):
+    """Load every source, apply its own `ops`, combine them, then apply the dataset-level `ops`."""
+    sources = cfg.get("sources") or []
+    if not sources:
+        raise UserError("dataset.sources is empty; add at least one source (loader + data_files, or path)")
+    loaded = []
+    for i, source in enumerate(sources):
+        where = f"dataset.sources[{i}]"
+        text = () if source.get("ops") or cfg.get("ops") else text_columns(cfg)  # ops may rename or fill
+        data = load_source(source, cache_dir, where, text)
+        loaded.append(apply_ops(data, source.get("ops") or [], f"{where}.ops"))
+    ops = list(cfg.get("ops") or [])
+    first = op_name(ops[0], "dataset.ops[0]") if ops else None
+    combined = combine(loaded, ops[0] if first in COMBINE else {"concat": {}}, "dataset.ops[0]")
+    offset = 1 if first in COMBINE else 0
+    return apply_ops(combined, ops[offset:], "dataset.ops", offset)
+
+
+def text_columns(cfg: dict) -> list[str]:
+    """The columns the dataset's format reads as text (none for chat messages or a config that does not
+    name a format: the format's own check speaks then)."""
+    from hydratune.data.formats import required_columns, resolve_format
+
+    try:
+        fmt = resolve_format(cfg)
+    except UserError:
+        return []
+    return [c for c in required_columns(fmt, cfg) if c] if fmt != "messages" else []
+
+
+def op_name(op, where: str) -> str:
+    if not isinstance(op, dict):
+        raise UserError(f'{where}: an op is a one-key mapping like `filter: "len(output) > 0"`, got {op!r}')
+    names = [k for k in op if k != "splits"]
+    if len(names) != 1 or (names[0] not in OPS and names[0] not in COMBINE):
+        raise UserError(f"{where}: unknown op {names}; known ops: {', '.join(sorted([*OPS, *COMBINE]))}")
+    return names[0]
+
+
+def combine(loaded: list, op: dict, where: str):
+    """Concatenate or interleave the sources, split by split."""
+    import datasets
+
+    name = op_name(op, where)
+    args = op[name] or {}
+    split_names = sorted({split for data in loaded for split in data}, key=lambda s: (s != "train", s))
+    out = {}
+    for split in split_names:
+        parts = [data[split] for data in loaded if split in data]
+        if len(parts) == 1:
+            out[split] = parts[0]
+            continue
+        try:
+            if name == "concat":
+                out[split] = datasets.concatenate_datasets(parts)
+                continue
+            probabilities = args.get("probabilities")
+            if probabilities is not None:
+                if len(probabilities) != len(parts) or abs(sum(probabilities) - 1) > 1e-6:
+                    raise UserError(
+                        f"{where}.interleave.probabilities={probabilities}: give one per source "
+                        f"({len(parts)} in split {split!r}) summing to 1"
+                    )
+            # first_exhausted stops when one source runs out (the mix keeps its ratios, some rows of the
+            # others go unseen); all_exhausted restarts the finished sources until every row was seen.
+            out[split] = datasets.interleave_datasets(
+                parts,
+                probabilities=probabilities,
+                seed=args.get("seed", 0),
+                stopping_strategy=args.get("stopping_strategy", "first_exhausted"),
+            )
+        except ValueError as err:
+            raise UserError(
+                f"{where}.{name}: the sources' columns differ in split {split!r} ({str(err).splitlines()[0][:160]}); "
+                "align them with per-source ops (select_columns, rename_columns)"
+            ) from err
+    return datasets.DatasetDict(out)
+
+
+def apply_ops(data, ops: list, where: str, offset: int = 0):
+    """Apply `ops` in order to every split of a DatasetDict (or the splits an op names)."""
+    import datasets
+
+    for i, op in enumerate(ops, offset):
+        at = f"{where}[{i}]"
+        name = op_name(op, at)
+        if name in COMBINE:
+            raise UserError(f"{at}: {name} combines sources and can only be the first op of dataset.ops")
+        if name == "split":
+            data = split_op(data, op[name] or {}, at)
+            continue
+        targets = op.get("splits") or list(data)
+        out = dict(data)
+        for split in targets:
+            if split not in data:
+                raise UserError(f"{at}.splits: no split {split!r}; splits here: {', '.join(data)}")
+            out[split] = OPS[name](data[split], op[name], f"{at}.{name}")
+            if len(out[split]) == 0:
+                raise UserError(
+                    f"{at}: no rows left in split {split!r} after {name}; loosen the op or remove it"
+                )
+        data = datasets.DatasetDict(out)
+    return data
+
+
+def _filter(ds, condition, where):
+    expr = Expr(condition, where)
+    check_columns(expr.names, ds.column_names, where)
+    before = len(ds)
+
+    def keep(batch: dict) -> list[bool]:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return [bool(expr(row)) for row in rows]
+
+    try:
+        ds = ds.filter(keep, batched=True, new_fingerprint=fingerprint(ds._fingerprint, "filter", condition))
+    except TypeError as err:
+        raise UserError(f"{where}: {condition!r} cannot be evaluated on this data ({err})") from err
+    log.info("filter %r kept %d of %d rows", condition, len(ds), before)
+    return ds
+
+
+def _map(ds, templates, where):
+    if not isinstance(templates, dict) or not templates:
+        raise UserError(
+            f'{where}: give new columns as {{column: template}}, e.g. {{text: "{{instruction}} {{output}}"}}'
+        )
+    compiled = {col: Template(text, f"{where}.{col}") for col, text in templates.items()}
+    for col, template in compiled.items():
+        check_columns(template.names, ds.column_names, f"{where}.{col}")
+
+    def render(batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return {col: [t(row) for row in rows] for col, t in compiled.items()}
+
+    return ds.map(render, batched=True, new_fingerprint=fingerprint(ds._fingerprint, "map", templates))
+
+
+def _select_rows(ds, spec, where):
+    """`first: N`, `range: [start, stop]` or `indices: [...]` (a bare int or list means first / indices)."""
+    if isinstance(spec, int):
+        spec = {"first": spec}
+    elif isinstance(spec, list):
+        spec = {"indices": spec}
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise UserError(f"{where}: give one of first: N, range: [start, stop], indices: [i, ...]")
+    (kind, value), n = next(iter(spec.items())), len(ds)
+    if kind == "first":
+        indices = range(min(int(value), n))
+    elif kind == "range":
+        indices = range(*value)
+    elif kind == "indices":
+        indices = list(value)
+    else:
+        raise UserError(f"{where}: unknown row selection {kind!r}; use first, range or indices")
+    bad = [i for i in indices if not -n <= i < n]
+    if bad:
+        raise UserError(f"{where}: row {bad[0]} is out of range for {n} rows")
+    return ds.select([i % n for i in indices])
+
+
+def _columns(ds, columns, where):
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    check_columns(set(columns), ds.column_names, where)
+    return columns
+
+
+def _select_columns(ds, columns, where):
+    return ds.select_columns(_columns(ds, columns, where))
+
+
+def _drop_columns(ds, columns, where):
+    return ds.remove_columns(_columns(ds, columns, where))
+
+
+def _rename_columns(ds, mapping, where):
+    check_columns(set(mapping), ds.column_names, where)
+    return ds.rename_columns(dict(mapping))
+
+
+def _shuffle(ds, spec, where):
+    return ds.shuffle(seed=(spec or {}).get("seed", 0) if isinstance(spec, dict) else 0)
+
+
+def _dedup(ds, columns, where):
+    """Keep the first of rows that are equal on `columns` (`true`: on every column)."""
+    columns = ds.column_names if columns is True else _columns(ds, columns, where)
+    seen, keep, index = set(), [], 0
+    for batch in ds.select_columns(columns).iter(batch_size=1000):
+        for values in zip(*(batch[c] for c in columns)):
+            key = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).digest()
+            if key not in seen:
+                seen.add(key)
+                keep.append(index)
+            index += 1
+    if len(keep) < len(ds):
+        log.info("dedup removed %d exact duplicates of %d rows", len(ds) - len(keep), len(ds))
+        return ds.select(keep)
+    return ds
+
+
+def split_op(data, spec: dict, where: str):
+    """Hold out `eval` rows (a fraction < 1 or a count) of split `from` (train) as split `to` (validation)."""
+    import datasets
+
+    source, target = spec.get("from", "train"), spec.get("to", "validation")
+    if source not in data:
+        raise UserError(f"{where}.split.from={source!r}: no such split; splits here: {', '.join(data)}")
+    size = spec.get("eval", 0.1)
+    n = len(data[source])
+    count = round(size * n) if isinstance(size, float) and size < 1 else int(size)
+    if not isinstance(size, int | float) or size <= 0 or count < 1 or count >= n:
+        raise UserError(
+            f"{where}.split.eval={size!r} leaves an empty split of {n} rows; use a fraction in (0, 1) or a count in [1, {n - 1}]"
+        )
+    parts = data[source].train_test_split(test_size=count, seed=spec.get("seed", 0), shuffle=True)
+    return datasets.DatasetDict({**data, source: parts["train"], target: parts["test"]})
+
+
+OPS: dict[str, Callable] = {
+    "filter": _filter,
+    "map": _map,
+    "select_rows": _select_rows,
+    "select_columns": _select_columns,
+    "drop_columns": _drop_columns,
+    "rename_columns": _rename_columns,
+    "shuffle": _shuffle,
+    "dedup": _dedup,
+    "split": split_op,  # called with the whole DatasetDict: it changes the set of splits
+}

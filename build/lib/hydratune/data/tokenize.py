@@ -1,0 +1,85 @@
+"""Tokenize rendered samples into input ids and labels, with the masking policy applied.
+
+A sample is a list of text segments flagged as response or not (see `hydratune.data.formats`). Each
+segment is tokenized on its own, so the boundary between prompt and response is exact; the segments
+of a whole batch of samples go through the tokenizer in one call (the fast tokenizers batch in Rust).
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100  # label value that cross-entropy skips
+
+
+def tokenize_samples(
+    samples: list[list[tuple[str, bool]]],
+    tokenizer,
+    max_seq_length: int,
+    train_on: str = "response",
+) -> dict[str, list]:
+    """Columns `input_ids`, `labels`, `num_trained`, `length` (before truncation) for each sample.
+
+    Layout: `[BOS] segments... EOS`. BOS is added unless the text already starts with it (chat
+    templates often write it) and is never trained; EOS is appended unless the text already ends with
+    it, and is trained with the last segment. `train_on`: `response` / `assistant` (every response
+    segment), `last_assistant` (only the last one), `all` (every token but BOS).
+    Sequences longer than `max_seq_length` are cut from the right; `length` keeps the full length.
+    """
+    texts = [text for segments in samples for text, _ in segments]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    out: dict[str, list] = {"input_ids": [], "labels": [], "num_trained": [], "length": []}
+    k = 0
+    for segments in samples:
+        pieces = encoded[k : k + len(segments)]
+        k += len(segments)
+        responses = [i for i, (_, is_response) in enumerate(segments) if is_response]
+        last = responses[-1] if responses else None
+        trained = [
+            train_on == "all" or (is_response and (train_on != "last_assistant" or i == last))
+            for i, (_, is_response) in enumerate(segments)
+        ]
+        input_ids, labels = [], []
+        if bos_id is not None and not (pieces and pieces[0][:1] == [bos_id]):
+            input_ids.append(bos_id)
+            labels.append(IGNORE_INDEX)
+        for ids, train in zip(pieces, trained):
+            input_ids += ids
+            labels += ids if train else [IGNORE_INDEX] * len(ids)
+        if eos_id not in input_ids[-2:]:  # chat templates end a turn with EOS (and maybe a newline)
+            input_ids.append(eos_id)
+            labels.append(eos_id if (trained[-1] if trained else True) else IGNORE_INDEX)
+        if input_ids[0] == bos_id:
+            labels[0] = IGNORE_INDEX
+        out["length"].append(len(input_ids))
+        input_ids, labels = input_ids[:max_seq_length], labels[:max_seq_length]
+        out["input_ids"].append(input_ids)
+        out["labels"].append(labels)
+        # Predicted positions: token t+1 from position t, so the first label never counts.
+        out["num_trained"].append(sum(x != IGNORE_INDEX for x in labels[1:]))
+    return out
+
+
+def tokenize_pair(
+    prompt: str, response: str, tokenizer, max_seq_length: int, train_on: str = "response"
+) -> dict[str, list[int]]:
+    """`[BOS] prompt response EOS` for one pair, labels -100 on BOS and the prompt (unless `train_on == "all"`)."""
+    segments = ([(prompt, False)] if prompt else []) + [(response, True)]
+    out = tokenize_samples([segments], tokenizer, max_seq_length, train_on)
+    return {"input_ids": out["input_ids"][0], "labels": out["labels"][0]}
+
+
+def keep_and_count(
+    lengths: list[int], trained: list[int], max_len: int, drop_long: bool
+) -> tuple[list[int], dict]:
+    """The samples that train (some trained token; not too long when `truncation: drop`) and the counts
+    that say why the others were dropped, and how many were truncated."""
+    too_long = [n > max_len for n in lengths]
+    keep = [i for i, (t, long) in enumerate(zip(trained, too_long)) if t > 0 and not (drop_long and long)]
+    stats = {
+        "rows": len(lengths),
+        "truncated": sum(too_long),
+        "dropped_truncated": sum(too_long) if drop_long else 0,
+        "dropped_untrained": sum(t == 0 and not (drop_long and long) for t, long in zip(trained, too_long)),
+    }
+    stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
+    return keep, stats

@@ -1,0 +1,165 @@
+"""A run's artifacts: export (standard Hugging Face directories that transformers/peft load as-is), finding
+and loading them again, merging an adapter into its base, and the adapter-vs-merged parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydratune.config import canonical_dtype
+
+
+def is_peft_model(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
+    """`adapter/` for PEFT models, `model/` for full fine-tuning; tokenizer files beside the weights."""
+    out = Path(run_dir) / ("adapter" if is_peft_model(model) else "model")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.eos_token_id = tokenizer.eos_token_id
+        generation.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
+        # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id.
+        model.get_base_model().config.save_pretrained(out)
+    if is_peft_model(model) and generation is not None:
+        generation.save_pretrained(out)
+    return out
+
+
+# Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations.
+PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-1, "float16": 5e-2}
+PARITY_PROMPTS = (
+    "Hello",
+    "### Instruction:\nReverse the letters of the word.\n\n### Response:\n",
+    "0123456789",
+)
+
+
+def is_classifier_adapter(adapter_dir: str | Path) -> bool:
+    """Whether an adapter directory holds a sequence-classification adapter (peft task_type SEQ_CLS)."""
+    import json
+
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("task_type") == "SEQ_CLS"
+
+
+def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
+    """The base model an adapter was trained on, unquantized in `dtype`, ready for PeftModel.
+
+    For a classifier the adapter's saved config gives the head's size and labels; the base checkpoint
+    has no such head, or one for other labels, which is replaced (the adapter holds the trained head).
+    """
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
+    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if is_classifier_adapter(adapter_dir):
+        return AutoModelForSequenceClassification.from_pretrained(
+            base_id,
+            config=AutoConfig.from_pretrained(adapter_dir),
+            dtype=getattr(torch, dtype),
+            ignore_mismatched_sizes=True,
+        )
+    return AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Fold a LoRA adapter into its base model and save a standalone model + tokenizer.
+
+    The base is reloaded unquantized in `dtype` (the compute dtype): merging into 4-bit or 8-bit
+    weights would round the adapter away.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    merged = PeftModel.from_pretrained(load_adapter_base(adapter_dir, dtype), adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "float32") -> float:
+    """Max absolute difference between adapter and merged logits on fixed prompts.
+
+    Raises RuntimeError above `PARITY_TOLERANCE[dtype]`: a merged model that disagrees with its
+    adapter must not be shipped silently.
+    """
+    import torch
+
+    dtype = canonical_dtype(dtype)
+    adapter, tokenizer = load_artifact(adapter_dir, dtype)
+    merged, _ = load_artifact(merged_dir, dtype)
+    worst = 0.0
+    with torch.no_grad():
+        for prompt in PARITY_PROMPTS:
+            ids = tokenizer(prompt, return_tensors="pt").input_ids
+            diff = (adapter(input_ids=ids).logits.float() - merged(input_ids=ids).logits.float()).abs().max()
+            worst = max(worst, float(diff))
+    if worst > PARITY_TOLERANCE.get(dtype, 1e-3):
+        raise RuntimeError(
+            f"merged model disagrees with its adapter: max |logit diff| {worst:.3g} > {PARITY_TOLERANCE[dtype]} "
+            f"({merged_dir}); keep using {adapter_dir}"
+        )
+    return worst
+
+
+ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
+
+
+def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
+    """The artifact directory of a run: `prefer` if given, else merged/, adapter/ or model/."""
+    run_dir = Path(run_dir)
+    names = (prefer,) if prefer else ARTIFACTS
+    for name in names:
+        if (run_dir / name).is_dir():
+            return run_dir / name
+    raise FileNotFoundError(
+        f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory; is it a finished run?"
+    )
+
+
+def load_artifact(path: str | Path, dtype: str = "float32"):
+    """(model, tokenizer), in eval mode, from an exported adapter/, merged/ or model/ directory with plain
+    transformers/peft. An adapter is loaded onto its recorded base model; a classifier (saved as a
+    *ForSequenceClassification architecture, or a SEQ_CLS adapter) loads with its head."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
+    else:
+        architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
+        classifier = architecture.endswith("ForSequenceClassification")
+        auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=getattr(torch, canonical_dtype(dtype)))
+    return model.eval(), tokenizer
+
+
+def run_settings(run_dir: str | Path) -> tuple[dict, dict]:
+    """(task config, dataset config) of a finished run, from its saved .hydra/config.yaml (unresolved:
+    paths may have moved since)."""
+    from omegaconf import OmegaConf
+
+    from hydratune.errors import UserError
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no .hydra/config.yaml; give a run directory of python train.py")
+    cfg = OmegaConf.load(path)
+    plain = lambda key: OmegaConf.to_container(cfg[key], resolve=False) if key in cfg else {}  # noqa: E731
+    return plain("task"), plain("dataset")

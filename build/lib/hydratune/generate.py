@@ -1,0 +1,40 @@
+"""Generate text with a trained model (load it with hydratune.export.load_artifact)."""
+
+from __future__ import annotations
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+) -> list[str]:
+    """Completions of `prompts` (already formatted), cut at EOS. Greedy unless `do_sample`."""
+    import torch
+
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
+        attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+        outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return outputs

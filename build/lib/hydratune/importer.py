@@ -1,0 +1,1173 @@
+"""`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a LLaMA-Factory
+YAML or an Axolotl YAML config becomes a `conf/experiment/NAME.yaml` overlay, with every key that has no
+counterpart reported.
+
+The mapping is docs/options.md in code: each source key becomes a group choice (`override /peft: lora`)
+or a value at a dotted key (`peft.config.r: 16`). Nothing is guessed: a key not in the tables below
+is reported as unmapped, with the reason when one is known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hydratune.errors import UserError
+
+# Source key -> dotted hydratune key, for keys whose value carries over as it is.
+VALUES: dict[str, str] = {
+    "learning_rate": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "adam_epsilon": "optimizer.eps",
+    "max_grad_norm": "trainer.gradient_clip_val",
+    "gradient_accumulation_steps": "trainer.accumulate_grad_batches",
+    "logging_steps": "trainer.log_every_n_steps",
+    "warmup_steps": "scheduler.warmup_steps",
+    "warmup_ratio": "scheduler.warmup_ratio",
+    "per_device_train_batch_size": "dataset.batch_size",
+    "train_batch_size": "dataset.batch_size",
+    "batch_size": "dataset.batch_size",
+    "per_device_batch_size": "dataset.batch_size",
+    "per_device_eval_batch_size": "dataset.eval_batch_size",
+    "max_seq_length": "dataset.max_seq_length",
+    "packing": "dataset.packing",
+    "group_by_length": "dataset.group_by_length",
+    "dataloader_num_workers": "dataset.num_workers",
+    "gradient_checkpointing": "model.gradient_checkpointing",
+    "torch_dtype": "model.dtype",
+    "trust_remote_code": "model.trust_remote_code",
+    "seed": "seed",
+    "tf32": "tf32",
+    "lora_r": "peft.config.r",
+    "r": "peft.config.r",
+    "lora_rank": "peft.config.r",
+    "lora_alpha": "peft.config.lora_alpha",
+    "alpha": "peft.config.lora_alpha",
+    "lora_dropout": "peft.config.lora_dropout",
+    "dropout": "peft.config.lora_dropout",
+    "lora_target_modules": "peft.config.target_modules",
+    "target_modules": "peft.config.target_modules",
+    "lora_bias": "peft.config.bias",
+    "bias": "peft.config.bias",
+    "modules_to_save": "peft.config.modules_to_save",
+    "layers_to_transform": "peft.config.layers_to_transform",
+    "layers_pattern": "peft.config.layers_pattern",
+    "bnb_4bit_compute_dtype": "quantization.config.bnb_4bit_compute_dtype",
+    "bnb_4bit_use_double_quant": "quantization.config.bnb_4bit_use_double_quant",
+    "double_quantization": "quantization.config.bnb_4bit_use_double_quant",
+    "save_steps": "callbacks.model_checkpoint.save_steps",
+    "save_total_limit": "callbacks.model_checkpoint.save_total_limit",
+    "load_best_model_at_end": "callbacks.model_checkpoint.load_best_model_at_end",
+    "greater_is_better": "callbacks.model_checkpoint.greater_is_better",
+    "early_stopping_patience": "callbacks.early_stopping.patience",
+    "early_stopping_threshold": "callbacks.early_stopping.threshold",
+    "wandb_project": "logger.wandb.project",
+    "wandb_name": "logger.wandb.name",
+}
+# Keys with no counterpart, and why (the rest of docs/options.md's "Not supported" table).
+UNSUPPORTED: dict[str, str] = {
+    "output_dir": "runs go to outputs/<name>/<date>; choose with hydra.run.dir=DIR",
+    "resume_from_checkpoint": "a run-time choice: add ckpt_path=PATH (or resume=auto) to the command",
+    "device_map": "Lightning places the model; several devices through trainer=ddp",
+    "use_cpu_offload": "no CPU offload; use peft=qlora or a paged optimizer",
+    "use_ipex": "Intel Extension for PyTorch is not supported",
+    "eval_accumulation_steps": "evaluation gathers no predictions",
+    "dataloader_pin_memory": "not configurable",
+    "length_column_name": "lengths come from the tokenized samples",
+    "logging_first_step": "every step's loss is kept in metrics history",
+    "data_seed": "one `seed` drives the sampler",
+    "push_to_hub": "runs never upload",
+    "hub_model_id": "runs never upload",
+    "hub_strategy": "runs never upload",
+    "hub_token": "runs never upload",
+    "use_auth_token": "tokens are read from the HF_TOKEN environment variable only",
+    "token": "tokens are read from the HF_TOKEN environment variable only",
+    "use_unsloth": "Unsloth is not supported",
+    "eval_dataset": "the validation split comes from the dataset's sources or a split op",
+    "dataset": "wired by the workflow: the datasets components become dataset.sources",
+    "compute_metrics": "val/loss and val/ppl are always computed",
+}
+# Keys that only say what is implied anyway (the component's type, the task_type of the LoRA config).
+IMPLIED = {"type", "task_type", "id", "early_stopping", "eval_strategy", "save_strategy", "stage"}
+SCHEDULER_OR_OPTIMIZER = {"lr_scheduler_type": "scheduler", "optimizer": "optimizer", "optim": "optimizer"}
+PRECISION = {"fp16": "16-mixed", "bf16": "bf16-mixed", "use_bf16": "bf16-mixed"}
+QUANTIZATION = {"nf4": "nf4", "int4": "int4", "int8": "int8", "fp4": "fp4"}
+HUB_SOURCE_KEYS = (
+    "path",
+    "name",
+    "split",
+    "fraction",
+    "revision",
+    "streaming",
+    "shuffle",
+    "trust_remote_code",
+)
+NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class Overlay:
+    """An experiment being built: group choices, dotted values, and what could not be mapped."""
+
+    def __init__(self, conf_dir: Path):
+        self.conf_dir = conf_dir
+        self.choices: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.unmapped: list[str] = []
+
+    def choose(self, group: str, option: str, source_key: str) -> None:
+        if not (self.conf_dir / group / f"{option}.yaml").is_file():
+            self.skip(source_key, option, f"no {group} option named {option!r}")
+        else:
+            self.choices[group] = option
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+    def skip(self, key: str, value: Any, reason: str) -> None:
+        self.unmapped.append(f"{key}: {_short(value)} ({reason})")
+
+    def map_key(self, key: str, value: Any) -> None:
+        """One source key: a group choice, a value, a known unsupported key, or unmapped."""
+        value = _number(value)
+        if key == "warmup_steps" and isinstance(value, float) and value < 1:
+            key = "warmup_ratio"  # the Trainer reads a float below 1 as a ratio of the run
+        if key in VALUES:
+            self.set(VALUES[key], value)
+            if key in ("wandb_project", "wandb_name"):
+                self.choose("logger", "wandb", key)
+        elif key == "lora_target":
+            modules = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else list(value)
+            # LLaMA-Factory's `all` is every linear layer: peft's word for that is all-linear.
+            self.set("peft.config.target_modules", "all-linear" if modules == ["all"] else modules)
+        elif key in SCHEDULER_OR_OPTIMIZER:
+            self.choose(SCHEDULER_OR_OPTIMIZER[key], str(value), key)
+        elif key in PRECISION:
+            if value is True:
+                chosen = self.values.get("trainer.precision")
+                if chosen not in (None, PRECISION[key]):
+                    raise UserError(
+                        f"{key}: true and fp16/bf16 both set: a run trains in one precision; keep fp16 "
+                        "(older GPUs) or bf16 (Ampere and newer)"
+                    )
+                self.set("trainer.precision", PRECISION[key])
+        elif key in ("num_epochs", "num_train_epochs"):
+            self.set("trainer.max_epochs", int(value))
+            self.values.setdefault("trainer.max_steps", -1)
+        elif key == "max_steps":
+            self.set("trainer.max_steps", int(value))
+        elif key in ("model_name_or_path", "huggingface_id"):
+            self.model(str(value))
+        elif key in ("peft_adapter", "finetuning_type"):
+            self.choose("peft", {"full": "none"}.get(str(value), str(value)), key)
+        elif key == "use_lora":
+            self.choose("peft", "lora" if value else "none", key)
+        elif key == "method" and isinstance(value, str):
+            self.choose("peft", value, key)
+        elif key in ("load_in_4bit", "load_in_8bit"):
+            if value:
+                self.choose("quantization", "nf4" if key == "load_in_4bit" else "int8", key)
+        elif key == "quantization_bit":
+            self.choose("quantization", {4: "nf4", 8: "int8"}.get(value, str(value)), key)
+        elif key in ("quantization", "bnb_4bit_quant_type") and isinstance(value, str):
+            self.choose("quantization", QUANTIZATION.get(value, value), key)
+        elif key == "task":
+            self.choose("task", str(value), key)
+        elif key == "text_column":
+            self.set("dataset.format", "text")
+            self.set("dataset.text_column", value)
+        elif key in ("prompt_column", "response_column", "system_column"):
+            self.set("dataset.format", "prompt_response")
+            self.set(f"dataset.{key}", value)
+        elif key == "eval_steps":
+            self.set("trainer.val_check_interval", int(value))  # scaled by accumulation in finish()
+        elif key == "metric_for_best_model":
+            metric = {"loss": "val/loss", "eval_loss": "val/loss", "accuracy": "val/acc"}.get(str(value))
+            if metric:
+                self.set("callbacks.model_checkpoint.metric_for_best_model", metric)
+            else:
+                self.skip(key, value, "metrics are val/loss, val/ppl and val/acc")
+        elif key == "report_to":
+            targets = value if isinstance(value, list) else [value]
+            logger = next((t for t in targets if t in ("tensorboard", "wandb", "none")), None)
+            if logger:
+                self.choose("logger", logger, key)
+            else:
+                self.skip(key, value, "loggers: tensorboard, wandb, csv, mlflow, none")
+        elif key in ("deepspeed_config", "deepspeed"):
+            # zero2.json, ds_z3_config.json, ds_z3_offload_config.json, zero3_bf16_cpuoffload_all.json
+            stage = re.search(r"(?:zero_?|_z)([0-3])", str(value).lower())
+            if stage and stage.group(1) in "23":
+                offload = "_offload" if stage.group(1) == "3" and "offload" in str(value).lower() else ""
+                self.choose("trainer", f"deepspeed_zero{stage.group(1)}{offload}", key)
+            elif stage:
+                self.skip(
+                    key, value, "no ZeRO-0/1 preset: trainer=ddp (plain data parallel) is the counterpart"
+                )
+            else:
+                self.skip(key, value, "name the ZeRO stage: trainer=deepspeed_zero2|deepspeed_zero3")
+        elif key == "use_wandb":
+            if value:
+                self.choose("logger", "wandb", key)
+        elif key == "use_flash_attention":
+            if value:
+                self.set("model.attn_implementation", "flash_attention_2")
+        elif key == "adam_beta1" or key == "adam_beta2":
+            betas = list(self.values.get("optimizer.betas", [0.9, 0.999]))
+            betas[0 if key == "adam_beta1" else 1] = value
+            self.set("optimizer.betas", betas)
+        elif key in UNSUPPORTED:
+            self.skip(key, value, UNSUPPORTED[key])
+        elif key not in IMPLIED:
+            self.skip(key, value, "no hydratune counterpart known")
+
+    def model(self, hub_id: str) -> None:
+        """A conf/model preset when one names this hub id, else the id on the default preset."""
+        for preset in sorted((self.conf_dir / "model").glob("*.yaml")):
+            data = yaml.safe_load(preset.read_text()) or {}
+            if data.get("pretrained_model_name_or_path") == hub_id:
+                self.choices["model"] = preset.stem
+                return
+        self.set("model.pretrained_model_name_or_path", hub_id)
+
+    def finish(self, name: str) -> dict:
+        """The overlay as a config dict: defaults list first, then nested values."""
+        # eval_steps counts optimizer steps; val_check_interval counts batches.
+        # A float is a fraction of an epoch (Axolotl's evals_per_epoch), not a step count.
+        if isinstance(self.values.get("trainer.val_check_interval"), int):
+            accumulation = int(self.values.get("trainer.accumulate_grad_batches", 1))
+            self.values["trainer.val_check_interval"] *= accumulation
+        out: dict[str, Any] = {}
+        if self.choices:
+            out["defaults"] = [{f"override /{g}": o} for g, o in self.choices.items()]
+        out["name"] = name
+        for dotted, value in self.values.items():
+            node = out
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return out
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `5e-5` as a string; numbers written that way become floats."""
+    if isinstance(value, str) and NUMBER.match(value):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    return value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load(path: Path) -> dict:
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: cannot parse ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+# Keys only one project uses: how a flat YAML is recognised (SimpleFoundation's JSON has none of them).
+LLAMAFACTORY_KEYS = {"stage", "finetuning_type", "cutoff_len", "lora_target", "template", "pref_beta",
+                     "pref_loss", "quantization_bit", "max_samples", "val_size", "do_train", "lora_rank"}  # fmt: skip
+AXOLOTL_KEYS = {"base_model", "datasets", "adapter", "sequence_len", "micro_batch_size", "sample_packing",
+                "val_set_size", "lora_target_linear", "rl", "lr_scheduler", "evals_per_epoch"}  # fmt: skip
+
+
+def detect(data: dict) -> str:
+    """model-compose (a list of components), LlamaFarm (a fine_tuner block), LLaMA-Factory or Axolotl (by
+    keys only they use), or SimpleFoundation (flat, with model_name_or_path)."""
+    components = data.get("components")
+    if isinstance(components, list):
+        return "model-compose"
+    if "fine_tuner" in data or (isinstance(components, dict) and "fine_tuner" in components):
+        return "llamafarm"
+    axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
+    if axolotl or llamafactory:
+        return "axolotl" if axolotl > llamafactory else "llama-factory"
+    if "model_name_or_path" in data or "use_lora" in data:
+        return "simplefoundation"
+    raise UserError(
+        "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
+        "`fine_tuner:` block, a LLaMA-Factory YAML (stage, finetuning_type, cutoff_len, ...), an Axolotl "
+        "YAML (base_model, datasets, adapter, sequence_len, ...) or a SimpleFoundation JSON with model_name_or_path"
+    )
+
+
+def import_model_compose(data: dict, overlay: Overlay) -> None:
+    sources, ops = [], []
+    for component in data.get("components") or []:
+        kind, cid = component.get("type"), component.get("id", "?")
+        if kind == "model-trainer":
+            for key, value in component.items():
+                if key not in ("id", "type"):
+                    overlay.map_key(key, value)
+        elif kind == "datasets" and "method" in component:
+            op = _dataset_op(component)
+            if op:
+                ops.append(op)
+            else:
+                overlay.skip(
+                    f"{cid}.method",
+                    component["method"],
+                    "its arguments come from workflow inputs: write the op in dataset.ops",
+                )
+        elif kind == "datasets":
+            sources.append(_source(component, overlay))
+        else:
+            overlay.skip(f"{cid}.type", kind, "only model-trainer and datasets components are imported")
+    if sources:
+        hub = any("path" in s for s in sources)
+        overlay.choices["dataset"] = "alpaca" if hub else "local_csv"
+        overlay.set("dataset.sources", sources)
+    if ops:
+        overlay.set("dataset.ops", ops)
+    for key in ("workflows", "workflow"):
+        if key in data:
+            overlay.skip(key, "...", "flattened: components become groups, jobs have no counterpart")
+
+
+def _source(component: dict, overlay: Overlay) -> dict:
+    if component.get("provider") == "local":
+        source = {"loader": component.get("loader", "json")}
+        for key in ("data_files", "data_dir"):
+            if key in component:
+                source[key] = component[key]
+        return source
+    source = {key: _number(component[key]) for key in HUB_SOURCE_KEYS if key in component}
+    for key in set(component) - {*HUB_SOURCE_KEYS, "id", "type", "provider"}:
+        overlay.map_key(f"{component.get('id', 'dataset')}.{key}", component[key])
+    return source
+
+
+def _dataset_op(component: dict) -> dict | None:
+    """A dataset-ops component with literal arguments as one op; None when they are workflow inputs."""
+    method = component["method"]
+    args = {k: v for k, v in component.items() if k not in ("id", "type", "method", "dataset")}
+    if any(isinstance(v, str) and "${" in v for v in args.values()) or not args:
+        return None
+    if method == "filter":
+        return {"filter": args.get("condition")}
+    if method == "map":
+        return {"map": args.get("template")}
+    if method == "select" and args.get("axis") == "columns":
+        return {"select_columns": args.get("columns")}
+    if method == "select":
+        return {"select_rows": {"indices": args.get("indices")}}
+    return None
+
+
+def import_llamafarm(data: dict, overlay: Overlay) -> None:
+    block = data.get("fine_tuner") or data["components"]["fine_tuner"]
+    config = block.get("config") or {}
+    if block.get("type") == "llamafactory":
+        # LLaMA-Factory's own keys, read as a LLaMA-Factory YAML is (stage, pref_*, lora_target, ...);
+        # its dataset is a hydratune dataset option of that name.
+        if "dataset" in config:
+            overlay.choose("dataset", str(config["dataset"]), "dataset")
+        import_llamafactory({k: v for k, v in config.items() if k != "dataset"}, overlay, ImportContext())
+        return
+    for key, value in (config.get("base_model") or {}).items():
+        overlay.map_key(key, value)
+    method = config.get("method") or {}
+    if "type" in method:
+        overlay.choose("peft", str(method["type"]), "method.type")
+    for key, value in method.items():
+        if key == "quantization" and isinstance(value, dict):
+            for qkey, qvalue in value.items():
+                overlay.map_key(qkey, qvalue)
+        elif key != "type":
+            overlay.map_key(key, value)
+    for key, value in (config.get("training") or {}).items():
+        overlay.map_key(key, value)
+    for profile, settings in (config.get("optimization") or data.get("optimization") or {}).items():
+        overlay.choose("trainer", str(profile), f"optimization.{profile}")
+        for key, value in (settings or {}).items():
+            overlay.map_key(key, value)
+
+
+def import_simplefoundation(data: dict, overlay: Overlay) -> None:
+    for key, value in data.items():
+        overlay.map_key(key, value)
+
+
+# -- LLaMA-Factory and Axolotl ------------------------------------------------------------------------
+# Their training stages (LLaMA-Factory `stage`, Axolotl `rl`) -> (hydratune task, the task's loss or None).
+# A stage is imported only when conf/task/<task>.yaml exists; otherwise the import stops, naming it.
+LLAMAFACTORY_STAGES: dict[str, tuple[str, str | None]] = {
+    "sft": ("sft", None),
+    "pt": ("sft", None),  # pre-training: plain next-token loss on every token (dataset.train_on: all)
+    "dpo": ("dpo", None),  # the loss comes from pref_loss
+    "kto": ("kto", None),
+    "rm": ("reward", None),
+    "ppo": ("grpo", None),  # on-policy RL with a group baseline; PPO's value model has no counterpart
+}
+AXOLOTL_RL: dict[str, tuple[str, str | None]] = {
+    "dpo": ("dpo", "sigmoid"),
+    "ipo": ("dpo", "ipo"),
+    "orpo": ("dpo", "orpo"),
+    "simpo": ("dpo", "simpo"),
+    "kto": ("kto", None),
+    "grpo": ("grpo", None),
+}
+PREF_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "hinge": "hinge", "orpo": "orpo", "simpo": "simpo"}
+# Source key -> task key, set when the chosen task's YAML defines that key (the task decides what it takes).
+TASK_VALUES: dict[str, str] = {
+    "pref_beta": "beta",  # LLaMA-Factory: DPO/KTO beta, ORPO's weight of the odds-ratio term, SimPO beta
+    "rl_beta": "beta",  # Axolotl
+    "orpo_alpha": "beta",  # Axolotl's ORPO weight (TRL's ORPOConfig.beta)
+    "pref_ftx": "sft_weight",
+    "cpo_alpha": "sft_weight",  # Axolotl's SimPO/CPO NLL term on the chosen answer
+    "dpo_label_smoothing": "label_smoothing",
+    "simpo_gamma": "simpo_gamma",
+    "kto_chosen_weight": "desirable_weight",
+    "kto_rejected_weight": "undesirable_weight",
+    "kto_desirable_weight": "desirable_weight",
+    "kto_undesirable_weight": "undesirable_weight",
+    "max_new_tokens": "max_new_tokens",  # LLaMA-Factory's generation settings, used by stage: ppo
+    "temperature": "temperature",
+    "top_p": "top_p",
+}
+# Axolotl's `trl:` block (GRPO) -> task key.
+AXOLOTL_TRL = {
+    "beta": "beta",
+    "num_generations": "num_generations",
+    "max_completion_length": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "epsilon": "epsilon",
+    "num_iterations": "num_iterations",
+}
+# Keys of either project that only restate what hydratune does anyway.
+LF_AX_IMPLIED = {
+    "do_train",
+    "plot_loss",  # loss.png is always drawn
+    "overwrite_output_dir",  # every run has its own folder
+    "overwrite_cache",  # tokenized data is cached by fingerprint: a change re-tokenizes
+    "model_type",  # Axolotl: the auto classes pick it
+    "tokenizer_type",
+    "strict",  # Axolotl: hydratune's schema is always strict
+    "fsdp_transformer_layer_cls_to_wrap",  # hydratune wraps the model's decoder layers
+    "fsdp_auto_wrap_policy",
+    "fsdp_version",
+    "eval_strategy",
+    "save_strategy",
+    "evaluation_strategy",
+    "dataset_dir",  # read through --dataset-info
+}
+LF_AX_UNSUPPORTED: dict[str, str] = {
+    "ddp_timeout": "Lightning's default process-group timeout applies",
+    "tokenized_path": "tokenized data is cached by fingerprint under paths.cache_dir",
+    "dataset_prepared_path": "tokenized data is cached by fingerprint under paths.cache_dir",
+    "neftune_noise_alpha": "NEFTune embedding noise is not supported",
+    "enable_liger_kernel": "Liger kernels are not supported",
+    "liger_rope": "Liger kernels are not supported",
+    "liger_rms_norm": "Liger kernels are not supported",
+    "liger_glu_activation": "Liger kernels are not supported",
+    "liger_fused_linear_cross_entropy": "Liger kernels are not supported",
+    "plugins": "Axolotl plugins have no counterpart",
+    "xformers_attention": "attention is sdpa, eager or flash_attention_2 (model.attn_implementation)",
+    "s2_attention": "shifted sparse attention is not supported",
+    "shift_attn": "shifted sparse attention is not supported",
+    "rope_scaling": "set it in the model's config.json",
+    "special_tokens": "special tokens come from the tokenizer; add them to the tokenizer before training",
+    "tokens": "new tokens come from the tokenizer; add them before training",
+    "eval_sample_packing": "validation batches are never packed (each sample padded to its batch's longest)",
+    "pad_to_sequence_len": "batches are padded to their longest row (packed rows are max_seq_length long)",
+    "lora_fan_in_fan_out": "peft infers it for the model's layer type",
+    "lora_model_dir": "continuing from an adapter is not supported; resume a hydratune run with ckpt_path=",
+    "adapter_name_or_path": "continuing from an adapter is not supported; resume a hydratune run with ckpt_path=",
+    "ref_model": "the reference is the base model (adapters off with LoRA, a frozen copy otherwise)",
+    "reward_model": "a LLaMA-Factory reward adapter: train one with task=reward, then task.reward_model=RUN_DIR",
+    "reward_model_type": "a reward model is a hydratune run of task=reward (task.reward_model=RUN_DIR)",
+    "ppo_epochs": "GRPO reuses samples with task.num_iterations; PPO's value model is not used",
+    "ppo_buffer_size": "PPO's value model and buffer are not used (GRPO: group-normalised rewards)",
+    "ppo_target": "PPO's adaptive KL target is not used; the KL weight is task.beta",
+    "ppo_score_norm": "rewards are normalised within each prompt's group",
+    "ppo_whiten_rewards": "rewards are normalised within each prompt's group",
+    "top_k": "sampling uses temperature and top_p",
+    "wandb_watch": "gradients are not watched",
+    "wandb_log_model": "checkpoints stay in the run folder (logger.wandb.log_model=false)",
+    "eval_table_size": "validation answers go to <run>/generations.jsonl (eval_generations.num_prompts)",
+    "loss_watchdog_threshold": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
+    "loss_watchdog_patience": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
+    "debug": "not a training setting",
+    "local_rank": "set per process by the launcher (torchrun, SLURM)",
+    "torch_compile": "torch.compile is not wired",
+    "gptq": "GPTQ models are not supported; use quantization=nf4|int8",
+    "lora_on_cpu": "LoRA weights live on the training device",
+    "unfrozen_parameters": "peft=freeze trains the last N layers and named modules (peft.trainable_modules)",
+    "mask_history": "train_on: last_assistant trains the last assistant turn only (chat formats)",
+    "include_num_input_tokens_seen": "tokens/s and tokens seen are logged by the throughput callback",
+    "loraplus_lr_ratio": "LoRA+ learning rates are not supported",
+    "use_badam": "BAdam is not supported",
+    "use_apollo": "APOLLO is not supported",
+    "use_galore": "GaLore is an optimizer here: optimizer=galore_adamw (full fine-tuning)",
+    "default_system": "put the system prompt in the data (a system turn or dataset.system_column)",
+    "default_system_message": "put the system prompt in the data (a system turn or dataset.system_column)",
+    "run_name": "the run is named by `name` (outputs/<name>/<date>)",
+    "wandb_entity": "set logger.wandb.entity (WandbLogger's argument) with logger=wandb",
+    "shuffle_merged_datasets": "several sources are concatenated; add a shuffle op to mix them",
+    "streaming": "streamed sources: dataset.sources.N.streaming=true on a hub source",
+    "mix_strategy": "several sources are concatenated; `interleave` as the first op mixes them",
+    "cloud_file_name": "only local files and hub datasets are sources",
+    "liger_layer_norm": "Liger kernels are not supported",
+    "cosine_constant_lr_ratio": "no constant-then-cosine schedule; scheduler=warmup_stable_decay is the nearest",
+    "gradient_checkpointing_kwargs": "gradient checkpointing is on or off (model.gradient_checkpointing)",
+    "use_reentrant_gc": "gradient checkpointing is on or off (model.gradient_checkpointing)",
+    "qat": "quantization-aware training is not supported",
+    "fp8": "FP8 training is not supported; trainer.precision=bf16-mixed",
+    "fp8_enable_fsdp_float8_all_gather": "FP8 training is not supported",
+    "diffusion": "diffusion language models are not supported",
+    "llmcompressor": "sparse fine-tuning through llm-compressor is not supported",
+    "pretraining_dataset": "a pre-training stream: a text source with dataset.format=text and train_on=all",
+    "use_otel_metrics": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "otel_metrics_host": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "otel_metrics_port": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
+    "remove_unused_columns": "only the columns a format reads are tokenized",
+    "curriculum_sampling": "batches are shuffled (or grouped by length); no curriculum order",
+    "lora_mlp_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "lora_qkv_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "lora_o_kernel": "Axolotl's fused LoRA kernels are not used; peft runs the adapters",
+    "activation_offloading": "activations stay on the device; model.gradient_checkpointing saves memory",
+    "use_ray": "Ray is not used: trainer=ddp, or a submitit launcher for many jobs",
+    "ray_num_workers": "Ray is not used: trainer=ddp, or a submitit launcher for many jobs",
+    "flex_attn_compile_kwargs": "flex attention is not offered: sdpa, eager, flash_attention_2",
+    "image_max_pixels": "vision-language models are not supported (text only)",
+    "video_max_pixels": "vision-language models are not supported (text only)",
+    "video_fps": "vision-language models are not supported (text only)",
+    "video_maxlen": "vision-language models are not supported (text only)",
+    "freeze_vision_tower": "vision-language models are not supported (text only)",
+    "freeze_multi_modal_projector": "vision-language models are not supported (text only)",
+    "freeze_language_model": "vision-language models are not supported (text only)",
+}
+
+
+class ImportContext:
+    """What a LLaMA-Factory or Axolotl import reads besides the file: the conf dir and dataset_info.json."""
+
+    def __init__(self, dataset_info: str | Path | None = None):
+        self.dataset_info = Path(dataset_info) if dataset_info else None
+
+
+def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[str, str | None]:
+    """The hydratune task for a stage / rl value; a one-line error when there is none (never SFT instead)."""
+    if str(value) not in table:
+        raise UserError(
+            f"{source_key}: {value}: hydratune has no such task (known: {', '.join(table)}); nothing was written"
+        )
+    task, loss = table[str(value)]
+    if not (overlay.conf_dir / "task" / f"{task}.yaml").is_file():
+        raise UserError(
+            f"{source_key}: {value}: hydratune has no {task} task yet (no conf/task/{task}.yaml); "
+            "nothing was written (import it once that task exists)"
+        )
+    overlay.choices["task"] = task
+    if "sft_weight" in _task_keys(overlay, task):
+        # hydratune's dpo default adds an NLL term on the chosen answer (sft_weight: 1.0, for its demo run);
+        # LLaMA-Factory (pref_ftx) and TRL (rpo_alpha) default to none: keep what the source trained.
+        overlay.set("task.sft_weight", 0.0)
+    return task, loss
+
+
+def _reads_preference_data(task: str) -> bool:
+    """Whether a hydratune task trains on preference rows (its datasets get the pair columns)."""
+    from hydratune.tasks.preference import PreferenceTask
+    from hydratune.tasks.registry import TASKS
+
+    return task in TASKS and issubclass(TASKS[task], PreferenceTask)
+
+
+def _reads_sft_data(task: str) -> bool:
+    """Whether a hydratune task trains on SFT rows (Axolotl's dataset types map to its formats)."""
+    from hydratune.tasks.registry import TASKS
+    from hydratune.tasks.sft import SFTTask
+
+    return task in TASKS and issubclass(TASKS[task], SFTTask)
+
+
+def _task_keys(overlay: Overlay, task: str) -> set[str]:
+    """The keys of conf/task/<task>.yaml, with those of the options it lists as its own defaults."""
+    text = (overlay.conf_dir / "task" / f"{task}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if "# @package _global_" in text:  # an overlay (task=grpo): its task keys sit under `task:`
+        data = {**(data.get("task") or {}), "defaults": data.get("defaults")}
+    keys = set(data) - {"defaults"}
+    for parent in data.get("defaults") or []:
+        if (
+            isinstance(parent, str)
+            and parent != "_self_"
+            and (overlay.conf_dir / "task" / f"{parent}.yaml").is_file()
+        ):
+            keys |= _task_keys(overlay, parent)
+    return keys
+
+
+def _set_task(overlay: Overlay, task: str, source_key: str, task_key: str, value: Any) -> None:
+    """task.<key> when the chosen task has that key; otherwise reported with the task it belongs to."""
+    if task_key in _task_keys(overlay, task):
+        overlay.set(f"task.{task_key}", _number(value))
+    else:
+        overlay.skip(source_key, value, f"task={task} has no task.{task_key}")
+
+
+def _known(overlay: Overlay, dotted: str) -> bool:
+    from hydratune.schema import known_keys
+
+    return dotted in known_keys(str(overlay.conf_dir))
+
+
+def _split_op(overlay: Overlay, size: Any) -> None:
+    size = _number(size)
+    if size:
+        ops = overlay.values.setdefault("dataset.ops", [])
+        ops.append({"split": {"eval": size, "seed": 0}})
+
+
+def _attention(overlay: Overlay, key: str, value: Any) -> None:
+    implementation = {
+        True: "flash_attention_2",
+        "fa2": "flash_attention_2",
+        "sdpa": "sdpa",
+        "disabled": "eager",
+        "eager": "eager",
+        "flash_attention_2": "flash_attention_2",
+    }.get(value)
+    if implementation:
+        overlay.set("model.attn_implementation", implementation)
+    elif value not in (False, "auto"):
+        overlay.skip(key, value, "model.attn_implementation is sdpa, eager or flash_attention_2")
+
+
+def _precision(overlay: Overlay, key: str, value: Any) -> None:
+    """`bf16: auto` (Axolotl: bf16 where the GPU has it) is bf16-mixed; on a CPU, set trainer.precision=32-true."""
+    overlay.map_key(key, True if value == "auto" else value)
+
+
+def _common(overlay: Overlay, key: str, value: Any) -> bool:
+    """Keys that LLaMA-Factory and Axolotl spell alike; True when handled."""
+    if key in ("bf16", "fp16"):
+        _precision(overlay, key, value)
+    elif key in ("pure_bf16",):
+        if value:
+            overlay.set("trainer.precision", "bf16-true")
+    elif key in ("train_on_prompt", "train_on_inputs"):
+        overlay.set("dataset.train_on", "all" if value else "response")
+    elif key in ("cutoff_len", "sequence_len"):
+        overlay.set("dataset.max_seq_length", int(value))
+    elif key in ("val_size", "val_set_size"):
+        _split_op(overlay, value)
+    elif key == "max_samples":
+        overlay.values.setdefault("dataset.ops", []).insert(0, {"select_rows": {"first": int(value)}})
+    elif key in ("packing", "sample_packing", "neat_packing"):
+        if value or key != "neat_packing":
+            overlay.set("dataset.packing", bool(value))
+    elif key in ("use_dora", "peft_use_dora"):
+        if value:
+            overlay.set("peft.config.use_dora", True)
+    elif key in ("use_rslora", "peft_use_rslora"):
+        if value:
+            overlay.set("peft.config.use_rslora", True)
+    elif key == "pissa_init":
+        if value:
+            overlay.set("peft.config.init_lora_weights", "pissa")
+    elif key in ("additional_target", "lora_modules_to_save"):
+        names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+        overlay.set("peft.config.modules_to_save", names)
+    elif key in ("flash_attn", "flash_attention", "sdp_attention"):
+        _attention(overlay, key, "sdpa" if key == "sdp_attention" and value else value)
+    elif key == "preprocessing_num_workers":
+        overlay.set("dataset.num_proc", int(value))
+    elif key == "eval_max_new_tokens":
+        overlay.set("eval_generations.max_new_tokens", int(value))
+    elif key == "save_only_model":
+        if value:
+            overlay.skip(key, value, "checkpoints always hold optimizer and loop state (exact resume)")
+    elif key == "attn_implementation":
+        _attention(overlay, key, value)
+    elif key == "dataset_exact_deduplication":
+        if value:
+            overlay.values.setdefault("dataset.ops", []).insert(0, {"dedup": True})
+    elif key == "sample_packing_sequentially":
+        if value:
+            overlay.set("dataset.packing_strategy", "greedy")  # rows filled in order
+    elif key == "disable_gradient_checkpointing":
+        overlay.set("model.gradient_checkpointing", not value)
+    elif key in TASK_VALUES:
+        return False  # handled with the task
+    elif key in LF_AX_UNSUPPORTED:
+        overlay.skip(key, value, LF_AX_UNSUPPORTED[key])
+    elif key in LF_AX_IMPLIED:
+        pass
+    else:
+        return False
+    return True
+
+
+# Which tasks read each preference / RL key (by source key); elsewhere it is reported as not used.
+TASK_OF_KEY = {
+    "kto_chosen_weight": ("kto",),
+    "kto_rejected_weight": ("kto",),
+    "kto_desirable_weight": ("kto",),
+    "kto_undesirable_weight": ("kto",),
+    "pref_ftx": ("dpo",),
+    "cpo_alpha": ("dpo",),
+    "dpo_label_smoothing": ("dpo",),
+    "simpo_gamma": ("dpo",),
+    "max_new_tokens": ("grpo",),
+    "temperature": ("grpo",),
+    "top_p": ("grpo",),
+}
+
+
+def _task_value(overlay: Overlay, task: str, key: str, value: Any) -> None:
+    if task not in TASK_OF_KEY.get(key, ("dpo", "kto", "grpo")):
+        overlay.skip(key, value, f"not used by task={task}")
+    else:
+        _set_task(overlay, task, key, TASK_VALUES[key], value)
+
+
+def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) -> None:
+    stage = data.get("stage", "sft")
+    task, _ = _task(overlay, "stage", stage, LLAMAFACTORY_STAGES)
+    if stage == "pt":
+        overlay.set("dataset.train_on", "all")
+    if stage == "ppo":
+        overlay.skip(
+            "stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"
+        )
+    rows = None  # what the dataset became: "chat", "pairs" or nothing
+    for key, value in data.items():
+        if value is None or key == "stage" or _common(overlay, key, value):
+            continue
+        if key == "pref_loss":
+            loss = PREF_LOSSES.get(str(value))
+            if "loss" not in _task_keys(overlay, task):
+                overlay.skip(key, value, f"not used by task={task}")
+            elif loss:
+                _set_task(overlay, task, key, "loss", loss)
+            else:
+                overlay.skip(key, value, f"task.loss is one of {', '.join(PREF_LOSSES)}")
+        elif key in TASK_VALUES:
+            _task_value(overlay, task, key, value)
+        elif key == "dataset":
+            rows = _llamafactory_datasets(overlay, value, context, task)
+        elif key == "eval_dataset":
+            overlay.skip(
+                key, value, "hold rows out with val_size (dataset.ops split), or name a validation file"
+            )
+        elif key == "template":
+            pass  # after the data: its meaning depends on the format
+        elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
+            pass  # bitsandbytes is hydratune's quantization
+        elif key in ("freeze_trainable_layers", "freeze_trainable_modules"):
+            if value == "all":
+                overlay.skip(key, value, "name the modules (peft.trainable_modules) or the layers to train")
+            elif data.get("finetuning_type") == "freeze":
+                modules = value if key.endswith("layers") else [v.strip() for v in str(value).split(",")]
+                overlay.set(f"peft.{key.replace('freeze_', '')}", modules)
+            else:
+                overlay.skip(key, value, "used by finetuning_type: freeze only")
+        else:
+            overlay.map_key(key, value)
+    if "template" in data:
+        if rows == "chat":  # the model's own template, which the tokenizer carries
+            overlay.set("dataset.chat_template", None)
+        else:
+            why = "the preference task renders its pairs" if rows else "no dataset was imported (see dataset)"
+            overlay.skip("template", data["template"], f"chat templates come from the tokenizer; {why}")
+
+
+def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext, task: str) -> str | None:
+    """`dataset: a,b` through dataset_info.json into dataset.sources. Returns "chat" for SFT rows (rendered
+    with the chat template, as LLaMA-Factory renders both of its formats), "pairs" for preference rows,
+    None when nothing was imported."""
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    if context.dataset_info is None:
+        overlay.skip(
+            "dataset", value, "names in LLaMA-Factory's dataset_info.json: pass --dataset-info PATH, "
+            "or set dataset.sources and dataset.format"
+        )  # fmt: skip
+        return None
+    if not context.dataset_info.is_file():
+        raise UserError(f"--dataset-info {context.dataset_info}: no such file")
+    info = load(context.dataset_info)
+    sources, formats, columns_of = [], set(), []
+    for name in names:
+        entry = info.get(name)
+        if not isinstance(entry, dict):
+            overlay.skip(f"dataset.{name}", name, f"not in {context.dataset_info.name}")
+            continue
+        source = _info_source(entry, context.dataset_info.parent)
+        if source is None:
+            overlay.skip(f"dataset.{name}", name, "only file_name and hf_hub_url entries are sources")
+            continue
+        sources.append(source)
+        formats.add((entry.get("formatting", "alpaca"), bool(entry.get("ranking"))))
+        columns_of.append(entry)
+    if not sources:
+        return None
+    if len(formats) > 1:
+        overlay.skip("dataset", value, "the datasets have different formats; import them one at a time")
+        return None
+    (formatting, ranking), entry = formats.pop(), columns_of[0]
+    if any(
+        e.get("columns") != entry.get("columns") or e.get("tags") != entry.get("tags") for e in columns_of
+    ):
+        overlay.skip("dataset", value, "the datasets name their columns differently; rename them with ops")
+        return None
+    overlay.set("dataset.sources", sources)
+    columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
+    if ranking or _reads_preference_data(task):
+        _preference_columns(overlay, formatting, columns)
+        return "pairs"
+    if formatting == "sharegpt":
+        overlay.choices["dataset"] = "sharegpt"
+        overlay.set("dataset.format", "sharegpt")
+        overlay.set("dataset.conversations_column", columns.get("messages", "conversations"))
+        overlay.set("dataset.role_key", tags.get("role_tag", "from"))
+        overlay.set("dataset.content_key", tags.get("content_tag", "value"))
+        roles = {
+            tags.get("user_tag", "human"): "user",
+            tags.get("assistant_tag", "gpt"): "assistant",
+            tags.get("system_tag", "system"): "system",
+            tags.get("observation_tag", "observation"): "tool",
+        }
+        overlay.set("dataset.roles", roles)
+        overlay.set("dataset.system_column", columns.get("system"))
+        for extra in set(columns) - {"messages", "system"}:
+            overlay.skip(f"columns.{extra}", columns[extra], "only the turns and a system column are read")
+        return "chat"
+    # LLaMA-Factory renders alpaca rows as a user turn and an assistant turn with the chat template.
+    overlay.choices["dataset"] = "chat"
+    overlay.set("dataset.format", "alpaca_chat")
+    overlay.set("dataset.system_column", columns.get("system"))
+    renames = {columns[k]: v for k, v in (("prompt", "instruction"), ("query", "input"), ("response", "output"))
+               if k in columns and columns[k] != v}  # fmt: skip
+    if renames:
+        overlay.values.setdefault("dataset.ops", []).insert(0, {"rename_columns": renames})
+    for extra in set(columns) - {"prompt", "query", "response", "system"}:
+        overlay.skip(
+            f"columns.{extra}", columns[extra], "alpaca rows read instruction, input, output, system"
+        )
+    return "chat"
+
+
+def _info_source(entry: dict, folder: Path) -> dict | None:
+    if "file_name" in entry:
+        path = (folder / entry["file_name"]).resolve()
+        loader = {".csv": "csv", ".parquet": "parquet", ".txt": "text"}.get(path.suffix, "json")
+        if path.is_dir():
+            return {"loader": loader, "data_dir": str(path)}
+        return {"loader": loader, "data_files": {"train": str(path)}}
+    if "hf_hub_url" in entry:
+        source = {"path": entry["hf_hub_url"], "split": entry.get("split", "train")}
+        if entry.get("subset"):
+            source["name"] = entry["subset"]
+        return source
+    return None
+
+
+def _preference_columns(overlay: Overlay, formatting: str, columns: dict) -> None:
+    """Preference rows: the column keys the preference tasks read, where this hydratune has them."""
+    wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else "messages"),
+              "chosen_column": columns.get("chosen", "chosen"),
+              "rejected_column": columns.get("rejected", "rejected")}  # fmt: skip
+    for key, column in wanted.items():
+        if _known(overlay, f"dataset.{key}"):
+            overlay.set(f"dataset.{key}", column)
+        else:
+            overlay.skip(f"columns.{key.split('_')[0]}", column, f"this hydratune has no dataset.{key}")
+
+
+# fsdp_config keys (with or without the fsdp_ prefix) left to Lightning's FSDPStrategy.
+FSDP_DEFAULTS = {
+    "sync_module_states",
+    "limit_all_gathers",
+    "cpu_ram_efficient_loading",
+    "backward_prefetch",
+    "forward_prefetch",
+}
+AXOLOTL_DATASET_TYPES = {"alpaca", "chat_template", "completion", "input_output", "sharegpt"}
+
+
+def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None:
+    task, loss = ("sft", None)
+    if data.get("rl"):
+        task, loss = _task(overlay, "rl", data["rl"], AXOLOTL_RL)
+        if loss:
+            _set_task(overlay, task, "rl", "loss", loss)
+    if not data.get("adapter"):
+        overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
+    for key, value in data.items():
+        if value is None or key in ("rl", "datasets") or _common(overlay, key, value):
+            continue
+        if key == "base_model":
+            overlay.model(str(value))
+        elif key == "adapter":
+            overlay.choose("peft", str(value), key)
+        elif key == "lora_target_linear":
+            if value:
+                overlay.set("peft.config.target_modules", "all-linear")
+        elif key == "micro_batch_size":
+            overlay.set("dataset.batch_size", int(value))
+        elif key == "eval_batch_size":
+            overlay.set("dataset.eval_batch_size", int(value))
+        elif key == "lr_scheduler":
+            overlay.choose("scheduler", str(value), key)
+        elif key == "cosine_min_lr_ratio":
+            overlay.choose("scheduler", "cosine_with_min_lr", key)
+            overlay.set("scheduler.kwargs.min_lr_rate", _number(value))
+        elif key == "evals_per_epoch":
+            overlay.set("trainer.val_check_interval", 1.0 / int(value))
+            overlay.set("trainer.check_val_every_n_epoch", 1)
+        elif key == "saves_per_epoch":
+            if data.get("evals_per_epoch") and int(value) == int(data["evals_per_epoch"]):
+                overlay.set("callbacks.model_checkpoint.save_steps", None)  # at each evaluation
+            else:
+                overlay.skip(key, value, "checkpoints are written at each evaluation, or every "
+                             "callbacks.model_checkpoint.save_steps optimizer steps")  # fmt: skip
+        elif key == "chat_template":
+            from hydratune.data.formats import CHAT_TEMPLATES
+
+            if value in CHAT_TEMPLATES:
+                overlay.set("dataset.chat_template", value)
+            elif value == "tokenizer_default":
+                overlay.set("dataset.chat_template", None)
+            else:
+                overlay.skip(key, value, "built-in templates: chatml, tiny; null is the tokenizer's own")
+        elif key == "trl" and isinstance(value, dict):
+            for trl_key, trl_value in value.items():
+                if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
+                    _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
+                elif trl_value is not None:
+                    why = "rewards are task.rewards entries" if trl_key.startswith("reward") else (
+                        "vLLM is not used: sampling runs in the training process" if "vllm" in trl_key
+                        else f"no task.{trl_key} counterpart for task={task}")  # fmt: skip
+                    overlay.skip(f"trl.{trl_key}", trl_value, why)
+        elif key in TASK_VALUES:
+            _task_value(overlay, task, key, value)
+        elif key == "fsdp":
+            _fsdp(overlay, value)
+        elif key == "fsdp_config" and isinstance(value, dict):
+            for fkey, fvalue in value.items():
+                if fkey in ("fsdp_offload_params", "offload_params"):
+                    overlay.set("trainer.strategy.cpu_offload", bool(fvalue))
+                elif fkey in ("fsdp_state_dict_type", "state_dict_type"):
+                    overlay.set(
+                        "trainer.strategy.state_dict_type", "full" if "FULL" in str(fvalue) else "sharded"
+                    )
+                elif fkey.replace("fsdp_", "") in (
+                    "transformer_layer_cls_to_wrap",
+                    "auto_wrap_policy",
+                    "version",
+                ):
+                    continue  # hydratune wraps each decoder layer
+                elif fkey.replace("fsdp_", "") == "sharding_strategy":
+                    names = {1: "FULL_SHARD", 2: "SHARD_GRAD_OP", 3: "NO_SHARD", 4: "HYBRID_SHARD"}
+                    overlay.set("trainer.strategy.sharding_strategy", names.get(fvalue, str(fvalue).upper()))
+                elif fkey.replace("fsdp_", "") == "activation_checkpointing":
+                    overlay.set("model.gradient_checkpointing", bool(fvalue))
+                elif fkey.replace("fsdp_", "") == "use_orig_params":
+                    continue  # always on: LoRA trains only some parameters
+                elif fkey.replace("fsdp_", "") in FSDP_DEFAULTS:
+                    overlay.skip(f"fsdp_config.{fkey}", fvalue, "Lightning's FSDPStrategy chooses it")
+                elif fkey.replace("fsdp_", "") == "reshard_after_forward":
+                    overlay.set(
+                        "trainer.strategy.sharding_strategy", "FULL_SHARD" if fvalue else "SHARD_GRAD_OP"
+                    )
+                else:
+                    overlay.skip(f"fsdp_config.{fkey}", fvalue, "no hydratune counterpart known")
+        elif key == "wandb_project":
+            overlay.map_key(key, value)
+        elif key == "use_tensorboard":
+            if value:
+                overlay.choose("logger", "tensorboard", key)
+        else:
+            overlay.map_key(key, value)
+    if "fsdp_config" in data and "fsdp" not in data and data["fsdp_config"]:
+        overlay.choose("trainer", "fsdp", "fsdp_config")
+    _axolotl_datasets(overlay, data.get("datasets") or [], task)
+
+
+def _fsdp(overlay: Overlay, value: Any) -> None:
+    words = value.split() if isinstance(value, str) else list(value)
+    if not words:
+        return
+    overlay.choose("trainer", "fsdp", "fsdp")
+    sharding = {"full_shard": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "hybrid_shard": "HYBRID_SHARD"}
+    for word in words:
+        if word in sharding:
+            overlay.set("trainer.strategy.sharding_strategy", sharding[word])
+        elif word == "offload":
+            overlay.set("trainer.strategy.cpu_offload", True)
+        elif word != "auto_wrap":
+            overlay.skip(
+                "fsdp", word, "FSDP options: full_shard, shard_grad_op, hybrid_shard, offload, auto_wrap"
+            )
+
+
+def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
+    """`datasets: [{path, type, ...}]` into dataset.sources and dataset.format (one format for all)."""
+    sources, kinds = [], set()
+    chat_keys: dict[str, Any] = {}
+    for i, spec in enumerate(datasets):
+        where = f"datasets.{i}"
+        if not isinstance(spec, dict) or "path" not in spec:
+            overlay.skip(where, spec, "a dataset needs a path")
+            continue
+        kind = spec.get("type", "alpaca")
+        if isinstance(kind, dict):
+            overlay.skip(f"{where}.type", kind, "a custom prompt format: write it as a map op (dataset.ops)")
+            continue
+        kind = str(kind)
+        if not _reads_sft_data(task):
+            overlay.skip(f"{where}.type", kind, f"write dataset.* columns for task={task} by hand")
+        elif kind.split(".")[0] not in AXOLOTL_DATASET_TYPES:
+            overlay.skip(
+                f"{where}.type",
+                kind,
+                "types with a counterpart: alpaca, chat_template, completion, input_output",
+            )
+            continue
+        path = str(spec["path"])
+        if (
+            spec.get("ds_type")
+            or spec.get("data_files")
+            or Path(path).suffix in (".json", ".jsonl", ".csv", ".parquet")
+        ):
+            loader = spec.get("ds_type") or {".csv": "csv", ".parquet": "parquet"}.get(
+                Path(path).suffix, "json"
+            )
+            source = {"loader": loader, "data_files": {"train": spec.get("data_files") or path}}
+        else:
+            source = {"path": path, "split": spec.get("split", "train")}
+            if spec.get("name"):
+                source["name"] = spec["name"]
+        sources.append(source)
+        kinds.add(kind.split(".")[0])
+        for key, value in spec.items():
+            if key in ("path", "type", "split", "name", "ds_type", "data_files"):
+                continue
+            if key == "field_messages":
+                chat_keys["messages_column"] = value
+            elif key == "message_property_mappings" and isinstance(value, dict):
+                chat_keys["role_key"], chat_keys["content_key"] = (
+                    value.get("role", "role"),
+                    value.get("content", "content"),
+                )
+            elif key == "message_field_role":
+                chat_keys["role_key"] = value
+            elif key == "message_field_content":
+                chat_keys["content_key"] = value
+            elif key == "roles" and isinstance(value, dict):
+                chat_keys["roles"] = {name: role for role, names in value.items() for name in names}
+            elif key == "field" and kind == "completion":
+                chat_keys["text_column"] = value
+            elif key == "roles_to_train" and value == ["assistant"]:
+                continue
+            elif key == "train_on_eos" and value in ("turn", "all"):
+                continue  # every trained turn ends with its end-of-turn token
+            else:
+                overlay.skip(f"{where}.{key}", value, "no hydratune counterpart known")
+    if not sources or not _reads_sft_data(task):
+        if sources:
+            overlay.set("dataset.sources", sources)
+        return
+    if len(kinds) > 1:
+        overlay.skip(
+            "datasets", sorted(kinds), "the datasets have different types; import them one at a time"
+        )
+        return
+    overlay.set("dataset.sources", sources)
+    kind = kinds.pop()
+    if kind in ("chat_template", "sharegpt"):
+        role_key = chat_keys.get("role_key", "role" if kind == "chat_template" else "from")
+        content_key = chat_keys.get("content_key", "content" if kind == "chat_template" else "value")
+        column = chat_keys.get("messages_column", "messages" if kind == "chat_template" else "conversations")
+        roles = chat_keys.get("roles")
+        if (role_key, content_key, roles) == ("role", "content", None):
+            overlay.choices["dataset"] = "chat"
+            overlay.set("dataset.format", "messages")
+            overlay.set("dataset.messages_column", column)
+        else:
+            overlay.choices["dataset"] = "sharegpt"
+            overlay.set("dataset.format", "sharegpt")
+            overlay.set("dataset.conversations_column", column)
+            overlay.set("dataset.role_key", role_key)
+            overlay.set("dataset.content_key", content_key)
+            default_roles = {"human": "user", "gpt": "assistant", "system": "system"} if kind == "sharegpt" else {
+                "user": "user", "assistant": "assistant", "system": "system", "tool": "tool"}  # fmt: skip
+            overlay.set("dataset.roles", roles or default_roles)
+    elif kind == "alpaca":
+        overlay.set("dataset.format", "alpaca")
+        overlay.set("dataset.template", "alpaca")
+    elif kind == "completion":
+        overlay.set("dataset.format", "text")
+        overlay.set("dataset.text_column", chat_keys.get("text_column", "text"))
+    elif kind == "input_output":
+        overlay.set("dataset.format", "segments")  # [{label, text}]: trained where label is true
+
+
+IMPORTERS = {
+    "model-compose": import_model_compose,
+    "llamafarm": import_llamafarm,
+    "simplefoundation": import_simplefoundation,
+    "llama-factory": import_llamafactory,
+    "axolotl": import_axolotl,
+}
+
+
+def convert(
+    path: str | Path, name: str, conf_dir: str | Path, dataset_info: str | Path | None = None
+) -> tuple[dict, str, list[str]]:
+    """(the experiment config, the detected format, the unmapped keys) for the file at `path`.
+
+    `dataset_info`: LLaMA-Factory's dataset_info.json, to resolve its dataset names into sources.
+    """
+    path, conf_dir = Path(path), Path(conf_dir)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    data = load(path)
+    fmt = detect(data)
+    overlay = Overlay(conf_dir)
+    if fmt in ("llama-factory", "axolotl"):
+        IMPORTERS[fmt](data, overlay, ImportContext(dataset_info))
+    else:
+        IMPORTERS[fmt](data, overlay)
+    return overlay.finish(name), fmt, overlay.unmapped
+
+
+def render(experiment: dict, source: str, fmt: str) -> str:
+    header = (
+        "# @package _global_\n"
+        f"# Imported by `hydratune import` from {source} ({fmt}); see docs/options.md for the mapping.\n"
+    )
+    return header + yaml.safe_dump(experiment, sort_keys=False, default_flow_style=False)
+
+
+def write_experiment(
+    path: str | Path,
+    name: str,
+    conf_dir: str | Path,
+    force: bool = False,
+    dataset_info: str | Path | None = None,
+) -> tuple[Path, str, list[str]]:
+    """Write conf_dir/experiment/NAME.yaml; returns its path, the format taken and the unmapped keys."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
+        raise UserError(f"--name {name!r}: use letters, digits, _ and - (it becomes experiment={name})")
+    experiment, fmt, unmapped = convert(path, name, conf_dir, dataset_info)
+    out = Path(conf_dir) / "experiment" / f"{name}.yaml"
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose another --name or pass --force")
+    out.write_text(render(experiment, Path(path).name, fmt))
+    return out, fmt, unmapped

@@ -1,0 +1,200 @@
+"""Preference and reward losses: pure torch functions on per-sequence log-probabilities and scores.
+
+No Lightning and no model here: a task computes log-probs with `sequence_logps` from one forward pass,
+then calls the loss. Every loss returns one value per pair (or per row), unreduced, so the caller
+chooses the normalisation (per pair across accumulation and DDP, as SFT's is per token).
+
+Shapes: `B` pairs (or rows), `T` positions, `V` vocabulary entries. Log-probs are natural logarithms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hydratune.data.tokenize import IGNORE_INDEX
+
+PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
+# Losses that read length-normalised (mean per answer token) log-probs; the others read sums.
+MEAN_LOGP_LOSSES = ("ipo", "orpo", "simpo")
+# Losses without a reference model.
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
+
+
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, average: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each row's label tokens: the sum (or the mean per token) over the row.
+
+    Position t predicts token t+1 (causal LM), so `logits[:, :-1]` is scored against `labels[:, 1:]`;
+    labels equal to -100 (prompt, padding) are skipped. Each token's log-prob is `logit[label] -
+    logsumexp(logits)`, exactly `log_softmax(...)[label]` but without keeping a `[B, T, V]` log-softmax
+    tensor: full-precision logits go through one `logsumexp` (a `[B, T]` result; autograd keeps only
+    the logits themselves); lower-precision ones are upcast one row at a time, so the forward holds at
+    most a `[T, V]` float32 temporary at once (autograd keeps each row's upcast copy when the logits
+    need gradients, as `log_softmax(logits.float())` would).
+
+    Args:
+        logits: `[B, T, V]` model outputs.
+        labels: `[B, T]` token ids, -100 where nothing is scored.
+        average: divide each row's sum by its number of scored tokens (rows with none give 0).
+
+    Returns:
+        `(logps [B], token_counts [B])`: float32 log-probs and the number of scored tokens per row.
+    """
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    index = labels.masked_fill(~mask, 0).unsqueeze(-1)
+    if logits.dtype in (torch.float32, torch.float64):
+        token_logps = logits.gather(-1, index).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    else:
+        rows = []
+        for row_logits, row_index in zip(logits, index):
+            row_logits = row_logits.float()
+            rows.append(row_logits.gather(-1, row_index).squeeze(-1) - torch.logsumexp(row_logits, dim=-1))
+        token_logps = torch.stack(rows)
+    token_logps = token_logps.float() * mask
+    counts = mask.sum(-1)
+    logps = token_logps.sum(-1)
+    if average:
+        logps = logps / counts.clamp(min=1)
+    return logps, counts
+
+
+def preference_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor | None = None,
+    ref_rejected_logps: torch.Tensor | None = None,
+    loss: str = "sigmoid",
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    simpo_gamma: float = 0.5,
+    chosen_nll: torch.Tensor | None = None,
+    sft_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """The loss of each preference pair, for DPO and its family.
+
+    Inputs are `[B]` tensors. `sigmoid` and `hinge` take summed answer log-probs; `ipo`, `orpo` and
+    `simpo` take mean log-probs per answer token (`sequence_logps(..., average=True)`; see
+    `MEAN_LOGP_LOSSES`), as TRL does. With `h = (pi_c - ref_c) - (pi_r - ref_r)` (the log-ratio margin),
+    `eps = label_smoothing` and `logsig = log(sigmoid(.))`:
+
+    - `sigmoid` (DPO, Rafailov et al. 2023; with eps > 0 the conservative DPO of Mitchell 2023):
+      `-(1 - eps) * logsig(beta * h) - eps * logsig(-beta * h)`.
+    - `ipo` (Azar et al. 2023, eq. 17, beta = tau): `(h - 1 / (2 * beta))^2`, on mean log-probs.
+    - `hinge` (SLiC, Zhao et al. 2023): `relu(1 - beta * h)`.
+    - `orpo` (Hong et al. 2024, reference-free; beta = lambda): with mean log-probs `c`, `r`,
+      `log_odds = (c - r) - (log(1 - e^c) - log(1 - e^r))`, loss `nll_c - beta * logsig(log_odds)`,
+      where `nll_c` is `chosen_nll` or, by default, `-c` (mean NLL of the chosen answer tokens).
+    - `simpo` (Meng et al. 2024, reference-free): with mean log-probs `c`, `r` and margin `gamma`,
+      `-(1 - eps) * logsig(beta * (c - r) - gamma) - eps * logsig(-(beta * (c - r) - gamma))`.
+
+    Rewards are `beta * (pi - ref)` for the reference-based losses and `beta * pi` for the
+    reference-free ones (detached, for logging). `sft_weight > 0` adds `sft_weight * chosen_nll` to a
+    reference-based loss (LLaMA-Factory's `pref_ftx`); ORPO has its NLL term built in.
+
+    Returns:
+        `{"loss": [B], "chosen_rewards": [B], "rejected_rewards": [B]}`.
+    """
+    if loss not in PREFERENCE_LOSSES:
+        raise ValueError(f"loss={loss!r} is not known; use one of: {', '.join(PREFERENCE_LOSSES)}")
+    if loss in REFERENCE_FREE_LOSSES:
+        chosen_rewards, rejected_rewards = beta * chosen_logps, beta * rejected_logps
+        if loss == "orpo":
+            c, r = chosen_logps.float(), rejected_logps.float()
+            log_odds = (c - r) - (_log1mexp(c) - _log1mexp(r))
+            nll = -c if chosen_nll is None else chosen_nll
+            losses = nll - beta * F.logsigmoid(log_odds)
+        else:
+            z = beta * (chosen_logps - rejected_logps) - simpo_gamma
+            losses = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+    else:
+        if ref_chosen_logps is None or ref_rejected_logps is None:
+            raise ValueError(f"loss={loss!r} needs the reference log-probs")
+        chosen_ratio = chosen_logps - ref_chosen_logps
+        rejected_ratio = rejected_logps - ref_rejected_logps
+        h = chosen_ratio - rejected_ratio
+        if loss == "sigmoid":
+            losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
+                -beta * h
+            )
+        elif loss == "ipo":
+            losses = (h - 1 / (2 * beta)) ** 2
+        else:
+            losses = torch.relu(1 - beta * h)
+        chosen_rewards, rejected_rewards = beta * chosen_ratio, beta * rejected_ratio
+    if sft_weight and loss != "orpo":
+        if chosen_nll is None:
+            raise ValueError("sft_weight > 0 needs chosen_nll (the mean NLL of each chosen answer)")
+        losses = losses + sft_weight * chosen_nll
+    return {
+        "loss": losses,
+        "chosen_rewards": chosen_rewards.detach(),
+        "rejected_rewards": rejected_rewards.detach(),
+    }
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """`log(1 - exp(x))` for x < 0, stable at both ends (Maechler 2012)."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point: the batch estimate of KL(policy || reference), a detached scalar >= 0.
+
+    The KL rows are mismatched (prompt, completion) pairs: the completions of a batch rotated by one
+    (row i's prompt with row i-1's completion; `KTOCollator(kl=True)` builds them), so the estimate
+    uses the same answers as the rewards, under prompts they were not written for. The estimate is
+    `mean(policy_kl_logps - ref_kl_logps)` over the batch (summed log-probs), clamped at 0 and detached:
+    no gradient flows through the reference point. Under DDP, average it over ranks before the clamp
+    (TRL gathers it).
+    """
+    return (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable_mask: torch.Tensor,
+    kl_ref_point: torch.Tensor | float,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """KTO (Ethayarajh et al. 2024, eq. 7; as TRL's `loss_type="kto"`) on unpaired rows.
+
+    With `ratio = policy_logps - ref_logps` (summed answer log-probs) and `z0 = kl_ref_point`
+    (see `kto_kl_estimate`), each row's loss is
+    `desirable_weight * (1 - sigmoid(beta * (ratio - z0)))` for a desirable completion and
+    `undesirable_weight * (1 - sigmoid(beta * (z0 - ratio)))` for an undesirable one.
+
+    Args:
+        policy_logps, ref_logps: `[B]` summed log-probs of each completion.
+        desirable_mask: `[B]` bool, True for desirable completions.
+
+    Returns:
+        `{"loss": [B], "rewards": [B] = beta * ratio (detached)}`.
+    """
+    ratio = policy_logps - ref_logps
+    desirable = desirable_mask.bool()
+    loss = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl_ref_point))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (kl_ref_point - ratio))),
+    )
+    return {"loss": loss, "rewards": (beta * ratio).detach()}
+
+
+def bradley_terry_loss(
+    chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A reward model's pairwise loss: `-log(sigmoid(chosen - rejected - margin))`, `[B]` in and out.
+
+    `margin` (optional, `[B]`) asks the chosen score to exceed the rejected one by that much, as in
+    Llama 2's reward models (Touvron et al. 2023) and TRL's RewardTrainer.
+    """
+    diff = chosen_scores - rejected_scores
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff)

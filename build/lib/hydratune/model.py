@@ -1,0 +1,209 @@
+"""Load tokenizers and models, then apply PEFT. No Hydra, no Lightning: plain dicts in, HF objects out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from hydratune.config import build, canonical_dtype
+
+log = logging.getLogger(__name__)
+
+
+def _hub_kwargs(model_cfg: dict, token: str | None) -> dict[str, Any]:
+    if model_cfg.get("trust_remote_code"):
+        log.warning(
+            "model.trust_remote_code=true: code from %s will run on this machine",
+            model_cfg["pretrained_model_name_or_path"],
+        )
+    return {
+        "revision": model_cfg.get("revision"),
+        "cache_dir": model_cfg.get("cache_dir"),
+        "trust_remote_code": bool(model_cfg.get("trust_remote_code", False)),
+        "token": token or os.environ.get("HF_TOKEN"),
+    }
+
+
+def load_tokenizer(model_cfg: dict, token: str | None = None):
+    """The model's tokenizer, with a pad token (EOS stands in when the tokenizer has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, token)
+    )
+    if tokenizer.pad_token is None:
+        # Padding positions carry label -100 and attention 0, so sharing EOS is safe for training.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str):
+    import torch
+
+    resolved = canonical_dtype(name)
+    return resolved if resolved == "auto" else getattr(torch, resolved)
+
+
+def load_model(
+    model_cfg: dict, token: str | None = None, quantization: dict | None = None, head: dict | None = None
+):
+    """`from_pretrained` with the config's dtype, attention and quantization.
+
+    A causal LM, or with `head` a sequence classifier (`AutoModelForSequenceClassification`) with a new
+    head: `head` holds `num_labels` (and `id2label`/`label2id`, which the export carries) and
+    `pad_token_id`. Decoder classifiers pool the last token that is not the pad id, so it goes into the
+    config; a checkpoint's own head of another size is replaced, not an error.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {}
+    if quantization and quantization.get("method", "none") != "none":
+        kwargs["quantization_config"] = build(quantization["config"])
+    head = dict(head or {})
+    pad_token_id = head.pop("pad_token_id", None)
+    if head:
+        kwargs |= head | {"ignore_mismatched_sizes": True}
+    auto = AutoModelForSequenceClassification if head else AutoModelForCausalLM
+    model = auto.from_pretrained(
+        model_cfg["pretrained_model_name_or_path"],
+        dtype=torch_dtype(model_cfg.get("dtype", "float32")),
+        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        **kwargs,
+        **_hub_kwargs(model_cfg, token),
+    )
+    if head:
+        model.config.pad_token_id = pad_token_id
+    # The KV cache is useless in training, and with it transformers ignores packed position ids.
+    model.config.use_cache = False
+    if "quantization_config" in kwargs and quantization.get("prepare_for_kbit_training", True):
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms to fp32 and makes inputs require grad; checkpointing is set up by the caller.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def classifier_head(labels: list[str], pad_token_id: int | None) -> dict:
+    """`load_model`'s `head` for a classifier of these labels (names by class id)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "pad_token_id": pad_token_id,
+    }
+
+
+def classifier_peft(peft_cfg: dict) -> dict:
+    """The peft config group adapted to a classifier: LoRA with task_type SEQ_CLS (peft then trains and
+    saves the `score`/`classifier` head as modules_to_save); `freeze` keeps the head trainable."""
+    import json
+
+    peft_cfg = json.loads(json.dumps(peft_cfg))  # a deep copy of plain values
+    if peft_cfg.get("method") == "lora":
+        peft_cfg["config"]["task_type"] = "SEQ_CLS"
+    elif peft_cfg.get("method") == "freeze":
+        peft_cfg["trainable_modules"] = [*(peft_cfg.get("trainable_modules") or []), "score", "classifier"]
+    return peft_cfg
+
+
+def apply_peft(model, peft_cfg: dict):
+    """Apply the configured PEFT method: LoRA-family adapters, partial freezing, or nothing."""
+    method = peft_cfg.get("method", "none")
+    if method == "none":
+        return model
+    if method == "lora":
+        from peft import get_peft_model
+
+        config = dict(peft_cfg["config"])
+        if "target_modules" in config:
+            config["target_modules"] = lora_targets(config["target_modules"])
+        return skip_needless_input_casts(get_peft_model(model, build(config)))
+    if method == "freeze":
+        return freeze_all_but(
+            model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or []
+        )
+    raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+
+
+ALL_LINEAR = ("all", "all-linear", "all_linear")
+
+
+def lora_targets(value):
+    """peft's `target_modules`, with `all` (a list of one, or a string) spelled as peft spells it:
+    `all-linear` (every linear layer but the output one)."""
+    if isinstance(value, list | tuple) and len(value) == 1 and value[0] in ALL_LINEAR:
+        value = value[0]
+    return "all-linear" if isinstance(value, str) and value in ALL_LINEAR else value
+
+
+def skip_needless_input_casts(model):
+    """No input casts in the adapter layers of an all-float32 model.
+
+    peft casts each LoRA layer's input to the adapter weights' dtype. With every weight in float32 that
+    cast fires only under bf16 autocast (bf16-mixed), where autocast casts the input straight back to
+    bf16 for the matmul: a round trip per adapter, ~4% of a bf16 step on CPU. Outside autocast the
+    input is already float32, so switching the cast off changes nothing there.
+    """
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = False
+    return model
+
+
+def freeze_all_but(model, last_layers: int, module_names: list[str]):
+    """Freeze every parameter except those of the last `last_layers` decoder layers and of named modules."""
+    layers = decoder_layers(model)
+    keep = (
+        {id(p) for layer in layers[len(layers) - last_layers :] for p in layer.parameters()}
+        if last_layers
+        else set()
+    )
+    for name, param in model.named_parameters():
+        param.requires_grad = id(param) in keep or any(m in name for m in module_names)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"peft=freeze left nothing to train: raise peft.trainable_layers (got {last_layers}) "
+            f"or fix peft.trainable_modules (got {module_names})"
+        )
+    return model
+
+
+def decoder_layers(model) -> list:
+    """The list of decoder blocks of a causal LM (the longest ModuleList inside it)."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Non-reentrant checkpointing; inputs require grad so LoRA layers behind frozen embeddings get one."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def decoder_layer_classes(model_cfg: dict) -> set[type]:
+    """The model's decoder block classes (transformers' `_no_split_modules`), read from its config only."""
+    import sys
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(
+        model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, model_cfg.get("token"))
+    )
+    model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    module = sys.modules[model_class.__module__]
+    return {getattr(module, name) for name in model_class._no_split_modules or [] if hasattr(module, name)}

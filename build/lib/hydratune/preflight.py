@@ -1,0 +1,517 @@
+"""Preflight: catch bad configs and data in seconds, before a GPU hour (or a model load) is spent.
+
+Checks, in order: the command line composes (Hydra errors become one line with a did-you-mean),
+the schema (unknown keys, ranges), the cross-group rules, the run name, the output directory (writable,
+room for the checkpoints), and (for `hydratune preflight`) the data: files parse, rows format and
+tokenize, how many samples keep a trained token, how many are truncated. No model weights are loaded.
+
+The data check reads the first rows of each file without datasets, transformers or torch
+(hydratune.data.peek, about a second); where that cannot match training (hub datasets, chat
+templates, a model not on this disk) it prepares every row as training does, and says which ran.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+from hydratune import rules, schema
+from hydratune.errors import UserError
+
+# Flags after which Hydra does not run the task, or runs many (multirun sweeps are checked per job).
+SKIP_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--multirun",
+    "-m",
+    "--version",
+    "--resolve",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("HYDRATUNE_ROOT") or Path.cwd())
+
+
+def conf_dir() -> Path:
+    return project_root() / "conf"
+
+
+def _options(group: str) -> list[str]:
+    folder = conf_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
+    """One line from Hydra's multi-line composition errors."""
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = _options(group)
+        guess = difflib.get_close_matches(option, options, n=1)
+        hint = f"did you mean {group}={guess[0]}? " if guess else ""
+        return UserError(f"{group}={option}: no such option; {hint}options: {', '.join(options)}")
+    not_in_struct = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
+    if not_in_struct:
+        key = not_in_struct.group(1)
+        known = schema.known_keys(str(conf_dir()))
+        if key in known:
+            return UserError(f"{key} is not set by the chosen options; add it with +{key}=VALUE")
+        err = schema.unknown_key_error(key, known)
+        return UserError(f"{err} (a new key needs a leading +, e.g. +{key}=VALUE)")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    return UserError(f"cannot compose the config from {' '.join(overrides) or 'the defaults'}: {first}")
+
+
+def compose(overrides: list[str], output_dir: str | None = None, hydra_node: bool = False):
+    """The composed config (as `python train.py OVERRIDES` would build it), or a one-line UserError.
+    With `hydra_node`, it keeps Hydra's own node (hydra.runtime.choices: the option chosen per group)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    extra = [f"paths.output_dir={output_dir}"] if output_dir else []
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(
+                config_name="train", overrides=[*overrides, *extra], return_hydra_config=hydra_node
+            )
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _explain_hydra_error(err, overrides) from err
+
+
+def compose_with_choices(overrides: list[str]):
+    """(config without Hydra's node, {group: chosen option}) for `python train.py OVERRIDES`."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose(overrides, hydra_node=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def check_config(cfg: dict) -> None:
+    """Schema, cross-group rules (and the task's own), the run name and the model's files, on the
+    plain-dict config."""
+    from hydratune.tasks.registry import task_class
+
+    schema.validate(cfg, conf_dir())
+    rules.check(cfg, task_class(cfg.get("task") or {}).rules)
+    name = str(cfg.get("name", ""))
+    if not SAFE_NAME.match(name) or ".." in name:
+        raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
+    check_model(cfg)
+
+
+MODEL_KEY = "model.pretrained_model_name_or_path"
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path, not a hub id: hub ids are `name` or `owner/name`."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def model_folder(model_cfg: dict) -> Path | None:
+    """The folder of the model's files on this disk: the path given, or its hub cache snapshot; None when
+    the hub will be asked. A path that is not on disk, or a hub id not cached while the hub is offline,
+    is a UserError naming the key."""
+    name = str(model_cfg.get("pretrained_model_name_or_path") or "")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if _looks_like_path(name):
+        raise UserError(
+            f"{MODEL_KEY}={name}: no such folder; give the folder of a saved model (config.json and weights), "
+            "or a hub id such as Qwen/Qwen2.5-0.5B"
+        )
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(
+            name, "config.json", cache_dir=model_cfg.get("cache_dir"), revision=model_cfg.get("revision")
+        )
+    except HFValidationError:
+        raise UserError(
+            f"{MODEL_KEY}={name}: neither a folder on this disk nor a hub id (owner/name); check the spelling"
+        ) from None
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if _hub_offline():
+        raise UserError(
+            f"{MODEL_KEY}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
+            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder"
+        )
+    return None
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_model(cfg: dict) -> None:
+    """The model exists, its module names fit peft.config.target_modules, and 4-bit quantization can block
+    its linear layers. Module names and shapes come from the safetensors headers: no weight is read."""
+    folder = model_folder(cfg.get("model") or {})
+    shapes = _safetensors_shapes(folder) if folder is not None else {}
+    if not shapes:
+        return  # weights on the hub, or not safetensors: loading the model is the check
+    linear = {
+        name.removesuffix(".weight"): shape for name, (shape, _) in shapes.items() if _is_matrix(name, shape)
+    }
+    peft = cfg.get("peft") or {}
+    if peft.get("method") == "lora":
+        check_target_modules((peft.get("config") or {}).get("target_modules"), linear)
+    quantization = cfg.get("quantization") or {}
+    if quantization.get("method", "none") != "none" and (quantization.get("config") or {}).get(
+        "load_in_4bit"
+    ):
+        check_4bit_blocks(quantization["config"], linear)
+
+
+def _is_matrix(name: str, shape: list[int]) -> bool:
+    return name.endswith(".weight") and len(shape) == 2
+
+
+def check_target_modules(targets, linear: dict[str, list[int]]) -> None:
+    """Every name in a list of target modules names some layer of the model (peft matches a name by the
+    last parts of a module's dotted name). `all` is peft's `all-linear`; a string is a regex (peft's)."""
+    from hydratune.model import lora_targets
+
+    targets = lora_targets(targets)
+    if targets is None or isinstance(targets, str):
+        return
+    available = sorted({module.rpartition(".")[2] for module in linear})
+    unknown = [t for t in targets if not any(m == t or m.endswith(f".{t}") for m in linear)]
+    if unknown:
+        raise UserError(
+            f"peft.config.target_modules: the model has no module named {', '.join(map(str, unknown))}; "
+            f"available: {', '.join(available)} (or all-linear)"
+        )
+
+
+# bitsandbytes quantizes 4-bit weights in blocks of 64 values. On CPUs with AVX512-BF16, a forward pass
+# without gradients (validation, generation) repacks them for its kernel, which needs in_features to be a
+# multiple of that block and out_features of 32 (bitsandbytes 0.50: functional._convert_weight_packed_for_cpu).
+BNB_4BIT_BLOCK = 64
+BNB_CPU_BLOCK_N = 32
+
+
+def check_4bit_blocks(quantization_config: dict, linear: dict[str, list[int]]) -> None:
+    """Refuse (one line, with the fix) a 4-bit quantization of a linear layer whose sizes bitsandbytes cannot
+    block. Refused on every machine, not only on the CPUs where it would crash: the same config must run on
+    a laptop and on a cluster, and preflight cannot know where a SLURM job will land."""
+    # transformers keeps the output layer unquantized, unless a skip list is given: then only what it names.
+    skip = quantization_config.get("llm_int8_skip_modules")
+    bad = [
+        (module, shape)
+        for module, shape in linear.items()
+        if "embed" not in module
+        and not (module.endswith("lm_head") if skip is None else _skipped(module, skip))
+        and (shape[1] % BNB_4BIT_BLOCK or shape[0] % BNB_CPU_BLOCK_N)
+    ]
+    if bad:
+        module, (rows, columns) = bad[0]
+        output_layer = [m.rpartition(".")[2] for m in linear if m.endswith("lm_head")]
+        names = sorted({m.rpartition(".")[2] for m, _ in bad} | set(output_layer))
+        kind = quantization_config.get("bnb_4bit_quant_type", "4-bit")
+        raise UserError(
+            f"quantization ({kind}): {module} maps {columns} inputs to {rows} outputs"
+            + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else "")
+            + f"; bitsandbytes' 4-bit CPU kernel needs inputs a multiple of {BNB_4BIT_BLOCK} and outputs of "
+            f"{BNB_CPU_BLOCK_N}: use quantization=int8 or none, or keep them unquantized: "
+            f"+quantization.config.llm_int8_skip_modules=[{','.join(names)}]"
+        )
+
+
+def _skipped(module: str, patterns: list[str]) -> bool:
+    """transformers' rule for llm_int8_skip_modules: a prefix or regex up to a dot, or a suffix."""
+    return any(re.match(rf"(?:{p})(?:(?<=\.)|(?=\.|$))", module) or module.endswith(p) for p in patterns)
+
+
+def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
+    """The run directory can be created and written, with room for the checkpoints; returns the free bytes."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"paths.output_dir: {probe} is not writable; choose another hydra.run.dir")
+    free = shutil.disk_usage(probe).free
+    if needed_bytes and free < needed_bytes:
+        raise UserError(
+            f"paths.output_dir: {human_bytes(free)} free at {probe}, checkpoints need ~{human_bytes(needed_bytes)}; "
+            "lower callbacks.model_checkpoint.save_total_limit or free disk"
+        )
+    return free
+
+
+def check_disk_room(cfg: dict) -> None:
+    """Refuse, before any weight loads, a run whose output folder lacks room for its checkpoints and export
+    (the estimate `hydratune preflight` prints: checkpoint_bytes)."""
+    needed = checkpoint_bytes(cfg)
+    check_output_dir(cfg["paths"]["output_dir"], needed[0] if needed else 0)
+
+
+def human_bytes(n: float) -> str:
+    """1,234 bytes, 12.3 KB, 4.5 MB, 6.7 GB (powers of 1000, as disk sizes are sold)."""
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
+
+
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+MAX_CHECKED_JOBS = 16  # a larger grid is checked one swept value at a time
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Before Hydra starts a run from `argv`: compose and check, so mistakes cost seconds, not a run dir.
+
+    For a sweep (`-m`), every job of the grid is checked before the first one starts (or is submitted
+    to SLURM); values that a sweeper samples (Optuna's `interval(...)`) are checked when their job runs.
+    """
+    if any(arg.startswith(("hparams_search=", "hydra/sweeper")) for arg in argv):
+        check_sweeper_plugins()
+    flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
+    if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
+        return
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    if flags & MULTIRUN_FLAGS:
+        jobs = sweep_jobs([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        for n, job in enumerate(jobs):
+            try:
+                check_config(_plain(compose(job, output_dir="/tmp")))
+            except UserError as err:
+                raise UserError(
+                    f"sweep job {n} ({' '.join(job) or 'defaults'}): {err}; nothing was launched"
+                ) from err
+        return
+    run_dir = next((a.split("=", 1)[1] for a in overrides if a.startswith("hydra.run.dir=")), None)
+    resuming = any(a.startswith(("resume=", "ckpt_path=")) for a in overrides)
+    if run_dir and not resuming and (Path(run_dir) / "metrics.json").exists():
+        raise UserError(
+            f"hydra.run.dir={run_dir} holds a finished run; choose a new directory "
+            "(or resume with ckpt_path=...); nothing was written"
+        )
+    cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
+    check_config(_plain(cfg))
+
+
+def check_sweeper_plugins() -> None:
+    """Hydra's own Optuna sweeper plugin, if still installed, claims the names of hydratune's sweeper
+    configs (hydra/sweeper/optuna, sampler/tpe, ...) and composition fails with a schema error."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        raise UserError(
+            "hydra-optuna-sweeper is installed and clashes with hydratune's Optuna sweeper: "
+            'pip uninstall hydra-optuna-sweeper, then pip install -c constraints.txt -e ".[sweep]"'
+        )
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a `-m` grid: every combination, or (past MAX_CHECKED_JOBS) each swept value
+    once with the others at their first value. Sampled values (`interval(...)`) are left to the sweeper."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise _explain_hydra_error(err, overrides) from err
+    axes: list[list[str]] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            axes.append([override.input_line])
+        elif override.is_discrete_sweep():
+            key = override.get_key_element()
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+    if math.prod(len(axis) for axis in axes) <= MAX_CHECKED_JOBS:
+        return [list(job) for job in itertools.product(*axes)]
+    first = [axis[0] for axis in axes]
+    jobs = [first]
+    for i, axis in enumerate(axes):
+        jobs += [first[:i] + [value] + first[i + 1 :] for value in axis[1:]]
+    return jobs
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation that cannot resolve
+        raise UserError(f"config: {str(err).splitlines()[0]}") from err
+
+
+def data_report(cfg: dict) -> dict:
+    """Load the tokenizer (not the model) and prepare the data as training does; counts that say whether
+    it will train. Every row, so it takes as long as the data preparation of a run (datasets, transformers)."""
+    from hydratune.data.peek import tokenizer_report
+    from hydratune.model import load_tokenizer
+    from hydratune.tasks.registry import get_task
+
+    model_cfg = dict(cfg["model"])
+    token = model_cfg.pop("token", None)
+    tokenizer = load_tokenizer(model_cfg, token)
+    report: dict = {"data_check": "full: every row, prepared as training does", **tokenizer_report(tokenizer)}
+    return report | get_task(cfg.get("task")).full_data_report(cfg, tokenizer)
+
+
+def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
+    """The quick look at the first `rows` rows of each file (hydratune.data.peek: no datasets,
+    transformers or torch), or the full preparation where the quick look cannot match training."""
+    from hydratune.data.peek import Fallback, peek
+    from hydratune.tasks.registry import get_task
+
+    if full:
+        report = data_report(cfg)
+    else:
+        try:
+            report = peek(cfg, get_task(cfg.get("task")), rows)
+        except UserError:
+            raise
+        except Exception as err:  # Fallback, or a case the quick look gets wrong: training's own path decides
+            if not isinstance(err, Fallback) and os.environ.get("HYDRATUNE_DEBUG") == "1":
+                raise
+            reason = err if isinstance(err, Fallback) else f"{type(err).__name__}: {err}"
+            report = data_report(cfg)
+            report["data_check"] += f" (the quick look cannot: {reason})"
+    for stats in report.values():  # the share of samples that would be dropped for having no trained token
+        if isinstance(stats, dict) and "dropped_untrained" in stats:
+            stats["untrained_rate"] = stats["dropped_untrained"] / max(stats["rows"], 1)
+    return report
+
+
+# Bytes per trained parameter in a checkpoint: the fp32 weight and two fp32 Adam moments.
+CHECKPOINT_BYTES_PER_PARAM = 12
+SAFETENSORS_HEADER_LIMIT = 100 * 2**20  # a larger header is a broken file
+
+
+def _safetensors_shapes(folder: Path) -> dict[str, tuple[list[int], int]]:
+    """{tensor name: (shape, bytes)} from the headers of a local model's safetensors files (no weights read)."""
+    import json
+    import struct
+
+    shapes = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size)) if size <= SAFETENSORS_HEADER_LIMIT else {}
+            for name, info in header.items():
+                if name != "__metadata__":
+                    start, end = info["data_offsets"]
+                    shapes[name] = (info["shape"], end - start)
+        except (OSError, struct.error, ValueError, KeyError, TypeError):
+            return {}  # not a safetensors file we can read: no estimate (loading the model will say why)
+    return shapes
+
+
+def checkpoint_bytes(cfg: dict) -> tuple[int, str] | None:
+    """About how much disk the run's checkpoints and export take, and how that was reckoned; None when the
+    model is not a local folder of safetensors files. Shapes come from the file headers: no weights load."""
+    shapes = _safetensors_shapes(Path(str(cfg["model"]["pretrained_model_name_or_path"])))
+    if not shapes:
+        return None
+    model_bytes = sum(size for _, size in shapes.values())
+    peft = cfg.get("peft") or {}
+    if peft.get("method") == "lora":
+        lora = peft.get("config") or {}
+        targets = lora.get("target_modules")
+        saved = lora.get("modules_to_save") or []
+        trained = 0
+        for name, (shape, _) in shapes.items():
+            module = name.removesuffix(".weight")
+            if any(module.endswith(m) for m in saved):
+                trained += math.prod(shape)
+            elif len(shape) == 2 and name.endswith(".weight") and _lora_target(module, targets):
+                trained += lora.get("r", 8) * sum(shape) + (shape[0] if lora.get("use_dora") else 0)
+        export = trained * 4
+    else:  # full fine-tuning; peft=freeze trains fewer, so this is an upper bound
+        trained = sum(math.prod(shape) for shape, _ in shapes.values())
+        export = model_bytes
+    if (cfg.get("export") or {}).get("merge"):
+        export += model_bytes
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if checkpoint is None:
+        count, kept = 0, "no checkpoints (callbacks=none)"
+    else:
+        limit = checkpoint.get("save_total_limit")
+        count = (limit or 1) + 1 + bool(checkpoint.get("metric_for_best_model"))  # + last.ckpt (+ best.ckpt)
+        kept = (
+            f"{count} checkpoints"
+            if limit
+            else f"at least {count} checkpoints (save_total_limit=null keeps all)"
+        )
+    total = count * trained * CHECKPOINT_BYTES_PER_PARAM + export
+    return total, f"{kept} of {trained:,} trained parameters + the export"
+
+
+def _lora_target(module: str, targets) -> bool:
+    """Whether peft's LoRA wraps this linear layer (`all-linear` and null: every one but the output layer)."""
+    if targets in (None, "all-linear"):
+        return "embed" not in module and not module.endswith("lm_head")
+    if isinstance(targets, str):  # a regular expression on the full name
+        return re.fullmatch(targets, module) is not None
+    return any(module == t or module.endswith(f".{t}") for t in targets)
+
+
+def run_preflight(
+    overrides: list[str], with_data: bool = True, rows: int = 200, full_data: bool = False
+) -> dict:
+    """Everything `hydratune preflight` checks; raises UserError at the first problem.
+
+    Data: the first `rows` rows of each file (or every row with `full_data`), see `data_check`.
+    """
+    import time
+
+    started = time.time()
+    cfg = compose(overrides, output_dir=str(project_root() / "outputs" / "preflight"))
+    plain = _plain(cfg)
+    check_config(plain)
+    needed = checkpoint_bytes(plain)
+    free = check_output_dir(plain["paths"]["log_dir"], needed[0] if needed else 0)
+    report = {
+        "config": "ok",
+        "rules": f"{len(rules.RULES)} checked",
+        "output_dir": f"{plain['paths']['log_dir']}: writable, {free / 1e9:.1f} GB free"
+        + (f", about {needed[0] / 1e6:,.1f} MB needed ({needed[1]})" if needed else ""),
+    }
+    if with_data:
+        report |= data_check(plain, rows, full_data)
+    report["seconds"] = round(time.time() - started, 2)
+    return report

@@ -1,0 +1,245 @@
+"""Reward functions for online RL (GRPO) and the builder that turns `task.rewards` into callables.
+
+A reward function has the signature `(prompts: list[str], completions: list[str], **columns) ->
+list[float]`: one score per completion. `columns` holds the dataset's other columns, one value per
+completion (a prompt's value repeated for each of its generations), so a function can compare with a
+reference answer. A user's own function is one YAML entry:
+
+    task:
+      rewards:
+        - _target_: hydratune.rewards.exact_match   # any importable function
+          weight: 1.0                               # total reward = sum of weight * reward
+          column: answer                            # every other key is bound to the function
+        - _target_: mypackage.rewards.my_reward
+          weight: 0.2
+
+`RewardModelScorer` is a reward function backed by a model trained with `task=reward`
+(`task.reward_model=RUN_DIR`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydratune.errors import UserError
+
+
+def exact_match(prompts: list[str], completions: list[str], column: str = "answer", **columns) -> list[float]:
+    """1.0 where the completion equals the reference in `columns[column]` (both stripped), else 0.0."""
+    if column not in columns:
+        raise UserError(
+            f"exact_match: the dataset has no column {column!r} (columns: {', '.join(sorted(columns)) or 'none'}); "
+            f"set the reward's column: to the reference answer's column"
+        )
+    return [float(c.strip() == str(ref).strip()) for c, ref in zip(completions, columns[column])]
+
+
+def regex_match(
+    prompts: list[str], completions: list[str], pattern: str = "", full: bool = True, **columns
+) -> list[float]:
+    """1.0 where the completion (stripped) matches `pattern` — all of it when `full`, anywhere otherwise.
+
+    A format check: e.g. `pattern: "<answer>.*</answer>"`. The pattern is compiled with re.DOTALL.
+    """
+    compiled = re.compile(pattern, re.DOTALL)
+    match = compiled.fullmatch if full else compiled.search
+    return [float(match(c.strip()) is not None) for c in completions]
+
+
+def length_penalty(
+    prompts: list[str], completions: list[str], target: int = 64, scale: float = 64.0, **columns
+) -> list[float]:
+    """-|len(completion) - target| / scale, in characters: 0 at the target length, -1 per `scale` off.
+
+    Weight it against the task reward (e.g. 0.1) so that it breaks ties rather than dominating.
+    """
+    return [-abs(len(c) - target) / scale for c in completions]
+
+
+@dataclass
+class Reward:
+    """One entry of `task.rewards`: the function, its weight, the bound keyword arguments."""
+
+    name: str
+    fn: Callable[..., list[float]]
+    weight: float = 1.0
+    kwargs: dict = field(default_factory=dict)
+    key: str = "task.rewards"
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
+        params = _parameters(self.fn)
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            columns = {k: v for k, v in columns.items() if k in params}
+        # Bound config values win over a dataset column of the same name.
+        values = self.fn(prompts, completions, **{**columns, **self.kwargs})
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError) as err:
+            raise UserError(
+                f"{self.key} ({self.name}) returned {type(values).__name__}, not a list of numbers"
+            ) from err
+        if len(values) != len(completions):
+            raise UserError(
+                f"{self.key} ({self.name}) returned {len(values)} values for {len(completions)} completions"
+            )
+        return values
+
+
+def _parameters(fn) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # builtins without a signature: take all columns
+        return {"columns": inspect.Parameter("columns", inspect.Parameter.VAR_KEYWORD)}
+
+
+def _import(target: str, key: str):
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise UserError(
+            f"{key}._target_={target}: cannot import it ({err}); give a dotted path to a function"
+        ) from err
+
+
+def build_rewards(
+    entries: list[dict], key: str = "task.rewards", reward_model: str | None = None
+) -> list[Reward]:
+    """`task.rewards` (and `task.reward_model`) as Reward callables.
+
+    Each entry is `{_target_: dotted.path, weight: float, **kwargs}`; the function must take
+    (prompts, completions) positionally, and every bound key must be a named parameter of it (not
+    just swallowed by its **columns, where a typo would pass silently). A class as `_target_` is built
+    with the bound keys and its instance is the function: `{_target_: hydratune.rewards.RewardModelScorer,
+    run_dir: RUN, weight: 0.5}` is a weighted reward model; `reward_model=RUN` adds one with weight 1.
+    Entries are checked in order, so a bad function fails before a reward model loads. Names (for
+    metrics) are the functions' names, suffixed with the index when one name appears twice.
+    """
+    rewards = []
+    for i, entry in enumerate(entries or []):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, dict) or "_target_" not in entry:
+            raise UserError(
+                f"{where}: each reward is a mapping with _target_ (a dotted path to a function) and weight"
+            )
+        kwargs = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
+        fn = _import(entry["_target_"], where)
+        if not callable(fn):
+            raise UserError(
+                f"{where}._target_={entry['_target_']} is not callable; point it at a reward function"
+            )
+        if inspect.isclass(fn):  # a scorer class (e.g. RewardModelScorer): built with the bound keys
+            try:
+                inspect.signature(fn).bind(**kwargs)
+            except TypeError as err:
+                raise UserError(f"{where}: {entry['_target_']}({', '.join(kwargs)}): {err}") from err
+            fn, kwargs = fn(**kwargs), {}
+        params = _parameters(fn)
+        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
+        if len(positional) < 2 and not varargs:
+            raise UserError(
+                f"{where}: {entry['_target_']} must take (prompts, completions, **columns); it takes ({', '.join(params)})"
+            )
+        # Bound keys must be named parameters: **columns would swallow a typo (`colum:`) silently.
+        named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        bindable = named if varargs else named[2:]  # prompts and completions come first
+        unknown = [k for k in kwargs if k not in bindable]
+        if unknown:
+            raise UserError(
+                f"{where}.{unknown[0]}: {entry['_target_']} has no parameter {unknown[0]!r} "
+                f"(its parameters: {', '.join(bindable) or 'none besides prompts, completions'})"
+            )
+        try:
+            weight = float(entry.get("weight", 1.0))
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{where}.weight={entry['weight']!r}: give a number") from err
+        rewards.append(Reward(getattr(fn, "__name__", f"reward_{i}"), fn, weight, kwargs, where))
+    if reward_model:
+        rewards.append(Reward("reward_model", RewardModelScorer(reward_model), 1.0, {}, "task.reward_model"))
+    names = [r.name for r in rewards]
+    for i, reward in enumerate(rewards):
+        if names.count(reward.name) > 1:
+            reward.name = f"{reward.name}_{i}"
+    if not rewards:
+        raise UserError(f"{key}: no reward; list at least one function or set task.reward_model=RUN_DIR")
+    return rewards
+
+
+def score(
+    rewards: list[Reward], prompts: list[str], completions: list[str], columns: dict[str, list] | None = None
+) -> tuple[list[float], dict[str, list[float]]]:
+    """(total, per function): total_j = sum_i weight_i * r_i(j); per function the unweighted values."""
+    per_function = {r.name: r(prompts, completions, **(columns or {})) for r in rewards}
+    total = [0.0] * len(completions)
+    for reward in rewards:
+        total = [t + reward.weight * v for t, v in zip(total, per_function[reward.name])]
+    return total, per_function
+
+
+class RewardModelScorer:
+    """Scores prompt + completion with a reward model exported by a `task=reward` run.
+
+    The run's artifact is an `AutoModelForSequenceClassification` with one label, in `<run>/model`
+    (full fine-tuning) or `<run>/adapter` (a SEQ_CLS adapter over its recorded base; see
+    hydratune.export). The prompt is used as it is (already formatted, as GRPO samples it), the
+    tokens are `[BOS] prompt completion EOS` as the reward task's `pairs` format trains on, and the
+    reward is the head's single logit. Usable directly as a reward function.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, batch_size: int = 16, max_length: int = 1024, dtype: str = "float32"
+    ):
+        from hydratune.export import find_artifact, load_artifact
+
+        run_dir = Path(run_dir)
+        try:
+            path = find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
+        except FileNotFoundError as err:
+            raise UserError(f"task.reward_model={run_dir}: {err}") from err
+        self.model, self.tokenizer = load_artifact(path, dtype)
+        labels = getattr(self.model.config, "num_labels", None)
+        if not hasattr(self.model, "score") and "SequenceClassification" not in type(self.model).__name__:
+            base = getattr(self.model, "get_base_model", lambda: self.model)()
+            if "SequenceClassification" not in type(base).__name__:
+                raise UserError(
+                    f"task.reward_model={run_dir}: {path} is not a sequence classifier; use a run of task=reward"
+                )
+        if labels != 1:
+            raise UserError(
+                f"task.reward_model={run_dir}: the model has {labels} labels; a reward model has one (task=reward)"
+            )
+        self.batch_size, self.max_length = batch_size, max_length
+        self.__name__ = "reward_model"
+
+    def _encode(self, prompt: str, completion: str) -> list[int]:
+        """`[BOS] prompt completion EOS`, the layout the reward task trains on (prompt and answer encoded
+        apart, BOS and EOS not doubled), cut from the right to max_length."""
+        from hydratune.data.pairs import scoring_ids
+
+        return scoring_ids(self.tokenizer, prompt, completion, self.max_length)
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
+        import torch
+
+        # The classifier reads each row's last token that is not its config's pad id: right padding with
+        # that id is safe; without one, rows go one at a time.
+        pad = getattr(self.model.config, "pad_token_id", None)
+        step = self.batch_size if pad is not None else 1
+        device = next(self.model.parameters()).device
+        scores = []
+        for start in range(0, len(prompts), step):
+            chunk = zip(prompts[start : start + step], completions[start : start + step])
+            rows = [self._encode(p, c) for p, c in chunk]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [pad or 0] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+            scores += logits[:, 0].float().tolist()
+        return scores

@@ -1,0 +1,268 @@
+"""Config schema: every key of the composed config must be one the project knows, and values in range.
+
+The known keys are read from the YAML options themselves (the union over all options of a group),
+so a new option documents its keys by existing. Keys of a `_target_` node that no YAML option
+names are checked against the target's signature (imported only then). Range rules live in
+`RANGES`. Everything here runs on the plain-dict config, before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from hydratune import config
+from hydratune.errors import UserError
+
+# Groups whose options are `# @package _global_` overlays; their keys count as top-level keys.
+GLOBAL_GROUPS = ("experiment", "debug", "hparams_search")
+# Subtrees not checked here: Hydra's own config, and paths (interpolations only).
+UNCHECKED = ("hydra", "paths")
+
+
+def _flatten(node, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "defaults" and not prefix:
+                continue
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from _flatten(value, path)
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+@lru_cache(maxsize=4)
+def known_keys(conf_dir: str) -> frozenset[str]:
+    """Every dotted key path that some YAML file under `conf_dir` defines."""
+    conf = Path(conf_dir)
+    keys: set[str] = set(_flatten(_load(conf / "train.yaml")))
+    for group_dir in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
+        for option in group_dir.rglob("*.yaml"):
+            text = option.read_text()
+            data = yaml.safe_load(text) or {}
+            if "# @package _global_" in text or group_dir.name in GLOBAL_GROUPS:
+                keys.update(_flatten(data))
+            else:
+                keys.update(_flatten(data, group_dir.name))
+                keys.add(group_dir.name)
+    return frozenset(keys)
+
+
+def _target_accepts(target: str, key: str) -> bool:
+    """Whether the class or function named by `target` takes a keyword argument `key`."""
+    import inspect
+
+    from hydra.utils import get_class, get_method
+
+    try:
+        fn = get_class(target).__init__
+    except Exception:
+        try:
+            fn = get_method(target)
+        except Exception:
+            return False
+    params = inspect.signature(fn).parameters
+    return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _walk(node: dict, prefix: str = "") -> Iterator[tuple[str, dict, str]]:
+    """(dotted path, parent node, key) for every key of the config."""
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        yield path, node, key
+        if isinstance(value, dict):
+            yield from _walk(value, path)
+
+
+def unknown_key_error(path: str, known: frozenset[str]) -> UserError:
+    parent = path.rpartition(".")[0]
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+    guess = difflib.get_close_matches(path.rpartition(".")[2], siblings, n=1, cutoff=0.6)
+    hint = (
+        f"did you mean {parent + '.' if parent else ''}{guess[0]}?"
+        if guess
+        else (f"known keys here: {', '.join(sorted(siblings))}" if siblings else "remove it")
+    )
+    return UserError(f"{path}: unknown config key; {hint}")
+
+
+def check_keys(cfg: dict, conf_dir: str | Path) -> None:
+    """Raise UserError for the first key that no config option defines (with a did-you-mean)."""
+    known = known_keys(str(conf_dir))
+    for path, parent, key in _walk(cfg):
+        if path.split(".")[0] in UNCHECKED or path in known or key.startswith("_"):
+            continue  # `_target_`, `_convert_`: Hydra's instantiate keys
+        target = parent.get("_target_") if isinstance(parent, dict) else None
+        if target and _target_accepts(target, key):
+            continue
+        value = parent.get(key)
+        if (
+            path.count(".") == 1
+            and path.split(".")[0] in NAMED_TARGETS
+            and isinstance(value, dict)
+            and "_target_" in value
+        ):
+            continue  # a user's own callback or logger: its keys are checked against its _target_
+        if _inside_free_mapping(path, known):
+            continue
+        raise unknown_key_error(path, known)
+
+
+# Groups that are collections of named `_target_` nodes: users may add their own.
+NAMED_TARGETS = ("callbacks", "logger")
+# Mappings whose keys are data, not schema (e.g. data_files split names, scheduler kwargs).
+FREE_MAPPINGS = (
+    "kwargs",
+    "data_files",
+    "label2id",
+    "id2label",
+    "setup",
+    "tags",
+    "params",
+    "additional_parameters",
+    "roles",  # dataset.roles: a chat data set's speaker names -> chat roles
+)
+
+
+def _inside_free_mapping(path: str, known: frozenset[str]) -> bool:
+    parts = path.split(".")
+    return any(part in FREE_MAPPINGS for part in parts[:-1]) or parts[0].startswith("_")
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+Check = tuple[str, Callable[[object], bool], str]
+PRECISIONS = {
+    "auto",  # hydratune.precision: bf16-mixed on a CPU with native bf16, else 32-true
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16-true",
+    "16-mixed",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+}
+DTYPES = set(config.DTYPES)
+ATTENTION = {"sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"}
+
+# (dotted key, accepts(value), what is allowed). A missing key is not checked.
+RANGES: list[Check] = [
+    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    (
+        "optimizer.betas",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1), e.g. [0.9, 0.999]",
+    ),
+    ("optimizer.eps", lambda v: _number(v) and v > 0 or isinstance(v, list), "a number > 0"),
+    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("scheduler.warmup_steps", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("scheduler.warmup_ratio", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("peft.config.r", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("peft.config.lora_alpha", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("peft.config.lora_dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("peft.trainable_layers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("dataset.max_seq_length", lambda v: isinstance(v, int) and v >= 16, "an integer >= 16"),
+    ("dataset.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("dataset.eval_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("dataset.fraction", lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    (
+        "trainer.max_steps",
+        lambda v: isinstance(v, int) and (v > 0 or v == -1),
+        "an integer > 0 (or -1: no limit)",
+    ),
+    (
+        "trainer.max_epochs",
+        lambda v: v is None or isinstance(v, int) and (v > 0 or v == -1),
+        "an integer > 0 or -1",
+    ),
+    ("trainer.accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("trainer.gradient_clip_val", lambda v: v is None or _number(v) and v > 0, "a number > 0 or null"),
+    (
+        "trainer.val_check_interval",
+        lambda v: isinstance(v, int) and v > 0 or _number(v) and 0 < v <= 1,
+        "an integer > 0 (batches) or a fraction in (0, 1]",
+    ),
+    ("trainer.log_every_n_steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    (
+        "trainer.precision",
+        lambda v: str(v) in PRECISIONS,
+        "one of " + ", ".join(sorted({"auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"})),
+    ),
+    (
+        "callbacks.model_checkpoint.save_steps",
+        lambda v: v is None or isinstance(v, int) and v > 0,
+        "an integer > 0 or null",
+    ),
+    ("nan_policy", lambda v: v in ("stop", "skip"), "stop or skip"),
+    ("resume", lambda v: v in (None, False, "auto"), "auto or null (or ckpt_path=PATH)"),
+    (
+        "callbacks.model_checkpoint.save_total_limit",
+        lambda v: v is None or isinstance(v, int) and v >= 1,
+        "an integer >= 1 or null",
+    ),
+    ("callbacks.early_stopping.patience", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    (
+        "model.dtype",
+        lambda v: v in DTYPES,
+        "one of " + ", ".join(sorted({"float32", "bfloat16", "float16", "auto"})),
+    ),
+    ("model.attn_implementation", lambda v: v in ATTENTION, "one of " + ", ".join(sorted(ATTENTION))),
+]
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+# Keys whose value picks code by name (hydratune.model): the names it knows.
+CHOICES = {
+    "peft.method": ("lora", "freeze", "none"),
+    "quantization.method": ("bnb", "none"),
+}
+
+
+def check_choices(cfg: dict) -> None:
+    for key, valid in CHOICES.items():
+        value = _get(cfg, key)
+        if value is _MISSING or value in valid:
+            continue
+        guess = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f"did you mean {key}={guess[0]}? " if guess else ""
+        raise UserError(f"{key}={value!r} is not known; {hint}use one of: {', '.join(valid)}")
+
+
+def check_ranges(cfg: dict) -> None:
+    for key, accepts, allowed in RANGES:
+        value = _get(cfg, key)
+        if value is _MISSING:
+            continue
+        if not accepts(value):
+            raise UserError(f"{key}={value!r} is out of range: use {allowed}")
+
+
+def validate(cfg: dict, conf_dir: str | Path) -> None:
+    """Keys, then named choices, then ranges. Raises UserError with one line."""
+    check_keys(cfg, conf_dir)
+    check_choices(cfg)
+    check_ranges(cfg)

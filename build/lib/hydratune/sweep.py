@@ -1,0 +1,366 @@
+"""The sweep summary: one row per job of a multirun, written into the sweep directory.
+
+`SweepSummary` is a Hydra callback (registered in conf/hydra/default.yaml). It builds
+`sweep_summary.csv`, `sweep_summary.md` and `sweep.png` from what the jobs left on disk — each job's
+`.hydra/overrides.yaml` and `metrics.json`, and for an Optuna search the `trial.json` that the sweeper
+writes (trial number, state COMPLETE/PRUNED/FAIL, value) — so `hydratune sweep-report SWEEP_DIR`
+rebuilds the same files later (after a partial sweep, or one whose jobs ran on a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
+# Written by the callback into a job's directory when the job raised (the error, for the table).
+JOB_ERROR_FILE = "job_error.json"
+# Written by the Optuna sweeper (hydratune.search): into a trial's job directory (number, state, value),
+# and into the sweep directory (where the study is: storage, study name, pruner).
+TRIAL_FILE = "trial.json"
+STUDY_FILE = "study.json"
+STATUSES = ("ok", "pruned", "failed", "NaN", "OOM")
+# Metric columns, in table order: (metrics.json key, column name).
+METRICS = (
+    ("best_val_loss", "best_val_loss"),
+    ("val_loss", "final_val_loss"),
+    ("train_loss", "final_train_loss"),
+    ("initial_val_loss", "initial_val_loss"),
+    ("steps", "steps"),
+    ("tokens_per_s", "tokens_per_s"),
+    ("wall_seconds", "wall_s"),
+)
+
+
+def job_dirs(sweep_dir: str | Path) -> list[Path]:
+    """Every job directory under the sweep (one holding `.hydra/overrides.yaml`), in job order."""
+    found = [p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")]
+
+    def order(path: Path) -> list:
+        # Natural order: 2 before 10, and a continued sweep's "c1_2" after its first jobs.
+        name = str(path.relative_to(sweep_dir))
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+    return sorted(found, key=order)
+
+
+def _status(metrics: dict | None, error: dict | None, trial: dict | None = None) -> str:
+    state = (trial or {}).get("state")
+    if state == "PRUNED":
+        return "pruned"
+    if state == "FAIL" and metrics is not None:
+        return "failed"  # e.g. interrupted, or an objective the run did not produce
+    if metrics is None:
+        text = f"{(error or {}).get('type', '')} {(error or {}).get('message', '')}".lower()
+        return "OOM" if "outofmemory" in text or "out of memory" in text else "failed"
+    losses = [metrics.get(k) for k in ("val_loss", "train_loss", "best_val_loss")]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in losses):
+        return "NaN"
+    return "ok"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
+    """The summary row of one job: overrides, status, metrics, and the validation curve."""
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    metrics = _read_json(job_dir / "metrics.json")
+    error = _read_json(job_dir / JOB_ERROR_FILE)
+    trial = _read_json(job_dir / TRIAL_FILE)
+    row: dict[str, Any] = {
+        "job": str(job_dir.relative_to(sweep_dir)),
+        "status": _status(metrics, error, trial),
+        "overrides": [str(o) for o in overrides],
+        "trial": (trial or {}).get("number"),
+        "state": (trial or {}).get("state"),
+        "value": (trial or {}).get("value"),
+        "direction": (trial or {}).get("direction"),
+        "pruned_at_step": (trial or {}).get("pruned_at_step"),
+    }
+    for key, column in METRICS:
+        row[column] = (metrics or {}).get(key)
+    row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
+    if not row["error"] and (trial or {}).get("error"):
+        row["error"] = trial["error"][:200]
+    curve = (metrics or {}).get("val_curve") or []
+    row["val_curve"] = [(int(s), float(v)) for s, v in curve]
+    return row
+
+
+def swept_keys(rows: list[dict]) -> list[str]:
+    """Override keys whose value differs between jobs (the sweep's axes), in first-seen order."""
+    values: dict[str, set] = {}
+    for row in rows:
+        for override in row["overrides"]:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    for row in rows:  # a key missing from some job varies too
+        keys = {o.partition("=")[0] for o in row["overrides"]}
+        for key in values:
+            if key not in keys:
+                values[key].add(None)
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def collect(sweep_dir: str | Path) -> list[dict]:
+    sweep_dir = Path(sweep_dir)
+    return [job_row(d, sweep_dir) for d in job_dirs(sweep_dir)]
+
+
+def _fmt(value: Any, column: str = "") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if column.endswith("loss") or column == "value" else f"{value:.1f}"
+    return str(value)
+
+
+def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows: job, status, (Optuna: trial, state, value), one column per swept key, metrics,
+    all overrides, error."""
+    axes = swept_keys(rows)
+    trials = TRIAL_COLUMNS if any(r["trial"] is not None for r in rows) else ()
+    header = ["job", "status", *trials, *axes, *(c for _, c in METRICS), "overrides", "error"]
+    body = []
+    for row in rows:
+        given = dict(o.partition("=")[::2] for o in row["overrides"])
+        body.append(
+            [
+                row["job"],
+                row["status"],
+                *(row[c] for c in trials),
+                *(given.get(k) for k in axes),
+                *(row[c] for _, c in METRICS),
+                " ".join(row["overrides"]),
+                row["error"],
+            ]
+        )
+    return header, body
+
+
+TRIAL_COLUMNS = ("trial", "state", "value")
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The best job: for an Optuna search the best COMPLETE trial by its value (the objective, in the
+    study's direction), else the ok job with the lowest best_val_loss."""
+    trials = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    if trials:
+        sign = -1 if trials[0]["direction"] == "maximize" else 1
+        return min(trials, key=lambda r: sign * r["value"])
+    scored = [r for r in rows if r["status"] == "ok" and r["best_val_loss"] is not None]
+    return min(scored, key=lambda r: r["best_val_loss"]) if scored else None
+
+
+def steps_spent(rows: list[dict]) -> tuple[int, int]:
+    """(optimizer steps of all jobs, of the pruned ones)."""
+    total = sum(int(r["steps"] or 0) for r in rows)
+    return total, sum(int(r["steps"] or 0) for r in rows if r["status"] == "pruned")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Jobs of a cluster sweep may rebuild the summary at the same time: never leave a half file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(sweep_dir: str | Path) -> list[dict]:
+    """Write sweep_summary.csv, sweep_summary.md and sweep.png into `sweep_dir`; returns the rows."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    header, body = table(rows)
+
+    lines: list[str] = []
+
+    class _Lines:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+    writer = csv.writer(_Lines(), lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in r] for r in body])
+    _write_atomic(sweep_dir / "sweep_summary.csv", "".join(lines))
+
+    md = [f"# Sweep summary: {sweep_dir}", ""]
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    md.append(f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    total, pruned = steps_spent(rows)
+    md.append("")
+    md.append(f"steps spent: {total} optimizer steps" + (f" ({pruned} in pruned trials)" if pruned else ""))
+    best = best_row(rows)
+    if best and best["trial"] is not None:
+        md.append("")
+        md.append(
+            f"best: trial {best['trial']} (job {best['job']}, objective {best['value']:.4f}, "
+            f"best_val_loss {best['best_val_loss'] or float('nan'):.4f}): `{' '.join(best['overrides'])}`"
+        )
+    elif best:
+        md.append("")
+        md.append(
+            f"best: job {best['job']} (best_val_loss {best['best_val_loss']:.4f}): "
+            f"`{' '.join(best['overrides'])}`"
+        )
+    md += ["", "| " + " | ".join(header[:-2]) + " |", "|" + "---|" * (len(header) - 2)]
+    for r in body:
+        md.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(r[:-2], header)) + " |")
+    failed = [(r[0], r[-1]) for r in body if r[-1]]
+    if failed:
+        md += ["", "Errors:", ""] + [f"- job {job}: {err}" for job, err in failed]
+    _write_atomic(sweep_dir / "sweep_summary.md", "\n".join(md) + "\n")
+    plot(rows, sweep_dir / "sweep.png")
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """sweep.png: every job's validation-loss curve, labelled by its swept values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = swept_keys(rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        given = dict(o.partition("=")[::2] for o in row["overrides"])
+        label = f"{row['job']}: " + " ".join(f"{k}={given.get(k)}" for k in axes) + f" [{row['status']}]"
+        curve = row["val_curve"] or (
+            [(row["steps"], row["final_val_loss"])] if row["final_val_loss"] is not None else []
+        )
+        if curve:
+            pruned = row["status"] == "pruned"
+            (line,) = ax.plot(*zip(*curve), "--" if pruned else "-", marker="o", label=label, markersize=3)
+            if pruned:  # where the pruner stopped it
+                ax.plot(*curve[-1], "x", color=line.get_color(), markersize=9, markeredgewidth=2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("val/loss (nats / token)")
+    counts = ", ".join(f"{n} {s}" for s in STATUSES if (n := sum(r["status"] == s for r in rows)))
+    total, _ = steps_spent(rows)
+    best = best_row(rows)
+    title = f"{len(rows)} jobs ({counts}), {total} optimizer steps"
+    if best is not None:
+        title += f"; best: job {best['job']}"
+    ax.set_title(title, fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+try:  # The callback needs Hydra; the report functions above do not.
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback: keeps the sweep summary current while a multirun runs, and writes it at the end.
+
+    After each job (in the job's process) the failed job's error is saved and the summary rebuilt,
+    because Hydra stops a multirun at a failed job without calling `on_multirun_end`.
+    """
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf, read_write
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        # The Optuna sweeper opens its sqlite storage in the sweep directory before any job creates it.
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # Running again into the same sweep directory (a continued Optuna study, a re-run grid) numbers
+        # jobs from 0 again: put them in c1_0, c1_1, ... (c2_ the next time) instead of overwriting.
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+        # hydratune's Optuna sweeper numbers jobs by trial number: a continued study never reuses one.
+        by_trial = str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.hydratune_optuna")
+        if subdir == "${hydra.job.num}" and job_dirs(sweep_dir) and not by_trial:
+            taken = {p.name.split("_")[0] for p in sweep_dir.iterdir() if re.fullmatch(r"c\d+_\d+", p.name)}
+            n = next(i for i in range(1, len(taken) + 2) if f"c{i}" not in taken)
+            # Each job's config is recomposed from these overrides (Hydra's load_sweep_config).
+            with read_write(config):
+                config.hydra.sweep.subdir = f"c{n}_${{hydra.job.num}}"
+                config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=c{n}_${{hydra.job.num}}")
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        if job_return.status == JobStatus.FAILED:
+            err = job_return._return_value
+            info = {
+                "type": type(err).__name__,
+                "message": f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__,
+                "traceback": "".join(traceback.format_exception(err))[-4000:],
+            }
+            (job_dir / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        try:
+            write_summary(config.hydra.sweep.dir)
+        except Exception as err:  # a summary problem must never fail a training job
+            print(f"hydratune: could not write the sweep summary: {err}")
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        rows = write_summary(config.hydra.sweep.dir)
+        print(f"sweep summary ({len(rows)} jobs): {Path(str(config.hydra.sweep.dir)) / 'sweep_summary.md'}")
+
+
+# Set by Lightning's process launcher in the launching process, and read by the next launch.
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def sweep_job():
+    """One job of a multirun, so that DDP works inside a sweep (a no-op for a single run).
+
+    Lightning starts DDP ranks 1..N-1 by re-running `sys.argv` plus `hydra.run.dir=<HydraConfig run.dir>`.
+    In a sweep, `sys.argv` still holds `-m` and the swept values, so every extra rank would launch the
+    sweep itself (and the Optuna sweeper would ask its study for new trials). Here `sys.argv` becomes
+    this job's own overrides and `run.dir` this job's folder: the ranks start as plain runs of exactly
+    this job, in its directory. Afterwards the job's process group is closed and the launcher's
+    environment variables removed, so that the next job starts its own ranks.
+    """
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, env = list(sys.argv), {k: os.environ.get(k) for k in LAUNCH_ENV}
+    # As Hydra keeps them (quoted where needed); hydra.mode=RUN because a search config (hparams_search)
+    # sets MULTIRUN, which would make every extra rank run the search itself.
+    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,201 @@
+"""The LightningModule every task shares: model building, optimizer and scheduler wiring, schedule-free
+switching, the NaN policy, trainable-only checkpoints and validation sums reduced over every rank.
+
+A task's module subclasses `TaskModule` and writes `forward`, `training_step` and `validation_step`;
+concrete tasks never inherit from one another.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import lightning as L
+import torch
+
+from hydratune.errors import NonFiniteLoss
+from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_model
+from hydratune.optim import build_optimizer, build_scheduler, is_fused_backward, is_schedule_free
+
+log = logging.getLogger(__name__)
+
+
+class TaskModule(L.LightningModule):
+    """What every task's module shares. The Hugging Face model is built in `configure_model`.
+
+    Args:
+        model: `from_pretrained` settings (the model config group, token removed).
+        peft: the peft config group.
+        optimizer: the optimizer config group (a `_target_` node).
+        scheduler: the scheduler config group.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        quantization: the quantization config group (base weights in 4 or 8 bits).
+        hub_token: HF token for gated models; kept out of the saved hyperparameters.
+        nan_policy: a non-finite training loss: "stop" (raise NonFiniteLoss) or "skip" (no update).
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        peft: dict,
+        optimizer: dict,
+        scheduler: dict,
+        gradient_checkpointing: bool = False,
+        quantization: dict | None = None,
+        hub_token: str | None = None,
+        nan_policy: str = "stop",
+    ):
+        super().__init__()
+        # Collects the subclass's own arguments too (Lightning reads every __init__ frame).
+        self.save_hyperparameters(ignore=["hub_token"])
+        self._hub_token = hub_token
+        self.model = None
+        # Checkpoints hold only trainable weights, so loading one is not strict.
+        self.strict_loading = False
+        # LOMO/AdaLomo update inside backward, so Lightning must not call backward itself.
+        self.automatic_optimization = not is_fused_backward(optimizer)
+        self._schedule_free = is_schedule_free(optimizer)
+        self.skipped_batches = 0  # non-finite losses skipped under nan_policy=skip
+        self._val_sums: dict[str, float] = {}
+        self._reference: list = []  # [a frozen copy of the starting model] (see keep_reference)
+
+    # ------------------------------------------------------------------------------------ model
+
+    def build_model(self):
+        """The Hugging Face model before PEFT (a causal LM unless the task says otherwise)."""
+        return load_model(self.hparams.model, self._hub_token, self.hparams.quantization)
+
+    def peft_config(self) -> dict:
+        """The peft config group as this task applies it."""
+        return self.hparams.peft
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        model = self.build_model()
+        if self.hparams.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.model = apply_peft(model, self.peft_config())
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
+        trainable, total = count_parameters(self.model)
+        log.info(
+            "parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
+        )
+
+    # -------------------------------------------------------------------------- reference model
+
+    @property
+    def uses_adapters(self) -> bool:
+        """Whether the trained weights are adapters that can be switched off (peft LoRA family)."""
+        return hasattr(self.model, "disable_adapter")
+
+    def keep_reference(self) -> None:
+        """For tasks that compare with the starting model (DPO, KTO, GRPO's KL term): with adapters the
+        reference is the same weights with the adapters off (no copy); otherwise a frozen copy of the
+        starting weights, made here, before any checkpoint is restored, and kept out of the module's
+        parameters (so out of checkpoints and the optimizer)."""
+        if self.uses_adapters or self._reference:
+            return
+        self._reference = [copy.deepcopy(self.model).eval().requires_grad_(False)]
+        log.info("reference model: a frozen copy of the starting weights")
+
+    @torch.no_grad()
+    def reference_logits(self, **inputs) -> torch.Tensor:
+        """The reference model's logits for `inputs` (input_ids, attention_mask, ...)."""
+        if self.uses_adapters:
+            with self.model.disable_adapter():
+                return self.model(**inputs, use_cache=False).logits
+        if not self._reference:
+            raise RuntimeError("no reference model: call keep_reference() in configure_model")
+        reference = self._reference[0]
+        if next(reference.parameters()).device != self.device:
+            reference.to(self.device)
+        return reference(**inputs, use_cache=False).logits
+
+    # ------------------------------------------------------------------------------------- loss
+
+    def finite(self, loss: torch.Tensor) -> bool:
+        """Whether `loss` is finite. If not: nan_policy=skip logs it and the caller returns None, so Lightning
+        skips backward and leaves the weights alone; nan_policy=stop raises NonFiniteLoss."""
+        if torch.isfinite(loss).all():
+            return True
+        message = f"train/loss is {loss.item()} at step {self.global_step}"
+        if self.hparams.nan_policy != "skip":
+            raise NonFiniteLoss(
+                f"{message}: stopped (nan_policy=stop); lower optimizer.lr or set nan_policy=skip"
+            )
+        self.skipped_batches += 1
+        log.warning("%s: batch skipped (nan_policy=skip; %d so far)", message, self.skipped_batches)
+        return False
+
+    def optimize(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to return from training_step; fused-backward optimizers (LOMO) step here instead."""
+        if not self.automatic_optimization:
+            optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+            lr = scheduler.get_last_lr()[0]
+
+            def backward_and_update():
+                if getattr(optimizer.optimizer, "clip_grad_norm", None):
+                    optimizer.optimizer.grad_norm(loss)  # LOMO needs the global norm before its fused pass
+                optimizer.optimizer.fused_backward(loss, lr)
+
+            optimizer.step(closure=backward_and_update)
+            scheduler.step()
+        return loss
+
+    # ------------------------------------------------------------------------------- validation
+
+    def add_to_validation(self, **values: float) -> None:
+        """Add to the validation sums (e.g. nll=..., tokens=...) that `validation_totals` reduces."""
+        for key, value in values.items():
+            self._val_sums[key] = self._val_sums.get(key, 0.0) + float(value)
+
+    def validation_totals(self) -> dict[str, float]:
+        """The validation sums over every rank: a ratio of totals, not a mean of per-rank ratios, so ranks
+        with more tokens (or rows) weigh more, as they would in one process."""
+        keys = sorted(self._val_sums)
+        values = torch.tensor([self._val_sums[k] for k in keys], dtype=torch.float64, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            values = self.trainer.strategy.reduce(values, reduce_op="sum")
+        return dict(zip(keys, values.tolist()))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    # ---------------------------------------------------------------- schedule-free optimizers
+
+    def _schedule_free_mode(self, train: bool) -> None:
+        # Schedule-free optimizers hold two weight sequences; eval mode puts the averaged one in place.
+        if self._schedule_free and self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                optimizer.train() if train else optimizer.eval()
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self._schedule_free_mode(True)
+
+    def on_validation_start(self) -> None:
+        self._schedule_free_mode(False)
+
+    def on_train_end(self) -> None:
+        self._schedule_free_mode(False)
+
+    # ------------------------------------------------------------------- optimizer, checkpoints
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.hparams.optimizer, self.model)
+        scheduler = build_scheduler(
+            self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
+        )
+        if self.hparams.scheduler["name"] == "reduce_lr_on_plateau":
+            # Stepped on val/loss after each evaluation; strict=False: no value before the first one.
+            config = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
+            interval = self.trainer.val_check_interval
+            if isinstance(interval, int):
+                config |= {"interval": "step", "frequency": interval}
+            return {"optimizer": optimizer, "lr_scheduler": config}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Keep what was trained; the frozen base weights are reloaded from the hub id or path.
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

@@ -1,0 +1,74 @@
+"""`task=classification`: a sequence classifier (AutoModelForSequenceClassification), cross-entropy on one
+label per row. The dataset needs text_column and label_column (e.g. dataset=topics); labels come from the data."""
+
+from __future__ import annotations
+
+from hydratune.rules import Rule
+from hydratune.tasks.task import Task, data_kwargs, module_kwargs
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    generative = False
+    rules = (
+        Rule(
+            "classification_packing",
+            "task, dataset.packing",
+            lambda c: bool((c.get("dataset") or {}).get("packing")),
+            "a classifier pools one token per row, so rows cannot be packed together: set dataset.packing=false",
+        ),
+    )
+
+    def datamodule(self, tokenizer, cfg: dict):
+        from hydratune.tasks.classification.data import ClassificationDataModule
+
+        return ClassificationDataModule(tokenizer, **data_kwargs(cfg))
+
+    def module(self, cfg: dict, datamodule, tokenizer):
+        from hydratune.tasks.classification.data import class_weights
+        from hydratune.tasks.classification.module import ClassificationModule
+
+        datamodule.setup()  # the labels found in the data decide the size of the model's head
+        weights = class_weights(self.settings.get("class_weights"), datamodule.class_counts)
+        return ClassificationModule(
+            **module_kwargs(cfg),
+            labels=datamodule.labels,
+            pad_token_id=tokenizer.pad_token_id,
+            class_weights=weights,
+        )
+
+    def finish(self, trainer, module, datamodule, run_dir):
+        from hydratune.tasks.classification.report import finish
+
+        return finish(trainer, module, datamodule, run_dir)  # final metrics, confusion_matrix.png
+
+    def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
+        from hydratune.data.peek import classification_report
+
+        return classification_report(splits, tokenizer, dataset_cfg, notes)
+
+    def full_data_report(self, cfg: dict, tokenizer) -> dict:
+        from hydratune.data.ops import build_splits
+        from hydratune.data.peek import Rows, classification_report
+
+        splits = build_splits(cfg["dataset"], cfg["paths"].get("cache_dir"))
+        rows = {name: Rows.from_dataset(split, name) for name, split in splits.items()}
+        notes: list[str] = []
+        report = classification_report(rows, tokenizer, cfg["dataset"], notes)
+        return report | ({"notes": notes} if notes else {})
+
+    def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
+        from hydratune.tasks.classification.report import inspect_lines
+
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        return inspect_lines(datamodule, tokenizer, samples)
+
+    def predict(self, model, tokenizer, texts, pairs, dataset_cfg: dict, batch_size: int) -> list[dict]:
+        """`hydratune predict`: one {label, probabilities} per text, with the run's own text encoding."""
+        from hydratune.tasks.classification.report import predict
+
+        return predict(
+            model, tokenizer, texts, pairs, dataset_cfg.get("max_seq_length"),
+            dataset_cfg.get("pair_separator", "\n"), batch_size,
+        )  # fmt: skip

@@ -1,0 +1,35 @@
+"""`task=dpo`: preference optimisation on pairs (a prompt, a chosen and a rejected answer) with a loss of the
+DPO family: sigmoid (DPO), ipo, hinge, and the reference-free orpo and simpo."""
+
+from __future__ import annotations
+
+from hydratune.rules import Rule
+from hydratune.tasks.preference import PreferenceTask
+from hydratune.tasks.task import module_kwargs
+
+LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
+
+
+class DPOTask(PreferenceTask):
+    name = "dpo"
+    rules = (
+        *PreferenceTask.rules,
+        Rule(
+            "dpo_loss",
+            "task.loss",
+            lambda c: (c.get("task") or {}).get("loss") not in LOSSES,
+            f"task.loss must be one of {', '.join(LOSSES)}: set e.g. task.loss=sigmoid",
+        ),
+        Rule(
+            "dpo_beta",
+            "task.beta",
+            lambda c: not (c.get("task") or {}).get("beta", 0.1) > 0,
+            "task.beta is the loss's temperature and must be > 0: use e.g. task.beta=0.1",
+        ),
+    )
+
+    def module(self, cfg: dict, datamodule, tokenizer):
+        from hydratune.tasks.dpo.module import DPOModule
+
+        keys = ("loss", "beta", "label_smoothing", "sft_weight", "simpo_gamma", "precompute_ref_logps")
+        return DPOModule(**module_kwargs(cfg), **{k: self.settings[k] for k in keys if k in self.settings})

@@ -1,0 +1,211 @@
+"""The DPO LightningModule: chosen and rejected answers in one forward pass, a preference loss of the DPO
+family (`hydratune.losses.preference_loss`), implicit rewards logged as rewards/chosen, rewards/rejected,
+margin and accuracy.
+
+The reference model: with LoRA, the same weights with the adapters switched off (no second copy); with
+full fine-tuning, a frozen copy made when the model is built, or (`precompute_ref_logps`) the reference
+log-probs of every pair computed once with the starting weights before training. The reference-free
+losses (orpo, simpo) need none.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from hydratune.losses import REFERENCE_FREE_LOSSES, preference_loss, sequence_logps
+from hydratune.tasks.base import TaskModule
+
+log = logging.getLogger(__name__)
+
+# Losses on mean log-probs per answer token (the others sum them), as their papers and TRL define them.
+MEAN_LOGP_LOSSES = ("ipo", "orpo", "simpo")
+
+
+class DPOModule(TaskModule):
+    """Preference optimisation of a causal LM.
+
+    Args:
+        loss: sigmoid (DPO) | ipo | hinge | orpo | simpo.
+        beta: the loss's temperature (DPO's beta, IPO's tau, ORPO's lambda, SimPO's beta).
+        label_smoothing: the assumed share of flipped labels (conservative DPO; sigmoid and simpo).
+        sft_weight: weight of an NLL term on the chosen answer (LLaMA-Factory's pref_ftx).
+        simpo_gamma: SimPO's target reward margin.
+        precompute_ref_logps: full fine-tuning: reference log-probs computed once before training.
+        Others: as `TaskModule`.
+    """
+
+    plot_metrics = ("val/accuracy", "val/margin", "val/rewards/chosen", "val/rewards/rejected")
+    val_loss_is_nll = False
+
+    def __init__(
+        self,
+        model: dict,
+        peft: dict,
+        optimizer: dict,
+        scheduler: dict,
+        loss: str = "sigmoid",
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        sft_weight: float = 0.0,
+        simpo_gamma: float = 0.5,
+        precompute_ref_logps: bool = False,
+        gradient_checkpointing: bool = False,
+        quantization: dict | None = None,
+        hub_token: str | None = None,
+        nan_policy: str = "stop",
+    ):
+        super().__init__(
+            model, peft, optimizer, scheduler, gradient_checkpointing, quantization, hub_token, nan_policy
+        )
+        # precompute_ref_logps: split -> (chosen, rejected) log-probs of every pair; saved in checkpoints so
+        # a resumed run keeps the starting model's values (its weights are no longer the starting ones).
+        self._ref_logps: dict[str, tuple[list[float], list[float]]] = {}
+
+    # ---------------------------------------------------------------------------- reference model
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        super().configure_model()
+        if not (self.hparams.loss in REFERENCE_FREE_LOSSES or self.hparams.precompute_ref_logps):
+            self.keep_reference()
+
+    def on_fit_start(self) -> None:
+        self._attach_reference_logps()
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        self._attach_reference_logps()
+
+    def _attach_reference_logps(self) -> None:
+        """precompute_ref_logps: compute (first time: the weights are still the starting ones) or take
+        from the checkpoint the reference log-probs of every pair, and add them to the datasets as columns
+        the collator batches."""
+        hp = self.hparams
+        if not hp.precompute_ref_logps or hp.loss in REFERENCE_FREE_LOSSES or self._trainer is None:
+            return
+        datamodule = self.trainer.datamodule
+        for split, attr in (("train", "train_dataset"), ("validation", "val_dataset")):
+            dataset = getattr(datamodule, attr, None)
+            if dataset is None or "ref_chosen_logps" in dataset.column_names:
+                continue
+            if split not in self._ref_logps:
+                self._ref_logps[split] = self._compute_reference_logps(dataset, datamodule.collate)
+                log.info("reference log-probs of %d %s pairs computed once", len(dataset), split)
+            chosen, rejected = self._ref_logps[split]
+            dataset = dataset.add_column("ref_chosen_logps", chosen).add_column(
+                "ref_rejected_logps", rejected
+            )
+            setattr(datamodule, attr, dataset)
+
+    @torch.no_grad()
+    def _compute_reference_logps(self, dataset, collate, batch_size: int = 16) -> tuple[list, list]:
+        was_training = self.model.training
+        self.model.eval()
+        chosen, rejected = [], []
+        for start in range(0, len(dataset), batch_size):
+            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = {k: v.to(self.device) for k, v in collate(rows).items()}
+            average = self.hparams.loss in MEAN_LOGP_LOSSES
+            logps = sequence_logps(self.forward(batch), batch["labels"], average=average)[0].tolist()
+            chosen += logps[: len(rows)]
+            rejected += logps[len(rows) :]
+        self.model.train(was_training)
+        return chosen, rejected
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._ref_logps:
+            checkpoint["reference_logps"] = self._ref_logps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._ref_logps = {k: tuple(v) for k, v in checkpoint.get("reference_logps", {}).items()}
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict) -> torch.Tensor | None:
+        """[2B] reference log-probs of the batch's rows, or None for the reference-free losses."""
+        hp = self.hparams
+        if hp.loss in REFERENCE_FREE_LOSSES:
+            return None
+        if "ref_chosen_logps" in batch:
+            return torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(self.device)
+        logits = self.reference_logits(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return sequence_logps(logits, batch["labels"], average=hp.loss in MEAN_LOGP_LOSSES)[0]
+
+    # ---------------------------------------------------------------------------------- the loss
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
+
+    def pair_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-pair loss and rewards of a batch of B pairs (2B rows: chosen, then rejected)."""
+        hp = self.hparams
+        logits = self(batch)
+        logps, counts = sequence_logps(logits, batch["labels"], average=hp.loss in MEAN_LOGP_LOSSES)
+        half = logps.size(0) // 2
+        ref = self.reference_logps(batch)
+        chosen_nll = None
+        if hp.sft_weight or hp.loss == "orpo":  # the mean NLL per token of each chosen answer
+            sums = logps[:half] * counts[:half] if hp.loss in MEAN_LOGP_LOSSES else logps[:half]
+            chosen_nll = -sums / counts[:half].clamp(min=1)
+        return preference_loss(
+            logps[:half], logps[half:],
+            None if ref is None else ref[:half], None if ref is None else ref[half:],
+            loss=hp.loss, beta=hp.beta, label_smoothing=hp.label_smoothing, simpo_gamma=hp.simpo_gamma,
+            chosen_nll=chosen_nll, sft_weight=hp.sft_weight,
+        )  # fmt: skip
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.pair_losses(batch)
+        total = out["loss"].sum()
+        if not self.finite(total):
+            return None
+        pairs = out["loss"].size(0)
+        margin = out["chosen_rewards"] - out["rejected_rewards"]
+        self.log_dict(
+            {
+                "train/loss": total.detach() / pairs,
+                "train/accuracy": (margin > 0).float().mean(),
+                "train/margin": margin.mean(),
+                "train/rewards/chosen": out["chosen_rewards"].mean(),
+                "train/rewards/rejected": out["rejected_rewards"].mean(),
+            },
+            batch_size=pairs,
+        )
+        # A mean over the pairs of the whole optimizer step (every accumulated micro-batch and rank), as
+        # SFT's loss is a mean over its tokens: `window_tokens` counts pairs here (one unit each).
+        window = batch["window_tokens"].clamp(min=1) if "window_tokens" in batch else pairs
+        return self.optimize(total / window * self.trainer.accumulate_grad_batches)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.pair_losses(batch)
+        margin = out["chosen_rewards"] - out["rejected_rewards"]
+        self.add_to_validation(
+            loss=out["loss"].sum().item(),
+            pairs=out["loss"].size(0),
+            correct=(margin > 0).sum().item(),
+            margin=margin.sum().item(),
+            chosen=out["chosen_rewards"].sum().item(),
+            rejected=out["rejected_rewards"].sum().item(),
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        totals = self.validation_totals()
+        n = max(totals.get("pairs", 0.0), 1)
+        scalars = {
+            "val/loss": totals.get("loss", 0.0) / n,
+            "val/accuracy": totals.get("correct", 0.0) / n,
+            "val/margin": totals.get("margin", 0.0) / n,
+            "val/rewards/chosen": totals.get("chosen", 0.0) / n,
+            "val/rewards/rejected": totals.get("rejected", 0.0) / n,
+        }
+        self.log("val/accuracy", scalars.pop("val/accuracy"), prog_bar=True)
+        self.log_dict(scalars)
+        log.info(
+            "step %d: val/loss %.4f, val/accuracy %.3f, val/margin %.4f",
+            self.global_step, scalars["val/loss"], totals.get("correct", 0.0) / n, scalars["val/margin"],
+        )  # fmt: skip

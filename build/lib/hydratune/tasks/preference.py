@@ -1,0 +1,67 @@
+"""The shared base of the tasks trained on preference data (dpo, reward, kto): their DataModule, rules and
+views. An abstract base like `Task` itself: concrete tasks subclass it, never one another."""
+
+from __future__ import annotations
+
+from hydratune.rules import Rule
+from hydratune.tasks.task import Task, data_kwargs
+
+# dataset.format values of preference pairs (hydratune.data.pairs.PAIR_FORMATS, less `kto`).
+PAIR_FORMATS = ("pairs", "alpaca_pairs", "chat_pairs")
+
+
+def _format(cfg: dict) -> str | None:
+    return (cfg.get("dataset") or {}).get("format")
+
+
+PACKING = Rule(
+    "preference_packing",
+    "task, dataset.packing",
+    lambda c: bool((c.get("dataset") or {}).get("packing")),
+    "preference data is scored answer by answer, so rows cannot be packed: set dataset.packing=false",
+)
+
+
+class PreferenceTask(Task):
+    """What the tasks on preference data share: their DataModule, checks and views."""
+
+    kto = False  # the rows are KTO rows (one completion, a desirable flag) instead of pairs
+    rules = (
+        PACKING,
+        Rule(
+            "preference_needs_pairs",
+            "task, dataset.format",
+            lambda c: _format(c) not in PAIR_FORMATS,
+            "this task trains on preference pairs: use dataset=preference "
+            f"(or set dataset.format to one of {', '.join(PAIR_FORMATS)} with your columns)",
+        ),
+    )
+
+    def datamodule(self, tokenizer, cfg: dict):
+        from hydratune.data.preference import PreferenceDataModule
+
+        return PreferenceDataModule(tokenizer, **data_kwargs(cfg), kto=self.kto)
+
+    def full_data_report(self, cfg: dict, tokenizer) -> dict:
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        return dict(datamodule.stats)
+
+    def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
+        from hydratune.data.preference import inspect_lines
+
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        return inspect_lines(datamodule, tokenizer, samples)
+
+
+KTO_RULES = (
+    PACKING,
+    Rule(
+        "kto_needs_kto_rows",
+        "task, dataset.format",
+        lambda c: _format(c) != "kto",
+        "task=kto trains on unpaired rows (prompt, completion, label): use dataset=kto "
+        "(or dataset.format=kto with your columns)",
+    ),
+)

@@ -1,0 +1,25 @@
+"""`task=reward`: a scalar reward model (a sequence classifier with one output) trained on preference pairs
+with the Bradley-Terry loss; `hydratune score RUN --prompt ... --response ...` prints its reward."""
+
+from __future__ import annotations
+
+from hydratune.tasks.preference import PreferenceTask
+from hydratune.tasks.task import module_kwargs
+
+
+class RewardTask(PreferenceTask):
+    name = "reward"
+    generative = False
+
+    def module(self, cfg: dict, datamodule, tokenizer):
+        from hydratune.tasks.reward.module import RewardModule
+
+        return RewardModule(
+            **module_kwargs(cfg), pad_token_id=tokenizer.pad_token_id, margin=self.settings.get("margin", 0.0)
+        )
+
+    def score(self, model, tokenizer, prompts, responses, dataset_cfg: dict) -> list[float]:
+        """`hydratune score`: the reward of each (prompt, response), rendered as in training."""
+        from hydratune.tasks.reward.inference import score
+
+        return score(model, tokenizer, prompts, responses, dataset_cfg)

@@ -1,0 +1,36 @@
+"""Scoring with an exported reward model: prompts and responses rendered as the run's training data was."""
+
+from __future__ import annotations
+
+import torch
+
+from hydratune.data.pairs import PAIR_FORMATS, column, scoring_ids
+
+
+def render(prompt: str, response: str, dataset_cfg: dict, tokenizer) -> tuple[str, str]:
+    """(prompt text, answer text) of one prompt and response in the run's pair format."""
+    fmt = dataset_cfg.get("format", "pairs")
+    chosen, rejected = column(dataset_cfg, "chosen_column"), column(dataset_cfg, "rejected_column")
+    if fmt == "chat_pairs":
+        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        row = {chosen: turns, rejected: turns}
+    elif fmt == "alpaca_pairs":
+        row = {"instruction": prompt, "input": "", chosen: response, rejected: response}
+    else:
+        row = {column(dataset_cfg, "prompt_column"): prompt, chosen: response, rejected: response}
+    prompt_text, answer, _ = PAIR_FORMATS[fmt](row, dataset_cfg, tokenizer)
+    return prompt_text, answer
+
+
+@torch.no_grad()
+def score(model, tokenizer, prompts: list[str], responses: list[str], dataset_cfg: dict) -> list[float]:
+    """The reward of each (prompt, response): the token layout of training (`[BOS] prompt answer EOS`),
+    cut to dataset.max_seq_length, one row at a time (no padding to get wrong)."""
+    limit = dataset_cfg.get("max_seq_length")
+    out = []
+    for prompt, response in zip(prompts, responses):
+        ids = scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer), limit)
+        input_ids = torch.tensor([ids], device=model.device)
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+        out.append(float(logits[0, 0]))
+    return out

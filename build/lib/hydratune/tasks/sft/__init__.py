@@ -1,0 +1,45 @@
+"""`task=sft`: supervised fine-tuning of a causal LM, next-token loss on the trained tokens (dataset.train_on)."""
+
+from __future__ import annotations
+
+from hydratune.tasks.task import Task, data_kwargs, module_kwargs
+
+
+class SFTTask(Task):
+    name = "sft"
+
+    def datamodule(self, tokenizer, cfg: dict):
+        from hydratune.tasks.sft.data import SFTDataModule
+
+        return SFTDataModule(tokenizer, **data_kwargs(cfg))
+
+    def module(self, cfg: dict, datamodule, tokenizer):
+        from hydratune.tasks.sft.module import SFTModule
+
+        return SFTModule(**module_kwargs(cfg))
+
+    def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
+        from hydratune.data.formats import CHAT_FORMATS, check_config
+        from hydratune.data.peek import Fallback, sft_report
+
+        fmt = check_config(dataset_cfg)
+        if fmt in CHAT_FORMATS:
+            raise Fallback(f"format={fmt} renders rows with the chat template (transformers)")
+        return sft_report(splits, tokenizer, dataset_cfg, notes)
+
+    def full_data_report(self, cfg: dict, tokenizer) -> dict:
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        # Per split: rows, samples kept, dropped (no trained token / too long), truncation rate,
+        # trained-token fraction, packing efficiency (see hydratune.tasks.sft.data.tokenize_split).
+        report = {split: stats for split, stats in datamodule.stats.items()}
+        samples = datamodule.train_samples
+        report["examples"] = [tokenizer.decode(samples[i]["input_ids"]) for i in range(min(3, len(samples)))]
+        return report
+
+    def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
+        from hydratune.tasks.sft.report import inspect_lines
+
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        return inspect_lines(datamodule, tokenizer, cfg["dataset"], samples)

@@ -1,0 +1,66 @@
+"""The SFT LightningModule: next-token loss over the trained tokens, normalised per optimizer step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hydratune.data.tokenize import IGNORE_INDEX
+from hydratune.tasks.base import TaskModule
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token negative log-likelihood over trained tokens, and their count.
+
+    Position t predicts token t+1; labels equal to -100 are skipped.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return nll, (shift_labels != IGNORE_INDEX).sum()
+
+
+class SFTModule(TaskModule):
+    """Supervised fine-tuning of a causal LM (arguments: see `TaskModule`)."""
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        nll, tokens = token_nll(self(batch), batch["labels"])
+        if not self.finite(nll):
+            return None
+        self.log(
+            "train/loss",
+            nll.detach() / tokens.clamp(min=1),
+            prog_bar=True,
+            batch_size=batch["input_ids"].size(0),
+        )
+        # Divide by the trained tokens of the whole optimizer step (all accumulated micro-batches),
+        # not by this micro-batch's: a mean of per-batch means over-weights short samples.
+        # Lightning divides the returned loss by accumulate_grad_batches, hence the product.
+        window = batch.get("window_tokens", tokens).clamp(min=1)
+        return self.optimize(nll / window * self.trainer.accumulate_grad_batches)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        nll, tokens = token_nll(self(batch), batch["labels"])
+        self.add_to_validation(nll=nll.item(), tokens=tokens.item())
+
+    def on_validation_epoch_end(self) -> None:
+        # Token-weighted over the whole validation set and every rank, not a mean of batch means.
+        totals = self.validation_totals()
+        loss = totals.get("nll", 0.0) / max(totals.get("tokens", 0.0), 1)
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", math.exp(min(loss, 50.0)))

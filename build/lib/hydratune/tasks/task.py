@@ -1,0 +1,91 @@
+"""The shape of a task: everything that differs from one training objective to another.
+
+A task is chosen by `conf/task/<name>.yaml` and built by `hydratune.tasks.registry.get_task`. Its
+settings are the YAML's keys (all but `name` and `_target_`). Nothing outside the registry compares
+task names: `train.run`, preflight, `hydratune inspect` and `hydratune predict` ask the task.
+
+This module and every task's `__init__.py` import no torch and no Lightning (preflight and `--help`
+stay fast); a task imports its LightningModule and DataModule inside the methods that build them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hydratune.errors import UserError
+from hydratune.rules import Rule
+
+
+class Task:
+    """One training objective: its data, its LightningModule, its checks, its report.
+
+    Subclasses set `name` and override `datamodule` and `module`; the rest has defaults. The config
+    dicts passed in are plain values (see `hydratune.config.to_plain`); `cfg` is the whole run config.
+    """
+
+    name: ClassVar[str] = ""
+    # Cross-group rules that hold only for this task (checked with hydratune.rules.RULES).
+    rules: ClassVar[tuple[Rule, ...]] = ()
+    # Whether the trained model writes text (a causal LM): eval_generations then samples its answers.
+    generative: ClassVar[bool] = True
+
+    def __init__(self, **settings: Any):
+        self.settings = settings
+
+    # ---------------------------------------------------------------------------------- training
+
+    def datamodule(self, tokenizer, cfg: dict):
+        """The LightningDataModule; its `setup()` prepares the data (`train.run` calls it before fit)."""
+        raise NotImplementedError(f"task {self.name!r} has no datamodule")
+
+    def module(self, cfg: dict, datamodule, tokenizer):
+        """The LightningModule, built from plain config values (the model itself loads in configure_model)."""
+        raise NotImplementedError(f"task {self.name!r} has no module")
+
+    def finish(self, trainer, module, datamodule, run_dir: Path) -> dict:
+        """After fit (best weights back in place): extra metrics.json entries and files. Every rank calls it."""
+        return {}
+
+    # ------------------------------------------------------------------------- checks and views
+
+    def quick_data_report(self, splits: dict, tokenizer, dataset_cfg: dict, notes: list[str]) -> dict:
+        """Preflight's quick look at the first rows (hydratune.data.peek Rows; no torch). Raise
+        `hydratune.data.peek.Fallback` where the quick look cannot match training."""
+        from hydratune.data.peek import Fallback
+
+        raise Fallback(f"task={self.name} has no quick data check")
+
+    def full_data_report(self, cfg: dict, tokenizer) -> dict:
+        """Preflight's full data check: every row prepared as training prepares it."""
+        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule.setup("fit")
+        return dict(getattr(datamodule, "stats", {}))
+
+    def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
+        """`hydratune inspect`: what the model will be trained on, as lines of text (no model weights)."""
+        raise UserError(f"hydratune inspect: task={self.name} has no inspect view yet")
+
+
+def module_kwargs(cfg: dict) -> dict:
+    """The constructor arguments every task's LightningModule shares, from the plain run config.
+
+    The hub token is handed over apart from `model` so it never lands in saved hyperparameters.
+    """
+    model = dict(cfg["model"])
+    token = model.pop("token", None)
+    return {
+        "model": model,
+        "peft": cfg["peft"],
+        "optimizer": cfg["optimizer"],
+        "scheduler": cfg["scheduler"],
+        "gradient_checkpointing": bool(model.pop("gradient_checkpointing", False)),
+        "quantization": cfg.get("quantization"),
+        "hub_token": token,
+        "nan_policy": cfg.get("nan_policy", "stop"),
+    }
+
+
+def data_kwargs(cfg: dict) -> dict:
+    """The DataModule arguments every task shares: the dataset config, the seed and the cache folder."""
+    return {"cfg": cfg["dataset"], "seed": cfg.get("seed", 0), "cache_dir": cfg["paths"].get("cache_dir")}

@@ -1,0 +1,357 @@
+"""`run(cfg)`: one training run in three phases: `set_up` (tokenizer, task, data, module, trainer), `fit`,
+`finish` (export, metrics). No HydraConfig, no working directory: paths come from cfg.paths.
+
+What differs by training objective is asked of the task (`hydratune.tasks`), never decided here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydratune.config import build, canonical_dtype, redact, to_plain
+from hydratune.console import quiet_console
+from hydratune.errors import NonFiniteLoss, UserError
+from hydratune.precision import choose_precision, precision_note
+from hydratune.preflight import check_config, check_disk_room
+from hydratune.tasks.registry import get_task
+from hydratune.tasks.task import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """The pieces of one run, built by `set_up` and used by `fit` and `finish`."""
+
+    cfg: dict  # the plain run config
+    run_dir: Path
+    task: Task
+    tokenizer: Any
+    datamodule: Any
+    module: Any
+    trainer: Any
+    loggers: list
+    history: Any
+    throughput: Any
+    stop: Any  # hydratune.signals.GracefulStop
+    checkpointing: list
+    ckpt_path: str | None
+    effective_batch: int
+    started: float = field(default_factory=time.time)
+    fit_seconds: float = 0.0
+
+
+def run(cfg) -> float:
+    """Train, export and summarise one run. Returns the final validation loss (the sweep objective)."""
+    started = time.time()
+    import lightning  # noqa: F401  (it adds a console handler on import, which quiet_console removes)
+
+    quiet_console()
+    check_config(to_plain(cfg))
+    check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
+    ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
+    state = set_up(to_plain(cfg), ckpt_path)
+    state.started = started
+    fit(state)
+    return finish(state)
+
+
+def set_up(cfg: dict, ckpt_path: str | None) -> Run:
+    """Seed, tokenizer, task, data (prepared here, before any other rank starts), module, trainer."""
+    import lightning as L
+
+    from hydratune.model import load_tokenizer
+
+    run_dir = Path(cfg["paths"]["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg["seed"], workers=True)
+    tokenizer = load_tokenizer(cfg["model"], cfg["model"].get("token"))
+    task = get_task(cfg["task"])
+    datamodule = task.datamodule(tokenizer, cfg)
+    prepare_data(datamodule)
+    module = task.module(cfg, datamodule, tokenizer)
+    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
+    effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
+    log.info(
+        "effective batch size: %d (%d per device x %d accumulation x %d devices)",
+        effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,
+    )  # fmt: skip
+    return Run(
+        cfg,
+        run_dir,
+        task,
+        tokenizer,
+        datamodule,
+        module,
+        trainer,
+        loggers,
+        *parts,
+        ckpt_path,
+        effective_batch,
+    )
+
+
+def prepare_data(datamodule) -> None:
+    """Read, format and tokenize the data (cached). Under DDP rank 0 does it before Lightning starts the
+    other ranks, which then read the cache."""
+    datamodule.setup("fit")
+
+
+def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
+    """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
+    throughput, stop, checkpointing))."""
+    from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
+    from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, build_checkpointing
+    from hydratune.loggers import build_loggers
+    from hydratune.search import trial_callbacks
+    from hydratune.signals import GracefulStop
+
+    history, throughput = History(), Throughput()
+    callbacks_cfg = cfg.get("callbacks") or {}
+    checkpointing = build_checkpointing(callbacks_cfg, run_dir / "checkpoints")
+    stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
+    callbacks = [build(node) for node in callbacks_cfg.values() if "_target_" in node]
+    callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    callbacks += trial_callbacks()  # a trial of an Optuna search: report val/loss, stop when pruned
+    generations = cfg.get("eval_generations") or {}
+    if generative and generations.get("num_prompts", 0) > 0:
+        callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
+    loggers = build_loggers(cfg.get("logger") or {}, run_dir)
+    if not loggers:  # logger=none: Lightning's LR monitor refuses to run without a logger
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    trainer_cfg, reason = choose_precision(cfg["trainer"])  # trainer.precision: auto
+    trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
+    log.info("precision: %s (%s)", trainer_cfg.get("precision"), reason)
+    trainer = build(
+        trainer_cfg,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        # callbacks=none: no checkpoints, not Lightning's default ones
+        enable_checkpointing=bool(checkpointing),
+        **strategy,
+    )
+    if cfg.get("tf32"):
+        import torch
+
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer GPUs
+    return trainer, loggers, (history, throughput, stop, checkpointing)
+
+
+def fit(state: Run) -> None:
+    """Log the hyperparameters, write run.json, evaluate the starting point, train; a signal ends the
+    process here with a checkpoint to resume from."""
+    from hydratune.passport import write_passport
+
+    cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
+    continuing = state.ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same runs
+    for logger in state.loggers if not continuing else []:  # once: MLflow refuses a changed value (resume=)
+        logger.log_hyperparams(redact(cfg) | {"paths": None})
+    if trainer.is_global_zero:  # DDP: the ranks share the run folder
+        write_passport(
+            run_dir / "run.json", cfg, state.tokenizer, state.datamodule, trainer, state.effective_batch,
+            state.ckpt_path,
+        )  # fmt: skip
+    if cfg.get("eval_before_training") and not state.ckpt_path:
+        trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
+        state.module.train()  # validate() leaves the modules in eval mode
+    fit_started = time.time()
+    try:
+        trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
+    except NonFiniteLoss as err:
+        raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
+    state.fit_seconds = time.time() - fit_started
+    stop = state.stop
+    if stop.requeue:
+        log.warning("stopped by %s at step %d; checkpoint: %s", stop.signal_name, trainer.global_step,
+                    last_checkpoint(run_dir))  # fmt: skip
+        stop.requeue_job()
+    if stop.received is not None:
+        log.warning(
+            "stopped by %s at step %d; checkpoint: %s. Resume with the same command plus resume=auto "
+            "(or ckpt_path=%s)",
+            stop.signal_name, trainer.global_step, last_checkpoint(run_dir), last_checkpoint(run_dir),
+        )  # fmt: skip
+        raise SystemExit(128 + stop.received)
+
+
+def finish(state: Run) -> float:
+    """Best weights back if asked, the task's own wrap-up, then (rank 0) export, plot, metrics.json."""
+    from hydratune.checkpoint import best_checkpoint, load_trainable_weights
+    from hydratune.export import export_artifact, logit_parity, merge_adapter
+
+    cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
+    best = best_checkpoint(state.checkpointing)
+    if (cfg.get("callbacks") or {}).get("model_checkpoint", {}).get("load_best_model_at_end") and best:
+        log.info("load_best_model_at_end: exporting the weights of %s", best)
+        load_trainable_weights(state.module, best)
+    task_metrics = state.task.finish(trainer, state.module, state.datamodule, run_dir)
+    if not trainer.is_global_zero:
+        return float("nan")  # DDP: rank 0 writes the artifact and metrics.json; the others only trained
+    artifact = export_artifact(state.module.model, state.tokenizer, run_dir)
+    state.history.plot(run_dir / "loss.png")
+    metrics = summarize(state.history, state.throughput, trainer.global_step, state.fit_seconds,
+                        time.time() - state.started, getattr(state.module, "val_loss_is_nll", True))  # fmt: skip
+    metrics["artifact"] = artifact.name
+    if best is not None:
+        metrics["best_checkpoint"] = best.name
+    metrics.update(task_metrics)
+    metrics["effective_batch_size"] = state.effective_batch
+    metrics["precision"] = precision_note(cfg["trainer"], str(trainer.precision))
+    if cfg["export"]["merge"] and artifact.name == "adapter":
+        compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
+        merge_adapter(artifact, run_dir / "merged", compute_dtype)
+        metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print_summary(run_dir, metrics)
+    # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
+    return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
+
+
+def resume_checkpoint(cfg) -> str | None:
+    """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
+    of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
+    from hydratune.checkpoint import find_resume_run, resume_file
+
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file; give a .ckpt file or use resume=auto")
+        return str(cfg.ckpt_path)
+    if cfg.get("resume") in (None, False):
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        if not restarts:
+            return None
+        log.info("SLURM requeued this job (restart %d): resume=auto", restarts)
+        cfg.resume = "auto"
+    if cfg.resume != "auto":
+        raise UserError(f"resume={cfg.resume!r}: use resume=auto, or ckpt_path=PATH for a given checkpoint")
+    here = Path(cfg.paths.output_dir)
+    previous = find_resume_run(here)
+    if previous is None:
+        log.info("resume=auto: no earlier run named %r has a checkpoint; starting fresh", cfg.name)
+        return None
+    if previous != here:
+        log.info("resume=auto: continuing %s (%s keeps only this launch's config and log)", previous, here)
+        cfg.paths.output_dir = str(previous)
+        handler = logging.FileHandler(previous / "train.log")  # the continued run's log goes on in its folder
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(handler)
+    checkpoint = resume_file(previous)
+    log.info("resume=auto: resuming from %s", checkpoint)
+    return str(checkpoint)
+
+
+def last_checkpoint(run_dir: Path) -> str:
+    path = run_dir / "checkpoints" / "last.ckpt"
+    return str(path) if path.is_file() else "(none written yet)"
+
+
+def quiet_when_piped(trainer_cfg: dict) -> dict:
+    """No progress bar when stderr is not a terminal (batch jobs, CI, redirected logs): train.log says enough."""
+    import sys
+
+    if trainer_cfg.get("enable_progress_bar", True) and not sys.stderr.isatty():
+        return trainer_cfg | {"enable_progress_bar": False}
+    return trainer_cfg
+
+
+def split_strategy(trainer_cfg: dict, model_cfg: dict) -> tuple[dict, dict]:
+    """FSDP's `auto_wrap_policy: decoder_layer` becomes the model's decoder block classes.
+
+    The strategy is then built here and handed to the Trainer as an object (a set of classes
+    cannot live in a config node).
+    """
+    strategy = trainer_cfg.get("strategy")
+    if not (isinstance(strategy, dict) and strategy.get("auto_wrap_policy") == "decoder_layer"):
+        return trainer_cfg, {}
+    from hydra.utils import get_class
+
+    from hydratune.model import decoder_layer_classes
+
+    kwargs = {k: v for k, v in strategy.items() if not k.startswith("_")}
+    kwargs["auto_wrap_policy"] = decoder_layer_classes(model_cfg)
+    rest = {k: v for k, v in trainer_cfg.items() if k != "strategy"}
+    return rest, {"strategy": get_class(strategy["_target_"])(**kwargs)}
+
+
+def cpu_fallbacks(trainer_cfg: dict) -> dict:
+    """Settings that need CUDA, replaced by what runs on a CPU, with a warning that says so."""
+    import torch
+
+    if torch.cuda.is_available() or trainer_cfg.get("accelerator") not in (None, "auto", "cpu"):
+        return trainer_cfg
+    if str(trainer_cfg.get("precision")) in ("16-mixed", "16"):
+        log.warning(
+            "trainer.precision=16-mixed (fp16 with loss scaling) needs a GPU: running bf16-mixed on CPU"
+        )
+        trainer_cfg = trainer_cfg | {"precision": "bf16-mixed"}
+    return trainer_cfg
+
+
+def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
+    """The dtype to merge in: the quantization's compute dtype, else the model's dtype."""
+    compute = (quantization_cfg.get("config") or {}).get("bnb_4bit_compute_dtype")
+    dtype = canonical_dtype(compute or model_cfg.get("dtype", "float32"))  # bf16 -> bfloat16
+    return "float32" if dtype == "auto" else dtype
+
+
+def summarize(
+    history, throughput, steps: int, fit_seconds: float, wall_seconds: float, loss_is_nll: bool = True
+) -> dict:
+    """The numbers of metrics.json: final losses, perplexity (when the loss is a per-token NLL), the task's
+    own validation curves (initial and final value of each), steps, tokens and speed."""
+    from hydratune.callbacks import peak_memory_mb
+
+    metrics: dict = {"steps": steps}
+    if history.train_loss:
+        tail = [loss for _, loss in history.train_loss[-10:]]
+        metrics["train_loss"] = sum(tail) / len(tail)  # mean of the last 10 batches
+    if history.val_loss:
+        metrics["initial_val_loss"] = history.val_loss[0][1]
+        metrics["val_loss"] = history.val_loss[-1][1]
+        metrics["best_val_loss"] = min(loss for _, loss in history.val_loss)
+        metrics["val_curve"] = [[step, loss] for step, loss in history.val_loss]  # for sweep.png
+        if loss_is_nll:
+            metrics["val_ppl"] = math.exp(min(metrics["val_loss"], 50.0))
+    for (
+        name,
+        points,
+    ) in history.val_metrics.items():  # e.g. val/accuracy -> initial_val_accuracy, val_accuracy
+        key = name.replace("/", "_")
+        metrics[f"initial_{key}"], metrics[key] = points[0][1], points[-1][1]
+    metrics.update(
+        tokens_seen=throughput.tokens,
+        trained_tokens=throughput.trained_tokens,
+        tokens_per_s=round(throughput.tokens_per_second, 1),
+        samples_per_s=round(throughput.samples / max(throughput.train_seconds, 1e-9), 2),
+        peak_memory_mb=round(peak_memory_mb(), 1),
+        padding_efficiency=round(throughput.tokens / max(throughput.padded_tokens, 1), 4),
+        fit_seconds=round(fit_seconds, 1),
+        wall_seconds=round(wall_seconds, 1),
+    )
+    return metrics
+
+
+def print_summary(run_dir: Path, metrics: dict) -> None:
+    lines = [f"run directory: {run_dir}", f"steps: {metrics['steps']}"]
+    if "train_loss" in metrics:
+        lines.append(f"train loss: {metrics['train_loss']:.4f}")
+    if "val_loss" in metrics:
+        ppl = f" (ppl {metrics['val_ppl']:.2f})" if "val_ppl" in metrics else ""
+        lines.append(f"val loss: {metrics['initial_val_loss']:.4f} -> {metrics['val_loss']:.4f}{ppl}")
+    for key in metrics:
+        if key.startswith("initial_val_") and key != "initial_val_loss":
+            name = key.removeprefix("initial_")
+            lines.append(f"{name.replace('_', '/')}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
+    if "precision" in metrics:
+        lines.append(f"precision: {metrics['precision']}")
+    lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
+    log.info("summary\n  %s", "\n  ".join(lines))
