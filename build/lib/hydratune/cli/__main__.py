@@ -1,5 +1,0 @@
-import sys
-
-from hydratune.cli import main
-
-sys.exit(main())

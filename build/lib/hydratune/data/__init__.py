@@ -1,1 +1,0 @@
-"""Data: sources -> formats -> tokenize with label masks -> collate."""
