@@ -361,18 +361,6 @@ def median_run(runs: list[dict]) -> dict:
     return median
 
 
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "lightning", "trl", "datasets"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "missing"
-    return out
-
-
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense, SXM parts
 LORA_RANK = 16
 
@@ -413,6 +401,8 @@ def ratio(rate: float | None, reference: float | None) -> str:
 
 
 def table(results: dict, machine: str) -> str:
+    from hydratune.bench import versions  # late: the runners must not pay for its imports
+
     lines = [
         f"Machine: {machine}. Date: {datetime.date.today()}. "
         + ", ".join(f"{k} {v}" for k, v in versions().items())
@@ -442,6 +432,7 @@ def table(results: dict, machine: str) -> str:
 
 
 def main() -> None:
+
     if any(a == "--task" or a.startswith("--task=") for a in sys.argv[1:]):  # DPO/GRPO rows: bench_tasks.py
         sys.path.insert(0, str(Path(__file__).parent))
         import bench_tasks
@@ -467,6 +458,8 @@ def main() -> None:
         family = args.runner.removesuffix("_packed")
         {"hydratune": run_hydratune, "trl": run_trl, "bare": run_bare}[family](workdir, args, packed)
         return
+
+    from hydratune.bench import versions  # late: the runners must not pay for its imports
 
     prepare(workdir, args.gpu)
     runs: dict[str, list[dict]] = {runner: [] for runner in args.runners.split(",")}

@@ -363,19 +363,9 @@ def median_run(runs: list[dict]) -> dict:
     return median
 
 
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "lightning", "trl", "datasets"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "missing"
-    return out
-
-
 def table(task: str, results: dict, machine: str, load: str) -> str:
+    from hydratune.bench import versions  # late: the runners must not pay for its imports
+
     unit = "pairs/s" if task == "dpo" else "steps/s"
     reference = rate(results.get(f"{task}_trl", {}))
     lines = [
@@ -414,6 +404,7 @@ def table(task: str, results: dict, machine: str, load: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(RUNNERS), required=True)
     parser.add_argument("--out", default=None, help="default: outputs/bench_<task>")
@@ -439,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.runner:
         RUN[args.runner](workdir, args)
         return
+
+    from hydratune.bench import versions  # late: the runners must not pay for its imports
 
     prepare(workdir)
     load_before = os.getloadavg()[0]

@@ -4,7 +4,6 @@ own, no task name compared outside the task registry, and a user's own task trai
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 import subprocess
 import sys
@@ -183,7 +182,3 @@ def test_a_task_target_that_is_not_a_task_is_one_line(tmp_path):
         get_task({"_target_": "collections.OrderedDict"})
     with pytest.raises(UserError, match=r"task.name=sftt: no such task; use one of sft, classification"):
         get_task({"name": "sftt"})
-
-
-def test_modules_are_importable():
-    assert importlib.import_module("hydratune.export")

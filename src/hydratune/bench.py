@@ -4,6 +4,7 @@ the real (non-pad) tokens each step processed, written as JSON when training end
 from __future__ import annotations
 
 import json
+import platform
 import resource
 import statistics
 import time
@@ -79,3 +80,16 @@ class StepTimer(L.Callback):
             "data_prep_s": round(self.data_ready - PROCESS_START, 2) if self.data_ready else None,
         }
         Path(self.out).write_text(json.dumps(result, indent=2))
+
+
+def versions() -> dict:
+    """Versions of the libraries a benchmark result depends on ("missing" where not installed)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "lightning", "trl", "datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
