@@ -40,6 +40,17 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything about the tokenizer that changes token ids: vocab, merges, specials, template
+    (part of the cache key of every task's tokenized data)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return fingerprint(
+        type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
+        getattr(tokenizer, "chat_template", None),
+    )  # fmt: skip
+
+
 def build_splits(cfg: dict, cache_dir: str | None = None):
     """Load every source, apply its own `ops`, combine them, then apply the dataset-level `ops`."""
     sources = cfg.get("sources") or []

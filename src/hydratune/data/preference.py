@@ -13,7 +13,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hydratune.data.formats import set_chat_template
-from hydratune.data.ops import build_splits, fingerprint
+from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint
 from hydratune.data.pairs import (
     DROP_REASONS,
     PAIR_FORMATS,
@@ -100,8 +100,6 @@ class PreferenceDataModule(L.LightningDataModule):
 
         keys = ("format", "template", "chat_template", "max_seq_length", "prompt_column", "chosen_column",
                 "rejected_column", "completion_column", "label_column", "system_column")  # fmt: skip
-        from hydratune.tasks.sft.data import tokenizer_fingerprint
-
         key = fingerprint(dataset._fingerprint, tokenizer_fingerprint(self.tokenizer),
                           {k: self.cfg.get(k) for k in keys}, self.kto, TOKENIZE_VERSION)  # fmt: skip
         started = time.time()

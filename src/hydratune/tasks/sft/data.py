@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns, set_chat_template
-from hydratune.data.ops import build_splits, fingerprint
+from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint
 from hydratune.data.packing import pack_dataset, packing_efficiency, row_lengths
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
@@ -22,16 +22,6 @@ log = logging.getLogger(__name__)
 
 # Bumped when tokenization changes its output, so cached results of older code are not reused.
 TOKENIZE_VERSION = 2
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of everything about the tokenizer that changes token ids: vocab, merges, specials, template."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
-    return fingerprint(
-        type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
-        getattr(tokenizer, "chat_template", None),
-    )  # fmt: skip
 
 
 def is_cached(dataset, fingerprint: str) -> bool:
