@@ -32,6 +32,7 @@ Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --
     python scripts/bench.py --runners bare,hydratune       # a subset
     python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
     python scripts/bench.py --bf16 --runners bare_packed,hydratune_packed   # CPU bf16 autocast
+    python scripts/bench.py --vocab 32000 --runners bare_packed,hydratune_packed   # BPE-sized logits
     python scripts/bench.py --task dpo --repeats 3   # DPO / GRPO vs TRL: scripts/bench_tasks.py (its options)
 
 --bf16 (CPU): the bare loop runs forward and loss under torch.autocast("cpu", bfloat16), hydratune
@@ -80,8 +81,10 @@ def alpaca_like_rows(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
-def prepare(workdir: Path, gpu: bool) -> None:
-    """The model (saved like a hub checkpoint) and the data, shared by every runner."""
+def prepare(workdir: Path, gpu: bool, vocab: int | None = None) -> None:
+    """The model (saved like a hub checkpoint) and the data, shared by every runner. `vocab`: widen the
+    embedding and output layer to this many entries (a BPE-sized output layer; the text stays in the
+    char tokenizer's ids, so only the logits grow)."""
     from hydratune.tiny import build_random_model
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,8 @@ def prepare(workdir: Path, gpu: bool) -> None:
         )
     )
     model, tokenizer = build_random_model(seed=0, **size)
+    if vocab:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
     model.save_pretrained(workdir / "model")
     tokenizer.save_pretrained(workdir / "model")
     rows = alpaca_like_rows(4000)
@@ -185,6 +190,7 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
         report_to=[],
         dataloader_num_workers=0,
         bf16=args.gpu or args.bf16,
+        gradient_checkpointing=False,  # TRL 1.16 turns it on by default; no runner recomputes here
         use_cpu=not args.gpu,
         seed=0,
     )
@@ -449,6 +455,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
     )
+    parser.add_argument(
+        "--vocab", type=int, help="output layer size (e.g. 32000: logits as large as a BPE model's)"
+    )
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
     args = parser.parse_args()
     workdir = Path(args.out)
@@ -461,7 +470,7 @@ def main() -> None:
 
     from hydratune.bench import versions  # late: the runners must not pay for its imports
 
-    prepare(workdir, args.gpu)
+    prepare(workdir, args.gpu, args.vocab)
     runs: dict[str, list[dict]] = {runner: [] for runner in args.runners.split(",")}
     for repeat in range(args.repeats):  # interleaved: A, B, A, B, ... so a busy spell hits every runner
         for runner in runs:
@@ -491,6 +500,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} CPU threads" + (
         f", {device_peak()[0]}" if args.gpu else ""
     )
+    machine += f"; output layer {args.vocab or 'char'} entries, {'bf16' if args.bf16 or args.gpu else 'fp32'}"
     (workdir / "bench.json").write_text(
         json.dumps({"machine": machine, "versions": versions(), "results": results}, indent=2)
     )

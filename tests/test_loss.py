@@ -1,7 +1,9 @@
-"""Our token loss agrees with the reference computed by transformers."""
+"""Our token loss agrees with the reference computed by transformers, and the fused loss from hidden states with
+the loss from logits (value and gradients)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hydratune.tasks.sft.module import token_nll
@@ -21,3 +23,101 @@ def test_token_nll_matches_transformers_loss(tiny_model_dir):
     nll, count = token_nll(out.logits, labels)
     assert count.item() == int((labels[:, 1:] != -100).sum())
     assert torch.allclose(nll / count, out.loss, atol=1e-5)
+
+
+def _reference_nll(hidden, weight, labels):
+    """The plain path: full logits, a float32 upcast, cross-entropy."""
+    import torch.nn.functional as F
+
+    logits = (hidden @ weight.T)[:, :-1].float()
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+    )
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16-autocast", "bf16-weights"])
+@pytest.mark.parametrize("chunk_elements", [7 * 500, 2**23])  # several chunks, then one
+def test_linear_cross_entropy_matches_plain_loss_and_gradients(mode, chunk_elements):
+    from hydratune.losses import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    hidden0, weight0 = torch.randn(3, 17, 32, generator=g), torch.randn(500, 32, generator=g) * 0.1
+    if mode == "bf16-weights":
+        hidden0, weight0 = hidden0.bfloat16(), weight0.bfloat16()
+    labels = torch.randint(0, 500, (3, 17), generator=g)
+    labels[0, :5] = -100
+    labels[2, -3:] = -100
+    results = []
+    for fused in (False, True):
+        hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16-autocast"):
+            if fused:
+                nll, count = linear_cross_entropy(hidden, weight, labels, chunk_elements=chunk_elements)
+                assert count.item() == int((labels[:, 1:] != -100).sum())
+            else:
+                nll = _reference_nll(hidden, weight, labels)
+        (0.5 * nll).backward()  # a scaled loss: backward must use the incoming gradient
+        results.append((nll.detach().float(), hidden.grad.float(), weight.grad.float()))
+    (plain_nll, plain_dh, plain_dw), (nll, dh, dw) = results
+    # bf16 matmuls round differently when a gradient is summed over chunks instead of in one matmul.
+    rel = 1e-5 if mode == "fp32" else 1e-2
+    assert nll.item() == pytest.approx(plain_nll.item(), rel=1e-5)
+    assert (dh - plain_dh).abs().max() <= rel * plain_dh.abs().max()
+    assert (dw - plain_dw).abs().max() <= rel * plain_dw.abs().max()
+
+
+def test_linear_cross_entropy_without_gradients_and_without_trained_tokens():
+    from hydratune.losses import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(2, 9, 16, generator=g), torch.randn(40, 16, generator=g)
+    labels = torch.randint(0, 40, (2, 9), generator=g)
+    with torch.no_grad():
+        nll, _ = linear_cross_entropy(hidden, weight, labels, chunk_elements=40 * 4)
+    assert nll.item() == pytest.approx(_reference_nll(hidden, weight, labels).item(), rel=1e-5)
+    nll, count = linear_cross_entropy(hidden.requires_grad_(), weight, torch.full((2, 9), -100))
+    nll.backward()
+    assert nll.item() == 0.0 and count.item() == 0 and hidden.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_sft_fused_loss_matches_logits_path_with_lora(tiny_model_dir, tokenizer, checkpointing):
+    """SFTModule's loss from hidden states (the default) gives the loss and LoRA gradients of the logits path."""
+    from conftest import batch_samples, make_module
+
+    from hydratune.data.collate import PadCollator
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    out = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        module = make_module(tiny_model_dir)
+        module.hparams.fused_loss = fused
+        module.hparams.gradient_checkpointing = checkpointing
+        module.configure_model()
+        assert (module.output_layer() is not None) is True  # a Llama: its logits are lm_head(hidden)
+        with torch.no_grad():  # LoRA B starts at zero; give it values so every gradient is non-zero
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
+        nll, count = module.nll(batch)
+        (nll / count).backward()
+        out[fused] = (nll.item(), {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad})
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-6)
+    assert out[True][1].keys() == out[False][1].keys()
+    for name, grad in out[False][1].items():
+        assert torch.allclose(out[True][1][name], grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_output_layer_is_refused_when_the_logits_are_more_than_lm_head(tiny_model_dir):
+    """Model families outside the plain list (soft-capping, scaling) and adapted output layers use the
+    logits path."""
+    from conftest import make_module
+
+    module = make_module(tiny_model_dir, overrides=["peft.config.target_modules=[q_proj,lm_head]"])
+    module.configure_model()
+    assert module.output_layer() is None  # LoRA on lm_head: the weight alone is not the layer
+    module = make_module(tiny_model_dir)
+    module.configure_model()
+    module.model.get_base_model().config.model_type = "gemma2"  # final logit soft-capping
+    assert module.output_layer() is None

@@ -108,6 +108,36 @@ def test_reference_free_losses_train(tiny_model_dir, tokenizer, loss):
     assert (after["chosen_rewards"] > after["rejected_rewards"]).float().mean() >= 0.75
 
 
+@pytest.mark.parametrize("bias", ["none", "lora_only"])  # lora_only: peft's own disable_adapter path
+def test_lora_reference_is_the_base_model_and_the_adapters_come_back(tiny_model_dir, tokenizer, bias):
+    """With LoRA the reference is the base weights with every adapter switched off, and afterwards the
+    adapters are on and trainable again."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"peft.config.bias={bias}")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    with torch.no_grad():  # LoRA B starts at zero; give it values so the policy differs from the base
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        expected = base(**inputs).logits
+        policy = module.model(**inputs).logits
+    for _ in range(2):  # the second call reuses the listed layers
+        reference = module.reference_logits(**inputs)
+        if bias == "none":  # a trained bias makes the adapters-off model differ from the base (peft warns)
+            torch.testing.assert_close(reference, expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(reference, policy, atol=1e-4)
+        with torch.no_grad():
+            torch.testing.assert_close(module.model(**inputs).logits, policy)
+        assert {n for n, p in module.model.named_parameters() if p.requires_grad} == trainable
+
+
 def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
     cfg = _cfg(tiny_model_dir, "task=dpo", "task.sft_weight=0", "peft=none", "optimizer.lr=1e-3")
     module = _module("dpo", cfg, tokenizer)

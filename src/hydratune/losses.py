@@ -198,3 +198,86 @@ def bradley_terry_loss(
     if margin is not None:
         diff = diff - margin
     return -F.logsigmoid(diff)
+
+
+# ---------------------------------------------------------------- next-token loss from hidden states
+
+# Logit elements computed at once by `linear_cross_entropy` (32 MiB of float32): the `[tokens, vocab]`
+# logits of a whole batch never exist, only one chunk of them.
+CHUNK_ELEMENTS = 2**23
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `labels`, chunk by chunk over the rows, with the
+    gradients taken in the forward pass (each chunk's logits are dropped before the next chunk), as fused
+    linear cross-entropy kernels do. Matmuls follow the ambient autocast; the softmax runs in float32."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_rows):
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        autocast = torch.is_autocast_enabled(hidden.device.type)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.size(0), chunk_rows):
+            h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
+            logits = (h @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            total += (lse - logits.gather(-1, y)).sum()
+            # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's logits.
+            d_logits = logits.sub_(lse).exp_().scatter_add_(-1, y, torch.full_like(lse, -1.0))
+            if not autocast:  # autocast casts the matmul inputs itself
+                d_logits = d_logits.to(hidden.dtype)
+            if want_hidden:
+                grad_hidden[start : start + chunk_rows] = d_logits @ weight
+            if want_weight:
+                grad_weight += (d_logits.T @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def _chunked_nll(hidden, weight, labels, chunk_rows) -> torch.Tensor:
+    """`_LinearCrossEntropy`'s value alone, where no gradient is wanted (evaluation)."""
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.size(0), chunk_rows):
+        y = labels[start : start + chunk_rows].unsqueeze(-1)
+        logits = (hidden[start : start + chunk_rows] @ weight.T).float()
+        total += (torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, y)).sum()
+    return total
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL straight from the last hidden states and the output layer's weight, and the
+    number of trained tokens: `token_nll(hidden @ weight.T, labels)` without the `[B, T, V]` logits.
+
+    Only the positions with a label are scored (prompt and padding positions cost no output-layer work),
+    in chunks of about `chunk_elements` logits, each upcast to float32 for the softmax and dropped once
+    its gradients are taken, so the loss adds one chunk of memory instead of several copies of the
+    logits (the model output, its float32 upcast and the log-softmax autograd keeps). The gradients are
+    those of `F.cross_entropy(..., reduction="sum")` on the same logits.
+
+    Args:
+        hidden: `[B, T, H]` hidden states after the final norm (what the output layer reads).
+        weight: `[V, H]` output layer weight (no bias).
+        labels: `[B, T]` token ids, -100 where nothing is trained; position t predicts t+1.
+    """
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    rows = hidden[:, :-1][mask]
+    targets = shift_labels[mask]
+    chunk_rows = max(1, chunk_elements // weight.size(0))
+    if torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(rows, weight, targets, chunk_rows), mask.sum()
+    return _chunked_nll(rows, weight, targets, chunk_rows), mask.sum()

@@ -7,6 +7,7 @@ concrete tasks never inherit from one another.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 
@@ -18,6 +19,27 @@ from hydratune.model import apply_peft, count_parameters, enable_gradient_checkp
 from hydratune.optim import build_optimizer, build_scheduler, is_fused_backward, is_schedule_free
 
 log = logging.getLogger(__name__)
+
+# Model families whose causal-LM logits are `lm_head(final hidden state)` and nothing more (no soft-capping,
+# scaling or bias), so the loss may be computed from the hidden states in chunks (see `output_layer`).
+PLAIN_OUTPUT_MODELS = frozenset(
+    (
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "phi3",
+        "gemma",
+        "olmo",
+        "olmo2",
+    )
+    + ("smollm3", "starcoder2")
+)
+# Strategies under which the output layer's weight is whole on every rank.
+PLAIN_STRATEGIES = frozenset({"SingleDeviceStrategy", "DDPStrategy"})
 
 
 class TaskModule(L.LightningModule):
@@ -58,6 +80,7 @@ class TaskModule(L.LightningModule):
         self.skipped_batches = 0  # non-finite losses skipped under nan_policy=skip
         self._val_sums: dict[str, float] = {}
         self._reference: list = []  # [a frozen copy of the starting model] (see keep_reference)
+        self._adapter_layers: list | None = None  # peft's adapter layers, listed once (see adapters_off)
 
     # ------------------------------------------------------------------------------------ model
 
@@ -82,6 +105,28 @@ class TaskModule(L.LightningModule):
             "parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
         )
 
+    # ---------------------------------------------------------------------------- output layer
+
+    def output_layer(self) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+        """`(decoder, output layer)` when the model's logits are exactly `output_layer(decoder(...))`, so a
+        loss can start from the hidden states (`hydratune.losses.linear_cross_entropy`); None otherwise.
+
+        None for: model families whose logits get more than the output layer (soft-capping, scaling: only
+        the families in `PLAIN_OUTPUT_MODELS` qualify), an output layer that is adapted (LoRA on lm_head,
+        modules_to_save) or has a bias, and sharded strategies (FSDP, DeepSpeed), where the layer's weight
+        is not whole outside the wrapped forward.
+        """
+        if self._trainer is not None and type(self.trainer.strategy).__name__ not in PLAIN_STRATEGIES:
+            return None
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if getattr(base.config, "model_type", None) not in PLAIN_OUTPUT_MODELS:
+            return None
+        head = base.get_output_embeddings()
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        if decoder is None or type(head) is not torch.nn.Linear or head.bias is not None:
+            return None
+        return decoder, head
+
     # -------------------------------------------------------------------------- reference model
 
     @property
@@ -99,11 +144,40 @@ class TaskModule(L.LightningModule):
         self._reference = [copy.deepcopy(self.model).eval().requires_grad_(False)]
         log.info("reference model: a frozen copy of the starting weights")
 
+    @contextlib.contextmanager
+    def adapters_off(self):
+        """The base weights alone: every adapter layer switched off, then on again. What peft's
+        `disable_adapter()` does for the LoRA family, without walking every module of the model three times
+        on each call (a reference forward per step paid ~45% on top for it, on a small model). Prompt
+        learning and adapters with trained biases take peft's own path."""
+        config = self.model.active_peft_config
+        plain = (
+            not (config.is_prompt_learning or config.is_adaption_prompt)
+            and getattr(config, "bias", "none") == "none"
+        )
+        if not plain:
+            with self.model.disable_adapter():
+                yield
+            return
+        if self._adapter_layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+            from peft.utils.other import AuxiliaryTrainingWrapper
+
+            adapter_types = (BaseTunerLayer, AuxiliaryTrainingWrapper)
+            self._adapter_layers = [m for m in self.model.modules() if isinstance(m, adapter_types)]
+        for layer in self._adapter_layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in self._adapter_layers:
+                layer.enable_adapters(True)
+
     @torch.no_grad()
     def reference_logits(self, **inputs) -> torch.Tensor:
         """The reference model's logits for `inputs` (input_ids, attention_mask, ...)."""
         if self.uses_adapters:
-            with self.model.disable_adapter():
+            with self.adapters_off():
                 return self.model(**inputs, use_cache=False).logits
         if not self._reference:
             raise RuntimeError("no reference model: call keep_reference() in configure_model")

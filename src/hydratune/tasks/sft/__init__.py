@@ -16,7 +16,7 @@ class SFTTask(Task):
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.sft.module import SFTModule
 
-        return SFTModule(**module_kwargs(cfg))
+        return SFTModule(**module_kwargs(cfg), fused_loss=bool(self.settings.get("fused_loss", True)))
 
     def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
         from hydratune.data.formats import CHAT_FORMATS, check_config

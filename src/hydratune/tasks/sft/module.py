@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hydratune.data.tokenize import IGNORE_INDEX
+from hydratune.losses import linear_cross_entropy
 from hydratune.tasks.base import TaskModule
 
 
@@ -28,7 +29,31 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 
 class SFTModule(TaskModule):
-    """Supervised fine-tuning of a causal LM (arguments: see `TaskModule`)."""
+    """Supervised fine-tuning of a causal LM.
+
+    Args:
+        fused_loss: compute the loss from the last hidden states in chunks, only at trained positions
+            (`hydratune.losses.linear_cross_entropy`), instead of from the full `[batch, length, vocab]`
+            logits, where the model allows it (`TaskModule.output_layer`). Same loss and gradients; with a
+            real vocabulary the logits are the largest tensors of a step, and this never holds them whole.
+        Others: as `TaskModule`.
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        peft: dict,
+        optimizer: dict,
+        scheduler: dict,
+        gradient_checkpointing: bool = False,
+        quantization: dict | None = None,
+        hub_token: str | None = None,
+        nan_policy: str = "stop",
+        fused_loss: bool = True,
+    ):
+        super().__init__(
+            model, peft, optimizer, scheduler, gradient_checkpointing, quantization, hub_token, nan_policy
+        )
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(
@@ -38,8 +63,22 @@ class SFTModule(TaskModule):
             use_cache=False,
         ).logits
 
+    def nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL of the batch's trained tokens and their count."""
+        plain = self.output_layer() if self.hparams.fused_loss else None
+        if plain is None:
+            return token_nll(self(batch), batch["labels"])
+        decoder, head = plain
+        hidden = decoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).last_hidden_state
+        return linear_cross_entropy(hidden, head.weight, batch["labels"])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        nll, tokens = token_nll(self(batch), batch["labels"])
+        nll, tokens = self.nll(batch)
         if not self.finite(nll):
             return None
         self.log(
@@ -55,7 +94,7 @@ class SFTModule(TaskModule):
         return self.optimize(nll / window * self.trainer.accumulate_grad_batches)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        nll, tokens = token_nll(self(batch), batch["labels"])
+        nll, tokens = self.nll(batch)
         self.add_to_validation(nll=nll.item(), tokens=tokens.item())
 
     def on_validation_epoch_end(self) -> None:
