@@ -138,6 +138,45 @@ def test_lora_reference_is_the_base_model_and_the_adapters_come_back(tiny_model_
         assert {n for n, p in module.model.named_parameters() if p.requires_grad} == trainable
 
 
+@pytest.mark.parametrize("peft", ["lora", "dora"])
+def test_merged_adapters_decode_as_the_adapted_model_and_leave_the_base_untouched(
+    tiny_model_dir, tokenizer, peft
+):
+    """GRPO samples with each LoRA update folded into a temporary weight copy: the same completions as
+    through the adapters, the base weights bit-identical afterwards, the adapters on again. DoRA (and other
+    kinds) decode through the adapters as they are."""
+    from hydratune.tasks.grpo.sampling import sample
+
+    cfg = _cfg(tiny_model_dir, "task=dpo", f"peft={peft}")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    base_before = {n: p.detach().clone() for n, p in module.model.named_parameters() if "base_layer" in n}
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    prompts = ["copy: sky -> ", "copy: planets -> "]
+    plain = sample(module.model, tokenizer, prompts, 4, max_new_tokens=8, temperature=1.0, seed=3)
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        policy = module.model(**inputs).logits
+        with module.merged_adapters():
+            merged_logits = module.model(**inputs).logits
+            merged = sample(module.model, tokenizer, prompts, 4, max_new_tokens=8, temperature=1.0, seed=3)
+    torch.testing.assert_close(merged_logits, policy, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(policy, module.reference_logits(**inputs), atol=1e-3)  # the adapters matter
+    assert bool(module._mergeable) == (peft == "lora")
+    assert merged.texts == plain.texts
+    for name, p in module.model.named_parameters():
+        if name in base_before:
+            assert torch.equal(p, base_before[name]), name
+    assert {n for n, p in module.model.named_parameters() if p.requires_grad} == trainable
+    again = sample(module.model, tokenizer, prompts, 4, max_new_tokens=8, temperature=1.0, seed=3)
+    assert again.texts == plain.texts
+
+
 def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
     cfg = _cfg(tiny_model_dir, "task=dpo", "task.sft_weight=0", "peft=none", "optimizer.lr=1e-3")
     module = _module("dpo", cfg, tokenizer)

@@ -81,6 +81,7 @@ class TaskModule(L.LightningModule):
         self._val_sums: dict[str, float] = {}
         self._reference: list = []  # [a frozen copy of the starting model] (see keep_reference)
         self._adapter_layers: list | None = None  # peft's adapter layers, listed once (see adapters_off)
+        self._mergeable: list | None = None  # LoRA layers that merged_adapters can fold (listed once)
 
     # ------------------------------------------------------------------------------------ model
 
@@ -172,6 +173,57 @@ class TaskModule(L.LightningModule):
         finally:
             for layer in self._adapter_layers:
                 layer.enable_adapters(True)
+
+    @contextlib.contextmanager
+    def merged_adapters(self):
+        """For decoding (GRPO's sampling): each LoRA layer's update added into a temporary copy of its base
+        weight and the adapters switched off, so a decoding step runs one matmul per layer instead of three.
+        The base weights are swapped back afterwards untouched (no in-place merge and unmerge, whose
+        rounding would move the frozen weights a little on every call). Anything but plain LoRA on
+        unquantized Linear layers (DoRA, trained biases, modules_to_save, 4/8-bit bases, other adapter
+        types) decodes through the adapters as they are. No gradients inside."""
+        layers = self._mergeable_lora_layers() if self.uses_adapters else None
+        if not layers:
+            yield
+            return
+        swapped = []
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    base = layer.get_base_layer()
+                    weight = base.weight
+                    delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+                    base.weight = torch.nn.Parameter((weight + delta).to(weight.dtype), requires_grad=False)
+                    swapped.append((base, weight))
+            with self.adapters_off():
+                yield
+        finally:
+            for base, weight in swapped:
+                base.weight = weight
+
+    def _mergeable_lora_layers(self) -> list:
+        """The LoRA layers `merged_adapters` can fold into a weight copy, or [] if any layer is of a kind it
+        cannot (listed once: the model's layers do not change after `configure_model`)."""
+        if self._mergeable is None:
+            from peft.tuners.lora import Linear as LoraLinear
+            from peft.tuners.tuners_utils import BaseTunerLayer
+            from peft.utils.other import AuxiliaryTrainingWrapper
+
+            config = self.model.active_peft_config
+            adapter_layers = [
+                m for m in self.model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))
+            ]
+            plain = (
+                getattr(config, "peft_type", None) == "LORA"
+                and not getattr(config, "use_dora", False)
+                and getattr(config, "bias", "none") == "none"
+                and all(
+                    type(m) is LoraLinear and type(m.get_base_layer()) is torch.nn.Linear and not m.merged
+                    for m in adapter_layers
+                )
+            )
+            self._mergeable = adapter_layers if plain else []
+        return self._mergeable
 
     @torch.no_grad()
     def reference_logits(self, **inputs) -> torch.Tensor:

@@ -108,10 +108,11 @@ class GRPOModule(TaskModule):
     def _sample_and_score(self, batch: dict, seed: int, generations: int, temperature: float) -> dict:
         """Completions of the batch's prompts, their rewards and advantages, and the tensors to train on."""
         hp = self.hparams
-        samples = sample(
-            self.model, self.tokenizer, batch["prompts"], generations, hp.max_new_tokens, temperature,
-            hp.top_p, seed=seed, stop_token_ids=self._stop_ids(),
-        )  # fmt: skip
+        with self.merged_adapters():  # one matmul per LoRA layer while decoding
+            samples = sample(
+                self.model, self.tokenizer, batch["prompts"], generations, hp.max_new_tokens, temperature,
+                hp.top_p, seed=seed, stop_token_ids=self._stop_ids(),
+            )  # fmt: skip
         prompts = [p for p in batch["prompts"] for _ in range(generations)]
         columns = {
             k: [v for v in values for _ in range(generations)] for k, values in batch["columns"].items()
