@@ -10,7 +10,7 @@ import signal
 import lightning as L
 import pytest
 import torch
-from conftest import Repeat, batch_samples, make_module
+from conftest import Repeat, batch_samples, compose, make_module
 
 from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, find_resume_run
 from hydratune.data.collate import PadCollator
@@ -117,14 +117,15 @@ def test_signal_saves_last_checkpoint_at_the_step_boundary_and_stops(
 
 
 def _nan_on_call(module, call: int):
-    forward, calls = module.forward, {"n": 0}
+    """Make the `call`-th loss of the module NaN (SFTModule.nll: the summed NLL and the token count)."""
+    nll, calls = module.nll, {"n": 0}
 
     def patched(batch):
         calls["n"] += 1
-        logits = forward(batch)
-        return logits * float("nan") if calls["n"] == call else logits
+        value, count = nll(batch)
+        return (value * float("nan"), count) if calls["n"] == call else (value, count)
 
-    module.forward = patched
+    module.nll = patched
 
 
 def test_nan_policy_skip_leaves_the_weights_and_goes_on(tiny_model_dir, tokenizer, tmp_path):
@@ -274,3 +275,19 @@ def test_load_best_model_at_end_puts_the_checkpoint_weights_back(tiny_model_dir,
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(UserError, match="holds no weights"):
         load_trainable_weights(module, tmp_path / "other.ckpt")
+
+
+def test_callback_nodes_set_to_null_are_switched_off(tmp_path):
+    """`callbacks.early_stopping=null` (or any callback node) turns that callback off, as `~callbacks.X` does."""
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+
+    from hydratune.config import to_plain
+    from hydratune.train import build_trainer
+
+    cfg = to_plain(compose(["callbacks.early_stopping=null", "callbacks.lr_monitor=null"], output_dir=tmp_path))
+    trainer, _, _ = build_trainer(cfg, tmp_path, tokenizer=None, generative=False)
+    kinds = {type(cb) for cb in trainer.callbacks}
+    assert EarlyStopping not in kinds and LearningRateMonitor not in kinds
+    cfg = to_plain(compose([], output_dir=tmp_path))
+    kinds = {type(cb) for cb in build_trainer(cfg, tmp_path, tokenizer=None, generative=False)[0].callbacks}
+    assert EarlyStopping in kinds and LearningRateMonitor in kinds

@@ -279,3 +279,24 @@ def test_module_kwargs_keep_the_token_out_of_hyperparameters(tiny_model_dir):
     kwargs = module_kwargs(cfg)
     assert kwargs["hub_token"] == "hf_secret" and "token" not in kwargs["model"]
     assert cfg["model"]["token"] == "hf_secret"  # the run's own config keeps it for the other readers
+
+
+@pytest.mark.slow
+def test_precomputed_reference_logps_are_cached_with_the_tokenized_data(tmp_path):
+    """task.precompute_ref_logps=true: computed once with the starting weights (the first loss is log 2,
+    policy == reference), kept in the `datasets` cache beside the tokenized pairs, and read from there by a
+    second run on the same data and model."""
+    runs = []
+    for name in ("first", "second"):
+        run_dir = tmp_path / name
+        result = run_cli([
+            "train.py", "task=dpo", "peft=none", "task.precompute_ref_logps=true", "task.sft_weight=0",
+            "trainer.max_steps=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
+            "trainer.enable_progress_bar=false", "eval_before_training=false",
+        ])  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append((run_dir / "train.log").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["train_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert "train pairs computed once" in runs[0] and "validation pairs computed once" in runs[0]
+    assert "train pairs read from the data cache" in runs[1], runs[1][-2000:]

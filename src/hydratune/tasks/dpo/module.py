@@ -80,9 +80,11 @@ class DPOModule(TaskModule):
         self._attach_reference_logps()
 
     def _attach_reference_logps(self) -> None:
-        """precompute_ref_logps: compute (first time: the weights are still the starting ones) or take
-        from the checkpoint the reference log-probs of every pair, and add them to the datasets as columns
-        the collator batches."""
+        """precompute_ref_logps: add the reference log-probs of every pair to the datasets as columns the
+        collator batches. They come from the checkpoint on a resume (the weights are no longer the starting
+        ones), else from the `datasets` cache beside the tokenized data (keyed by the tokenized split, the
+        starting model and the loss's kind of log-prob: a second run on the same data and model computes
+        nothing), else they are computed now, with the weights still the starting ones."""
         hp = self.hparams
         if not hp.precompute_ref_logps or hp.loss in REFERENCE_FREE_LOSSES or self._trainer is None:
             return
@@ -91,29 +93,63 @@ class DPOModule(TaskModule):
             dataset = getattr(datamodule, attr, None)
             if dataset is None or "ref_chosen_logps" in dataset.column_names:
                 continue
-            if split not in self._ref_logps:
-                self._ref_logps[split] = self._compute_reference_logps(dataset, datamodule.collate)
-                log.info("reference log-probs of %d %s pairs computed once", len(dataset), split)
-            chosen, rejected = self._ref_logps[split]
-            dataset = dataset.add_column("ref_chosen_logps", chosen).add_column(
-                "ref_rejected_logps", rejected
-            )
+            if split in self._ref_logps:
+                chosen, rejected = self._ref_logps[split]
+                dataset = dataset.add_column("ref_chosen_logps", chosen).add_column(
+                    "ref_rejected_logps", rejected
+                )
+            else:
+                dataset = self._with_reference_logps(dataset, datamodule.collate, split)
+                self._ref_logps[split] = (list(dataset["ref_chosen_logps"]), list(dataset["ref_rejected_logps"]))
             setattr(datamodule, attr, dataset)
 
-    @torch.no_grad()
-    def _compute_reference_logps(self, dataset, collate, batch_size: int = 16) -> tuple[list, list]:
+    def _with_reference_logps(self, dataset, collate, split: str, batch_size: int = 16):
+        """`dataset` with ref_chosen_logps / ref_rejected_logps columns: a cached `datasets.map`."""
+        from hydratune.data.ops import fingerprint
+
+        average = self.hparams.loss in MEAN_LOGP_LOSSES
+        key = fingerprint(dataset._fingerprint, self._starting_model_identity(), average, "ref-logps-1")
         was_training = self.model.training
         self.model.eval()
-        chosen, rejected = [], []
-        for start in range(0, len(dataset), batch_size):
-            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            batch = {k: v.to(self.device) for k, v in collate(rows).items()}
-            average = self.hparams.loss in MEAN_LOGP_LOSSES
-            logps = sequence_logps(self.forward(batch), batch["labels"], average=average)[0].tolist()
-            chosen += logps[: len(rows)]
-            rejected += logps[len(rows) :]
-        self.model.train(was_training)
-        return chosen, rejected
+        computed = []
+
+        @torch.no_grad()
+        def add(batch: dict) -> dict:
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            inputs = {k: v.to(self.device) for k, v in collate(rows).items()}
+            logps = sequence_logps(self.forward(inputs), inputs["labels"], average=average)[0].tolist()
+            computed.append(len(rows))
+            return {"ref_chosen_logps": logps[: len(rows)], "ref_rejected_logps": logps[len(rows) :]}
+
+        try:
+            dataset = dataset.map(add, batched=True, batch_size=batch_size, new_fingerprint=key,
+                                  desc=f"reference log-probs ({split})")  # fmt: skip
+        finally:
+            self.model.train(was_training)
+        how = "computed once" if computed else "read from the data cache"
+        log.info("reference log-probs of %d %s pairs %s", len(dataset), split, how)
+        return dataset
+
+    def _starting_model_identity(self) -> dict:
+        """What identifies the starting weights in a cache key: the model settings, the hub commit, and for a
+        local folder the size and modification time of its weight files."""
+        from pathlib import Path
+
+        settings = dict(self.hparams.model)
+        path = Path(str(settings.get("pretrained_model_name_or_path", "")))
+        files = []
+        if path.is_dir():
+            for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+                stat = f.stat()
+                files.append((f.name, stat.st_size, stat.st_mtime_ns))
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        commit = getattr(base.config, "_commit_hash", None)
+        return {
+            "model": settings,
+            "quantization": self.hparams.quantization,
+            "commit": commit,
+            "files": files,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
