@@ -284,7 +284,9 @@ def test_callback_nodes_set_to_null_are_switched_off(tmp_path):
     from hydratune.config import to_plain
     from hydratune.train import build_trainer
 
-    cfg = to_plain(compose(["callbacks.early_stopping=null", "callbacks.lr_monitor=null"], output_dir=tmp_path))
+    cfg = to_plain(
+        compose(["callbacks.early_stopping=null", "callbacks.lr_monitor=null"], output_dir=tmp_path)
+    )
     trainer, _, _ = build_trainer(cfg, tmp_path, tokenizer=None, generative=False)
     kinds = {type(cb) for cb in trainer.callbacks}
     assert EarlyStopping not in kinds and LearningRateMonitor not in kinds

@@ -100,7 +100,10 @@ class DPOModule(TaskModule):
                 )
             else:
                 dataset = self._with_reference_logps(dataset, datamodule.collate, split)
-                self._ref_logps[split] = (list(dataset["ref_chosen_logps"]), list(dataset["ref_rejected_logps"]))
+                self._ref_logps[split] = (
+                    list(dataset["ref_chosen_logps"]),
+                    list(dataset["ref_rejected_logps"]),
+                )
             setattr(datamodule, attr, dataset)
 
     def _with_reference_logps(self, dataset, collate, split: str, batch_size: int = 16):
