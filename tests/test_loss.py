@@ -121,3 +121,33 @@ def test_output_layer_is_refused_when_the_logits_are_more_than_lm_head(tiny_mode
     module.configure_model()
     module.model.get_base_model().config.model_type = "gemma2"  # final logit soft-capping
     assert module.output_layer() is None
+
+
+@pytest.mark.parametrize("average", [False, True])
+@pytest.mark.parametrize("mode", ["fp32", "bf16-autocast"])
+def test_linear_sequence_logps_matches_sequence_logps(average, mode):
+    """Per-row answer log-probs from hidden states and a frozen output layer equal those from the logits,
+    gradients for the hidden states too (each row weighted differently, so the per-token scaling counts)."""
+    from hydratune.losses import linear_sequence_logps, sequence_logps
+
+    g = torch.Generator().manual_seed(2)
+    hidden0, weight = torch.randn(4, 13, 32, generator=g), torch.randn(700, 32, generator=g) * 0.1
+    labels = torch.randint(0, 700, (4, 13), generator=g)
+    labels[0, :4], labels[1, -2:], labels[3, :] = -100, -100, -100  # a row with no answer token
+    out = []
+    for fused in (False, True):
+        hidden = hidden0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            if fused:
+                logps, counts = linear_sequence_logps(hidden, weight, labels, average, chunk_elements=5 * 700)
+            else:
+                logps, counts = sequence_logps(hidden @ weight.T, labels, average)
+        (logps * torch.arange(1.0, 5.0)).sum().backward()
+        out.append((logps.detach(), counts, hidden.grad))
+    (plain, plain_counts, plain_grad), (fused, fused_counts, fused_grad) = out
+    assert torch.equal(plain_counts, fused_counts) and fused[3] == 0
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-5)
+    rel = 1e-5 if mode == "fp32" else 1e-2
+    assert (fused_grad - plain_grad).abs().max() <= rel * plain_grad.abs().max()
+    with pytest.raises(ValueError, match="frozen output layer"):
+        linear_sequence_logps(hidden0, weight.clone().requires_grad_(), labels)

@@ -95,6 +95,33 @@ def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, l
     assert torch.all(after["chosen_rewards"] > after["rejected_rewards"])
 
 
+@pytest.mark.parametrize("loss", ["sigmoid", "simpo"])
+def test_dpo_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer, loss):
+    """With LoRA, answers scored from hidden states (the default) give the logits path's losses, rewards and
+    LoRA gradients, for the policy and for the adapters-off reference."""
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    out = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", f"task.fused_loss={fused}")
+        module = _module("dpo", cfg, tokenizer)
+        module.configure_model()
+        assert (module._fused_head() is not None) == fused
+        with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+        result = module.pair_losses(batch)
+        result["loss"].sum().backward()
+        grads = {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
+        out[fused] = (result, grads)
+    for key in ("loss", "chosen_rewards", "rejected_rewards"):
+        torch.testing.assert_close(out[True][0][key], out[False][0][key], atol=1e-5, rtol=1e-5)
+    assert out[True][0]["chosen_rewards"].abs().sum() > 0  # the policy is not the reference here
+    for name, grad in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("loss", ["orpo", "simpo"])
 def test_reference_free_losses_train(tiny_model_dir, tokenizer, loss):
     cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", "task.sft_weight=0", "optimizer.lr=5e-3")

@@ -281,3 +281,69 @@ def linear_cross_entropy(
     if torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(rows, weight, targets, chunk_rows), mask.sum()
     return _chunked_nll(rows, weight, targets, chunk_rows), mask.sum()
+
+
+class _LinearTokenLogps(torch.autograd.Function):
+    """Log-probability of each row's label under `hidden @ weight.T`, chunk by chunk, with the gradient for
+    `hidden` taken in the forward pass (as `_LinearCrossEntropy`). The weight must be frozen: its gradient
+    would need each token's incoming gradient, which only the backward pass knows."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_rows):
+        want_hidden = ctx.needs_input_grad[0]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        autocast = torch.is_autocast_enabled(hidden.device.type)
+        out = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.size(0), chunk_rows):
+            h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
+            logp = torch.log_softmax(h @ weight.T, dim=-1, dtype=torch.float32)
+            out[start : start + chunk_rows] = logp.gather(-1, y).squeeze(-1)
+            if want_hidden:
+                # d(log p_y)/d(logits) = one_hot - softmax, made in place from the chunk's log-softmax.
+                d_logits = logp.exp_().neg_().scatter_add_(-1, y, torch.ones_like(y, dtype=logp.dtype))
+                if not autocast:
+                    d_logits = d_logits.to(hidden.dtype)
+                grad_hidden[start : start + chunk_rows] = d_logits @ weight
+        ctx.save_for_backward(grad_hidden)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad_hidden,) = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_output.unsqueeze(-1).to(grad_hidden.dtype)
+        return grad_hidden, None, None, None
+
+
+def linear_sequence_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    average: bool = False,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps(hidden @ weight.T, labels, average)` from the last hidden states and a frozen output
+    layer, without the `[B, T, V]` logits: only labelled positions are scored, in chunks of about
+    `chunk_elements` logits (see `linear_cross_entropy`).
+
+    Returns:
+        `(logps [B], token_counts [B])` as `sequence_logps`.
+    """
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "linear_sequence_logps needs a frozen output layer; use sequence_logps on the logits"
+        )
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    rows = hidden[:, :-1][mask]
+    if not torch.is_grad_enabled():
+        rows = rows.detach()  # no gradient work in the forward pass either
+    row_of_token = mask.nonzero()[:, 0]
+    chunk_rows = max(1, chunk_elements // weight.size(0))
+    token_logps = _LinearTokenLogps.apply(rows, weight, shift_labels[mask], chunk_rows)
+    logps = torch.zeros(labels.size(0), dtype=torch.float32, device=hidden.device)
+    logps = logps.index_add(0, row_of_token, token_logps)
+    counts = mask.sum(-1)
+    if average:
+        logps = logps / counts.clamp(min=1)
+    return logps, counts

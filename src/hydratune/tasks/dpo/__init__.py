@@ -31,5 +31,13 @@ class DPOTask(PreferenceTask):
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.dpo.module import DPOModule
 
-        keys = ("loss", "beta", "label_smoothing", "sft_weight", "simpo_gamma", "precompute_ref_logps")
+        keys = (
+            "loss",
+            "beta",
+            "label_smoothing",
+            "sft_weight",
+            "simpo_gamma",
+            "precompute_ref_logps",
+            "fused_loss",
+        )
         return DPOModule(**module_kwargs(cfg), **{k: self.settings[k] for k in keys if k in self.settings})
