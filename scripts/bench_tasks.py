@@ -45,7 +45,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "assets" / "tiny-llama"
+BASE_MODEL = ROOT / "assets" / "tiny-llama"
+MODEL = BASE_MODEL  # the model every runner loads (a widened copy with --vocab)
 RUNNERS = {"dpo": ("dpo_hydratune", "dpo_trl", "dpo_sft"), "grpo": ("grpo_hydratune", "grpo_trl")}
 DEFAULT_STEPS = {"dpo": 40, "grpo": 40}
 SEED = 42
@@ -328,9 +329,18 @@ RUN = {
 # ---- orchestration ----
 
 
-def prepare(workdir: Path) -> None:
-    """The SFT rows of the memory check: each pair as two prompt/answer rows (chosen, then rejected)."""
+def prepare(workdir: Path, vocab: int | None = None) -> None:
+    """The SFT rows of the memory check: each pair as two prompt/answer rows (chosen, then rejected). With
+    `vocab`: a copy of the tiny model whose embedding and output layer have that many entries (the text keeps
+    its ids; the logits are as large as a BPE model's), in workdir/model."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if vocab:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(BASE_MODEL)
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+        model.save_pretrained(workdir / "model")
+        AutoTokenizer.from_pretrained(BASE_MODEL).save_pretrained(workdir / "model")
     pairs = [json.loads(line) for line in (ROOT / "data/preference/train.jsonl").read_text().splitlines()]
     rows = [{"prompt": p["prompt"], "response": p[k]} for p in pairs for k in ("chosen", "rejected")]
     (workdir / "sft_pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -422,18 +432,24 @@ def main(argv: list[str] | None = None) -> None:
         "task.precompute_ref_logps, TRL precompute_ref_log_probs)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per runner (OMP_NUM_THREADS)")
+    parser.add_argument(
+        "--vocab", type=int, help="widen the model's output layer to this size (e.g. 32000: BPE-sized logits)"
+    )
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
     args = parser.parse_args(argv)
     workdir = Path(args.out or ROOT / "outputs" / f"bench_{args.task}")
     args.steps = args.steps or DEFAULT_STEPS[args.task]
 
+    global MODEL
+    if args.vocab:
+        MODEL = workdir / "model"  # written by prepare()
     if args.runner:
         RUN[args.runner](workdir, args)
         return
 
     from hydratune.bench import versions  # late: the runners must not pay for its imports
 
-    prepare(workdir)
+    prepare(workdir, args.vocab)
     load_before = os.getloadavg()[0]
     names = args.runners.split(",") if args.runners else RUNNERS[args.task]
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -450,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--steps",
                 str(args.steps),
             ] + (["--precompute-ref"] if args.precompute_ref else [])
+            cmd += ["--vocab", str(args.vocab)] if args.vocab else []
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
             proc = subprocess.run([*cmd, "--runner", name], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
