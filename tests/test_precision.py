@@ -164,3 +164,18 @@ def test_adapters_of_a_float32_model_skip_the_input_cast_and_compute_the_same(ti
     assert all(
         getattr(m, "cast_input_dtype_enabled", True) for m in half.modules() if isinstance(m, BaseTunerLayer)
     )
+
+
+def test_enabling_checkpointing_prints_no_deprecation(tiny_model_dir):
+    """hydratune calls transformers' current checkpointing API: nothing of the library's on a run's stderr."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.model import enable_gradient_checkpointing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enable_gradient_checkpointing(model)
+    assert model.model.gradient_checkpointing

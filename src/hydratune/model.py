@@ -183,7 +183,10 @@ def decoder_layers(model) -> list:
 
 def enable_gradient_checkpointing(model) -> None:
     """Non-reentrant checkpointing; inputs require grad so LoRA layers behind frozen embeddings get one."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x: the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
 
