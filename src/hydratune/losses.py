@@ -221,11 +221,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.size(0), chunk_rows):
             h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
-            logits = (h @ weight.T).float()
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            total += (lse - logits.gather(-1, y)).sum()
-            # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's logits.
-            d_logits = logits.sub_(lse).exp_().scatter_add_(-1, y, torch.full_like(lse, -1.0))
+            # One fused pass from the (bf16 under autocast) logits to a float32 log-softmax.
+            logp = torch.log_softmax(h @ weight.T, dim=-1, dtype=torch.float32)
+            total -= logp.gather(-1, y).sum()
+            # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's log-softmax.
+            d_logits = logp.exp_().scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=logp.dtype))
             if not autocast:  # autocast casts the matmul inputs itself
                 d_logits = d_logits.to(hidden.dtype)
             if want_hidden:
