@@ -23,20 +23,7 @@ log = logging.getLogger(__name__)
 # Model families whose causal-LM logits are `lm_head(final hidden state)` and nothing more (no soft-capping,
 # scaling or bias), so the loss may be computed from the hidden states in chunks (see `output_layer`).
 PLAIN_OUTPUT_MODELS = frozenset(
-    (
-        "llama",
-        "mistral",
-        "mixtral",
-        "qwen2",
-        "qwen2_moe",
-        "qwen3",
-        "qwen3_moe",
-        "phi3",
-        "gemma",
-        "olmo",
-        "olmo2",
-    )
-    + ("smollm3", "starcoder2")
+    "llama mistral mixtral qwen2 qwen2_moe qwen3 qwen3_moe phi3 gemma olmo olmo2 smollm3 starcoder2".split()
 )
 # Strategies under which the output layer's weight is whole on every rank.
 PLAIN_STRATEGIES = frozenset({"SingleDeviceStrategy", "DDPStrategy"})
@@ -160,19 +147,25 @@ class TaskModule(L.LightningModule):
             with self.model.disable_adapter():
                 yield
             return
+        layers = self._adapter_layer_list()
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+
+    def _adapter_layer_list(self) -> list:
+        """peft's adapter layers (and modules_to_save wrappers), listed once: the model's layers do not change
+        after `configure_model`."""
         if self._adapter_layers is None:
             from peft.tuners.tuners_utils import BaseTunerLayer
             from peft.utils.other import AuxiliaryTrainingWrapper
 
             adapter_types = (BaseTunerLayer, AuxiliaryTrainingWrapper)
             self._adapter_layers = [m for m in self.model.modules() if isinstance(m, adapter_types)]
-        for layer in self._adapter_layers:
-            layer.enable_adapters(False)
-        try:
-            yield
-        finally:
-            for layer in self._adapter_layers:
-                layer.enable_adapters(True)
+        return self._adapter_layers
 
     @contextlib.contextmanager
     def merged_adapters(self):
@@ -202,17 +195,13 @@ class TaskModule(L.LightningModule):
                 base.weight = weight
 
     def _mergeable_lora_layers(self) -> list:
-        """The LoRA layers `merged_adapters` can fold into a weight copy, or [] if any layer is of a kind it
-        cannot (listed once: the model's layers do not change after `configure_model`)."""
+        """The LoRA layers `merged_adapters` can fold into a weight copy, or [] if any adapter layer is of a kind
+        it cannot (decided once)."""
         if self._mergeable is None:
             from peft.tuners.lora import Linear as LoraLinear
-            from peft.tuners.tuners_utils import BaseTunerLayer
-            from peft.utils.other import AuxiliaryTrainingWrapper
 
+            adapter_layers = self._adapter_layer_list()
             config = self.model.active_peft_config
-            adapter_layers = [
-                m for m in self.model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))
-            ]
             plain = (
                 getattr(config, "peft_type", None) == "LORA"
                 and not getattr(config, "use_dora", False)
