@@ -106,7 +106,7 @@ def test_dpo_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer, lo
         cfg = _cfg(tiny_model_dir, "task=dpo", f"task.loss={loss}", f"task.fused_loss={fused}")
         module = _module("dpo", cfg, tokenizer)
         module.configure_model()
-        assert (module._fused_head() is not None) == fused
+        assert (module.fused_scoring_head() is not None) == fused
         with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
             for name, p in module.model.named_parameters():
                 if "lora_B" in name:
@@ -118,6 +118,36 @@ def test_dpo_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer, lo
     for key in ("loss", "chosen_rewards", "rejected_rewards"):
         torch.testing.assert_close(out[True][0][key], out[False][0][key], atol=1e-5, rtol=1e-5)
     assert out[True][0]["chosen_rewards"].abs().sum() > 0  # the policy is not the reference here
+    for name, grad in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_kto_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer):
+    """task=kto with LoRA scores completions and KL rows from hidden states (the default): the same losses,
+    KL estimate, rewards and LoRA gradients as through the logits."""
+    from hydratune.data.pairs import KTOCollator
+
+    samples = [
+        {"prompt_ids": p["prompt_ids"], "completion_ids": p[key], "label": key == "chosen_ids"}
+        for p, key in zip(_pairs(tokenizer), ["chosen_ids", "rejected_ids", "chosen_ids", "rejected_ids"])
+    ]
+    batch = KTOCollator(tokenizer.pad_token_id)(samples)
+    out = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        module = _module("kto", _cfg(tiny_model_dir, "task=kto", f"task.fused_loss={fused}"), tokenizer)
+        module.configure_model()
+        assert (module.fused_scoring_head() is not None) == fused
+        with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+        result = module.row_losses(batch)
+        result["loss"].sum().backward()
+        out[fused] = (result, {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad})
+    for key in ("loss", "rewards", "kl"):
+        torch.testing.assert_close(out[True][0][key], out[False][0][key], atol=1e-5, rtol=1e-5)
+    assert out[True][0]["rewards"].abs().sum() > 0  # the policy is not the reference here
     for name, grad in out[False][1].items():
         torch.testing.assert_close(out[True][1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
 

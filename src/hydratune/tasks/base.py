@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from hydratune.errors import NonFiniteLoss
+from hydratune.losses import linear_sequence_logps, sequence_logps
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_model
 from hydratune.optim import build_optimizer, build_scheduler, is_fused_backward, is_schedule_free
 
@@ -114,6 +115,27 @@ class TaskModule(L.LightningModule):
         if decoder is None or type(head) is not torch.nn.Linear or head.bias is not None:
             return None
         return decoder, head
+
+    def fused_scoring_head(self) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+        """`output_layer()` when answers can be scored from hidden states for the policy and its reference
+        alike: `fused_loss` on, adapters (the reference is the same model with them off) and an output layer
+        they leave frozen. None otherwise (score through the logits)."""
+        if not (self.hparams.get("fused_loss") and self.uses_adapters):
+            return None
+        plain = self.output_layer()
+        return plain if plain is not None and not plain[1].weight.requires_grad else None
+
+    def answer_logps(self, batch: dict, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(log-probs, token counts)` per row of the batch's answer tokens (labels != -100) under the model
+        as it is now (inside `adapters_off()`: the reference), summed or averaged over the tokens."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
+        fused = self.fused_scoring_head()
+        if fused is None:
+            logits = self.model(**inputs, use_cache=False).logits
+            return sequence_logps(logits, batch["labels"], average=average)
+        decoder, head = fused
+        hidden = decoder(**inputs, use_cache=False).last_hidden_state
+        return linear_sequence_logps(hidden, head.weight, batch["labels"], average=average)
 
     # -------------------------------------------------------------------------- reference model
 

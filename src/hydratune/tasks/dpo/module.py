@@ -16,7 +16,6 @@ import torch
 
 from hydratune.losses import (
     REFERENCE_FREE_LOSSES,
-    linear_sequence_logps,
     preference_loss,
     sequence_logps,
 )
@@ -178,11 +177,12 @@ class DPOModule(TaskModule):
             return None
         if "ref_chosen_logps" in batch:
             return torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(self.device)
-        if self._fused_head() is not None:
+        average = hp.loss in MEAN_LOGP_LOSSES
+        if self.fused_scoring_head() is not None:
             with self.adapters_off():
-                return self.answer_logps(batch)[0]
+                return self.answer_logps(batch, average)[0]
         logits = self.reference_logits(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return sequence_logps(logits, batch["labels"], average=hp.loss in MEAN_LOGP_LOSSES)[0]
+        return sequence_logps(logits, batch["labels"], average=average)[0]
 
     # ---------------------------------------------------------------------------------- the loss
 
@@ -191,30 +191,10 @@ class DPOModule(TaskModule):
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).logits
 
-    def _fused_head(self):
-        """(decoder, output layer) when answers can be scored from hidden states: fused_loss, adapters (so
-        the reference is the same model and the output layer is frozen), a plain output layer."""
-        if not (self.hparams.fused_loss and self.uses_adapters):
-            return None
-        plain = self.output_layer()
-        return plain if plain is not None and not plain[1].weight.requires_grad else None
-
-    def answer_logps(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(logps [2B], token counts [2B])` of the batch's answers under the model as it is now."""
-        average = self.hparams.loss in MEAN_LOGP_LOSSES
-        fused = self._fused_head()
-        if fused is None:
-            return sequence_logps(self(batch), batch["labels"], average=average)
-        decoder, head = fused
-        hidden = decoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).last_hidden_state
-        return linear_sequence_logps(hidden, head.weight, batch["labels"], average=average)
-
     def pair_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Per-pair loss and rewards of a batch of B pairs (2B rows: chosen, then rejected)."""
         hp = self.hparams
-        logps, counts = self.answer_logps(batch)
+        logps, counts = self.answer_logps(batch, self.hparams.loss in MEAN_LOGP_LOSSES)
         half = logps.size(0) // 2
         ref = self.reference_logps(batch)
         chosen_nll = None

@@ -14,5 +14,5 @@ class KTOTask(PreferenceTask):
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.kto.module import KTOModule
 
-        keys = ("beta", "desirable_weight", "undesirable_weight")
+        keys = ("beta", "desirable_weight", "undesirable_weight", "fused_loss")
         return KTOModule(**module_kwargs(cfg), **{k: self.settings[k] for k in keys if k in self.settings})

@@ -24,6 +24,8 @@ class KTOModule(TaskModule):
         beta: the temperature of the implicit reward.
         desirable_weight, undesirable_weight: the loss weights of the two kinds of rows (the paper suggests
             keeping weight x count about equal, or up to 4:3 for desirable).
+        fused_loss: with adapters (the output layer frozen), score completions from the last hidden states
+            in chunks (`hydratune.losses.linear_sequence_logps`) instead of from the full logits.
         Others: as `TaskModule`.
     """
 
@@ -43,6 +45,7 @@ class KTOModule(TaskModule):
         quantization: dict | None = None,
         hub_token: str | None = None,
         nan_policy: str = "stop",
+        fused_loss: bool = True,
     ):
         super().__init__(
             model, peft, optimizer, scheduler, gradient_checkpointing, quantization, hub_token, nan_policy
@@ -63,9 +66,13 @@ class KTOModule(TaskModule):
         """Per-row loss and rewards of B rows (plus their B KL rows), and the batch's KL estimate."""
         hp = self.hparams
         rows = batch["desirable"].size(0)
-        logps = sequence_logps(self(batch), batch["labels"])[0]
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        ref = sequence_logps(self.reference_logits(**inputs), batch["labels"])[0]
+        logps = self.answer_logps(batch)[0]
+        if self.fused_scoring_head() is not None:
+            with torch.no_grad(), self.adapters_off():
+                ref = self.answer_logps(batch)[0]
+        else:
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            ref = sequence_logps(self.reference_logits(**inputs), batch["labels"])[0]
         if self._trainer is not None and self.trainer.world_size > 1:
             # One reference point for every rank: the ranks' mean, clamped after averaging.
             kl = (logps[rows:] - ref[rows:]).mean().detach()
