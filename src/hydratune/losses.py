@@ -207,6 +207,16 @@ def bradley_terry_loss(
 CHUNK_ELEMENTS = 2**23
 
 
+def _matmul_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The output layer's weight as the chunk loops multiply by it: under autocast, cast once to the
+    autocast dtype here (a frozen weight is not in autocast's cache, so each chunk's matmul would cast
+    the whole `[vocab, hidden]` weight again, twice per chunk)."""
+    device = weight.device.type
+    if torch.is_autocast_enabled(device) and weight.dtype == torch.float32:
+        return weight.to(torch.get_autocast_dtype(device))
+    return weight
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T` against `labels`, chunk by chunk over the rows, with the
     gradients taken in the forward pass (each chunk's logits are dropped before the next chunk), as fused
@@ -219,17 +229,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
         autocast = torch.is_autocast_enabled(hidden.device.type)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        w = _matmul_weight(weight)
         for start in range(0, hidden.size(0), chunk_rows):
             h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
             # One fused pass from the (bf16 under autocast) logits to a float32 log-softmax.
-            logp = torch.log_softmax(h @ weight.T, dim=-1, dtype=torch.float32)
+            logp = torch.log_softmax(h @ w.T, dim=-1, dtype=torch.float32)
             total -= logp.gather(-1, y).sum()
             # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's log-softmax.
             d_logits = logp.exp_().scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=logp.dtype))
             if not autocast:  # autocast casts the matmul inputs itself
                 d_logits = d_logits.to(hidden.dtype)
             if want_hidden:
-                grad_hidden[start : start + chunk_rows] = d_logits @ weight
+                grad_hidden[start : start + chunk_rows] = d_logits @ w
             if want_weight:
                 grad_weight += (d_logits.T @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
@@ -249,9 +260,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def _chunked_nll(hidden, weight, labels, chunk_rows) -> torch.Tensor:
     """`_LinearCrossEntropy`'s value alone, where no gradient is wanted (evaluation)."""
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    w = _matmul_weight(weight)
     for start in range(0, hidden.size(0), chunk_rows):
         y = labels[start : start + chunk_rows].unsqueeze(-1)
-        logits = (hidden[start : start + chunk_rows] @ weight.T).float()
+        logits = (hidden[start : start + chunk_rows] @ w.T).float()
         total += (torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, y)).sum()
     return total
 
@@ -294,16 +306,17 @@ class _LinearTokenLogps(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         autocast = torch.is_autocast_enabled(hidden.device.type)
         out = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
+        w = _matmul_weight(weight)
         for start in range(0, hidden.size(0), chunk_rows):
             h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
-            logp = torch.log_softmax(h @ weight.T, dim=-1, dtype=torch.float32)
+            logp = torch.log_softmax(h @ w.T, dim=-1, dtype=torch.float32)
             out[start : start + chunk_rows] = logp.gather(-1, y).squeeze(-1)
             if want_hidden:
                 # d(log p_y)/d(logits) = one_hot - softmax, made in place from the chunk's log-softmax.
                 d_logits = logp.exp_().neg_().scatter_add_(-1, y, torch.ones_like(y, dtype=logp.dtype))
                 if not autocast:
                     d_logits = d_logits.to(hidden.dtype)
-                grad_hidden[start : start + chunk_rows] = d_logits @ weight
+                grad_hidden[start : start + chunk_rows] = d_logits @ w
         ctx.save_for_backward(grad_hidden)
         return out
 
