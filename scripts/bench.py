@@ -33,6 +33,8 @@ Hardware: 2 CPU cores: ~8 minutes with the default 40 steps per runner (times --
     python scripts/bench.py --runners bare,hydratune --repeats 3   # interleaved A,B,A,B,...: median of runs
     python scripts/bench.py --bf16 --runners bare_packed,hydratune_packed   # CPU bf16 autocast
     python scripts/bench.py --vocab 32000 --runners bare_packed,hydratune_packed   # BPE-sized logits
+    python scripts/bench.py --precisions fp32,bf16 --runners bare_packed,hydratune_packed --repeats 3
+        # both precisions in one run, interleaved; adds "vs own fp32" and each repeat's bf16/fp32 ratio
     python scripts/bench.py --task dpo --repeats 3   # DPO / GRPO vs TRL: scripts/bench_tasks.py (its options)
 
 --bf16 (CPU): the bare loop runs forward and loss under torch.autocast("cpu", bfloat16), hydratune
@@ -422,9 +424,10 @@ def table(results: dict, machine: str) -> str:
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | | | | | |")
             continue
-        packed = name.endswith("_packed")
-        trl = results.get("trl_packed" if packed else "trl", {}).get("tokens_per_s")
-        bare = results.get("bare_packed" if packed else "bare", {}).get("tokens_per_s")
+        runner, at, precision = name.partition("@")  # "hydratune_packed@bf16" with --precisions
+        packed = runner.endswith("_packed")
+        trl = results.get(("trl_packed" if packed else "trl") + at + precision, {}).get("tokens_per_s")
+        bare = results.get(("bare_packed" if packed else "bare") + at + precision, {}).get("tokens_per_s")
         rate = r.get("tokens_per_s")
         spread = [x for x in r.get("tokens_per_s_runs", []) if x]
         shown = f"{rate} ({min(spread)}-{max(spread)}, {len(spread)} runs)" if len(spread) > 1 else rate
@@ -434,7 +437,29 @@ def table(results: dict, machine: str) -> str:
             f"| {r.get('time_to_first_step_s')} | {r.get('data_prep_s')} | {r.get('final_loss')} "
             f"| {r.get('tflops')} | {r.get('mfu') if r.get('mfu') is not None else '-'} |"
         )
+    lines += precision_ratios(results)
     return "\n".join(lines)
+
+
+def precision_ratios(results: dict) -> list[str]:
+    """With --precisions fp32,bf16: each runner's bf16 throughput over its own fp32 (medians, and each
+    interleaved repeat's pair, which a busy spell skews less than two medians)."""
+    lines = []
+    for name, r in results.items():
+        runner, _, precision = name.partition("@")
+        fp32 = results.get(f"{runner}@fp32", {})
+        if precision != "bf16" or not r.get("tokens_per_s") or not fp32.get("tokens_per_s"):
+            continue
+        pairs = [
+            f"{b / f:.2f}x"
+            for b, f in zip(r.get("tokens_per_s_runs", []), fp32.get("tokens_per_s_runs", []))
+            if b and f
+        ]
+        lines.append(
+            f"- {runner}: bf16 / own fp32 = {ratio(r['tokens_per_s'], fp32['tokens_per_s'])}"
+            + (f" (each repeat: {', '.join(pairs)})" if pairs else "")
+        )
+    return ["", *lines] if lines else []
 
 
 def main() -> None:
@@ -456,6 +481,10 @@ def main() -> None:
         "--repeats", type=int, default=1, help="runs of each runner, interleaved; median reported"
     )
     parser.add_argument(
+        "--precisions",
+        help="CPU: comma list of fp32,bf16 to run each runner at each, interleaved (default: --bf16's)",
+    )
+    parser.add_argument(
         "--vocab", type=int, help="output layer size (e.g. 32000: logits as large as a BPE model's)"
     )
     parser.add_argument("--runner", help=argparse.SUPPRESS)  # internal: run one runner in this process
@@ -470,10 +499,18 @@ def main() -> None:
 
     from hydratune.bench import versions  # late: the runners must not pay for its imports
 
+    precisions = (args.precisions or ("bf16" if args.bf16 else "fp32")).split(",")
+    if args.gpu or not set(precisions) <= {"fp32", "bf16"}:
+        parser.error("--precisions takes fp32 and/or bf16, on CPU (--gpu always runs bf16)")
+    named = {  # the result's name -> (runner, precision)
+        (runner if len(precisions) == 1 else f"{runner}@{precision}"): (runner, precision)
+        for precision in precisions
+        for runner in args.runners.split(",")
+    }
     prepare(workdir, args.gpu, args.vocab)
-    runs: dict[str, list[dict]] = {runner: [] for runner in args.runners.split(",")}
+    runs: dict[str, list[dict]] = {name: [] for name in named}
     for repeat in range(args.repeats):  # interleaved: A, B, A, B, ... so a busy spell hits every runner
-        for runner in runs:
+        for name, (runner, precision) in named.items():
             started = time.time()
             cmd = [
                 sys.executable,
@@ -486,21 +523,23 @@ def main() -> None:
                 runner,
             ]
             cmd += ["--gpu"] if args.gpu else []
-            cmd += ["--bf16"] if args.bf16 else []
+            cmd += ["--bf16"] if precision == "bf16" else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 result = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
             else:
                 result = json.loads((workdir / f"{runner}.json").read_text())
             result["wall_s"] = round(time.time() - started, 1)
-            runs[runner].append(result)
-            print(runner, repeat, result, flush=True)
+            runs[name].append(result)
+            print(name, repeat, result, flush=True)
     results = {runner: median_run(found) for runner, found in runs.items()}
     add_flops(results, workdir, args.gpu)
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} CPU threads" + (
         f", {device_peak()[0]}" if args.gpu else ""
     )
-    machine += f"; output layer {args.vocab or 'char'} entries, {'bf16' if args.bf16 or args.gpu else 'fp32'}"
+    machine += (
+        f"; output layer {args.vocab or 'char'} entries, {'bf16' if args.gpu else ' and '.join(precisions)}"
+    )
     (workdir / "bench.json").write_text(
         json.dumps({"machine": machine, "versions": versions(), "results": results}, indent=2)
     )
