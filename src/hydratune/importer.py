@@ -473,7 +473,10 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "liger_rope": "Liger kernels are not supported",
     "liger_rms_norm": "Liger kernels are not supported",
     "liger_glu_activation": "Liger kernels are not supported",
-    "liger_fused_linear_cross_entropy": "Liger kernels are not supported",
+    "liger_fused_linear_cross_entropy": (
+        "Liger kernels are not used; hydratune's own chunked loss from the hidden states (task.fused_loss, "
+        "on by default) does this job"
+    ),
     "plugins": "Axolotl plugins have no counterpart",
     "xformers_attention": "attention is sdpa, eager or flash_attention_2 (model.attn_implementation)",
     "s2_attention": "shifted sparse attention is not supported",
