@@ -234,6 +234,33 @@ def test_merged_adapters_decode_as_the_adapted_model_and_leave_the_base_untouche
     assert again.texts == plain.texts
 
 
+def test_grpo_scores_completions_with_only_their_logits(tiny_model_dir, tokenizer):
+    """GRPO asks the model for the logits of the completion positions alone (`logits_to_keep`): the same
+    per-token log-probs as slicing the full logits, for the policy and the reference."""
+    from hydratune.tasks.grpo.loss import token_logps
+
+    module = _module(
+        "grpo", _cfg(tiny_model_dir, "task=grpo", "task.beta=0.04", "task.temperature=0.7"), tokenizer
+    )
+    module.configure_model()
+    with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    completion = batch["input_ids"][:, -5:]
+    assert module._keeps_logits()
+    for reference in (False, True):
+        full = module.reference_logits(**inputs) if reference else module.model(**inputs).logits
+        expected = token_logps(full[:, -6:-1], completion, 0.7)
+        got = module._completion_logps(inputs, completion, reference=reference)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    module._logits_to_keep = False  # a model without the argument: the full logits, sliced
+    expected = token_logps(module.model(**inputs).logits[:, -6:-1], completion, 0.7)
+    torch.testing.assert_close(module._completion_logps(inputs, completion), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
     cfg = _cfg(tiny_model_dir, "task=dpo", "task.sft_weight=0", "peft=none", "optimizer.lr=1e-3")
     module = _module("dpo", cfg, tokenizer)

@@ -9,6 +9,7 @@ with exactly the completions it had.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -80,6 +81,7 @@ class GRPOModule(TaskModule):
         self._samples: dict | None = None  # the batch of samples in use (see num_iterations)
         self.step_tokens: dict[str, int] = {}  # read by the Throughput callback
         self._val_rows: list[dict] = []
+        self._logits_to_keep: bool | None = None  # see _keeps_logits
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -129,11 +131,22 @@ class GRPOModule(TaskModule):
 
     def _completion_logps(self, inputs: dict, completion_ids: torch.Tensor, reference: bool = False):
         width = inputs["input_ids"].size(1) - completion_ids.size(1)
+        if self._keeps_logits():  # the output layer only at the positions that predict the completion
+            inputs = {**inputs, "logits_to_keep": completion_ids.size(1) + 1}
+            width = 1
         if reference:
             logits = self.reference_logits(**inputs)
         else:
             logits = self.model(**inputs, use_cache=False).logits
         return token_logps(logits[:, width - 1 : -1], completion_ids, self.hparams.temperature)
+
+    def _keeps_logits(self) -> bool:
+        """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs do; some remote-code
+        models do not), so the prompt positions cost no output-layer work."""
+        if self._logits_to_keep is None:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        return self._logits_to_keep
 
     def _new_samples(self, batch: dict) -> dict:
         hp = self.hparams
