@@ -98,3 +98,35 @@ def test_packing_a_filtered_dataset_packs_the_rows_it_shows(tokenizer):
     assert packed[0]["input_ids"] == [t for r in kept for t in r["input_ids"]]
     assert row_lengths(packed) == [len(ids) for ids in packed["input_ids"]]
     assert row_lengths(shown) == [len(r["input_ids"]) for r in kept]
+
+
+@pytest.mark.parametrize("strategy", ["bfd", "greedy"])
+def test_packed_columns_are_the_samples_laid_end_to_end(strategy):
+    """Every packed row holds its bin's samples in order: their tokens, their labels with each sample's first
+    label ignored, positions restarting at 0; num_trained and num_samples summed per row. Checked row by row
+    against the bins on a filtered dataset (an indices mapping) of random lengths."""
+    import random
+
+    rng = random.Random(0)
+    samples = []
+    for i in range(300):
+        n = rng.randint(1, 90)
+        ids = [rng.randint(3, 30000) for _ in range(n)]
+        prompt = rng.randint(0, n - 1)
+        labels = [IGNORE_INDEX] * prompt + ids[prompt:]
+        samples.append(
+            {"input_ids": ids, "labels": labels, "num_trained": rng.randint(0, n), "keep": i % 7 != 3}
+        )
+    shown = datasets.Dataset.from_list(samples).filter(lambda r: r["keep"])
+    kept = [s for s in samples if s["keep"]]
+    packed = pack_dataset(shown, capacity=128, strategy=strategy)
+    bins = pack_bins([len(s["input_ids"]) for s in kept], 128, strategy)
+    assert len(packed) == len(bins)
+    for row, members in zip(packed, bins):
+        parts = [kept[i] for i in members]
+        assert row["input_ids"] == [t for s in parts for t in s["input_ids"]]
+        assert row["labels"] == [x for s in parts for x in [IGNORE_INDEX, *s["labels"][1:]]]
+        assert row["position_ids"] == [p for s in parts for p in range(len(s["input_ids"]))]
+        assert row["num_trained"] == sum(s["num_trained"] for s in parts)
+        assert row["num_samples"] == len(parts)
+    assert len(pack_dataset(shown.select([]), capacity=128, strategy=strategy)) == 0

@@ -12,6 +12,7 @@ import bisect
 from hydratune.data.tokenize import IGNORE_INDEX
 
 STRATEGIES = ("bfd", "greedy")
+PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "num_trained", "num_samples")
 
 
 def pack_bins(lengths: list[int], capacity: int, strategy: str = "bfd") -> list[list[int]]:
@@ -49,32 +50,47 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
 
     The first label of every sample is set to -100: the previous sample's last token must not be
     trained to predict it (num_trained already ignores each sample's first label).
+
+    Built on the Arrow columns as flat numpy arrays (one gather for the tokens of every row), never as
+    Python lists of token ids: those cost seconds and hundreds of MB on a large dataset.
     """
     import datasets
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    # Plain lists straight from the Arrow table: indexing a `datasets` Column row by row is slow.
-    table = dataset.with_format("arrow")  # the rows this Dataset shows (its indices mapping applied)
-    input_ids, labels, trained = (table[k].to_pylist() for k in ("input_ids", "labels", "num_trained"))
-    bins = pack_bins([len(ids) for ids in input_ids], capacity, strategy)
-    rows: dict[str, list] = {
-        "input_ids": [],
-        "labels": [],
-        "position_ids": [],
-        "num_trained": [],
-        "num_samples": [],
-    }
-    for members in bins:
-        ids, lab, pos = [], [], []
-        for i in members:
-            ids += input_ids[i]
-            lab += [IGNORE_INDEX] + labels[i][1:]
-            pos += range(len(input_ids[i]))
-        rows["input_ids"].append(ids)
-        rows["labels"].append(lab)
-        rows["position_ids"].append(pos)
-        rows["num_trained"].append(sum(trained[i] for i in members))
-        rows["num_samples"].append(len(members))
-    return datasets.Dataset.from_dict(rows)
+    table = dataset.with_format("arrow")[:]  # the rows this Dataset shows (its indices mapping applied)
+    ids_column, labels_column = (table[k].combine_chunks() for k in ("input_ids", "labels"))
+    lengths = pc.list_value_length(ids_column).to_numpy(zero_copy_only=False).astype(np.int64)
+    trained = table["num_trained"].to_numpy().astype(np.int64)
+    bins = pack_bins(lengths.tolist(), capacity, strategy)
+    if not bins:
+        return datasets.Dataset.from_dict({k: [] for k in PACKED_COLUMNS})
+
+    order = np.fromiter((i for members in bins for i in members), dtype=np.int64, count=len(lengths))
+    starts = np.cumsum(lengths) - lengths  # where each sample's tokens begin in the flat columns
+    taken = lengths[order]
+    placed = np.cumsum(taken) - taken  # where each sample's tokens begin in the packed rows
+    offset_in_sample = np.arange(int(taken.sum())) - np.repeat(placed, taken)
+    gather = np.repeat(starts[order], taken) + offset_in_sample
+    labels = labels_column.flatten().to_numpy()[gather]
+    labels[placed] = IGNORE_INDEX
+    first_sample = np.cumsum([0] + [len(members) for members in bins[:-1]])
+    row_offsets = pa.array(np.concatenate([[0], np.cumsum(np.add.reduceat(taken, first_sample))]), pa.int32())
+
+    def rows(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(row_offsets, pa.array(values))
+
+    packed = pa.table(
+        {
+            "input_ids": rows(ids_column.flatten().to_numpy()[gather]),
+            "labels": rows(labels),
+            "position_ids": rows(offset_in_sample),
+            "num_trained": pa.array(np.add.reduceat(trained[order], first_sample)),
+            "num_samples": pa.array([len(members) for members in bins], pa.int64()),
+        }
+    )
+    return datasets.Dataset(datasets.table.InMemoryTable(packed))
 
 
 def row_lengths(dataset) -> list[int]:
