@@ -261,6 +261,22 @@ def test_grpo_scores_completions_with_only_their_logits(tiny_model_dir, tokenize
     torch.testing.assert_close(module._completion_logps(inputs, completion), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_grpo_sampling_prefills_with_the_last_position_logits_only(tiny_model_dir, tokenizer, monkeypatch):
+    """The prefill asks for the last position's logits alone (`logits_to_keep=1`): the same completions for a
+    seed as with every position's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.tasks.grpo import sampling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = ["copy: sky -> ", "copy: planets -> ", "x"]
+    assert sampling.takes_logits_to_keep(model)
+    kept = sampling.sample(model, tokenizer, prompts, 4, max_new_tokens=8, temperature=1.0, seed=3)
+    monkeypatch.setattr(sampling, "takes_logits_to_keep", lambda _: False)
+    full = sampling.sample(model, tokenizer, prompts, 4, max_new_tokens=8, temperature=1.0, seed=3)
+    assert kept.texts == full.texts
+
+
 def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir, tokenizer):
     cfg = _cfg(tiny_model_dir, "task=dpo", "task.sft_weight=0", "peft=none", "optimizer.lr=1e-3")
     module = _module("dpo", cfg, tokenizer)

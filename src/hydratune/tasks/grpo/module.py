@@ -9,7 +9,6 @@ with exactly the completions it had.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ import torch
 from hydratune.rewards import build_rewards, score
 from hydratune.tasks.base import TaskModule
 from hydratune.tasks.grpo.loss import group_advantages, grpo_loss, token_logps, zero_spread_fraction
-from hydratune.tasks.grpo.sampling import sample
+from hydratune.tasks.grpo.sampling import sample, takes_logits_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +140,9 @@ class GRPOModule(TaskModule):
         return token_logps(logits[:, width - 1 : -1], completion_ids, self.hparams.temperature)
 
     def _keeps_logits(self) -> bool:
-        """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs do; some remote-code
-        models do not), so the prompt positions cost no output-layer work."""
+        """Whether the model takes `logits_to_keep`, so the prompt positions cost no output-layer work."""
         if self._logits_to_keep is None:
-            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+            self._logits_to_keep = takes_logits_to_keep(self.model)
         return self._logits_to_keep
 
     def _new_samples(self, batch: dict) -> dict:

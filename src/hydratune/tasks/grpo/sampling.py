@@ -21,6 +21,7 @@ dominates on a model this small. Its seed is also independent of any other use o
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -102,11 +103,19 @@ def _completion_mask(completion_ids: torch.Tensor, stop_ids: torch.Tensor) -> to
     return (stops_before == 0).long()
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs do, some remote-code
+    models do not): then only the positions whose logits are used go through the output layer."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 @torch.no_grad()
 def _loop(model, ids, mask, num_generations, max_new_tokens, temperature, top_p, stop_ids, pad_id, generator):
     """Hand-written decoding: one prefill per distinct prompt, its cache repeated for the G rows."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    last_only = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
     cache = out.cache
     logits = out.logits[:, -1].repeat_interleave(num_generations, dim=0)
     if num_generations > 1:
