@@ -76,10 +76,13 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     labels = labels_column.flatten().to_numpy()[gather]
     labels[placed] = IGNORE_INDEX
     first_sample = np.cumsum([0] + [len(members) for members in bins[:-1]])
-    row_offsets = pa.array(np.concatenate([[0], np.cumsum(np.add.reduceat(taken, first_sample))]), pa.int32())
+    row_offsets = np.concatenate([[0], np.cumsum(np.add.reduceat(taken, first_sample))])
+    # Arrow lists index their values with int32 offsets; more than 2**31 - 1 tokens need 64-bit ones.
+    lists = pa.ListArray if row_offsets[-1] < 2**31 else pa.LargeListArray
+    row_offsets = pa.array(row_offsets, pa.int32() if lists is pa.ListArray else pa.int64())
 
-    def rows(values: np.ndarray) -> pa.ListArray:
-        return pa.ListArray.from_arrays(row_offsets, pa.array(values))
+    def rows(values: np.ndarray) -> pa.Array:
+        return lists.from_arrays(row_offsets, pa.array(values))
 
     packed = pa.table(
         {
