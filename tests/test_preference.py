@@ -48,6 +48,15 @@ def _module(task: str, cfg: dict, tokenizer, **settings):
     return get_task(task_cfg).module(cfg, None, tokenizer)
 
 
+def _lora_b_off_zero(module) -> None:
+    """LoRA B starts at zero (the adapted model is the base); give it values so the policy differs from the
+    reference and the base."""
+    with torch.no_grad():
+        for name, p in module.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+
+
 def test_preference_tasks_need_pair_data_before_anything_loads():
     check_config(to_plain(compose(["task=dpo"])))  # task=dpo brings dataset=preference
     check_config(to_plain(compose(["task=kto"])))
@@ -107,10 +116,7 @@ def test_dpo_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer, lo
         module = _module("dpo", cfg, tokenizer)
         module.configure_model()
         assert (module.fused_scoring_head() is not None) == fused
-        with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
-            for name, p in module.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+        _lora_b_off_zero(module)
         result = module.pair_losses(batch)
         result["loss"].sum().backward()
         grads = {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
@@ -138,10 +144,7 @@ def test_kto_fused_scoring_matches_the_logits_path(tiny_model_dir, tokenizer):
         module = _module("kto", _cfg(tiny_model_dir, "task=kto", f"task.fused_loss={fused}"), tokenizer)
         module.configure_model()
         assert (module.fused_scoring_head() is not None) == fused
-        with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
-            for name, p in module.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+        _lora_b_off_zero(module)
         result = module.row_losses(batch)
         result["loss"].sum().backward()
         out[fused] = (result, {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad})
@@ -174,10 +177,7 @@ def test_lora_reference_is_the_base_model_and_the_adapters_come_back(tiny_model_
     cfg = _cfg(tiny_model_dir, "task=dpo", f"peft.config.bias={bias}")
     module = _module("dpo", cfg, tokenizer)
     module.configure_model()
-    with torch.no_grad():  # LoRA B starts at zero; give it values so the policy differs from the base
-        for name, p in module.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    _lora_b_off_zero(module)
     trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
     batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
@@ -207,10 +207,7 @@ def test_merged_adapters_decode_as_the_adapted_model_and_leave_the_base_untouche
     cfg = _cfg(tiny_model_dir, "task=dpo", f"peft={peft}")
     module = _module("dpo", cfg, tokenizer)
     module.configure_model()
-    with torch.no_grad():
-        for name, p in module.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    _lora_b_off_zero(module)
     base_before = {n: p.detach().clone() for n, p in module.model.named_parameters() if "base_layer" in n}
     trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
     prompts = ["copy: sky -> ", "copy: planets -> "]
@@ -243,10 +240,7 @@ def test_grpo_scores_completions_with_only_their_logits(tiny_model_dir, tokenize
         "grpo", _cfg(tiny_model_dir, "task=grpo", "task.beta=0.04", "task.temperature=0.7"), tokenizer
     )
     module.configure_model()
-    with torch.no_grad():  # LoRA B starts at zero; give it values so policy and reference differ
-        for name, p in module.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    _lora_b_off_zero(module)
     batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     completion = batch["input_ids"][:, -5:]
