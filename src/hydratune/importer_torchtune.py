@@ -379,6 +379,8 @@ def _tokenizer(data: dict, overlay: Overlay) -> None:
 def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
     """One flat recipe key, or one of the other components (optimizer, scheduler, logger, profiler)."""
     value = _number(value)
+    if value is None and key not in ("clip_grad_norm", "seed"):
+        return  # torchtune's default (no limit, no validation, every step, ...): nothing to set
     if key == "batch_size":
         overlay.set("dataset.batch_size", int(value))
     elif key == "batch_size_val":
@@ -560,6 +562,14 @@ def _data(data: dict, overlay: Overlay, task: str) -> None:
         overlay.skip(
             "run_val_every_n_steps", data["run_val_every_n_steps"], "no dataset_val: nothing to validate on"
         )
+    elif rows in ("pairs", "chat_pairs"):
+        # torchtune's DPO recipes need no validation rows; hydratune's preference tasks do. Say so now
+        # rather than hold rows out unasked.
+        overlay.skip(
+            "dataset_val", "(not in the file)",
+            "preference tasks need validation rows: add dataset.ops=[{split:{eval:0.01,seed:0}}] or a "
+            "validation file in dataset.sources.0",
+        )  # fmt: skip
     if not _rows_fit_task(overlay, rows, task):
         return
     overlay.set("dataset.sources", sources)
@@ -717,10 +727,9 @@ def _format(overlay: Overlay, rows: str, settings: dict, task: str) -> None:
         # chat format: alpaca_chat's user turn is its instruction column, so `input` is renamed to it.
         overlay.choices["dataset"] = "chat"
         overlay.set("dataset.format", "alpaca_chat")
-        renames = {columns.get("input", "input"): "instruction"}
-        if columns.get("output", "output") != "output":
-            renames[columns["output"]] = "output"
-        overlay.set("dataset.ops", [{"rename_columns": renames}])
+        wanted = {columns.get("input", "input"): "instruction", columns.get("output", "output"): "output"}
+        renames = {actual: name for actual, name in wanted.items() if actual != name}
+        overlay.set("dataset.ops", [{"rename_columns": renames}] if renames else [])
         overlay.set("dataset.system_column", columns.get("system"))
     elif rows == "sharegpt":
         overlay.choices["dataset"] = "sharegpt"
