@@ -33,7 +33,7 @@ SOURCES = {
 }
 # Trainers whose configs `hydratune import` reads: the keys to cover are those of the test fixtures written
 # after each project's published example configs (tests/data/<folder>/), nested dataset/FSDP keys included.
-IMPORT_SOURCES = {"llama-factory": "llamafactory", "axolotl": "axolotl"}
+IMPORT_SOURCES = {"llama-factory": "llamafactory", "axolotl": "axolotl", "torchtune": "torchtune"}
 ALL_SOURCES = (*SOURCES, *IMPORT_SOURCES)
 MAPPING_HEADER = ["option", "hydratune", "notes"]
 UNSUPPORTED_HEADER = ["option", "source", "why not"]
@@ -117,6 +117,10 @@ def fixture_options(source: str) -> set[str]:
     for path in sorted((ROOT / "tests" / "data" / IMPORT_SOURCES[source]).glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         names |= set(data)
+        if source == "torchtune":  # components nest their arguments: `model.lora_rank`, `dataset.packed`
+            names |= {f"{key}.{arg}" for key, value in data.items() if isinstance(value, dict)
+                      for arg in value if arg != "_component_"}  # fmt: skip
+            continue
         for entry in data.get("datasets") or []:
             names |= set(entry)
         names |= set(data.get("fsdp_config") or {})
@@ -170,6 +174,21 @@ def test_every_key_the_importer_names_is_on_the_page():
     missing = sorted((set(LF_AX_UNSUPPORTED) | (set(TASK_VALUES) - {"top_p"})) - page)
     assert not missing, f"the importer maps or refuses these keys, docs/options.md does not say: {missing}"
     assert set(AXOLOTL_TRL) - {"top_p", "num_iterations"} <= trl
+
+
+def test_every_torchtune_name_the_importer_knows_is_on_the_page():
+    """Keys it reports as unsupported, and the components (losses, builders, optimizers, loggers) it maps."""
+    from hydratune import importer_torchtune as tt
+
+    page = covered_on_page("torchtune")
+    missing = sorted(
+        k for k in tt.TT_UNSUPPORTED if k not in page and not any(n.endswith(f".{k}") for n in page)
+    )
+    assert not missing, f"the torchtune importer refuses these keys, docs/options.md does not say: {missing}"
+    section = PAGE.split("## torchtune (hydratune import)")[1].split("\n## ")[0]
+    names = [*tt.LOSSES, *tt.DATASETS, *tt.OPTIMIZERS, *tt.LOGGERS]
+    unnamed = sorted(name for name in names if name not in section)
+    assert not unnamed, f"docs/options.md's torchtune section does not name these components: {unnamed}"
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))

@@ -1,6 +1,6 @@
-"""`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a LLaMA-Factory
-YAML or an Axolotl YAML config becomes a `conf/experiment/NAME.yaml` overlay, with every key that has no
-counterpart reported.
+"""`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a torchtune YAML
+(hydratune.importer_torchtune), a LLaMA-Factory YAML or an Axolotl YAML config becomes a
+`conf/experiment/NAME.yaml` overlay, with every key that has no counterpart reported.
 
 The mapping is docs/options.md in code: each source key becomes a group choice (`override /peft: lora`)
 or a value at a dotted key (`peft.config.r: 16`). Nothing is guessed: a key not in the tables below
@@ -291,6 +291,8 @@ def detect(data: dict) -> str:
         return "model-compose"
     if "fine_tuner" in data or (isinstance(components, dict) and "fine_tuner" in components):
         return "llamafarm"
+    if any(isinstance(v, dict) and "_component_" in v for v in data.values()):
+        return "torchtune"  # components: `model: {_component_: torchtune.models...}`
     axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
     if axolotl or llamafactory:
         return "axolotl" if axolotl > llamafactory else "llama-factory"
@@ -298,7 +300,8 @@ def detect(data: dict) -> str:
         return "simplefoundation"
     raise UserError(
         "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
-        "`fine_tuner:` block, a LLaMA-Factory YAML (stage, finetuning_type, cutoff_len, ...), an Axolotl "
+        "`fine_tuner:` block, a torchtune config (`_component_:` entries), a LLaMA-Factory YAML (stage, "
+        "finetuning_type, cutoff_len, ...), an Axolotl "
         "YAML (base_model, datasets, adapter, sequence_len, ...) or a SimpleFoundation JSON with model_name_or_path"
     )
 
@@ -1121,9 +1124,17 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         overlay.set("dataset.format", "segments")  # [{label, text}]: trained where label is true
 
 
+def import_torchtune(data: dict, overlay: Overlay) -> None:
+    """torchtune's config (hydratune.importer_torchtune; imported here, as it builds on this module)."""
+    from hydratune import importer_torchtune
+
+    importer_torchtune.import_torchtune(data, overlay)
+
+
 IMPORTERS = {
     "model-compose": import_model_compose,
     "llamafarm": import_llamafarm,
+    "torchtune": import_torchtune,
     "simplefoundation": import_simplefoundation,
     "llama-factory": import_llamafactory,
     "axolotl": import_axolotl,
