@@ -33,7 +33,12 @@ SOURCES = {
 }
 # Trainers whose configs `hydratune import` reads: the keys to cover are those of the test fixtures written
 # after each project's published example configs (tests/data/<folder>/), nested dataset/FSDP keys included.
-IMPORT_SOURCES = {"llama-factory": "llamafactory", "axolotl": "axolotl", "torchtune": "torchtune"}
+IMPORT_SOURCES = {
+    "llama-factory": "llamafactory",
+    "axolotl": "axolotl",
+    "torchtune": "torchtune",
+    "litgpt": "litgpt",
+}
 ALL_SOURCES = (*SOURCES, *IMPORT_SOURCES)
 MAPPING_HEADER = ["option", "hydratune", "notes"]
 UNSUPPORTED_HEADER = ["option", "source", "why not"]
@@ -116,6 +121,9 @@ def fixture_options(source: str) -> set[str]:
     names: set[str] = set()
     for path in sorted((ROOT / "tests" / "data" / IMPORT_SOURCES[source]).glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
+        if source == "litgpt":
+            names |= litgpt_options(data)
+            continue
         names |= set(data)
         if source == "torchtune":  # components nest their arguments: `model.lora_rank`, `dataset.packed`
             names |= {f"{key}.{arg}" for key, value in data.items() if isinstance(value, dict)
@@ -124,6 +132,22 @@ def fixture_options(source: str) -> set[str]:
         for entry in data.get("datasets") or []:
             names |= set(entry)
         names |= set(data.get("fsdp_config") or {})
+    return names
+
+
+def litgpt_options(data: dict) -> set[str]:
+    """litgpt's keys as the page writes them: flat keys, and `train.epochs`, `data.init_args.mask_prompt`, ...
+    for the keys inside its blocks (`optimizer: AdamW`, a name, stays `optimizer`)."""
+    names: set[str] = set()
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            names.add(key)
+            continue
+        for inner, inner_value in value.items():
+            if inner == "init_args" and isinstance(inner_value, dict):
+                names |= {f"{key}.init_args.{arg}" for arg in inner_value}
+            else:
+                names.add(f"{key}.{inner}")
     return names
 
 
@@ -189,6 +213,20 @@ def test_every_torchtune_name_the_importer_knows_is_on_the_page():
     names = [*tt.LOSSES, *tt.DATASETS, *tt.OPTIMIZERS, *tt.LOGGERS]
     unnamed = sorted(name for name in names if name not in section)
     assert not unnamed, f"docs/options.md's torchtune section does not name these components: {unnamed}"
+
+
+def test_every_key_the_litgpt_importer_names_is_on_the_page():
+    from hydratune.importer_litgpt import DATA_MODULES, OPTIMIZERS, QUANTIZE, TOP_LEVEL_SKIPS, TRAIN_REFUSED
+
+    page = covered_on_page("litgpt")
+    missing = sorted(({f"train.{key}" for key in TRAIN_REFUSED} | set(TOP_LEVEL_SKIPS)) - page)
+    assert not missing, f"the litgpt importer refuses these keys, docs/options.md does not say: {missing}"
+    section = PAGE.split("## litgpt (hydratune import)")[1].split("\n## ")[0]
+    named = [*DATA_MODULES, *(path.rsplit(".", 1)[1] for path in OPTIMIZERS), *QUANTIZE]
+    missing = [name for name in named if name not in section]
+    assert not missing, (
+        f"the litgpt importer maps these, its section of docs/options.md does not name them: {missing}"
+    )
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))

@@ -1,6 +1,7 @@
 """`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a torchtune YAML
-(hydratune.importer_torchtune), a LLaMA-Factory YAML or an Axolotl YAML config becomes a
-`conf/experiment/NAME.yaml` overlay, with every key that has no counterpart reported.
+(hydratune.importer_torchtune), a LLaMA-Factory YAML, an Axolotl YAML or a litgpt YAML
+(hydratune.importer_litgpt) config becomes a `conf/experiment/NAME.yaml` overlay, with every key that has
+no counterpart reported.
 
 The mapping is docs/options.md in code: each source key becomes a group choice (`override /peft: lora`)
 or a value at a dotted key (`peft.config.r: 16`). Nothing is guessed: a key not in the tables below
@@ -293,6 +294,10 @@ def detect(data: dict) -> str:
         return "llamafarm"
     if any(isinstance(v, dict) and "_component_" in v for v in data.values()):
         return "torchtune"  # components: `model: {_component_: torchtune.models...}`
+    from hydratune.importer_litgpt import is_litgpt
+
+    if is_litgpt(data):  # checkpoint_dir with train:/eval: blocks, or a jsonargparse class_path
+        return "litgpt"
     axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
     if axolotl or llamafactory:
         return "axolotl" if axolotl > llamafactory else "llama-factory"
@@ -301,8 +306,8 @@ def detect(data: dict) -> str:
     raise UserError(
         "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
         "`fine_tuner:` block, a torchtune config (`_component_:` entries), a LLaMA-Factory YAML (stage, "
-        "finetuning_type, cutoff_len, ...), an Axolotl "
-        "YAML (base_model, datasets, adapter, sequence_len, ...) or a SimpleFoundation JSON with model_name_or_path"
+        "finetuning_type, cutoff_len, ...), an Axolotl YAML (base_model, datasets, adapter, sequence_len, ...), "
+        "a litgpt YAML (checkpoint_dir with train:/eval:) or a SimpleFoundation JSON with model_name_or_path"
     )
 
 
@@ -1131,6 +1136,13 @@ def import_torchtune(data: dict, overlay: Overlay) -> None:
     importer_torchtune.import_torchtune(data, overlay)
 
 
+def import_litgpt(data: dict, overlay: Overlay) -> None:
+    """A litgpt finetune YAML: hydratune.importer_litgpt, imported here since it uses this module's helpers."""
+    from hydratune.importer_litgpt import import_litgpt as run
+
+    run(data, overlay)
+
+
 IMPORTERS = {
     "model-compose": import_model_compose,
     "llamafarm": import_llamafarm,
@@ -1138,6 +1150,7 @@ IMPORTERS = {
     "simplefoundation": import_simplefoundation,
     "llama-factory": import_llamafactory,
     "axolotl": import_axolotl,
+    "litgpt": import_litgpt,
 }
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "import",
-        help="turn a model-compose, SimpleFoundation, LlamaFarm, torchtune, LLaMA-Factory or Axolotl config into an "
-        "experiment",
+        help="turn a model-compose, SimpleFoundation, LlamaFarm, torchtune, LLaMA-Factory, Axolotl or litgpt config "
+        "into an experiment",
     )
     p.add_argument("file", help="the config file to import")
     p.add_argument("--name", help="the experiment name (default: the file name); run it with experiment=NAME")
