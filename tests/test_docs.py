@@ -33,7 +33,7 @@ SOURCES = {
 }
 # Trainers whose configs `hydratune import` reads: the keys to cover are those of the test fixtures written
 # after each project's published example configs (tests/data/<folder>/), nested dataset/FSDP keys included.
-IMPORT_SOURCES = {"llama-factory": "llamafactory", "axolotl": "axolotl"}
+IMPORT_SOURCES = {"llama-factory": "llamafactory", "axolotl": "axolotl", "trl": "trl"}
 ALL_SOURCES = (*SOURCES, *IMPORT_SOURCES)
 MAPPING_HEADER = ["option", "hydratune", "notes"]
 UNSUPPORTED_HEADER = ["option", "source", "why not"]
@@ -117,6 +117,14 @@ def fixture_options(source: str) -> set[str]:
     for path in sorted((ROOT / "tests" / "data" / IMPORT_SOURCES[source]).glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         names |= set(data)
+        if source == "trl":  # nested keys as dotted names: datasets.path, dataset_mixture.datasets.id, ...
+            mixture = data.get("dataset_mixture") or {}
+            names |= {f"dataset_mixture.{key}" for key in mixture}
+            names |= {
+                f"dataset_mixture.datasets.{key}" for entry in mixture.get("datasets") or [] for key in entry
+            }
+            names |= {f"datasets.{key}" for entry in data.get("datasets") or [] for key in entry}
+            continue
         for entry in data.get("datasets") or []:
             names |= set(entry)
         names |= set(data.get("fsdp_config") or {})
@@ -170,6 +178,16 @@ def test_every_key_the_importer_names_is_on_the_page():
     missing = sorted((set(LF_AX_UNSUPPORTED) | (set(TASK_VALUES) - {"top_p"})) - page)
     assert not missing, f"the importer maps or refuses these keys, docs/options.md does not say: {missing}"
     assert set(AXOLOTL_TRL) - {"top_p", "num_iterations"} <= trl
+
+
+def test_every_key_the_trl_importer_names_is_on_the_page():
+    from hydratune.importer_trl import STAGE_KEYS, TASK_KEYS, TRL_UNSUPPORTED
+
+    page = covered_on_page("trl")
+    missing = sorted((set(TRL_UNSUPPORTED) | set(STAGE_KEYS) | set(TASK_KEYS)) - page)
+    assert not missing, (
+        f"the TRL importer maps or refuses these keys, docs/options.md does not say: {missing}"
+    )
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
