@@ -219,7 +219,7 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "log_completions": "task.log_completions sets how many validation prompts' groups are written",
     "average_tokens_across_devices": "the loss is averaged over the trained tokens of each device's batch",
     "log_level": "not a training setting",
-    "logging_strategy": "losses are logged every trainer.log_every_n_steps steps",
+    "logging_strategy": "losses are logged every trainer.log_every_n_steps steps (`steps`, not reported)",
     "ignore_bias_buffers": "a DDP workaround for some models; not needed with Lightning's DDP",
     "torch_empty_cache_steps": "the CUDA cache is left to PyTorch",
     "full_determinism": "trainer.deterministic=true",
@@ -412,6 +412,9 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
         _report_to(overlay, value)
     elif key == "save_steps" and isinstance(_number(value), float) and _number(value) < 1:
         overlay.skip(key, value, "a fraction of the run: give callbacks.model_checkpoint.save_steps in steps")
+    elif key == "logging_strategy":
+        if value != "steps":
+            overlay.skip(key, value, TRL_UNSUPPORTED[key])
     elif key == "save_strategy":
         if value != "steps":
             overlay.skip(
@@ -754,8 +757,8 @@ def _sft_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
         layout = "text"
         context.notes.append(
             "dataset: rows taken as TRL's language-modeling layout (a `text` column, every token trained); "
-            "for conversations add dataset.format=messages dataset.messages_column=messages "
-            "dataset.train_on=all to the command"
+            "for conversations (a `messages` column, every token trained as TRL does) add dataset.format=messages "
+            "to the command"
         )
     if layout == "text":
         overlay.set("dataset.format", "text")
