@@ -223,7 +223,6 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "ignore_bias_buffers": "a DDP workaround for some models; not needed with Lightning's DDP",
     "torch_empty_cache_steps": "the CUDA cache is left to PyTorch",
     "full_determinism": "trainer.deterministic=true",
-    "hub_token": "runs never upload",
     "dataset_test_split": "not used: TRL evaluates only with eval_strategy: steps|epoch",
 }
 # Keys that say what hydratune does anyway.
@@ -789,12 +788,11 @@ def _pair_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
         overlay.set("dataset.format", "chat_pairs")
         _chat_template(overlay, data)
     else:
-        overlay.set("dataset.format", "pairs")
-        if not columns:
-            context.notes.append(
-                "dataset: rows taken as prompt/chosen/rejected strings (TRL's standard layout); for "
-                "conversations add dataset.format=chat_pairs to the command"
-            )
+        overlay.set("dataset.format", "pairs")  # strings or conversations: only the rows tell
+        context.notes.append(
+            "dataset: rows taken as prompt/chosen/rejected strings (TRL's standard layout); for "
+            "conversations add dataset.format=chat_pairs to the command"
+        )
         if "chat_template" in data:
             overlay.skip("chat_template", "...", "used by conversational rows only")
 
