@@ -290,7 +290,10 @@ def test_stage_flag_names_the_trainer(project, capsys, tmp_path, stage, task, lr
         ({"center_rewards_coefficient": 0.01}, {"name": "reward"}),
         ({"num_generations": 4, "reward_funcs": ["pkg.mod.fn"]}, {"name": "grpo", "num_generations": 4}),
         ({"loss_type": "ipo", "beta": 0.3}, {"name": "dpo", "loss": "ipo", "beta": 0.3}),
-        ({"loss_type": "hinge"}, {"name": "dpo", "loss": "hinge"}),
+        (
+            {"label_smoothing": 0.2, "loss_type": "hinge"},
+            {"name": "dpo", "loss": "hinge", "label_smoothing": 0.0},
+        ),
         (
             {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.3]},
             {"loss": "sigmoid", "sft_weight": 0.3},

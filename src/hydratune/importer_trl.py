@@ -502,10 +502,14 @@ def _task_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> 
             overlay.skip(key, value, "task.scale_rewards divides by the group's std (group) or not (none)")
         else:
             overlay.set("task.scale_rewards", scale)
-    elif key == "label_smoothing" and overlay.values.get("task.loss", "sigmoid") != "sigmoid":
+    elif key == "label_smoothing" and str(_first(data.get("loss_type", "sigmoid"))) != "sigmoid":
         overlay.skip(key, value, "label smoothing applies to the sigmoid loss")
     else:
         _set_task(overlay, task, key, TASK_KEYS[key], value)
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value
 
 
 def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
