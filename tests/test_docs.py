@@ -38,6 +38,7 @@ IMPORT_SOURCES = {
     "axolotl": "axolotl",
     "torchtune": "torchtune",
     "litgpt": "litgpt",
+    "trl": "trl",
 }
 ALL_SOURCES = (*SOURCES, *IMPORT_SOURCES)
 MAPPING_HEADER = ["option", "hydratune", "notes"]
@@ -128,6 +129,14 @@ def fixture_options(source: str) -> set[str]:
         if source == "torchtune":  # components nest their arguments: `model.lora_rank`, `dataset.packed`
             names |= {f"{key}.{arg}" for key, value in data.items() if isinstance(value, dict)
                       for arg in value if arg != "_component_"}  # fmt: skip
+            continue
+        if source == "trl":  # nested keys as dotted names: datasets.path, dataset_mixture.datasets.id, ...
+            mixture = data.get("dataset_mixture") or {}
+            names |= {f"dataset_mixture.{key}" for key in mixture}
+            names |= {
+                f"dataset_mixture.datasets.{key}" for entry in mixture.get("datasets") or [] for key in entry
+            }
+            names |= {f"datasets.{key}" for entry in data.get("datasets") or [] for key in entry}
             continue
         for entry in data.get("datasets") or []:
             names |= set(entry)
@@ -226,6 +235,16 @@ def test_every_key_the_litgpt_importer_names_is_on_the_page():
     missing = [name for name in named if name not in section]
     assert not missing, (
         f"the litgpt importer maps these, its section of docs/options.md does not name them: {missing}"
+    )
+
+
+def test_every_key_the_trl_importer_names_is_on_the_page():
+    from hydratune.importer_trl import STAGE_KEYS, TASK_KEYS, TRL_UNSUPPORTED
+
+    page = covered_on_page("trl")
+    missing = sorted((set(TRL_UNSUPPORTED) | set(STAGE_KEYS) | set(TASK_KEYS)) - page)
+    assert not missing, (
+        f"the TRL importer maps or refuses these keys, docs/options.md does not say: {missing}"
     )
 
 

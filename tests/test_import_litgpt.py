@@ -285,13 +285,13 @@ def test_prompt_styles(project, capsys, tmp_path):
 def test_detection_takes_litgpt_files_and_leaves_the_others(tmp_path):
     for path in sorted(LIT.glob("*.yaml")):
         assert detect(load(path)) == "litgpt", path.name
-    expected = {"model_compose_alpaca.yaml": "model-compose", "llamafarm_minimal_memory.yaml": "llamafarm",
-                "simplefoundation_default.json": "simplefoundation"}  # fmt: skip
-    expected |= {p.name: "llama-factory" for p in (DATA / "llamafactory").glob("*.yaml")}
-    expected |= {p.name: "axolotl" for p in (DATA / "axolotl").glob("*.yaml")}
-    for name, fmt in expected.items():
-        path = next(DATA.rglob(name))
-        assert detect(load(path)) == fmt, name
+    expected = {DATA / "model_compose_alpaca.yaml": "model-compose", DATA / "llamafarm_minimal_memory.yaml": "llamafarm",
+                DATA / "simplefoundation_default.json": "simplefoundation"}  # fmt: skip
+    for folder, fmt in (("llamafactory", "llama-factory"), ("axolotl", "axolotl"), ("torchtune", "torchtune"),
+                        ("trl", "trl")):  # fmt: skip
+        expected |= {path: fmt for path in (DATA / folder).glob("*.yaml")}
+    for path, fmt in expected.items():
+        assert detect(load(path)) == fmt, path
     # An Axolotl file with a `checkpoint_dir`-less `optimizer:` name stays Axolotl.
     assert detect({"base_model": "a/b", "optimizer": "adamw_torch", "datasets": []}) == "axolotl"
 

@@ -1,7 +1,7 @@
 """`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a torchtune YAML
-(hydratune.importer_torchtune), a LLaMA-Factory YAML, an Axolotl YAML or a litgpt YAML
-(hydratune.importer_litgpt) config becomes a `conf/experiment/NAME.yaml` overlay, with every key that has
-no counterpart reported.
+(hydratune.importer_torchtune), a LLaMA-Factory YAML, an Axolotl YAML, a litgpt YAML
+(hydratune.importer_litgpt) or a TRL YAML (hydratune.importer_trl) config becomes a
+`conf/experiment/NAME.yaml` overlay, with every key that has no counterpart reported.
 
 The mapping is docs/options.md in code: each source key becomes a group choice (`override /peft: lora`)
 or a value at a dotted key (`peft.config.r: 16`). Nothing is guessed: a key not in the tables below
@@ -286,7 +286,8 @@ AXOLOTL_KEYS = {"base_model", "datasets", "adapter", "sequence_len", "micro_batc
 
 def detect(data: dict) -> str:
     """model-compose (a list of components), LlamaFarm (a fine_tuner block), LLaMA-Factory or Axolotl (by
-    keys only they use), or SimpleFoundation (flat, with model_name_or_path)."""
+    keys only they use), TRL (flat, by keys only TRL's CLI dataclasses define), or SimpleFoundation (flat,
+    with model_name_or_path)."""
     components = data.get("components")
     if isinstance(components, list):
         return "model-compose"
@@ -298,16 +299,25 @@ def detect(data: dict) -> str:
 
     if is_litgpt(data):  # checkpoint_dir with train:/eval: blocks, or a jsonargparse class_path
         return "litgpt"
+    from hydratune.importer_trl import TRL_SHARED_KEYS, looks_like_trl
+
     axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
-    if axolotl or llamafactory:
+    trl = looks_like_trl(data)
+    # TRL's own `datasets:` mixture and `do_train` share a name with Axolotl / LLaMA-Factory keys.
+    if (axolotl or llamafactory) and not (
+        trl and (AXOLOTL_KEYS | LLAMAFACTORY_KEYS) & set(data) <= TRL_SHARED_KEYS
+    ):
         return "axolotl" if axolotl > llamafactory else "llama-factory"
+    if trl:
+        return "trl"
     if "model_name_or_path" in data or "use_lora" in data:
         return "simplefoundation"
     raise UserError(
         "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
         "`fine_tuner:` block, a torchtune config (`_component_:` entries), a LLaMA-Factory YAML (stage, "
         "finetuning_type, cutoff_len, ...), an Axolotl YAML (base_model, datasets, adapter, sequence_len, ...), "
-        "a litgpt YAML (checkpoint_dir with train:/eval:) or a SimpleFoundation JSON with model_name_or_path"
+        "a litgpt YAML (checkpoint_dir with train:/eval:), a TRL YAML (use_peft, dataset_name, ...) or a "
+        "SimpleFoundation JSON with model_name_or_path"
     )
 
 
@@ -564,10 +574,14 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
 
 
 class ImportContext:
-    """What a LLaMA-Factory or Axolotl import reads besides the file: the conf dir and dataset_info.json."""
+    """What an import reads besides the file (dataset_info.json; `--stage`, the trainer that TRL's command
+    line names and its file does not) and the lines it has to say besides the unmapped keys (`notes`: a
+    default it took where the file is silent, and how to choose otherwise)."""
 
-    def __init__(self, dataset_info: str | Path | None = None):
+    def __init__(self, dataset_info: str | Path | None = None, stage: str | None = None):
         self.dataset_info = Path(dataset_info) if dataset_info else None
+        self.stage = stage
+        self.notes: list[str] = []
 
 
 def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[str, str | None]:
@@ -1143,6 +1157,12 @@ def import_litgpt(data: dict, overlay: Overlay) -> None:
     run(data, overlay)
 
 
+def import_trl(data: dict, overlay: Overlay, context: ImportContext) -> None:
+    from hydratune.importer_trl import import_trl as run
+
+    run(data, overlay, context)
+
+
 IMPORTERS = {
     "model-compose": import_model_compose,
     "llamafarm": import_llamafarm,
@@ -1151,27 +1171,53 @@ IMPORTERS = {
     "llama-factory": import_llamafactory,
     "axolotl": import_axolotl,
     "litgpt": import_litgpt,
+    "trl": import_trl,
 }
+# Formats whose file does not name its trainer: `--stage` chooses it. Elsewhere --stage must agree with the file.
+STAGE_FROM_FLAG = {"trl"}
+# --stage values as (hydratune task, task.loss or None).
+STAGE_TASKS = {"sft": ("sft", None), "dpo": ("dpo", None), "kto": ("kto", None), "reward": ("reward", None),
+               "grpo": ("grpo", None), "orpo": ("dpo", "orpo")}  # fmt: skip
 
 
 def convert(
-    path: str | Path, name: str, conf_dir: str | Path, dataset_info: str | Path | None = None
+    path: str | Path,
+    name: str,
+    conf_dir: str | Path,
+    dataset_info: str | Path | None = None,
+    context: ImportContext | None = None,
 ) -> tuple[dict, str, list[str]]:
     """(the experiment config, the detected format, the unmapped keys) for the file at `path`.
 
     `dataset_info`: LLaMA-Factory's dataset_info.json, to resolve its dataset names into sources.
+    `context`: instead of `dataset_info`, what the command line gave (`--stage`); its `notes` collect the
+    defaults the import took.
     """
     path, conf_dir = Path(path), Path(conf_dir)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    context = context or ImportContext(dataset_info)
     data = load(path)
     fmt = detect(data)
     overlay = Overlay(conf_dir)
-    if fmt in ("llama-factory", "axolotl"):
-        IMPORTERS[fmt](data, overlay, ImportContext(dataset_info))
+    if fmt in ("llama-factory", "axolotl", "trl"):
+        IMPORTERS[fmt](data, overlay, context)
     else:
         IMPORTERS[fmt](data, overlay)
+    if context.stage and fmt not in STAGE_FROM_FLAG:
+        _check_stage_flag(overlay, context.stage, path.name, fmt)
     return overlay.finish(name), fmt, overlay.unmapped
+
+
+def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:
+    """A file that names its own stage (or is SFT-only) keeps it: `--stage` may only agree, never switch it."""
+    task, loss = STAGE_TASKS.get(stage, (stage, None))
+    chosen = overlay.choices.get("task", "sft")
+    if chosen != task or (loss and overlay.values.get("task.loss") != loss):
+        raise UserError(
+            f"--stage {stage}: {filename} ({fmt}) names its own stage (task={chosen}); drop --stage or edit the "
+            "file; nothing was written"
+        )
 
 
 def render(experiment: dict, source: str, fmt: str) -> str:
@@ -1188,11 +1234,12 @@ def write_experiment(
     conf_dir: str | Path,
     force: bool = False,
     dataset_info: str | Path | None = None,
+    context: ImportContext | None = None,
 ) -> tuple[Path, str, list[str]]:
     """Write conf_dir/experiment/NAME.yaml; returns its path, the format taken and the unmapped keys."""
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
         raise UserError(f"--name {name!r}: use letters, digits, _ and - (it becomes experiment={name})")
-    experiment, fmt, unmapped = convert(path, name, conf_dir, dataset_info)
+    experiment, fmt, unmapped = convert(path, name, conf_dir, dataset_info, context)
     out = Path(conf_dir) / "experiment" / f"{name}.yaml"
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --name or pass --force")

@@ -1,4 +1,4 @@
-"""`hydratune import FILE [--name NAME] [--dataset-info PATH]`: another trainer's config as
+"""`hydratune import FILE [--name NAME] [--dataset-info PATH] [--stage STAGE]`: another trainer's config as
 conf/experiment/NAME.yaml."""
 
 from __future__ import annotations
@@ -8,12 +8,15 @@ import re
 import sys
 from pathlib import Path
 
+# TRL's trainers (`trl sft|dpo|kto|reward|grpo`), and the alignment-handbook's ORPO recipes.
+STAGES = ("sft", "dpo", "kto", "reward", "grpo", "orpo")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "import",
-        help="turn a model-compose, SimpleFoundation, LlamaFarm, torchtune, LLaMA-Factory, Axolotl or litgpt config "
-        "into an experiment",
+        help="turn a model-compose, SimpleFoundation, LlamaFarm, torchtune, LLaMA-Factory, Axolotl, litgpt or TRL "
+        "config into an experiment",
     )
     p.add_argument("file", help="the config file to import")
     p.add_argument("--name", help="the experiment name (default: the file name); run it with experiment=NAME")
@@ -22,6 +25,12 @@ def add_parser(sub) -> None:
         metavar="PATH",
         help="LLaMA-Factory's dataset_info.json: its dataset names become dataset.sources",
     )
+    p.add_argument(
+        "--stage",
+        choices=STAGES,
+        help="the trainer a TRL file was written for (`trl dpo --config FILE`: --stage dpo); a file that "
+        "names its own stage (LLaMA-Factory, Axolotl) must agree",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing experiment of that name")
     p.set_defaults(func=_run)
 
@@ -29,13 +38,12 @@ def add_parser(sub) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hydratune import schema
     from hydratune.errors import UserError
-    from hydratune.importer import write_experiment
+    from hydratune.importer import ImportContext, write_experiment
     from hydratune.preflight import _plain, compose, conf_dir
 
     name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.file).stem).strip("_-")
-    out, fmt, unmapped = write_experiment(
-        args.file, name, conf_dir(), force=args.force, dataset_info=args.dataset_info
-    )
+    context = ImportContext(args.dataset_info, args.stage)
+    out, fmt, unmapped = write_experiment(args.file, name, conf_dir(), force=args.force, context=context)
     try:  # the overlay must compose and name only known keys, or it is not written at all
         schema.validate(_plain(compose([f"experiment={name}"], output_dir="/tmp")), conf_dir())
     except UserError as err:
@@ -43,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"the imported config does not check ({err}); nothing was written") from err
     for line in unmapped:
         print(f"not mapped: {line}", file=sys.stderr)
+    for line in context.notes:
+        print(f"note: {line}", file=sys.stderr)
     print(
         f"read {args.file} as {fmt}; wrote {out} ({len(unmapped)} key(s) not mapped); "
         f"train with: python train.py experiment={name}"
