@@ -30,6 +30,8 @@ TRAIN_CASES = [
     (["optimizer=adamw"], ["optimizer=adamw", "options:"]),
     (["scheduler=cosin"], ["did you mean scheduler=cosine"]),
     (["logger=tensorbord"], ["did you mean logger=tensorboard"]),
+    # an experiment's logger.wandb.project under a command line that chose logger=none
+    (["logger=none", "+logger.wandb.project=p"], ["logger.wandb", "logger=wandb", "~logger.wandb"]),
     (["trainer.max_stepz=3"], ["trainer.max_stepz", "did you mean trainer.max_steps"]),
     (["+optimizer.lrr=1"], ["optimizer.lrr", "did you mean optimizer.lr"]),
     (["+peft.config.rank=8"], ["peft.config.rank", "unknown config key"]),

@@ -264,5 +264,17 @@ def check_ranges(cfg: dict) -> None:
 def validate(cfg: dict, conf_dir: str | Path) -> None:
     """Keys, then named choices, then ranges. Raises UserError with one line."""
     check_keys(cfg, conf_dir)
+    check_loggers(cfg)
     check_choices(cfg)
     check_ranges(cfg)
+
+
+def check_loggers(cfg: dict) -> None:
+    """Every `logger.NAME` node names its class. Settings left without one come from an experiment that set
+    `logger.wandb.project` (say) under a command line that chose another logger group option."""
+    for name, node in (cfg.get("logger") or {}).items():
+        if isinstance(node, dict) and "_target_" not in node:
+            raise UserError(
+                f"logger.{name}: settings for a logger that is not chosen ({', '.join(sorted(node)) or 'empty'}); "
+                f"choose it with logger={name}, or drop them with ~logger.{name}"
+            )
