@@ -309,6 +309,32 @@ def test_keys_decide_the_trainer(project, capsys, tmp_path, keys, task):
 
 
 @pytest.mark.parametrize(
+    ("name", "stage", "task"),
+    [
+        (
+            {"hub_model_id": "zephyr-orpo-141b"},
+            "orpo",
+            {"name": "dpo", "loss": "orpo"},
+        ),  # the handbook's ORPO
+        ({"output_dir": "data/zephyr-7b-dpo-full"}, "dpo", {"name": "dpo", "loss": "sigmoid"}),
+        (
+            {"output_dir": "runs/orpo-or-dpo"},
+            "dpo",
+            {"name": "dpo", "loss": "sigmoid"},
+        ),  # two: the keys decide
+    ],
+)
+def test_the_run_name_picks_between_trainers_the_keys_leave_open(
+    project, capsys, tmp_path, name, stage, task
+):
+    keys = {**MINIMAL, "beta": 0.05, "max_prompt_length": 512, **name}
+    code, _, err = run_import(capsys, write(tmp_path, "n", keys), "n")
+    assert code == 0
+    assert {k: composed(project, "n")["task"][k] for k in task} == task
+    assert notes(err)[0].startswith(f"stage: {stage} (from ") and "--stage" in notes(err)[0]
+
+
+@pytest.mark.parametrize(
     ("keys", "flag", "message"),
     [
         ({"beta": 0.1, "max_prompt_length": 256}, "sft", "--stage sft: the file has beta"),

@@ -14,6 +14,7 @@ Two things set this format apart from the others `hydratune import` reads:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hydratune.errors import UserError
@@ -140,6 +141,15 @@ def choose_stage(data: dict, context: ImportContext) -> str:
                 f"{'/'.join(sorted(dict(evidence)[before]))}); pass --stage to say which; nothing was written"
             )
         candidates &= stages
+    named = _named_stage(data, candidates)
+    if named:
+        key, stage = named
+        keys = ", ".join(k for k, _ in evidence)
+        others = "|".join(s for s in STAGE_ORDER if s in candidates and s != stage)
+        context.notes.append(
+            f"stage: {stage} (from {key}{', ' + keys if keys else ''}); pass --stage {others} for another trainer"
+        )
+        return stage
     if not evidence:
         context.notes.append(
             "stage: sft (no key names a trainer, TRL's command line does: pass --stage dpo for a file written "
@@ -151,6 +161,23 @@ def choose_stage(data: dict, context: ImportContext) -> str:
     hint = f"; pass --stage {'|'.join(others)} for a file written for one of those" if others else ""
     context.notes.append(f"stage: {stage} (from {', '.join(key for key, _ in evidence)}){hint}")
     return stage
+
+
+# Keys whose values name the run: `zephyr-orpo-141b`, `data/zephyr-7b-dpo-qlora`.
+RUN_NAME_KEYS = ("hub_model_id", "output_dir", "run_name")
+
+
+def _named_stage(data: dict, candidates: set[str]) -> tuple[str, str] | None:
+    """(key: value, stage) when the run's own name says which of the still possible trainers it is, as a word
+    (the alignment-handbook's ORPO recipes differ from its DPO ones by no key, only by that name)."""
+    if len(candidates) < 2:
+        return None
+    for key in RUN_NAME_KEYS:
+        words = set(re.split(r"[^a-z0-9]+", str(data.get(key) or "").lower()))
+        named = [stage for stage in STAGE_ORDER if stage in candidates and stage in words]
+        if len(named) == 1:
+            return f"{key}: {data[key]}", named[0]
+    return None
 
 
 # -- TRL's defaults where the file is silent ----------------------------------------------------------
