@@ -10,7 +10,8 @@ from conftest import ROOT
 
 from hydratune.cli import main
 from hydratune.config import to_plain
-from hydratune.importer import detect, load
+from hydratune.config_import import detect
+from hydratune.importer import load
 
 DATA = ROOT / "tests" / "data"
 LIT = DATA / "litgpt"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from hydratune import importer, schema
+from hydratune import config_import, importer, schema
 from hydratune.cli import main
 from hydratune.config import to_plain
 
@@ -290,7 +290,7 @@ def test_dora_and_local_text(project, capsys, tmp_path):
 
 def test_detection_takes_torchtune_and_leaves_the_other_formats(tmp_path):
     for path in sorted(TT.glob("*.yaml")):
-        assert importer.detect(importer.load(path)) == "torchtune"
+        assert config_import.detect(importer.load(path)) == "torchtune"
     expected = {
         "model_compose_alpaca.yaml": "model-compose",
         "simplefoundation_default.json": "simplefoundation",
@@ -301,7 +301,7 @@ def test_detection_takes_torchtune_and_leaves_the_other_formats(tmp_path):
         "axolotl/dpo.yaml": "axolotl",
     }
     for name, fmt in expected.items():
-        assert importer.detect(importer.load(DATA / name)) == fmt, name
+        assert config_import.detect(importer.load(DATA / name)) == fmt, name
 
 
 @pytest.mark.slow

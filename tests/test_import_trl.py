@@ -11,7 +11,8 @@ import yaml
 from conftest import ROOT
 from test_import import AX, LF, composed, reasons, run_import
 
-from hydratune.importer import detect, load
+from hydratune.config_import import detect
+from hydratune.importer import load
 
 TRL = ROOT / "tests" / "data" / "trl"
 

@@ -109,6 +109,8 @@ def test_no_task_name_is_compared_outside_the_registry():
     for path in SRC.rglob("*.py"):
         if path.parent.name == "tasks" and path.name == "registry.py":
             continue
+        if path.name.startswith("importer_"):
+            continue  # translating another tool's stages into hydratune task names is what these modules do
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if pattern.search(line) or re.search(r"""["'](sft|classification)["']\s*(==|!=)""", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")

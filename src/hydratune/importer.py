@@ -1,7 +1,8 @@
-"""`hydratune import`: a model-compose YAML, a SimpleFoundation JSON, a LlamaFarm YAML, a torchtune YAML
-(hydratune.importer_torchtune), a LLaMA-Factory YAML, an Axolotl YAML, a litgpt YAML
-(hydratune.importer_litgpt) or a TRL YAML (hydratune.importer_trl) config becomes a
-`conf/experiment/NAME.yaml` overlay, with every key that has no counterpart reported.
+"""`hydratune import`, the shared part: `Overlay` (an experiment being built), the key tables and task helpers
+every importer uses, and the importers of model-compose YAML, SimpleFoundation JSON, LlamaFarm YAML,
+LLaMA-Factory YAML and Axolotl YAML. torchtune, litgpt and TRL have their own modules
+(hydratune.importer_torchtune, _litgpt, _trl); hydratune.config_import tells the formats apart and writes
+`conf/experiment/NAME.yaml`, with every key that has no counterpart reported.
 
 The mapping is docs/options.md in code: each source key becomes a group choice (`override /peft: lora`)
 or a value at a dotted key (`peft.config.r: 16`). Nothing is guessed: a key not in the tables below
@@ -282,43 +283,6 @@ LLAMAFACTORY_KEYS = {"stage", "finetuning_type", "cutoff_len", "lora_target", "t
                      "pref_loss", "quantization_bit", "max_samples", "val_size", "do_train", "lora_rank"}  # fmt: skip
 AXOLOTL_KEYS = {"base_model", "datasets", "adapter", "sequence_len", "micro_batch_size", "sample_packing",
                 "val_set_size", "lora_target_linear", "rl", "lr_scheduler", "evals_per_epoch"}  # fmt: skip
-
-
-def detect(data: dict) -> str:
-    """model-compose (a list of components), LlamaFarm (a fine_tuner block), LLaMA-Factory or Axolotl (by
-    keys only they use), TRL (flat, by keys only TRL's CLI dataclasses define), or SimpleFoundation (flat,
-    with model_name_or_path)."""
-    components = data.get("components")
-    if isinstance(components, list):
-        return "model-compose"
-    if "fine_tuner" in data or (isinstance(components, dict) and "fine_tuner" in components):
-        return "llamafarm"
-    if any(isinstance(v, dict) and "_component_" in v for v in data.values()):
-        return "torchtune"  # components: `model: {_component_: torchtune.models...}`
-    from hydratune.importer_litgpt import is_litgpt
-
-    if is_litgpt(data):  # checkpoint_dir with train:/eval: blocks, or a jsonargparse class_path
-        return "litgpt"
-    from hydratune.importer_trl import TRL_SHARED_KEYS, looks_like_trl
-
-    axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
-    trl = looks_like_trl(data)
-    # TRL's own `datasets:` mixture and `do_train` share a name with Axolotl / LLaMA-Factory keys.
-    if (axolotl or llamafactory) and not (
-        trl and (AXOLOTL_KEYS | LLAMAFACTORY_KEYS) & set(data) <= TRL_SHARED_KEYS
-    ):
-        return "axolotl" if axolotl > llamafactory else "llama-factory"
-    if trl:
-        return "trl"
-    if "model_name_or_path" in data or "use_lora" in data:
-        return "simplefoundation"
-    raise UserError(
-        "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
-        "`fine_tuner:` block, a torchtune config (`_component_:` entries), a LLaMA-Factory YAML (stage, "
-        "finetuning_type, cutoff_len, ...), an Axolotl YAML (base_model, datasets, adapter, sequence_len, ...), "
-        "a litgpt YAML (checkpoint_dir with train:/eval:), a TRL YAML (use_peft, dataset_name, ...) or a "
-        "SimpleFoundation JSON with model_name_or_path"
-    )
 
 
 def import_model_compose(data: dict, overlay: Overlay) -> None:
@@ -1143,105 +1107,6 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         overlay.set("dataset.format", "segments")  # [{label, text}]: trained where label is true
 
 
-def import_torchtune(data: dict, overlay: Overlay) -> None:
-    """torchtune's config (hydratune.importer_torchtune; imported here, as it builds on this module)."""
-    from hydratune import importer_torchtune
-
-    importer_torchtune.import_torchtune(data, overlay)
-
-
-def import_litgpt(data: dict, overlay: Overlay) -> None:
-    """A litgpt finetune YAML: hydratune.importer_litgpt, imported here since it uses this module's helpers."""
-    from hydratune.importer_litgpt import import_litgpt as run
-
-    run(data, overlay)
-
-
-def import_trl(data: dict, overlay: Overlay, context: ImportContext) -> None:
-    from hydratune.importer_trl import import_trl as run
-
-    run(data, overlay, context)
-
-
-IMPORTERS = {
-    "model-compose": import_model_compose,
-    "llamafarm": import_llamafarm,
-    "torchtune": import_torchtune,
-    "simplefoundation": import_simplefoundation,
-    "llama-factory": import_llamafactory,
-    "axolotl": import_axolotl,
-    "litgpt": import_litgpt,
-    "trl": import_trl,
-}
-# Formats whose file does not name its trainer: `--stage` chooses it. Elsewhere --stage must agree with the file.
-STAGE_FROM_FLAG = {"trl"}
 # --stage values as (hydratune task, task.loss or None).
 STAGE_TASKS = {"sft": ("sft", None), "dpo": ("dpo", None), "kto": ("kto", None), "reward": ("reward", None),
                "grpo": ("grpo", None), "orpo": ("dpo", "orpo")}  # fmt: skip
-
-
-def convert(
-    path: str | Path,
-    name: str,
-    conf_dir: str | Path,
-    dataset_info: str | Path | None = None,
-    context: ImportContext | None = None,
-) -> tuple[dict, str, list[str]]:
-    """(the experiment config, the detected format, the unmapped keys) for the file at `path`.
-
-    `dataset_info`: LLaMA-Factory's dataset_info.json, to resolve its dataset names into sources.
-    `context`: instead of `dataset_info`, what the command line gave (`--stage`); its `notes` collect the
-    defaults the import took.
-    """
-    path, conf_dir = Path(path), Path(conf_dir)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    context = context or ImportContext(dataset_info)
-    data = load(path)
-    fmt = detect(data)
-    overlay = Overlay(conf_dir)
-    if fmt in ("llama-factory", "axolotl", "trl"):
-        IMPORTERS[fmt](data, overlay, context)
-    else:
-        IMPORTERS[fmt](data, overlay)
-    if context.stage and fmt not in STAGE_FROM_FLAG:
-        _check_stage_flag(overlay, context.stage, path.name, fmt)
-    return overlay.finish(name), fmt, overlay.unmapped
-
-
-def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:
-    """A file that names its own stage (or is SFT-only) keeps it: `--stage` may only agree, never switch it."""
-    task, loss = STAGE_TASKS.get(stage, (stage, None))
-    chosen = overlay.choices.get("task", "sft")
-    if chosen != task or (loss and overlay.values.get("task.loss") != loss):
-        raise UserError(
-            f"--stage {stage}: {filename} ({fmt}) names its own stage (task={chosen}); drop --stage or edit the "
-            "file; nothing was written"
-        )
-
-
-def render(experiment: dict, source: str, fmt: str) -> str:
-    header = (
-        "# @package _global_\n"
-        f"# Imported by `hydratune import` from {source} ({fmt}); see docs/options.md for the mapping.\n"
-    )
-    return header + yaml.safe_dump(experiment, sort_keys=False, default_flow_style=False)
-
-
-def write_experiment(
-    path: str | Path,
-    name: str,
-    conf_dir: str | Path,
-    force: bool = False,
-    dataset_info: str | Path | None = None,
-    context: ImportContext | None = None,
-) -> tuple[Path, str, list[str]]:
-    """Write conf_dir/experiment/NAME.yaml; returns its path, the format taken and the unmapped keys."""
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
-        raise UserError(f"--name {name!r}: use letters, digits, _ and - (it becomes experiment={name})")
-    experiment, fmt, unmapped = convert(path, name, conf_dir, dataset_info, context)
-    out = Path(conf_dir) / "experiment" / f"{name}.yaml"
-    if out.exists() and not force:
-        raise UserError(f"{out} exists; choose another --name or pass --force")
-    out.write_text(render(experiment, Path(path).name, fmt))
-    return out, fmt, unmapped

@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hydratune import schema
+    from hydratune.config_import import write_experiment
     from hydratune.errors import UserError
-    from hydratune.importer import ImportContext, write_experiment
+    from hydratune.importer import ImportContext
     from hydratune.preflight import _plain, compose, conf_dir
 
     name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.file).stem).strip("_-")

@@ -1,0 +1,146 @@
+"""`hydratune import FILE`: which format a config file is, and the importer that reads it.
+
+The formats: model-compose, LlamaFarm, SimpleFoundation, LLaMA-Factory and Axolotl (hydratune.importer,
+which also holds the machinery every importer shares: `Overlay`, the key tables, the task helpers),
+torchtune (hydratune.importer_torchtune), litgpt (hydratune.importer_litgpt) and TRL
+(hydratune.importer_trl). This module sits above all of them, so none imports it back.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from hydratune.errors import UserError
+from hydratune.importer import (
+    AXOLOTL_KEYS,
+    LLAMAFACTORY_KEYS,
+    STAGE_TASKS,
+    ImportContext,
+    Overlay,
+    import_axolotl,
+    import_llamafactory,
+    import_llamafarm,
+    import_model_compose,
+    import_simplefoundation,
+    load,
+)
+from hydratune.importer_litgpt import import_litgpt, is_litgpt
+from hydratune.importer_torchtune import import_torchtune
+from hydratune.importer_trl import TRL_SHARED_KEYS, import_trl, looks_like_trl
+
+
+def detect(data: dict) -> str:
+    """model-compose (a list of components), LlamaFarm (a fine_tuner block), LLaMA-Factory or Axolotl (by
+    keys only they use), TRL (flat, by keys only TRL's CLI dataclasses define), or SimpleFoundation (flat,
+    with model_name_or_path)."""
+    components = data.get("components")
+    if isinstance(components, list):
+        return "model-compose"
+    if "fine_tuner" in data or (isinstance(components, dict) and "fine_tuner" in components):
+        return "llamafarm"
+    if any(isinstance(v, dict) and "_component_" in v for v in data.values()):
+        return "torchtune"  # components: `model: {_component_: torchtune.models...}`
+    if is_litgpt(data):  # checkpoint_dir with train:/eval: blocks, or a jsonargparse class_path
+        return "litgpt"
+    axolotl, llamafactory = len(AXOLOTL_KEYS & set(data)), len(LLAMAFACTORY_KEYS & set(data))
+    trl = looks_like_trl(data)
+    # TRL's own `datasets:` mixture and `do_train` share a name with Axolotl / LLaMA-Factory keys.
+    if (axolotl or llamafactory) and not (
+        trl and (AXOLOTL_KEYS | LLAMAFACTORY_KEYS) & set(data) <= TRL_SHARED_KEYS
+    ):
+        return "axolotl" if axolotl > llamafactory else "llama-factory"
+    if trl:
+        return "trl"
+    if "model_name_or_path" in data or "use_lora" in data:
+        return "simplefoundation"
+    raise UserError(
+        "cannot tell the format: expected model-compose `components:` (a list), a LlamaFarm "
+        "`fine_tuner:` block, a torchtune config (`_component_:` entries), a LLaMA-Factory YAML (stage, "
+        "finetuning_type, cutoff_len, ...), an Axolotl YAML (base_model, datasets, adapter, sequence_len, ...), "
+        "a litgpt YAML (checkpoint_dir with train:/eval:), a TRL YAML (use_peft, dataset_name, ...) or a "
+        "SimpleFoundation JSON with model_name_or_path"
+    )
+
+
+IMPORTERS = {
+    "model-compose": import_model_compose,
+    "llamafarm": import_llamafarm,
+    "torchtune": import_torchtune,
+    "simplefoundation": import_simplefoundation,
+    "llama-factory": import_llamafactory,
+    "axolotl": import_axolotl,
+    "litgpt": import_litgpt,
+    "trl": import_trl,
+}
+# Formats whose file does not name its trainer: `--stage` chooses it. Elsewhere --stage must agree with the file.
+STAGE_FROM_FLAG = {"trl"}
+
+
+def convert(
+    path: str | Path,
+    name: str,
+    conf_dir: str | Path,
+    dataset_info: str | Path | None = None,
+    context: ImportContext | None = None,
+) -> tuple[dict, str, list[str]]:
+    """(the experiment config, the detected format, the unmapped keys) for the file at `path`.
+
+    `dataset_info`: LLaMA-Factory's dataset_info.json, to resolve its dataset names into sources.
+    `context`: instead of `dataset_info`, what the command line gave (`--stage`); its `notes` collect the
+    defaults the import took.
+    """
+    path, conf_dir = Path(path), Path(conf_dir)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    context = context or ImportContext(dataset_info)
+    data = load(path)
+    fmt = detect(data)
+    overlay = Overlay(conf_dir)
+    if fmt in ("llama-factory", "axolotl", "trl"):
+        IMPORTERS[fmt](data, overlay, context)
+    else:
+        IMPORTERS[fmt](data, overlay)
+    if context.stage and fmt not in STAGE_FROM_FLAG:
+        _check_stage_flag(overlay, context.stage, path.name, fmt)
+    return overlay.finish(name), fmt, overlay.unmapped
+
+
+def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:
+    """A file that names its own stage (or is SFT-only) keeps it: `--stage` may only agree, never switch it."""
+    task, loss = STAGE_TASKS.get(stage, (stage, None))
+    chosen = overlay.choices.get("task", "sft")
+    if chosen != task or (loss and overlay.values.get("task.loss") != loss):
+        raise UserError(
+            f"--stage {stage}: {filename} ({fmt}) names its own stage (task={chosen}); drop --stage or edit the "
+            "file; nothing was written"
+        )
+
+
+def render(experiment: dict, source: str, fmt: str) -> str:
+    header = (
+        "# @package _global_\n"
+        f"# Imported by `hydratune import` from {source} ({fmt}); see docs/options.md for the mapping.\n"
+    )
+    return header + yaml.safe_dump(experiment, sort_keys=False, default_flow_style=False)
+
+
+def write_experiment(
+    path: str | Path,
+    name: str,
+    conf_dir: str | Path,
+    force: bool = False,
+    dataset_info: str | Path | None = None,
+    context: ImportContext | None = None,
+) -> tuple[Path, str, list[str]]:
+    """Write conf_dir/experiment/NAME.yaml; returns its path, the format taken and the unmapped keys."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", name):
+        raise UserError(f"--name {name!r}: use letters, digits, _ and - (it becomes experiment={name})")
+    experiment, fmt, unmapped = convert(path, name, conf_dir, dataset_info, context)
+    out = Path(conf_dir) / "experiment" / f"{name}.yaml"
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose another --name or pass --force")
+    out.write_text(render(experiment, Path(path).name, fmt))
+    return out, fmt, unmapped
