@@ -98,6 +98,14 @@ def test_non_text_value_in_text_column(tokenizer):
             {"text_column": "text", "max_seq_length": 32})  # fmt: skip
 
 
+def test_a_conversation_in_a_text_column_points_at_the_chat_formats(tokenizer):
+    """TRL's conversational rows (chosen/rejected as message lists) read as strings: the fix names the formats."""
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    data = datasets.Dataset.from_list([{"prompt": "q", "answer": turns}])
+    _raises(r"column 'answer' holds list .*dataset.format=messages \(SFT rows\) or chat_pairs", tokenize_split,
+            data, tokenizer, {"prompt_column": "prompt", "response_column": "answer", "max_seq_length": 32})  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "cfg",
     [{"text_column": "t", "prompt_column": "p", "response_column": "r"}, {}],

@@ -77,9 +77,14 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
     if value is None and optional:
         return ""
     if not isinstance(value, str):
+        if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+            fix = (
+                "a chat format reads it: dataset.format=messages (SFT rows) or chat_pairs (preference pairs)"
+            )
+        else:
+            fix = "convert it with a `map` op or choose another column"
         raise UserError(
-            f"dataset: column {column!r} holds {type(value).__name__} {str(value)[:40]!r}, not text; "
-            "convert it with a `map` op or choose another column"
+            f"dataset: column {column!r} holds {type(value).__name__} {str(value)[:40]!r}, not text; {fix}"
         )
     return value
 
