@@ -417,3 +417,24 @@ def test_imported_config_passes_preflight_and_trains_two_steps(project, capsys, 
     run(compose(["experiment=imported", *offline], output_dir=str(out)))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["train_loss"] > 0 and metrics["artifact"] == "adapter"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stage: sft\nfinetuning_type: lora\nmodel_name_or_path: a/b\nhf_hub_token: hf_SECRET1\nhub_token: hf_SECRET2\n",
+        "base_model: a/b\ndatasets: []\nwandb_api_key: SECRET3\nhf_use_auth_token: true\neos_token: <eos>\n",
+    ],
+    ids=["llama-factory", "axolotl"],
+)
+def test_unmapped_credentials_are_never_echoed(project, capsys, tmp_path, text):
+    """A token in another tool's config is reported by name, its value redacted, and written nowhere."""
+    path = tmp_path / "with_token.yaml"
+    path.write_text(text)
+    code, out, err = run_import(capsys, path, "tok")
+    written = (project / "conf" / "experiment" / "tok.yaml").read_text()
+    assert code == 0 and "SECRET" not in err + out + written
+    shown = reasons(err)
+    assert all("<redacted>" in line for key, line in shown.items() if key.endswith(("token", "api_key")) and
+               key not in ("hf_use_auth_token", "eos_token"))  # fmt: skip
+    assert any(key.endswith(("hub_token", "api_key")) for key in shown)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from hydratune.config import REDACTED, redact
 from hydratune.errors import UserError
 
 # Source key -> dotted hydratune key, for keys whose value carries over as it is.
@@ -130,7 +131,7 @@ class Overlay:
         self.values[key] = value
 
     def skip(self, key: str, value: Any, reason: str) -> None:
-        self.unmapped.append(f"{key}: {_short(value)} ({reason})")
+        self.unmapped.append(f"{key}: {_short(_shown(key, value))} ({reason})")
 
     def map_key(self, key: str, value: Any) -> None:
         """One source key: a group choice, a value, a known unsupported key, or unmapped."""
@@ -260,6 +261,20 @@ def _number(value: Any) -> Any:
     if isinstance(value, str) and NUMBER.match(value):
         return float(value) if any(c in value for c in ".eE") else int(value)
     return value
+
+
+# A key whose value is a credential (hub_token, hf_hub_token, access_token, wandb_api_key, ...): its value is
+# never echoed. The tokenizer's special tokens (eos_token, ...) are text, not credentials.
+SECRET_KEY = re.compile(r"(^|_)(token|api_key|apikey|password|secret|access_key)$")
+SPECIAL_TOKEN = re.compile(r"^(eos|bos|pad|unk|sep|cls|mask)_token$")
+
+
+def _shown(key: str, value: Any) -> Any:
+    """`value` as an unmapped-key line may show it: credentials redacted, nested ones too."""
+    name = key.rsplit(".", 1)[-1].lower()
+    if isinstance(value, str) and SECRET_KEY.search(name) and not SPECIAL_TOKEN.match(name):
+        return REDACTED
+    return redact(value)
 
 
 def _short(value: Any) -> str:
