@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +25,17 @@ os.environ.setdefault("HYDRATUNE_CPU_BF16", "0")
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["HYDRATUNE_ROOT"] = str(ROOT)
 CONF_DIR = ROOT / "conf"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of conf/ for `hydratune import` to write into, so the checkout's conf/experiment stays as it is."""
+    from hydratune import schema
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    monkeypatch.setenv("HYDRATUNE_ROOT", str(tmp_path))
+    schema.known_keys.cache_clear()
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from conftest import ROOT
@@ -13,14 +12,6 @@ from hydratune.cli import main
 from hydratune.config import to_plain
 
 DATA = ROOT / "tests" / "data"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of conf/ to import into, so the checkout's conf/experiment stays as it is."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    monkeypatch.setenv("HYDRATUNE_ROOT", str(tmp_path))
-    return tmp_path
 
 
 def imported(project, capsys, filename: str, name: str) -> tuple[dict, list[str]]:

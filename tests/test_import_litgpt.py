@@ -3,44 +3,16 @@ experiments that compose, pass the schema and carry litgpt's meaning, defaults i
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from conftest import ROOT
+from test_import import composed, reasons, run_import
 
-from hydratune.cli import main
 from hydratune.config import to_plain
 from hydratune.config_import import detect
 from hydratune.importer import load
 
 DATA = ROOT / "tests" / "data"
 LIT = DATA / "litgpt"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of conf/ to import into, so the checkout's conf/experiment stays as it is."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    monkeypatch.setenv("HYDRATUNE_ROOT", str(tmp_path))
-    return tmp_path
-
-
-def run_import(capsys, path, name) -> tuple[int, str, str]:
-    code = main(["import", str(path), "--name", name])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def reasons(err: str) -> dict[str, str]:
-    """`not mapped: key: value (reason)` lines as {key: the whole line}."""
-    lines = [line[len("not mapped: ") :] for line in err.splitlines() if line.startswith("not mapped: ")]
-    return {line.split(":")[0]: line for line in lines}
-
-
-def composed(project, name: str, *overrides: str) -> dict:
-    from hydratune.preflight import compose
-
-    return to_plain(compose([f"experiment={name}", *overrides], output_dir=str(project / "out")))
 
 
 def write(tmp_path, text: str):

@@ -4,46 +4,18 @@ torchtune's published recipes/configs) become experiments that compose, check an
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 from conftest import ROOT
+from test_import import composed, reasons, run_import
 
-from hydratune import config_import, importer, schema
-from hydratune.cli import main
+from hydratune import config_import, importer
 from hydratune.config import to_plain
 
 DATA = ROOT / "tests" / "data"
 TT = DATA / "torchtune"
 LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj", "up_proj"]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of conf/ to import into, so the checkout's conf/experiment stays as it is."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    monkeypatch.setenv("HYDRATUNE_ROOT", str(tmp_path))
-    schema.known_keys.cache_clear()
-    return tmp_path
-
-
-def run_import(capsys, path, name) -> tuple[int, str, str]:
-    code = main(["import", str(path), "--name", name])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def reasons(err: str) -> dict[str, str]:
-    """`not mapped: key: value (reason)` lines as {key: the whole line}."""
-    lines = [line[len("not mapped: ") :] for line in err.splitlines() if line.startswith("not mapped: ")]
-    return {line.split(":")[0]: line for line in lines}
-
-
-def composed(project, name: str, *overrides: str) -> dict:
-    from hydratune.preflight import compose
-
-    return to_plain(compose([f"experiment={name}", *overrides], output_dir=str(project / "out")))
 
 
 def edited(tmp_path, fixture: str, **changes) -> str:

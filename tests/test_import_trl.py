@@ -4,7 +4,6 @@ recipes: the trainer is inferred or named with --stage, TRL's defaults train whe
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
@@ -15,14 +14,6 @@ from hydratune.config_import import detect
 from hydratune.importer import load
 
 TRL = ROOT / "tests" / "data" / "trl"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A copy of conf/ to import into, so the checkout's conf/experiment stays as it is."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    monkeypatch.setenv("HYDRATUNE_ROOT", str(tmp_path))
-    return tmp_path
 
 
 def notes(err: str) -> list[str]:
