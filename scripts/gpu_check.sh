@@ -2,7 +2,7 @@
 # The first GPU session's checklist in one command: gpu-marked tests, the GPU benchmark (hydratune vs TRL
 # vs a bare loop, ~0.5B model, bf16, packed and unpacked, MFU), a QLoRA nf4 step, a 16-mixed run, a
 # packed-vs-alone logit check (sdpa, flash-attention where installed) and a 1-GPU FSDP smoke run.
-# Hardware: one CUDA GPU, H100/H200 class; ~6 minutes (each check has a limit; they add up to 8).
+# Hardware: one CUDA GPU, H100/H200 class; ~6 minutes (each check has a limit; they add up to 9).
 # Output: outputs/gpu_check/gpu_check.json (every figure), gpu_check.md (the summary table), logs.
 # Without CUDA it refuses in one line with exit status 2 and writes nothing.
 #

@@ -125,6 +125,7 @@ class Repeat(torch.utils.data.IterableDataset):
 
 
 def fit_repeated(module, batch, steps: int, **trainer_kwargs):
+    """Train `steps` steps on one batch (on the CPU unless `accelerator=` says otherwise); the losses."""
     from hydratune.callbacks import History
 
     history = History()
@@ -136,8 +137,7 @@ def fit_repeated(module, batch, steps: int, **trainer_kwargs):
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[history],
-        accelerator="cpu",
-        **trainer_kwargs,
+        **({"accelerator": "cpu"} | trainer_kwargs),
     )
     trainer.fit(module, train_dataloaders=loader)
     return [loss for _, loss in history.train_loss]

@@ -36,7 +36,8 @@ def test_every_optimizer_lowers_the_loss(optimizer, tiny_model_dir, tokenizer):
     module = make_module(tiny_model_dir, optimizer, peft=peft)
     batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
     clip = None if optimizer in {"lomo", "adalomo"} else 1.0  # LOMO cannot use Lightning's clipping
-    losses = fit_repeated(module, batch, steps=12, gradient_clip_val=clip)
+    on_gpu = {"accelerator": "gpu", "devices": 1} if optimizer in CUDA_ONLY else {}
+    losses = fit_repeated(module, batch, steps=12, gradient_clip_val=clip, **on_gpu)
     assert len(losses) == 12
     assert all(math.isfinite(x) for x in losses)
     # A random-init base learns slowly under LoRA; a steady drop of 0.01 nats is the bar.
