@@ -221,6 +221,8 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
 
     class Timer(TrainerCallback):
         def on_step_end(self, *_, **__):
+            if args.gpu:
+                torch.cuda.synchronize()  # the step's end, not its launch (the other runners read the loss)
             step_ends.append(time.time())
 
         def on_log(self, _args, _state, _control, logs=None, **__):

@@ -66,11 +66,11 @@ class StepTimer(L.Callback):
         self.data_ready = time.time()  # Lightning runs datamodule.setup() just before this
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        self.losses.append(float(loss) if loss is not None else float("nan"))  # on a GPU: waits for the step
         self.step_ends.append(time.time())
         self.tokens.append(real_tokens(batch, self.pad_token_id))
         self.padded.append(batch["input_ids"].numel())
-        loss = trainer.callback_metrics.get("train/loss")
-        self.losses.append(float(loss) if loss is not None else float("nan"))
 
     def on_train_end(self, trainer, pl_module) -> None:
         result = summarize_steps(self.step_ends, self.tokens, self.losses)
