@@ -502,7 +502,7 @@ def main() -> None:
     from hydratune.bench import versions  # late: the runners must not pay for its imports
 
     precisions = (args.precisions or ("bf16" if args.bf16 else "fp32")).split(",")
-    if args.gpu or not set(precisions) <= {"fp32", "bf16"}:
+    if (args.gpu and args.precisions) or not set(precisions) <= {"fp32", "bf16"}:
         parser.error("--precisions takes fp32 and/or bf16, on CPU (--gpu always runs bf16)")
     named = {  # the result's name -> (runner, precision)
         (runner if len(precisions) == 1 else f"{runner}@{precision}"): (runner, precision)

@@ -136,7 +136,7 @@ def fit_repeated(module, batch, steps: int, **trainer_kwargs):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[history],
+        callbacks=[history, *trainer_kwargs.pop("callbacks", [])],
         **({"accelerator": "cpu"} | trainer_kwargs),
     )
     trainer.fit(module, train_dataloaders=loader)

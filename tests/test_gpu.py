@@ -3,6 +3,7 @@ trains on the GPU and exports an adapter that loads and generates on its own."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from conftest import batch_samples, fit_repeated, make_module
@@ -11,7 +12,20 @@ from hydratune.data.collate import PadCollator
 from hydratune.export import export_artifact, load_artifact
 from hydratune.generate import generate
 
-ON_GPU = {"accelerator": "gpu", "devices": 1}
+
+class Devices(L.Callback):
+    """Where the trainable weights were during training (Lightning moves the module back to the CPU after)."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def on_train_batch_end(self, trainer, pl_module, *_):
+        self.seen |= {p.device.type for p in pl_module.parameters() if p.requires_grad}
+
+
+def on_gpu():
+    devices = Devices()
+    return devices, {"accelerator": "gpu", "devices": 1, "callbacks": [devices]}
 
 
 @pytest.mark.gpu
@@ -20,8 +34,9 @@ def test_bf16_learns_on_gpu(precision, tiny_model_dir, tokenizer):
     torch.manual_seed(0)
     module = make_module(tiny_model_dir, overrides=["optimizer.lr=1e-2"])
     batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
-    losses = fit_repeated(module, batch, steps=8, precision=precision, **ON_GPU)
-    assert next(module.model.parameters()).device.type == "cuda"
+    devices, kwargs = on_gpu()
+    losses = fit_repeated(module, batch, steps=8, precision=precision, **kwargs)
+    assert devices.seen == {"cuda"}
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.01, losses
 
@@ -40,10 +55,11 @@ def test_quantized_base_trains_on_gpu_and_exports(peft, quantization, tiny_model
     assert any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in module.model.modules())
     batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
     before = {n: p.detach().cpu().clone() for n, p in module.model.named_parameters() if p.requires_grad}
-    losses = fit_repeated(module, batch, steps=3, precision="bf16-mixed", **ON_GPU)
+    devices, kwargs = on_gpu()
+    losses = fit_repeated(module, batch, steps=3, precision="bf16-mixed", **kwargs)
+    assert devices.seen == {"cuda"}
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     params = dict(module.model.named_parameters())
-    assert params[next(iter(before))].device.type == "cuda"
     assert any(not torch.equal(before[n], params[n].detach().cpu()) for n in before), "no LoRA weight moved"
 
     out = export_artifact(module.model, tokenizer, tmp_path)

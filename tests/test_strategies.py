@@ -49,3 +49,27 @@ def test_deepspeed_presets(preset):
 def test_deepspeed_with_quantization_is_an_error():
     cfg = to_plain(compose(["trainer=deepspeed_zero2", "peft=qlora"]))
     assert any(m.startswith("trainer.strategy, quantization") for m in violations(cfg))
+
+
+def test_samples_are_not_generated_on_one_rank_while_weights_are_sharded():
+    """A generate() on rank 0 alone would hang FSDP and ZeRO-3 (every rank gathers each layer's weights)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    from hydratune.callbacks import params_sharded
+
+    def zero(stage):
+        strategy = object.__new__(DeepSpeedStrategy)  # without deepspeed installed: only its config is read
+        strategy.config = {"zero_optimization": {"stage": stage}}
+        return strategy
+
+    def sharded(strategy, world_size=2):
+        return params_sharded(SimpleNamespace(world_size=world_size, strategy=strategy))
+
+    assert sharded(FSDPStrategy())
+    assert sharded(zero(3))
+    assert not sharded(FSDPStrategy(sharding_strategy="NO_SHARD"))
+    assert not sharded(zero(2))
+    assert not sharded(DDPStrategy())
+    assert not sharded(FSDPStrategy(), world_size=1)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import lightning as L
+
+log = logging.getLogger(__name__)
 
 
 class Throughput(L.Callback):
@@ -205,6 +208,7 @@ class SampleGenerations(L.Callback):
         self.path = Path(path)
         self.num_prompts = num_prompts
         self.max_new_tokens = max_new_tokens
+        self._said_sharded = False
 
     def _prompts(self, trainer) -> list[tuple[list[int], str]]:
         data = getattr(trainer.datamodule, "val_dataset", None)
@@ -229,13 +233,21 @@ class SampleGenerations(L.Callback):
 
         if trainer.sanity_checking or not trainer.is_global_zero or self.num_prompts <= 0:
             return
+        if params_sharded(trainer):
+            if not self._said_sharded:
+                log.info("samples: not generated while the weights are sharded across processes (FSDP, "
+                         "DeepSpeed ZeRO-3); generate from the export instead: hydratune generate RUN_DIR")  # fmt: skip
+                self._said_sharded = True
+            return
         prompts = self._prompts(trainer)
         if not prompts:
             return
         model, was_training = pl_module.model, pl_module.model.training
         model.eval()
         rows = []
-        with torch.no_grad():
+        # The trainer's precision context (autocast for *-mixed): under FSDP the wrapped layers hold bf16
+        # weights while the embeddings stay fp32, and generation runs outside the training step's context.
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
             for ids, reference in prompts:
                 input_ids = torch.tensor([ids], device=pl_module.device)
                 out = model.generate(
@@ -259,6 +271,21 @@ class SampleGenerations(L.Callback):
             f.writelines(json.dumps(row) + "\n" for row in rows)
         for logger in trainer.loggers:
             log_table(logger, rows, trainer.global_step)
+
+
+def params_sharded(trainer) -> bool:
+    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3, on several processes):
+    then any forward pass outside the training step must run on every rank at once, or it hangs."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    if trainer.world_size <= 1:
+        return False
+    strategy = trainer.strategy
+    if isinstance(strategy, FSDPStrategy):
+        return "NO_SHARD" not in str(getattr(strategy, "sharding_strategy", ""))
+    if isinstance(strategy, DeepSpeedStrategy):
+        return (strategy.config or {}).get("zero_optimization", {}).get("stage") == 3
+    return False
 
 
 def log_table(logger, rows: list[dict], step: int) -> None:
