@@ -318,6 +318,17 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------- optimizer, checkpoints
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """trainer.gradient_clip_val under FSDP: Lightning's FSDP precision refuses to clip by norm, and a norm
+        taken per rank would be the shard's; FSDP's own clip_grad_norm_ reduces it over every rank."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        fsdp = isinstance(self.trainer.strategy, FSDPStrategy)
+        if fsdp and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.hparams.optimizer, self.model)
         scheduler = build_scheduler(
