@@ -73,3 +73,50 @@ def test_samples_are_not_generated_on_one_rank_while_weights_are_sharded():
     assert not sharded(zero(2))
     assert not sharded(DDPStrategy())
     assert not sharded(FSDPStrategy(), world_size=1)
+
+
+def _clip_on_rank(rank: int, world_size: int, init: str, grads: list, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from hydratune.tasks.base import clip_sharded_grad_norm
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
+    try:
+        shard = grads[rank::world_size]  # this rank's pieces of the gradients
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in shard]
+        for p, g in zip(params, shard):
+            p.grad = g.clone()
+        norm = clip_sharded_grad_norm(params, 1.0, sharded=True)
+        torch.save({"norm": norm, "grads": [p.grad for p in params]}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradient_clipping_under_fsdp_takes_the_norm_over_every_shard(tmp_path):
+    """trainer.gradient_clip_val with trainer=fsdp: the clipped gradients are those of one whole model."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from hydratune.tasks.base import clip_sharded_grad_norm
+
+    grads = [torch.randn(5, 3, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(4)]
+    whole = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(whole, grads):
+        p.grad = g.clone()
+    expected_norm = torch.nn.utils.clip_grad_norm_(whole, 1.0)
+    assert expected_norm > 1.0  # so the clip does something
+
+    alone = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(alone, grads):
+        p.grad = g.clone()
+    assert torch.allclose(clip_sharded_grad_norm(alone, 1.0, sharded=False), expected_norm)
+    assert all(torch.allclose(a.grad, w.grad, atol=1e-6) for a, w in zip(alone, whole))
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_clip_on_rank, args=(2, f"file://{tmp_path / 'init'}", grads, out), nprocs=2)
+    shards = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    for rank, shard in enumerate(shards):
+        assert torch.allclose(shard["norm"], expected_norm)
+        for got, want in zip(shard["grads"], whole[rank::2]):
+            assert torch.allclose(got, want.grad, atol=1e-6)

@@ -319,13 +319,20 @@ class TaskModule(L.LightningModule):
     # ------------------------------------------------------------------- optimizer, checkpoints
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """trainer.gradient_clip_val under FSDP: Lightning's FSDP precision refuses to clip by norm, and a norm
-        taken per rank would be the shard's; FSDP's own clip_grad_norm_ reduces it over every rank."""
+        """trainer.gradient_clip_val under FSDP: Lightning's FSDP precision refuses to clip by norm, so the norm
+        is taken here, over every rank's shard of the gradients (see `clip_sharded_grad_norm`)."""
         from lightning.pytorch.strategies import FSDPStrategy
 
-        fsdp = isinstance(self.trainer.strategy, FSDPStrategy)
-        if fsdp and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+        strategy = self.trainer.strategy
+        if (
+            isinstance(strategy, FSDPStrategy)
+            and gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+        ):
+            kind = str(getattr(strategy, "sharding_strategy", ""))
+            sharded = self.trainer.world_size > 1 and "NO_SHARD" not in kind
+            replicas = self.trainer.num_nodes if "HYBRID" in kind else 1  # hybrid: whole copies across nodes
+            clip_sharded_grad_norm(self.parameters(), gradient_clip_val, sharded, replicas)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -347,3 +354,25 @@ class TaskModule(L.LightningModule):
         # Keep what was trained; the frozen base weights are reloaded from the hub id or path.
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+def clip_sharded_grad_norm(parameters, max_norm: float, sharded: bool, replicas: int = 1) -> torch.Tensor:
+    """Scale the gradients so that their global L2 norm is at most `max_norm`; the norm before clipping.
+
+    `sharded`: each rank holds a disjoint part of the gradients (FSDP with use_orig_params: a parameter's
+    `.grad` is this rank's piece of it), so the squares are summed over every rank; `replicas` ranks hold
+    the same piece (hybrid sharding), counted once."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    squares = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+    if sharded and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(squares)
+        squares = squares / replicas
+    norm = squares.sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.dtype))
+    return norm
