@@ -71,6 +71,10 @@ TRAIN_CASES = [
     (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy", "trainer=ddp"]),
     (["trainer=deepspeed_zero2", "trainer.accelerator=cpu"], ["trainer=ddp"]),
     (
+        ["trainer=fsdp", "trainer.accelerator=gpu", "callbacks.model_checkpoint.load_best_model_at_end=true"],
+        ["callbacks.model_checkpoint.load_best_model_at_end=false", "trainer=ddp"],
+    ),
+    (
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],
     ),

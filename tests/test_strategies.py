@@ -51,28 +51,28 @@ def test_deepspeed_with_quantization_is_an_error():
     assert any(m.startswith("trainer.strategy, quantization") for m in violations(cfg))
 
 
-def test_samples_are_not_generated_on_one_rank_while_weights_are_sharded():
-    """A generate() on rank 0 alone would hang FSDP and ZeRO-3 (every rank gathers each layer's weights)."""
+def test_samples_are_not_generated_where_a_generate_would_break_the_run():
+    """FSDP: a generate() outside the root's forward makes every wrapped layer a root (the next checkpoint
+    fails), and on several ranks would hang; ZeRO-3 on several ranks would hang."""
     from types import SimpleNamespace
 
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
 
-    from hydratune.callbacks import params_sharded
+    from hydratune.callbacks import samples_unsafe
 
     def zero(stage):
         strategy = object.__new__(DeepSpeedStrategy)  # without deepspeed installed: only its config is read
         strategy.config = {"zero_optimization": {"stage": stage}}
         return strategy
 
-    def sharded(strategy, world_size=2):
-        return params_sharded(SimpleNamespace(world_size=world_size, strategy=strategy))
+    def unsafe(strategy, world_size=2):
+        return samples_unsafe(SimpleNamespace(world_size=world_size, strategy=strategy))
 
-    assert sharded(FSDPStrategy())
-    assert sharded(zero(3))
-    assert not sharded(FSDPStrategy(sharding_strategy="NO_SHARD"))
-    assert not sharded(zero(2))
-    assert not sharded(DDPStrategy())
-    assert not sharded(FSDPStrategy(), world_size=1)
+    assert unsafe(FSDPStrategy()) and unsafe(FSDPStrategy(), world_size=1)
+    assert unsafe(zero(3))
+    assert not unsafe(zero(3), world_size=1)
+    assert not unsafe(zero(2))
+    assert not unsafe(DDPStrategy())
 
 
 def _clip_on_rank(rank: int, world_size: int, init: str, grads: list, out: str) -> None:

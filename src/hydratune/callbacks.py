@@ -208,7 +208,7 @@ class SampleGenerations(L.Callback):
         self.path = Path(path)
         self.num_prompts = num_prompts
         self.max_new_tokens = max_new_tokens
-        self._said_sharded = False
+        self._said_unsafe = False
 
     def _prompts(self, trainer) -> list[tuple[list[int], str]]:
         data = getattr(trainer.datamodule, "val_dataset", None)
@@ -233,11 +233,11 @@ class SampleGenerations(L.Callback):
 
         if trainer.sanity_checking or not trainer.is_global_zero or self.num_prompts <= 0:
             return
-        if params_sharded(trainer):
-            if not self._said_sharded:
-                log.info("samples: not generated while the weights are sharded across processes (FSDP, "
-                         "DeepSpeed ZeRO-3); generate from the export instead: hydratune generate RUN_DIR")  # fmt: skip
-                self._said_sharded = True
+        if samples_unsafe(trainer):
+            if not self._said_unsafe:
+                log.info("samples: not generated during training under FSDP or DeepSpeed ZeRO-3 (it would break "
+                         "the run); generate from the export instead: hydratune generate RUN_DIR")  # fmt: skip
+                self._said_unsafe = True
             return
         prompts = self._prompts(trainer)
         if not prompts:
@@ -245,8 +245,7 @@ class SampleGenerations(L.Callback):
         model, was_training = pl_module.model, pl_module.model.training
         model.eval()
         rows = []
-        # The trainer's precision context (autocast for *-mixed): under FSDP the wrapped layers hold bf16
-        # weights while the embeddings stay fp32, and generation runs outside the training step's context.
+        # In the trainer's precision context (autocast for *-mixed), as the validation step ran.
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for ids, reference in prompts:
                 input_ids = torch.tensor([ids], device=pl_module.device)
@@ -273,17 +272,17 @@ class SampleGenerations(L.Callback):
             log_table(logger, rows, trainer.global_step)
 
 
-def params_sharded(trainer) -> bool:
-    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed ZeRO-3, on several processes):
-    then any forward pass outside the training step must run on every rank at once, or it hangs."""
+def samples_unsafe(trainer) -> bool:
+    """Whether a generate() between steps would break the run. Under FSDP it calls the wrapped decoder layers
+    outside the root module's forward: each layer then takes itself for an FSDP root, and the next state dict
+    (checkpoint, export) fails; on several ranks rank 0 alone would also wait forever for the others' shards.
+    DeepSpeed ZeRO-3 on several processes: the same wait."""
     from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
-    if trainer.world_size <= 1:
-        return False
     strategy = trainer.strategy
     if isinstance(strategy, FSDPStrategy):
-        return "NO_SHARD" not in str(getattr(strategy, "sharding_strategy", ""))
-    if isinstance(strategy, DeepSpeedStrategy):
+        return True
+    if isinstance(strategy, DeepSpeedStrategy) and trainer.world_size > 1:
         return (strategy.config or {}).get("zero_optimization", {}).get("stage") == 3
     return False
 

@@ -325,11 +325,19 @@ def load_trainable_weights(module: L.LightningModule, path: str | Path) -> None:
     module.load_state_dict(state, strict=False)
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """A checkpoint file, or the folder that FSDP's sharded checkpoints are (one shard per rank + meta.pt)."""
+    path = Path(path)
+    return path.is_file() or (path.is_dir() and (path / "meta.pt").is_file())
+
+
 def resume_file(run_dir: str | Path) -> Path | None:
     """The newest of a run's `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` files that Lightning writes
     on SLURM's requeue signal (SIGUSR1) in the run folder."""
     run_dir = Path(run_dir)
-    found = [p for p in [run_dir / "checkpoints" / LAST, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    found = [
+        p for p in [run_dir / "checkpoints" / LAST, *run_dir.glob("hpc_ckpt_*.ckpt")] if is_checkpoint(p)
+    ]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -29,6 +29,27 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     return out
 
 
+def rebuilt_with(model, state_dict: dict):
+    """`model` (a transformers model, or a PEFT model around one) built again outside FSDP's wrappers, on the
+    meta device, then given `state_dict`'s tensors (no copy): FSDP shards the weights and renames the module
+    paths by which PEFT finds its adapter's weights, so the export of an FSDP run writes this instead."""
+    import torch
+
+    base = model.get_base_model() if is_peft_model(model) else model
+    with torch.device("meta"):
+        fresh = type(base)._from_config(base.config, dtype=base.dtype)
+    if getattr(base, "generation_config", None) is not None:  # causal LMs (not classifiers)
+        fresh.generation_config = base.generation_config
+    if is_peft_model(model):
+        from peft import get_peft_model
+
+        fresh = get_peft_model(fresh, model.peft_config["default"])
+    missing, unexpected = fresh.load_state_dict(state_dict, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(f"FSDP export: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return fresh
+
+
 # Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations.
 PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-1, "float16": 5e-2}
 PARITY_PROMPTS = (

@@ -65,7 +65,24 @@ RULES: list[Rule] = [
         "quantized weights cannot be trained directly: add a PEFT method (peft=lora or peft=qlora) "
         "or set quantization=none",
     ),
+    Rule(
+        "best_weights_under_fsdp",
+        "callbacks.model_checkpoint.load_best_model_at_end, trainer.strategy",
+        lambda c: (
+            _fsdp(c)
+            and bool(((c.get("callbacks") or {}).get("model_checkpoint") or {}).get("load_best_model_at_end"))
+        ),
+        "FSDP's checkpoints are sharded folders, which the export does not read back: set "
+        "callbacks.model_checkpoint.load_best_model_at_end=false (the export is the final weights; "
+        "best.ckpt stays for ckpt_path=), or use trainer=ddp",
+    ),
 ]
+
+
+def _fsdp(cfg: dict) -> bool:
+    strategy = _trainer(cfg, "strategy")
+    name = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy)
+    return "FSDP" in name or name.startswith("fsdp")
 
 
 def _cuda_available() -> bool:

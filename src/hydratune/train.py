@@ -161,8 +161,12 @@ def fit(state: Run) -> None:
             state.ckpt_path,
         )  # fmt: skip
     if cfg.get("eval_before_training") and not state.ckpt_path:
-        trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
-        state.module.train()  # validate() leaves the modules in eval mode
+        if is_fsdp(trainer):
+            log.info("eval_before_training: skipped under FSDP (a validate() before fit() leaves the model "
+                     "wrapped without its FSDP root); the first evaluation is at trainer.val_check_interval")  # fmt: skip
+        else:
+            trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
+            state.module.train()  # validate() leaves the modules in eval mode
     fit_started = time.time()
     try:
         trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
@@ -183,10 +187,30 @@ def fit(state: Run) -> None:
         raise SystemExit(128 + stop.received)
 
 
+def is_fsdp(trainer) -> bool:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(trainer.strategy, FSDPStrategy)
+
+
+def full_state_dict(trainer) -> dict:
+    """Under FSDP, the whole model's weights (the LightningModule's `model.` keys, prefix dropped), gathered from
+    every rank's shard onto rank 0 (and its CPU); the other ranks get an empty dict. Every rank must call it."""
+    import torch
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    wrapped = trainer.strategy.model
+    gather = FullStateDictConfig(offload_to_cpu=torch.cuda.is_available(), rank0_only=True)
+    with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, gather):
+        weights = wrapped.state_dict()
+    return {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
+
+
 def finish(state: Run) -> float:
     """Best weights back if asked, the task's own wrap-up, then (rank 0) export, plot, metrics.json."""
     from hydratune.checkpoint import best_checkpoint, load_trainable_weights
-    from hydratune.export import export_artifact, logit_parity, merge_adapter
+    from hydratune.export import export_artifact, logit_parity, merge_adapter, rebuilt_with
 
     cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
     best = best_checkpoint(state.checkpointing)
@@ -194,9 +218,11 @@ def finish(state: Run) -> float:
         log.info("load_best_model_at_end: exporting the weights of %s", best)
         load_trainable_weights(state.module, best)
     task_metrics = state.task.finish(trainer, state.module, state.datamodule, run_dir)
+    weights = full_state_dict(trainer) if is_fsdp(trainer) else None  # every rank: a collective
     if not trainer.is_global_zero:
         return float("nan")  # DDP: rank 0 writes the artifact and metrics.json; the others only trained
-    artifact = export_artifact(state.module.model, state.tokenizer, run_dir)
+    model = state.module.model if weights is None else rebuilt_with(state.module.model, weights)
+    artifact = export_artifact(model, state.tokenizer, run_dir)
     state.history.plot(run_dir / "loss.png")
     metrics = summarize(state.history, state.throughput, trainer.global_step, state.fit_seconds,
                         time.time() - state.started, getattr(state.module, "val_loss_is_nll", True))  # fmt: skip
@@ -219,10 +245,10 @@ def finish(state: Run) -> float:
 def resume_checkpoint(cfg) -> str | None:
     """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
     of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
-    from hydratune.checkpoint import find_resume_run, resume_file
+    from hydratune.checkpoint import find_resume_run, is_checkpoint, resume_file
 
     if cfg.get("ckpt_path"):
-        if not Path(cfg.ckpt_path).is_file():
+        if not is_checkpoint(cfg.ckpt_path):
             raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file; give a .ckpt file or use resume=auto")
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):

@@ -351,7 +351,12 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Keep what was trained; the frozen base weights are reloaded from the hub id or path.
+        # Keep what was trained; the frozen base weights are reloaded from the hub id or path. Not under FSDP:
+        # its sharded checkpoints are loaded key for key into the whole wrapped model (each rank writes 1/N).
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            return
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from hydratune.data.labels import encode_texts
 from hydratune.tasks.classification.data import ClassificationCollator
+
+log = logging.getLogger(__name__)
 
 
 def metric_name(label: str) -> str:
@@ -44,8 +47,14 @@ def finish(trainer, module, datamodule, run_dir: Path) -> dict:
     """After fit (and after load_best_model_at_end put the best weights back): evaluate the weights about
     to be exported once more and write confusion_matrix.png. Returns this task's metrics.json entries."""
     import matplotlib.pyplot as plt
+    from lightning.pytorch.strategies import FSDPStrategy
 
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    elif module.last_confusion is None:
+        return {}
+    else:  # Lightning cannot run a stage after fit() on a model FSDP wrapped in configure_model
+        log.info("classification: final metrics are those of the last evaluation in training (FSDP)")
     metrics = {k.replace("/", "_"): round(v, 6) for k, v in module.last_metrics.items()}
     metrics["labels"] = list(module.hparams.labels)
     metrics["confusion_matrix"] = module.last_confusion.tolist()  # rows: true label, columns: predicted
