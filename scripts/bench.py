@@ -236,8 +236,6 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
 
 def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: float) -> None:
     """The runner's figures as `<runner>.json` (the same fields as hydratune.bench.StepTimer writes)."""
-    import torch
-
     from hydratune.bench import process_start, summarize_steps
 
     result = summarize_steps(step_ends, tokens, losses)
@@ -247,8 +245,6 @@ def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: f
         "data_prep_s": round(prep, 2),
         "losses": [round(x, 4) for x in losses],  # the loss curve, step by step (bf16 vs fp32)
     }
-    if args.gpu:
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     (workdir / f"{args.runner}.json").write_text(json.dumps(result, indent=2))
 
 

@@ -7,6 +7,7 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -42,12 +43,16 @@ def summarize_steps(
         seconds = step_ends[start + window] - step_ends[start]
         rates.append(sum(tokens[start + 1 : start + window + 1]) / seconds)
     tail = losses[-window:] if losses else []
-    return {
+    result = {
         "tokens_per_s": round(statistics.median(rates), 1) if rates else None,
         "steps": len(step_ends),
         "final_loss": round(sum(tail) / len(tail), 4) if tail else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():  # every runner alike
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
 
 
 class StepTimer(L.Callback):
