@@ -109,3 +109,36 @@ def test_merged_model_matches_adapter(tiny_model_dir, tokenizer, tmp_path):
     assert not torch.equal(
         base.model.layers[0].self_attn.q_proj.weight, plain.model.layers[0].self_attn.q_proj.weight
     )
+
+
+def test_4bit_gradients_survive_an_evaluation(tokenizer):
+    """An evaluation (a forward without gradients) must not change how the 4-bit base layers backpropagate:
+    bitsandbytes' AVX512-BF16 CPU layout has no backward, and it used to stay on after the first evaluation."""
+    from conftest import ROOT
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+
+    def lora_grads(evaluate_first: bool) -> dict:
+        torch.manual_seed(0)
+        module = make_module(ROOT / "assets" / "tiny-llama", peft="qlora", overrides=["quantization=nf4"])
+        module.configure_model()
+        with torch.no_grad():
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:  # LoRA B starts at zero: give it values, or the A gradients are all zero
+                    p.normal_(std=0.02, generator=torch.Generator().manual_seed(1))
+        if evaluate_first:
+            module.model.eval()
+            with torch.no_grad():
+                module(batch)
+            module.model.train()
+        from hydratune.tasks.sft.module import token_nll
+
+        nll, count = token_nll(module(batch), batch["labels"])
+        (nll / count).backward()
+        return {n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad}
+
+    plain, after_eval = lora_grads(False), lora_grads(True)
+    first_layer = [n for n in plain if ".layers.0." in n and "lora_A" in n]
+    assert first_layer and all(plain[n].abs().sum() > 0 for n in first_layer)
+    for name, grad in plain.items():
+        assert torch.allclose(after_eval[name], grad, atol=1e-6), name

@@ -76,6 +76,13 @@ def load_model(
         model.config.pad_token_id = pad_token_id
     # The KV cache is useless in training, and with it transformers ignores packed position ids.
     model.config.use_cache = False
+    if "quantization_config" in kwargs:
+        for module in model.modules():
+            # bitsandbytes repacks a 4-bit layer's weights for its AVX512-BF16 CPU kernel at the first forward
+            # without gradients (an evaluation) and keeps that layout back in training, where the kernel has
+            # no backward: every gradient through the frozen 4-bit layers would then be dropped, silently.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     if "quantization_config" in kwargs and quantization.get("prepare_for_kbit_training", True):
         from peft import prepare_model_for_kbit_training
 
