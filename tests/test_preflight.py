@@ -295,6 +295,12 @@ def test_checkpoint_estimate_counts_the_lora_parameters_peft_trains():
     needed, how = checkpoint_bytes(cfg)
     assert f"of {trainable:,} trained parameters" in how
     assert needed >= trainable * 12 * 2
+    # Under FSDP each (sharded) checkpoint holds the frozen base weights too.
+    fsdp_needed, fsdp_how = checkpoint_bytes(_config(["trainer=fsdp"]))
+    weights = sum(
+        p.stat().st_size for p in Path(cfg["model"]["pretrained_model_name_or_path"]).glob("*.safetensors")
+    )
+    assert fsdp_needed - needed >= 2 * weights * 0.99 and "frozen weights (FSDP)" in fsdp_how
 
 
 def _write(path: Path, loader: str) -> None:

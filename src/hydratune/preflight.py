@@ -478,7 +478,13 @@ def checkpoint_bytes(cfg: dict) -> tuple[int, str] | None:
             else f"at least {count} checkpoints (save_total_limit=null keeps all)"
         )
     total = count * trained * CHECKPOINT_BYTES_PER_PARAM + export
-    return total, f"{kept} of {trained:,} trained parameters + the export"
+    how = f"{kept} of {trained:,} trained parameters + the export"
+    if (
+        rules.uses_fsdp(cfg) and peft.get("method") == "lora"
+    ):  # FSDP's sharded checkpoints hold the frozen base too
+        total += count * model_bytes
+        how = how.replace(" + the export", ", each with the frozen weights (FSDP) + the export")
+    return total, how
 
 
 def _lora_target(module: str, targets) -> bool:

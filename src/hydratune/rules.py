@@ -69,7 +69,7 @@ RULES: list[Rule] = [
         "best_weights_under_fsdp",
         "callbacks.model_checkpoint.load_best_model_at_end, trainer.strategy",
         lambda c: (
-            _fsdp(c)
+            uses_fsdp(c)
             and bool(((c.get("callbacks") or {}).get("model_checkpoint") or {}).get("load_best_model_at_end"))
         ),
         "FSDP's checkpoints are sharded folders, which the export does not read back: set "
@@ -79,7 +79,8 @@ RULES: list[Rule] = [
 ]
 
 
-def _fsdp(cfg: dict) -> bool:
+def uses_fsdp(cfg: dict) -> bool:
+    """Whether the run's trainer.strategy is FSDP (the preset or any FSDPStrategy class)."""
     strategy = _trainer(cfg, "strategy")
     name = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy)
     return "FSDP" in name or name.startswith("fsdp")
