@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("extra", [[], ["--install"]])
+@pytest.mark.parametrize("extra", [[], ["--install"], ["--wheels", "/nonexistent"]])
 def test_gpu_check_refuses_cleanly_without_cuda(extra, tmp_path):
     out = tmp_path / "gpu_check"
     env = os.environ | {"PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a GPU machine
