@@ -79,7 +79,7 @@ def _clip_on_rank(rank: int, world_size: int, init: str, grads: list, out: str) 
     import torch
     import torch.distributed as dist
 
-    from hydratune.tasks.base import clip_sharded_grad_norm
+    from hydratune.sharding import clip_sharded_grad_norm
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
     try:
@@ -98,7 +98,7 @@ def test_gradient_clipping_under_fsdp_takes_the_norm_over_every_shard(tmp_path):
     import torch
     import torch.multiprocessing as mp
 
-    from hydratune.tasks.base import clip_sharded_grad_norm
+    from hydratune.sharding import clip_sharded_grad_norm
 
     grads = [torch.randn(5, 3, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(4)]
     whole = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]

@@ -7,11 +7,12 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
+
+from hydratune.callbacks import peak_gpu_mb
 
 PROCESS_START = time.time()
 
@@ -49,9 +50,9 @@ def summarize_steps(
         "final_loss": round(sum(tail) / len(tail), 4) if tail else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():  # every runner alike
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    gpu = peak_gpu_mb()  # every runner alike
+    if gpu is not None:
+        result["peak_gpu_mb"] = round(gpu, 1)
     return result
 
 

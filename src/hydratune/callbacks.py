@@ -85,12 +85,20 @@ class Throughput(L.Callback):
             setattr(self, name, state_dict.get(name, getattr(self, name)))
 
 
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by torch when on CUDA, else the process's peak resident memory (RSS)."""
+def peak_gpu_mb() -> float | None:
+    """Peak GPU memory allocated by torch in this process; None when it never used CUDA."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch when on CUDA, else the process's peak resident memory (RSS)."""
+    gpu = peak_gpu_mb()
+    if gpu is not None:
+        return gpu
     import resource
     import sys
 
@@ -277,10 +285,12 @@ def samples_unsafe(trainer) -> bool:
     outside the root module's forward: each layer then takes itself for an FSDP root, and the next state dict
     (checkpoint, export) fails; on several ranks rank 0 alone would also wait forever for the others' shards.
     DeepSpeed ZeRO-3 on several processes: the same wait."""
-    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    from hydratune.sharding import is_fsdp
 
     strategy = trainer.strategy
-    if isinstance(strategy, FSDPStrategy):
+    if is_fsdp(trainer):
         return True
     if isinstance(strategy, DeepSpeedStrategy) and trainer.world_size > 1:
         return (strategy.config or {}).get("zero_optimization", {}).get("stage") == 3

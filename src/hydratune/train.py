@@ -150,6 +150,7 @@ def fit(state: Run) -> None:
     """Log the hyperparameters, write run.json, evaluate the starting point, train; a signal ends the
     process here with a checkpoint to resume from."""
     from hydratune.passport import write_passport
+    from hydratune.sharding import is_fsdp
 
     cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
     continuing = state.ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same runs
@@ -187,30 +188,11 @@ def fit(state: Run) -> None:
         raise SystemExit(128 + stop.received)
 
 
-def is_fsdp(trainer) -> bool:
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    return isinstance(trainer.strategy, FSDPStrategy)
-
-
-def full_state_dict(trainer) -> dict:
-    """Under FSDP, the whole model's weights (the LightningModule's `model.` keys, prefix dropped), gathered from
-    every rank's shard onto rank 0 (and its CPU); the other ranks get an empty dict. Every rank must call it."""
-    import torch
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    wrapped = trainer.strategy.model
-    gather = FullStateDictConfig(offload_to_cpu=torch.cuda.is_available(), rank0_only=True)
-    with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, gather):
-        weights = wrapped.state_dict()
-    return {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
-
-
 def finish(state: Run) -> float:
     """Best weights back if asked, the task's own wrap-up, then (rank 0) export, plot, metrics.json."""
     from hydratune.checkpoint import best_checkpoint, load_trainable_weights
     from hydratune.export import export_artifact, logit_parity, merge_adapter, rebuilt_with
+    from hydratune.sharding import full_state_dict, is_fsdp
 
     cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
     best = best_checkpoint(state.checkpointing)

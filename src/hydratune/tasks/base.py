@@ -18,6 +18,7 @@ from hydratune.errors import NonFiniteLoss
 from hydratune.losses import linear_sequence_logps, sequence_logps
 from hydratune.model import apply_peft, count_parameters, enable_gradient_checkpointing, load_model
 from hydratune.optim import build_optimizer, build_scheduler, is_fused_backward, is_schedule_free
+from hydratune.sharding import clip_fsdp_gradients, is_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -319,20 +320,8 @@ class TaskModule(L.LightningModule):
     # ------------------------------------------------------------------- optimizer, checkpoints
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """trainer.gradient_clip_val under FSDP: Lightning's FSDP precision refuses to clip by norm, so the norm
-        is taken here, over every rank's shard of the gradients (see `clip_sharded_grad_norm`)."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        strategy = self.trainer.strategy
-        if (
-            isinstance(strategy, FSDPStrategy)
-            and gradient_clip_val
-            and gradient_clip_algorithm in (None, "norm")
-        ):
-            kind = str(getattr(strategy, "sharding_strategy", ""))
-            sharded = self.trainer.world_size > 1 and "NO_SHARD" not in kind
-            replicas = self.trainer.num_nodes if "HYBRID" in kind else 1  # hybrid: whole copies across nodes
-            clip_sharded_grad_norm(self.parameters(), gradient_clip_val, sharded, replicas)
+        if is_fsdp(self.trainer) and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            clip_fsdp_gradients(self.trainer, self.parameters(), gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -353,31 +342,7 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Keep what was trained; the frozen base weights are reloaded from the hub id or path. Not under FSDP:
         # its sharded checkpoints are loaded key for key into the whole wrapped model (each rank writes 1/N).
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        if isinstance(self.trainer.strategy, FSDPStrategy):
+        if is_fsdp(self.trainer):
             return
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-
-
-def clip_sharded_grad_norm(parameters, max_norm: float, sharded: bool, replicas: int = 1) -> torch.Tensor:
-    """Scale the gradients so that their global L2 norm is at most `max_norm`; the norm before clipping.
-
-    `sharded`: each rank holds a disjoint part of the gradients (FSDP with use_orig_params: a parameter's
-    `.grad` is this rank's piece of it), so the squares are summed over every rank; `replicas` ranks hold
-    the same piece (hybrid sharding), counted once."""
-    import torch.distributed as dist
-
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    squares = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
-    if sharded and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(squares)
-        squares = squares / replicas
-    norm = squares.sqrt()
-    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale.to(g.dtype))
-    return norm

@@ -47,9 +47,10 @@ def finish(trainer, module, datamodule, run_dir: Path) -> dict:
     """After fit (and after load_best_model_at_end put the best weights back): evaluate the weights about
     to be exported once more and write confusion_matrix.png. Returns this task's metrics.json entries."""
     import matplotlib.pyplot as plt
-    from lightning.pytorch.strategies import FSDPStrategy
 
-    if not isinstance(trainer.strategy, FSDPStrategy):
+    from hydratune.sharding import is_fsdp
+
+    if not is_fsdp(trainer):
         trainer.validate(module, datamodule=datamodule, verbose=False)
     elif module.last_confusion is None:
         return {}
