@@ -4,6 +4,7 @@ from its sharded checkpoints, and runs classification. (On a GPU: scripts/gpu_ch
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -33,7 +34,8 @@ def _train(tiny_model_dir, run_dir, *overrides: str) -> None:
             "trainer.gradient_clip_val=0.01",  # small enough to clip every step: FSDP's norm is over all shards
             "trainer.enable_progress_bar=false",
             "dataset.batch_size=4",
-            "logger=none",
+            "logger=csv",
+            "trainer.log_every_n_steps=1",
             f"hydra.run.dir={run_dir}",
             *overrides,
         ],
@@ -67,6 +69,18 @@ def test_fsdp_trains_as_ddp_does_and_exports_the_whole_adapter(runs):
     fsdp_metrics = json.loads((runs / "fsdp/metrics.json").read_text())
     ddp_metrics = json.loads((runs / "ddp/metrics.json").read_text())
     assert fsdp_metrics["val_loss"] == pytest.approx(ddp_metrics["val_loss"], abs=1e-4)
+
+
+def _grad_norms(run_dir) -> list[float]:
+    rows = csv.DictReader((run_dir / "csv/metrics.csv").read_text().splitlines())
+    return [float(row["train/grad_norm"]) for row in rows if row.get("train/grad_norm")]
+
+
+def test_fsdp_logs_the_gradient_norm_of_the_whole_model(runs):
+    # Each rank holds half of every gradient: a norm of its own shard would come out ~1/sqrt(2) of DDP's.
+    fsdp, ddp = _grad_norms(runs / "fsdp"), _grad_norms(runs / "ddp")
+    assert len(fsdp) == len(ddp) == STEPS
+    assert fsdp == pytest.approx(ddp, rel=1e-4)
 
 
 def test_fsdp_export_loads_generates_and_merges(runs):

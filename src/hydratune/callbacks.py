@@ -118,15 +118,13 @@ class GradNorm(L.Callback):
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        import torch
+        from hydratune.sharding import grad_norm, shard_layout
 
         params = self._params if self._params is not None else list(pl_module.parameters())
         grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
-            pl_module.log(
-                "train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False
-            )
+        if grads:  # under FSDP, the norm over every rank's shard, as the clipping uses
+            norm = grad_norm(grads, *shard_layout(trainer))
+            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
 
 class History(L.Callback):

@@ -15,28 +15,45 @@ def is_fsdp(trainer) -> bool:
 def clip_fsdp_gradients(trainer, parameters, max_norm: float) -> torch.Tensor:
     """trainer.gradient_clip_val under FSDP (Lightning's FSDP precision refuses to clip by norm): the norm
     over every rank's shard of the gradients, whole model copies (hybrid sharding: one per node) counted once."""
+    return clip_sharded_grad_norm(parameters, max_norm, *shard_layout(trainer))
+
+
+def shard_layout(trainer) -> tuple[bool, int]:
+    """(sharded, replicas) of `grad_norm` for this trainer: whether each rank's gradients are a disjoint piece
+    (FSDP on several ranks, except NO_SHARD), and how many ranks hold each piece (hybrid: one per node)."""
+    if not is_fsdp(trainer):
+        return False, 1
     kind = str(getattr(trainer.strategy, "sharding_strategy", ""))
     sharded = trainer.world_size > 1 and "NO_SHARD" not in kind
-    replicas = trainer.num_nodes if "HYBRID" in kind else 1
-    return clip_sharded_grad_norm(parameters, max_norm, sharded, replicas)
+    return sharded, trainer.num_nodes if "HYBRID" in kind else 1
 
 
-def clip_sharded_grad_norm(parameters, max_norm: float, sharded: bool, replicas: int = 1) -> torch.Tensor:
-    """Scale the gradients so that their global L2 norm is at most `max_norm`; the norm before clipping.
+def grad_norm(grads: list[torch.Tensor], sharded: bool = False, replicas: int = 1) -> torch.Tensor:
+    """Global L2 norm of `grads`, in float32: one multi-tensor kernel for the per-tensor norms (a LoRA model
+    has hundreds of small gradients; a kernel launch each costs more than the arithmetic on a GPU).
 
     `sharded`: each rank holds a disjoint part of the gradients (FSDP with use_orig_params: a parameter's
     `.grad` is this rank's piece of it), so the squares are summed over every rank; `replicas` ranks hold
-    the same piece (hybrid sharding), counted once."""
+    the same piece (hybrid sharding), counted once. Every rank must call it then."""
     import torch.distributed as dist
 
-    grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    squares = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+    norms = torch._foreach_norm([g.detach() for g in grads], 2.0, dtype=torch.float32)
+    squares = torch.stack(norms).square().sum()
     if sharded and dist.is_available() and dist.is_initialized():
         dist.all_reduce(squares)
         squares = squares / replicas
-    norm = squares.sqrt()
+    return squares.sqrt()
+
+
+def clip_sharded_grad_norm(parameters, max_norm: float, sharded: bool, replicas: int = 1) -> torch.Tensor:
+    """Scale the gradients so that their global L2 norm (`grad_norm`, with `sharded` and `replicas` as there)
+    is at most `max_norm`; the norm before clipping."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = grad_norm(grads, sharded, replicas)
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.to(g.dtype))
