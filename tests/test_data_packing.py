@@ -130,3 +130,66 @@ def test_packed_columns_are_the_samples_laid_end_to_end(strategy):
         assert row["num_trained"] == sum(s["num_trained"] for s in parts)
         assert row["num_samples"] == len(parts)
     assert len(pack_dataset(shown.select([]), capacity=128, strategy=strategy)) == 0
+
+
+def _cached_samples(tmp_path, n: int = 200):
+    """A tokenized-like dataset that lives in a cache file, as tokenize_split's output does."""
+    import random
+
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        ids = [rng.randint(3, 30000) for _ in range(rng.randint(1, 90))]
+        rows.append({"input_ids": ids, "labels": ids, "num_trained": len(ids) - 1})
+    memory = datasets.Dataset.from_list(rows)
+    cached = memory.map(lambda r: r, cache_file_name=str(tmp_path / "cache-tokenized.arrow"))
+    assert cached.cache_files
+    return memory, cached
+
+
+def test_packed_rows_of_a_cached_dataset_are_cached_beside_it_and_read_back(tmp_path, monkeypatch):
+    import hydratune.data.packing as packing
+
+    memory, cached = _cached_samples(tmp_path)
+    packed = pack_dataset(cached, capacity=128, strategy="bfd")
+    files = sorted(tmp_path.glob("packed-*.arrow"))
+    assert len(files) == 1 and packed.cache_files[0]["filename"] == str(files[0])  # memory-mapped
+    assert packed.to_list() == pack_dataset(memory, capacity=128, strategy="bfd").to_list()
+    assert packed.features["labels"].feature.dtype == "int32"
+
+    def no_packing(*args):
+        raise AssertionError("packed again although the cache holds the rows")
+
+    monkeypatch.setattr(packing, "pack_table", no_packing)
+    assert pack_dataset(cached, capacity=128, strategy="bfd").to_list() == packed.to_list()
+    monkeypatch.undo()
+    pack_dataset(cached, capacity=64, strategy="bfd")  # another capacity: another file
+    pack_dataset(cached, capacity=128, strategy="greedy")
+    assert len(list(tmp_path.glob("packed-*.arrow"))) == 3
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_failed_cache_write_leaves_no_file_and_a_read_only_cache_packs_in_memory(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    memory, cached = _cached_samples(tmp_path)
+    expected = pack_dataset(memory, capacity=128).to_list()
+
+    class Full:  # the disk fills up halfway through the file
+        def __init__(self, sink, schema):
+            self.sink = sink
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write_table(self, table):
+            self.sink.write(b"half a file")
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pa.ipc, "new_stream", Full)
+    packed = pack_dataset(cached, capacity=128)
+    assert packed.to_list() == expected and not packed.cache_files
+    assert not list(tmp_path.glob("packed-*")) and not list(tmp_path.glob(".packed-*"))

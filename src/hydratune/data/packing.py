@@ -8,11 +8,15 @@ This needs `use_cache=False` in the forward pass (DESIGN.md; SFTModule.forward p
 from __future__ import annotations
 
 import bisect
+import logging
 
 from hydratune.data.tokenize import IGNORE_INDEX
 
+log = logging.getLogger(__name__)
+
 STRATEGIES = ("bfd", "greedy")
 PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "num_trained", "num_samples")
+ROW_COLUMNS = ("input_ids", "labels", "position_ids")  # a list of int32 per row; the others: one int64
 
 
 def pack_bins(lengths: list[int], capacity: int, strategy: str = "bfd") -> list[list[int]]:
@@ -45,16 +49,70 @@ def pack_bins(lengths: list[int], capacity: int, strategy: str = "bfd") -> list[
     return bins
 
 
+# Part of the packed rows' cache key: bump it when pack_table's output changes for the same input.
+PACKING_VERSION = 2
+
+
 def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     """A `datasets.Dataset` of packed rows: input_ids, labels, position_ids, num_trained, num_samples.
 
     The first label of every sample is set to -100: the previous sample's last token must not be
     trained to predict it (num_trained already ignores each sample's first label).
 
-    Built on the Arrow columns as flat numpy arrays (one gather for the tokens of every row), never as
-    Python lists of token ids: those cost seconds and hundreds of MB on a large dataset.
+    When `dataset` lives in `datasets`' cache (a tokenized file), so do the packed rows: an Arrow file
+    beside it, keyed by its fingerprint, the capacity and the strategy, written once (atomically) and
+    memory-mapped, as `datasets` maps its own cache files. A rerun or another DDP rank reads it instead
+    of packing again, and the rows take page cache, shared between processes, not each process's heap.
+    An in-memory `dataset` gives in-memory rows.
     """
     import datasets
+
+    if not dataset.cache_files:
+        return datasets.Dataset(datasets.table.InMemoryTable(pack_table(dataset, capacity, strategy)))
+    from pathlib import Path
+
+    import pyarrow as pa
+    from datasets.fingerprint import Hasher
+
+    key = Hasher.hash([dataset._fingerprint, capacity, strategy, PACKING_VERSION])
+    path = Path(dataset.cache_files[0]["filename"]).with_name(f"packed-{key}.arrow")
+    if not path.is_file():
+        table = pack_table(dataset, capacity, strategy)
+        try:
+            write_arrow(table, path)
+        except OSError as error:  # a read-only cache (shared, pre-tokenized): the rows stay in memory
+            log.info("packed rows kept in memory, not cached: %s", error)
+            return datasets.Dataset(datasets.table.InMemoryTable(table))
+        del table
+        pa.default_memory_pool().release_unused()  # the table's buffers: Arrow's allocator keeps them
+    return datasets.Dataset.from_file(str(path))
+
+
+def write_arrow(table, path) -> None:
+    """`table` as an Arrow stream file (the layout of `datasets`' cache files), by rename: a reader never
+    sees a partial file, and a crash leaves none behind under `path`."""
+    import os
+    import uuid
+
+    import pyarrow as pa
+
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(partial, "xb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def pack_table(dataset, capacity: int, strategy: str = "bfd"):
+    """`pack_dataset`'s rows as a `pyarrow.Table`.
+
+    Built on the Arrow columns as flat numpy arrays (one gather for the tokens of every row), never as
+    Python lists of token ids: those cost seconds and hundreds of MB on a large dataset. Labels and
+    positions are int32 like the token ids (the collator makes the batch's int64 tensors).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -65,7 +123,12 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     trained = table["num_trained"].to_numpy().astype(np.int64)
     bins = pack_bins(lengths.tolist(), capacity, strategy)
     if not bins:
-        return datasets.Dataset.from_dict({k: [] for k in PACKED_COLUMNS})
+        return pa.table(
+            {
+                k: pa.array([], pa.list_(pa.int32()) if k in ROW_COLUMNS else pa.int64())
+                for k in PACKED_COLUMNS
+            }
+        )
 
     order = np.fromiter((i for members in bins for i in members), dtype=np.int64, count=len(lengths))
     starts = np.cumsum(lengths) - lengths  # where each sample's tokens begin in the flat columns
@@ -73,7 +136,7 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     placed = np.cumsum(taken) - taken  # where each sample's tokens begin in the packed rows
     offset_in_sample = np.arange(int(taken.sum())) - np.repeat(placed, taken)
     gather = np.repeat(starts[order], taken) + offset_in_sample
-    labels = labels_column.flatten().to_numpy()[gather]
+    labels = labels_column.flatten().to_numpy()[gather].astype(np.int32, copy=False)
     labels[placed] = IGNORE_INDEX
     first_sample = np.cumsum([0] + [len(members) for members in bins[:-1]])
     row_offsets = np.concatenate([[0], np.cumsum(np.add.reduceat(taken, first_sample))])
@@ -84,16 +147,15 @@ def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
     def rows(values: np.ndarray) -> pa.Array:
         return lists.from_arrays(row_offsets, pa.array(values))
 
-    packed = pa.table(
+    return pa.table(
         {
-            "input_ids": rows(ids_column.flatten().to_numpy()[gather]),
+            "input_ids": rows(ids_column.flatten().to_numpy()[gather].astype(np.int32, copy=False)),
             "labels": rows(labels),
-            "position_ids": rows(offset_in_sample),
+            "position_ids": rows(offset_in_sample.astype(np.int32)),
             "num_trained": pa.array(np.add.reduceat(trained[order], first_sample)),
             "num_samples": pa.array([len(members) for members in bins], pa.int64()),
         }
     )
-    return datasets.Dataset(datasets.table.InMemoryTable(packed))
 
 
 def row_lengths(dataset) -> list[int]:
