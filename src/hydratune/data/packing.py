@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("bfd", "greedy")
 PACKED_COLUMNS = ("input_ids", "labels", "position_ids", "num_trained", "num_samples")
 ROW_COLUMNS = ("input_ids", "labels", "position_ids")  # a list of int32 per row; the others: one int64
+# Part of the packed rows' cache key: bump it when pack_table's output changes for the same input.
+PACKING_VERSION = 2
 
 
 def pack_bins(lengths: list[int], capacity: int, strategy: str = "bfd") -> list[list[int]]:
@@ -47,10 +49,6 @@ def pack_bins(lengths: list[int], capacity: int, strategy: str = "bfd") -> list[
         bins[b].append(i)
         bisect.insort(free, (space - n, b))
     return bins
-
-
-# Part of the packed rows' cache key: bump it when pack_table's output changes for the same input.
-PACKING_VERSION = 2
 
 
 def pack_dataset(dataset, capacity: int, strategy: str = "bfd"):
