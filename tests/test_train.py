@@ -68,6 +68,20 @@ def test_run_directory_layout(lora_run):
         assert key in metrics, key
     assert metrics["steps"] == 6
     assert metrics["artifact"] == "adapter"
+    assert [step for step, _ in metrics["val_curve"]] == [0, 3, 6]  # step 6 evaluated in training, once
+
+
+@pytest.mark.slow
+def test_training_that_stops_between_evaluations_ends_with_one(tiny_model_dir, tmp_path):
+    # 5 steps, evaluations every 3: without an evaluation at the end, the summary's val loss (and a sweep's
+    # objective) would be that of step 3's weights, not the exported ones.
+    run_dir = tmp_path / "run"
+    result = _train(tiny_model_dir, run_dir, "trainer.max_steps=5", "logger=none", "callbacks=none")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [step for step, _ in metrics["val_curve"]] == [0, 3, 5]
+    assert metrics["val_loss"] == metrics["val_curve"][-1][1] != metrics["val_curve"][-2][1]
+    assert metrics["val_loss"] < metrics["initial_val_loss"]
+    assert "evaluating the final weights (step 5; the last evaluation was at step 3)" in result.stdout
 
 
 @pytest.mark.slow

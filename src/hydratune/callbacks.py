@@ -136,6 +136,7 @@ class History(L.Callback):
         self.val_loss: list[tuple[int, float]] = []
         # The task's own validation curves (its module's `plot_metrics`, e.g. DPO's val/accuracy).
         self.val_metrics: dict[str, list[tuple[int, float]]] = {}
+        self.last_step_evaluation = False  # train.evaluate_last_step's validate(): a curve point too
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -160,7 +161,7 @@ class History(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
             return
-        if trainer.state.fn == "validate" and trainer.global_step > 0:
+        if trainer.state.fn == "validate" and trainer.global_step > 0 and not self.last_step_evaluation:
             return  # a check of the exported weights after training (classification), not a curve point
         self.val_loss.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
         for name in getattr(pl_module, "plot_metrics", ()):

@@ -206,6 +206,31 @@ def fit(state: Run) -> None:
             stop.signal_name, trainer.global_step, last_checkpoint(run_dir), last_checkpoint(run_dir),
         )  # fmt: skip
         raise SystemExit(128 + stop.received)
+    evaluate_last_step(state)
+
+
+def evaluate_last_step(state: Run) -> None:
+    """Evaluate the final weights when training stopped between two evaluations (max_steps not a multiple
+    of trainer.val_check_interval, or below it): the summary's and metrics.json's val loss, and with it a
+    sweep's objective, are then those of the weights exported, not of an earlier step or of the start."""
+    from hydratune.sharding import is_fsdp
+
+    trainer, history = state.trainer, state.history
+    evaluated = [step for step, _ in history.val_loss]
+    has_data = len(getattr(state.datamodule, "val_dataset", None) or []) > 0
+    if not trainer.limit_val_batches or not has_data or (evaluated and evaluated[-1] == trainer.global_step):
+        return
+    if is_fsdp(trainer):  # Lightning cannot run a stage after fit() on a model that FSDP wrapped
+        log.info("val loss: that of step %s, the last evaluation in training (FSDP: no evaluation after fit)",
+                 evaluated[-1] if evaluated else "-")  # fmt: skip
+        return
+    log.info("evaluating the final weights (step %d; the last evaluation was at step %s)",
+             trainer.global_step, evaluated[-1] if evaluated else "-")  # fmt: skip
+    history.last_step_evaluation = True
+    try:
+        trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
+    finally:
+        history.last_step_evaluation = False
 
 
 def finish(state: Run) -> float:
