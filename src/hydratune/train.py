@@ -212,7 +212,7 @@ def fit(state: Run) -> None:
 def evaluate_last_step(state: Run) -> None:
     """Evaluate the final weights when training stopped between two evaluations (max_steps not a multiple
     of trainer.val_check_interval, or below it): the summary's and metrics.json's val loss, and with it a
-    sweep's objective, are then those of the weights exported, not of an earlier step or of the start."""
+    sweep's objective, are then those of the final weights, not of an earlier step's or of the start's."""
     from hydratune.sharding import is_fsdp
 
     trainer, history = state.trainer, state.history
@@ -221,11 +221,13 @@ def evaluate_last_step(state: Run) -> None:
     if not trainer.limit_val_batches or not has_data or (evaluated and evaluated[-1] == trainer.global_step):
         return
     if is_fsdp(trainer):  # Lightning cannot run a stage after fit() on a model that FSDP wrapped
-        log.info("val loss: that of step %s, the last evaluation in training (FSDP: no evaluation after fit)",
-                 evaluated[-1] if evaluated else "-")  # fmt: skip
+        if trainer.is_global_zero:
+            log.info("val loss: that of step %s, the last evaluation in training (FSDP: none after fit)",
+                     evaluated[-1] if evaluated else "-")  # fmt: skip
         return
-    log.info("evaluating the final weights (step %d; the last evaluation was at step %s)",
-             trainer.global_step, evaluated[-1] if evaluated else "-")  # fmt: skip
+    if trainer.is_global_zero:
+        log.info("evaluating the final weights (step %d; the last evaluation was at step %s)",
+                 trainer.global_step, evaluated[-1] if evaluated else "-")  # fmt: skip
     history.last_step_evaluation = True
     try:
         trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
