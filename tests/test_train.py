@@ -189,3 +189,38 @@ def test_default_run_learns(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "HYDRA"
+
+
+def _summary(val_loss, val_metrics, caplog) -> tuple[dict, str]:
+    import logging
+
+    from hydratune.callbacks import History, Throughput
+    from hydratune.train import print_summary, summarize
+
+    history = History()
+    history.train_loss = [(1, 2.0), (2, 1.5)]
+    history.val_loss = val_loss
+    history.val_metrics = val_metrics
+    metrics = summarize(history, Throughput(), steps=6, fit_seconds=1.0, wall_seconds=2.0)
+    with caplog.at_level(logging.INFO, logger="hydratune.train"):
+        print_summary(Path("run"), metrics, [name.replace("/", "_") for name in val_metrics])
+    return metrics, caplog.text
+
+
+def test_summary_calls_initial_only_an_evaluation_before_training(caplog):
+    metrics, text = _summary([(0, 3.0), (3, 2.0), (6, 1.0)], {"val/accuracy": [(0, 0.25), (6, 0.75)]}, caplog)
+    assert (metrics["initial_val_loss"], metrics["val_loss"], metrics["best_val_loss"]) == (3.0, 1.0, 1.0)
+    assert (metrics["initial_val_accuracy"], metrics["val_accuracy"]) == (0.25, 0.75)
+    assert "val loss: 3.0000 -> 1.0000" in text and "val/accuracy: 0.2500 -> 0.7500" in text
+
+
+def test_summary_without_an_evaluation_before_training_has_no_initial_value(caplog):
+    # eval_before_training=false: the first evaluation is step 3's, not the starting point's.
+    metrics, text = _summary([(3, 2.0), (6, 1.0)], {"val/accuracy": [(3, 0.5), (6, 0.75)]}, caplog)
+    assert "initial_val_loss" not in metrics and "initial_val_accuracy" not in metrics
+    assert (metrics["val_loss"], metrics["val_accuracy"], metrics["val_curve"]) == (
+        1.0,
+        0.75,
+        [[3, 2.0], [6, 1.0]],
+    )
+    assert "val loss: 1.0000 (ppl 2.72)" in text and "val/accuracy: 0.7500" in text and "->" not in text

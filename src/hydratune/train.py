@@ -266,7 +266,7 @@ def finish(state: Run) -> float:
         merge_adapter(artifact, run_dir / "merged", compute_dtype)
         metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print_summary(run_dir, metrics)
+    print_summary(run_dir, metrics, [name.replace("/", "_") for name in state.history.val_metrics])
     # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
 
@@ -370,7 +370,8 @@ def summarize(
         tail = [loss for _, loss in history.train_loss[-10:]]
         metrics["train_loss"] = sum(tail) / len(tail)  # mean of the last 10 batches
     if history.val_loss:
-        metrics["initial_val_loss"] = history.val_loss[0][1]
+        if history.val_loss[0][0] == 0:  # evaluated before training: not with eval_before_training=false
+            metrics["initial_val_loss"] = history.val_loss[0][1]
         metrics["val_loss"] = history.val_loss[-1][1]
         metrics["best_val_loss"] = min(loss for _, loss in history.val_loss)
         metrics["val_curve"] = [[step, loss] for step, loss in history.val_loss]  # for sweep.png
@@ -381,7 +382,9 @@ def summarize(
         points,
     ) in history.val_metrics.items():  # e.g. val/accuracy -> initial_val_accuracy, val_accuracy
         key = name.replace("/", "_")
-        metrics[f"initial_{key}"], metrics[key] = points[0][1], points[-1][1]
+        if points[0][0] == 0:
+            metrics[f"initial_{key}"] = points[0][1]
+        metrics[key] = points[-1][1]
     metrics.update(
         tokens_seen=throughput.tokens,
         trained_tokens=throughput.trained_tokens,
@@ -395,17 +398,18 @@ def summarize(
     return metrics
 
 
-def print_summary(run_dir: Path, metrics: dict) -> None:
+def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
+    """The run's summary in the log; `curves`: the metrics.json keys of the task's own validation curves."""
     lines = [f"run directory: {run_dir}", f"steps: {metrics['steps']}"]
     if "train_loss" in metrics:
         lines.append(f"train loss: {metrics['train_loss']:.4f}")
     if "val_loss" in metrics:
         ppl = f" (ppl {metrics['val_ppl']:.2f})" if "val_ppl" in metrics else ""
-        lines.append(f"val loss: {metrics['initial_val_loss']:.4f} -> {metrics['val_loss']:.4f}{ppl}")
-    for key in metrics:
-        if key.startswith("initial_val_") and key != "initial_val_loss":
-            name = key.removeprefix("initial_")
-            lines.append(f"{name.replace('_', '/')}: {metrics[key]:.4f} -> {metrics[name]:.4f}")
+        start = f"{metrics['initial_val_loss']:.4f} -> " if "initial_val_loss" in metrics else ""
+        lines.append(f"val loss: {start}{metrics['val_loss']:.4f}{ppl}")
+    for name in curves:  # e.g. val_accuracy: its first value (when evaluated before training) and last
+        start = f"{metrics[f'initial_{name}']:.4f} -> " if f"initial_{name}" in metrics else ""
+        lines.append(f"{name.replace('_', '/', 1)}: {start}{metrics[name]:.4f}")
     if "precision" in metrics:
         lines.append(f"precision: {metrics['precision']}")
     lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")
