@@ -51,8 +51,6 @@ def clip_sharded_grad_norm(parameters, max_norm: float, sharded: bool, replicas:
     """Scale the gradients so that their global L2 norm (`grad_norm`, with `sharded` and `replicas` as there)
     is at most `max_norm`; the norm before clipping."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
     norm = grad_norm(grads, sharded, replicas)
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
     for g in grads:
