@@ -179,3 +179,78 @@ def test_enabling_checkpointing_prints_no_deprecation(tiny_model_dir):
         warnings.simplefilter("error")
         enable_gradient_checkpointing(model)
     assert model.model.gradient_checkpointing
+
+
+def _adapted(tiny_model_dir, share: bool, checkpointing: bool):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.model import (
+        cast_shared_inputs_once,
+        enable_gradient_checkpointing,
+        skip_needless_input_casts,
+    )
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if checkpointing:
+        enable_gradient_checkpointing(base)
+    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    model = skip_needless_input_casts(get_peft_model(base, lora)).train()
+    return cast_shared_inputs_once(model) if share else model
+
+
+def _casts_logits_grads(model, inputs, autocast: bool):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(**inputs).logits
+        logits.float().square().mean().backward()
+    casts = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+    return casts, logits.detach(), grads
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_linear_layers_share_one_autocast_copy_of_their_input(checkpointing, tiny_model_dir, tokenizer):
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    reference = _adapted(tiny_model_dir, share=False, checkpointing=checkpointing)
+    shared = _adapted(tiny_model_dir, share=True, checkpointing=checkpointing)
+    layers = reference.config.num_hidden_layers
+
+    casts_ref, logits_ref, grads_ref = _casts_logits_grads(reference, inputs, autocast=True)
+    casts, logits, grads = _casts_logits_grads(shared, inputs, autocast=True)
+    # q, k, v, gate and up, each with its adapter, read two float32 tensors per decoder layer: ten casts
+    # there become two in the forward (and the same again when checkpointing recomputes it).
+    assert casts <= casts_ref - 8 * layers
+    assert torch.equal(logits, logits_ref)  # the same bf16 values reach every matmul
+    # Only the gradients' summation changes (in bf16 before one cast back, not after ten).
+    assert ((grads - grads_ref).norm() / grads_ref.norm()).item() < 1e-2
+
+    # Without autocast the hook does nothing: float32 results to the bit.
+    for model in (reference, shared):
+        model.zero_grad(set_to_none=True)
+    _, logits_ref, grads_ref = _casts_logits_grads(reference, inputs, autocast=False)
+    _, logits, grads = _casts_logits_grads(shared, inputs, autocast=False)
+    assert torch.equal(logits, logits_ref) and torch.equal(grads, grads_ref)
+
+
+def test_the_shared_cast_survives_a_deep_copy_and_skips_a_bf16_model(tiny_model_dir):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.model import cast_shared_inputs_once
+
+    model = _adapted(tiny_model_dir, share=True, checkpointing=False)
+    twin = copy.deepcopy(model)  # what a task's frozen reference copy does
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(twin(input_ids=ids).logits, model(input_ids=ids).logits)
+
+    half = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    half = cast_shared_inputs_once(get_peft_model(half, LoraConfig(r=4, target_modules="all-linear")))
+    assert not any(m._forward_pre_hooks for m in half.modules())

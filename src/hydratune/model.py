@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Any
 
 from hydratune.config import build, canonical_dtype
@@ -118,19 +119,21 @@ def apply_peft(model, peft_cfg: dict):
     """Apply the configured PEFT method: LoRA-family adapters, partial freezing, or nothing."""
     method = peft_cfg.get("method", "none")
     if method == "none":
-        return model
-    if method == "lora":
+        adapted = model
+    elif method == "lora":
         from peft import get_peft_model
 
         config = dict(peft_cfg["config"])
         if "target_modules" in config:
             config["target_modules"] = lora_targets(config["target_modules"])
-        return skip_needless_input_casts(get_peft_model(model, build(config)))
-    if method == "freeze":
-        return freeze_all_but(
+        adapted = skip_needless_input_casts(get_peft_model(model, build(config)))
+    elif method == "freeze":
+        adapted = freeze_all_but(
             model, peft_cfg.get("trainable_layers", 0), peft_cfg.get("trainable_modules") or []
         )
-    raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+    else:
+        raise ValueError(f"peft.method={method!r} is not known; use one of: none, lora, freeze")
+    return cast_shared_inputs_once(adapted)
 
 
 ALL_LINEAR = ("all", "all-linear", "all_linear")
@@ -159,6 +162,75 @@ def skip_needless_input_casts(model):
         for module in model.modules():
             if isinstance(module, BaseTunerLayer):
                 module.cast_input_dtype_enabled = False
+    return model
+
+
+class _CastOnce:
+    """A forward pre-hook shared by linear layers: under autocast, a float32 input is cast to the autocast
+    dtype once and the copy handed to every layer that reads the same tensor next (until that tensor is
+    freed or changed in place)."""
+
+    def __init__(self):
+        self.source = None  # weak reference to the float32 input last cast
+        self.version = -1
+        self.cast = None
+
+    def __call__(self, module, args):
+        import torch
+
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+            return None
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return None
+        dtype = torch.get_autocast_dtype(device)
+        cast = self.cast
+        if not (
+            self.source is not None
+            and self.source() is x
+            and self.version == x._version
+            and cast.dtype == dtype
+        ):
+            cast = x.to(dtype)
+            self.source, self.version, self.cast = weakref.ref(x, self._forget), x._version, cast
+        return (cast, *args[1:])
+
+    def _forget(self, ref) -> None:
+        if self.source is ref:
+            self.source, self.cast = None, None
+
+    def __deepcopy__(self, memo):  # a copied model (a reference model) gets its own, empty cache
+        return _CastOnce()
+
+    def __reduce__(self):
+        return (_CastOnce, ())
+
+
+def cast_shared_inputs_once(model):
+    """One autocast copy of each float32 input that several linear layers read, in an all-float32 model.
+
+    Under autocast every linear layer casts its float32 input to bf16 (or fp16) by itself: in a decoder
+    layer, the normed hidden states are cast for q, k and v and again for each of their LoRA adapters, then
+    for gate and up and theirs, and each cast's gradient is cast back in the backward. The cast values are
+    identical, so the layers now share one copy; the gradients the readers send back are summed in the
+    autocast dtype before the one cast back to float32. Without autocast the hook does nothing.
+    """
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if not all(p.dtype == torch.float32 for p in model.parameters()):
+        return model  # a bf16 or quantized model has no float32 inputs to share
+    hook, inside = _CastOnce(), set()
+    for module in model.modules():  # parents before children
+        if id(module) in inside:
+            continue
+        if isinstance(module, BaseTunerLayer):
+            inside.update(id(m) for m in module.modules())
+            if isinstance(module.get_base_layer(), torch.nn.Linear):
+                module.register_forward_pre_hook(hook)
+        elif isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(hook)
     return model
 
 
