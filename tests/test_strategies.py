@@ -76,12 +76,17 @@ def test_samples_are_not_generated_where_a_generate_would_break_the_run():
 
 
 def _clip_on_rank(rank: int, world_size: int, init: str, grads: list, out: str) -> None:
+    import datetime
+
     import torch
     import torch.distributed as dist
 
     from hydratune.sharding import clip_sharded_grad_norm
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
+    # A rank left out of the all-reduce makes the others fail after the timeout instead of hanging the test.
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60)
+    )
     try:
         shard = grads[rank::world_size]  # this rank's pieces of the gradients
         params = [torch.nn.Parameter(torch.zeros_like(g)) for g in shard]
@@ -93,14 +98,16 @@ def _clip_on_rank(rank: int, world_size: int, init: str, grads: list, out: str) 
         dist.destroy_process_group()
 
 
-def test_gradient_clipping_under_fsdp_takes_the_norm_over_every_shard(tmp_path):
-    """trainer.gradient_clip_val with trainer=fsdp: the clipped gradients are those of one whole model."""
+@pytest.mark.parametrize("count", [4, 1])
+def test_gradient_clipping_under_fsdp_takes_the_norm_over_every_shard(count, tmp_path):
+    """trainer.gradient_clip_val with trainer=fsdp: the clipped gradients are those of one whole model, also
+    when one rank's shard holds no gradient at all (count=1: rank 1 has none, and must still join the sum)."""
     import torch
     import torch.multiprocessing as mp
 
     from hydratune.sharding import clip_sharded_grad_norm
 
-    grads = [torch.randn(5, 3, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(4)]
+    grads = [torch.randn(5, 3, generator=torch.Generator().manual_seed(i)) * (i + 2) for i in range(count)]
     whole = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
     for p, g in zip(whole, grads):
         p.grad = g.clone()

@@ -37,11 +37,16 @@ def grad_norm(grads: list[torch.Tensor], sharded: bool = False, replicas: int = 
     the same piece (hybrid sharding), counted once. Every rank must call it then."""
     import torch.distributed as dist
 
-    if not grads:
-        return torch.zeros(())
-    norms = torch._foreach_norm([g.detach() for g in grads], 2.0, dtype=torch.float32)
-    squares = torch.stack(norms).square().sum()
-    if sharded and dist.is_available() and dist.is_initialized():
+    sharded = sharded and dist.is_available() and dist.is_initialized()
+    if grads:
+        norms = torch._foreach_norm([g.detach() for g in grads], 2.0, dtype=torch.float32)
+        squares = torch.stack(norms).square().sum()
+    else:  # a rank whose shard holds no gradient still joins the sum, or the others would wait for it
+        on_gpu = sharded and dist.get_backend() == "nccl"
+        squares = torch.zeros(
+            (), device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu"
+        )
+    if sharded:
         dist.all_reduce(squares)
         squares = squares / replicas
     return squares.sqrt()
