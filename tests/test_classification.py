@@ -217,6 +217,35 @@ def test_validation_metrics_match_a_direct_count(tiny_model_dir, tokenizer):
     assert [int(confusion[k].sum()) for k in range(3)] == [int((labels == k).sum()) for k in range(3)]
 
 
+def test_final_metrics_evaluate_again_only_for_weights_not_yet_evaluated(tiny_model_dir, tokenizer, tmp_path):
+    """The run's end evaluates the exported weights once: not again when the last evaluation was of them."""
+    from types import SimpleNamespace
+
+    from hydratune.checkpoint import load_trainable_weights
+    from hydratune.tasks.classification.report import finish
+
+    module = _module(tiny_model_dir, peft="none")
+    module.log = module.log_dict = lambda *args, **kwargs: None
+    module.eval()
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        module.validation_step(_batch(tokenizer), 0)
+    module.on_validation_epoch_end()  # the evaluation of step 0's weights
+    validations = []
+    trainer = SimpleNamespace(global_step=0, strategy=None, validate=lambda *a, **k: validations.append(1))
+    metrics = finish(trainer, module, None, tmp_path)
+    assert validations == [] and metrics["val_acc"] == module.last_metrics["val/acc"]
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+    trainer.global_step = 3  # trained past the last evaluation
+    finish(trainer, module, None, tmp_path)
+    assert validations == [1]
+    trainer.global_step = 0  # the evaluated step, but load_best_model_at_end put other weights in
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "best.ckpt")
+    load_trainable_weights(module, tmp_path / "best.ckpt")
+    finish(trainer, module, None, tmp_path)
+    assert validations == [1, 1]
+
+
 # ------------------------------------------------------------------------------------------- export
 
 

@@ -323,6 +323,7 @@ def load_trainable_weights(module: L.LightningModule, path: str | Path) -> None:
             f"{path}: holds no weights for {missing_trained[0]}; was it written by another config?"
         )
     module.load_state_dict(state, strict=False)
+    module.evaluated_step = None  # what a task knew of the weights' evaluation is now another's
 
 
 def is_checkpoint(path: str | Path) -> bool:

@@ -68,6 +68,9 @@ class ClassificationModule(TaskModule):
         self.register_buffer("loss_weights", weights, persistent=False)
         self.last_confusion: torch.Tensor | None = None  # rows: true class, columns: predicted
         self.last_metrics: dict[str, float] = {}
+        self.evaluated_step: int | None = (
+            None  # the step whose weights last_metrics describe (None: other weights)
+        )
 
     def build_model(self):
         hp = self.hparams
@@ -115,6 +118,8 @@ class ClassificationModule(TaskModule):
         self.log_dict({k: v for k, v in scalars.items() if k not in ("val/loss", "val/acc")})
         self.last_metrics = scalars
         self.last_confusion = results["confusion"].cpu()
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        self.evaluated_step = None if sanity else self.global_step
         log.info(
             "step %d: val/loss %.4f, val/acc %.4f, val/f1_macro %.4f",
             self.global_step, loss, scalars["val/acc"], scalars["val/f1_macro"],

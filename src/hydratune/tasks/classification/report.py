@@ -44,14 +44,16 @@ def confusion_figure(matrix: torch.Tensor, labels: list[str], title: str = "vali
 
 
 def finish(trainer, module, datamodule, run_dir: Path) -> dict:
-    """After fit (and after load_best_model_at_end put the best weights back): evaluate the weights about
-    to be exported once more and write confusion_matrix.png. Returns this task's metrics.json entries."""
+    """After fit (and after load_best_model_at_end put the best weights back): the metrics of the weights
+    about to be exported (evaluated once more unless the last evaluation was of them) and
+    confusion_matrix.png. Returns this task's metrics.json entries."""
     import matplotlib.pyplot as plt
 
     from hydratune.sharding import is_fsdp
 
     if not is_fsdp(trainer):
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        if module.evaluated_step != trainer.global_step:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
     elif module.last_confusion is None:
         return {}
     else:  # Lightning cannot run a stage after fit() on a model FSDP wrapped in configure_model
