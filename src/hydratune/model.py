@@ -185,15 +185,13 @@ class _CastOnce:
         if not torch.is_autocast_enabled(device):
             return None
         dtype = torch.get_autocast_dtype(device)
+        version = None if x.is_inference() else x._version  # inference_mode's tensors have no counter
         cast = self.cast
         if not (
-            self.source is not None
-            and self.source() is x
-            and self.version == x._version
-            and cast.dtype == dtype
+            self.source is not None and self.source() is x and self.version == version and cast.dtype == dtype
         ):
             cast = x.to(dtype)
-            self.source, self.version, self.cast = weakref.ref(x, self._forget), x._version, cast
+            self.source, self.version, self.cast = weakref.ref(x, self._forget), version, cast
         return (cast, *args[1:])
 
     def _forget(self, ref) -> None:
