@@ -2,8 +2,9 @@
 
 On a CPU with native bf16 matmuls (AVX512-BF16 or AMX-BF16) `auto` is bf16-mixed: the matmuls run
 in bf16 under autocast (1.3-1.5x the fp32 step on the benchmark) while the trainable weights, the
-optimizer, norms and the loss stay float32. On other CPUs bf16 is emulated and slower than fp32, so
-`auto` is 32-true there; on a GPU `auto` keeps 32-true as well (`trainer=cuda` chooses bf16-mixed).
+optimizer, norms and the loss stay float32 (the linear layers that read one float32 tensor share one
+bf16 copy of it: `hydratune.model.cast_shared_inputs_once`). On other CPUs bf16 is emulated and
+slower than fp32, so `auto` is 32-true there; on a GPU `auto` keeps 32-true as well (`trainer=cuda` chooses bf16-mixed).
 `HYDRATUNE_CPU_BF16=0` (or `1`) overrides the CPU probe: the test suite sets 0, so that its runs do
 not depend on the CPU they run on.
 """
