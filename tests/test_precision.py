@@ -200,11 +200,11 @@ def _adapted(tiny_model_dir, share: bool, checkpointing: bool):
     return cast_shared_inputs_once(model) if share else model
 
 
-def _casts_logits_grads(model, inputs, autocast: bool):
+def _casts_logits_grads(model, inputs, autocast: bool, dtype=torch.bfloat16):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
             logits = model(**inputs).logits
         logits.float().square().mean().backward()
     casts = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
@@ -256,6 +256,10 @@ def test_the_shared_cast_in_a_deep_copy_in_inference_mode_and_not_in_a_bf16_mode
     # Lightning evaluates under inference_mode, whose tensors have no version counter.
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(model(input_ids=ids).logits, expected)
+    # fp16 autocast keeps its own casts (and the float32 summation of their gradients).
+    casts_ref, _, _ = _casts_logits_grads(reference, {"input_ids": ids}, autocast=True, dtype=torch.float16)
+    casts, _, _ = _casts_logits_grads(model, {"input_ids": ids}, autocast=True, dtype=torch.float16)
+    assert casts == casts_ref
 
     half = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     half = cast_shared_inputs_once(get_peft_model(half, LoraConfig(r=4, target_modules="all-linear")))

@@ -185,6 +185,8 @@ class _CastOnce:
         if not torch.is_autocast_enabled(device):
             return None
         dtype = torch.get_autocast_dtype(device)
+        if dtype != torch.bfloat16:  # fp16: the readers' gradients summed in fp16 could overflow
+            return None
         version = None if x.is_inference() else x._version  # inference_mode's tensors have no counter
         cast = self.cast
         if not (
@@ -208,11 +210,12 @@ class _CastOnce:
 def cast_shared_inputs_once(model):
     """One autocast copy of each float32 input that several linear layers read, in an all-float32 model.
 
-    Under autocast every linear layer casts its float32 input to bf16 (or fp16) by itself: in a decoder
+    Under bf16 autocast every linear layer casts its float32 input to bf16 by itself: in a decoder
     layer, the normed hidden states are cast for q, k and v and again for each of their LoRA adapters, then
     for gate and up and theirs, and each cast's gradient is cast back in the backward. The cast values are
-    identical, so the layers now share one copy; the gradients the readers send back are summed in the
-    autocast dtype before the one cast back to float32. Without autocast the hook does nothing.
+    identical, so the layers now share one copy; the gradients the readers send back are summed in bf16
+    before the one cast back to float32. Without bf16 autocast (float32, fp16's `16-mixed`) the hook does
+    nothing.
     """
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
