@@ -256,6 +256,14 @@ def test_the_shared_cast_in_a_deep_copy_in_inference_mode_and_not_in_a_bf16_mode
     # Lightning evaluates under inference_mode, whose tensors have no version counter.
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(model(input_ids=ids).logits, expected)
+    # A copy made without gradients is not handed to a layer that needs them for the same tensor.
+    x = torch.randn(2, 3, model.config.hidden_size, requires_grad=True)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            q_proj(x)
+        q_proj(x).float().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
     # fp16 autocast keeps its own casts (and the float32 summation of their gradients).
     casts_ref, _, _ = _casts_logits_grads(reference, {"input_ids": ids}, autocast=True, dtype=torch.float16)
     casts, _, _ = _casts_logits_grads(model, {"input_ids": ids}, autocast=True, dtype=torch.float16)

@@ -166,13 +166,14 @@ def skip_needless_input_casts(model):
 
 
 class _CastOnce:
-    """A forward pre-hook shared by linear layers: under autocast, a float32 input is cast to the autocast
-    dtype once and the copy handed to every layer that reads the same tensor next (until that tensor is
-    freed or changed in place)."""
+    """A forward pre-hook shared by linear layers: under bf16 autocast, a float32 input is cast to bf16 once
+    and the copy handed to every layer that reads the same tensor next (until that tensor is freed or
+    changed in place, or gradient mode changes: a copy made without gradients carries none)."""
 
     def __init__(self):
         self.source = None  # weak reference to the float32 input last cast
         self.version = -1
+        self.grad_mode = False
         self.cast = None
 
     def __call__(self, module, args):
@@ -188,12 +189,16 @@ class _CastOnce:
         if dtype != torch.bfloat16:  # fp16: the readers' gradients summed in fp16 could overflow
             return None
         version = None if x.is_inference() else x._version  # inference_mode's tensors have no counter
+        grad_mode = torch.is_grad_enabled()
         cast = self.cast
         if not (
-            self.source is not None and self.source() is x and self.version == version and cast.dtype == dtype
+            self.source is not None
+            and self.source() is x
+            and (self.version, self.grad_mode) == (version, grad_mode)
         ):
             cast = x.to(dtype)
-            self.source, self.version, self.cast = weakref.ref(x, self._forget), version, cast
+            self.source, self.version, self.grad_mode = weakref.ref(x, self._forget), version, grad_mode
+            self.cast = cast
         return (cast, *args[1:])
 
     def _forget(self, ref) -> None:
