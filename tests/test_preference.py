@@ -377,16 +377,16 @@ def test_module_kwargs_keep_the_token_out_of_hyperparameters(tiny_model_dir):
 
 @pytest.mark.slow
 def test_precomputed_reference_logps_are_cached_with_the_tokenized_data(tmp_path):
-    """task.precompute_ref_logps=true: computed once with the starting weights (the first loss is log 2,
-    policy == reference), kept in the `datasets` cache beside the tokenized pairs, and read from there by a
-    second run on the same data and model."""
+    """task.precompute_ref_logps=true: computed once with the starting weights and in the training step's
+    precision (the first loss is log 2, policy == reference), kept in the `datasets` cache beside the
+    tokenized pairs, and read from there by a second run on the same data, model and precision."""
     runs = []
-    for name in ("first", "second"):
+    for name, precision in (("first", "32-true"), ("second", "32-true"), ("bf16", "bf16-mixed")):
         run_dir = tmp_path / name
         result = run_cli([
             "train.py", "task=dpo", "peft=none", "task.precompute_ref_logps=true", "task.sft_weight=0",
             "trainer.max_steps=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
-            "trainer.enable_progress_bar=false", "eval_before_training=false",
+            "trainer.enable_progress_bar=false", "eval_before_training=false", f"trainer.precision={precision}",
         ])  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append((run_dir / "train.log").read_text())
@@ -394,3 +394,6 @@ def test_precomputed_reference_logps_are_cached_with_the_tokenized_data(tmp_path
         assert metrics["train_loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert "train pairs computed once" in runs[0] and "validation pairs computed once" in runs[0]
     assert "train pairs read from the data cache" in runs[1], runs[1][-2000:]
+    # bf16-mixed: computed again, under the training step's autocast (fp32 values would make the first
+    # margins non-zero: a loss of 0.6879 instead of log 2 before this was fixed).
+    assert "train pairs computed once" in runs[2], runs[2][-2000:]

@@ -118,7 +118,16 @@ class DPOModule(TaskModule):
         from hydratune.data.ops import fingerprint
 
         average = self.hparams.loss in MEAN_LOGP_LOSSES
-        key = fingerprint(dataset._fingerprint, self._starting_model_identity(), average, "ref-logps-1")
+        # In the training step's precision (bf16-mixed: under its autocast), so that at the start the policy's
+        # log-probs equal the reference's and every margin is 0, as with a reference computed each step.
+        precision = self.trainer.precision_plugin
+        key = fingerprint(
+            dataset._fingerprint,
+            self._starting_model_identity(),
+            average,
+            self.trainer.precision,
+            "ref-logps-2",
+        )
         was_training = self.model.training
         self.model.eval()
         computed = []
@@ -127,7 +136,8 @@ class DPOModule(TaskModule):
         def add(batch: dict) -> dict:
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
             inputs = {k: v.to(self.device) for k, v in collate(rows).items()}
-            logps = sequence_logps(self.forward(inputs), inputs["labels"], average=average)[0].tolist()
+            with precision.forward_context():
+                logps = sequence_logps(self.forward(inputs), inputs["labels"], average=average)[0].tolist()
             computed.append(len(rows))
             return {"ref_chosen_logps": logps[: len(rows)], "ref_rejected_logps": logps[len(rows) :]}
 
