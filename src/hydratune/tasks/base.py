@@ -71,6 +71,9 @@ class TaskModule(L.LightningModule):
         self._reference: list = []  # [a frozen copy of the starting model] (see keep_reference)
         self._adapter_layers: list | None = None  # peft's adapter layers, listed once (see adapters_off)
         self._mergeable: list | None = None  # LoRA layers that merged_adapters can fold (listed once)
+        # The step whose weights the task's last full evaluation measured; None for weights not evaluated
+        # (load_trainable_weights clears it). A task that reports its final metrics from it sets it.
+        self.evaluated_step: int | None = None
 
     # ------------------------------------------------------------------------------------ model
 

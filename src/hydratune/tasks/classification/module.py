@@ -68,9 +68,6 @@ class ClassificationModule(TaskModule):
         self.register_buffer("loss_weights", weights, persistent=False)
         self.last_confusion: torch.Tensor | None = None  # rows: true class, columns: predicted
         self.last_metrics: dict[str, float] = {}
-        self.evaluated_step: int | None = (
-            None  # the step whose weights last_metrics describe (None: other weights)
-        )
 
     def build_model(self):
         hp = self.hparams
