@@ -255,7 +255,7 @@ def run_bare(workdir: Path, args, packed: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hydratune.data.tokenize import tokenize_pair
-    from hydratune.tasks.sft.module import token_nll
+    from hydratune.losses import token_nll
 
     device = "cuda" if args.gpu else "cpu"
     torch.manual_seed(SEED)

@@ -61,8 +61,7 @@ def packed_positions(seed: int = 0) -> torch.Tensor:
 
 
 def step(model, trainable, optimizer, bf16: bool, packed: bool = False) -> None:
-    from hydratune.losses import linear_cross_entropy
-    from hydratune.tasks.sft.module import token_nll
+    from hydratune.losses import linear_cross_entropy, token_nll
 
     ids = torch.randint(3, 100, (BATCH, LENGTH), generator=torch.Generator().manual_seed(0))
     positions = packed_positions() if packed else torch.arange(LENGTH).repeat(BATCH, 1)

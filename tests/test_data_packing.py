@@ -10,7 +10,7 @@ from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.packing import pack_bins, pack_dataset
 from hydratune.data.sampler import WindowBatchSampler, WindowDataset
 from hydratune.data.tokenize import IGNORE_INDEX, tokenize_pair
-from hydratune.tasks.sft.module import token_nll
+from hydratune.losses import token_nll
 
 
 @pytest.mark.parametrize("strategy", ["bfd", "greedy"])

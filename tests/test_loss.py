@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hydratune.tasks.sft.module import token_nll
+from hydratune.losses import token_nll
 
 
 def test_token_nll_matches_transformers_loss(tiny_model_dir):

@@ -131,7 +131,7 @@ def test_4bit_gradients_survive_an_evaluation(tokenizer):
             with torch.no_grad():
                 module(batch)
             module.model.train()
-        from hydratune.tasks.sft.module import token_nll
+        from hydratune.losses import token_nll
 
         nll, count = token_nll(module(batch), batch["labels"])
         (nll / count).backward()

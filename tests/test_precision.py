@@ -52,7 +52,7 @@ def test_fp16_mixed_trains_on_gpu(tiny_model_dir, tokenizer):
 
 
 def _loss_and_grads(tiny_model_dir, tokenizer, checkpointing: bool):
-    from hydratune.tasks.sft.module import token_nll
+    from hydratune.losses import token_nll
 
     torch.manual_seed(0)
     module = make_module(tiny_model_dir)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 import lightning as L
+
+from hydratune.bench import (
+    PROCESS_START,
+    peak_memory_mb,
+    process_start,
+    real_tokens,
+    summarize_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,27 +92,6 @@ class Throughput(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         for name in self.COUNTERS:
             setattr(self, name, state_dict.get(name, getattr(self, name)))
-
-
-def peak_gpu_mb() -> float | None:
-    """Peak GPU memory allocated by torch in this process; None when it never used CUDA."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return None
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by torch when on CUDA, else the process's peak resident memory (RSS)."""
-    gpu = peak_gpu_mb()
-    if gpu is not None:
-        return gpu
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 class GradNorm(L.Callback):
@@ -220,7 +208,7 @@ class SampleGenerations(L.Callback):
     def _prompts(self, trainer) -> list[tuple[list[int], str]]:
         data = getattr(trainer.datamodule, "val_dataset", None)
         out = []
-        for row in data.select(range(min(self.num_prompts, len(data)))) if data is not None else []:
+        for row in (data[i] for i in range(min(self.num_prompts, len(data)))) if data is not None else []:
             if "prompt_ids" in row:  # preference data: the prompt, and the chosen answer as the reference
                 answer = row.get("chosen_ids") or row.get("completion_ids") or []
                 out.append((row["prompt_ids"], self.tokenizer.decode(answer, skip_special_tokens=True)))
@@ -311,3 +299,35 @@ def log_table(logger, rows: list[dict], step: int) -> None:
         )
     elif kind == "MLFlowLogger":
         logger.experiment.log_dict(logger.run_id, rows, f"generations/step={step:06d}.json")
+
+
+class StepTimer(L.Callback):
+    """Records each optimizer step's end time, real tokens and loss; writes `out` at the end of training."""
+
+    def __init__(self, out: str, pad_token_id: int = 0):
+        self.out = out
+        self.pad_token_id = pad_token_id
+        self.step_ends: list[float] = []
+        self.tokens: list[int] = []
+        self.padded: list[int] = []
+        self.losses: list[float] = []
+        self.data_ready = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.data_ready = time.time()  # Lightning runs datamodule.setup() just before this
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        self.losses.append(float(loss) if loss is not None else float("nan"))  # on a GPU: waits for the step
+        self.step_ends.append(time.time())
+        self.tokens.append(real_tokens(batch, self.pad_token_id))
+        self.padded.append(batch["input_ids"].numel())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        result = summarize_steps(self.step_ends, self.tokens, self.losses)
+        result |= {
+            "padding_efficiency": round(sum(self.tokens) / max(sum(self.padded), 1), 4),
+            "time_to_first_step_s": round(self.step_ends[0] - process_start(), 2) if self.step_ends else None,
+            "data_prep_s": round(self.data_ready - PROCESS_START, 2) if self.data_ready else None,
+        }
+        Path(self.out).write_text(json.dumps(result, indent=2))

@@ -21,6 +21,22 @@ MEAN_LOGP_LOSSES = ("ipo", "orpo", "simpo")
 REFERENCE_FREE_LOSSES = ("orpo", "simpo")
 
 
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token negative log-likelihood over trained tokens, and their count.
+
+    Position t predicts token t+1; labels equal to -100 are skipped.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return nll, (shift_labels != IGNORE_INDEX).sum()
+
+
 def sequence_logps(
     logits: torch.Tensor, labels: torch.Tensor, average: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,27 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from hydratune.data.tokenize import IGNORE_INDEX
-from hydratune.losses import linear_cross_entropy
+from hydratune.losses import linear_cross_entropy, token_nll
 from hydratune.tasks.base import TaskModule
-
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token negative log-likelihood over trained tokens, and their count.
-
-    Position t predicts token t+1; labels equal to -100 are skipped.
-    """
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return nll, (shift_labels != IGNORE_INDEX).sum()
 
 
 class SFTModule(TaskModule):
