@@ -156,7 +156,7 @@ def run_hydratune(workdir: Path, args, packed: bool) -> None:
         "eval_before_training=false",
         "callbacks=none",
         "logger=none",
-        f"+callbacks.bench={{_target_:hydratune.bench.StepTimer,out:{out}}}",
+        f"+callbacks.bench={{_target_:hydratune.callbacks.StepTimer,out:{out}}}",
         f"hydra.run.dir={workdir / 'runs' / args.runner}",
     ]
     result = subprocess.run(
@@ -235,7 +235,7 @@ def run_trl(workdir: Path, args, packed: bool) -> None:
 
 
 def write_result(workdir: Path, args, step_ends, tokens, padded, losses, prep: float) -> None:
-    """The runner's figures as `<runner>.json` (the same fields as hydratune.bench.StepTimer writes)."""
+    """The runner's figures as `<runner>.json` (the same fields as hydratune.callbacks.StepTimer writes)."""
     from hydratune.bench import process_start, summarize_steps
 
     result = summarize_steps(step_ends, tokens, losses)

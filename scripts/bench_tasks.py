@@ -62,12 +62,12 @@ MEMORY_TARGET = 1.15  # DPO's peak memory <= SFT's on the same batch shape x thi
 
 
 def step_timer(out: str, units: int):
-    """A hydratune.bench.StepTimer that also writes each step's end time (Hydra `_target_` in train.py).
+    """A hydratune.callbacks.StepTimer that also writes each step's end time (Hydra `_target_` in train.py).
 
     `units` per optimizer step: pairs for DPO, 1 for GRPO (steps/s); real tokens are not comparable across
     the two frameworks' layouts.
     """
-    from hydratune.bench import StepTimer
+    from hydratune.callbacks import StepTimer
 
     class TaskStepTimer(StepTimer):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -41,7 +41,8 @@ def test_tokenization_is_cached_by_fingerprint(tokenizer, tmp_path, monkeypatch)
 
     def setup(cfg):
         calls.clear()
-        dm = SFTDataModule(tokenizer, cfg, seed=0, cache_dir=str(tmp_path))
+        # prepared=False: `datasets`' own cache, which a run reads before it has prepared rows to read
+        dm = SFTDataModule(tokenizer, cfg, seed=0, cache_dir=str(tmp_path), prepared=False)
         dm.setup("fit")
         return len(calls), list(dm.train_dataset["input_ids"])
 

@@ -56,9 +56,9 @@ def test_two_process_ddp_matches_one_process(tiny_model_dir, tmp_path):
     )
     _run(tiny_model_dir, "dataset.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}", one_val_batch=False)
     ddp, one = tmp_path / "ddp", tmp_path / "one"
-    # Rank 0 prepared the data before rank 1 started: rank 1 read it from the cache.
+    # Rank 0 prepared the data before rank 1 started: rank 1 read its prepared rows.
     rank1 = (ddp / "train_ddp_process_1.log").read_text()
-    assert "train: read from the cache" in rank1 and "tokenized" not in rank1
+    assert "read from the prepared rows" in rank1 and "tokenized" not in rank1
     ddp_metrics = json.loads((ddp / "metrics.json").read_text())
     one_metrics = json.loads((one / "metrics.json").read_text())
     assert ddp_metrics["steps"] == one_metrics["steps"] == 3

@@ -82,13 +82,3 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-def __getattr__(name: str):
-    # `hydratune.bench.StepTimer` (the bench's Hydra `_target_`) lives with the other Lightning callbacks:
-    # this module stays free of Lightning, so the bare-loop runner that reads its helpers imports none.
-    if name == "StepTimer":
-        from hydratune.callbacks import StepTimer
-
-        return StepTimer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

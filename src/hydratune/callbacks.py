@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 
 from hydratune.bench import (
-    PROCESS_START,
     peak_memory_mb,
     process_start,
     real_tokens,
@@ -311,10 +310,11 @@ class StepTimer(L.Callback):
         self.tokens: list[int] = []
         self.padded: list[int] = []
         self.losses: list[float] = []
-        self.data_ready = None
+        self.data_prep = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.data_ready = time.time()  # Lightning runs datamodule.setup() just before this
+        # Seconds hydratune.train.prepare_data took (read, tokenize, pack, or read the prepared rows).
+        self.data_prep = getattr(trainer.datamodule, "prepare_seconds", None)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train/loss")
@@ -328,6 +328,6 @@ class StepTimer(L.Callback):
         result |= {
             "padding_efficiency": round(sum(self.tokens) / max(sum(self.padded), 1), 4),
             "time_to_first_step_s": round(self.step_ends[0] - process_start(), 2) if self.step_ends else None,
-            "data_prep_s": round(self.data_ready - PROCESS_START, 2) if self.data_ready else None,
+            "data_prep_s": round(self.data_prep, 2) if self.data_prep is not None else None,
         }
         Path(self.out).write_text(json.dumps(result, indent=2))

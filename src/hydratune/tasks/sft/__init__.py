@@ -8,10 +8,10 @@ from hydratune.tasks.task import Task, data_kwargs, module_kwargs
 class SFTTask(Task):
     name = "sft"
 
-    def datamodule(self, tokenizer, cfg: dict):
+    def datamodule(self, tokenizer, cfg: dict, prepared: bool = True):
         from hydratune.tasks.sft.data import SFTDataModule
 
-        return SFTDataModule(tokenizer, **data_kwargs(cfg))
+        return SFTDataModule(tokenizer, **data_kwargs(cfg), prepared=prepared)
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.sft.module import SFTModule
@@ -28,7 +28,7 @@ class SFTTask(Task):
         return sft_report(splits, tokenizer, dataset_cfg, notes)
 
     def full_data_report(self, cfg: dict, tokenizer) -> dict:
-        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule = self.datamodule(tokenizer, cfg, prepared=False)  # the samples, unpacked
         datamodule.setup("fit")
         # Per split: rows, samples kept, dropped (no trained token / too long), truncation rate,
         # trained-token fraction, packing efficiency (see hydratune.tasks.sft.data.tokenize_split).
@@ -40,6 +40,6 @@ class SFTTask(Task):
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
         from hydratune.tasks.sft.report import inspect_lines
 
-        datamodule = self.datamodule(tokenizer, cfg)
+        datamodule = self.datamodule(tokenizer, cfg, prepared=False)  # the samples, unpacked
         datamodule.setup("fit")
         return inspect_lines(datamodule, tokenizer, cfg["dataset"], samples)

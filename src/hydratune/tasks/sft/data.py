@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns, set_chat_template
 from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint
-from hydratune.data.packing import pack_dataset, packing_efficiency, row_lengths
+from hydratune.data.packing import PACKING_VERSION, pack_dataset, packing_efficiency, row_lengths
+from hydratune.data.prepared import prepared_folder, read_prepared, write_prepared
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
 from hydratune.data.tokenize import keep_and_count, tokenize_samples
@@ -117,17 +118,24 @@ class SFTDataModule(L.LightningDataModule):
         tokenizer: the model's tokenizer (needs eos and pad tokens).
         cfg: the dataset config as a plain dict (sources, format, max_seq_length, batch sizes, ...).
         seed: seeds the shuffling of the training set.
-        cache_dir: where `datasets` keeps loaded files.
+        cache_dir: where `datasets` keeps loaded files, and the prepared rows (`hydratune.data.prepared`).
+        prepared: read the prepared rows of an earlier run when there are some (training); False
+            prepares through `datasets` every time and keeps the unpacked samples (`train_samples`),
+            which inspection shows.
     """
 
-    def __init__(self, tokenizer, cfg: dict, seed: int = 0, cache_dir: str | None = None):
+    def __init__(
+        self, tokenizer, cfg: dict, seed: int = 0, cache_dir: str | None = None, prepared: bool = True
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.seed = seed
         self.cache_dir = cache_dir
+        self.prepared = prepared
         self.train_dataset = None
         self.val_dataset = None
+        self.train_samples = None  # unpacked tokenized samples; None when read from prepared rows
         self.stats: dict[str, dict] = {}  # per split: rows, drops, truncation rate, ...; see tokenize_split
         self.lengths: dict[str, list[int]] = {}
         self.row_lengths: list[int] = []  # with packing: the tokens of each packed row
@@ -141,6 +149,14 @@ class SFTDataModule(L.LightningDataModule):
         if self.train_dataset is not None:
             return
         check_config(self.cfg)
+        folder = prepared_folder(
+            self.cfg,
+            tokenizer_fingerprint(self.tokenizer),
+            self.cache_dir,
+            [TOKENIZE_VERSION, PACKING_VERSION],
+        )
+        if self.prepared and folder is not None and self._read_prepared(folder):
+            return
         splits = build_splits(self.cfg, self.cache_dir)
         if "train" not in splits:
             raise UserError(
@@ -171,6 +187,29 @@ class SFTDataModule(L.LightningDataModule):
                 capacity,
                 100 * efficiency,
             )
+        if folder is not None:
+            split_names = {"train": "train", "validation": "val"}
+            write_prepared(
+                folder,
+                {name: getattr(self, f"{attr}_dataset") for name, attr in split_names.items()
+                 if getattr(self, f"{attr}_dataset") is not None},
+                {"stats": self.stats, "lengths": self.lengths, "row_lengths": self.row_lengths},
+            )  # fmt: skip
+
+    def _read_prepared(self, folder) -> bool:
+        """Take the rows and statistics of an earlier run's prepared folder; False when there is none."""
+        manifest = read_prepared(folder)
+        if manifest is None:
+            return False
+        self.train_dataset = manifest["datasets"]["train"]
+        self.val_dataset = manifest["datasets"].get("validation")
+        self.stats, self.lengths, self.row_lengths = (
+            manifest["stats"],
+            manifest["lengths"],
+            manifest["row_lengths"],
+        )
+        log.info("data: %d training rows read from the prepared rows in %s", len(self.train_dataset), folder)
+        return True
 
     def group_lengths(self) -> list[int] | None:
         """The lengths that batches are grouped by (see WindowBatchSampler), or None for plain shuffling.
