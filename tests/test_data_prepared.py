@@ -125,13 +125,28 @@ def test_unwritable_cache_trains_from_memory_and_leaves_nothing(tokenizer, tmp_p
     assert list((tmp_path / "cache" / "prepared").iterdir()) == []  # no partial folder left behind
 
 
-def test_a_folder_without_its_manifest_is_not_read(tokenizer, tmp_path):
+@pytest.mark.parametrize("damage", ["manifest", "missing", "truncated"])
+def test_a_damaged_folder_is_prepared_again(damage, tokenizer, tmp_path):
+    import numpy as np
+
     cfg = _cfg("sample", tmp_path)
-    _setup(tokenizer, cfg, tmp_path / "cache")
+    first = _setup(tokenizer, cfg, tmp_path / "cache")
     (folder,) = (tmp_path / "cache" / "prepared").iterdir()
-    (folder / "manifest.json").unlink()  # as if written by a crashed run of code that did not rename
+    if damage == "manifest":
+        (folder / "manifest.json").unlink()
+    elif damage == "missing":
+        (folder / "train.labels.npy").unlink()
+    else:
+        ids = np.load(folder / "validation.input_ids.npy")
+        np.save(folder / "validation.input_ids.npy", ids[:-5])
     dm = _setup(tokenizer, cfg, tmp_path / "cache")
     assert type(dm.train_dataset).__name__ == "Dataset"
+    assert _rows(dm.val_dataset) == _rows(first.val_dataset)
+    again = _setup(tokenizer, cfg, tmp_path / "cache")  # the folder was written again, whole
+    assert type(again.train_dataset).__name__ == "PreparedSplit"
+    assert _rows(again.val_dataset) == [
+        {k: r[k] for k in again.val_dataset.columns} for r in _rows(first.val_dataset)
+    ]
 
 
 def test_inspection_still_sees_the_unpacked_samples(tokenizer, tmp_path):

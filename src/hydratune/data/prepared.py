@@ -140,6 +140,19 @@ def read_prepared(folder: Path) -> dict | None:
         split: PreparedSplit(folder, split, info["columns"], info.get("fingerprint"))
         for split, info in manifest["splits"].items()
     }
+    try:  # every file there and whole (mapping reads no rows)
+        for split in manifest["datasets"].values():
+            arrays = split._load()
+            rows, tokens = len(arrays["offsets"]) - 1, int(arrays["offsets"][-1])
+            if any(
+                len(a) != (tokens if n in TOKEN_COLUMNS else rows)
+                for n, a in arrays.items()
+                if n != "offsets"
+            ):
+                raise ValueError(f"{split.split}: the columns' lengths disagree")
+    except (OSError, ValueError, IndexError) as error:
+        log.info("prepared rows in %s not read (%s): preparing them again", folder, error)
+        return None
     return manifest
 
 
@@ -179,8 +192,10 @@ def write_prepared(folder: Path, splits: dict, extra: dict) -> bool:
         try:
             partial.rename(folder)
         except OSError:
-            if not (folder / "manifest.json").is_file():  # not a concurrent writer's complete folder
-                raise
+            if read_prepared(folder) is not None:  # another process wrote it first
+                return True
+            shutil.rmtree(folder, ignore_errors=True)  # a damaged one (a file lost or cut short): replaced
+            partial.rename(folder)
         return True
     except OSError as error:
         log.info("prepared rows not kept in %s: %s", folder, error)
