@@ -35,7 +35,6 @@ def peak_memory_mb() -> float:
     gpu = peak_gpu_mb()
     if gpu is not None:
         return gpu
-    import resource
     import sys
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

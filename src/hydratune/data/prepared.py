@@ -120,12 +120,6 @@ class PreparedSplit:
             for name in self.columns
         }
 
-    def lengths(self) -> list[int]:
-        """The number of tokens of every row."""
-        import numpy as np
-
-        return np.diff(self._load()["offsets"]).tolist()
-
 
 def read_prepared(folder: Path) -> dict | None:
     """The manifest of a complete prepared folder, with a PreparedSplit per split; None when absent or

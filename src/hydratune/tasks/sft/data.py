@@ -188,13 +188,9 @@ class SFTDataModule(L.LightningDataModule):
                 100 * efficiency,
             )
         if folder is not None:
-            split_names = {"train": "train", "validation": "val"}
-            write_prepared(
-                folder,
-                {name: getattr(self, f"{attr}_dataset") for name, attr in split_names.items()
-                 if getattr(self, f"{attr}_dataset") is not None},
-                {"stats": self.stats, "lengths": self.lengths, "row_lengths": self.row_lengths},
-            )  # fmt: skip
+            splits = {"train": self.train_dataset, "validation": self.val_dataset}
+            extra = {"stats": self.stats, "lengths": self.lengths, "row_lengths": self.row_lengths}
+            write_prepared(folder, {name: data for name, data in splits.items() if data is not None}, extra)
 
     def _read_prepared(self, folder) -> bool:
         """Take the rows and statistics of an earlier run's prepared folder; False when there is none."""
