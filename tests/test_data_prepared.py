@@ -97,6 +97,20 @@ def test_the_key_follows_what_decides_the_rows(change, same, tokenizer, tmp_path
     assert prepared_folder(cfg | {"sources": [{"path": "tatsu-lab/alpaca"}]}, "tok", None, [1]) is None  # hub
 
 
+def test_a_relative_and_an_absolute_path_to_the_same_files_share_the_key(tmp_path, monkeypatch):
+    cfg = _cfg("sample", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    relative = cfg | {
+        "sources": [{"loader": "json", "data_files": {"train": "train.jsonl", "validation": "./eval.jsonl"}}]
+    }
+    swapped = cfg | {
+        "sources": [{"loader": "json", "data_files": {"train": "eval.jsonl", "validation": "train.jsonl"}}]
+    }
+    key = prepared_folder(cfg, "tok", str(tmp_path), [1])
+    assert prepared_folder(relative, "tok", str(tmp_path), [1]) == key
+    assert prepared_folder(swapped, "tok", str(tmp_path), [1]) != key  # the same files in other splits
+
+
 def test_edited_data_is_prepared_again(tokenizer, tmp_path):
     cfg = _cfg("sample", tmp_path)
     first = _setup(tokenizer, cfg, tmp_path / "cache")

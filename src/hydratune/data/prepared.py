@@ -62,8 +62,23 @@ def prepared_folder(cfg: dict, tokenizer_key: str, cache_dir: str | None, versio
     if files is None:
         return None
     settings = {k: v for k, v in cfg.items() if k not in BATCHING_KEYS}
+    settings["sources"] = [_absolute(source) for source in cfg["sources"]]
     key = fingerprint(settings, files, tokenizer_key, versions, PREPARED_VERSION)
     return Path(cache_dir or default_cache_dir()) / "prepared" / key
+
+
+def _absolute(source: dict) -> dict:
+    """A local source with its paths made absolute: `./data/x.jsonl` and `/project/data/x.jsonl` (how
+    `hydratune inspect` and a training run may spell the same file) give one key."""
+
+    def absolute(value):
+        if isinstance(value, str):
+            return os.path.abspath(value)
+        if isinstance(value, dict):
+            return {split: absolute(v) for split, v in value.items()}
+        return [absolute(v) for v in value]
+
+    return source | {k: absolute(source[k]) for k in ("data_files", "data_dir") if source.get(k) is not None}
 
 
 def default_cache_dir() -> str:
