@@ -201,3 +201,23 @@ def test_a_process_reading_prepared_rows_imports_no_datasets(tiny_model_dir, tmp
         for _ in range(2)
     ]
     assert "datasets" in imported[0] and imported[1] == []
+
+
+def test_rows_are_written_batch_by_batch_with_an_indices_mapping(tmp_path, monkeypatch):
+    import datasets
+
+    import hydratune.data.prepared as prepared
+
+    monkeypatch.setattr(prepared, "WRITE_BATCH", 7)  # several batches, the last one short
+    rows = [
+        {
+            "input_ids": list(range(i, 2 * i + 1)),
+            "labels": [-100] + list(range(i + 1, 2 * i + 1)),
+            "num_trained": i,
+        }
+        for i in range(30)
+    ]
+    data = datasets.Dataset.from_list(rows).select([29, 3, 17, *range(5, 15), 0])  # reordered, some dropped
+    assert prepared.write_prepared(tmp_path / "rows", {"train": data}, {"stats": {}})
+    split = prepared.read_prepared(tmp_path / "rows")["datasets"]["train"]
+    assert _rows(split) == [rows[i] for i in (29, 3, 17, *range(5, 15), 0)]

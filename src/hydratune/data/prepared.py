@@ -173,26 +173,15 @@ def write_prepared(folder: Path, splits: dict, extra: dict) -> bool:
     cannot be written (read-only, full) is logged and training goes on from memory. Returns whether
     `folder` now holds the rows.
     """
-    import numpy as np
-    import pyarrow.compute as pc
-
     partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.partial")
     try:
         partial.mkdir(parents=True)
         manifest = {"version": PREPARED_VERSION, "splits": {}, **extra}
         for split, dataset in splits.items():
-            table = dataset.with_format("arrow")[:]  # the rows it shows (an indices mapping applied)
             columns = [
-                c for c in table.column_names if c in TOKEN_COLUMNS or c in ("num_trained", "num_samples")
+                c for c in dataset.column_names if c in TOKEN_COLUMNS or c in ("num_trained", "num_samples")
             ]
-            lengths = pc.list_value_length(table["input_ids"].combine_chunks()).to_numpy(zero_copy_only=False)
-            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-            np.save(partial / f"{split}.offsets.npy", offsets)
-            for name in columns:
-                column = table[name].combine_chunks()
-                values = column.flatten().to_numpy() if name in TOKEN_COLUMNS else column.to_numpy()
-                dtype = np.int32 if name in TOKEN_COLUMNS else np.int64
-                np.save(partial / f"{split}.{name}.npy", values.astype(dtype, copy=False))
+            _write_split(partial, split, dataset, columns)
             manifest["splits"][split] = {
                 "columns": columns,
                 "fingerprint": getattr(dataset, "_fingerprint", None),
@@ -211,3 +200,45 @@ def write_prepared(folder: Path, splits: dict, extra: dict) -> bool:
         return False
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+# Rows read from `datasets` at a time while writing: the memory a write holds, whatever the data's size.
+WRITE_BATCH = 4096
+
+
+def _write_split(partial: Path, split: str, dataset, columns: list[str]) -> None:
+    """One split's columns as .npy files, filled batch by batch (a dataset larger than memory is fine):
+    token columns flat (int32) with `offsets` (int64, one more than the rows), per-row columns int64."""
+    import numpy as np
+    import pyarrow.compute as pc
+    from numpy.lib.format import open_memmap
+
+    data = dataset.with_format("arrow")  # batches of the rows it shows (an indices mapping applied)
+    lengths = [
+        pc.list_value_length(batch["input_ids"]).to_numpy(zero_copy_only=False)
+        for batch in data.select_columns(["input_ids"]).iter(batch_size=WRITE_BATCH)
+    ]
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths) if lengths else [], dtype=np.int64)])
+    np.save(partial / f"{split}.offsets.npy", offsets.astype(np.int64))
+    rows, tokens = len(offsets) - 1, int(offsets[-1])
+    files = {
+        name: open_memmap(
+            partial / f"{split}.{name}.npy",
+            mode="w+",
+            dtype=np.int32 if name in TOKEN_COLUMNS else np.int64,
+            shape=(tokens if name in TOKEN_COLUMNS else rows,),
+        )
+        for name in columns
+    }
+    row = 0
+    for batch in data.select_columns(columns).iter(batch_size=WRITE_BATCH):
+        end = row + batch.num_rows
+        for name, out in files.items():
+            column = batch[name].combine_chunks()
+            if name in TOKEN_COLUMNS:
+                out[offsets[row] : offsets[end]] = column.flatten().to_numpy(zero_copy_only=False)
+            else:
+                out[row:end] = column.to_numpy(zero_copy_only=False)
+        row = end
+    for out in files.values():
+        out.flush()
