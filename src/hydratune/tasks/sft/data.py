@@ -33,7 +33,7 @@ def is_cached(dataset, fingerprint: str) -> bool:
     return any(folder.glob(f"cache-{fingerprint}*.arrow"))
 
 
-def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
+def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenizer_key: str | None = None):
     """Format and tokenize every row (cached by fingerprint), then drop what cannot be trained.
 
     Returns the tokenized dataset and its statistics (rows, drops, truncation rate, trainable share).
@@ -64,7 +64,8 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train"):
             "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
     if fmt == "sharegpt":  # only then, so the caches of the other formats keep their fingerprints
         keys += ("conversations_column", "role_key", "content_key", "roles")
-    key = fingerprint(dataset._fingerprint, tokenizer_fingerprint(tokenizer), {k: cfg.get(k) for k in keys},
+    tokenizer_key = tokenizer_key or tokenizer_fingerprint(tokenizer)  # a caller that has it passes it
+    key = fingerprint(dataset._fingerprint, tokenizer_key, {k: cfg.get(k) for k in keys},
                       TOKENIZE_VERSION)  # fmt: skip
     cached = is_cached(dataset, key)
     started = time.time()
@@ -149,12 +150,8 @@ class SFTDataModule(L.LightningDataModule):
         if self.train_dataset is not None:
             return
         check_config(self.cfg)
-        folder = prepared_folder(
-            self.cfg,
-            tokenizer_fingerprint(self.tokenizer),
-            self.cache_dir,
-            [TOKENIZE_VERSION, PACKING_VERSION],
-        )
+        tokenizer_key = tokenizer_fingerprint(self.tokenizer)  # the whole vocabulary serialised: once
+        folder = prepared_folder(self.cfg, tokenizer_key, self.cache_dir, [TOKENIZE_VERSION, PACKING_VERSION])
         if self.prepared and folder is not None and self._read_prepared(folder):
             return
         splits = build_splits(self.cfg, self.cache_dir)
@@ -163,11 +160,13 @@ class SFTDataModule(L.LightningDataModule):
                 f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
                 "map one with data_files: {train: ...} or a hub source's split"
             )
-        self.train_dataset, self.stats["train"] = tokenize_split(splits["train"], self.tokenizer, self.cfg)
+        self.train_dataset, self.stats["train"] = tokenize_split(
+            splits["train"], self.tokenizer, self.cfg, tokenizer_key=tokenizer_key
+        )
         val_name = validation_split(splits)
         if val_name:
             self.val_dataset, self.stats["validation"] = tokenize_split(
-                splits[val_name], self.tokenizer, self.cfg, val_name
+                splits[val_name], self.tokenizer, self.cfg, val_name, tokenizer_key
             )
         # Per-sample lengths (for group_by_length and `hydratune inspect`), kept out of the printed stats.
         self.lengths = {split: stats.pop("lengths") for split, stats in self.stats.items()}
