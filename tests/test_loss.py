@@ -80,6 +80,39 @@ def test_linear_cross_entropy_without_gradients_and_without_trained_tokens():
     assert nll.item() == 0.0 and count.item() == 0 and hidden.grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize("mode", ["fp32", "bf16-autocast"])
+def test_linear_cross_entropy_is_finite_where_the_labels_probability_underflows(mode):
+    """Labels 120-300 nats below the top logit: their softmax is 0 in float32, their log-probability is
+    not; the loss and gradients match the log-softmax reference instead of going infinite."""
+    from hydratune.losses import linear_cross_entropy, linear_sequence_logps, sequence_logps
+
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(300, 8, generator=g)
+    hidden0 = torch.randn(2, 6, 8, generator=g) * 60  # logits spread over hundreds of nats
+    logits = hidden0 @ weight.T
+    labels = logits.argmin(-1).roll(-1, dims=1)  # each position's least likely token as the next label
+    labels[:, 0] = -100
+    gaps = (logits.amax(-1) - logits.amin(-1))[:, :-1]
+    assert gaps.min() > 120  # exp(-120) is 0 in float32
+    out = []
+    for fused in (False, True):
+        hidden = hidden0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            if fused:
+                nll, _ = linear_cross_entropy(hidden, weight, labels, chunk_elements=4 * 300)
+                logps, _ = linear_sequence_logps(hidden.detach(), weight, labels)
+            else:
+                nll = _reference_nll(hidden, weight, labels)
+                logps, _ = sequence_logps(hidden.detach() @ weight.T, labels)
+        nll.backward()
+        out.append((nll.detach().float(), hidden.grad, logps))
+    (plain, plain_grad, plain_logps), (fused, grad, fused_logps) = out
+    assert torch.isfinite(fused) and fused.item() > 1000
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+    torch.testing.assert_close(fused_logps, plain_logps, atol=1e-2, rtol=1e-5)
+    assert (grad - plain_grad).abs().max() <= 1e-2 * plain_grad.abs().max()
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_sft_fused_loss_matches_logits_path_with_lora(tiny_model_dir, tokenizer, checkpointing):
     """SFTModule's loss from hidden states (the default) gives the loss and LoRA gradients of the logits path."""

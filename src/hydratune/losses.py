@@ -223,14 +223,55 @@ def bradley_terry_loss(
 CHUNK_ELEMENTS = 2**23
 
 
-def _matmul_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The output layer's weight as the chunk loops multiply by it: under autocast, cast once to the
-    autocast dtype here (a frozen weight is not in autocast's cache, so each chunk's matmul would cast
-    the whole `[vocab, hidden]` weight again, twice per chunk)."""
-    device = weight.device.type
-    if torch.is_autocast_enabled(device) and weight.dtype == torch.float32:
-        return weight.to(torch.get_autocast_dtype(device))
-    return weight
+class _Chunks:
+    """The output layer's logits of `hidden` (`[rows, H]`), a chunk of `chunk_rows` rows at a time, each chunk's
+    float32 softmax and its rows' log-probabilities of their labels, and the softmax's gradient cast for the
+    matmuls back, in two buffers reused by every chunk.
+
+    Matmuls run in the autocast dtype under autocast (the weight and the rows cast once here, not per chunk:
+    a frozen weight is not in autocast's cache), else in `hidden`'s dtype; the softmax in float32. Reused
+    buffers because a new float32 chunk (`CHUNK_ELEMENTS` * 4 bytes) is above glibc's largest mmap
+    threshold: each would be fresh pages, faulted in again for every chunk.
+    """
+
+    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, chunk_rows: int):
+        device = hidden.device.type
+        self.dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        self.hidden, self.weight = hidden.to(self.dtype), weight.to(self.dtype)
+        self.chunk_rows = chunk_rows
+        shape = (min(chunk_rows, hidden.size(0)), weight.size(0))
+        self.logits = hidden.new_empty(shape, dtype=self.dtype)
+        # float32 logits are softmaxed in place
+        self.probs = (
+            self.logits if self.dtype == torch.float32 else hidden.new_empty(shape, dtype=torch.float32)
+        )
+
+    def __iter__(self):
+        return iter(range(0, self.hidden.size(0), self.chunk_rows))
+
+    def softmax(self, start: int, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk at `start`: its float32 softmax (a view of a reused buffer, valid until the next call)
+        and each row's float32 log-probability of its label (`labels`: `[rows, 1]`).
+
+        One softmax pass and two max reductions, not a log-softmax and a second pass for its exp: the
+        softmax at a row's largest logit is exactly `1 / sum(exp(logits - max))`, so `logsumexp =
+        max(logits) - log(max(softmax))`, a value never below `1 / vocab` (no underflow, unlike the
+        softmax at the label)."""
+        rows = self.hidden[start : start + self.chunk_rows]
+        logits = torch.mm(rows, self.weight.T, out=self.logits[: rows.size(0)])
+        top = logits.amax(-1, keepdim=True).float()
+        label_logits = logits.gather(-1, labels).float()  # before the float32 case overwrites them
+        probs = self.probs[: rows.size(0)]
+        if self.probs is not self.logits:
+            probs.copy_(logits)
+        torch._softmax(probs, -1, False, out=probs)
+        return probs, label_logits - (top - probs.amax(-1, keepdim=True).log())
+
+    def low(self, chunk: torch.Tensor) -> torch.Tensor:
+        """A float32 `[rows, vocab]` chunk in the matmul dtype (into the logits buffer, free by then)."""
+        if self.probs is self.logits:
+            return chunk
+        return self.logits[: chunk.size(0)].copy_(chunk)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -243,22 +284,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
-        autocast = torch.is_autocast_enabled(hidden.device.type)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        w = _matmul_weight(weight)
-        for start in range(0, hidden.size(0), chunk_rows):
-            h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
-            # One fused pass from the (bf16 under autocast) logits to a float32 log-softmax.
-            logp = torch.log_softmax(h @ w.T, dim=-1, dtype=torch.float32)
-            total -= logp.gather(-1, y).sum()
-            # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's log-softmax.
-            d_logits = logp.exp_().scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=logp.dtype))
-            if not autocast:  # autocast casts the matmul inputs itself
-                d_logits = d_logits.to(hidden.dtype)
-            if want_hidden:
-                grad_hidden[start : start + chunk_rows] = d_logits @ w
-            if want_weight:
-                grad_weight += (d_logits.T @ h).float()
+        chunks = _Chunks(hidden, weight, chunk_rows)
+        with torch.autocast(hidden.device.type, enabled=False):  # _Chunks casts for the matmuls itself
+            for start in chunks:
+                y = labels[start : start + chunk_rows].unsqueeze(-1)
+                probs, label_logps = chunks.softmax(start, y)
+                total -= label_logps.sum()
+                # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's softmax.
+                d_logits = chunks.low(probs.scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=probs.dtype)))
+                if want_hidden:
+                    grad_hidden[start : start + chunk_rows] = d_logits @ chunks.weight
+                if want_weight:
+                    grad_weight += (d_logits.T @ chunks.hidden[start : start + chunk_rows]).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
@@ -276,11 +314,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def _chunked_nll(hidden, weight, labels, chunk_rows) -> torch.Tensor:
     """`_LinearCrossEntropy`'s value alone, where no gradient is wanted (evaluation)."""
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    w = _matmul_weight(weight)
-    for start in range(0, hidden.size(0), chunk_rows):
-        y = labels[start : start + chunk_rows].unsqueeze(-1)
-        logits = (hidden[start : start + chunk_rows] @ w.T).float()
-        total += (torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, y)).sum()
+    chunks = _Chunks(hidden, weight, chunk_rows)
+    with torch.autocast(hidden.device.type, enabled=False):
+        for start in chunks:
+            total -= chunks.softmax(start, labels[start : start + chunk_rows].unsqueeze(-1))[1].sum()
     return total
 
 
@@ -320,19 +357,18 @@ class _LinearTokenLogps(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, chunk_rows):
         want_hidden = ctx.needs_input_grad[0]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        autocast = torch.is_autocast_enabled(hidden.device.type)
         out = torch.empty(hidden.size(0), dtype=torch.float32, device=hidden.device)
-        w = _matmul_weight(weight)
-        for start in range(0, hidden.size(0), chunk_rows):
-            h, y = hidden[start : start + chunk_rows], labels[start : start + chunk_rows].unsqueeze(-1)
-            logp = torch.log_softmax(h @ w.T, dim=-1, dtype=torch.float32)
-            out[start : start + chunk_rows] = logp.gather(-1, y).squeeze(-1)
-            if want_hidden:
-                # d(log p_y)/d(logits) = one_hot - softmax, made in place from the chunk's log-softmax.
-                d_logits = logp.exp_().neg_().scatter_add_(-1, y, torch.ones_like(y, dtype=logp.dtype))
-                if not autocast:
-                    d_logits = d_logits.to(hidden.dtype)
-                grad_hidden[start : start + chunk_rows] = d_logits @ w
+        chunks = _Chunks(hidden, weight, chunk_rows)
+        with torch.autocast(hidden.device.type, enabled=False):  # _Chunks casts for the matmuls itself
+            for start in chunks:
+                y = labels[start : start + chunk_rows].unsqueeze(-1)
+                probs, label_logps = chunks.softmax(start, y)
+                out[start : start + chunk_rows] = label_logps.squeeze(-1)
+                if want_hidden:
+                    # d(log p_y)/d(logits) = one_hot - softmax: the softmax less one_hot, made in place,
+                    # with the sign taken on the `[rows, H]` product rather than the `[rows, vocab]` chunk.
+                    minus = probs.scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=probs.dtype))
+                    grad_hidden[start : start + chunk_rows] = (chunks.low(minus) @ chunks.weight).neg_()
         ctx.save_for_backward(grad_hidden)
         return out
 
