@@ -220,8 +220,29 @@ def test_missing_logger_extra_names_it(tmp_path, monkeypatch):
     from hydratune.errors import UserError
 
     monkeypatch.setattr(loggers, "find_spec", lambda name: None)
-    with pytest.raises(UserError, match=r"logger.wandb needs the wandb extra: pip install .*\[wandb\]"):
+    # the locked versions: without -c, pip would float torch to a CUDA build
+    locked = r"pip install -c constraints.txt --build-constraint constraints.txt -e '\.\[wandb\]'"
+    with pytest.raises(UserError, match=rf"logger.wandb needs the wandb extra: {locked}"):
         loggers.build_loggers(_logger_cfg("wandb", output_dir=tmp_path), tmp_path)
+
+
+def test_missing_optimizer_package_names_the_extra(monkeypatch):
+    import importlib
+
+    import hydratune.optim as optim
+
+    real = importlib.import_module
+
+    def missing(name, *args):
+        if name.startswith("bitsandbytes"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(optim.importlib, "import_module", missing)
+    with pytest.raises(
+        ImportError, match=r"needs the bitsandbytes package: pip install -c constraints.txt .*'\.\[bnb\]'"
+    ):
+        optim.optimizer_class("bitsandbytes.optim.AdamW8bit")
 
 
 def test_checkpoint_and_early_stopping_keys_map_to_lightning(tmp_path):

@@ -7,3 +7,9 @@ class UserError(Exception):
 
 class NonFiniteLoss(RuntimeError):
     """A NaN/inf training loss under nan_policy=stop (train.run turns it into a one-line error)."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds one of hydratune's extras to a checkout's environment at the locked versions
+    (without `-c` pip would float torch to a multi-GB CUDA build; see the README's install section)."""
+    return f"pip install -c constraints.txt --build-constraint constraints.txt -e '.[{extra}]'"

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hydratune.config import build
-from hydratune.errors import UserError
+from hydratune.errors import UserError, install_hint
 
 # Logger class -> (module it imports, the pyproject extra that installs it).
 EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
@@ -35,8 +35,7 @@ def build_loggers(cfg: dict, run_dir: str | Path) -> list:
         if kind in EXTRAS and find_spec(EXTRAS[kind][0]) is None:
             extra = EXTRAS[kind][1]
             raise UserError(
-                f"logger.{key} needs the {extra} extra: pip install -c constraints.txt -e '.[{extra}]' "
-                "(or choose logger=tensorboard)"
+                f"logger.{key} needs the {extra} extra: {install_hint(extra)} (or choose logger=tensorboard)"
             )
         kwargs = {}
         if kind == "MLFlowLogger" and str(node.get("tracking_uri", "")).startswith("file:"):

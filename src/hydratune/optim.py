@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from hydratune.errors import install_hint
+
 # Parameters whose name contains one of these get no weight decay.
 NO_DECAY_MARKERS = ("bias", "norm", "embed")
 # Keys of an optimizer config that hydratune reads itself; the rest go to the optimizer class.
@@ -39,7 +41,7 @@ def optimizer_class(target: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as err:
         extra = EXTRAS.get(package)
-        hint = f"pip install 'hydratune[{extra}]'" if extra else f"pip install {package}"
+        hint = install_hint(extra) if extra else f"pip install {package}"
         raise ImportError(f"optimizer._target_={target} needs the {package} package: {hint}") from err
     return getattr(module, class_name)
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from hydratune import rules, schema
-from hydratune.errors import UserError
+from hydratune.errors import UserError, install_hint
 
 # Flags after which Hydra does not run the task, or runs many (multirun sweeps are checked per job).
 SKIP_FLAGS = {
@@ -336,7 +336,7 @@ def check_sweeper_plugins() -> None:
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
         raise UserError(
             "hydra-optuna-sweeper is installed and clashes with hydratune's Optuna sweeper: "
-            'pip uninstall hydra-optuna-sweeper, then pip install -c constraints.txt -e ".[sweep]"'
+            f"pip uninstall hydra-optuna-sweeper, then {install_hint('sweep')}"
         )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hydratune.config import canonical_dtype
-from hydratune.errors import UserError
+from hydratune.errors import UserError, install_hint
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ RULES.append(
         "deepspeed_installed",
         "trainer.strategy",
         lambda c: "deepspeed" in str(_trainer(c, "strategy", "")).lower() and _missing("deepspeed"),
-        "trainer=deepspeed_* needs DeepSpeed: pip install 'hydratune[deepspeed]' (CUDA machines), "
+        f"trainer=deepspeed_* needs DeepSpeed: {install_hint('deepspeed')} (CUDA machines), "
         "or use trainer=ddp or trainer=fsdp",
     )
 )

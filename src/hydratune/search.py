@@ -30,7 +30,7 @@ from typing import Any
 
 import lightning as L
 
-from hydratune.errors import UserError
+from hydratune.errors import UserError, install_hint
 from hydratune.sweep import STUDY_FILE, TRIAL_FILE
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ def _optuna():
     try:
         import optuna
     except ImportError as err:
-        raise UserError(
-            'hydra/sweeper=optuna needs optuna: pip install -c constraints.txt -e ".[sweep]"'
-        ) from err
+        raise UserError(f"hydra/sweeper=optuna needs optuna: {install_hint('sweep')}") from err
     return optuna
 
 
