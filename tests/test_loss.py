@@ -35,9 +35,10 @@ def _reference_nll(hidden, weight, labels):
     )
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("mode", ["fp32", "bf16-autocast", "bf16-weights"])
 @pytest.mark.parametrize("chunk_elements", [7 * 500, 2**23])  # several chunks, then one
-def test_linear_cross_entropy_matches_plain_loss_and_gradients(mode, chunk_elements):
+def test_linear_cross_entropy_matches_plain_loss_and_gradients(mode, chunk_elements, device):
     from hydratune.losses import linear_cross_entropy
 
     g = torch.Generator().manual_seed(0)
@@ -47,10 +48,11 @@ def test_linear_cross_entropy_matches_plain_loss_and_gradients(mode, chunk_eleme
     labels = torch.randint(0, 500, (3, 17), generator=g)
     labels[0, :5] = -100
     labels[2, -3:] = -100
+    hidden0, weight0, labels = hidden0.to(device), weight0.to(device), labels.to(device)
     results = []
     for fused in (False, True):
         hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16-autocast"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=mode == "bf16-autocast"):
             if fused:
                 nll, count = linear_cross_entropy(hidden, weight, labels, chunk_elements=chunk_elements)
                 assert count.item() == int((labels[:, 1:] != -100).sum())
