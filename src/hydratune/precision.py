@@ -1,7 +1,7 @@
 """`trainer.precision: auto`: the precision a run trains in, and the reason the summary gives for it.
 
 On a CPU with native bf16 matmuls (AVX512-BF16 or AMX-BF16) `auto` is bf16-mixed: the matmuls run
-in bf16 under autocast (1.3-1.5x the fp32 step on the benchmark) while the trainable weights, the
+in bf16 under autocast (1.35-1.6x the fp32 rate of whole benchmark runs) while the trainable weights, the
 optimizer, norms and the loss stay float32 (the linear layers that read one float32 tensor share one
 bf16 copy of it: `hydratune.model.cast_shared_inputs_once`). On other CPUs bf16 is emulated and
 slower than fp32, so `auto` is 32-true there; on a GPU `auto` keeps 32-true as well (`trainer=cuda` chooses bf16-mixed).
