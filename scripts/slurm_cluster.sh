@@ -79,8 +79,11 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
 MpiDefault=none
-# Requeued jobs (Lightning's auto_requeue) start again at once.
 JobRequeue=1
+# A requeued job may start again after cred_expire + 1 s (120 s unless set), and the scheduler looks at
+# pending jobs every sched_interval (60 s): a real cluster's pace, shortened for this one-node test cluster.
+AuthInfo=cred_expire=30
+SchedulerParameters=sched_interval=5,bf_interval=5
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
