@@ -225,8 +225,8 @@ CHUNK_ELEMENTS = 2**23
 
 class _Chunks:
     """The output layer's logits of `hidden` (`[rows, H]`), a chunk of `chunk_rows` rows at a time, each chunk's
-    float32 softmax and its rows' log-probabilities of their labels, and the softmax's gradient cast for the
-    matmuls back, in two buffers reused by every chunk.
+    float32 softmax and its rows' log-probabilities of their labels, and the softmax less one-hot cast for
+    the gradient matmuls, in two buffers reused by every chunk.
 
     Matmuls run in the autocast dtype under autocast (the weight and the rows cast once here, not per chunk:
     a frozen weight is not in autocast's cache), else in `hidden`'s dtype; the softmax in float32. Reused
@@ -267,11 +267,13 @@ class _Chunks:
         torch._softmax(probs, -1, False, out=probs)
         return probs, label_logits - (top - probs.amax(-1, keepdim=True).log())
 
-    def low(self, chunk: torch.Tensor) -> torch.Tensor:
-        """A float32 `[rows, vocab]` chunk in the matmul dtype (into the logits buffer, free by then)."""
+    def softmax_less_one_hot(self, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`softmax - one_hot(labels)`, the gradient of the summed NLL by the logits, made in place from the
+        chunk's float32 softmax and handed back in the matmul dtype (cast into the logits buffer, free by then)."""
+        probs.scatter_add_(-1, labels, torch.full_like(labels, -1.0, dtype=probs.dtype))
         if self.probs is self.logits:
-            return chunk
-        return self.logits[: chunk.size(0)].copy_(chunk)
+            return probs
+        return self.logits[: probs.size(0)].copy_(probs)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -291,8 +293,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 y = labels[start : start + chunk_rows].unsqueeze(-1)
                 probs, label_logps = chunks.softmax(start, y)
                 total -= label_logps.sum()
-                # d(summed nll)/d(logits) = softmax - one_hot, made in place from the chunk's softmax.
-                d_logits = chunks.low(probs.scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=probs.dtype)))
+                d_logits = chunks.softmax_less_one_hot(probs, y)
                 if want_hidden:
                     grad_hidden[start : start + chunk_rows] = d_logits @ chunks.weight
                 if want_weight:
@@ -365,10 +366,10 @@ class _LinearTokenLogps(torch.autograd.Function):
                 probs, label_logps = chunks.softmax(start, y)
                 out[start : start + chunk_rows] = label_logps.squeeze(-1)
                 if want_hidden:
-                    # d(log p_y)/d(logits) = one_hot - softmax: the softmax less one_hot, made in place,
-                    # with the sign taken on the `[rows, H]` product rather than the `[rows, vocab]` chunk.
-                    minus = probs.scatter_add_(-1, y, torch.full_like(y, -1.0, dtype=probs.dtype))
-                    grad_hidden[start : start + chunk_rows] = (chunks.low(minus) @ chunks.weight).neg_()
+                    # d(log p_y)/d(logits) = one_hot - softmax: the sign taken on the `[rows, H]` product
+                    # rather than on the `[rows, vocab]` chunk.
+                    d_logits = chunks.softmax_less_one_hot(probs, y)
+                    grad_hidden[start : start + chunk_rows] = (d_logits @ chunks.weight).neg_()
         ctx.save_for_backward(grad_hidden)
         return out
 
