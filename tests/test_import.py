@@ -359,19 +359,31 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     assert "task=dpo" in reasons(err)["datasets.0.type"]  # the pair columns are written by hand
     with_task(project, "grpo")
     path = tmp_path / "grpo.yaml"
-    path.write_text(
+    text = (
         "base_model: x/y\nadapter: lora\nrl: grpo\ntrl:\n  beta: 0.04\n  num_generations: 8\n"
-        "  max_completion_length: 48\n  use_vllm: true\n  reward_funcs: [rewards.exact]\n"
+        "  max_completion_length: 48\n  use_vllm: true\n  reward_funcs: [rewards.exact, accuracy_reward]\n"
+        "  reward_weights: [2.0, 1.0]\nmicro_batch_size: 16\ngradient_accumulation_steps: 4\n"
     )
+    path.write_text(text)
     code, _, err = run_import(capsys, path, "ax_grpo")
-    task = composed(project, "ax_grpo")["task"]
+    cfg = composed(project, "ax_grpo")
+    task = cfg["task"]
     assert code == 0 and (task["name"], task["beta"], task["num_generations"], task["max_new_tokens"]) == (
         "grpo",
         0.04,
         8,
         48,
     )
-    assert {"trl.use_vllm", "trl.reward_funcs"} <= set(reasons(err))
+    # The dotted reward with its weight; TRL's built-in name is reported, never the demo exact_match kept.
+    assert task["rewards"] == [{"_target_": "rewards.exact", "weight": 2.0}] and task["stop"] == []
+    assert {"trl.use_vllm", "reward_funcs"} <= set(reasons(err))
+    # Axolotl hands micro_batch_size to TRL, which counts completions: 16 = 2 prompts x 8 generations.
+    assert (cfg["dataset"]["batch_size"], cfg["trainer"]["accumulate_grad_batches"]) == (2, 4)
+    path.write_text(
+        text.replace("micro_batch_size: 16\ngradient_accumulation_steps: 4\n", "micro_batch_size: 3\n")
+    )
+    code, _, err = run_import(capsys, path, "ax_grpo3")
+    assert code == 2 and "micro_batch_size: 3" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from hydratune.importer import (
     STAGE_TASKS,
     ImportContext,
     Overlay,
+    _reads_preference_data,
     import_axolotl,
     import_llamafactory,
     import_llamafarm,
@@ -105,7 +106,59 @@ def convert(
         IMPORTERS[fmt](data, overlay)
     if context.stage and fmt not in STAGE_FROM_FLAG:
         _check_stage_flag(overlay, context.stage, path.name, fmt)
+    if fmt in DATASET_KEYS:
+        _what_the_trainer_does_not(data, overlay, fmt, context)
     return overlay.finish(name), fmt, overlay.unmapped
+
+
+# The trainers whose files name a base model and their data, and the keys that name the data.
+DATASET_KEYS = {
+    "llama-factory": ("dataset",),
+    "axolotl": ("datasets", "pretraining_dataset"),
+    "trl": ("dataset_name", "datasets", "dataset_mixture", "dataset_mixer"),
+    "torchtune": ("dataset",),
+}
+
+
+def _what_the_trainer_does_not(data: dict, overlay: Overlay, fmt: str, context: ImportContext) -> None:
+    """Where hydratune's defaults would train something the source file does not: no base model (the tiny
+    model would train), datasets that did not map (the demo data would), early stopping (the Hugging Face
+    Trainer and torchtune stop only when asked), GRPO's demo stop string and reward; and preference data
+    with no validation rows, which the run needs."""
+    if "model" not in overlay.choices and "model.pretrained_model_name_or_path" not in overlay.values:
+        raise UserError(f"no base model: the {fmt} file names none that hydratune reads; nothing was written")
+    if any(data.get(key) for key in DATASET_KEYS[fmt]) and "dataset.sources" not in overlay.values:
+        overlay.set("dataset.sources", [])  # the run stops at once: "dataset.sources is empty"
+        context.notes.append(
+            "dataset.sources: [] (none of the file's datasets maps, see the lines above): write the sources "
+            "before training; the run stops until then"
+        )
+    if not any(key.startswith("callbacks.early_stopping") for key in overlay.values):
+        overlay.set("callbacks.early_stopping", None)  # early_stopping_patience turns it on
+    if overlay.choices.get("task") == "grpo":
+        overlay.values.setdefault("task.stop", [])  # completions end at EOS, not at hydratune's demo "\n"
+        overlay.values.setdefault("task.rewards", [])  # the file's rewards, never the demo exact_match
+    if _reads_preference_data(overlay.choices.get("task", "sft")) and not _has_validation(overlay):
+        if not any("validation rows" in line for line in overlay.unmapped):
+            overlay.skip(
+                "validation", "(none in the file)",
+                "preference tasks need validation rows: add dataset.ops=[{split:{eval:0.01,seed:0}}] or a "
+                "validation file in dataset.sources.0",
+            )  # fmt: skip
+
+
+def _has_validation(overlay: Overlay) -> bool:
+    from hydratune.data.sources import VAL_SPLITS
+
+    ops = overlay.values.get("dataset.ops") or []
+    sources = overlay.values.get("dataset.sources")
+    if not sources or any(isinstance(op, dict) and "split" in op for op in ops):
+        return True  # nothing imported (reported already), or rows held out
+    for source in sources:
+        for splits in (source.get("data_files"), source.get("split")):
+            if isinstance(splits, dict) and any(name in splits for name in VAL_SPLITS):
+                return True
+    return False
 
 
 def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:

@@ -127,6 +127,17 @@ class Overlay:
         else:
             self.choices[group] = option
 
+    def require(self, group: str, option: str, source_key: str) -> None:
+        """`choose` for a choice that decides what trains (the adapter method): with no such option the
+        import stops, since the group's default would train something else under the same name."""
+        if not (self.conf_dir / group / f"{option}.yaml").is_file():
+            known = ", ".join(sorted(p.stem for p in (self.conf_dir / group).glob("*.yaml")))
+            raise UserError(
+                f"{source_key}: {option}: hydratune has no {group} option of that name (known: {known}); "
+                "nothing was written"
+            )
+        self.choices[group] = option
+
     def set(self, key: str, value: Any) -> None:
         self.values[key] = value
 
@@ -165,11 +176,11 @@ class Overlay:
         elif key in ("model_name_or_path", "huggingface_id"):
             self.model(str(value))
         elif key in ("peft_adapter", "finetuning_type"):
-            self.choose("peft", {"full": "none"}.get(str(value), str(value)), key)
+            self.require("peft", {"full": "none"}.get(str(value), str(value)), key)
         elif key == "use_lora":
             self.choose("peft", "lora" if value else "none", key)
         elif key == "method" and isinstance(value, str):
-            self.choose("peft", value, key)
+            self.require("peft", value, key)
         elif key in ("load_in_4bit", "load_in_8bit"):
             if value:
                 self.choose("quantization", "nf4" if key == "load_in_4bit" else "int8", key)
@@ -377,7 +388,7 @@ def import_llamafarm(data: dict, overlay: Overlay) -> None:
         overlay.map_key(key, value)
     method = config.get("method") or {}
     if "type" in method:
-        overlay.choose("peft", str(method["type"]), "method.type")
+        overlay.require("peft", str(method["type"]), "method.type")
     for key, value in method.items():
         if key == "quantization" and isinstance(value, dict):
             for qkey, qvalue in value.items():
@@ -508,10 +519,8 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "unfrozen_parameters": "peft=freeze trains the last N layers and named modules (peft.trainable_modules)",
     "mask_history": "train_on: last_assistant trains the last assistant turn only (chat formats)",
     "include_num_input_tokens_seen": "tokens/s and tokens seen are logged by the throughput callback",
-    "loraplus_lr_ratio": "LoRA+ learning rates are not supported",
     "use_badam": "BAdam is not supported",
     "use_apollo": "APOLLO is not supported",
-    "use_galore": "GaLore is an optimizer here: optimizer=galore_adamw (full fine-tuning)",
     "default_system": "put the system prompt in the data (a system turn or dataset.system_column)",
     "default_system_message": "put the system prompt in the data (a system turn or dataset.system_column)",
     "run_name": "the run is named by `name` (outputs/<name>/<date>)",
@@ -657,6 +666,56 @@ def _precision(overlay: Overlay, key: str, value: Any) -> None:
     overlay.map_key(key, True if value == "auto" else value)
 
 
+def _bf16_weights(overlay: Overlay) -> None:
+    """Axolotl, and LLaMA-Factory for adapters, load the base model in bf16 when bf16 is on (only the trained
+    weights are float32): model.dtype=bfloat16, unless the file names a dtype."""
+    if (
+        overlay.values.get("trainer.precision") in ("bf16-mixed", "bf16-true")
+        and "model.dtype" not in overlay.values
+    ):
+        overlay.set("model.dtype", "bfloat16")
+
+
+# LLaMA-Factory's GaLore keys (read with use_galore: true) -> optimizer=galore_adamw keys.
+GALORE = {
+    "galore_rank": "rank",
+    "galore_scale": "scale",
+    "galore_update_interval": "update_proj_gap",
+    "galore_proj_type": "proj_type",
+    "galore_target": None,
+    "galore_layerwise": None,
+}
+
+
+def _galore(overlay: Overlay, data: dict) -> None:
+    if not data.get("use_galore"):
+        for key in GALORE.keys() & data.keys():
+            overlay.skip(key, data[key], "read with use_galore: true only")
+        return
+    overlay.choose("optimizer", "galore_adamw", "use_galore")
+    for key in GALORE.keys() & data.keys():
+        if GALORE[key]:
+            overlay.set(f"optimizer.galore.{GALORE[key]}", _number(data[key]))
+        elif key == "galore_target" and str(data[key]) == "all":
+            continue  # every 2-D weight, as optimizer=galore_adamw does
+        elif key == "galore_target":
+            overlay.skip(key, data[key], "optimizer=galore_adamw projects every 2-D weight")
+        elif data[key]:
+            overlay.skip(key, data[key], "no per-layer GaLore updates: one optimizer step for all weights")
+
+
+def _optimizer_keys(overlay: Overlay) -> None:
+    """A value set for an optimizer key the chosen optimizer has not (loraplus_lr_ratio on adafactor) is
+    reported instead of failing the whole import."""
+    if "optimizer.loraplus_lr_ratio" not in overlay.values:
+        return
+    option = overlay.choices.get("optimizer", "adamw_torch")
+    keys = yaml.safe_load((overlay.conf_dir / "optimizer" / f"{option}.yaml").read_text()) or {}
+    if "loraplus_lr_ratio" not in keys:
+        value = overlay.values.pop("optimizer.loraplus_lr_ratio")
+        overlay.skip("loraplus_lr_ratio", value, f"optimizer={option} has no LoRA+ learning rates")
+
+
 def _common(overlay: Overlay, key: str, value: Any) -> bool:
     """Keys that LLaMA-Factory and Axolotl spell alike; True when handled."""
     if key in ("bf16", "fp16"):
@@ -706,6 +765,10 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
             overlay.set("dataset.packing_strategy", "greedy")  # rows filled in order
     elif key == "disable_gradient_checkpointing":
         overlay.set("model.gradient_checkpointing", not value)
+    elif key == "loraplus_lr_ratio":
+        overlay.set("optimizer.loraplus_lr_ratio", _number(value))  # checked against the optimizer at the end
+    elif key in GALORE or key == "use_galore":
+        pass  # read together by _galore, after the other keys
     elif key in TASK_VALUES:
         return False  # handled with the task
     elif key in LF_AX_UNSUPPORTED:
@@ -741,6 +804,17 @@ def _task_value(overlay: Overlay, task: str, key: str, value: Any) -> None:
 
 
 def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) -> None:
+    if "train_dataset" in data or isinstance(data.get("model"), str):
+        raise UserError(
+            "model, train_dataset: LLaMA-Factory's v1 layout is not read; write the file in its v0 layout "
+            "(model_name_or_path, finetuning_type, dataset) and import that; nothing was written"
+        )
+    chore = next((k for k in ("do_predict", "do_eval", "export_dir", "infer_backend") if data.get(k)), None)
+    if chore and not data.get("do_train"):
+        raise UserError(
+            f"{chore}: {_short(data[chore])} without do_train: a LLaMA-Factory prediction, export or inference config, "
+            "not a training one; nothing was written"
+        )
     stage = data.get("stage", "sft")
     task, _ = _task(overlay, "stage", stage, LLAMAFACTORY_STAGES)
     if stage == "pt":
@@ -764,7 +838,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key in TASK_VALUES:
             _task_value(overlay, task, key, value)
         elif key == "dataset":
-            rows = _llamafactory_datasets(overlay, value, context, task)
+            rows = _llamafactory_datasets(overlay, value, context, task, stage)
         elif key == "eval_dataset":
             overlay.skip(
                 key, value, "hold rows out with val_size (dataset.ops split), or name a validation file"
@@ -787,14 +861,40 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         if rows == "chat":  # the model's own template, which the tokenizer carries
             overlay.set("dataset.chat_template", None)
         else:
-            why = "the preference task renders its pairs" if rows else "no dataset was imported (see dataset)"
+            why = {"pairs": "the preference task renders its pairs",
+                   "text": "pre-training rows are plain text, never templated"}.get(
+                       rows, "no dataset was imported (see dataset)")  # fmt: skip
             overlay.skip("template", data["template"], f"chat templates come from the tokenizer; {why}")
+    method = data.get("finetuning_type", "lora")
+    if method == "lora":
+        # LLaMA-Factory's LoRA defaults where the file is silent: rank 8, alpha twice the rank, no dropout,
+        # every linear layer (hydratune's peft=lora preset has r 16, alpha 32).
+        rank = overlay.values.setdefault("peft.config.r", 8)
+        overlay.values.setdefault("peft.config.lora_alpha", 2 * int(rank))
+        overlay.values.setdefault("peft.config.lora_dropout", 0.0)
+        overlay.values.setdefault("peft.config.target_modules", "all-linear")
+    sources = overlay.values.get("dataset.sources")
+    if data.get("max_samples") and isinstance(sources, list) and len(sources) > 1:
+        # LLaMA-Factory cuts each dataset to max_samples before mixing them, not the mixture.
+        first = {"select_rows": {"first": int(data["max_samples"])}}
+        overlay.values["dataset.ops"].remove(first)
+        for source in sources:
+            source["ops"] = [first, *source.get("ops", [])]
+    _galore(overlay, data)
+    _optimizer_keys(overlay)
+    if method != "full" or overlay.choices.get("trainer", "").startswith("deepspeed_zero3"):
+        _bf16_weights(overlay)
+    elif overlay.values.get("trainer.precision") != "bf16-true":
+        # Full fine-tuning upcasts the trained weights to float32 (pure_bf16 aside), whatever a preset says.
+        overlay.values.setdefault("model.dtype", "float32")
 
 
-def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext, task: str) -> str | None:
+def _llamafactory_datasets(
+    overlay: Overlay, value: Any, context: ImportContext, task: str, stage: str = "sft"
+) -> str | None:
     """`dataset: a,b` through dataset_info.json into dataset.sources. Returns "chat" for SFT rows (rendered
-    with the chat template, as LLaMA-Factory renders both of its formats), "pairs" for preference rows,
-    None when nothing was imported."""
+    with the chat template, as LLaMA-Factory renders both of its formats), "text" for pre-training rows
+    (stage: pt), "pairs" for preference rows, None when nothing was imported."""
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
     if context.dataset_info is None:
         overlay.skip(
@@ -832,8 +932,16 @@ def _llamafactory_datasets(overlay: Overlay, value: Any, context: ImportContext,
     overlay.set("dataset.sources", sources)
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
     if ranking or _reads_preference_data(task):
-        _preference_columns(overlay, formatting, columns)
+        _preference_columns(overlay, formatting, columns, tags, task)
         return "pairs"
+    if stage == "pt":
+        # Pre-training: the raw text of each row, an EOS after it, packed into max_seq_length blocks
+        # (LLaMA-Factory packs pt by default); no template, every token trained.
+        overlay.set("dataset.format", "text")
+        overlay.set("dataset.text_column", columns.get("prompt", "text"))
+        overlay.values.setdefault("dataset.packing", True)
+        overlay.set("dataset.train_on", "all")
+        return "text"
     if formatting == "sharegpt":
         overlay.choices["dataset"] = "sharegpt"
         overlay.set("dataset.format", "sharegpt")
@@ -881,11 +989,26 @@ def _info_source(entry: dict, folder: Path) -> dict | None:
     return None
 
 
-def _preference_columns(overlay: Overlay, formatting: str, columns: dict) -> None:
+def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: dict, task: str) -> None:
     """Preference rows: the column keys the preference tasks read, where this hydratune has them."""
-    wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else "messages"),
-              "chosen_column": columns.get("chosen", "chosen"),
-              "rejected_column": columns.get("rejected", "rejected")}  # fmt: skip
+    if formatting == "sharegpt":
+        # Turns as {from, value} dicts (LLaMA-Factory's tags), chosen/rejected one turn each: no hydratune
+        # pair format reads that layout (chat_pairs: {role, content} lists, pairs: strings).
+        overlay.skip(
+            "dataset", f"{formatting} rows (tags {tags or 'from/value'})",
+            "preference formats read pairs (strings) or chat_pairs ({role, content} lists): convert the rows, "
+            "then set dataset.format and its columns",
+        )  # fmt: skip
+    if task == "kto":
+        wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else
+                                               columns.get("messages", "conversations")),
+                  "completion_column": columns.get("response", "output"),
+                  "label_column": columns.get("kto_tag", "label")}  # fmt: skip
+    else:
+        wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else
+                                               columns.get("messages", "conversations")),
+                  "chosen_column": columns.get("chosen", "chosen"),
+                  "rejected_column": columns.get("rejected", "rejected")}  # fmt: skip
     for key, column in wanted.items():
         if _known(overlay, f"dataset.{key}"):
             overlay.set(f"dataset.{key}", column)
@@ -906,19 +1029,32 @@ AXOLOTL_DATASET_TYPES = {"alpaca", "chat_template", "completion", "input_output"
 
 def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None:
     task, loss = ("sft", None)
+    if data.get("process_reward_model"):
+        raise UserError(
+            "process_reward_model: true: hydratune has no process (per-step) reward model task; task=reward "
+            "scores whole answers; nothing was written"
+        )
     if data.get("rl"):
         task, loss = _task(overlay, "rl", data["rl"], AXOLOTL_RL)
         if loss:
             _set_task(overlay, task, "rl", "loss", loss)
+    elif data.get("reward_model"):  # Axolotl's reward_model: true trains a Bradley-Terry scorer
+        task, loss = _task(overlay, "reward_model", "true", {"true": ("reward", None)})
+    for unsupported in ("processor_type", "image_size", "image_resize_algorithm"):
+        if data.get(unsupported):
+            raise UserError(
+                f"{unsupported}: {data[unsupported]}: vision-language models are not supported (text only); "
+                "nothing was written"
+            )
     if not data.get("adapter"):
         overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
     for key, value in data.items():
-        if value is None or key in ("rl", "datasets") or _common(overlay, key, value):
+        if value is None or key in ("rl", "datasets", "reward_model") or _common(overlay, key, value):
             continue
         if key == "base_model":
             overlay.model(str(value))
         elif key == "adapter":
-            overlay.choose("peft", str(value), key)
+            overlay.require("peft", str(value), key)
         elif key == "lora_target_linear":
             if value:
                 overlay.set("peft.config.target_modules", "all-linear")
@@ -932,8 +1068,12 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             overlay.choose("scheduler", "cosine_with_min_lr", key)
             overlay.set("scheduler.kwargs.min_lr_rate", _number(value))
         elif key == "evals_per_epoch":
-            overlay.set("trainer.val_check_interval", 1.0 / int(value))
-            overlay.set("trainer.check_val_every_n_epoch", 1)
+            if int(value) > 0:
+                overlay.set("trainer.val_check_interval", 1.0 / int(value))
+                overlay.set("trainer.check_val_every_n_epoch", 1)
+            else:
+                overlay.skip(key, value, "0 sets no evaluation schedule: validation runs every "
+                             "trainer.val_check_interval batches")  # fmt: skip
         elif key == "saves_per_epoch":
             if data.get("evals_per_epoch") and int(value) == int(data["evals_per_epoch"]):
                 overlay.set("callbacks.model_checkpoint.save_steps", None)  # at each evaluation
@@ -953,6 +1093,12 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             for trl_key, trl_value in value.items():
                 if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
                     _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
+                elif trl_key == "reward_funcs" and task == "grpo":
+                    from hydratune.importer_trl import _rewards
+
+                    _rewards(overlay, trl_value, value.get("reward_weights"))
+                elif trl_key == "reward_weights" and task == "grpo":
+                    continue  # read with reward_funcs
                 elif trl_value is not None:
                     why = "rewards are task.rewards entries" if trl_key.startswith("reward") else (
                         "vLLM is not used: sampling runs in the training process" if "vllm" in trl_key
@@ -1000,6 +1146,14 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             overlay.map_key(key, value)
     if "fsdp_config" in data and "fsdp" not in data and data["fsdp_config"]:
         overlay.choose("trainer", "fsdp", "fsdp_config")
+    if task == "grpo":
+        from hydratune.importer_trl import _grpo_batch
+
+        trl = data.get("trl") or {}
+        _grpo_batch(overlay, {"micro_batch_size": data.get("micro_batch_size", 1),
+                              "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),
+                              "num_generations": trl.get("num_generations", 8)}, context)  # fmt: skip
+    _bf16_weights(overlay)  # Axolotl loads the base model in bf16 whenever bf16 is on
     _axolotl_datasets(overlay, data.get("datasets") or [], task)
 
 

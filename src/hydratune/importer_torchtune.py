@@ -235,6 +235,11 @@ def _refuse_what_has_no_task(data: dict) -> None:
                 "hydratune task; nothing was written (drop the teacher and kd_loss to fine-tune the student "
                 "with SFT)"
             )
+    if "optimizer" not in data and "dataset" not in data:
+        raise UserError(
+            "optimizer, dataset: not in the file: a torchtune generation, evaluation or quantization config, "
+            "not a fine-tuning one; nothing was written"
+        )
     builder = str((data.get("model") or {}).get("_component_", ""))
     if "vision" in builder or ".llama4." in builder or "multimodal" in str(data.get("dataset")):
         raise UserError(
@@ -390,6 +395,8 @@ def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -
         overlay.values.setdefault("trainer.max_steps", -1)
     elif key == "max_steps_per_epoch":
         pass  # after the accumulation is known (import_torchtune)
+    elif key == "num_steps" and task == "grpo" and "PPOLoss" not in str(data.get("loss")):
+        overlay.set("trainer.max_steps", int(value))  # the GRPO recipe's optimizer-step limit (epochs too)
     elif key == "gradient_accumulation_steps":
         overlay.set("trainer.accumulate_grad_batches", int(value))
     elif key == "clip_grad_norm":

@@ -286,8 +286,10 @@ def import_trl(data: dict, overlay: Overlay, context: ImportContext) -> None:
 
 def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
     """TRL's GRPO batch counts completions (num_generations per prompt); hydratune's counts prompts, each
-    sampled task.num_generations times. The prompts per optimizer step stay the same."""
-    per_device = int(data.get("per_device_train_batch_size", 8))
+    sampled task.num_generations times. The prompts per optimizer step stay the same. Axolotl passes its
+    micro_batch_size to TRL as the per-device batch."""
+    batch_key = "micro_batch_size" if "micro_batch_size" in data else "per_device_train_batch_size"
+    per_device = int(data.get(batch_key, 8))
     accumulation = int(data.get("gradient_accumulation_steps", 1))
     group = int(data.get("num_generations", 8))
     if per_device % group == 0:
@@ -296,13 +298,13 @@ def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
         prompts, accumulation = per_device * accumulation // group, 1
     else:
         raise UserError(
-            f"per_device_train_batch_size: {per_device} (x gradient_accumulation_steps {accumulation}) completions "
+            f"{batch_key}: {per_device} (x gradient_accumulation_steps {accumulation}) completions "
             f"do not split into groups of num_generations {group}; TRL refuses it too; nothing was written"
         )
     overlay.set("dataset.batch_size", prompts)
     overlay.set("trainer.accumulate_grad_batches", accumulation)
     context.notes.append(
-        f"per_device_train_batch_size: {per_device} completions are {prompts} prompt(s) x {group} generations: "
+        f"{batch_key}: {per_device} completions are {prompts} prompt(s) x {group} generations: "
         f"dataset.batch_size={prompts} (prompts), trainer.accumulate_grad_batches={accumulation}"
     )
 

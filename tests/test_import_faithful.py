@@ -1,0 +1,257 @@
+"""`hydratune import` never lets one of hydratune's defaults train what the source file does not: the cases a
+review of real LLaMA-Factory, Axolotl, torchtune and TRL example configs found (a crash, an adapter method
+swapped for LoRA, a reward model read as SFT, the demo data or model standing in for ones that did not map,
+LLaMA-Factory's own defaults, early stopping nobody asked for, GRPO's demo stop string and reward)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_import import DATASET_INFO, LF, composed, reasons, run_import, with_task
+
+
+def write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+AXOLOTL_LORA = (
+    "base_model: Qwen/Qwen2.5-0.5B\nadapter: lora\nlora_r: 16\nlora_alpha: 32\nlora_target_linear: true\n"
+    "datasets:\n  - path: mhenrichsen/alpaca_2k_test\n    type: alpaca\nsequence_len: 512\n"
+    "micro_batch_size: 2\nnum_epochs: 1\nlearning_rate: 0.0002\n"
+)
+
+
+def test_axolotl_evals_per_epoch_zero_is_no_schedule_not_a_crash(project, capsys, tmp_path):
+    """Nine upstream Axolotl examples set evals_per_epoch: 0 (ZeroDivisionError before)."""
+    path = write(tmp_path, "ax.yml", AXOLOTL_LORA + "evals_per_epoch: 0\nsaves_per_epoch: 1\n")
+    code, _, err = run_import(capsys, path, "ax_zero")
+    assert code == 0, err
+    assert "no evaluation schedule" in reasons(err)["evals_per_epoch"]
+    assert composed(project, "ax_zero")["trainer"]["val_check_interval"] == 40  # the default, untouched
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ((LF / "lora_sft.yaml").read_text().replace("finetuning_type: lora", "finetuning_type: oft"),
+         "finetuning_type: oft"),
+        (AXOLOTL_LORA.replace("adapter: lora", "adapter: ia3"), "adapter: ia3"),
+    ],
+)  # fmt: skip
+def test_an_adapter_method_hydratune_has_not_stops_the_import(project, capsys, tmp_path, text, key):
+    """The group's default (peft=lora) would otherwise train LoRA under the name of another method."""
+    code, _, err = run_import(
+        capsys, write(tmp_path, "m.yaml", text), "method", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert key in err and "nothing was written" in err
+    assert not (project / "conf" / "experiment" / "method.yaml").exists()
+
+
+def test_axolotl_reward_model_is_the_reward_task(project, capsys, tmp_path):
+    with_task(project, "reward")
+    text = (
+        "base_model: Qwen/Qwen2.5-0.5B\nreward_model: true\nnum_labels: 1\n"
+        "datasets:\n  - path: argilla/distilabel-intel-orca-dpo-pairs\n    type: bradley_terry.chat_template\n"
+        "val_set_size: 0.1\nmicro_batch_size: 2\nlearning_rate: 0.00001\nbf16: true\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "rm.yaml", text), "ax_rm")
+    assert code == 0, err
+    cfg = composed(project, "ax_rm")
+    assert cfg["task"]["name"] == "reward" and cfg["peft"]["name"] == "none"
+    assert "reward_model" not in reasons(err)  # read, not reported with LLaMA-Factory's meaning
+    code, _, err = run_import(capsys, write(tmp_path, "prm.yaml", text.replace("reward_model", "process_reward_model")), "ax_prm")  # fmt: skip
+    assert code == 2 and "process_reward_model" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_import(
+        capsys, write(tmp_path, "vl.yaml", AXOLOTL_LORA + "processor_type: AutoProcessor\n"), "vl"
+    )
+    assert code == 2 and "vision-language" in err
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "needle"),
+    [
+        ("llama-factory", "do_predict: true\nmodel_name_or_path: x/y\nfinetuning_type: lora\nstage: sft\n"
+         "adapter_name_or_path: saves/lora\n", "do_predict: true without do_train"),
+        ("llama-factory", "model: Qwen/Qwen3-4B\ntrain_dataset: data/train.yaml\ncutoff_len: 1024\n"
+         "peft_config: {name: lora}\n", "v1 layout"),
+        ("llama-factory", "stage: sft\ndo_train: true\nfinetuning_type: lora\ncutoff_len: 512\n", "no base model"),
+        ("torchtune", "model:\n  _component_: torchtune.models.llama3_2.llama3_2_1b\ncheckpointer:\n"
+         "  _component_: torchtune.training.FullModelHFCheckpointer\n  checkpoint_dir: /tmp/Llama-3.2-1B\n"
+         "prompt: {system: null, user: Tell me a joke.}\nmax_new_tokens: 300\n", "generation, evaluation"),
+    ],
+)  # fmt: skip
+def test_files_that_do_not_train_are_refused(project, capsys, tmp_path, fmt, text, needle):
+    code, _, err = run_import(capsys, write(tmp_path, "f.yaml", text), "chore")
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_datasets_that_do_not_map_leave_no_sources_rather_than_the_demo_data(project, capsys, tmp_path):
+    """Axolotl's `alpaca:phi` type has no counterpart: the run must stop, not train on data/sample."""
+    text = AXOLOTL_LORA.replace("type: alpaca", "type: alpaca:phi")
+    code, _, err = run_import(capsys, write(tmp_path, "phi.yml", text), "ax_phi")
+    assert code == 0 and "datasets.0.type" in reasons(err)
+    assert "dataset.sources: []" in err
+    assert composed(project, "ax_phi")["dataset"]["sources"] == []
+    # The same for LLaMA-Factory names without --dataset-info.
+    code, _, err = run_import(capsys, LF / "lora_sft.yaml", "lf_noinfo")
+    assert code == 0 and composed(project, "lf_noinfo")["dataset"]["sources"] == []
+
+
+def test_early_stopping_only_when_the_file_asks(project, capsys, tmp_path):
+    assert run_import(capsys, write(tmp_path, "a.yml", AXOLOTL_LORA), "ax_es")[0] == 0
+    assert composed(project, "ax_es")["callbacks"]["early_stopping"] is None
+    text = AXOLOTL_LORA + "early_stopping_patience: 3\n"
+    assert run_import(capsys, write(tmp_path, "b.yml", text), "ax_es3")[0] == 0
+    assert composed(project, "ax_es3")["callbacks"]["early_stopping"]["patience"] == 3
+
+
+def test_llamafactory_lora_defaults_and_bf16_weights(project, capsys, tmp_path):
+    """LLaMA-Factory's examples set lora_rank 8 and no alpha: its alpha is twice the rank (scale 2), not the
+    peft=lora preset's 32; the frozen base loads in bf16 as LLaMA-Factory loads it."""
+    text = "\n".join(
+        line for line in (LF / "lora_sft.yaml").read_text().splitlines()
+        if not line.startswith(("lora_alpha", "lora_dropout", "lora_target", "lora_rank"))
+    )  # fmt: skip
+    code, _, err = run_import(
+        capsys, write(tmp_path, "lf.yaml", text), "lf_defaults", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 0, err
+    cfg = composed(project, "lf_defaults")
+    lora = cfg["peft"]["config"]
+    assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"], lora["target_modules"]) == (
+        8,
+        16,
+        0.0,
+        "all-linear",
+    )
+    assert cfg["model"]["dtype"] == "bfloat16" and cfg["trainer"]["precision"] == "bf16-mixed"
+    full = text.replace("finetuning_type: lora", "finetuning_type: full")
+    assert (
+        run_import(
+            capsys, write(tmp_path, "full.yaml", full), "lf_full", "--dataset-info", str(DATASET_INFO)
+        )[0]
+        == 0
+    )
+    assert (
+        composed(project, "lf_full")["model"]["dtype"] == "float32"
+    )  # full fine-tuning: fp32 master weights
+
+
+def test_llamafactory_pretraining_is_packed_raw_text(project, capsys, tmp_path):
+    rows = tmp_path / "c4.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(4)))
+    info = write(
+        tmp_path,
+        "dataset_info.json",
+        json.dumps({"c4_demo": {"file_name": str(rows), "columns": {"prompt": "text"}}}),
+    )
+    text = (
+        (LF / "lora_sft.yaml")
+        .read_text()
+        .replace("stage: sft", "stage: pt")
+        .replace("dataset: words_chat", "dataset: c4_demo")
+    )
+    text = text.replace("packing: false\n", "")
+    code, _, err = run_import(capsys, write(tmp_path, "pt.yaml", text), "lf_pt", "--dataset-info", str(info))
+    assert code == 0, err
+    data = composed(project, "lf_pt")["dataset"]
+    assert (data["format"], data["text_column"], data["packing"], data["train_on"]) == (
+        "text",
+        "text",
+        True,
+        "all",
+    )
+    assert "pre-training rows are plain text" in reasons(err)["template"]
+
+
+def test_llamafactory_galore_loraplus_and_max_samples_per_dataset(project, capsys, tmp_path):
+    text = (
+        (LF / "lora_sft.yaml")
+        .read_text()
+        .replace("dataset: words_chat", "dataset: words_alpaca,words_alpaca")
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "lp.yaml", text + "loraplus_lr_ratio: 16.0\n"), "lf_lp", "--dataset-info", str(DATASET_INFO))  # fmt: skip
+    assert code == 0, err
+    cfg = composed(project, "lf_lp")
+    assert cfg["optimizer"]["loraplus_lr_ratio"] == 16.0 and "loraplus_lr_ratio" not in reasons(err)
+    # LLaMA-Factory cuts each dataset to max_samples, then mixes them.
+    assert [s["ops"] for s in cfg["dataset"]["sources"]] == [[{"select_rows": {"first": 200}}]] * 2
+    assert {"select_rows": {"first": 200}} not in cfg["dataset"]["ops"]
+    galore = text.replace("finetuning_type: lora", "finetuning_type: full") + (
+        "use_galore: true\ngalore_rank: 128\ngalore_scale: 2.0\ngalore_target: all\ngalore_layerwise: true\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "g.yaml", galore), "lf_galore", "--dataset-info", str(DATASET_INFO))  # fmt: skip
+    assert code == 0, err
+    optimizer = composed(project, "lf_galore")["optimizer"]
+    assert optimizer["_target_"] == "galore_torch.GaLoreAdamW"
+    assert (optimizer["galore"]["rank"], optimizer["galore"]["scale"]) == (128, 2.0)
+    assert set(reasons(err)) & {"use_galore", "galore_rank", "galore_target"} == set()
+    assert "galore_layerwise" in reasons(err)
+
+
+def test_llamafactory_kto_columns_and_missing_validation(project, capsys, tmp_path):
+    with_task(project, "kto")
+    rows = tmp_path / "kto.jsonl"
+    rows.write_text(json.dumps({"instruction": "a", "output": "b", "tag": True}) + "\n")
+    info = write(tmp_path, "dataset_info.json", json.dumps(
+        {"kto": {"file_name": str(rows), "columns": {"prompt": "instruction", "response": "output", "kto_tag": "tag"}}}
+    ))  # fmt: skip
+    text = (
+        (LF / "lora_dpo.yaml")
+        .read_text()
+        .replace("stage: dpo", "stage: kto")
+        .replace("dataset: words_pairs", "dataset: kto")
+    )
+    text = "\n".join(
+        line for line in text.splitlines() if not line.startswith(("val_size", "simpo", "dpo_", "pref_loss"))
+    )
+    code, _, err = run_import(
+        capsys, write(tmp_path, "kto.yaml", text), "lf_kto", "--dataset-info", str(info)
+    )
+    assert code == 0, err
+    data = composed(project, "lf_kto")["dataset"]
+    assert (data["prompt_column"], data["completion_column"], data["label_column"]) == (
+        "instruction",
+        "output",
+        "tag",
+    )
+    assert "chosen_column" not in open(project / "conf" / "experiment" / "lf_kto.yaml").read()
+    assert "preference tasks need validation rows" in reasons(err)["validation"]
+
+
+def test_grpo_imports_stop_at_eos_and_keep_only_the_files_rewards(project, capsys, tmp_path):
+    with_task(project, "grpo")
+    text = (
+        "base_model: x/y\nadapter: lora\nrl: grpo\nmicro_batch_size: 8\n"
+        "trl:\n  num_generations: 8\n  max_completion_length: 256\n"
+        "datasets:\n  - path: openai/gsm8k\n    name: main\n    type: gsm8k.axolotl_transform\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "g.yaml", text), "ax_grpo_eos")
+    assert code == 0, err
+    task = composed(project, "ax_grpo_eos")["task"]
+    assert task["stop"] == [] and task["rewards"] == []  # never the demo "\n" and exact_match
+
+
+def test_torchtune_grpo_num_steps_is_the_step_limit(project, capsys, tmp_path):
+    import yaml
+    from test_import_torchtune import TT
+
+    config = yaml.safe_load((TT / "lora_single_device.yaml").read_text())
+    config["loss"] = {"_component_": "torchtune.dev.rl.loss.GRPOSimpleLoss", "kl_coeff": 0.01}
+    config["num_steps"] = 200
+    with_task(project, "grpo")
+    code, _, err = run_import(capsys, write(tmp_path, "grpo.yaml", yaml.safe_dump(config)), "tt_grpo")
+    assert code == 0, err
+    assert composed(project, "tt_grpo")["trainer"]["max_steps"] == 200 and "num_steps" not in reasons(err)
+
+
+def test_axolotl_bf16_loads_the_base_in_bf16(project, capsys, tmp_path):
+    assert run_import(capsys, write(tmp_path, "bf.yml", AXOLOTL_LORA + "bf16: true\n"), "ax_bf16")[0] == 0
+    assert composed(project, "ax_bf16")["model"]["dtype"] == "bfloat16"
+    text = AXOLOTL_LORA + "bf16: true\ntorch_dtype: float32\n"
+    assert run_import(capsys, write(tmp_path, "fp.yml", text), "ax_fp32")[0] == 0
+    assert composed(project, "ax_fp32")["model"]["dtype"] == "float32"  # the file's own dtype wins
