@@ -68,7 +68,7 @@ def test_axolotl_reward_model_is_the_reward_task(project, capsys, tmp_path):
     code, _, err = run_import(
         capsys, write(tmp_path, "vl.yaml", AXOLOTL_LORA + "processor_type: AutoProcessor\n"), "vl"
     )
-    assert code == 2 and "vision-language" in err
+    assert code == 2 and "multimodal" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -79,6 +79,8 @@ def test_axolotl_reward_model_is_the_reward_task(project, capsys, tmp_path):
         ("llama-factory", "model: Qwen/Qwen3-4B\ntrain_dataset: data/train.yaml\ncutoff_len: 1024\n"
          "peft_config: {name: lora}\n", "v1 layout"),
         ("llama-factory", "stage: sft\ndo_train: true\nfinetuning_type: lora\ncutoff_len: 512\n", "no base model"),
+        ("llama-factory", "model_name_or_path: Qwen/Qwen3-VL-4B-Instruct\nstage: sft\ndo_train: true\n"
+         "finetuning_type: lora\nimage_max_pixels: 262144\n", "multimodal"),
         ("torchtune", "model:\n  _component_: torchtune.models.llama3_2.llama3_2_1b\ncheckpointer:\n"
          "  _component_: torchtune.training.FullModelHFCheckpointer\n  checkpoint_dir: /tmp/Llama-3.2-1B\n"
          "prompt: {system: null, user: Tell me a joke.}\nmax_new_tokens: 300\n", "generation, evaluation"),
@@ -255,3 +257,18 @@ def test_axolotl_bf16_loads_the_base_in_bf16(project, capsys, tmp_path):
     text = AXOLOTL_LORA + "bf16: true\ntorch_dtype: float32\n"
     assert run_import(capsys, write(tmp_path, "fp.yml", text), "ax_fp32")[0] == 0
     assert composed(project, "ax_fp32")["model"]["dtype"] == "float32"  # the file's own dtype wins
+
+
+def test_trl_sft_file_with_a_chat_template_reads_conversations(project, capsys, tmp_path):
+    """The handbook's smollm2 SFT recipe names smoltalk (a `messages` dataset) and a chat_template."""
+    text = (
+        "model_name_or_path: HuggingFaceTB/SmolLM2-1.7B\ndataset_name: HuggingFaceTB/smoltalk\n"
+        "chat_template: \"{% for message in messages %}{{ message['content'] }}{% endfor %}\"\n"
+        "learning_rate: 3.0e-04\nper_device_train_batch_size: 4\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "sft.yaml", text), "trl_chat", "--stage", "sft")
+    assert code == 0, err
+    assert composed(project, "trl_chat")["dataset"]["format"] == "messages"
+    assert (
+        "chat_template" not in reasons(err) or "conversational rows only" not in reasons(err)["chat_template"]
+    )

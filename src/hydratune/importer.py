@@ -803,7 +803,22 @@ def _task_value(overlay: Overlay, task: str, key: str, value: Any) -> None:
         _set_task(overlay, task, key, TASK_VALUES[key], value)
 
 
+# Keys only a vision (or audio) language model config sets: such a file is refused, not trained as text.
+MULTIMODAL_KEYS = ("processor_type", "image_size", "image_resize_algorithm", "image_max_pixels",
+                   "video_max_pixels", "freeze_vision_tower", "freeze_multi_modal_projector")  # fmt: skip
+
+
+def _refuse_multimodal(data: dict) -> None:
+    key = next((k for k in MULTIMODAL_KEYS if data.get(k) is not None), None)
+    if key:
+        raise UserError(
+            f"{key}: {_short(data[key])}: multimodal (vision or audio) language models are not supported, "
+            "hydratune trains text-only causal LMs; nothing was written"
+        )
+
+
 def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) -> None:
+    _refuse_multimodal(data)
     if "train_dataset" in data or isinstance(data.get("model"), str):
         raise UserError(
             "model, train_dataset: LLaMA-Factory's v1 layout is not read; write the file in its v0 layout "
@@ -1040,12 +1055,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             _set_task(overlay, task, "rl", "loss", loss)
     elif data.get("reward_model"):  # Axolotl's reward_model: true trains a Bradley-Terry scorer
         task, loss = _task(overlay, "reward_model", "true", {"true": ("reward", None)})
-    for unsupported in ("processor_type", "image_size", "image_resize_algorithm"):
-        if data.get(unsupported):
-            raise UserError(
-                f"{unsupported}: {data[unsupported]}: vision-language models are not supported (text only); "
-                "nothing was written"
-            )
+    _refuse_multimodal(data)
     if not data.get("adapter"):
         overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
     for key, value in data.items():

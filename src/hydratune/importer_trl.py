@@ -781,8 +781,8 @@ def _sft_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
     columns = _columns(data)
     if "dataset_text_field" in data or "text" in columns:
         layout = "text"
-    elif data.get("assistant_only_loss") or "messages" in columns:
-        layout = "messages"
+    elif data.get("assistant_only_loss") or "messages" in columns or data.get("chat_template"):
+        layout = "messages"  # a chat template in the file is for conversational rows (the handbook's)
     elif data.get("completion_only_loss") or {"prompt", "completion"} <= columns:
         layout = "prompt_completion"
     else:
