@@ -272,3 +272,21 @@ def test_trl_sft_file_with_a_chat_template_reads_conversations(project, capsys, 
     assert (
         "chat_template" not in reasons(err) or "conversational rows only" not in reasons(err)["chat_template"]
     )
+
+
+def test_axolotl_pretraining_dataset_is_a_packed_text_stream(project, capsys, tmp_path):
+    text = (
+        "base_model: TinyLlama/TinyLlama_v1.1\npretraining_dataset:\n  - path: allenai/c4\n    name: en\n"
+        "    type: pretrain\nsequence_len: 2048\nmax_steps: 200\nmicro_batch_size: 2\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "pre.yml", text), "ax_pre")
+    assert code == 0, err
+    data = composed(project, "ax_pre")["dataset"]
+    assert data["sources"] == [{"path": "allenai/c4", "split": "train", "streaming": True, "name": "en"}]
+    assert (data["format"], data["text_column"], data["train_on"], data["packing"]) == (
+        "text",
+        "text",
+        "all",
+        True,
+    )
+    assert "pretraining_dataset" not in reasons(err) and "max_rows" in err

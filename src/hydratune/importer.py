@@ -538,7 +538,6 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "fp8_enable_fsdp_float8_all_gather": "FP8 training is not supported",
     "diffusion": "diffusion language models are not supported",
     "llmcompressor": "sparse fine-tuning through llm-compressor is not supported",
-    "pretraining_dataset": "a pre-training stream: a text source with dataset.format=text and train_on=all",
     "use_otel_metrics": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
     "otel_metrics_host": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
     "otel_metrics_port": "OpenTelemetry is not a logger here: tensorboard, wandb, csv, mlflow",
@@ -1059,7 +1058,11 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
     if not data.get("adapter"):
         overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
     for key, value in data.items():
-        if value is None or key in ("rl", "datasets", "reward_model") or _common(overlay, key, value):
+        if (
+            value is None
+            or key in ("rl", "datasets", "reward_model", "pretraining_dataset")
+            or _common(overlay, key, value)
+        ):
             continue
         if key == "base_model":
             overlay.model(str(value))
@@ -1164,7 +1167,46 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                               "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),
                               "num_generations": trl.get("num_generations", 8)}, context)  # fmt: skip
     _bf16_weights(overlay)  # Axolotl loads the base model in bf16 whenever bf16 is on
-    _axolotl_datasets(overlay, data.get("datasets") or [], task)
+    if data.get("pretraining_dataset"):
+        _pretraining_dataset(overlay, data["pretraining_dataset"], data, context)
+    else:
+        _axolotl_datasets(overlay, data.get("datasets") or [], task)
+
+
+def _pretraining_dataset(overlay: Overlay, value: Any, data: dict, context: ImportContext) -> None:
+    """Axolotl's pre-training stream: hub datasets read as they stream, their raw text packed into
+    sequence_len rows, every token trained (Axolotl needs max_steps then: a stream has no length)."""
+    sources, columns = [], set()
+    for i, spec in enumerate(value if isinstance(value, list) else [value]):
+        spec = {"path": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict) or "path" not in spec:
+            overlay.skip(f"pretraining_dataset.{i}", spec, "a dataset needs a path")
+            continue
+        source = {"path": str(spec["path"]), "split": spec.get("split", "train"), "streaming": True}
+        if spec.get("name"):
+            source["name"] = spec["name"]
+        sources.append(source)
+        columns.add(spec.get("text_column", "text"))
+        for key in set(spec) - {"path", "name", "split", "text_column", "type"}:
+            overlay.skip(f"pretraining_dataset.{i}.{key}", spec[key], "no hydratune counterpart known")
+    if not sources:
+        return
+    if len(columns) > 1:
+        overlay.skip("pretraining_dataset", sorted(columns), "the streams name their text column differently")
+        return
+    overlay.set("dataset.sources", sources)
+    overlay.set("dataset.format", "text")
+    overlay.set("dataset.text_column", columns.pop())
+    overlay.set("dataset.train_on", "all")
+    overlay.values.setdefault("dataset.packing", True)
+    if data.get("datasets"):
+        overlay.skip(
+            "datasets", "...", "pretraining_dataset is read; import the fine-tuning datasets separately"
+        )
+    context.notes.append(
+        "pretraining_dataset: hydratune collects a streamed source's rows before training (Axolotl reads them "
+        "as it trains): set dataset.sources.N.max_rows to the documents the run needs, or the whole stream is read"
+    )
 
 
 def _fsdp(overlay: Overlay, value: Any) -> None:
