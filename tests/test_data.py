@@ -225,6 +225,16 @@ def test_truncation_policies_are_counted(tokenizer):
     assert max(len(x) for x in kept["input_ids"]) == 20
     kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "drop"})
     assert (stats["samples"], stats["dropped_truncated"]) == (2, 2)
+    # split: every token of a long row trains, in consecutive max_seq_length pieces (pre-training text).
+    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "split"})
+    whole = [tokenize_pair("", r["text"], tokenizer, 10_000, "all") for r in rows]
+    pieces = list(kept["input_ids"])
+    assert max(len(p) for p in pieces) == 20 and stats["truncated"] == 0
+    assert sum(pieces, []) == sum((w["input_ids"] for w in whole), [])  # nothing lost or repeated, in order
+    assert sum(list(kept["labels"]), []) == sum(
+        (w["labels"] for w in whole), []
+    )  # every token but BOS trains
+    assert stats["samples"] == sum(-(-len(w["input_ids"]) // 20) for w in whole) == len(pieces)
 
 
 def test_samples_without_trained_tokens_are_dropped_and_counted(tokenizer):

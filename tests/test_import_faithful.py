@@ -161,11 +161,12 @@ def test_llamafactory_pretraining_is_packed_raw_text(project, capsys, tmp_path):
     code, _, err = run_import(capsys, write(tmp_path, "pt.yaml", text), "lf_pt", "--dataset-info", str(info))
     assert code == 0, err
     data = composed(project, "lf_pt")["dataset"]
-    assert (data["format"], data["text_column"], data["packing"], data["train_on"]) == (
+    assert (data["format"], data["text_column"], data["packing"], data["train_on"], data["truncation"]) == (
         "text",
         "text",
         True,
         "all",
+        "split",
     )
     assert "pre-training rows are plain text" in reasons(err)["template"]
 
@@ -283,10 +284,11 @@ def test_axolotl_pretraining_dataset_is_a_packed_text_stream(project, capsys, tm
     assert code == 0, err
     data = composed(project, "ax_pre")["dataset"]
     assert data["sources"] == [{"path": "allenai/c4", "split": "train", "streaming": True, "name": "en"}]
-    assert (data["format"], data["text_column"], data["train_on"], data["packing"]) == (
+    assert (data["format"], data["text_column"], data["train_on"], data["packing"], data["truncation"]) == (
         "text",
         "text",
         "all",
         True,
+        "split",
     )
     assert "pretraining_dataset" not in reasons(err) and "max_rows" in err

@@ -955,6 +955,7 @@ def _llamafactory_datasets(
         overlay.set("dataset.text_column", columns.get("prompt", "text"))
         overlay.values.setdefault("dataset.packing", True)
         overlay.set("dataset.train_on", "all")
+        overlay.set("dataset.truncation", "split")  # long documents are cut into blocks, not truncated
         return "text"
     if formatting == "sharegpt":
         overlay.choices["dataset"] = "sharegpt"
@@ -1198,6 +1199,7 @@ def _pretraining_dataset(overlay: Overlay, value: Any, data: dict, context: Impo
     overlay.set("dataset.format", "text")
     overlay.set("dataset.text_column", columns.pop())
     overlay.set("dataset.train_on", "all")
+    overlay.set("dataset.truncation", "split")  # long documents are cut into blocks, not truncated
     overlay.values.setdefault("dataset.packing", True)
     if data.get("datasets"):
         overlay.skip(

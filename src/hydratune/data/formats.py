@@ -305,7 +305,7 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
     }[fmt]
 
 
-TRUNCATION = ("truncate", "drop")
+TRUNCATION = ("truncate", "drop", "split")
 
 
 def check_config(cfg: dict) -> str:

@@ -470,7 +470,8 @@ def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) ->
         except UserError as err:
             raise UserError(f"{origin} (split {split!r} row {index}): {err}") from None
     max_len, drop_long = cfg["max_seq_length"], cfg.get("truncation", "truncate") == "drop"
-    out = tokenize_samples(samples, tokenizer, max_len, cfg.get("train_on", "response"))
+    split_long = cfg.get("truncation") == "split"
+    out = tokenize_samples(samples, tokenizer, max_len, cfg.get("train_on", "response"), split_long)
     lengths, trained = out["length"], out["num_trained"]
     keep, stats = keep_and_count(lengths, trained, max_len, drop_long)
     if not keep:

@@ -15,6 +15,7 @@ def tokenize_samples(
     tokenizer,
     max_seq_length: int,
     train_on: str = "response",
+    split_long: bool = False,
 ) -> dict[str, list]:
     """Columns `input_ids`, `labels`, `num_trained`, `length` (before truncation) for each sample.
 
@@ -22,7 +23,10 @@ def tokenize_samples(
     templates often write it) and is never trained; EOS is appended unless the text already ends with
     it, and is trained with the last segment. `train_on`: `response` / `assistant` (every response
     segment), `last_assistant` (only the last one), `all` (every token but BOS).
-    Sequences longer than `max_seq_length` are cut from the right; `length` keeps the full length.
+    Sequences longer than `max_seq_length` are cut from the right; `length` keeps the full length. With
+    `split_long` (`dataset.truncation: split`, pre-training text) they are cut into consecutive pieces of
+    `max_seq_length` tokens instead, each its own sample, so no token is lost (as LLaMA-Factory's and
+    Axolotl's pre-training streams cut their concatenated text into blocks).
     """
     texts = [text for segments in samples for text, _ in segments]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -50,12 +54,17 @@ def tokenize_samples(
             labels.append(eos_id if (trained[-1] if trained else True) else IGNORE_INDEX)
         if input_ids[0] == bos_id:
             labels[0] = IGNORE_INDEX
-        out["length"].append(len(input_ids))
-        input_ids, labels = input_ids[:max_seq_length], labels[:max_seq_length]
-        out["input_ids"].append(input_ids)
-        out["labels"].append(labels)
-        # Predicted positions: token t+1 from position t, so the first label never counts.
-        out["num_trained"].append(sum(x != IGNORE_INDEX for x in labels[1:]))
+        starts = range(0, len(input_ids), max_seq_length) if split_long else (0,)
+        for start in starts:
+            piece, piece_labels = (
+                input_ids[start : start + max_seq_length],
+                labels[start : start + max_seq_length],
+            )
+            out["length"].append(len(piece) if split_long else len(input_ids))
+            out["input_ids"].append(piece)
+            out["labels"].append(piece_labels)
+            # Predicted positions: token t+1 from position t, so the first label never counts.
+            out["num_trained"].append(sum(x != IGNORE_INDEX for x in piece_labels[1:]))
     return out
 
 

@@ -49,6 +49,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
             f"available columns: {', '.join(dataset.column_names)}"
         )
     max_len, train_on = cfg["max_seq_length"], cfg.get("train_on", "response")
+    split_long = cfg.get("truncation") == "split"  # a long sample becomes several (pre-training text)
     extra = {"tokenizer": tokenizer} if fmt in CHAT_FORMATS else {}
 
     def encode(batch: dict, indices: list[int]) -> dict:
@@ -58,12 +59,14 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
                 samples.append(render(dict(zip(batch, values)), cfg, **extra))
             except UserError as err:
                 raise UserError(f"split {split!r} row {index}: {err}") from None
-        return tokenize_samples(samples, tokenizer, max_len, train_on)
+        return tokenize_samples(samples, tokenizer, max_len, train_on, split_long)
 
     keys = ("format", "template", "text_column", "prompt_column", "response_column", "system_column",
             "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
     if fmt == "sharegpt":  # only then, so the caches of the other formats keep their fingerprints
         keys += ("conversations_column", "role_key", "content_key", "roles")
+    if split_long:  # likewise: truncate and drop tokenize alike (drop filters afterwards)
+        keys += ("truncation",)
     tokenizer_key = tokenizer_key or tokenizer_fingerprint(tokenizer)  # a caller that has it passes it
     key = fingerprint(dataset._fingerprint, tokenizer_key, {k: cfg.get(k) for k in keys},
                       TOKENIZE_VERSION)  # fmt: skip
