@@ -292,3 +292,24 @@ def test_axolotl_pretraining_dataset_is_a_packed_text_stream(project, capsys, tm
         "split",
     )
     assert "pretraining_dataset" not in reasons(err) and "max_rows" in err
+
+
+def test_llamafactory_freeze_trains_the_last_layers_only_and_max_steps_wins(project, capsys, tmp_path):
+    text = (LF / "lora_sft.yaml").read_text().replace("finetuning_type: lora", "finetuning_type: freeze")
+    text += "freeze_trainable_layers: 4\nfreeze_trainable_modules: all\nmax_steps: 30\n"
+    code, _, err = run_import(
+        capsys, write(tmp_path, "fz.yaml", text), "lf_fz", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 0, err
+    cfg = composed(project, "lf_fz")
+    assert (cfg["peft"]["trainable_layers"], cfg["peft"]["trainable_modules"]) == (
+        4,
+        [],
+    )  # lm_head stays frozen
+    # The Trainer's max_steps overrides num_train_epochs (2.0 in the file, read before it).
+    assert (cfg["trainer"]["max_steps"], cfg["trainer"]["max_epochs"]) == (30, -1)
+    code, _, err = run_import(
+        capsys, write(tmp_path, "fx.yaml", text + "freeze_extra_modules: lm_head\n"), "lf_fx",
+        "--dataset-info", str(DATASET_INFO),
+    )  # fmt: skip
+    assert code == 0 and composed(project, "lf_fx")["peft"]["trainable_modules"] == ["lm_head"]

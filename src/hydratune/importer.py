@@ -169,10 +169,13 @@ class Overlay:
                     )
                 self.set("trainer.precision", PRECISION[key])
         elif key in ("num_epochs", "num_train_epochs"):
-            self.set("trainer.max_epochs", int(value))
-            self.values.setdefault("trainer.max_steps", -1)
+            if int(self.values.get("trainer.max_steps", -1)) <= 0:  # a max_steps read before wins
+                self.set("trainer.max_epochs", int(value))
+                self.values.setdefault("trainer.max_steps", -1)
         elif key == "max_steps":
             self.set("trainer.max_steps", int(value))
+            if int(value) > 0:  # the Trainer's max_steps overrides the epochs
+                self.set("trainer.max_epochs", -1)
         elif key in ("model_name_or_path", "huggingface_id"):
             self.model(str(value))
         elif key in ("peft_adapter", "finetuning_type"):
@@ -861,9 +864,15 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
             pass  # after the data: its meaning depends on the format
         elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
             pass  # bitsandbytes is hydratune's quantization
+        elif key == "freeze_extra_modules":
+            if data.get("finetuning_type") != "freeze":
+                overlay.skip(key, value, "used by finetuning_type: freeze only")  # else read after the keys
         elif key in ("freeze_trainable_layers", "freeze_trainable_modules"):
-            if value == "all":
-                overlay.skip(key, value, "name the modules (peft.trainable_modules) or the layers to train")
+            if value == "all" and data.get("finetuning_type") == "freeze":
+                pass  # every module of the trained layers: what peft.trainable_layers trains
+            elif key == "freeze_trainable_modules" and data.get("finetuning_type") == "freeze":
+                overlay.skip(key, value, "the trained layers train whole; peft.trainable_modules would train "
+                             "these names in every layer")  # fmt: skip
             elif data.get("finetuning_type") == "freeze":
                 modules = value if key.endswith("layers") else [v.strip() for v in str(value).split(",")]
                 overlay.set(f"peft.{key.replace('freeze_', '')}", modules)
@@ -880,6 +889,13 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
                        rows, "no dataset was imported (see dataset)")  # fmt: skip
             overlay.skip("template", data["template"], f"chat templates come from the tokenizer; {why}")
     method = data.get("finetuning_type", "lora")
+    if method == "freeze":
+        # LLaMA-Factory trains the last layers only; the output layer joins them through freeze_extra_modules.
+        extra = data.get("freeze_extra_modules")
+        modules = overlay.values.get("peft.trainable_modules", [])
+        if extra:
+            modules = [*modules, *[m.strip() for m in str(extra).split(",")]]
+        overlay.set("peft.trainable_modules", modules)
     if method == "lora":
         # LLaMA-Factory's LoRA defaults where the file is silent: rank 8, alpha twice the rank, no dropout,
         # every linear layer (hydratune's peft=lora preset has r 16, alpha 32).
