@@ -45,37 +45,10 @@ def _run(tiny_model_dir, *overrides: str, multirun: bool = False, one_val_batch:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_model_dir, tmp_path):
-    # The whole validation set (60 rows): under DDP each rank validates its own half of it.
-    _run(
-        tiny_model_dir,
-        "trainer=ddp",
-        "trainer.devices=2",
-        "dataset.batch_size=4",
-        f"hydra.run.dir={tmp_path / 'ddp'}",
-        one_val_batch=False,
-    )
-    _run(tiny_model_dir, "dataset.batch_size=8", f"hydra.run.dir={tmp_path / 'one'}", one_val_batch=False)
-    ddp, one = tmp_path / "ddp", tmp_path / "one"
-    # Rank 0 prepared the data before rank 1 started: rank 1 read its prepared rows.
-    rank1 = (ddp / "train_ddp_process_1.log").read_text()
-    assert "read from the prepared rows" in rank1 and "tokenized" not in rank1
-    ddp_metrics = json.loads((ddp / "metrics.json").read_text())
-    one_metrics = json.loads((one / "metrics.json").read_text())
-    assert ddp_metrics["steps"] == one_metrics["steps"] == 3
-    assert ddp_metrics["val_loss"] == pytest.approx(one_metrics["val_loss"], abs=1e-5)
-    # The trained LoRA weights agree (the same samples and the same normalisation per optimizer step).
-    a = load_file(ddp / "adapter" / "adapter_model.safetensors")
-    b = load_file(one / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    assert any(not torch.all(t == 0) for n, t in a.items() if "lora_B" in n)  # training moved the weights
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
-
-
-@pytest.mark.slow
-def test_ddp_validation_loss_is_token_weighted_over_ranks(tiny_model_dir, tmp_path):
-    """Each rank validates its own share of the rows (different token counts); the logged val/loss is the
-    one-process value: NLL and token counts are summed over the ranks, not per-rank means averaged."""
+    """2 ranks x 4 rows train as 1 process x 8 rows (the same samples, normalised per optimizer step), and
+    validation is token-weighted over the ranks: each rank validates its own share of the rows (different
+    token counts), and the logged val/loss is the one-process value (NLL and token counts summed over the
+    ranks, not per-rank means averaged), before training and after."""
     from hydratune.data.sampler import eval_loader
 
     class World:  # the two ranks' shares of 5 rows of different lengths
@@ -84,7 +57,8 @@ def test_ddp_validation_loss_is_token_weighted_over_ranks(tiny_model_dir, tmp_pa
 
     shares = [list(eval_loader(list(range(5)), {"batch_size": 2}, list, World(r)).sampler) for r in (0, 1)]
     assert shares == [[0, 2, 4], [1, 3]]
-    common = ["eval_before_training=true", "dataset.eval_batch_size=7", "trainer.max_steps=1"]
+    # The whole validation set (60 rows, batches of 7): under DDP each rank validates its own share.
+    common = ["eval_before_training=true", "dataset.eval_batch_size=7"]
     _run(tiny_model_dir, "trainer=ddp", "trainer.devices=2", "dataset.batch_size=4", *common,
          f"hydra.run.dir={tmp_path / 'ddp'}", one_val_batch=False)  # fmt: skip
     _run(
@@ -94,11 +68,23 @@ def test_ddp_validation_loss_is_token_weighted_over_ranks(tiny_model_dir, tmp_pa
         f"hydra.run.dir={tmp_path / 'one'}",
         one_val_batch=False,
     )
-    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    # Rank 0 prepared the data before rank 1 started: rank 1 read its prepared rows.
+    rank1 = (ddp / "train_ddp_process_1.log").read_text()
+    assert "read from the prepared rows" in rank1 and "tokenized" not in rank1
+    ddp_metrics = json.loads((ddp / "metrics.json").read_text())
+    one_metrics = json.loads((one / "metrics.json").read_text())
+    assert ddp_metrics["steps"] == one_metrics["steps"] == 3
     # Before training the weights are the same, so the losses must agree to float precision.
-    assert ddp["initial_val_loss"] == pytest.approx(one["initial_val_loss"], rel=1e-6)
-    assert ddp["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
+    assert ddp_metrics["initial_val_loss"] == pytest.approx(one_metrics["initial_val_loss"], rel=1e-6)
+    assert ddp_metrics["val_loss"] == pytest.approx(one_metrics["val_loss"], abs=1e-5)
+    # The trained LoRA weights agree (the same samples and the same normalisation per optimizer step).
+    a = load_file(ddp / "adapter" / "adapter_model.safetensors")
+    b = load_file(one / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert any(not torch.all(t == 0) for n, t in a.items() if "lora_B" in n)  # training moved the weights
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from hydratune.importer import (
     ImportContext,
     Overlay,
     _reads_preference_data,
+    _samples_completions,
     import_axolotl,
     import_llamafactory,
     import_llamafarm,
@@ -135,7 +136,7 @@ def _what_the_trainer_does_not(data: dict, overlay: Overlay, fmt: str, context: 
         )
     if not any(key.startswith("callbacks.early_stopping") for key in overlay.values):
         overlay.set("callbacks.early_stopping", None)  # early_stopping_patience turns it on
-    if overlay.choices.get("task") == "grpo":
+    if _samples_completions(overlay.choices.get("task", "sft")):
         overlay.values.setdefault("task.stop", [])  # completions end at EOS, not at hydratune's demo "\n"
         overlay.values.setdefault("task.rewards", [])  # the file's rewards, never the demo exact_match
     if _reads_preference_data(overlay.choices.get("task", "sft")) and not _has_validation(overlay):

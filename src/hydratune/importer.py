@@ -594,12 +594,69 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
     return task, loss
 
 
+def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
+    """TRL's GRPO batch counts completions (num_generations per prompt); hydratune's counts prompts, each
+    sampled task.num_generations times. The prompts per optimizer step stay the same. Axolotl passes its
+    micro_batch_size to TRL as the per-device batch."""
+    batch_key = "micro_batch_size" if "micro_batch_size" in data else "per_device_train_batch_size"
+    per_device = int(data.get(batch_key, 8))
+    accumulation = int(data.get("gradient_accumulation_steps", 1))
+    group = int(data.get("num_generations", 8))
+    if per_device % group == 0:
+        prompts = per_device // group
+    elif per_device * accumulation % group == 0:
+        prompts, accumulation = per_device * accumulation // group, 1
+    else:
+        raise UserError(
+            f"{batch_key}: {per_device} (x gradient_accumulation_steps {accumulation}) completions "
+            f"do not split into groups of num_generations {group}; TRL refuses it too; nothing was written"
+        )
+    overlay.set("dataset.batch_size", prompts)
+    overlay.set("trainer.accumulate_grad_batches", accumulation)
+    context.notes.append(
+        f"{batch_key}: {per_device} completions are {prompts} prompt(s) x {group} generations: "
+        f"dataset.batch_size={prompts} (prompts), trainer.accumulate_grad_batches={accumulation}"
+    )
+
+
+def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
+    """TRL's reward functions: a dotted path is a task.rewards entry (hydratune calls it with (prompts,
+    completions, **columns), as TRL passes prompts= and completions=); TRL's built-in names have no
+    counterpart. With none carried over, task.rewards is left empty, so the run stops until it is written
+    (never hydratune's demo reward instead)."""
+    entries = []
+    for i, name in enumerate(funcs if isinstance(funcs, list) else [funcs]):
+        if "." in str(name):
+            entries.append({"_target_": str(name), "weight": float(weights[i]) if weights else 1.0})
+        else:
+            overlay.skip(
+                "reward_funcs", name, "TRL's built-in reward: write a task.rewards entry (_target_: a function "
+                "(prompts, completions, **columns), weight); hydratune.rewards has exact_match, regex_match"
+            )  # fmt: skip
+    overlay.set("task.rewards", entries)
+
+
 def _reads_preference_data(task: str) -> bool:
     """Whether a hydratune task trains on preference rows (its datasets get the pair columns)."""
     from hydratune.tasks.preference import PreferenceTask
     from hydratune.tasks.registry import TASKS
 
     return task in TASKS and issubclass(TASKS[task], PreferenceTask)
+
+
+def _reads_kto_rows(task: str) -> bool:
+    """Whether a hydratune task trains on unpaired KTO rows (prompt, completion, desirable flag)."""
+    from hydratune.tasks.registry import TASKS
+
+    return _reads_preference_data(task) and bool(TASKS[task].kto)
+
+
+def _samples_completions(task: str) -> bool:
+    """Whether a hydratune task samples completions and scores them (GRPO): its batch counts prompts."""
+    from hydratune.tasks.grpo import GRPOTask
+    from hydratune.tasks.registry import TASKS
+
+    return task in TASKS and issubclass(TASKS[task], GRPOTask)
 
 
 def _reads_sft_data(task: str) -> bool:
@@ -1030,7 +1087,7 @@ def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: 
             "preference formats read pairs (strings) or chat_pairs ({role, content} lists): convert the rows, "
             "then set dataset.format and its columns",
         )  # fmt: skip
-    if task == "kto":
+    if _reads_kto_rows(task):
         wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else
                                                columns.get("messages", "conversations")),
                   "completion_column": columns.get("response", "output"),
@@ -1123,11 +1180,9 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             for trl_key, trl_value in value.items():
                 if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
                     _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
-                elif trl_key == "reward_funcs" and task == "grpo":
-                    from hydratune.importer_trl import _rewards
-
+                elif trl_key == "reward_funcs" and _samples_completions(task):
                     _rewards(overlay, trl_value, value.get("reward_weights"))
-                elif trl_key == "reward_weights" and task == "grpo":
+                elif trl_key == "reward_weights" and _samples_completions(task):
                     continue  # read with reward_funcs
                 elif trl_value is not None:
                     why = "rewards are task.rewards entries" if trl_key.startswith("reward") else (
@@ -1176,9 +1231,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             overlay.map_key(key, value)
     if "fsdp_config" in data and "fsdp" not in data and data["fsdp_config"]:
         overlay.choose("trainer", "fsdp", "fsdp_config")
-    if task == "grpo":
-        from hydratune.importer_trl import _grpo_batch
-
+    if _samples_completions(task):
         trl = data.get("trl") or {}
         _grpo_batch(overlay, {"micro_batch_size": data.get("micro_batch_size", 1),
                               "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),

@@ -28,7 +28,9 @@ from hydratune.importer import (
     _attention,
     _common,
     _fsdp,
+    _grpo_batch,
     _number,
+    _rewards,
     _set_task,
     _task,
 )
@@ -284,31 +286,6 @@ def import_trl(data: dict, overlay: Overlay, context: ImportContext) -> None:
         _grpo_batch(overlay, data, context)
 
 
-def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
-    """TRL's GRPO batch counts completions (num_generations per prompt); hydratune's counts prompts, each
-    sampled task.num_generations times. The prompts per optimizer step stay the same. Axolotl passes its
-    micro_batch_size to TRL as the per-device batch."""
-    batch_key = "micro_batch_size" if "micro_batch_size" in data else "per_device_train_batch_size"
-    per_device = int(data.get(batch_key, 8))
-    accumulation = int(data.get("gradient_accumulation_steps", 1))
-    group = int(data.get("num_generations", 8))
-    if per_device % group == 0:
-        prompts = per_device // group
-    elif per_device * accumulation % group == 0:
-        prompts, accumulation = per_device * accumulation // group, 1
-    else:
-        raise UserError(
-            f"{batch_key}: {per_device} (x gradient_accumulation_steps {accumulation}) completions "
-            f"do not split into groups of num_generations {group}; TRL refuses it too; nothing was written"
-        )
-    overlay.set("dataset.batch_size", prompts)
-    overlay.set("trainer.accumulate_grad_batches", accumulation)
-    context.notes.append(
-        f"{batch_key}: {per_device} completions are {prompts} prompt(s) x {group} generations: "
-        f"dataset.batch_size={prompts} (prompts), trainer.accumulate_grad_batches={accumulation}"
-    )
-
-
 def _defaults(overlay: Overlay, data: dict, stage: str, task: str, context: ImportContext) -> None:
     """TRL's defaults for what decides the training: the file's own keys, mapped afterwards, win."""
     for key, value in TRL_DEFAULTS.items():
@@ -539,23 +516,6 @@ def _task_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> 
 
 def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
-
-
-def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
-    """TRL's reward functions: a dotted path is a task.rewards entry (hydratune calls it with (prompts,
-    completions, **columns), as TRL passes prompts= and completions=); TRL's built-in names have no
-    counterpart. With none carried over, task.rewards is left empty, so the run stops until it is written
-    (never hydratune's demo reward instead)."""
-    entries = []
-    for i, name in enumerate(funcs if isinstance(funcs, list) else [funcs]):
-        if "." in str(name):
-            entries.append({"_target_": str(name), "weight": float(weights[i]) if weights else 1.0})
-        else:
-            overlay.skip(
-                "reward_funcs", name, "TRL's built-in reward: write a task.rewards entry (_target_: a function "
-                "(prompts, completions, **columns), weight); hydratune.rewards has exact_match, regex_match"
-            )  # fmt: skip
-    overlay.set("task.rewards", entries)
 
 
 def _loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
