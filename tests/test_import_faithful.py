@@ -313,3 +313,15 @@ def test_llamafactory_freeze_trains_the_last_layers_only_and_max_steps_wins(proj
         "--dataset-info", str(DATASET_INFO),
     )  # fmt: skip
     assert code == 0 and composed(project, "lf_fx")["peft"]["trainable_modules"] == ["lm_head"]
+
+
+def test_axolotl_lora_target_linear_wins_over_a_module_list_in_either_order(project, capsys, tmp_path):
+    for i, text in enumerate(
+        [
+            AXOLOTL_LORA + "lora_target_modules: [q_proj, v_proj]\n",
+            AXOLOTL_LORA.replace("lora_target_linear: true\n", "lora_target_modules: [q_proj]\n")
+            + "lora_target_linear: true\n",
+        ]
+    ):
+        assert run_import(capsys, write(tmp_path, f"t{i}.yml", text), f"ax_t{i}")[0] == 0
+        assert composed(project, f"ax_t{i}")["peft"]["config"]["target_modules"] == "all-linear"

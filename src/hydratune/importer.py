@@ -1237,6 +1237,9 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                               "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),
                               "num_generations": trl.get("num_generations", 8)}, context)  # fmt: skip
     _bf16_weights(overlay)  # Axolotl loads the base model in bf16 whenever bf16 is on
+    if data.get("lora_target_linear"):
+        # Axolotl adds every linear layer to lora_target_modules, in whichever order the keys come.
+        overlay.set("peft.config.target_modules", "all-linear")
     if data.get("pretraining_dataset"):
         _pretraining_dataset(overlay, data["pretraining_dataset"], data, context)
     else:
