@@ -325,3 +325,15 @@ def test_axolotl_lora_target_linear_wins_over_a_module_list_in_either_order(proj
     ):
         assert run_import(capsys, write(tmp_path, f"t{i}.yml", text), f"ax_t{i}")[0] == 0
         assert composed(project, f"ax_t{i}")["peft"]["config"]["target_modules"] == "all-linear"
+
+
+def test_trl_orpo_chat_template_is_reported_once(project, capsys, tmp_path):
+    with_task(project, "dpo")
+    text = (
+        "model_name_or_path: mistral-community/Mixtral-8x22B-v0.1\ndataset_name: argilla/distilabel-capybara-dpo-7k\n"
+        "chat_template: \"{% for message in messages %}{{ message['content'] }}{% endfor %}\"\nbeta: 0.05\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "orpo.yaml", text), "trl_orpo", "--stage", "orpo")
+    assert code == 0, err
+    assert sum(line.startswith("not mapped: chat_template") for line in err.splitlines()) <= 1
+    assert "an SFT key" not in err

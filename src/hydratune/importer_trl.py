@@ -591,7 +591,10 @@ def _dataset(overlay: Overlay, data: dict, stage: str, task: str, context: Impor
         _sft_rows(overlay, data, context)
     elif task in ("dpo", "reward"):
         _pair_rows(overlay, data, context)
-    for key in ("dataset_text_field", "completion_only_loss", "assistant_only_loss", "chat_template"):
+    sft_keys = ["dataset_text_field", "completion_only_loss", "assistant_only_loss"]
+    if task not in ("dpo", "reward"):  # the pair rows read chat_template (mapped or reported once there)
+        sft_keys.append("chat_template")
+    for key in sft_keys:
         if key in data and task != "sft":
             overlay.skip(key, data[key], f"an SFT key: task={task} reads its own rows")
 
