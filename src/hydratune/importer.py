@@ -1087,16 +1087,20 @@ def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: 
             "preference formats read pairs (strings) or chat_pairs ({role, content} lists): convert the rows, "
             "then set dataset.format and its columns",
         )  # fmt: skip
+    prompt = columns.get(
+        "prompt", "instruction" if formatting == "alpaca" else columns.get("messages", "conversations")
+    )
     if _reads_kto_rows(task):
-        wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else
-                                               columns.get("messages", "conversations")),
-                  "completion_column": columns.get("response", "output"),
-                  "label_column": columns.get("kto_tag", "label")}  # fmt: skip
+        answers = {
+            "completion_column": columns.get("response", "output"),
+            "label_column": columns.get("kto_tag", "label"),
+        }
     else:
-        wanted = {"prompt_column": columns.get("prompt", "instruction" if formatting == "alpaca" else
-                                               columns.get("messages", "conversations")),
-                  "chosen_column": columns.get("chosen", "chosen"),
-                  "rejected_column": columns.get("rejected", "rejected")}  # fmt: skip
+        answers = {
+            "chosen_column": columns.get("chosen", "chosen"),
+            "rejected_column": columns.get("rejected", "rejected"),
+        }
+    wanted = {"prompt_column": prompt, **answers}
     for key, column in wanted.items():
         if _known(overlay, f"dataset.{key}"):
             overlay.set(f"dataset.{key}", column)
