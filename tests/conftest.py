@@ -22,6 +22,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the choice itself set the probe's answer. `HYDRATUNE_CPU_BF16=1 pytest ...` runs them in bf16-mixed.
 os.environ.setdefault("HYDRATUNE_CPU_BF16", "0")
 
+# `make test` runs the suite in pytest-xdist workers: each one (and every run it starts) gets its share of the
+# cores, else two workers with a torch thread per core each spend their time waiting on each other.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cpus // _WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["HYDRATUNE_ROOT"] = str(ROOT)
 CONF_DIR = ROOT / "conf"
