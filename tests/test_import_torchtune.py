@@ -239,6 +239,30 @@ def test_meta_checkpoints_and_phi_module_names(project, capsys, tmp_path):
     assert "covers all three" in reasons(err)["model.lora_attn_modules"]
 
 
+def test_a_checkpoint_folder_not_here_names_the_hub_id_of_its_download_line(project, capsys, tmp_path):
+    """torchtune's configs fill their checkpoint folder with `tune download ORG/NAME --output-dir FOLDER`
+    (a comment at the top): when the folder is not on this machine, the import says which model to fetch."""
+    absent, here = tmp_path / "Qwen2.5-0.5B-Instruct", tmp_path / "local-model"
+    here.mkdir()
+    text = (TT / "lora_single_device.yaml").read_text()
+    for folder, name in ((absent, "absent"), (here, "here")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"# Download first:\n#   tune download Qwen/Qwen2.5-0.5B-Instruct --output-dir {folder} "
+            "--ignore-patterns None\n" + text.replace("/models/Llama-3.2-1B-Instruct", f"{folder}/")
+        )
+        code, _, err = run_import(capsys, path, name)
+        assert code == 0 and composed(project, name)["model"]["pretrained_model_name_or_path"] == f"{folder}/"
+        notes = [line for line in err.splitlines() if line.startswith("note: checkpointer.checkpoint_dir")]
+        if name == "absent":  # the folder is kept (it may be there on the machine that trains), and named
+            assert (
+                len(notes) == 1
+                and "model.pretrained_model_name_or_path=Qwen/Qwen2.5-0.5B-Instruct" in notes[0]
+            )
+        else:
+            assert notes == []
+
+
 def test_dora_and_local_text(project, capsys, tmp_path):
     model = {**yaml.safe_load((TT / "lora_single_device.yaml").read_text())["model"], "use_dora": True}
     dataset = {"_component_": "torchtune.datasets.text_completion_dataset", "source": "text",

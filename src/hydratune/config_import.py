@@ -30,7 +30,7 @@ from hydratune.importer import (
     load,
 )
 from hydratune.importer_litgpt import import_litgpt, is_litgpt
-from hydratune.importer_torchtune import import_torchtune
+from hydratune.importer_torchtune import import_torchtune, missing_checkpoint_note
 from hydratune.importer_trl import TRL_SHARED_KEYS, import_trl, looks_like_trl
 
 
@@ -109,6 +109,9 @@ def convert(
         _check_stage_flag(overlay, context.stage, path.name, fmt)
     if fmt in DATASET_KEYS:
         _what_the_trainer_does_not(data, overlay, fmt, context)
+    folder = overlay.values.get("model.pretrained_model_name_or_path")
+    if fmt == "torchtune" and (note := missing_checkpoint_note(path.read_text(), folder)):
+        context.notes.append(note)
     return overlay.finish(name), fmt, overlay.unmapped
 
 

@@ -17,6 +17,8 @@ torchtune/models/*/_model_builders.py, torchtune/datasets/*.py, torchtune/models
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from hydratune.errors import UserError
@@ -354,6 +356,31 @@ def _checkpointer(data: dict, overlay: Overlay) -> None:
                 overlay.skip(f"checkpointer.{arg}", value, TT_UNSUPPORTED["resume_from_checkpoint"])
         elif arg not in ("checkpoint_dir", "safe_serialization") and arg not in IMPLIED:
             overlay.skip(f"checkpointer.{arg}", value, "no hydratune counterpart known")
+
+
+# torchtune's configs say in a comment how their checkpoint folder is made:
+# `tune download ORG/NAME --output-dir FOLDER [--ignore-patterns ...]`.
+_DOWNLOAD = re.compile(r"tune download\s+(\S+/\S+)\b[^\n]*?--output-dir[\s=]+(\S+)")
+
+
+def missing_checkpoint_note(text: str, folder: str | None) -> str | None:
+    """When the file's checkpoint folder (the imported model path) is not on this machine: the hub id the
+    file's own `tune download` comment fetches into it, to train from instead (or to download first)."""
+    if not folder or os.path.isdir(os.path.expanduser(folder)):
+        return None
+    hub_id = next(
+        (repo for repo, out in _DOWNLOAD.findall(text) if out.strip("'\"").rstrip("/") == folder.rstrip("/")),
+        None,
+    )
+    if hub_id is None:
+        return (
+            f"checkpointer.checkpoint_dir={folder} is not on this machine: the run loads the model from there; "
+            "copy the model's Hugging Face folder there, or set model.pretrained_model_name_or_path=ORG/NAME"
+        )
+    return (
+        f"checkpointer.checkpoint_dir={folder} is not on this machine; the file fills it with `tune download "
+        f"{hub_id}`: run that, or train from the hub with model.pretrained_model_name_or_path={hub_id}"
+    )
 
 
 def _tokenizer(data: dict, overlay: Overlay) -> None:
