@@ -263,6 +263,17 @@ def test_a_checkpoint_folder_not_here_names_the_hub_id_of_its_download_line(proj
             assert notes == []
 
 
+def test_a_variable_of_the_file_is_read_where_it_is_used_and_not_reported(project, capsys, tmp_path):
+    checkpointer = {**yaml.safe_load((TT / "lora_single_device.yaml").read_text())["checkpointer"]}
+    checkpointer["checkpoint_dir"] = "${base_model_path}"
+    path = edited(
+        tmp_path, "lora_single_device.yaml", base_model_path="/m/sft-epoch0", checkpointer=checkpointer
+    )
+    code, _, err = run_import(capsys, path, "var")
+    assert code == 0 and composed(project, "var")["model"]["pretrained_model_name_or_path"] == "/m/sft-epoch0"
+    assert "base_model_path" not in reasons(err)
+
+
 def test_dora_and_local_text(project, capsys, tmp_path):
     model = {**yaml.safe_load((TT / "lora_single_device.yaml").read_text())["model"], "use_dora": True}
     dataset = {"_component_": "torchtune.datasets.text_completion_dataset", "source": "text",

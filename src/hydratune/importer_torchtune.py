@@ -179,6 +179,7 @@ TT_UNSUPPORTED: dict[str, str] = {
 
 
 def import_torchtune(data: dict, overlay: Overlay) -> None:
+    variables = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", str(data)))  # keys other keys read: ${key}
     data = _resolve(data)
     _refuse_what_has_no_task(data)
     task = _stage(data, overlay)
@@ -188,7 +189,7 @@ def import_torchtune(data: dict, overlay: Overlay) -> None:
     handled |= {"kd_loss", "teacher_model", "teacher_checkpointer"}
     for key, value in data.items():
         if key not in handled:
-            _recipe_key(overlay, data, task, key, value)
+            _recipe_key(overlay, data, task, key, value, variables)
     _defaults(data, overlay)
     _distribution(data, overlay)
     _data(data, overlay, task)
@@ -408,8 +409,9 @@ def _tokenizer(data: dict, overlay: Overlay) -> None:
             overlay.skip(f"tokenizer.{arg}", value, "no hydratune counterpart known")
 
 
-def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
-    """One flat recipe key, or one of the other components (optimizer, scheduler, logger, profiler)."""
+def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any, variables=frozenset()) -> None:
+    """One flat recipe key, or one of the other components (optimizer, scheduler, logger, profiler);
+    `variables`: the keys the file's interpolations read."""
     value = _number(value)
     if value is None and key not in ("clip_grad_norm", "seed"):
         return  # torchtune's default (no limit, no validation, every step, ...): nothing to set
@@ -488,6 +490,8 @@ def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -
             overlay.skip(key, value, TT_UNSUPPORTED[key])
     elif key in TT_UNSUPPORTED:
         overlay.skip(key, _short_component(value), TT_UNSUPPORTED[key])
+    elif key in variables:
+        pass  # the file's own variable (base_model_path: ...): its value went where ${key} reads it
     elif key not in IMPLIED:
         overlay.skip(key, _short_component(value), "no hydratune counterpart known")
 
