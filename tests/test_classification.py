@@ -61,7 +61,9 @@ def test_class_weights():
 def test_pairs_are_joined_for_tokenizers_without_a_separator(tokenizer):
     joined = encode_texts(tokenizer, ["ab"], ["cd"], separator="|")
     assert joined == encode_texts(tokenizer, ["ab|cd"])
-    assert encode_texts(tokenizer, ["abcdef"], max_length=3) == [encode_texts(tokenizer, ["abc"])[0]]
+    whole = encode_texts(tokenizer, ["abc"])[0]  # BOS first: the tokenizer adds it, as Llama's do
+    assert whole[0] == tokenizer.bos_token_id
+    assert encode_texts(tokenizer, ["abcdef"], max_length=len(whole)) == [whole]  # the cut counts BOS
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -169,6 +169,20 @@ def test_default_run_learns(tmp_path):
     exact = sum(a == r["output"] for a, r in zip(answers, rows)) / len(rows)
     assert exact >= 0.8, list(zip(answers, [r["output"] for r in rows]))[:10]
 
+    # What README's "plain libraries" snippet does: the exported tokenizer's own `tokenizer(prompt)` starts
+    # the prompt as training did (BOS first), so plain transformers + peft answer as hydratune does.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain_tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    plain = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(ROOT / "assets" / "tiny-llama"), run_dir / "adapter"
+    )
+    for prompt, answer in list(zip(prompts, answers))[:4]:
+        ids = plain_tokenizer(prompt, return_tensors="pt")
+        out = plain.generate(**ids, max_new_tokens=16, do_sample=False)
+        assert plain_tokenizer.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True) == answer
+
     # The command-line client wraps the prompt in the run's own template and stops at EOS.
     import subprocess
     import sys

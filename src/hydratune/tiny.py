@@ -47,6 +47,9 @@ def build_tokenizer():
         pad_token="<pad>",
         unk_token="<unk>",
         model_max_length=1024,
+        # BOS first, as Llama's own tokenizers do: tokenizer.json's post-processor writes it, so a plain
+        # `tokenizer(prompt)` in transformers (or `tokenizers`) starts as every training row starts.
+        add_bos_token=True,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
