@@ -78,6 +78,15 @@ TRAIN_CASES = [
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],
     ),
+    # Lightning's checkpoint names hold '=', which Hydra's override grammar reads as syntax
+    (
+        ["ckpt_path=/runs/a/checkpoints/step=000015.ckpt"],
+        ["ckpt_path=/runs/a/checkpoints/step=000015.ckpt", "quote the value", "'ckpt_path=\"/runs/a/"],
+    ),
+    (
+        ["ckpt_path='/runs/a/checkpoints/step=000015.ckpt'"],
+        ["ckpt_path=/runs/a/checkpoints/step", "no such file"],
+    ),
 ]
 
 
@@ -117,6 +126,25 @@ def test_train_rejects_bad_config(args, expected, existing_run):
     _assert_one_line_error(result, expected)
     assert _digest(existing_run) == before
     assert not (existing_run.parent / "bad").exists(), "a failed preflight must not create a run dir"
+
+
+def test_a_checkpoint_cut_short_is_named_before_any_model_loads(tmp_path, existing_run):
+    import torch
+
+    from hydratune.preflight import check_resume_file
+
+    whole = tmp_path / "checkpoints" / "step=000015.ckpt"
+    whole.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(64, 64)}, "global_step": 15}, whole)
+    check_resume_file(whole, "ckpt_path")  # a whole archive passes
+    cut = whole.with_name("last.ckpt")
+    cut.write_bytes(
+        whole.read_bytes()[: whole.stat().st_size // 2]
+    )  # as a full disk or a killed copy leaves it
+    before = _digest(existing_run)
+    result = run_cli(["train.py", f"ckpt_path='{cut}'", f"hydra.run.dir={existing_run}/../bad"], timeout=120)
+    _assert_one_line_error(result, [f"ckpt_path={cut}", "not a readable checkpoint", "step=*.ckpt"])
+    assert _digest(existing_run) == before and not (existing_run.parent / "bad").exists()
 
 
 GOOD_ROW = '{"instruction": "Reverse the word.", "input": "abc", "output": "cba"}\n'

@@ -83,6 +83,13 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
             return UserError(f"{key} is not set by the chosen options; add it with +{key}=VALUE")
         err = schema.unknown_key_error(key, known)
         return UserError(f"{err} (a new key needs a leading +, e.g. +{key}=VALUE)")
+    for override in overrides:  # Lightning names checkpoints step=000240.ckpt: Hydra's grammar reads that '='
+        key, _, value = override.partition("=")
+        if "=" in value and value[:1] not in "'\"[{":
+            return UserError(
+                f"{key}={value}: Hydra reads the '=' inside the value as syntax; quote the value: "
+                f"'{key}=\"{value}\"'"
+            )
     first = next((line.strip() for line in text.splitlines() if line.strip()), text)
     return UserError(f"cannot compose the config from {' '.join(overrides) or 'the defaults'}: {first}")
 
@@ -117,8 +124,8 @@ def compose_with_choices(overrides: list[str]):
 
 
 def check_config(cfg: dict) -> None:
-    """Schema, cross-group rules (and the task's own), the run name and the model's files, on the
-    plain-dict config."""
+    """Schema, cross-group rules (and the task's own), the run name, the checkpoint to resume and the
+    model's files, on the plain-dict config."""
     from hydratune.tasks.registry import task_class
 
     schema.validate(cfg, conf_dir())
@@ -126,7 +133,27 @@ def check_config(cfg: dict) -> None:
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
+    if cfg.get("ckpt_path"):
+        check_resume_file(cfg["ckpt_path"], "ckpt_path")
     check_model(cfg)
+
+
+def check_resume_file(path: str | Path, key: str) -> None:
+    """A checkpoint to resume: a whole `torch.save` archive (Lightning's .ckpt), or the folder of FSDP's
+    shards (with meta.pt). An empty file, one cut short (a full disk, a kill mid-copy) or another kind of
+    file is named here, before any model loads, instead of failing deep inside torch.load."""
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir() and (path / "meta.pt").is_file():
+        return
+    if not path.is_file():
+        raise UserError(f"{key}={path}: no such file; give a .ckpt file or use resume=auto")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{key}={path}: not a readable checkpoint ({path.stat().st_size:,} bytes, not a whole torch.save "
+            "archive); give another one (an earlier checkpoints/step=*.ckpt) or start fresh"
+        )
 
 
 MODEL_KEY = "model.pretrained_model_name_or_path"

@@ -276,11 +276,11 @@ def finish(state: Run) -> float:
 def resume_checkpoint(cfg) -> str | None:
     """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
     of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
-    from hydratune.checkpoint import find_resume_run, is_checkpoint, resume_file
+    from hydratune.checkpoint import find_resume_run, resume_file
+    from hydratune.preflight import check_resume_file
 
     if cfg.get("ckpt_path"):
-        if not is_checkpoint(cfg.ckpt_path):
-            raise UserError(f"ckpt_path={cfg.ckpt_path}: no such file; give a .ckpt file or use resume=auto")
+        check_resume_file(cfg.ckpt_path, "ckpt_path")
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
@@ -302,6 +302,7 @@ def resume_checkpoint(cfg) -> str | None:
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
     checkpoint = resume_file(previous)
+    check_resume_file(checkpoint, "resume=auto")
     log.info("resume=auto: resuming from %s", checkpoint)
     return str(checkpoint)
 
