@@ -96,3 +96,40 @@ def test_default_run_on_a_pipe_prints_hydratune_lines_once_and_no_library_noise(
     assert console.count("GPU available") == 1
     assert console.count("effective batch size") == 1
     assert "summary" in result.stdout and (run_dir / "metrics.json").is_file()
+
+
+def test_a_new_classifier_head_is_one_line_and_a_lost_backbone_weight_a_warning(
+    tiny_model_dir, tmp_path, capfd, caplog
+):
+    """transformers' LOAD REPORT table (score MISSING "newly initialized", lm_head UNEXPECTED) is what every
+    classifier on a causal checkpoint must see: hydratune says it in one line. A backbone weight that the
+    checkpoint lacks is not expected, and stays loud."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from hydratune.model import classifier_head, load_model
+
+    with caplog.at_level(logging.INFO, logger="hydratune.model"):
+        model = load_model(
+            {"pretrained_model_name_or_path": str(tiny_model_dir)}, head=classifier_head(list("abc"), 0)
+        )
+    assert model.config.num_labels == 3
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert "classifier head score: 3 label(s), randomly initialised" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    del weights["model.norm.weight"]
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hydratune.model"):
+        load_model({"pretrained_model_name_or_path": str(damaged)}, head=classifier_head(list("ab"), 0))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        len(warnings) == 1
+        and "lacks 1 backbone weight(s), which start random: model.norm.weight" in warnings[0]
+    )

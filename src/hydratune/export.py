@@ -80,8 +80,12 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
     adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     if is_classifier_adapter(adapter_dir):
-        return AutoModelForSequenceClassification.from_pretrained(
+        from hydratune.model import classifier_from_pretrained
+
+        return classifier_from_pretrained(
+            AutoModelForSequenceClassification,
             base_id,
+            head_expected="adapter",
             config=AutoConfig.from_pretrained(adapter_dir),
             dtype=getattr(torch, dtype),
             ignore_mismatched_sizes=True,

@@ -46,6 +46,47 @@ def torch_dtype(name: str):
     return resolved if resolved == "auto" else getattr(torch, resolved)
 
 
+class _NoLoadReport(logging.Filter):
+    """transformers 5 prints a "LOAD REPORT" table for every weight a checkpoint lacks or has spare. A new
+    classifier head is meant to be missing (and a causal LM's lm_head spare): `classifier_from_pretrained`
+    reads the same facts from `output_loading_info` and says what matters in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+def classifier_from_pretrained(auto, name_or_path, head_expected: str = "new", **kwargs):
+    """`auto.from_pretrained(name_or_path, **kwargs)` for a *ForSequenceClassification model, without the
+    load report. `head_expected`: "new" (training starts a head: one info line), "adapter" (the adapter
+    loaded next holds the trained head: nothing to say). Backbone weights the checkpoint lacks are a
+    warning either way: they start random, and that is never meant."""
+    reporter = logging.getLogger("transformers.modeling_utils")
+    quiet = _NoLoadReport()
+    reporter.addFilter(quiet)
+    try:
+        model, info = auto.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    finally:
+        reporter.removeFilter(quiet)
+    backbone = f"{model.base_model_prefix}."
+    missing = sorted(info.get("missing_keys") or [])
+    new_backbone = [key for key in missing if key.startswith(backbone)]
+    if new_backbone:
+        shown = ", ".join(new_backbone[:4]) + (
+            f" and {len(new_backbone) - 4} more" if len(new_backbone) > 4 else ""
+        )
+        log.warning(
+            "%s lacks %d backbone weight(s), which start random: %s", name_or_path, len(new_backbone), shown
+        )
+    head = sorted({key.split(".")[0] for key in missing if not key.startswith(backbone)})
+    head += sorted({str(key[0]).split(".")[0] for key in info.get("mismatched_keys") or []} - set(head))
+    if head and head_expected == "new":
+        log.info(
+            "classifier head %s: %d label(s), randomly initialised (%s has no head of that size)",
+            "/".join(head), model.config.num_labels, name_or_path,
+        )  # fmt: skip
+    return model
+
+
 def load_model(
     model_cfg: dict, token: str | None = None, quantization: dict | None = None, head: dict | None = None
 ):
@@ -65,8 +106,9 @@ def load_model(
     pad_token_id = head.pop("pad_token_id", None)
     if head:
         kwargs |= head | {"ignore_mismatched_sizes": True}
-    auto = AutoModelForSequenceClassification if head else AutoModelForCausalLM
-    model = auto.from_pretrained(
+    load = classifier_from_pretrained if head else AutoModelForCausalLM.from_pretrained
+    model = load(
+        *([AutoModelForSequenceClassification] if head else []),
         model_cfg["pretrained_model_name_or_path"],
         dtype=torch_dtype(model_cfg.get("dtype", "float32")),
         attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
