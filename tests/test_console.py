@@ -18,6 +18,8 @@ NOISE = [
     "LeafSpec",  # torch's pytree deprecation, through Lightning
     "srun",  # Lightning, wherever SLURM is installed
     "litlogger",  # Lightning's advertisement
+    "exists and is not empty",  # Lightning's ModelCheckpoint on resume=auto
+    "dirpath has changed",  # and on ckpt_path= into a new run folder
     "Warning",
 ]
 
@@ -35,6 +37,13 @@ class Model(torch.nn.Linear):
 SLURMEnvironment._validate_srun_used()
 LeafSpec()
 PreTrainedModel.is_gradient_checkpointing.fget(Model(1, 1))
+import tempfile
+from lightning.pytorch.callbacks import ModelCheckpoint
+with tempfile.TemporaryDirectory() as folder:
+    open(f"{folder}/last.ckpt", "w").close()
+    ModelCheckpoint(dirpath=folder)._ModelCheckpoint__warn_if_dir_not_empty(folder)
+    checkpoint = ModelCheckpoint(dirpath=folder)
+    checkpoint.load_state_dict({"dirpath": folder + "/elsewhere", "best_model_path": ""})
 print("done")
 """
 
@@ -74,7 +83,13 @@ def test_noisy_libraries_print_nothing_after_quiet_console_and_everything_with_d
     # deprecations), and on an AVX512-BF16 CPU bitsandbytes' kernels line comes too.
     shown = _noisy_imports(True, env)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    for text in ("srun", "is_gradient_checkpointing", "LeafSpec"):
+    for text in (
+        "srun",
+        "is_gradient_checkpointing",
+        "LeafSpec",
+        "exists and is not empty",
+        "dirpath has changed",
+    ):
         assert text in shown.stderr, shown.stderr
     if _cpu_has_avx512_bf16():
         assert "Failed to load CPU gemm_4bit_forward" in shown.stderr

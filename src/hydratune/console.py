@@ -28,6 +28,10 @@ WARNINGS = [
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     # Lightning, on any machine with SLURM installed, whether or not this run uses it.
     (r"The `srun` command is available on your system but is not used", Warning),
+    # Lightning's ModelCheckpoint when a run resumes: resume=auto continues in its own folder on purpose,
+    # and ckpt_path=FILE starts a new folder whose checkpoints are counted afresh (train.log says which).
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
+    (r"The dirpath has changed from", UserWarning),
 ]
 # Lightning's info lines that advertise instead of inform.
 LIGHTNING_ADVERTS = ("💡 Tip:",)
