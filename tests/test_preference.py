@@ -341,6 +341,12 @@ def test_reward_model_ranks_held_out_pairs_and_scores(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     chosen, rejected = (json.loads(line)["reward"] for line in out.stdout.splitlines())
     assert chosen > rejected
+    # README's plain-transformers scoring: the tokenizer writes BOS, the text ends with EOS, as in training.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    ids = tokenizer("copy: stone -> STONE" + tokenizer.eos_token, return_tensors="pt")
+    assert float(model(**ids).logits[0, 0]) == pytest.approx(chosen, abs=1e-5)
 
 
 @pytest.mark.slow
