@@ -85,6 +85,20 @@ def test_training_that_stops_between_evaluations_ends_with_one(tiny_model_dir, t
 
 
 @pytest.mark.slow
+def test_data_with_no_validation_split_trains_without_evaluation_and_says_so(tiny_model_dir, tmp_path):
+    """One's own JSONL as the one data file (no validation split): trained as the Hugging Face Trainer does
+    without an eval dataset, not a crash in the first evaluation."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text((ROOT / "data" / "sample" / "train.jsonl").read_text())
+    run_dir = tmp_path / "run"
+    result = _train(tiny_model_dir, run_dir, f"dataset.sources.0.data_files={mine}", "trainer.max_steps=4")
+    assert "dataset: no validation split, so no evaluation" in result.stdout + result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and "val_loss" not in metrics and metrics["train_loss"] > 0
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_secret_token_lands_in_no_file(lora_run):
     for path in lora_run.rglob("*"):
         if path.is_file():

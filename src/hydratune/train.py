@@ -75,6 +75,13 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     task = get_task(cfg["task"])
     datamodule = task.datamodule(tokenizer, cfg)
     prepare_data(datamodule)
+    if getattr(datamodule, "val_dataset", ()) is None and cfg["trainer"].get("limit_val_batches", 1.0) != 0:
+        # As the Hugging Face Trainer without an eval dataset: train, and say what that costs.
+        log.warning(
+            "dataset: no validation split, so no evaluation (no val loss, early stopping or best checkpoint); "
+            "add one with data_files: {train: ..., validation: ...} or dataset.ops=[{split:{eval:0.05,seed:0}}]"
+        )
+        cfg["trainer"]["limit_val_batches"] = 0
     module = task.module(cfg, datamodule, tokenizer)
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
@@ -183,7 +190,7 @@ def fit(state: Run) -> None:
             run_dir / "run.json", cfg, state.tokenizer, state.datamodule, trainer, state.effective_batch,
             state.ckpt_path,
         )  # fmt: skip
-    if cfg.get("eval_before_training") and not state.ckpt_path:
+    if cfg.get("eval_before_training") and not state.ckpt_path and trainer.limit_val_batches:
         if is_fsdp(trainer):
             log.info("eval_before_training: skipped under FSDP (a validate() before fit() leaves the model "
                      "wrapped without its FSDP root); the first evaluation is at trainer.val_check_interval")  # fmt: skip
