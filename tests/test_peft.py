@@ -111,6 +111,38 @@ def test_merged_model_matches_adapter(tiny_model_dir, tokenizer, tmp_path):
     )
 
 
+def test_half_precision_parity_allows_rounding_but_not_a_lost_adapter_and_a_run_keeps_its_results(
+    tiny_model_dir, tokenizer, tmp_path, monkeypatch
+):
+    import shutil
+
+    import hydratune.export
+    from hydratune.train import merge_export
+
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, peft="lora", overrides=["optimizer.lr=0.05"])
+    module.configure_model()
+    fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=3)
+    adapter = export_artifact(module.model, tokenizer, tmp_path)
+    merged = merge_adapter(adapter, tmp_path / "merged", "float16")
+    assert logit_parity(adapter, merged, "float16") < 5e-2
+    lost = tmp_path / "lost"  # the base alone: what a merge that rounded the adapter away would hold
+    shutil.copytree(tiny_model_dir, lost)
+    shutil.copy(merged / "tokenizer.json", lost / "tokenizer.json")
+    with pytest.raises(RuntimeError, match="merged model disagrees with its adapter"):
+        logit_parity(adapter, lost, "float16")
+
+    # In a run (export.merge=true) a merge that fails its check is removed; metrics.json still gets written.
+    def refuse(*args):
+        raise RuntimeError("merged model disagrees with its adapter: max |logit diff| 1 > 0.1 in float16")
+
+    monkeypatch.setattr(hydratune.export, "logit_parity", refuse)
+    run_dir = tmp_path / "run"
+    cfg = {"model": {"dtype": "float16"}, "quantization": {}}
+    assert merge_export(adapter, run_dir, cfg)["merge"].startswith("removed: merged model disagrees")
+    assert not (run_dir / "merged").exists() and (adapter / "adapter_model.safetensors").is_file()
+
+
 def test_4bit_gradients_survive_an_evaluation(tokenizer):
     """An evaluation (a forward without gradients) must not change how the 4-bit base layers backpropagate:
     bitsandbytes' AVX512-BF16 CPU layout has no backward, and it used to stay on after the first evaluation."""

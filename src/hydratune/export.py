@@ -50,8 +50,11 @@ def rebuilt_with(model, state_dict: dict):
     return fresh
 
 
-# Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations.
+# Max |adapter logits - merged logits| allowed, by dtype: merging only reorders float operations. In half
+# precision two orders of the same sums differ by a few roundings of the largest logit, so the bound is
+# also at least PARITY_ULPS units of the dtype's precision at that logit (fp16: ~0.02 per ulp at 23).
 PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 1e-1, "float16": 5e-2}
+PARITY_ULPS = 8
 PARITY_PROMPTS = (
     "Hello",
     "### Instruction:\nReverse the letters of the word.\n\n### Response:\n",
@@ -120,15 +123,19 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
     dtype = canonical_dtype(dtype)
     adapter, tokenizer = load_artifact(adapter_dir, dtype)
     merged, _ = load_artifact(merged_dir, dtype)
-    worst = 0.0
+    worst, largest = 0.0, 0.0
     with torch.no_grad():
         for prompt in PARITY_PROMPTS:
             ids = tokenizer(prompt, return_tensors="pt").input_ids
-            diff = (adapter(input_ids=ids).logits.float() - merged(input_ids=ids).logits.float()).abs().max()
-            worst = max(worst, float(diff))
-    if worst > PARITY_TOLERANCE.get(dtype, 1e-3):
+            expected = adapter(input_ids=ids).logits.float()
+            diff = (expected - merged(input_ids=ids).logits.float()).abs().max()
+            worst, largest = max(worst, float(diff)), max(largest, float(expected.abs().max()))
+    tolerance = max(
+        PARITY_TOLERANCE.get(dtype, 1e-3), PARITY_ULPS * torch.finfo(getattr(torch, dtype)).eps * largest
+    )
+    if worst > tolerance:
         raise RuntimeError(
-            f"merged model disagrees with its adapter: max |logit diff| {worst:.3g} > {PARITY_TOLERANCE[dtype]} "
+            f"merged model disagrees with its adapter: max |logit diff| {worst:.3g} > {tolerance:.3g} in {dtype} "
             f"({merged_dir}); keep using {adapter_dir}"
         )
     return worst

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,7 +248,7 @@ def evaluate_last_step(state: Run) -> None:
 def finish(state: Run) -> float:
     """Best weights back if asked, the task's own wrap-up, then (rank 0) export, plot, metrics.json."""
     from hydratune.checkpoint import best_checkpoint, load_trainable_weights
-    from hydratune.export import export_artifact, logit_parity, merge_adapter, rebuilt_with
+    from hydratune.export import export_artifact, rebuilt_with
     from hydratune.sharding import full_state_dict, is_fsdp
 
     cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
@@ -271,13 +272,28 @@ def finish(state: Run) -> float:
     metrics["effective_batch_size"] = state.effective_batch
     metrics["precision"] = precision_note(cfg["trainer"], str(trainer.precision))
     if cfg["export"]["merge"] and artifact.name == "adapter":
-        compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
-        merge_adapter(artifact, run_dir / "merged", compute_dtype)
-        metrics["merge_max_abs_logit_diff"] = logit_parity(artifact, run_dir / "merged", compute_dtype)
+        metrics.update(merge_export(artifact, run_dir, cfg))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print_summary(run_dir, metrics, [name.replace("/", "_") for name in state.history.val_metrics])
     # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
+
+
+def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
+    """export.merge: the adapter folded into its base in `run_dir/merged`, checked against the adapter. A
+    merge that fails the check is removed with a warning; the run's own results stand."""
+    from hydratune.export import logit_parity, merge_adapter
+
+    compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
+    merge_adapter(adapter, run_dir / "merged", compute_dtype)
+    try:
+        return {"merge_max_abs_logit_diff": logit_parity(adapter, run_dir / "merged", compute_dtype)}
+    except RuntimeError as err:
+        shutil.rmtree(run_dir / "merged")
+        log.warning(
+            "export.merge: %s; merged/ removed (try: hydratune merge %s --dtype float32)", err, run_dir
+        )
+        return {"merge": f"removed: {err}"}
 
 
 def resume_checkpoint(cfg) -> str | None:
