@@ -392,13 +392,16 @@ def test_precomputed_reference_logps_are_cached_with_the_tokenized_data(tmp_path
         result = run_cli([
             "train.py", "task=dpo", "peft=none", "task.precompute_ref_logps=true", "task.sft_weight=0",
             "trainer.max_steps=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
-            "trainer.enable_progress_bar=false", "eval_before_training=false", f"trainer.precision={precision}",
+            "trainer.enable_progress_bar=false", f"eval_before_training={name == 'second'}",
+            f"trainer.precision={precision}",
             "dataset.ops=[{select_rows:{first:128}}]",  # the first 128 pairs of each split: enough to cache
         ])  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append((run_dir / "train.log").read_text())
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["train_loss"] == pytest.approx(math.log(2), abs=1e-5)
+        if name == "second":  # the evaluation before training: its batches were built before the columns
+            assert metrics["initial_val_margin"] == pytest.approx(0.0, abs=1e-6)
     assert "train pairs computed once" in runs[0] and "validation pairs computed once" in runs[0]
     assert "train pairs read from the data cache" in runs[1], runs[1][-2000:]
     # bf16-mixed: computed again, under the training step's autocast (fp32 values would make the first

@@ -188,6 +188,19 @@ class DPOModule(TaskModule):
         if "ref_chosen_logps" in batch:
             return torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(self.device)
         average = hp.loss in MEAN_LOGP_LOSSES
+        if hp.precompute_ref_logps and not self.uses_adapters and not self._reference:
+            # The evaluation before training: Lightning builds its dataloader before on_validation_start adds
+            # the precomputed columns to the data. At step 0 the weights are the reference's own.
+            if self.global_step:
+                raise RuntimeError(
+                    f"precompute_ref_logps: a batch without reference log-probs at step {self.global_step}"
+                )
+            if self.fused_scoring_head() is not None:
+                return self.answer_logps(batch, average)[0]
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            )
+            return sequence_logps(logits.logits, batch["labels"], average=average)[0]
         if self.fused_scoring_head() is not None:
             with self.adapters_off():
                 return self.answer_logps(batch, average)[0]
