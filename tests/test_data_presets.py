@@ -26,6 +26,37 @@ def test_local_preset_builds_batches(preset, tokenizer, tmp_path):
         assert 0 < capital < len(batch["input_ids"])
 
 
+def test_local_csv_takes_ones_own_columns_and_alpaca_rows(tokenizer, tmp_path):
+    """What the preset's comment and docs/options.md tell a user: point data_files at your file and name
+    its columns (or say it is Alpaca). Its dedup and split ops must not assume the example's column names."""
+    import json
+
+    from hydratune.errors import UserError
+
+    rows = [(f"Write {w} in capitals.", w.upper()) for w in ("ab", "cd", "ef", "gh", "ij", "kl", "mn", "op")]
+    mine = tmp_path / "mine.csv"
+    mine.write_text("prompt,completion\n" + "".join(f"{p},{c}\n" for p, c in rows * 3))  # duplicates too
+    overrides = [f"dataset.sources.0.data_files={mine}", "dataset.prompt_column=prompt",
+                 "dataset.response_column=completion"]  # fmt: skip
+    dm = SFTDataModule(
+        tokenizer, to_plain(compose(["dataset=local_csv", *overrides]).dataset), cache_dir=str(tmp_path)
+    )
+    dm.setup("fit")
+    assert len(dm.train_dataset) + len(dm.val_dataset) == len(rows)  # the exact duplicates went
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text(
+        "".join(json.dumps({"instruction": p, "input": "", "output": c}) + "\n" for p, c in rows)
+    )
+    cfg = to_plain(compose(["dataset=local_csv", "dataset.sources.0.loader=json",
+                            f"dataset.sources.0.data_files={alpaca}", "dataset.format=alpaca"]).dataset)  # fmt: skip
+    assert cfg["template"] is None  # the preset's: the standard Alpaca template then
+    dm = SFTDataModule(tokenizer, cfg | {"max_seq_length": 256}, cache_dir=str(tmp_path))
+    dm.setup("fit")
+    assert "Below is an instruction" in tokenizer.decode(dm.train_dataset[0]["input_ids"])
+    with pytest.raises(UserError, match="dataset.template='alpacca' is not known; use one of: alpaca"):
+        SFTDataModule(tokenizer, cfg | {"template": "alpacca"}, cache_dir=str(tmp_path)).setup("fit")
+
+
 def test_alpaca_hub_preset_composes():
     cfg = to_plain(compose(["dataset=alpaca"]).dataset)
     assert cfg["sources"][0]["path"] == "tatsu-lab/alpaca" and cfg["ops"][-1]["split"]["eval"] == 0.02

@@ -91,7 +91,7 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
 
 def format_alpaca(row: dict, cfg: dict) -> Segments:
     prompt = alpaca_prompt(
-        _text(row, "instruction"), _text(row, "input", optional=True), cfg.get("template", "alpaca")
+        _text(row, "instruction"), _text(row, "input", optional=True), cfg.get("template") or "alpaca"
     )
     return [(prompt, False), (_text(row, "output"), True)]
 
@@ -286,6 +286,8 @@ def resolve_format(cfg: dict) -> str:
             )
     if fmt not in FORMATS:
         raise UserError(f"dataset.format={fmt!r} is not known; use one of: {', '.join(FORMATS)}")
+    if fmt == "alpaca" and (cfg.get("template") or "alpaca") not in TEMPLATES:  # null: the standard one
+        raise UserError(f"dataset.template={cfg['template']!r} is not known; use one of: {', '.join(TEMPLATES)}")
     train_on = cfg.get("train_on", "response")
     if train_on not in TRAIN_ON:
         raise UserError(f"dataset.train_on={train_on!r} is not known; use one of: {', '.join(TRAIN_ON)}")
