@@ -287,7 +287,9 @@ def resolve_format(cfg: dict) -> str:
     if fmt not in FORMATS:
         raise UserError(f"dataset.format={fmt!r} is not known; use one of: {', '.join(FORMATS)}")
     if fmt == "alpaca" and (cfg.get("template") or "alpaca") not in TEMPLATES:  # null: the standard one
-        raise UserError(f"dataset.template={cfg['template']!r} is not known; use one of: {', '.join(TEMPLATES)}")
+        raise UserError(
+            f"dataset.template={cfg['template']!r} is not known; use one of: {', '.join(TEMPLATES)}"
+        )
     train_on = cfg.get("train_on", "response")
     if train_on not in TRAIN_ON:
         raise UserError(f"dataset.train_on={train_on!r} is not known; use one of: {', '.join(TRAIN_ON)}")
