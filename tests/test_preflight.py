@@ -341,3 +341,21 @@ def test_files_read_as_datasets_reads_them(loader, tmp_path):
     assert rows.rows == expected.to_list() and rows.column_names == expected.column_names
     assert rows.complete
     assert read_file(str(path), loader, 2).rows == expected.to_list()[:2]
+
+
+def test_the_cli_finds_its_project_from_any_folder_or_says_how(tmp_path):
+    """`python /path/to/train.py` works from anywhere; `hydratune preflight` does too (the checkout it runs
+    from), and where no project can be found the one line names HYDRATUNE_ROOT."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRATUNE_ROOT"}
+    found = subprocess.run([HYDRATUNE, "preflight", "--no-data"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert found.returncode == 0 and "preflight: ok" in found.stdout, found.stderr[-2000:]
+    lost = subprocess.run([HYDRATUNE, "preflight", "--no-data"], cwd=tmp_path, env=env | {"HYDRATUNE_ROOT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert lost.returncode == 2
+    assert lost.stderr.strip().splitlines() == [
+        f"hydratune preflight: error: no conf/train.yaml in {tmp_path}: run this from the project folder "
+        "(where train.py is) or set HYDRATUNE_ROOT to it"
+    ]

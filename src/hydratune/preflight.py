@@ -51,7 +51,14 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
 
 def project_root() -> Path:
-    return Path(os.environ.get("HYDRATUNE_ROOT") or Path.cwd())
+    """HYDRATUNE_ROOT; else the working folder when it holds conf/train.yaml; else the checkout this package
+    runs from (`pip install -e .`), as `python /path/to/train.py` finds its own folder from anywhere."""
+    if os.environ.get("HYDRATUNE_ROOT"):
+        return Path(os.environ["HYDRATUNE_ROOT"])
+    here, checkout = Path.cwd(), Path(__file__).resolve().parents[2]
+    if not (here / "conf" / "train.yaml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return checkout
+    return here
 
 
 def conf_dir() -> Path:
@@ -66,6 +73,11 @@ def _options(group: str) -> list[str]:
 def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
     """One line from Hydra's multi-line composition errors."""
     text = str(err)
+    if "Primary config directory not found" in text:
+        return UserError(
+            f"no conf/train.yaml in {project_root()}: run this from the project folder (where train.py is) "
+            "or set HYDRATUNE_ROOT to it"
+        )
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()

@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     from hydratune.errors import UserError
 
     quiet_console()
+    from hydratune.preflight import project_root
+
+    # conf/paths reads the project folder from HYDRATUNE_ROOT (train.py sets it to its own folder).
+    os.environ.setdefault("HYDRATUNE_ROOT", str(project_root()))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
