@@ -314,3 +314,23 @@ def test_callback_nodes_set_to_null_are_switched_off(tmp_path):
     cfg = to_plain(compose([], output_dir=tmp_path))
     kinds = {type(cb) for cb in build_trainer(cfg, tmp_path, tokenizer=None, generative=False)[0].callbacks}
     assert EarlyStopping in kinds and LearningRateMonitor in kinds
+
+
+def test_wandb_without_a_login_is_refused_before_the_run_with_the_offline_fix(tmp_path, monkeypatch):
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_wandb_login
+
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(UserError, match=r"logger.wandb: no W&B login here .* WANDB_MODE=offline"):
+        check_wandb_login({"project": "p"})
+    check_wandb_login({"project": "p", "offline": True})  # WandbLogger(offline=True)
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    (tmp_path / "netrc").chmod(0o600)
+    check_wandb_login({"project": "p"})  # what `wandb login` wrote
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a private server: another host
+    with pytest.raises(UserError, match="wandb login` for wandb.example.org"):
+        check_wandb_login({"project": "p"})
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_wandb_login({"project": "p"})

@@ -147,7 +147,33 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
+    if (cfg.get("logger") or {}).get("wandb"):
+        check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+def check_wandb_login(wandb_cfg: dict) -> None:
+    """logger.wandb uploads as it goes: without an account here the run would die at its first log, after
+    the model loaded. Read as wandb reads it (without importing it): WANDB_MODE, WANDB_API_KEY, the netrc
+    entry that `wandb login` writes for the W&B host."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if wandb_cfg.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if path.is_file() and netrc.netrc(path).authenticators(host):
+            return
+    except (netrc.NetrcParseError, OSError):
+        pass
+    raise UserError(
+        f"logger.wandb: no W&B login here (WANDB_API_KEY, or `wandb login` for {host}); to log without an "
+        "account run with WANDB_MODE=offline (wandb sync uploads it later), or choose logger=tensorboard"
+    )
 
 
 def check_resume_file(path: str | Path, key: str) -> None:
