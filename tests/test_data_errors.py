@@ -94,8 +94,17 @@ def test_missing_format_column_names_available_columns(tokenizer):
 
 def test_non_text_value_in_text_column(tokenizer):
     data = datasets.Dataset.from_list([{"text": "fine"}, {"text": "fine"}, {"text": None}])
-    _raises(r"split 'train' row 2: .*column 'text' holds NoneType", tokenize_split, data, tokenizer,
+    _raises(r"split 'train' row 2: dataset: no 'text' in this row", tokenize_split, data, tokenizer,
             {"text_column": "text", "max_seq_length": 32})  # fmt: skip
+
+
+def test_a_row_without_the_column_says_so_and_what_it_has(tokenizer):
+    """JSON rows with other keys (`inp`/`answer` for `input`/`output`) read as nulls: named as missing."""
+    columns = {"instruction": ["a", "x"], "input": ["b", None], "output": ["c", None], "inp": [None, "y"],
+               "answer": [None, "z"]}  # as `datasets` reads such a JSONL file  # fmt: skip
+    _raises(r"split 'train' row 1: dataset: no 'output' in this row \(null or missing; it has: instruction, "
+            r"inp, answer\)", tokenize_split, datasets.Dataset.from_dict(columns), tokenizer,
+            {"format": "alpaca", "template": "alpaca_short", "max_seq_length": 64})  # fmt: skip
 
 
 def test_a_conversation_in_a_text_column_points_at_the_chat_formats(tokenizer):

@@ -76,6 +76,12 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
     value = row.get(column)
     if value is None and optional:
         return ""
+    if value is None:  # a JSON row without the key reads as null too
+        present = [k for k, v in row.items() if v is not None]
+        raise UserError(
+            f"dataset: no {column!r} in this row (null or missing; it has: {', '.join(present)}); every row "
+            f"needs it: fix the row, drop it with a filter op, or name the column that holds it"
+        )
     if not isinstance(value, str):
         if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
             fix = (
