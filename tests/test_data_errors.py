@@ -157,3 +157,14 @@ def test_train_exits_with_one_line_before_loading_the_model(tiny_model_dir, tmp_
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("hydratune: error: ") and f"{file}:7: malformed JSON" in last
     assert "trainable of" not in result.stdout + result.stderr  # configure_model never ran
+
+
+def test_no_sample_left_names_the_length_that_keeps_one(tokenizer):
+    """Prompts longer than max_seq_length leave no trained token: the error says so and by how much."""
+    data = datasets.Dataset.from_list(
+        [{"prompt": "p" * 40, "response": "r"}, {"prompt": "q" * 30, "response": "s"}]
+    )
+    _raises(r"no sample of split 'train' is left to train on \(2 had no trained token, 2 of them longer than "
+            r"dataset.max_seq_length=16; 0 dropped as too long\); raise dataset.max_seq_length above 16 \(the "
+            r"shortest sample has 33 tokens\)", tokenize_split, data, tokenizer,
+            {"prompt_column": "prompt", "response_column": "response", "max_seq_length": 16})  # fmt: skip

@@ -25,7 +25,7 @@ from hydratune.data.formats import FORMATS, check_config, required_columns
 from hydratune.data.labels import build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files, validation_split
-from hydratune.data.tokenize import keep_and_count, tokenize_samples
+from hydratune.data.tokenize import keep_and_count, nothing_left, tokenize_samples
 from hydratune.errors import UserError
 
 # A JSON file up to this size is parsed whole, so a malformed line anywhere in it is found; beyond it,
@@ -475,10 +475,7 @@ def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) ->
     lengths, trained = out["length"], out["num_trained"]
     keep, stats = keep_and_count(lengths, trained, max_len, drop_long)
     if not keep:
-        message = (
-            f"dataset: no sample of split {split!r} is left to train on ({stats['dropped_untrained']} had no "
-            f"trained token, {stats['dropped_truncated']} were too long); raise dataset.max_seq_length={max_len}"
-        )
+        message = nothing_left(split, stats, lengths, max_len)
         if rows.complete:
             raise UserError(message)
         notes.append(f"{message} (among the rows read)")

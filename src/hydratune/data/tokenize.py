@@ -92,3 +92,14 @@ def keep_and_count(
     }
     stats["truncation_rate"] = stats["truncated"] / max(stats["rows"], 1)
     return keep, stats
+
+
+def nothing_left(split: str, stats: dict, lengths: list[int], max_len: int) -> str:
+    """The error when no sample of `split` trains: why, and the length that would keep one."""
+    cut = sum(n > max_len for n in lengths)
+    return (
+        f"dataset: no sample of split {split!r} is left to train on ({stats['dropped_untrained']} had no trained "
+        f"token, {cut} of them longer than dataset.max_seq_length={max_len}; {stats['dropped_truncated']} "
+        f"dropped as too long); raise dataset.max_seq_length above {max_len} (the shortest sample has "
+        f"{min(lengths, default=0)} tokens)"
+    )

@@ -16,7 +16,7 @@ from hydratune.data.packing import PACKING_VERSION, pack_dataset, packing_effici
 from hydratune.data.prepared import prepared_folder, read_prepared, write_prepared
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
-from hydratune.data.tokenize import keep_and_count, tokenize_samples
+from hydratune.data.tokenize import keep_and_count, nothing_left, tokenize_samples
 from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
     if len(keep) < len(lengths):
         tokenized = tokenized.select(keep)
     if not len(tokenized):
-        raise UserError(
-            f"dataset: no sample of split {split!r} is left to train on ({stats['dropped_untrained']} had no "
-            f"trained token, {stats['dropped_truncated']} were too long); raise dataset.max_seq_length={max_len}"
-        )
+        raise UserError(nothing_left(split, stats, lengths, max_len))
     kept_lengths = [min(lengths[i], max_len) for i in keep]
     stats |= {
         "samples": len(tokenized),
