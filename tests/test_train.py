@@ -252,3 +252,19 @@ def test_summary_without_an_evaluation_before_training_has_no_initial_value(capl
         [[3, 2.0], [6, 1.0]],
     )
     assert "val loss: 1.0000 (ppl 2.72)" in text and "val/accuracy: 0.7500" in text and "->" not in text
+
+
+def test_max_epochs_cut_short_by_max_steps_is_said_before_training(caplog):
+    import logging
+
+    from hydratune.train import warn_if_steps_end_epochs_early
+
+    with caplog.at_level(logging.WARNING, logger="hydratune.train"):
+        warn_if_steps_end_epochs_early({"max_epochs": 3, "max_steps": 240}, rows=2000, effective_batch=16)
+        warn_if_steps_end_epochs_early({"max_epochs": 3, "max_steps": -1}, rows=2000, effective_batch=16)
+        warn_if_steps_end_epochs_early({"max_epochs": -1, "max_steps": 240}, rows=2000, effective_batch=16)
+        warn_if_steps_end_epochs_early({"max_epochs": 1, "max_steps": 240}, rows=2000, effective_batch=16)
+    assert [r.getMessage() for r in caplog.records] == [
+        "trainer.max_steps=240 ends the run before trainer.max_epochs=3 (about 375 steps of 2000 rows at 16 a "
+        "step); add trainer.max_steps=-1 to train the whole epochs"
+    ]

@@ -86,6 +86,9 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     module = task.module(cfg, datamodule, tokenizer)
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
+    warn_if_steps_end_epochs_early(
+        cfg["trainer"], len(getattr(datamodule, "train_dataset", None) or []), effective_batch
+    )
     log.info(
         "effective batch size: %d (%d per device x %d accumulation x %d devices)",
         effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,
@@ -103,6 +106,19 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
         ckpt_path,
         effective_batch,
     )
+
+
+def warn_if_steps_end_epochs_early(trainer_cfg: dict, rows: int, effective_batch: int) -> None:
+    """trainer.max_epochs set beside the default trainer.max_steps: Lightning stops at whichever comes first,
+    so asking for 3 epochs can end in the first. Said before training, with the fix."""
+    epochs, max_steps = trainer_cfg.get("max_epochs") or -1, trainer_cfg.get("max_steps") or -1
+    steps_per_epoch = math.ceil(rows / effective_batch) if rows else 0
+    if epochs > 0 and max_steps > 0 and steps_per_epoch and max_steps < epochs * steps_per_epoch:
+        log.warning(
+            "trainer.max_steps=%d ends the run before trainer.max_epochs=%d (about %d steps of %d rows at %d a "
+            "step); add trainer.max_steps=-1 to train the whole epochs",
+            max_steps, epochs, epochs * steps_per_epoch, rows, effective_batch,
+        )  # fmt: skip
 
 
 def prepare_data(datamodule) -> None:
