@@ -221,3 +221,16 @@ def test_rows_are_written_batch_by_batch_with_an_indices_mapping(tmp_path, monke
     assert prepared.write_prepared(tmp_path / "rows", {"train": data}, {"stats": {}})
     split = prepared.read_prepared(tmp_path / "rows")["datasets"]["train"]
     assert _rows(split) == [rows[i] for i in (29, 3, 17, *range(5, 15), 0)]
+
+
+def test_the_cache_key_ignores_what_the_last_tokenizer_call_left_set(tokenizer):
+    """transformers leaves the last call's truncation/padding on the backend tokenizer; the data's cache key
+    must not change with it (a run that calls the tokenizer with truncation=True would miss its own rows)."""
+    from hydratune.data.ops import tokenizer_fingerprint
+
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer(["abcdef", "ab"], truncation=True, max_length=3, padding=True)
+    assert tokenizer.backend_tokenizer.truncation is not None  # the state the key must not read
+    assert tokenizer_fingerprint(tokenizer) == before
+    tokenizer(["abcdef"])  # and back
+    assert tokenizer_fingerprint(tokenizer) == before

@@ -44,7 +44,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A hash of everything about the tokenizer that changes token ids: vocab, merges, specials, template
     (part of the cache key of every task's tokenized data)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    if backend is not None:
+        # Not the truncation and padding that the last call left set on the backend (transformers sets them
+        # per call): the same tokenizer would key the same data differently after a `truncation=True` call.
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        vocab = json.dumps(state, sort_keys=True)
+    else:
+        vocab = sorted(tokenizer.get_vocab().items())
     return fingerprint(
         type(tokenizer).__name__, vocab, tokenizer.bos_token_id, tokenizer.eos_token_id,
         getattr(tokenizer, "chat_template", None),
