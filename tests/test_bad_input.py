@@ -38,7 +38,7 @@ TRAIN_CASES = [
     (["+foo=1"], ["foo", "unknown config key"]),
     (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
     (["optimizer.lr=-1e-4"], ["optimizer.lr", "> 0"]),
-    (["optimizer.lr=fast"], ["optimizer.lr", "> 0"]),
+    (["optimizer.lr=fast"], ["optimizer.lr='fast' is not a number", "> 0"]),
     (["optimizer.betas=[0.9,1.2]"], ["optimizer.betas", "[0, 1)"]),
     (["optimizer.weight_decay=-0.1"], ["optimizer.weight_decay", ">= 0"]),
     (["peft.config.r=0"], ["peft.config.r=0", "integer > 0"]),
@@ -88,6 +88,38 @@ TRAIN_CASES = [
         ["ckpt_path=/runs/a/checkpoints/step", "no such file"],
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("optimizer.lr", "3e-4x", "optimizer.lr='3e-4x' is not a number: use a number > 0"),
+        ("optimizer.lr", -1.0, "optimizer.lr=-1.0 is out of range: use a number > 0"),
+        ("trainer.max_steps", "ten", "trainer.max_steps='ten' is not an integer: use an integer > 0"),
+        ("trainer.max_steps", True, "trainer.max_steps=True is not an integer"),
+        ("dataset.max_seq_length", 1000.0, "is not an integer: write dataset.max_seq_length=1000"),
+        ("dataset.max_seq_length", 8.0, "is not an integer: use an integer >= 16"),
+        ("dataset.batch_size", 2.5, "dataset.batch_size=2.5 is not an integer"),
+        ("trainer.val_check_interval", 2.5, "is out of range: use an integer > 0 (batches) or a fraction"),
+        ("optimizer.weight_decay", [0.1], "optimizer.weight_decay=[0.1] is not a number"),
+        ("nan_policy", "ignore", "nan_policy='ignore' is not allowed: use stop or skip"),
+    ],
+)
+def test_a_bad_value_is_called_what_it_is(key, value, expected):
+    """'out of range' is for a number of the right kind; a word, a bool or a float where an integer goes
+    (Hydra reads 1e3 as 1000.0) says so, and a whole float names the override that works."""
+    from hydratune.errors import UserError
+    from hydratune.schema import check_ranges
+
+    *parents, leaf = key.split(".")
+    cfg: dict = {}
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with pytest.raises(UserError) as caught:
+        check_ranges(cfg)
+    assert expected in str(caught.value)
 
 
 def _digest(folder: Path) -> dict[str, str]:

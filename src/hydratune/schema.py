@@ -257,8 +257,27 @@ def check_ranges(cfg: dict) -> None:
         value = _get(cfg, key)
         if value is _MISSING:
             continue
-        if not accepts(value):
-            raise UserError(f"{key}={value!r} is out of range: use {allowed}")
+        if isinstance(value, bool) and allowed.startswith(("an integer", "a number")) or not accepts(value):
+            raise UserError(f"{key}={value!r} {_what_is_wrong(key, value, allowed)}")
+
+
+def _what_is_wrong(key: str, value, allowed: str) -> str:
+    """'out of range' only for a number of the right kind; a word, a list or a true where a number goes (a
+    typo, or an unquoted override that Hydra read as another type) is called what it is."""
+    if not allowed.startswith(("an integer", "a number", "two numbers")):
+        return f"is not allowed: use {allowed}"
+    if not allowed.startswith("two numbers") and not _number(value):
+        kind = "an integer" if allowed.startswith("an integer") else "a number"
+        return f"is not {kind}: use {allowed}"
+    if allowed.startswith("an integer") and "fraction" not in allowed and not isinstance(value, int):
+        if float(value).is_integer() and _accepts_int(key, int(value)):
+            return f"is not an integer: write {key}={int(value)}"
+        return f"is not an integer: use {allowed}"
+    return f"is out of range: use {allowed}"
+
+
+def _accepts_int(key: str, value: int) -> bool:
+    return any(name == key and accepts(value) for name, accepts, _ in RANGES)
 
 
 def validate(cfg: dict, conf_dir: str | Path) -> None:
