@@ -20,6 +20,7 @@ NOISE = [
     "litlogger",  # Lightning's advertisement
     "exists and is not empty",  # Lightning's ModelCheckpoint on resume=auto
     "dirpath has changed",  # and on ckpt_path= into a new run folder
+    "Failed to load JSON",  # datasets' JSON reader, before it raises (hydratune names the file and line)
     "Warning",
 ]
 
@@ -44,6 +45,11 @@ with tempfile.TemporaryDirectory() as folder:
     ModelCheckpoint(dirpath=folder)._ModelCheckpoint__warn_if_dir_not_empty(folder)
     checkpoint = ModelCheckpoint(dirpath=folder)
     checkpoint.load_state_dict({"dirpath": folder + "/elsewhere", "best_model_path": ""})
+    open(f"{folder}/bad.jsonl", "w").write('{"a": \\n')
+    try:
+        datasets.load_dataset("json", data_files=f"{folder}/bad.jsonl", cache_dir=f"{folder}/cache")
+    except Exception:
+        pass
 print("done")
 """
 
@@ -89,6 +95,7 @@ def test_noisy_libraries_print_nothing_after_quiet_console_and_everything_with_d
         "LeafSpec",
         "exists and is not empty",
         "dirpath has changed",
+        "Failed to load JSON",
     ):
         assert text in shown.stderr, shown.stderr
     if _cpu_has_avx512_bf16():

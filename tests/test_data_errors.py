@@ -48,6 +48,20 @@ def test_malformed_json_array_names_file_and_line(tmp_path):
     )
 
 
+def test_a_csv_file_that_does_not_parse_says_why(tmp_path):
+    """datasets wraps the reader's error in "An error occurred while generating the dataset": the line says
+    what pandas found."""
+    file = tmp_path / "bad.csv"
+    file.write_text('instruction,output\na,b\n"c,d\n')
+    _raises(rf"cannot read {file} as csv \(Error tokenizing data.*EOF inside string", build_splits,
+            {"sources": [{"loader": "csv", "data_files": str(file)}]}, str(tmp_path / "c"))  # fmt: skip
+
+
+def test_datasets_reader_name_as_path_needs_files(tmp_path):
+    _raises(r"sources\[0\]\.path='json' is datasets' json file reader: give it `data_files`", build_splits,
+            {"sources": [{"path": "json", "split": "train"}]}, None)  # fmt: skip
+
+
 def test_unknown_loader_lists_valid_ones(tmp_path):
     _raises(r"loader='yaml' is not known; use one of: json, csv, parquet, text", build_splits,
             {"sources": [{"loader": "yaml", "data_files": "x"}]}, None)  # fmt: skip

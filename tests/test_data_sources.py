@@ -39,6 +39,19 @@ def test_local_loaders(tmp_path, loader, suffix):
     assert splits["train"][3]["output"] == "out 3"
 
 
+def test_datasets_reader_name_as_path_reads_local_files(tmp_path):
+    """`path: json` + `data_files`, as one writes `datasets.load_dataset("json", data_files=...)`, is a local
+    source: the file's rows, with a bad line named as for `loader: json`."""
+    file = _write(tmp_path / "d.jsonl")
+    source = {"path": "json", "data_files": {"train": file}, "split": "train"}
+    splits = build_splits({"sources": [source]}, str(tmp_path / "c"))
+    assert splits["train"].num_rows == 10 and splits["train"][3]["output"] == "out 3"
+    with open(file, "a") as f:
+        f.write('{"instruction": "x", "output": \n')
+    with pytest.raises(UserError, match=rf"{file}:11: malformed JSON"):
+        build_splits({"sources": [source]}, str(tmp_path / "c2"))
+
+
 def test_text_loader_and_data_dir(tmp_path):
     (tmp_path / "txt").mkdir()
     (tmp_path / "txt" / "a.txt").write_text("one\ntwo\n")

@@ -17,6 +17,9 @@ LOGGER_LEVELS = {
     # bitsandbytes 0.50 on an AVX512-BF16 CPU: "Failed to load CPU gemm_4bit_forward from
     # kernels-community" on every import (an optional package for a faster kernel; it falls back).
     "bitsandbytes": logging.ERROR,
+    # datasets' file readers log "Failed to load JSON from file ..." / "Failed to read file ..." at ERROR and
+    # then raise; hydratune.data.sources turns that error into one line naming the file (and line).
+    "datasets.packaged_modules": logging.CRITICAL,
     # matplotlib: "generated new fontManager" on a machine's first plot.
     "matplotlib": logging.WARNING,
 }

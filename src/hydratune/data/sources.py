@@ -47,6 +47,7 @@ def load_source(
     import datasets
 
     check_source(source, where)
+    source = as_local(source)
     fraction = source.get("fraction", 1.0)
     cache_dir = source.get("cache_dir") or cache_dir
     if "path" in source:
@@ -82,6 +83,12 @@ def check_source(source: dict, where: str) -> None:
     fraction = source.get("fraction", 1.0)
     if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise UserError(f"{where}.fraction={fraction!r} is out of range; use a number with 0 < fraction <= 1")
+    if source.get("path") in LOADERS and source.get("data_files") is None and source.get("data_dir") is None:
+        raise UserError(
+            f"{where}.path={source['path']!r} is datasets' {source['path']} file reader: give it "
+            f"`data_files` (a path, a list, or split -> paths) or `data_dir`, or use a hub id or folder"
+        )
+    source = as_local(source)
     if "path" in source:
         return
     if "loader" not in source:
@@ -94,6 +101,14 @@ def check_source(source: dict, where: str) -> None:
         raise UserError(
             f"{where}: give exactly one of `data_files` (a path, a list, or split -> paths) or `data_dir`"
         )
+
+
+def as_local(source: dict) -> dict:
+    """`path: json` (or csv, parquet, text) with `data_files`, as in `datasets.load_dataset("json",
+    data_files=...)`, is read as the local source `loader: json` it means."""
+    if source.get("path") in LOADERS and (source.get("data_files") or source.get("data_dir")) is not None:
+        return {**{k: v for k, v in source.items() if k != "path"}, "loader": source["path"]}
+    return source
 
 
 def _load_hub(source: dict, cache_dir: str | None, where: str):
@@ -278,5 +293,7 @@ def parse_json_line(line: str, file: str, lineno: int) -> dict | None:
 
 
 def _first_line(err: BaseException) -> str:
+    while err.__cause__ is not None and type(err).__name__ == "DatasetGenerationError":
+        err = err.__cause__  # "An error occurred while generating the dataset": the reader's error says why
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
