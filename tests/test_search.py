@@ -11,7 +11,8 @@ from conftest import compose, run_cli
 
 optuna = pytest.importorskip("optuna")
 
-from hydratune.search import Search, grid_values, open_storage, search_space  # noqa: E402
+from hydratune.errors import UserError  # noqa: E402
+from hydratune.search import Search, check_objective, grid_values, open_storage, search_space  # noqa: E402
 
 
 def test_old_plugin_syntax_becomes_optuna_distributions():
@@ -82,6 +83,25 @@ def test_every_pruner_builds(pruner):
     assert isinstance(
         build(OmegaConf.to_container(cfg.hydra.sweeper.pruner, resolve=True)), optuna.pruners.BasePruner
     )
+
+
+def test_a_search_over_what_scales_the_loss_needs_an_objective_that_compares():
+    """A search over DPO's beta ranked by val loss would favour the beta that shrinks the loss: refused before
+    the first trial, with the objective that compares (a learning-rate search is not touched)."""
+    from omegaconf import OmegaConf
+
+    space, _ = search_space(["task.beta=interval(0.05, 0.5)", "optimizer.lr=tag(log, interval(1e-4, 1e-2))"])
+    dpo = OmegaConf.create({"task": {"name": "dpo", "beta": 0.1}, "objective": "best_val_loss"})
+    with pytest.raises(UserError, match=r"task.beta changes the scale of task=dpo's val/loss.*use objective="
+                       r"val_accuracy hydra.sweeper.direction=maximize hydra.sweeper.monitor=val/accuracy"):  # fmt: skip
+        check_objective(space, dpo, {})
+    check_objective(space, OmegaConf.merge(dpo, {"objective": "val_accuracy"}), {})
+    check_objective({"optimizer.lr": space["optimizer.lr"]}, dpo, {})
+    kto = OmegaConf.create({"task": {"name": "kto"}, "objective": None})
+    with pytest.raises(
+        UserError, match=r"task.beta changes what task=kto's validation measures.*no val metric"
+    ):
+        check_objective(space, kto, {})
 
 
 def test_search_config_still_composes_as_a_training_config():

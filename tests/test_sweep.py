@@ -15,10 +15,19 @@ from hydratune.cli import main as cli_main
 from hydratune.sweep import JOB_ERROR_FILE, write_summary
 
 
-def _job(sweep: Path, num: int, overrides: list[str], metrics: dict | None = None, error: dict | None = None):
+def _job(
+    sweep: Path,
+    num: int,
+    overrides: list[str],
+    metrics: dict | None = None,
+    error: dict | None = None,
+    config: dict | None = None,
+):
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if config is not None:
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
     if error is not None:
@@ -91,6 +100,70 @@ def test_sweep_report_rebuilds_the_summary(fake_sweep, capsys):
     rows = _read_csv(fake_sweep / "sweep_summary.csv")
     assert rows[2]["status"] == "ok"
     assert "best: job 2 (best_val_loss 2.0000)" in (fake_sweep / "sweep_summary.md").read_text()
+
+
+def _pairs_job(
+    sweep: Path, num: int, task: dict, val_loss: float, accuracy: float, checkpoint: dict | None = None
+):
+    overrides = [f"task.{k}={v}" for k, v in task.items() if k != "name"]
+    metrics = _metrics(val_loss, val_loss) | {"val_accuracy": accuracy}
+    config = {
+        "task": task,
+        "callbacks": {"model_checkpoint": checkpoint or {"metric_for_best_model": "val/loss"}},
+    }
+    _job(sweep, num, overrides, metrics, config=config)
+
+
+def test_a_sweep_over_what_scales_the_loss_is_ranked_by_a_metric_that_compares(tmp_path):
+    """DPO's val loss is -log sigmoid(beta x margin): a larger beta gives a lower loss at the same ranking of
+    pairs. A beta sweep is ranked by the share of held-out pairs ranked right; a learning-rate sweep, whose
+    losses do compare, still by best_val_loss; the jobs' own metric_for_best_model is followed."""
+    betas = tmp_path / "betas"
+    _pairs_job(betas, 0, {"name": "dpo", "beta": 0.01}, 0.68, 0.55)
+    _pairs_job(betas, 1, {"name": "dpo", "beta": 0.1}, 0.45, 0.80)
+    _pairs_job(betas, 2, {"name": "dpo", "beta": 0.5}, 0.30, 0.75)  # the lowest loss, not the best ranking
+    write_summary(betas)
+    md = (betas / "sweep_summary.md").read_text()
+    assert "ranked by final val_accuracy: task.beta changes the scale of task=dpo's val/loss" in md
+    assert "best: job 1 (val_accuracy 0.8000)" in md
+    assert [r["val_accuracy"] for r in _read_csv(betas / "sweep_summary.csv")] == ["0.55", "0.8", "0.75"]
+
+    rates = tmp_path / "rates"
+    for num, (loss, accuracy) in enumerate([(0.5, 0.9), (0.4, 0.7)]):
+        _pairs_job(rates, num, {"name": "dpo", "beta": 0.1}, loss, accuracy)
+        (rates / str(num) / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"optimizer.lr={num + 1}e-4"])
+        )
+    write_summary(rates)
+    assert "best: job 1 (best_val_loss 0.4000)" in (rates / "sweep_summary.md").read_text()
+
+    chosen = tmp_path / "chosen"
+    for num, (loss, accuracy) in enumerate([(0.5, 0.9), (0.4, 0.7)]):
+        checkpoint = {"metric_for_best_model": "val/accuracy", "greater_is_better": True}
+        _pairs_job(chosen, num, {"name": "dpo", "beta": 0.1 * (num + 1)}, loss, accuracy, checkpoint)
+    write_summary(chosen)
+    md = (chosen / "sweep_summary.md").read_text()
+    assert "ranked by final val_accuracy (callbacks.model_checkpoint.metric_for_best_model)" in md
+    assert "best: job 0 (val_accuracy 0.9000)" in md
+    _pairs_job(chosen, 2, {"name": "dpo", "beta": 0.3}, 0.45, 0.9, checkpoint)
+    write_summary(chosen)
+    assert "best: job 0 (val_accuracy 0.9000; tied with job 2)" in (chosen / "sweep_summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("task", "axis"),
+    [({"name": "kto", "beta": 0.1}, "task.beta"), ({"name": "dpo", "loss": "sigmoid"}, "task.loss")],
+)
+def test_a_sweep_that_no_val_metric_compares_names_no_best_job(tmp_path, task, axis):
+    """KTO reports nothing that beta leaves comparable; between DPO losses the implicit reward means another
+    thing: the summary says so instead of naming the job with the lowest number."""
+    key = axis.split(".")[1]
+    for num, value in enumerate([0.05, 0.5] if key == "beta" else ["sigmoid", "simpo"]):
+        _pairs_job(tmp_path, num, task | {key: value}, 0.6 - num * 0.3, 0.7)
+    write_summary(tmp_path)
+    md = (tmp_path / "sweep_summary.md").read_text()
+    assert f"no best job: {axis} changes what task={task['name']}'s validation measures" in md
+    assert "best: job" not in md
 
 
 def test_sweep_report_rejects_a_folder_without_jobs(tmp_path):

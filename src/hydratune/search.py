@@ -209,6 +209,7 @@ class Search:
         s = self.settings
         params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()]
         space, fixed = search_space(params + list(arguments))
+        check_objective(space, self.config, s)
         study = self.open_study(space)
         self.fixed = fixed
         self.space = space
@@ -368,6 +369,32 @@ class Search:
             )
             + "\n"
         )
+
+
+def check_objective(space: dict, config, settings: dict) -> None:
+    """A search over a setting that changes the scale of the task's val/loss (DPO's beta) cannot rank its
+    trials by that loss: refused before the first trial, with the objective that does compare."""
+    from hydratune.sweep import loss_scale
+
+    objective = str(config.get("objective") or "best_val_loss")
+    if objective not in ("best_val_loss", "val_loss"):
+        return
+    task_cfg = config.get("task") or {}
+    task, varied, comparable = loss_scale(dict(task_cfg), list(space))
+    if not varied:
+        return
+    if comparable is None:
+        raise UserError(
+            f"hydra.sweeper.params: {', '.join(varied)} changes what task={task}'s validation measures, so "
+            f"objective={objective} cannot compare trials and no val metric does: fix it, or sweep it as a "
+            "grid (-m without hydra/sweeper=optuna) and compare the jobs' generations"
+        )
+    name, higher = comparable
+    raise UserError(
+        f"hydra.sweeper.params: {', '.join(varied)} changes the scale of task={task}'s val/loss, so "
+        f"objective={objective} does not compare trials: use objective={name.replace('/', '_')} "
+        f"hydra.sweeper.direction={'maximize' if higher else 'minimize'} hydra.sweeper.monitor={name}"
+    )
 
 
 def _quote(text: str) -> str:

@@ -93,12 +93,74 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     }
     for key, column in METRICS:
         row[column] = (metrics or {}).get(key)
+    row["metrics"] = metrics or {}
+    config = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
+    checkpoint = ((config.get("callbacks") or {}).get("model_checkpoint")) or {}
+    row["task"] = config.get("task") or {}
+    row["metric"] = (checkpoint.get("metric_for_best_model"), bool(checkpoint.get("greater_is_better")))
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
     if not row["error"] and (trial or {}).get("error"):
         row["error"] = trial["error"][:200]
     curve = (metrics or {}).get("val_curve") or []
     row["val_curve"] = [(int(s), float(v)) for s, v in curve]
     return row
+
+
+def _read_yaml(path: Path) -> dict | None:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def ranking(rows: list[dict]) -> tuple[str | None, bool, str]:
+    """How the jobs of a grid are ranked: (metrics.json key or None for no ranking, higher is better, a
+    note for the summary). The jobs' own `metric_for_best_model` (what best.ckpt and early stopping
+    follow); val/loss is ranked by best_val_loss, unless the sweep varies a task setting that changes what
+    the loss measures (`Task.loss_settings`, e.g. DPO's beta): then by the task's comparable metric."""
+    metric, higher = next((r["metric"] for r in rows if r["metric"][0]), ("val/loss", False))
+    if metric != "val/loss":
+        key = metric.replace("/", "_")
+        return key, higher, f"ranked by final {key} (callbacks.model_checkpoint.metric_for_best_model)"
+    task, varied, comparable = loss_scale(next((r["task"] for r in rows if r["task"]), {}), swept_keys(rows))
+    if not varied:
+        return "best_val_loss", False, ""
+    if comparable is None:
+        return None, False, (
+            f"no best job: {', '.join(varied)} changes what task={task}'s validation measures, so no val "
+            "metric compares across jobs; compare their held-out generations"
+        )  # fmt: skip
+    key = comparable[0].replace("/", "_")
+    return key, comparable[1], (
+        f"ranked by final {key}: {', '.join(varied)} changes the scale of task={task}'s val/loss, so val "
+        "losses do not compare across jobs"
+    )  # fmt: skip
+
+
+def loss_scale(task_cfg: dict, keys) -> tuple[str, list[str], tuple[str, bool] | None]:
+    """Of the swept `keys`, the task settings that change what its val/loss measures: (task name, those
+    keys, the val metric that compares across them and whether higher is better, or None)."""
+    task = _task_class(task_cfg)
+    if task is None:
+        return "", [], None
+
+    def varied(settings) -> list[str]:
+        return [k for k in keys if k.startswith("task.") and k.split(".")[1] in settings]
+
+    unranked, scaled = varied(task.unranked_settings), varied(task.loss_settings)
+    return task.name, unranked + scaled, None if unranked else task.settings_metric
+
+
+def _task_class(task_cfg: dict):
+    """The Task class of the jobs' config, or None where it cannot be had (a user's task not importable)."""
+    from hydratune.errors import UserError
+    from hydratune.tasks.registry import task_class
+
+    try:
+        return task_class(task_cfg)
+    except UserError:
+        return None
 
 
 def swept_keys(rows: list[dict]) -> list[str]:
@@ -125,7 +187,8 @@ def _fmt(value: Any, column: str = "") -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}" if column.endswith("loss") or column == "value" else f"{value:.1f}"
+        four = column.endswith("loss") or column == "value" or column.startswith("val_")
+        return f"{value:.4f}" if four else f"{value:.1f}"
     return str(value)
 
 
@@ -134,7 +197,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
     all overrides, error."""
     axes = swept_keys(rows)
     trials = TRIAL_COLUMNS if any(r["trial"] is not None for r in rows) else ()
-    header = ["job", "status", *trials, *axes, *(c for _, c in METRICS), "overrides", "error"]
+    key = ranking(rows)[0]
+    ranked = (key,) if key and key not in (c for _, c in METRICS) else ()
+    header = ["job", "status", *trials, *axes, *ranked, *(c for _, c in METRICS), "overrides", "error"]
     body = []
     for row in rows:
         given = dict(o.partition("=")[::2] for o in row["overrides"])
@@ -144,6 +209,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
                 row["status"],
                 *(row[c] for c in trials),
                 *(given.get(k) for k in axes),
+                *(row["metrics"].get(c) for c in ranked),
                 *(row[c] for _, c in METRICS),
                 " ".join(row["overrides"]),
                 row["error"],
@@ -157,13 +223,18 @@ TRIAL_COLUMNS = ("trial", "state", "value")
 
 def best_row(rows: list[dict]) -> dict | None:
     """The best job: for an Optuna search the best COMPLETE trial by its value (the objective, in the
-    study's direction), else the ok job with the lowest best_val_loss."""
+    study's direction), else the ok job that `ranking` puts first (None when it ranks nothing)."""
     trials = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     if trials:
         sign = -1 if trials[0]["direction"] == "maximize" else 1
         return min(trials, key=lambda r: sign * r["value"])
-    scored = [r for r in rows if r["status"] == "ok" and r["best_val_loss"] is not None]
-    return min(scored, key=lambda r: r["best_val_loss"]) if scored else None
+    key, higher, _ = ranking(rows)
+    scored = [r for r in rows if r["status"] == "ok" and _number(r["metrics"].get(key))]
+    return min(scored, key=lambda r: (-1 if higher else 1) * r["metrics"][key]) if scored else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def steps_spent(rows: list[dict]) -> tuple[int, int]:
@@ -209,12 +280,20 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
             f"best: trial {best['trial']} (job {best['job']}, objective {best['value']:.4f}, "
             f"best_val_loss {best['best_val_loss'] or float('nan'):.4f}): `{' '.join(best['overrides'])}`"
         )
-    elif best:
-        md.append("")
-        md.append(
-            f"best: job {best['job']} (best_val_loss {best['best_val_loss']:.4f}): "
-            f"`{' '.join(best['overrides'])}`"
-        )
+    else:
+        key, _, note = ranking(rows)
+        if note:
+            md += ["", note]
+        if best:
+            value = best["metrics"][key]
+            tied = [
+                r["job"]
+                for r in rows
+                if r is not best and r["status"] == "ok" and r["metrics"].get(key) == value
+            ]
+            tie = f"; tied with job {', '.join(tied)}" if tied else ""
+            md.append("")
+            md.append(f"best: job {best['job']} ({key} {value:.4f}{tie}): `{' '.join(best['overrides'])}`")
     md += ["", "| " + " | ".join(header[:-2]) + " |", "|" + "---|" * (len(header) - 2)]
     for r in body:
         md.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(r[:-2], header)) + " |")

@@ -6,6 +6,8 @@ so this file stays small and imports nothing heavy; the search itself is hydratu
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,14 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        from hydratune.errors import UserError
         from hydratune.search import Search
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        Search(self.settings, self.config, self.launcher, sweep_dir).run(arguments)
+        try:
+            Search(self.settings, self.config, self.launcher, sweep_dir).run(arguments)
+        except UserError as err:  # a mistake in the search itself: one line, as train.py prints a job's
+            if os.environ.get("HYDRATUNE_DEBUG") == "1":
+                raise
+            print(f"hydratune: error: {err}", file=sys.stderr)
+            sys.exit(2)

@@ -29,6 +29,14 @@ class Task:
     rules: ClassVar[tuple[Rule, ...]] = ()
     # Whether the trained model writes text (a causal LM): eval_generations then samples its answers.
     generative: ClassVar[bool] = True
+    # How a sweep ranks its jobs (hydratune.sweep) when its axes include task settings. `loss_settings`
+    # change what val/loss measures (a temperature or weight inside it): the val losses of jobs that differ
+    # in one do not compare, so such a sweep is ranked by `settings_metric` (a val metric they leave
+    # comparable, and whether higher is better), or names no best job when that is None. Across
+    # `unranked_settings` no val metric compares.
+    loss_settings: ClassVar[tuple[str, ...]] = ()
+    settings_metric: ClassVar[tuple[str, bool] | None] = None
+    unranked_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **settings: Any):
         self.settings = settings

@@ -12,6 +12,11 @@ LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
 
 class DPOTask(PreferenceTask):
     name = "dpo"
+    # The share of held-out pairs ranked right does not depend on beta or the loss's weights; between a
+    # loss with a reference and a reference-free one its "reward" changes meaning.
+    loss_settings = ("beta", "label_smoothing", "sft_weight", "simpo_gamma")
+    settings_metric = ("val/accuracy", True)
+    unranked_settings = ("loss",)
     rules = (
         *PreferenceTask.rules,
         Rule(

@@ -19,6 +19,7 @@ def _task(c: dict) -> dict:
 class GRPOTask(Task):
     name = "grpo"
     generative = False  # the module writes its own completions.jsonl (sampled groups, rewards, advantages)
+    unranked_settings = ("rewards", "reward_model")  # val/loss is minus the mean reward they define
     rules = (
         Rule(
             "grpo_group_size",

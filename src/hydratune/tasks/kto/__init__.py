@@ -9,6 +9,7 @@ from hydratune.tasks.task import module_kwargs
 class KTOTask(PreferenceTask):
     name = "kto"
     kto = True
+    loss_settings = ("beta", "desirable_weight", "undesirable_weight")  # and no val metric apart from beta
     rules = KTO_RULES
 
     def module(self, cfg: dict, datamodule, tokenizer):

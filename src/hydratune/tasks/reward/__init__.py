@@ -10,6 +10,8 @@ from hydratune.tasks.task import module_kwargs
 class RewardTask(PreferenceTask):
     name = "reward"
     generative = False
+    loss_settings = ("margin",)
+    settings_metric = ("val/accuracy", True)  # chosen scored above rejected, whatever the margin
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.reward.module import RewardModule
