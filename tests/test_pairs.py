@@ -195,3 +195,74 @@ def test_shipped_preference_data_is_what_the_script_writes(tokenizer):
     assert all(row["chosen"] == row["rejected"].upper() != row["rejected"] for row in train + held_out)
     out = tokenize_pairs(held_out, tokenizer, {"format": "pairs", "max_seq_length": 64})
     assert pair_stats(out["drop"], out["truncated"])[1]["pairs"] == len(held_out)
+
+
+def _training_prompt_ids(task: str, cfg: dict, row: dict, tokenizer) -> list[int]:
+    """The prompt ids a row trained with: the pair/KTO prompt, or an SFT sample's untrained prefix."""
+    if task in ("dpo", "kto"):
+        tokenize = tokenize_kto if task == "kto" else tokenize_pairs
+        return tokenize([row], tokenizer, cfg)["prompt_ids"][0]
+    from hydratune.data.formats import CHAT_FORMATS, FORMATS, resolve_format
+    from hydratune.data.tokenize import tokenize_samples
+
+    fmt = resolve_format(cfg)
+    segments = FORMATS[fmt](row, cfg, **({"tokenizer": tokenizer} if fmt in CHAT_FORMATS else {}))
+    sample = tokenize_samples([segments], tokenizer, cfg["max_seq_length"])
+    labels = sample["labels"][0]
+    return sample["input_ids"][0][: next(i for i, label in enumerate(labels) if label != -100)]
+
+
+TURNS = [{"role": "user", "content": "copy: ab"}, {"role": "assistant", "content": "AB"}]
+# (task, dataset config, a training row, what `hydratune generate --prompt` gets, its --input)
+GENERATE_CASES = [
+    ("sft", {"format": "alpaca", "template": "alpaca_short"},
+     {"instruction": "copy", "input": "ab", "output": "AB"}, "copy", "ab"),
+    ("sft", {"format": "alpaca", "template": None}, {"instruction": "copy", "input": "", "output": "AB"}, "copy", ""),
+    ("sft", {"format": "alpaca_chat", "chat_template": "tiny"},
+     {"instruction": "copy", "input": "ab", "output": "AB"}, "copy", "ab"),
+    ("sft", {"format": "messages", "chat_template": "tiny"}, {"messages": TURNS}, "copy: ab", ""),
+    ("sft", {"format": "prompt_response", "prompt_column": "q", "response_column": "a"},
+     {"q": "copy: ab -> ", "a": "AB"}, "copy: ab -> ", ""),
+    ("dpo", {"format": "pairs"}, {"prompt": "copy: ab -> ", "chosen": "AB", "rejected": "ab"}, "copy: ab -> ", ""),
+    ("dpo", {"format": "alpaca_pairs", "template": "alpaca_short"},
+     {"instruction": "copy", "input": "ab", "chosen": "AB", "rejected": "ab"}, "copy", "ab"),
+    ("dpo", {"format": "chat_pairs", "chat_template": "tiny", "prompt_column": None},
+     {"chosen": TURNS, "rejected": [TURNS[0], {"role": "assistant", "content": "ab"}]}, "copy: ab", ""),
+    ("kto", {"format": "kto"}, {"prompt": "copy: ab -> ", "completion": "AB", "label": True}, "copy: ab -> ", ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "cfg", "row", "prompt", "input"), GENERATE_CASES,
+                         ids=[f"{c[0]}-{c[1]['format']}" for c in GENERATE_CASES])  # fmt: skip
+def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, input):
+    """`hydratune generate --prompt P` renders P as the run's task and dataset.format rendered its prompts:
+    the ids it generates from are the prompt ids training saw (an alpaca wrap on a DPO run of plain pairs
+    made its answers garbage)."""
+    import copy
+
+    from hydratune.data.formats import set_chat_template
+    from hydratune.generate import _with_bos
+    from hydratune.tasks.registry import get_task
+
+    tokenizer = copy.deepcopy(tokenizer)
+    cfg = {"max_seq_length": 256, **cfg}
+    if cfg.get("chat_template"):
+        set_chat_template(tokenizer, cfg)  # as training did; the export saves it with the tokenizer
+    text = get_task({"name": task}).prompt_text(cfg, tokenizer, prompt, input)
+    assert _with_bos(ids(tokenizer, text), tokenizer.bos_token_id) == _training_prompt_ids(
+        task, cfg, row, tokenizer
+    )
+
+
+def test_generate_refuses_what_it_cannot_render(tokenizer):
+    from hydratune.tasks.registry import get_task
+
+    with pytest.raises(UserError, match="task=reward writes no text .*hydratune score"):
+        get_task({"name": "reward"}).prompt_text({"format": "pairs"}, tokenizer, "copy: ab -> ")
+    with pytest.raises(UserError, match="--input: dataset.format=pairs has no input field"):
+        get_task({"name": "dpo"}).prompt_text({"format": "pairs"}, tokenizer, "copy", "ab")
+    grpo = get_task({"name": "grpo"})
+    assert grpo.prompt_text({"template": None}, tokenizer, "shout: ab -> ") == "shout: ab -> "
+    assert grpo.prompt_text({"template": "alpaca_short"}, tokenizer, "copy", "") == alpaca_prompt(
+        "copy", "", "alpaca_short"
+    )

@@ -20,8 +20,10 @@ def generate(
     outputs = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        ids = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
+        ids = [
+            _with_bos(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer.bos_token_id)
+            for p in chunk
+        ]
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
         attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
@@ -38,3 +40,9 @@ def generate(
             )
         outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return outputs
+
+
+def _with_bos(ids: list[int], bos_id: int | None) -> list[int]:
+    """BOS first, as training put it (hydratune.data.pairs._prompt_ids), and once: a chat template may
+    begin with it already."""
+    return ids if bos_id is None or ids[:1] == [bos_id] else [bos_id, *ids]

@@ -7,11 +7,9 @@ import sys
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from hydratune.data.formats import TEMPLATES, alpaca_prompt
-    from hydratune.export import find_artifact, load_artifact
+    from hydratune.export import find_artifact, load_artifact, run_settings
     from hydratune.generate import generate
+    from hydratune.tasks.registry import get_task
 
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -20,11 +18,15 @@ def _generate(args: argparse.Namespace) -> int:
         raise SystemExit("hydratune generate: give --prompt TEXT or --prompts-file FILE")
     artifact = find_artifact(args.run_dir, args.artifact)
     if not args.raw:
-        # Wrap each prompt in the run's own instruction template, as training saw it.
-        run_cfg = OmegaConf.load(f"{args.run_dir}/.hydra/config.yaml")
-        template = OmegaConf.select(run_cfg, "dataset.template", default="alpaca")
-        if template in TEMPLATES:
-            prompts = [alpaca_prompt(p, args.input or "", template) for p in prompts]
+        # Each prompt rendered as the run's training data rendered its prompts (its task and dataset.format:
+        # an alpaca template, the chat template, or the text as written), so it answers as it learnt to.
+        from transformers import AutoTokenizer
+
+        task_cfg, dataset_cfg = run_settings(args.run_dir)
+        task, tokenizer = get_task(task_cfg), AutoTokenizer.from_pretrained(artifact)
+        prompts = [task.prompt_text(dataset_cfg, tokenizer, p, args.input or "") for p in prompts]
+    elif args.input:
+        raise SystemExit("hydratune generate: --input goes into the run's template, which --raw leaves out")
     model, tokenizer = load_artifact(artifact)
     for text in generate(
         model, tokenizer, prompts, args.max_new_tokens, args.sample, args.temperature, args.top_p
@@ -96,11 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate text with a finished run's artifact")
     gen.add_argument("run_dir", help="a run directory (holds adapter/, merged/ or model/)")
-    gen.add_argument("--prompt", action="append", help="an instruction (repeatable)")
-    gen.add_argument("--prompts-file", help="a text file, one instruction per line")
-    gen.add_argument("--input", help="the Alpaca `input` field given with every instruction")
+    gen.add_argument("--prompt", action="append", help="a prompt or instruction (repeatable)")
+    gen.add_argument("--prompts-file", help="a text file, one prompt per line")
+    gen.add_argument("--input", help="the Alpaca `input` field given with every instruction (alpaca formats)")
     gen.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
-    gen.add_argument("--raw", action="store_true", help="send prompts as given, without the run's template")
+    gen.add_argument(
+        "--raw",
+        action="store_true",
+        help="send prompts as given (after BOS), not rendered as the run's data was",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=1.0)

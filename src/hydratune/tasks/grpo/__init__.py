@@ -60,6 +60,15 @@ class GRPOTask(Task):
         settings = {k: self.settings[k] for k in SETTINGS if k in self.settings}
         return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0))
 
+    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
+        from hydratune.data.formats import alpaca_prompt, no_input
+
+        template = dataset_cfg.get("template")
+        if template is not None:  # each prompt was the instruction of that alpaca template
+            return alpaca_prompt(prompt, input, template)
+        no_input("task=grpo with dataset.template=null", input)
+        return prompt
+
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
         datamodule = self.datamodule(tokenizer, cfg)
         datamodule.setup("fit")

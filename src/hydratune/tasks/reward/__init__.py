@@ -4,7 +4,7 @@ with the Bradley-Terry loss; `hydratune score RUN --prompt ... --response ...` p
 from __future__ import annotations
 
 from hydratune.tasks.preference import PreferenceTask
-from hydratune.tasks.task import module_kwargs
+from hydratune.tasks.task import Task, module_kwargs
 
 
 class RewardTask(PreferenceTask):
@@ -19,6 +19,9 @@ class RewardTask(PreferenceTask):
         return RewardModule(
             **module_kwargs(cfg), pad_token_id=tokenizer.pad_token_id, margin=self.settings.get("margin", 0.0)
         )
+
+    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
+        return Task.prompt_text(self, dataset_cfg, tokenizer, prompt, input)  # writes no text
 
     def score(self, model, tokenizer, prompts, responses, dataset_cfg: dict) -> list[float]:
         """`hydratune score`: the reward of each (prompt, response), rendered as in training."""
