@@ -21,6 +21,7 @@ NOISE = [
     "exists and is not empty",  # Lightning's ModelCheckpoint on resume=auto
     "dirpath has changed",  # and on ckpt_path= into a new run folder
     "Failed to load JSON",  # datasets' JSON reader, before it raises (hydratune names the file and line)
+    "smaller than the logging interval",  # Lightning, an epoch shorter than log_every_n_steps
     "Warning",
 ]
 
@@ -50,6 +51,10 @@ with tempfile.TemporaryDirectory() as folder:
         datasets.load_dataset("json", data_files=f"{folder}/bad.jsonl", cache_dir=f"{folder}/cache")
     except Exception:
         pass
+from lightning.fabric.utilities.warnings import PossibleUserWarning
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+rank_zero_warn("The number of training batches (6) is smaller than the logging interval "
+               "Trainer(log_every_n_steps=10).", category=PossibleUserWarning)  # as the fit loop says it
 print("done")
 """
 
@@ -96,6 +101,7 @@ def test_noisy_libraries_print_nothing_after_quiet_console_and_everything_with_d
         "exists and is not empty",
         "dirpath has changed",
         "Failed to load JSON",
+        "smaller than the logging interval",
     ):
         assert text in shown.stderr, shown.stderr
     if _cpu_has_avx512_bf16():

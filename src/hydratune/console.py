@@ -35,6 +35,9 @@ WARNINGS = [
     # and ckpt_path=FILE starts a new folder whose checkpoints are counted afresh (train.log says which).
     (r"Checkpoint directory .* exists and is not empty", UserWarning),
     (r"The dirpath has changed from", UserWarning),
+    # Lightning's fit loop when an epoch has fewer batches than trainer.log_every_n_steps: logging counts
+    # steps across epochs, so every log_every_n_steps-th step is still logged.
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
 ]
 # Lightning's info lines that advertise instead of inform.
 LIGHTNING_ADVERTS = ("💡 Tip:",)

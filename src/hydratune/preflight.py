@@ -94,6 +94,8 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
         if key in known:
             return UserError(f"{key} is not set by the chosen options; add it with +{key}=VALUE")
         err = schema.unknown_key_error(key, known)
+        if "did you mean" in str(err):  # a typo: adding it with + would be refused the same way
+            return err
         return UserError(f"{err} (a new key needs a leading +, e.g. +{key}=VALUE)")
     for override in overrides:  # Lightning names checkpoints step=000240.ckpt: Hydra's grammar reads that '='
         key, _, value = override.partition("=")

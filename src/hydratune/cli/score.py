@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
             f"{args.run_dir} is not a reward-model run (task={task.name}); train one with task=reward"
         )
     if len(args.prompt) != len(args.response):
-        raise UserError("hydratune score: give one --response per --prompt")
+        raise UserError("give one --response per --prompt")
     model, tokenizer = load_artifact(find_artifact(args.run_dir, args.artifact))
     for prompt, response, reward in zip(
         args.prompt, args.response, task.score(model, tokenizer, args.prompt, args.response, dataset_cfg)
