@@ -108,8 +108,69 @@ def test_kto_rows_labels_and_drops(tokenizer):
     assert out["label"] == [True, False, True, True]
     assert out["drop"] == ["", "", "empty_answer", "long_prompt"]
     assert out["completion_ids"][0] == ids(tokenizer, "yes") + [tokenizer.eos_token_id]
-    with pytest.raises(UserError, match="'ok' holds 'yes'"):
+    with pytest.raises(UserError, match="'ok' holds 'yes' \\(str\\); use true/false or 1/0"):
         tokenize_kto([{"prompt": "q", "completion": "a", "ok": "yes"}], tokenizer, cfg)
+    # "true"/"false" as text (a CSV cell, JSON written with quotes) read as the flags they spell
+    text_labels = [
+        {"prompt": "q", "completion": "a", "ok": "True"},
+        {"prompt": "q", "completion": "b", "ok": "false"},
+    ]
+    assert tokenize_kto(text_labels, tokenizer, cfg)["label"] == [True, False]
+
+
+def _preference_data(tokenizer, tmp_path, rows: list[dict], **cfg):
+    """A PreferenceDataModule over `rows` (train and validation alike), set up."""
+    import json
+
+    from hydratune.data.preference import PreferenceDataModule
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    kto = cfg.get("format") == "kto"
+    cfg = {"sources": [{"loader": "json", "data_files": {"train": str(path), "validation": str(path)}}],
+           "max_seq_length": 32, "batch_size": 2, "eval_batch_size": 2, **cfg}  # fmt: skip
+    return PreferenceDataModule(tokenizer, cfg=cfg, cache_dir=str(tmp_path / "cache"), kto=kto)
+
+
+PAIRS = [{"prompt": f"copy: {w} -> ", "chosen": w.upper(), "rejected": w} for w in ("ab", "cd", "ef")]
+
+
+def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):
+    """A prompt/chosen/rejected file given to task=kto trains as KTO rows: each chosen answer desirable, each
+    rejected one undesirable (TRL's KTOTrainer unpairs such data itself)."""
+    data = _preference_data(tokenizer, tmp_path, PAIRS, format="kto")
+    data.setup("fit")
+    rows = data.train_dataset
+    assert len(rows) == 6 and list(rows["label"]) == [True] * 3 + [False] * 3
+    assert rows[0]["completion_ids"] == ids(tokenizer, "AB") + [tokenizer.eos_token_id]
+    assert rows[3]["completion_ids"] == ids(tokenizer, "ab") + [tokenizer.eos_token_id]
+    assert (
+        rows[0]["prompt_ids"]
+        == rows[3]["prompt_ids"]
+        == [tokenizer.bos_token_id, *ids(tokenizer, "copy: ab -> ")]
+    )
+
+
+def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_path, caplog):
+    kto_rows = [{"prompt": "q", "completion": "a", "label": True}]
+    data = _preference_data(tokenizer, tmp_path / "a", kto_rows, format="pairs")
+    with pytest.raises(
+        UserError, match="column 'chosen' is not in split 'train'.*these are KTO rows.*task=kto"
+    ):
+        data.setup("fit")
+    nulls = [*PAIRS, {"prompt": "q", "chosen": "A", "rejected": None}]
+    data = _preference_data(tokenizer, tmp_path / "b", nulls, format="pairs")
+    with pytest.raises(UserError, match=r"split 'train' row 3: dataset: no 'rejected' in this row"):
+        data.setup("fit")
+    # a max_seq_length that cuts most answers is a warning that names the key
+    data = _preference_data(tokenizer, tmp_path / "c", PAIRS, format="pairs", max_seq_length=15)
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert (
+        "dataset.max_seq_length=15: in split 'train', 0 of 3 rows dropped (prompt too long) and 3 of 3"
+        in caplog.text
+    )
 
 
 def test_pair_collator_puts_chosen_then_rejected_in_one_batch():

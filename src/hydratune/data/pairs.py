@@ -91,8 +91,12 @@ def format_kto(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, bool]:
     """`{prompt, completion, label}`: label True (or 1) for a desirable completion, False (0) otherwise."""
     name = column(cfg, "label_column")
     label = row.get(name)
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):
+        label = label.strip().lower() == "true"  # "true" in quotes: a CSV cell, or JSON written as text
     if label not in (True, False):  # also accepts 0 and 1, which compare equal
-        raise UserError(f"dataset: column {name!r} holds {label!r}; use true/false (or 1/0) per row")
+        raise UserError(
+            f"dataset: column {name!r} holds {label!r} ({type(label).__name__}); use true/false or 1/0 per row"
+        )
     return _text(row, column(cfg, "prompt_column")), _text(row, column(cfg, "completion_column")), bool(label)
 
 

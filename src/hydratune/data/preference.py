@@ -20,6 +20,7 @@ from hydratune.data.pairs import (
     KTOCollator,
     PairCollator,
     check_pair_config,
+    column,
     pair_stats,
     required_pair_columns,
     tokenize_kto,
@@ -83,20 +84,28 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def _tokenize(self, dataset, split: str):
         fmt = self.cfg["format"]
+        if self.kto and is_paired(dataset.column_names, self.cfg):
+            dataset = unpair(dataset, self.cfg)
+            log.info(
+                "%s: prompt/chosen/rejected pairs unpaired into %d KTO rows (chosen desirable, rejected "
+                "undesirable), as TRL's KTOTrainer does", split, len(dataset),
+            )  # fmt: skip
         missing = [c for c in required_pair_columns(fmt, self.cfg) if c not in dataset.column_names]
         if missing:
-            raise UserError(
-                f"dataset.format={fmt}: column {missing[0]!r} is not in split {split!r}; available columns: "
-                f"{', '.join(dataset.column_names)} (set dataset.prompt_column/chosen_column/... to yours)"
-            )
+            raise UserError(missing_column(fmt, missing[0], split, dataset.column_names, self.cfg))
         tokenize = tokenize_kto if self.kto else tokenize_pairs
 
         def encode(batch: dict, indices: list[int]) -> dict:
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
             try:
                 return tokenize(rows, self.tokenizer, self.cfg)
-            except UserError as err:
-                raise UserError(f"split {split!r} rows {indices[0]}-{indices[-1]}: {err}") from None
+            except UserError:
+                for index, row in zip(indices, rows):  # the row that fails, named alone
+                    try:
+                        tokenize([row], self.tokenizer, self.cfg)
+                    except UserError as err:
+                        raise UserError(f"split {split!r} row {index}: {err}") from None
+                raise
 
         keys = ("format", "template", "chat_template", "max_seq_length", "prompt_column", "chosen_column",
                 "rejected_column", "completion_column", "label_column", "system_column")  # fmt: skip
@@ -122,11 +131,13 @@ class PreferenceDataModule(L.LightningDataModule):
                 + f"); check the columns, or raise dataset.max_seq_length={self.cfg['max_seq_length']}"
             )
         dropped = {r: stats[f"dropped_{r}"] for r in DROP_REASONS if stats[f"dropped_{r}"]}
+        unit = "rows" if self.kto else "pairs"
         log.info(
             "%s: %d %s from %d rows in %.1fs%s, %d truncated",
-            split, stats["pairs"], "rows" if self.kto else "pairs", stats["rows"], time.time() - started,
-            f", dropped {dropped}" if dropped else "", stats["truncated"],
+            split, stats["pairs"], unit, stats["rows"], time.time() - started,
+            "".join(f", dropped {n} {r.replace('_', ' ')}" for r, n in dropped.items()), stats["truncated"],
         )  # fmt: skip
+        warn_if_cut(stats, split, unit, self.cfg["max_seq_length"])
         return tokenized, stats
 
     def train_dataloader(self) -> DataLoader:
@@ -139,6 +150,55 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return eval_loader(self.val_dataset, self.cfg, self.collate, self.trainer)
+
+
+# Above these shares of a split, what max_seq_length drops or cuts is said as a warning (training and preflight).
+WARN_LONG_PROMPT = 0.05
+WARN_TRUNCATED = 0.25
+
+
+def warn_if_cut(stats: dict, split: str, unit: str, max_seq_length: int) -> None:
+    """A warning when dataset.max_seq_length drops many prompts whole or cuts many answers (losing their EOS)."""
+    rows = max(stats["rows"], 1)
+    long_prompts, truncated = stats["dropped_long_prompt"], stats["truncated"]
+    if long_prompts / rows > WARN_LONG_PROMPT or truncated / max(stats["pairs"], 1) > WARN_TRUNCATED:
+        log.warning(
+            "dataset.max_seq_length=%d: in split %r, %d of %d rows dropped (prompt too long) and %d of %d %s "
+            "cut short (their answers lose EOS); raise dataset.max_seq_length (`hydratune inspect` shows the "
+            "lengths)", max_seq_length, split, long_prompts, stats["rows"], truncated, stats["pairs"], unit,
+        )  # fmt: skip
+
+
+def is_paired(columns, cfg: dict) -> bool:
+    """KTO rows asked for, prompt/chosen/rejected given (TRL's paired layout): no completion column."""
+    pair = [column(cfg, k) for k in ("prompt_column", "chosen_column", "rejected_column")]
+    return column(cfg, "completion_column") not in columns and all(c in columns for c in pair)
+
+
+def unpair(dataset, cfg: dict):
+    """Each pair as two KTO rows: the chosen answer desirable, the rejected one undesirable."""
+    prompt, chosen, rejected = (column(cfg, k) for k in ("prompt_column", "chosen_column", "rejected_column"))
+    completion, label = column(cfg, "completion_column"), column(cfg, "label_column")
+
+    def split_pairs(batch: dict) -> dict:
+        n = len(batch[prompt])
+        return {
+            prompt: batch[prompt] * 2,
+            completion: batch[chosen] + batch[rejected],
+            label: [True] * n + [False] * n,
+        }
+
+    return dataset.map(split_pairs, batched=True, remove_columns=dataset.column_names, desc="unpairing")
+
+
+def missing_column(fmt: str, name: str, split: str, columns: list[str], cfg: dict) -> str:
+    """The error for a column the format reads and the split lacks, with what the columns look like."""
+    where = f"dataset.format={fmt}: column {name!r} is not in split {split!r}; available columns: {', '.join(columns)}"
+    if fmt == "kto":
+        return f"{where} (set dataset.prompt_column/completion_column/label_column to yours)"
+    if column(cfg, "completion_column") in columns and column(cfg, "label_column") in columns:
+        return f"{where}; these are KTO rows (a completion and a label each): train them with task=kto"
+    return f"{where} (set dataset.prompt_column/chosen_column/rejected_column to yours)"
 
 
 def pair_format_names(kto: bool = False) -> list[str]:

@@ -23,7 +23,7 @@ class DPOTask(PreferenceTask):
             "dpo_loss",
             "task.loss",
             lambda c: (c.get("task") or {}).get("loss") not in LOSSES,
-            f"task.loss must be one of {', '.join(LOSSES)}: set e.g. task.loss=sigmoid",
+            f"task.loss must be one of {', '.join(LOSSES)}: set e.g. task.loss=sigmoid (KTO, on unpaired rows: task=kto)",
         ),
         Rule(
             "dpo_beta",
