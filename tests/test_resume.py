@@ -156,3 +156,30 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     assert all(row["prompt"] and row["reference"] for row in generations)
     # The same run folder and logger run: one metrics.csv, one run.json recording the resume.
     assert json.loads((killed / "run.json").read_text())["resumes"][0]["checkpoint"].endswith("last.ckpt")
+
+
+@pytest.mark.slow
+def test_a_step_checkpoint_due_with_an_evaluation_holds_its_result(tiny_model_dir, tmp_path):
+    """save_steps on an evaluation step: the checkpoint is written after that evaluation, so a run resumed from
+    it keeps the step's val loss (curve, best score, early stopping's count) instead of losing it; and the
+    evaluation's dataloader, which draws a seed before any callback sees it, does not shift the dropout
+    masks of the steps after it (the resumed run, which does not evaluate there, trains bit for bit alike)."""
+    data = write_data(tmp_path)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    settings = [
+        "callbacks.model_checkpoint.save_steps=6",
+        "callbacks.model_checkpoint.save_total_limit=null",
+        "trainer.accumulate_grad_batches=1",
+    ]
+    run(command(tiny_model_dir, data, straight, *settings))
+    step6 = straight / "checkpoints" / "step=000006.ckpt"
+    state = torch.load(step6, weights_only=False)
+    assert state["global_step"] == 6
+    finished = json.loads((straight / "metrics.json").read_text())
+    assert 6 in [step for step, _ in finished["val_curve"]]
+    run(command(tiny_model_dir, data, resumed, *settings, f'ckpt_path="{step6}"'))
+    again = json.loads((resumed / "metrics.json").read_text())
+    assert again["val_curve"] == finished["val_curve"]  # step 6's evaluation came with the checkpoint
+    assert again["best_val_loss"] == finished["best_val_loss"]
+    expected = {step: loss for step, loss in step_losses(straight).items() if step >= 6}
+    assert {step: step_losses(resumed)[step] for step in expected} == expected

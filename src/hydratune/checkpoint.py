@@ -88,6 +88,15 @@ def last_good_checkpoint(folder: Path) -> str:
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else "(none written yet)"
 
 
+def _validation_follows(trainer) -> bool:
+    """Whether Lightning's epoch loop evaluates right after this training batch (its own test, asked early)."""
+    loop = trainer.fit_loop.epoch_loop
+    try:
+        return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher)) and not loop._skip_next_val
+    except (AttributeError, TypeError):  # another Lightning: save now, as before
+        return False
+
+
 class StepCheckpoint(ModelCheckpoint):
     """`step=NNNNNN.ckpt` every `save_steps` optimizer steps (or at each evaluation when None), the newest
     `save_total_limit` of them kept, and `last.ckpt` beside them.
@@ -136,15 +145,22 @@ class StepCheckpoint(ModelCheckpoint):
         every = self._every_n_train_steps
         due = (every > 0 and trainer.global_step % every == 0) or self._after_validation
         finished = 0 < trainer.max_steps <= trainer.global_step
+        if due and not (finished or self.stop_signal) and _validation_follows(trainer):
+            # An evaluation comes right after this step: save after it, so the checkpoint holds its result
+            # (the val curve, the best score, early stopping's count) and a resume does not lose it.
+            self._after_validation, due = True, False
         if due or finished or self.stop_signal:
             self._save_now(trainer)
         if self.stop_signal:
             trainer.should_stop = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        # Without save_steps, a checkpoint follows each evaluation: now if it came right after an optimizer
-        # step (the usual case), else at the next step.
-        if self._every_n_train_steps > 0 or trainer.sanity_checking or trainer.state.fn != "fit":
+        # Without save_steps, a checkpoint follows each evaluation; with save_steps, a step's save that an
+        # evaluation of the same step was due to follow. Now if it came right after an optimizer step (the
+        # usual case), else at the next step.
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if self._every_n_train_steps > 0 and not self._after_validation:
             return
         at_boundary = not trainer.fit_loop.epoch_loop._should_accumulate()
         if at_boundary and trainer.global_step == self._step_seen:
@@ -226,10 +242,12 @@ def set_rng_states(states: dict) -> None:
 class TrainingRNG(L.Callback):
     """Keeps the training RNG stream a function of the training steps alone.
 
-    The states after each step go into checkpoints and are put back right before the first batch of a
-    resumed run (model building and dataloader set-up draw random numbers in between). Validation
-    (and sampled generations) runs on a saved-and-restored state, so evaluating more or less often,
-    or not at all after a resume, does not change the training that follows.
+    The states after each step go into checkpoints, and are put back right before every batch: in a resumed
+    run model building and dataloader set-up draw random numbers in between, and in any run what runs
+    between two steps does (an evaluation's dataloader draws its seed before `on_validation_start`, a new
+    epoch's dataloader its own). Validation (and sampled generations) also runs on a saved-and-restored
+    state, so evaluating more or less often, or not at all after a resume, does not change the training
+    that follows.
     """
 
     def __init__(self):
@@ -238,8 +256,9 @@ class TrainingRNG(L.Callback):
         self._before_validation: dict | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._to_restore is not None:
-            set_rng_states(self._to_restore)
+        state = self._to_restore if self._to_restore is not None else self._after_step
+        if state is not None:
+            set_rng_states(state)
             self._to_restore = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
