@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from conftest import compose, run_cli
+from conftest import ROOT, compose, run_cli
 from safetensors.torch import load_file
 
 from hydratune.config import to_plain
@@ -85,3 +85,175 @@ def test_grpo_resumes_exactly_from_a_step_checkpoint(tmp_path):
     for name in want:
         assert torch.equal(want[name], got[name]), name
     assert os.path.getsize(resumed / "completions.jsonl") > 0
+
+
+# ------------------------------------------------------------------ checks before any model loads
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _sources(tmp_path, train, validation=None):
+    train = _jsonl(tmp_path / "train.jsonl", train)
+    validation = _jsonl(tmp_path / "eval.jsonl", validation or [json.loads(line) for line in train.open()])
+    return f"dataset.sources=[{{loader:json,data_files:{{train:{train},validation:{validation}}}}}]"
+
+
+def test_a_reward_column_the_data_lacks_fails_preflight_in_one_line(tmp_path):
+    from hydratune.preflight import run_preflight
+
+    rows = [{"prompt": f"lower: A{i} -> ", "target": f"a{i}"} for i in range(4)]
+    overrides = ["task=grpo", _sources(tmp_path, rows), f"paths.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(UserError) as err:
+        run_preflight(overrides)
+    assert str(err.value) == (
+        "task.rewards[0] (exact_match) reads column 'answer', which the train split lacks (columns besides the "
+        "prompt: target); set task.rewards.0.column=target"
+    )
+    report = run_preflight([*overrides, "task.rewards.0.column=target"])  # the override it names works
+    assert report["train"]["prompts"] == 4
+
+
+def test_a_user_reward_module_is_imported_and_checked_by_preflight(project, tmp_path):
+    """preflight imports the user's reward functions as training will (a file beside train.py is on the path)
+    and checks their signature, so an import or signature mistake costs seconds, not a model load."""
+    entries = "task.rewards=[{_target_:nu_myrewards.is_lowercase,weight:1.0}]"
+    model = f"model.pretrained_model_name_or_path={ROOT / 'assets' / 'tiny-llama'}"  # the checkout's
+    with pytest.raises(UserError, match=r"cannot import it \(No module named 'nu_myrewards'\).*PYTHONPATH="):
+        check_config(to_plain(compose(["task=grpo", model, entries])))
+    (project / "nu_myrewards.py").write_text(
+        "def is_lowercase(prompts, completions, **columns):\n    return [1.0 for c in completions]\n"
+        "def one_argument(completions):\n    return [1.0 for c in completions]\n"
+    )
+    check_config(
+        to_plain(compose(["task=grpo", model, entries]))
+    )  # beside train.py (HYDRATUNE_ROOT): imports
+    with pytest.raises(UserError, match=r"task.rewards\[0\]: nu_myrewards.one_argument must take \(prompts"):
+        check_config(to_plain(compose(["task=grpo", model, entries.replace("is_lowercase", "one_argument")])))
+
+
+def test_a_reward_model_that_is_not_a_reward_run_fails_the_config_check(tmp_path):
+    run = tmp_path / "dpo_run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "task:\n  name: dpo\n  beta: 0.1\ndataset:\n  format: pairs\n"
+    )
+    (run / "adapter").mkdir()
+    with pytest.raises(UserError, match=r"^task.reward_model=\S+dpo_run: a task=dpo run, not a reward model"):
+        check_config(to_plain(compose(["task=grpo", f"task.reward_model={run}"])))
+    with pytest.raises(UserError, match=r"^task.reward_model=\S+gone: no such directory"):
+        check_config(to_plain(compose(["task=grpo", f"task.reward_model={tmp_path / 'gone'}"])))
+
+
+# --------------------------------------------------------------------- conversational prompts
+
+
+def _prompts(tmp_path, tokenizer, rows, *overrides):
+    from hydratune.tasks.registry import get_task
+
+    cfg = to_plain(
+        compose(["task=grpo", _sources(tmp_path, rows), f"paths.cache_dir={tmp_path / 'c'}", *overrides])
+    )
+    task = get_task(cfg["task"])
+    datamodule = task.datamodule(tokenizer, cfg)
+    datamodule.setup("fit")
+    return task, cfg, datamodule
+
+
+def test_message_list_prompts_are_rendered_with_the_chat_template(tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    turn = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    rows = [{"prompt": turn("hush: AB"), "answer": "ab"}, {"prompt": turn("lower: CD"), "answer": "cd"}]
+    task, cfg, dm = _prompts(tmp_path, tokenizer, rows, "dataset.chat_template=chatml")
+    chat = "<|im_start|>user\nhush: AB<|im_end|>\n<|im_start|>assistant\n"
+    assert dm.train_dataset["prompt"] == [chat, chat.replace("hush: AB", "lower: CD")]
+    assert dm.stats["train"] == {"rows": 2, "prompts": 2} and dm.train_dataset["answer"] == ["ab", "cd"]
+    # prompt_format=chat: text prompts are user turns too, and `hydratune generate` renders its prompt so.
+    text_rows = [{"prompt": "hush: AB", "answer": "ab"}]
+    options = ("dataset.chat_template=chatml", "dataset.prompt_format=chat")
+    task, cfg, dm = _prompts(tmp_path, tokenizer, text_rows, *options)
+    assert dm.train_dataset["prompt"] == [chat]
+    assert task.prompt_text(cfg["dataset"], tokenizer, "hush: AB") == chat
+    assert task.prompt_text({"template": None}, tokenizer, "hush: AB") == "hush: AB"
+
+
+MESSAGE = [{"role": "user", "content": "lower: AB"}]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [7, 8],
+            r"1: column 'prompt' holds int '7'; a prompt is text or a list of \{role, content\} messages",
+        ),
+        (["lower: AB -> ", None], r"2: column 'prompt' holds NoneType"),
+        (
+            [MESSAGE, [{"role": "robot", "content": "x"}]],
+            r"2: column 'prompt' holds .*robot.*; each message needs",
+        ),
+        (
+            [MESSAGE, [*MESSAGE, {"role": "assistant", "content": "a"}]],
+            r"2: column 'prompt' ends with an assistant",
+        ),
+    ],
+)
+def test_a_prompt_that_is_neither_text_nor_messages_names_its_row(tmp_path, tokenizer, rows, message):
+    rows = [{"prompt": prompt, "answer": "ab"} for prompt in rows]
+    with pytest.raises(UserError, match=r"^dataset: the train split's row " + message) as err:
+        _prompts(tmp_path, tokenizer, rows, "dataset.chat_template=chatml")
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------ what rewards receive
+
+
+def test_rewards_receive_completions_without_the_stop_string_and_the_loss_keeps_it(
+    tiny_model_dir, tokenizer, tmp_path, monkeypatch
+):
+    from hydratune.tasks.grpo.module import GRPOModule
+    from hydratune.tasks.grpo.sampling import sample
+
+    prompts = ["lower: AB -> ", "hello there"]
+    free = sample(_tiny_lm(tiny_model_dir), tokenizer, prompts, 1, 8, temperature=0.0)
+    # A token the greedy completion of prompt 0 reaches, that is one token as text: the stop string.
+    stop_id = next(
+        int(t) for t in free.completion_ids[0, 1:]
+        if tokenizer(tokenizer.decode([int(t)]), add_special_tokens=False).input_ids == [int(t)]
+    )  # fmt: skip
+    stop = tokenizer.decode([stop_id])
+    (tmp_path / "nu_seen_rewards.py").write_text(
+        "SEEN = []\ndef record(prompts, completions, **columns):\n"
+        "    SEEN.extend(completions)\n    return [0.0 for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = to_plain(compose(["task=grpo", "peft=none"]))
+    cfg["model"]["pretrained_model_name_or_path"] = str(tiny_model_dir)
+    module = GRPOModule(
+        model={k: v for k, v in cfg["model"].items() if k != "token"}, peft=cfg["peft"], optimizer=cfg["optimizer"],
+        scheduler=cfg["scheduler"], rewards=[{"_target_": "nu_seen_rewards.record"}], stop=[stop], max_new_tokens=8,
+    )  # fmt: skip
+    module.configure_model()
+    monkeypatch.setattr(GRPOModule, "tokenizer", property(lambda self: tokenizer))
+    out = module._sample_and_score(
+        {"prompts": prompts, "columns": {}}, seed=0, generations=1, temperature=0.0
+    )
+    import nu_seen_rewards
+
+    samples = out["samples"]
+    assert samples.texts[0].endswith(stop)  # what was sampled (completions.jsonl shows it)
+    assert nu_seen_rewards.SEEN[0] == samples.texts[0].removesuffix(stop)  # what the reward read
+    assert nu_seen_rewards.SEEN == samples.answers
+    # The loss covers the stop token: the mask reaches it.
+    length = int(samples.completion_mask[0].sum())
+    assert int(samples.completion_ids[0, length - 1]) == stop_id
+
+
+def _tiny_lm(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()

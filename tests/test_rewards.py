@@ -122,7 +122,20 @@ def test_a_function_returning_the_wrong_number_of_values_is_named(user_module):
         score(rewards, PROMPTS, COMPLETIONS, COLUMNS)
 
 
-def save_reward_model(tiny_model_dir, run_dir, adapter: bool, num_labels: int = 1):
+def write_run_config(run_dir, task: str = "reward", dataset: dict | None = None) -> None:
+    """The .hydra/config.yaml a finished run of `task` leaves (what the reward-model checks read)."""
+    import yaml
+
+    dataset = dataset or {"format": "pairs", "max_seq_length": 64}
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"task": {"name": task}, "dataset": dataset})
+    )
+
+
+def save_reward_model(
+    tiny_model_dir, run_dir, adapter: bool, num_labels: int = 1, dataset: dict | None = None
+):
     """A random reward model (Llama + scalar head) exported as a task=reward run would be."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -140,6 +153,7 @@ def save_reward_model(tiny_model_dir, run_dir, adapter: bool, num_labels: int = 
                     p.normal_(0, 0.5)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     export_artifact(model.eval(), tokenizer, run_dir)
+    write_run_config(run_dir, "reward", dataset)
     return model, tokenizer
 
 
@@ -182,8 +196,115 @@ def test_reward_model_scores_prompt_and_completion(tiny_model_dir, tmp_path, ada
 
 
 def test_reward_model_errors_name_the_key(tiny_model_dir, tmp_path):
-    with pytest.raises(UserError, match=r"task.reward_model=.*has no merged/ or adapter/ or model/"):
+    with pytest.raises(UserError, match=r"task.reward_model=.*missing: no such directory"):
         RewardModelScorer(tmp_path / "missing")
     save_reward_model(tiny_model_dir, tmp_path, adapter=False, num_labels=2)
     with pytest.raises(UserError, match=r"task.reward_model=.*has 2 labels; a reward model has one"):
         RewardModelScorer(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "marker"),
+    [
+        ({"format": "chat_pairs", "max_seq_length": 64}, "assistant"),  # the chat template's turns
+        ({"format": "pairs", "max_seq_length": 64}, None),
+        ({"format": "pairs", "max_seq_length": 6}, None),  # cut to the run's max_seq_length, as score cuts
+    ],
+)
+def test_reward_model_scorer_reads_what_hydratune_score_reads(tiny_model_dir, tmp_path, dataset, marker):
+    """GRPO's reward model gets each (prompt, completion) in the token layout `hydratune score` gives that
+    reward run (its dataset.format, its chat template, its max_seq_length), not always the pairs layout."""
+    from hydratune.export import find_artifact, load_artifact, run_settings
+    from hydratune.tasks.reward.inference import score as score_cli
+
+    save_reward_model(tiny_model_dir, tmp_path, adapter=True, dataset=dataset)
+    scorer = RewardModelScorer(tmp_path)
+    prompts, responses = ["lower: AZI", "shout: ab"], ["azi", "AB"]
+    # What `hydratune score RUN --prompt P --response R` feeds the model: recorded at its forward.
+    model, tokenizer = load_artifact(find_artifact(tmp_path))
+    seen = []
+    forward = model.forward
+    model.forward = lambda input_ids, **kw: (
+        seen.append(input_ids[0].tolist()) or forward(input_ids=input_ids, **kw)
+    )
+    expected = score_cli(model, tokenizer, prompts, responses, run_settings(tmp_path)[1])
+    assert [scorer._encode(p, r) for p, r in zip(prompts, responses)] == seen
+    assert scorer(prompts, responses) == pytest.approx(expected, abs=1e-5)
+    text = tokenizer.decode(seen[0])
+    if marker:  # the chat layout, not `[BOS] prompt completion EOS`
+        assert marker in text and not text.startswith(tokenizer.bos_token + "lower")
+        assert seen[0] != scoring_ids_pairs(tokenizer, prompts[0], responses[0])
+    elif dataset["max_seq_length"] > 10:
+        assert seen[0] == scoring_ids_pairs(tokenizer, prompts[0], responses[0])
+    else:
+        assert len(seen[0]) == dataset["max_seq_length"]
+
+
+def scoring_ids_pairs(tokenizer, prompt, response):
+    ids = tokenizer(prompt + response, add_special_tokens=False).input_ids
+    return [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+
+
+def test_a_reward_model_directory_is_checked_without_loading_anything(tmp_path):
+    from hydratune.rewards import check_rewards
+
+    with pytest.raises(UserError, match=r"^task.reward_model=\S*nope: no such directory; give the directory"):
+        check_rewards([], reward_model=str(tmp_path / "nope"))
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match=r"^task.reward_model=\S*run: no .hydra/config.yaml"):
+        check_rewards([], reward_model=str(run))
+    write_run_config(run, "dpo")
+    (run / "adapter").mkdir()
+    with pytest.raises(
+        UserError, match=r"a task=dpo run, not a reward model; give the directory of a task=reward"
+    ):
+        check_rewards([], reward_model=str(run))
+    # The same check for a reward model listed in task.rewards, named by its entry.
+    entry = {"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": str(run)}
+    with pytest.raises(UserError, match=r"^task.rewards\[0\]=\S*run: a task=dpo run"):
+        check_rewards([entry])
+    write_run_config(run, "reward")
+    (run / "adapter").rmdir()
+    with pytest.raises(UserError, match=r"has no merged/ or adapter/ or model/ directory"):
+        check_rewards([], reward_model=str(run))
+    (run / "adapter").mkdir()
+    check_rewards([entry], reward_model=str(run))  # a task=reward run with its artifact: nothing loads here
+
+
+def test_the_columns_the_rewards_read_are_checked_against_the_data(user_module):
+    from hydratune.rewards import check_reward_columns, columns_read
+
+    default = [{"_target_": "hydratune.rewards.exact_match", "weight": 1.0}]
+    with pytest.raises(UserError) as err:
+        check_reward_columns(default, ["target"], "train")
+    assert str(err.value) == (
+        "task.rewards[0] (exact_match) reads column 'answer', which the train split lacks (columns besides the "
+        "prompt: target); set task.rewards.0.column=target"
+    )
+    check_reward_columns([{**default[0], "column": "target"}], ["target"], "train")
+    # A user's function names the column as a parameter without a default: it needs that column.
+    mine = [*default, {"_target_": f"{user_module}.my_reward"}]
+    assert [(w, c) for w, c, *_ in columns_read(mine)] == [
+        ("task.rewards[0]", "answer"),
+        ("task.rewards[1]", "answer"),
+    ]
+    with pytest.raises(
+        UserError, match=r"task.rewards\[1\] \(my_reward\) reads column 'answer', which the validation"
+    ):
+        check_reward_columns([{**default[0], "column": "target"}, mine[1]], ["target", "id"], "validation")
+    # Functions that read no column (or only through **columns) need none.
+    check_reward_columns([{"_target_": "hydratune.rewards.length_penalty"}], [], "train")
+
+
+def test_a_user_module_that_does_not_import_says_how_to_make_it_importable(tmp_path, monkeypatch):
+    entries = [{"_target_": "nu_rewards_mod.is_lowercase", "weight": 1.0}]
+    with pytest.raises(UserError) as err:
+        build_rewards(entries)
+    assert "No module named 'nu_rewards_mod'" in str(err.value)
+    assert "put nu_rewards_mod.py beside train.py, or run with PYTHONPATH=" in str(err.value)
+    # A module that imports but lacks a dependency of its own is not told to fix its path.
+    (tmp_path / "nu_rewards_dep.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match=r"No module named 'no_such_dependency_xyz'\)$"):
+        build_rewards([{"_target_": "nu_rewards_dep.f"}])

@@ -64,13 +64,18 @@ def test_rows_stop_at_eos_and_are_padded_after_it(model, fresh_tokenizer):
         assert s.texts[0] == tok.decode(free.completion_ids[0, :2], skip_special_tokens=True)
 
 
-def test_extra_stop_tokens_end_a_completion_and_stay_in_the_text(model, tokenizer):
+def test_extra_stop_tokens_end_a_completion_stay_in_the_text_and_leave_the_answer(model, tokenizer):
     free = sample(model, tokenizer, PROMPTS[:1], 1, 16, temperature=0.0)
     stop = int(free.completion_ids[0, 2])
     s = sample(model, tokenizer, PROMPTS[:1], 1, 16, temperature=0.0, stop_token_ids=[stop])
     first = free.completion_ids[0].tolist().index(stop)
     assert s.completion_ids.shape[1] == first + 1  # the loop stops once every row has stopped
     assert s.texts[0] == tokenizer.decode(free.completion_ids[0, : first + 1])
+    # Rewards read the answer without the stop token that ended it; the mask (what the loss trains) keeps it.
+    assert s.answers[0] == tokenizer.decode(free.completion_ids[0, :first])
+    assert int(s.completion_mask[0].sum()) == first + 1
+    unstopped = sample(model, tokenizer, PROMPTS[:1], 1, first, temperature=0.0, stop_token_ids=[stop])
+    assert unstopped.answers == unstopped.texts  # cut by max_new_tokens: nothing to take off
 
 
 @pytest.mark.parametrize("method", ["loop", "generate"])

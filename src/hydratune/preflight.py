@@ -12,11 +12,13 @@ templates, a model not on this disk) it prepares every row as training does, and
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from hydratune import rules, schema
@@ -140,10 +142,12 @@ def compose_with_choices(overrides: list[str]):
 def check_config(cfg: dict) -> None:
     """Schema, cross-group rules (and the task's own), the run name, the checkpoint to resume and the
     model's files, on the plain-dict config."""
-    from hydratune.tasks.registry import task_class
+    from hydratune.tasks.registry import get_task, task_class
 
     schema.validate(cfg, conf_dir())
     rules.check(cfg, task_class(cfg.get("task") or {}).rules)
+    with _project_on_path():  # a user's module beside train.py imports as it will in `python train.py`
+        get_task(cfg.get("task")).check(cfg)
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
@@ -152,6 +156,21 @@ def check_config(cfg: dict) -> None:
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+@contextlib.contextmanager
+def _project_on_path():
+    """The project folder (where train.py is) on sys.path for a while: `python train.py` has its own
+    folder there, `hydratune preflight` does not."""
+    root = str(project_root().resolve())
+    added = root not in sys.path
+    if added:
+        sys.path.append(root)
+    try:
+        yield
+    finally:
+        if added and root in sys.path:
+            sys.path.remove(root)
 
 
 def check_wandb_login(wandb_cfg: dict) -> None:

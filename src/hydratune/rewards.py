@@ -39,6 +39,11 @@ def exact_match(prompts: list[str], completions: list[str], column: str = "answe
     return [float(c.strip() == str(ref).strip()) for c, ref in zip(completions, columns[column])]
 
 
+# The bound keys whose value names a dataset column the function reads, with their defaults: what lets the
+# columns be checked when the data is prepared (see `columns_read`), before any model loads.
+exact_match.column_keys = {"column": "answer"}
+
+
 def regex_match(
     prompts: list[str], completions: list[str], pattern: str = "", full: bool = True, **columns
 ) -> list[float]:
@@ -101,10 +106,120 @@ def _import(target: str, key: str):
     module_name, _, attr = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError as err:
+        top = module_name.split(".")[0]
+        if err.name and (module_name == err.name or module_name.startswith(f"{err.name}.")):
+            # The user's own module is not on the path: what they need is to make it importable.
+            raise UserError(
+                f"{key}._target_={target}: cannot import it ({err}); make {module_name} importable: put "
+                f"{top}.py beside train.py, or run with PYTHONPATH=<the folder holding {top}.py>"
+            ) from err
+        raise UserError(f"{key}._target_={target}: cannot import it ({err})") from err
     except (ImportError, AttributeError, ValueError) as err:
         raise UserError(
             f"{key}._target_={target}: cannot import it ({err}); give a dotted path to a function"
         ) from err
+
+
+def _resolve(entry, where: str) -> tuple:
+    """(the imported function or class, its bound keys, weight) of one `task.rewards` entry, with every check
+    that needs no call: importable, callable, takes (prompts, completions), bound keys are parameters."""
+    if not isinstance(entry, dict) or "_target_" not in entry:
+        raise UserError(
+            f"{where}: each reward is a mapping with _target_ (a dotted path to a function) and weight"
+        )
+    kwargs = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
+    fn = _import(entry["_target_"], where)
+    if not callable(fn):
+        raise UserError(
+            f"{where}._target_={entry['_target_']} is not callable; point it at a reward function"
+        )
+    try:
+        weight = float(entry.get("weight", 1.0))
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{where}.weight={entry['weight']!r}: give a number") from err
+    if inspect.isclass(fn):  # a scorer class (e.g. RewardModelScorer): built with the bound keys
+        try:
+            inspect.signature(fn).bind(**kwargs)
+        except TypeError as err:
+            raise UserError(f"{where}: {entry['_target_']}({', '.join(kwargs)}): {err}") from err
+        if hasattr(fn, "check"):  # cheap checks of its arguments (a reward model's run directory)
+            fn.check(**kwargs, key=where)
+        return fn, kwargs, weight
+    _check_signature(fn, kwargs, entry["_target_"], where)
+    return fn, kwargs, weight
+
+
+def _check_signature(fn, kwargs: dict, target: str, where: str) -> None:
+    params = _parameters(fn)
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
+    if len(positional) < 2 and not varargs:
+        raise UserError(
+            f"{where}: {target} must take (prompts, completions, **columns); it takes ({', '.join(params)})"
+        )
+    # Bound keys must be named parameters: **columns would swallow a typo (`colum:`) silently.
+    bindable = _named(params) if varargs else _named(params)[2:]  # prompts and completions come first
+    unknown = [k for k in kwargs if k not in bindable]
+    if unknown:
+        raise UserError(
+            f"{where}.{unknown[0]}: {target} has no parameter {unknown[0]!r} "
+            f"(its parameters: {', '.join(bindable) or 'none besides prompts, completions'})"
+        )
+
+
+def _named(params: dict[str, inspect.Parameter]) -> list[str]:
+    return [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_rewards(entries: list | None, reward_model: str | None = None, key: str = "task.rewards") -> None:
+    """Everything `build_rewards` checks that needs no call and loads no model: each function imports and
+    takes (prompts, completions) and its bound keys; a reward model's run directory is a task=reward run.
+    Preflight and `python train.py` run it before any model loads."""
+    for i, entry in enumerate(entries or []):
+        _resolve(entry, f"{key}[{i}]")
+    if reward_model:
+        RewardModelScorer.check(reward_model)
+
+
+def columns_read(entries: list | None, key: str = "task.rewards") -> list[tuple[str, str, str | None, str]]:
+    """(where, column, bound key, function name) for every dataset column the reward functions read: a column named by a
+    bound key that a function declares in its `column_keys` attribute ({key: default}, as exact_match's
+    `column`), and every parameter after (prompts, completions) that has no default and is not bound (the
+    function would get no value for it). The bound key is the one whose override picks another column."""
+    out = []
+    for i, entry in enumerate(entries or []):
+        where = f"{key}[{i}]"
+        fn, kwargs, _ = _resolve(entry, where)
+        if inspect.isclass(fn):
+            continue
+        for name, default in (getattr(fn, "column_keys", None) or {}).items():
+            out.append((where, str(kwargs.get(name, default)), name, fn.__name__))
+        params = _parameters(fn)
+        for name in _named(params)[2:]:
+            if params[name].default is inspect.Parameter.empty and name not in kwargs:
+                out.append((where, name, None, fn.__name__))
+    return out
+
+
+def check_reward_columns(
+    entries: list | None, columns: list[str], split: str, key: str = "task.rewards"
+) -> None:
+    """A column a reward function reads (see `columns_read`) that the split lacks: one line naming the
+    reward and the override that fixes it, before any model loads (rather than at the first reward call)."""
+    for where, name, bound, function in columns_read(entries, key):
+        if name in columns:
+            continue
+        i = where[where.index("[") + 1 : -1]
+        have = ", ".join(columns) or "none"
+        if bound:
+            pick = columns[0] if len(columns) == 1 else "<one of them>"
+            fix = f"set {key}.{i}.{bound}={pick}"
+        else:
+            fix = f"add the column (dataset.ops: [{{rename_columns: {{<yours>: {name}}}}}])"
+        raise UserError(
+            f"{where} ({function}) reads column {name!r}, which the {split} split lacks (columns besides the prompt: {have}); {fix}"
+        )
 
 
 def build_rewards(
@@ -120,45 +235,14 @@ def build_rewards(
     Entries are checked in order, so a bad function fails before a reward model loads. Names (for
     metrics) are the functions' names, suffixed with the index when one name appears twice.
     """
+    check_rewards(entries, reward_model, key)
     rewards = []
     for i, entry in enumerate(entries or []):
         where = f"{key}[{i}]"
-        if not isinstance(entry, dict) or "_target_" not in entry:
-            raise UserError(
-                f"{where}: each reward is a mapping with _target_ (a dotted path to a function) and weight"
-            )
-        kwargs = {k: v for k, v in entry.items() if k not in ("_target_", "weight")}
-        fn = _import(entry["_target_"], where)
-        if not callable(fn):
-            raise UserError(
-                f"{where}._target_={entry['_target_']} is not callable; point it at a reward function"
-            )
-        if inspect.isclass(fn):  # a scorer class (e.g. RewardModelScorer): built with the bound keys
-            try:
-                inspect.signature(fn).bind(**kwargs)
-            except TypeError as err:
-                raise UserError(f"{where}: {entry['_target_']}({', '.join(kwargs)}): {err}") from err
+        fn, kwargs, weight = _resolve(entry, where)
+        if inspect.isclass(fn):
             fn, kwargs = fn(**kwargs), {}
-        params = _parameters(fn)
-        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
-        if len(positional) < 2 and not varargs:
-            raise UserError(
-                f"{where}: {entry['_target_']} must take (prompts, completions, **columns); it takes ({', '.join(params)})"
-            )
-        # Bound keys must be named parameters: **columns would swallow a typo (`colum:`) silently.
-        named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        bindable = named if varargs else named[2:]  # prompts and completions come first
-        unknown = [k for k in kwargs if k not in bindable]
-        if unknown:
-            raise UserError(
-                f"{where}.{unknown[0]}: {entry['_target_']} has no parameter {unknown[0]!r} "
-                f"(its parameters: {', '.join(bindable) or 'none besides prompts, completions'})"
-            )
-        try:
-            weight = float(entry.get("weight", 1.0))
-        except (TypeError, ValueError) as err:
-            raise UserError(f"{where}.weight={entry['weight']!r}: give a number") from err
+            _check_signature(fn, kwargs, entry["_target_"], where)
         rewards.append(Reward(getattr(fn, "__name__", f"reward_{i}"), fn, weight, kwargs, where))
     if reward_model:
         rewards.append(Reward("reward_model", RewardModelScorer(reward_model), 1.0, {}, "task.reward_model"))
@@ -187,21 +271,22 @@ class RewardModelScorer:
 
     The run's artifact is an `AutoModelForSequenceClassification` with one label, in `<run>/model`
     (full fine-tuning) or `<run>/adapter` (a SEQ_CLS adapter over its recorded base; see
-    hydratune.export). The prompt is used as it is (already formatted, as GRPO samples it), the
-    tokens are `[BOS] prompt completion EOS` as the reward task's `pairs` format trains on, and the
-    reward is the head's single logit. Usable directly as a reward function.
+    hydratune.export). Each (prompt, completion) is rendered and tokenized exactly as `hydratune score`
+    renders it for that run: per the run's dataset.format (`pairs`: the texts as they are; `chat_pairs`: a
+    user turn and an assistant turn through the run's chat template; `alpaca_pairs`: the prompt as the
+    instruction), `[BOS] prompt answer EOS`, cut to the run's dataset.max_seq_length. The reward is the
+    head's single logit. Usable directly as a reward function.
     """
 
     def __init__(
-        self, run_dir: str | Path, batch_size: int = 16, max_length: int = 1024, dtype: str = "float32"
+        self, run_dir: str | Path, batch_size: int = 16, max_length: int | None = None, dtype: str = "float32"
     ):
-        from hydratune.export import find_artifact, load_artifact
+        from hydratune.export import find_artifact, load_artifact, run_settings
 
         run_dir = Path(run_dir)
-        try:
-            path = find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
-        except FileNotFoundError as err:
-            raise UserError(f"task.reward_model={run_dir}: {err}") from err
+        self.check(run_dir)
+        path = find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
+        self.dataset_cfg = run_settings(run_dir)[1]
         self.model, self.tokenizer = load_artifact(path, dtype)
         labels = getattr(self.model.config, "num_labels", None)
         if not hasattr(self.model, "score") and "SequenceClassification" not in type(self.model).__name__:
@@ -214,15 +299,40 @@ class RewardModelScorer:
             raise UserError(
                 f"task.reward_model={run_dir}: the model has {labels} labels; a reward model has one (task=reward)"
             )
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size = batch_size
+        self.max_length = max_length or self.dataset_cfg.get("max_seq_length")
         self.__name__ = "reward_model"
 
-    def _encode(self, prompt: str, completion: str) -> list[int]:
-        """`[BOS] prompt completion EOS`, the layout the reward task trains on (prompt and answer encoded
-        apart, BOS and EOS not doubled), cut from the right to max_length."""
-        from hydratune.data.pairs import scoring_ids
+    @staticmethod
+    def check(run_dir: str | Path, *args, key: str = "task.reward_model", **kwargs) -> None:
+        """Refuse, in one line and without loading anything, a directory that is not a finished task=reward
+        run: missing, without its saved .hydra/config.yaml, of another task, or without an artifact."""
+        from hydratune.export import find_artifact, run_settings
 
-        return scoring_ids(self.tokenizer, prompt, completion, self.max_length)
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"{key}={run_dir}: no such directory; give the directory of a task=reward run")
+        try:
+            task_cfg, _ = run_settings(run_dir)
+        except UserError as err:
+            raise UserError(f"{key}={err}") from err
+        name = task_cfg.get("name")
+        if name != "reward" or task_cfg.get("_target_"):
+            raise UserError(
+                f"{key}={run_dir}: a task={task_cfg.get('_target_') or name} run, not a reward model; give the "
+                "directory of a task=reward run (train one with python train.py task=reward)"
+            )
+        try:
+            find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
+        except FileNotFoundError as err:
+            raise UserError(f"{key}={run_dir}: {err}") from err
+
+    def _encode(self, prompt: str, completion: str) -> list[int]:
+        """The token ids `hydratune score` gives the model for this prompt and response (see
+        hydratune.tasks.reward.inference.scoring_row)."""
+        from hydratune.tasks.reward.inference import scoring_row
+
+        return scoring_row(self.tokenizer, prompt, completion, self.dataset_cfg, self.max_length)
 
     def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
         import torch

@@ -57,6 +57,10 @@ class Task:
 
     # ------------------------------------------------------------------------- checks and views
 
+    def check(self, cfg: dict) -> None:
+        """Checks of the task's own settings that load no model and read no data (preflight and train.py
+        run them with the schema and rules); raise UserError with one line naming the key."""
+
     def quick_data_report(self, splits: dict, tokenizer, dataset_cfg: dict, notes: list[str]) -> dict:
         """Preflight's quick look at the first rows (hydratune.data.peek Rows; no torch). Raise
         `hydratune.data.peek.Fallback` where the quick look cannot match training."""

@@ -49,10 +49,17 @@ class GRPOTask(Task):
         ),
     )
 
+    def check(self, cfg: dict) -> None:
+        """The reward functions import and take their bound keys, and a reward model's directory is a
+        finished task=reward run: cheap (no model loads), so preflight and train.py say it first."""
+        from hydratune.rewards import check_rewards
+
+        check_rewards(self.settings.get("rewards"), self.settings.get("reward_model"))
+
     def datamodule(self, tokenizer, cfg: dict):
         from hydratune.tasks.grpo.data import PromptDataModule
 
-        return PromptDataModule(tokenizer, **data_kwargs(cfg))
+        return PromptDataModule(tokenizer, **data_kwargs(cfg), rewards=self.settings.get("rewards"))
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.grpo.module import GRPOModule
@@ -61,12 +68,14 @@ class GRPOTask(Task):
         return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0))
 
     def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-        from hydratune.data.formats import alpaca_prompt, no_input
+        from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input
 
         template = dataset_cfg.get("template")
         if template is not None:  # each prompt was the instruction of that alpaca template
             return alpaca_prompt(prompt, input, template)
         no_input("task=grpo with dataset.template=null", input)
+        if dataset_cfg.get("prompt_format") == "chat":  # prompts were messages: this one is a user turn
+            return chat_prompt(tokenizer, prompt)
         return prompt
 
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:

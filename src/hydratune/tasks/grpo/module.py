@@ -118,7 +118,9 @@ class GRPOModule(TaskModule):
         columns = {
             k: [v for v in values for _ in range(generations)] for k, values in batch["columns"].items()
         }
-        total, per_function = score(self.rewards, prompts, samples.texts, columns)
+        # Rewards read the completions without the stop string that ended them (completions.jsonl and the
+        # loss keep it: it was sampled).
+        total, per_function = score(self.rewards, prompts, samples.answers, columns)
         rewards = torch.tensor(total, dtype=torch.float32)
         return {
             "samples": samples,

@@ -35,7 +35,9 @@ class Samples:
     prompt_ids/prompt_mask: [N, P], left padded. completion_ids/completion_mask: [N, C] with C <= the
     requested max_new_tokens; the mask is 1 up to and including the row's stop token (EOS or one of
     `stop_token_ids`) and 0 after it (those ids are pad). texts: completions decoded without special
-    tokens (a stop token that is an ordinary character, such as a newline, stays in the text).
+    tokens (a stop token that is an ordinary character, such as a newline, stays in the text): what was
+    sampled. answers: the same without the stop token that ended them, as reward functions receive them
+    (TRL hands completions without EOS); the loss still covers the stop token (the mask), it was sampled.
     """
 
     prompt_ids: torch.Tensor
@@ -43,6 +45,7 @@ class Samples:
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
     texts: list[str]
+    answers: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -66,9 +69,11 @@ class Samples:
 
 
 def encode_prompts(tokenizer, prompts: list[str], add_bos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask of `prompts`, LEFT padded to the longest: ([B, P], [B, P])."""
+    """Token ids and attention mask of `prompts`, LEFT padded to the longest: ([B, P], [B, P]). BOS once:
+    not added where the prompt's text already begins with it (a chat template that writes it)."""
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    rows = [bos + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = [row if row[: len(bos)] == bos else bos + row for row in rows]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -203,9 +208,12 @@ def sample(
         raise ValueError(f"sampling method {method!r}: use loop or generate")
     completion_mask = _completion_mask(completion_ids, stop_ids)
     completion_ids = completion_ids.masked_fill(completion_mask == 0, pad_id)
-    texts = tokenizer.batch_decode(
-        [row[m.bool()] for row, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
-    )
+    kept = [row[m.bool()] for row, m in zip(completion_ids, completion_mask)]
+    texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
+    # The answer a reward reads ends before the stop token that ended it (EOS is special: decoded away).
+    stops = set(stop_ids.tolist())
+    ends = [row[:-1] if len(row) and int(row[-1]) in stops else row for row in kept]
+    answers = tokenizer.batch_decode(ends, skip_special_tokens=True)
     model.train(was_training)
     samples = Samples(
         prompt_ids=ids.repeat_interleave(num_generations, dim=0),
@@ -213,6 +221,7 @@ def sample(
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         texts=texts,
+        answers=answers,
         seconds=time.perf_counter() - start,
     )
     samples.stats = {

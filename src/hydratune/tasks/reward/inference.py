@@ -22,14 +22,23 @@ def render(prompt: str, response: str, dataset_cfg: dict, tokenizer) -> tuple[st
     return prompt_text, answer
 
 
+def scoring_row(
+    tokenizer, prompt: str, response: str, dataset_cfg: dict, max_length: int | None = None
+) -> list[int]:
+    """The token ids a reward model reads for one (prompt, response): rendered in the run's pair format,
+    `[BOS] prompt answer EOS`, cut to `max_length` (default: the run's dataset.max_seq_length). `score`
+    and GRPO's reward-model scorer (hydratune.rewards.RewardModelScorer) both use it."""
+    limit = max_length or dataset_cfg.get("max_seq_length")
+    return scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer), limit)
+
+
 @torch.no_grad()
 def score(model, tokenizer, prompts: list[str], responses: list[str], dataset_cfg: dict) -> list[float]:
     """The reward of each (prompt, response): the token layout of training (`[BOS] prompt answer EOS`),
     cut to dataset.max_seq_length, one row at a time (no padding to get wrong)."""
-    limit = dataset_cfg.get("max_seq_length")
     out = []
     for prompt, response in zip(prompts, responses):
-        ids = scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer), limit)
+        ids = scoring_row(tokenizer, prompt, response, dataset_cfg)
         input_ids = torch.tensor([ids], device=model.device)
         logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
         out.append(float(logits[0, 0]))
