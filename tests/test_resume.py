@@ -183,3 +183,21 @@ def test_a_step_checkpoint_due_with_an_evaluation_holds_its_result(tiny_model_di
     assert again["best_val_loss"] == finished["best_val_loss"]
     expected = {step: loss for step, loss in step_losses(straight).items() if step >= 6}
     assert {step: step_losses(resumed)[step] for step in expected} == expected
+
+
+def test_resume_names_the_settings_a_launch_changes(tmp_path):
+    """resume=auto with other values than the run it continues (whose .hydra/config.yaml keeps the first
+    launch's) says which; where files go and what to resume are the resume itself, not changes."""
+    from omegaconf import OmegaConf
+
+    from hydratune.train import changed_settings
+
+    first = {"task": {"name": "dpo", "beta": 0.1}, "trainer": {"max_steps": 40}, "paths": {"output_dir": "a"},
+             "resume": None, "seed": 42}  # fmt: skip
+    saved = tmp_path / "config.yaml"
+    saved.write_text(OmegaConf.to_yaml(OmegaConf.create(first)))
+    again = OmegaConf.create(first | {"paths": {"output_dir": "b"}, "resume": "auto"})
+    assert changed_settings(saved, again) == []
+    again.task.beta, again.trainer.max_steps = 0.5, 50
+    assert changed_settings(saved, again) == ["task.beta=0.1 -> 0.5", "trainer.max_steps=40 -> 50"]
+    assert changed_settings(tmp_path / "absent.yaml", again) == []

@@ -336,6 +336,12 @@ def resume_checkpoint(cfg) -> str | None:
         return None
     if previous != here:
         log.info("resume=auto: continuing %s (%s keeps only this launch's config and log)", previous, here)
+        changed = changed_settings(previous / ".hydra" / "config.yaml", cfg)
+        if changed:
+            log.warning(
+                "resume=auto: this launch changes %s from the run it continues, whose .hydra/config.yaml "
+                "keeps the first launch's values (this launch's config: %s)", ", ".join(changed), here / ".hydra",
+            )  # fmt: skip
         cfg.paths.output_dir = str(previous)
         handler = logging.FileHandler(previous / "train.log")  # the continued run's log goes on in its folder
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
@@ -344,6 +350,32 @@ def resume_checkpoint(cfg) -> str | None:
     check_resume_file(checkpoint, "resume=auto")
     log.info("resume=auto: resuming from %s", checkpoint)
     return str(checkpoint)
+
+
+# Keys whose change between launches is the resume itself (where things go, what to continue).
+RESUME_KEYS = ("paths", "resume", "ckpt_path")
+
+
+def changed_settings(saved: Path, cfg, limit: int = 8) -> list[str]:
+    """`key=old -> new` for each setting of `cfg` that differs from the saved config of an earlier launch."""
+    from omegaconf import OmegaConf
+
+    if not saved.is_file():
+        return []
+
+    def flat(node, prefix: str = "") -> dict:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    def plain(config) -> dict:
+        data = OmegaConf.to_container(config, resolve=False)
+        return flat({k: v for k, v in data.items() if k not in RESUME_KEYS})
+
+    before, now = plain(OmegaConf.load(saved)), plain(cfg)
+    changes = [f"{k}={before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
+               if before.get(k) != now.get(k)]  # fmt: skip
+    return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
 
 
 def last_checkpoint(run_dir: Path) -> str:
