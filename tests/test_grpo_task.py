@@ -257,3 +257,22 @@ def _tiny_lm(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_steps_whose_groups_all_scored_alike_are_said_to_teach_nothing(caplog):
+    """Equal rewards in a group give zero advantages: when (nearly) every group since the last evaluation was
+    so, the run says it learns nothing instead of printing train loss 0.0000 alone."""
+    from types import SimpleNamespace
+
+    from hydratune.tasks.grpo.module import GRPOModule
+
+    run = SimpleNamespace(_spread=[3.0, 3])  # three steps, every group without spread
+    with caplog.at_level("WARNING"):
+        GRPOModule.warn_if_no_signal(run)
+    assert "100% of the sampled groups of the last 3 steps scored all their completions alike" in caplog.text
+    assert run._spread == [0.0, 0]
+    caplog.clear()
+    run._spread = [1.5, 3]  # half of them: there is something to learn
+    with caplog.at_level("WARNING"):
+        GRPOModule.warn_if_no_signal(run)
+    assert caplog.text == ""

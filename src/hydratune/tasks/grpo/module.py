@@ -22,6 +22,9 @@ from hydratune.tasks.grpo.loss import group_advantages, grpo_loss, token_logps, 
 from hydratune.tasks.grpo.sampling import sample, takes_logits_to_keep
 
 log = logging.getLogger(__name__)
+# The share of sampled groups with equal rewards, averaged over the steps between two evaluations, above which
+# the run is told that it learns nothing.
+NO_SIGNAL_SHARE = 0.95
 
 
 class GRPOModule(TaskModule):
@@ -80,6 +83,10 @@ class GRPOModule(TaskModule):
         self._samples: dict | None = None  # the batch of samples in use (see num_iterations)
         self.step_tokens: dict[str, int] = {}  # read by the Throughput callback
         self._val_rows: list[dict] = []
+        self._spread = [
+            0.0,
+            0,
+        ]  # zero-spread shares of the sampled batches since the last report, and their count
         self._logits_to_keep: bool | None = None  # see _keeps_logits
 
     def configure_model(self) -> None:
@@ -184,6 +191,8 @@ class GRPOModule(TaskModule):
         hp = self.hparams
         if self._samples is None or self.global_step % hp.num_iterations == 0:
             self._samples = self._new_samples(batch)
+            self._spread[0] += self._samples["stats"]["train/zero_spread_groups"]
+            self._spread[1] += 1
         s = self._samples
         started = time.perf_counter()
         logps = self._completion_logps(s["inputs"], s["completion_ids"])
@@ -236,6 +245,21 @@ class GRPOModule(TaskModule):
                                        "reward": round(float(group["rewards"][i]), 6),
                                        "advantage": round(float(group["advantages"][i]), 6)})  # fmt: skip
 
+    def on_train_end(self) -> None:
+        self.warn_if_no_signal()
+
+    def warn_if_no_signal(self) -> None:
+        """A warning when (nearly) every sampled group since the last one scored its completions alike: their
+        advantages are zero, so those steps taught nothing."""
+        total, batches = self._spread
+        self._spread = [0.0, 0]
+        if batches and total / batches >= NO_SIGNAL_SHARE:
+            log.warning(
+                "grpo: %.0f%% of the sampled groups of the last %d steps scored all their completions alike (zero "
+                "advantage: nothing learnt); make the rewards tell answers apart (a graded reward), or sample more "
+                "varied groups (task.temperature, task.num_generations)", 100 * total / batches, batches,
+            )  # fmt: skip
+
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._val_rows = []
@@ -249,6 +273,8 @@ class GRPOModule(TaskModule):
         self.log("val/reward", reward, prog_bar=True)
         self.log_dict({f"val/{k}": v / n for k, v in totals.items()})
         log.info("step %d: val/reward %.4f (greedy, held-out prompts)", self.global_step, reward)
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            self.warn_if_no_signal()
         if self._val_rows and self._trainer is not None and not self.trainer.sanity_checking:
             path = Path(self.trainer.default_root_dir) / "completions.jsonl"
             with open(path, "a") as f:
