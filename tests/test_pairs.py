@@ -152,6 +152,15 @@ def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):
     )
 
 
+def test_kto_data_counts_both_kinds_and_says_when_one_is_missing(tokenizer, tmp_path, caplog):
+    rows = [{"prompt": "q", "completion": w, "label": True} for w in ("a", "b")]
+    data = _preference_data(tokenizer, tmp_path, rows, format="kto")
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert (data.stats["train"]["desirable"], data.stats["train"]["undesirable"]) == (2, 0)
+    assert "every KTO row of split 'train' is desirable (label true)" in caplog.text
+
+
 def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_path, caplog):
     kto_rows = [{"prompt": "q", "completion": "a", "label": True}]
     data = _preference_data(tokenizer, tmp_path / "a", kto_rows, format="pairs")

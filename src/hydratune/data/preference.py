@@ -138,6 +138,15 @@ class PreferenceDataModule(L.LightningDataModule):
             "".join(f", dropped {n} {r.replace('_', ' ')}" for r, n in dropped.items()), stats["truncated"],
         )  # fmt: skip
         warn_if_cut(stats, split, unit, self.cfg["max_seq_length"])
+        if self.kto:
+            stats["desirable"] = sum(tokenized["label"])
+            stats["undesirable"] = len(tokenized) - stats["desirable"]
+            if not stats["desirable"] or not stats["undesirable"]:
+                kind = "desirable" if stats["desirable"] else "undesirable"
+                log.warning(
+                    "dataset: every KTO row of split %r is %s (label %s): KTO learns from the contrast; add "
+                    "rows of the other kind", split, kind, str(kind == "desirable").lower(),
+                )  # fmt: skip
         return tokenized, stats
 
     def train_dataloader(self) -> DataLoader:
@@ -213,9 +222,13 @@ def inspect_lines(datamodule, tokenizer, samples: int) -> list[str]:
     unit = "rows" if datamodule.kto else "pairs"
     lines = []
     for split, stats in datamodule.stats.items():
-        drops = ", ".join(f"{stats['dropped_' + r]} {r.replace('_', ' ')}" for r in DROP_REASONS)
+        reasons = [r for r in DROP_REASONS if not (datamodule.kto and r == "identical")]  # pairs only
+        drops = ", ".join(f"{stats['dropped_' + r]} {r.replace('_', ' ')}" for r in reasons)
+        kinds = (
+            f" ({stats['desirable']} desirable, {stats['undesirable']} undesirable)" if datamodule.kto else ""
+        )
         lines += [
-            f"{split}: {stats['pairs']} {unit} from {stats['rows']} rows; dropped: {drops}",
+            f"{split}: {stats['pairs']} {unit}{kinds} from {stats['rows']} rows; dropped: {drops}",
             f"  truncated: {stats['truncated']} ({100 * stats['truncation_rate']:.1f}%) longer than "
             f"{datamodule.cfg['max_seq_length']} tokens (answers cut from the right)",
         ]

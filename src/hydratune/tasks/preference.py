@@ -45,7 +45,13 @@ class PreferenceTask(Task):
     def full_data_report(self, cfg: dict, tokenizer) -> dict:
         datamodule = self.datamodule(tokenizer, cfg)
         datamodule.setup("fit")
-        return dict(datamodule.stats)
+        if not self.kto:
+            return dict(datamodule.stats)
+        # KTO rows are not pairs and are never identical to another: the report says rows kept.
+        return {
+            split: {("kept" if k == "pairs" else k): v for k, v in stats.items() if k != "dropped_identical"}
+            for split, stats in datamodule.stats.items()
+        }
 
     def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
         from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input
