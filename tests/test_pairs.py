@@ -172,6 +172,16 @@ def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_p
     data = _preference_data(tokenizer, tmp_path / "b", nulls, format="pairs")
     with pytest.raises(UserError, match=r"split 'train' row 3: dataset: no 'rejected' in this row"):
         data.setup("fit")
+    # dropped pairs are named by row, not only counted
+    same = [
+        PAIRS[0],
+        {"prompt": "q", "chosen": "A", "rejected": "A"},
+        PAIRS[1],
+        {"prompt": "q", "chosen": " ", "rejected": "b"},
+    ]
+    data = _preference_data(tokenizer, tmp_path / "d", same, format="pairs")
+    data.setup("fit")
+    assert data.stats["train"]["first_dropped"] == ["row 1 (identical)", "row 3 (empty answer)"]
     # a max_seq_length that cuts most answers is a warning that names the key
     data = _preference_data(tokenizer, tmp_path / "c", PAIRS, format="pairs", max_seq_length=15)
     with caplog.at_level("WARNING"):

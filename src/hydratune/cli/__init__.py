@@ -71,9 +71,13 @@ def _brief(value) -> str:
     """A report value on one line: per-split counts as `key value, ...`, shares as percentages."""
     if not isinstance(value, dict):
         return str(value)
-    return ", ".join(
-        f"{k} {100 * v:.1f}%" if k.endswith(("_rate", "_fraction")) else f"{k} {v}" for k, v in value.items()
-    )
+
+    def one(key: str, v) -> str:
+        if key.endswith(("_rate", "_fraction")):
+            return f"{key} {100 * v:.1f}%"
+        return f"{key} {'; '.join(map(str, v))}" if isinstance(v, list) else f"{key} {v}"
+
+    return ", ".join(one(k, v) for k, v in value.items())
 
 
 def _positive(text: str) -> int:

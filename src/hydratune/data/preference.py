@@ -121,7 +121,11 @@ class PreferenceDataModule(L.LightningDataModule):
             new_fingerprint=key,
             desc=f"tokenizing {split}",
         )
-        keep, stats = pair_stats(list(tokenized["drop"]), list(tokenized["truncated"]))
+        drop = list(tokenized["drop"])
+        keep, stats = pair_stats(drop, list(tokenized["truncated"]))
+        stats["first_dropped"] = [
+            f"row {i} ({reason.replace('_', ' ')})" for i, reason in enumerate(drop) if reason
+        ][:5]
         if len(keep) < len(tokenized):
             tokenized = tokenized.select(keep)
         if not len(tokenized):
@@ -135,7 +139,8 @@ class PreferenceDataModule(L.LightningDataModule):
         log.info(
             "%s: %d %s from %d rows in %.1fs%s, %d truncated",
             split, stats["pairs"], unit, stats["rows"], time.time() - started,
-            "".join(f", dropped {n} {r.replace('_', ' ')}" for r, n in dropped.items()), stats["truncated"],
+            "".join(f", dropped {n} {r.replace('_', ' ')}" for r, n in dropped.items())
+            + (f" (first: {', '.join(stats['first_dropped'])})" if dropped else ""), stats["truncated"],
         )  # fmt: skip
         warn_if_cut(stats, split, unit, self.cfg["max_seq_length"])
         if self.kto:
@@ -227,8 +232,9 @@ def inspect_lines(datamodule, tokenizer, samples: int) -> list[str]:
         kinds = (
             f" ({stats['desirable']} desirable, {stats['undesirable']} undesirable)" if datamodule.kto else ""
         )
+        first = f" (first: {', '.join(stats['first_dropped'])})" if stats.get("first_dropped") else ""
         lines += [
-            f"{split}: {stats['pairs']} {unit}{kinds} from {stats['rows']} rows; dropped: {drops}",
+            f"{split}: {stats['pairs']} {unit}{kinds} from {stats['rows']} rows; dropped: {drops}{first}",
             f"  truncated: {stats['truncated']} ({100 * stats['truncation_rate']:.1f}%) longer than "
             f"{datamodule.cfg['max_seq_length']} tokens (answers cut from the right)",
         ]
