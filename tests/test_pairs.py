@@ -346,3 +346,17 @@ def test_generate_refuses_what_it_cannot_render(tokenizer):
     assert grpo.prompt_text({"template": "alpaca_short"}, tokenizer, "copy", "") == alpaca_prompt(
         "copy", "", "alpaca_short"
     )
+
+
+def test_kto_weights_out_of_balance_with_the_counts_are_said_with_the_weight_that_fits(caplog):
+    from hydratune.tasks.kto import warn_if_unbalanced
+
+    with caplog.at_level("WARNING"):
+        warn_if_unbalanced(
+            {"desirable_weight": 1.0, "undesirable_weight": 1.0}, {"desirable": 100, "undesirable": 100}
+        )
+    assert caplog.text == ""  # 1x: in range
+    with caplog.at_level("WARNING"):
+        warn_if_unbalanced({}, {"desirable": 50, "undesirable": 100})
+    assert "is 0.50x undesirable_weight" in caplog.text
+    assert "set task.desirable_weight between 2.00 and 2.67" in caplog.text
