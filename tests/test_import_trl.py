@@ -371,6 +371,32 @@ def test_sft_rows_and_trained_tokens(project, capsys, tmp_path, keys, expect):
     assert {k: data[k] for k in expect} == expect
 
 
+@pytest.mark.parametrize(
+    ("rows", "stage", "expect"),
+    [
+        ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+          "rejected": [{"role": "assistant", "content": "b"}]}, "dpo", {"format": "chat_pairs"}),
+        ({"prompt": "q -> ", "chosen": "a", "rejected": "b"}, "dpo", {"format": "pairs"}),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "sft",
+         {"format": "messages"}),
+        ({"prompt": "q -> ", "completion": "a"}, "sft", {"format": "prompt_response", "response_column": "completion"}),
+    ],
+    ids=["conversational-pairs", "string-pairs", "messages", "prompt-completion"],
+)  # fmt: skip
+def test_a_dataset_on_this_disk_is_read_for_its_layout(project, capsys, tmp_path, rows, stage, expect):
+    """`dataset_name` a folder here (TRL loads it as a hub-style dataset): its first row tells the layout, as
+    TRL decides it from the rows (conversational pairs were imported as strings, with a note to fix it)."""
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(rows) + "\n")
+    file = write(tmp_path, "local", {**MINIMAL, "dataset_name": str(folder)})
+    code, _, err = run_import(capsys, file, "local", "--stage", stage)
+    assert code == 0, err
+    data = composed(project, "local")["dataset"]
+    assert {k: data[k] for k in expect} == expect
+    assert not any("rows taken as" in note for note in notes(err))  # read, not guessed
+
+
 def test_trl_mixture_and_evaluation(project, capsys, tmp_path):
     mixture = {
         "model_name_or_path": "a/b",

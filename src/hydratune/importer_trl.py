@@ -15,6 +15,7 @@ Two things set this format apart from the others `hydratune import` reads:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from hydratune.errors import UserError
@@ -565,12 +566,43 @@ LOADERS = ("json", "csv", "parquet", "text")
 
 
 def _columns(data: dict) -> set[str]:
-    """The columns a mixture selects (TRL's `datasets`, the handbook's `dataset_mixture`): the row layout."""
+    """The columns a mixture selects (TRL's `datasets`, the handbook's `dataset_mixture`), or those of the first
+    row of a `dataset_name` on this disk: the row layout."""
     entries = data.get("datasets") if isinstance(data.get("datasets"), list) else []
     mixture = data.get("dataset_mixture")
     if isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
         entries = entries + mixture["datasets"]
-    return {str(c) for e in entries if isinstance(e, dict) for c in e.get("columns") or []}
+    selected = {str(c) for e in entries if isinstance(e, dict) for c in e.get("columns") or []}
+    return selected or set(_first_row(data))
+
+
+# Files of a local dataset folder whose first row tells the layout, by the loader that reads them.
+LOCAL_LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _first_row(data: dict) -> dict:
+    """The first row of `dataset_name` when it is a folder or file on this disk (TRL reads it as a hub-style
+    folder); {} when it is a hub id or cannot be read."""
+    from hydratune.data.peek import read_file
+
+    name = data.get("dataset_name")
+    path = Path(str(name)).expanduser() if isinstance(name, str) else None
+    if path is None or not path.exists():
+        return {}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in LOCAL_LOADERS)
+    train = [f for f in files if "train" in f.name] or files
+    if not train or train[0].suffix not in LOCAL_LOADERS:
+        return {}
+    try:
+        rows = read_file(str(train[0]), LOCAL_LOADERS[train[0].suffix], 1).rows
+    except (UserError, OSError, ValueError):
+        return {}
+    return rows[0] if rows and isinstance(rows[0], dict) else {}
+
+
+def _conversational(row: dict, column: str) -> bool:
+    value = row.get(column)
+    return isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)
 
 
 def _dataset(overlay: Overlay, data: dict, stage: str, task: str, context: ImportContext) -> None:
@@ -779,10 +811,12 @@ def _sft_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
 def _pair_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
     """Preference rows: chosen/rejected conversations without a prompt column are TRL's conversational
     layout with an implicit prompt (the handbook's); otherwise prompt/chosen/rejected strings."""
-    columns = _columns(data)
-    if {"chosen", "rejected"} <= columns and "prompt" not in columns:
+    columns, row = _columns(data), _first_row(data)
+    if {"chosen", "rejected"} <= columns and "prompt" not in columns or _conversational(row, "chosen"):
         overlay.set("dataset.format", "chat_pairs")
         _chat_template(overlay, data)
+    elif {"prompt", "chosen", "rejected"} <= set(row):  # strings, read from the rows themselves
+        overlay.set("dataset.format", "pairs")
     else:
         overlay.set("dataset.format", "pairs")  # strings or conversations: only the rows tell
         context.notes.append(
