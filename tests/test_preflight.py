@@ -272,6 +272,9 @@ def test_missing_column_and_bad_value_name_the_file(tmp_path):
         UserError, match=rf"{data}:1 \(split 'train' row 0\): dataset: column 'reply' holds int"
     ):
         _peek(_with_file(cfg, data, response_column="reply", **pairs))
+    data.write_text("")  # said as training says it (it read: "available columns: " and nothing)
+    with pytest.raises(UserError, match=rf"{data}: the file is empty \(no JSON record\)"):
+        _peek(_with_file(cfg, data, response_column="reply", **pairs))
 
 
 def test_what_the_quick_check_cannot_reproduce_falls_back():

@@ -125,6 +125,8 @@ def read_file(path: str, loader: str, limit: int) -> Rows:
         raise UserError(
             f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
         ) from err
+    if loader == "json" and not rows and complete:  # as training's reader says it (hydratune.data.sources)
+        raise UserError(f"{path}: the file is empty (no JSON record); add rows or remove it from the data")
     return Rows(rows, columns, origins, [path], complete)
 
 
