@@ -412,6 +412,26 @@ def check_command_line(argv: list[str]) -> None:
         )
     cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
     check_config(_plain(cfg))
+    if not resuming:
+        quick_data_errors(_plain(cfg))
+
+
+def quick_data_errors(cfg: dict) -> None:
+    """The quick look's definite errors in the data (a line that does not parse, a column the format needs, an
+    empty file), in a fraction of a second and before Hydra makes a run folder or torch is imported. What it
+    cannot judge (a hub dataset, a chat template, a column of mixed types, ...) is left to training's own path."""
+    from hydratune.data.peek import Fallback, peek
+    from hydratune.tasks.registry import get_task
+
+    try:
+        peek(cfg, get_task(cfg.get("task")), 200)
+    except UserError:
+        raise
+    except Fallback:
+        return
+    except Exception:  # a case the quick look gets wrong: training decides
+        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+            raise
 
 
 def check_sweeper_plugins() -> None:
