@@ -360,3 +360,30 @@ def test_kto_weights_out_of_balance_with_the_counts_are_said_with_the_weight_tha
         warn_if_unbalanced({}, {"desirable": 50, "undesirable": 100})
     assert "is 0.50x undesirable_weight" in caplog.text
     assert "set task.desirable_weight between 2.00 and 2.67" in caplog.text
+
+
+def test_score_file_rows_are_answers_or_pairs_in_the_runs_columns(tmp_path):
+    import json
+
+    from hydratune.cli.score import read_rows
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        json.dumps({"q": "a -> ", "good": "A", "bad": "a"})
+        + "\n\n"
+        + json.dumps({"q": "b -> ", "good": "B", "bad": "b"})
+        + "\n"
+    )
+    cfg = {"prompt_column": "q", "chosen_column": "good", "rejected_column": "bad"}
+    assert read_rows(str(path), cfg) == (
+        [("a -> ", "A"), ("a -> ", "a"), ("b -> ", "B"), ("b -> ", "b")],
+        True,
+    )
+    path.write_text(json.dumps({"prompt": "a -> ", "response": "A"}) + "\n")
+    assert read_rows(str(path), {}) == ([("a -> ", "A")], False)
+    path.write_text(json.dumps({"prompt": "a -> ", "output": "A"}) + "\n")
+    with pytest.raises(
+        UserError,
+        match=r"rows.jsonl:1: every row needs prompt and response as text \(it has: prompt, output\)",
+    ):
+        read_rows(str(path), {})

@@ -341,6 +341,14 @@ def test_reward_model_ranks_held_out_pairs_and_scores(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     chosen, rejected = (json.loads(line)["reward"] for line in out.stdout.splitlines())
     assert chosen > rejected
+    # A file of held-out pairs: each answer scored as above, and the share ranked right
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "copy: stone -> ", "chosen": "STONE", "rejected": "stone"}) + "\n")
+    out = run_cli(["-m", "hydratune.cli", "score", str(run_dir), "--file", str(pairs)])
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads(out.stdout)
+    assert (row["reward_chosen"], row["reward_rejected"]) == (pytest.approx(chosen), pytest.approx(rejected))
+    assert "1 pairs: chosen scored above rejected in 1 (100.0%)" in out.stderr
     # README's plain-transformers scoring: the tokenizer writes BOS, the text ends with EOS, as in training.
     from transformers import AutoTokenizer
 
