@@ -290,3 +290,35 @@ def test_search_of_ddp_trials_reports_from_rank_zero_and_prunes_every_rank(tiny_
         assert max(trial.intermediate_values) == metrics["steps"]
         log = (sweep_dir / str(trial.number) / "train.log").read_text()
         assert "4 per device x 1 accumulation x 2 devices" in log
+
+
+def test_a_continued_study_with_another_choice_list_is_refused_before_any_trial(tmp_path):
+    """Optuna cannot change a categorical's choices mid-study: it raised from `ask`, leaving a trial RUNNING in
+    the journal. The search says so first, naming the study and how to start another."""
+    from hydratune.search import check_space
+
+    study = optuna.create_study(study_name="s")
+    study.enqueue_trial({"peft.config.r": 8})
+    study.optimize(lambda t: float(t.suggest_categorical("peft.config.r", [4, 8, 16])), n_trials=1)
+    same, _ = search_space(["peft.config.r=choice(4, 8, 16)", "optimizer.lr=interval(1e-4, 1e-2)"])
+    check_space(study, same, tmp_path)  # the same space, and a new parameter: fine
+    other, _ = search_space(["peft.config.r=choice(2, 64)"])
+    with pytest.raises(UserError, match=r"peft.config.r: study 's' .* searched it as choice\(4, 8, 16\); a "
+                       r"different space needs a new study: name=NEW"):  # fmt: skip
+        check_space(study, other, tmp_path)
+    assert all(t.state.name == "COMPLETE" for t in study.get_trials())
+
+
+def test_a_trial_is_not_pruned_at_its_last_step():
+    """Pruning at the final evaluation saves nothing and throws the finished value away."""
+    from types import SimpleNamespace
+
+    from hydratune.search import TrialPruning
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # prunes any value above 0
+    callback = SimpleNamespace(trial=study.ask(), monitor="val/loss")
+    trainer = SimpleNamespace(callback_metrics={"val/loss": 1.0}, global_step=4, max_steps=8)
+    assert TrialPruning._report(callback, trainer) == "pruned"
+    callback.trial = study.ask()
+    trainer.global_step = 8
+    assert TrialPruning._report(callback, trainer) is None

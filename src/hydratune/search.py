@@ -46,6 +46,8 @@ def _optuna():
         import optuna
     except ImportError as err:
         raise UserError(f"hydra/sweeper=optuna needs optuna: {install_hint('sweep')}") from err
+    if os.environ.get("HYDRATUNE_DEBUG") != "1":  # its INFO lines ("Using an existing study ...") repeat ours
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
 
@@ -211,6 +213,7 @@ class Search:
         space, fixed = search_space(params + list(arguments))
         check_objective(space, self.config, s)
         study = self.open_study(space)
+        check_space(study, space, self.sweep_dir)
         self.fixed = fixed
         self.space = space
         self.recover_interrupted(study)
@@ -369,6 +372,32 @@ class Search:
             )
             + "\n"
         )
+
+
+def check_space(study, space: dict, sweep_dir: Path) -> None:
+    """A continued study searched its parameters in distributions that a new space must stay compatible with
+    (Optuna refuses another choice() list mid-ask, leaving a trial RUNNING): refused before the first ask."""
+    optuna = _optuna()
+    before = {}
+    for trial in study.get_trials(deepcopy=False):
+        before.update(trial.distributions)
+    for name, distribution in space.items():
+        if name not in before:
+            continue
+        try:
+            optuna.distributions.check_distribution_compatibility(before[name], distribution)
+        except ValueError:
+            raise UserError(
+                f"{name}: study {study.study_name!r} in {sweep_dir} searched it as {_describe(before[name])}; a "
+                f"different space needs a new study: name=NEW (or hydra.sweeper.study_name=NEW); nothing was run"
+            ) from None
+
+
+def _describe(distribution) -> str:
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return f"choice({', '.join(map(str, choices))})"
+    return f"interval({distribution.low}, {distribution.high})"
 
 
 def check_objective(space: dict, config, settings: dict) -> None:
@@ -542,8 +571,8 @@ class TrialPruning(L.Callback):
         step = trainer.global_step
         try:
             self.trial.report(float(value), step)
-            if not self.trial.should_prune():
-                return None
+            if 0 < trainer.max_steps <= step or not self.trial.should_prune():
+                return None  # at the last step there is nothing left to save: the trial completes
             self.trial.set_user_attr("pruned_at_step", step)
             return "pruned"
         except optuna.exceptions.UpdateFinishedTrialError:
