@@ -28,8 +28,11 @@ def main(cfg) -> float:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return float("nan")  # this job failed (no metrics.json); the sweep goes on to the next one
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # this job failed (no metrics.json); the sweep goes on
+            from hydratune.sweep import record_job_error
+
+            record_job_error(HydraConfig.get().runtime.output_dir, err)  # the summary's error column says why
+            return float("nan")
         sys.exit(2)
 
 

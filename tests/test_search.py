@@ -230,7 +230,23 @@ def test_a_failing_trial_fails_only_itself(tiny_model_dir, tmp_path):
     assert sorted(states) == [(False, "COMPLETE"), (False, "COMPLETE"), (True, "FAIL")]  # seed 42
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
     assert sorted(r["status"] for r in rows) == ["failed", "ok", "ok"]
-    assert all(r["state"] == "FAIL" and r["error"] for r in rows if r["status"] == "failed")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all(r["state"] == "FAIL" for r in failed)
+    assert all("optimizer.weight_decay=-" in r["error"] and "out of range" in r["error"] for r in failed), (
+        failed
+    )
+
+
+def test_an_interval_with_no_valid_value_is_refused_before_the_search():
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    with pytest.raises(UserError, match=r"optimizer.lr=interval\(-1, 0\): no value in it is valid \(optimizer.lr=-1.0 "
+                       r"is out of range.*nothing was launched"):  # fmt: skip
+        check_command_line(["-m", "hparams_search=lr_rank", "optimizer.lr=interval(-1, 0)"])
+    check_command_line(
+        ["-m", "hparams_search=lr_rank", "optimizer.weight_decay=interval(-1.0, 1.0)"]
+    )  # half valid
 
 
 def test_sweep_report_prints_parameter_importance(tmp_path, capsys):

@@ -394,7 +394,8 @@ def check_command_line(argv: list[str]) -> None:
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
     if flags & MULTIRUN_FLAGS:
-        jobs = sweep_jobs([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+        jobs = sweep_jobs(plain)
         for n, job in enumerate(jobs):
             try:
                 check_config(_plain(compose(job, output_dir="/tmp")))
@@ -402,6 +403,15 @@ def check_command_line(argv: list[str]) -> None:
                 raise UserError(
                     f"sweep job {n} ({' '.join(job) or 'defaults'}): {err}; nothing was launched"
                 ) from err
+        for key, text, values in sampled_intervals(plain):  # a sampled value is checked as its trial runs,
+            errors = []  # but an interval with no valid value at either end or between is refused now
+            for value in values:
+                try:
+                    check_config(_plain(compose([*jobs[0], f"{key}={value}"], output_dir="/tmp")))
+                except UserError as err:
+                    errors.append(err)
+            if len(errors) == len(values):
+                raise UserError(f"{text}: no value in it is valid ({errors[0]}); nothing was launched")
         return
     run_dir = next((a.split("=", 1)[1] for a in overrides if a.startswith("hydra.run.dir=")), None)
     resuming = any(a.startswith(("resume=", "ckpt_path=")) for a in overrides)
@@ -472,6 +482,32 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     for i, axis in enumerate(axes):
         jobs += [first[:i] + [value] + first[i + 1 :] for value in axis[1:]]
     return jobs
+
+
+def sampled_intervals(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(key, the override, its two ends and middle) of each `interval(...)` a sweeper samples."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return []
+    out = []
+    for override in parsed:
+        value = (
+            override.value() if override.is_sweep_override() and not override.is_discrete_sweep() else None
+        )
+        if value is not None and hasattr(value, "start") and hasattr(value, "end"):
+            low, high = value.start, value.end
+            out.append(
+                (
+                    override.get_key_element(),
+                    override.input_line,
+                    [repr(v) for v in (low, (low + high) / 2, high)],
+                )
+            )
+    return out
 
 
 def _plain(cfg) -> dict:

@@ -53,6 +53,19 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
     return sorted(found, key=order)
 
 
+def record_job_error(job_dir: str | Path, err: BaseException, message: str | None = None) -> None:
+    """A job's error, for the summary: JOB_ERROR_FILE in its folder (the first line of `message`, else of
+    the error's own text)."""
+    text = (message or str(err)).splitlines()[0] if (message or str(err)) else type(err).__name__
+    info = {
+        "type": type(err).__name__,
+        "message": text,
+        "traceback": "".join(traceback.format_exception(err))[-4000:],
+    }
+    Path(job_dir).mkdir(parents=True, exist_ok=True)
+    (Path(job_dir) / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
 def _status(metrics: dict | None, error: dict | None, trial: dict | None = None) -> str:
     state = (trial or {}).get("state")
     if state == "PRUNED":
@@ -384,12 +397,7 @@ class SweepSummary(_HydraCallback):
         job_dir = Path(str(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED:
             err = job_return._return_value
-            info = {
-                "type": type(err).__name__,
-                "message": f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__,
-                "traceback": "".join(traceback.format_exception(err))[-4000:],
-            }
-            (job_dir / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+            record_job_error(job_dir, err, f"{type(err).__name__}: {err}" if str(err) else None)
         try:
             write_summary(config.hydra.sweep.dir)
         except Exception as err:  # a summary problem must never fail a training job
