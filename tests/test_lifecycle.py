@@ -73,6 +73,33 @@ def test_resume_auto_picks_the_newest_run_with_a_checkpoint(tmp_path):
     assert find_resume_run(tmp_path / "elsewhere" / "x") is None
 
 
+def test_resume_auto_in_a_sweep_continues_the_same_job_only(tmp_path):
+    """A grid run again into its sweep folder (jobs c1_0, c1_1, ...) with resume=auto: each job continues its
+    own grid point; a point that never started starts fresh (every job continued job 0's run before)."""
+
+    def job(folder, name: str, checkpoint: bool):
+        (folder / name).mkdir(parents=True)
+        if checkpoint:
+            (folder / name / "checkpoints").mkdir()
+            (folder / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+
+    sweep = tmp_path / "sweep"
+    job(sweep, "0", True)
+    job(sweep, "1", False)
+    job(sweep, "c1_0", False)
+    job(sweep, "c1_1", False)
+    job(sweep, "c1_2", False)
+    assert find_resume_run(sweep / "c1_0") == sweep / "0"
+    assert find_resume_run(sweep / "c1_1") is None
+    assert find_resume_run(sweep / "c1_2") is None
+    # dated sweep folders (outputs/multirun/NAME/DATE/N): the same job number of an earlier sweep
+    (sweep / "multirun.yaml").write_text("{}")
+    job(tmp_path / "later", "0", False)
+    (tmp_path / "later" / "multirun.yaml").write_text("{}")
+    job(tmp_path / "unrelated", "0", True)  # no multirun.yaml: not a sweep folder
+    assert find_resume_run(tmp_path / "later" / "0") == sweep / "0"
+
+
 class _SendSignal(L.Callback):
     def __init__(self, at_batch: int, signum: int):
         self.at_batch, self.signum = at_batch, signum

@@ -237,3 +237,19 @@ def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
     assert [float(r["best_val_loss"]) for r in rows] == pytest.approx([t.value for t in study.trials])
     for trial, row in zip(study.trials, rows):
         assert f"peft.config.r={trial.params['peft.config.r']}" in row["overrides"].split()
+
+
+def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continued_job_says_so(tmp_path):
+    """A sweep run again into its folder with another grid: its jobs did not set every swept key, and the cell
+    holds the value they ran with (it was blank). A job whose resume=auto trained on in an earlier job's folder
+    is 'continued', not 'failed' without a reason."""
+    config = {"peft": {"config": {"r": 16}}, "optimizer": {"lr": 1e-3}}
+    _job(tmp_path, 0, ["optimizer.lr=1e-3", "peft.config.r=4"], _metrics(3.0, 3.2), config=config)
+    _job(tmp_path, 1, ["optimizer.lr=3e-3"], _metrics(2.9, 3.0), config=config)
+    _job(tmp_path, 2, ["optimizer.lr=1e-3", "peft.config.r=4", "resume=auto"], config=config)
+    (tmp_path / "2" / "continued.json").write_text(json.dumps({"run": str(tmp_path / "0")}))
+    write_summary(tmp_path)
+    rows = _read_csv(tmp_path / "sweep_summary.csv")
+    assert [r["peft.config.r"] for r in rows] == ["4", "16", "4"]
+    assert rows[2]["status"] == "continued" and rows[2]["error"] == f"resume=auto continued {tmp_path / '0'}"
+    assert "3 jobs: 2 ok, 1 continued" in (tmp_path / "sweep_summary.md").read_text()

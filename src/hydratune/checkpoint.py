@@ -363,12 +363,23 @@ def resume_file(run_dir: str | Path) -> Path | None:
 
 def find_resume_run(run_dir: str | Path) -> Path | None:
     """The run directory that `resume=auto` continues: this one if it has a checkpoint, else the newest
-    earlier run of the same name (sibling date folders; for sweeps, the same job number) that has one."""
+    earlier run of the same name (sibling date folders; for sweeps, the same job number, in this sweep folder or
+    a sibling one) that has one."""
     run_dir = Path(run_dir)
     if resume_file(run_dir) is not None:
         return run_dir
-    if run_dir.name.isdigit():  # outputs/multirun/<name>/<date>/<job.num>
-        candidates = run_dir.parent.parent.glob(f"*/{run_dir.name}")
+    job = re.fullmatch(r"(?:c\d+_)?(\d+)", run_dir.name)
+    if (
+        job
+    ):  # outputs/multirun/<name>/<date>/<job.num>, or c1_<job.num> in a sweep folder run again: the same job
+        same_job = re.compile(rf"(?:c\d+_)?{job.group(1)}")
+        sweeps = (
+            p for p in run_dir.parent.parent.glob("*") if (p / "multirun.yaml").is_file()
+        )  # Hydra's mark
+        folders = [run_dir.parent, *(p for p in sweeps if p != run_dir.parent)]
+        candidates = [
+            p for folder in folders if folder.is_dir() for p in folder.glob("*") if same_job.fullmatch(p.name)
+        ]
     else:  # outputs/<name>/<date>
         candidates = run_dir.parent.glob("*")
     found = [(resume_file(p), p) for p in candidates if p != run_dir and p.is_dir()]

@@ -28,7 +28,8 @@ JOB_ERROR_FILE = "job_error.json"
 # and into the sweep directory (where the study is: storage, study name, pruner).
 TRIAL_FILE = "trial.json"
 STUDY_FILE = "study.json"
-STATUSES = ("ok", "pruned", "failed", "NaN", "OOM")
+STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued")
+CONTINUED_FILE = "continued.json"  # hydratune.train: this launch trained on in an earlier run's folder
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (
     ("best_val_loss", "best_val_loss"),
@@ -109,14 +110,28 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     row["metrics"] = metrics or {}
     config = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
     checkpoint = ((config.get("callbacks") or {}).get("model_checkpoint")) or {}
+    row["config"] = config
     row["task"] = config.get("task") or {}
     row["metric"] = (checkpoint.get("metric_for_best_model"), bool(checkpoint.get("greater_is_better")))
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
+    continued = _read_json(job_dir / CONTINUED_FILE)
+    if metrics is None and continued and not row["error"]:  # resume=auto went on in the earlier job's folder
+        row["status"], row["error"] = "continued", f"resume=auto continued {continued.get('run')}"
     if not row["error"] and (trial or {}).get("error"):
         row["error"] = trial["error"][:200]
     curve = (metrics or {}).get("val_curve") or []
     row["val_curve"] = [(int(s), float(v)) for s, v in curve]
     return row
+
+
+def _setting(config: dict, key: str):
+    """The value a job ran with for a swept key it did not override (its composed config's), or None."""
+    node = config
+    for part in key.lstrip("+~").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if not isinstance(node, dict | list) else None
 
 
 def _read_yaml(path: Path) -> dict | None:
@@ -221,7 +236,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
                 row["job"],
                 row["status"],
                 *(row[c] for c in trials),
-                *(given.get(k) for k in axes),
+                *(given[k] if k in given else _setting(row["config"], k) for k in axes),
                 *(row["metrics"].get(c) for c in ranked),
                 *(row[c] for _, c in METRICS),
                 " ".join(row["overrides"]),

@@ -315,6 +315,7 @@ def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
 def resume_checkpoint(cfg) -> str | None:
     """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
     of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
+    from hydratune import sweep
     from hydratune.checkpoint import find_resume_run, resume_file
     from hydratune.preflight import check_resume_file
 
@@ -343,6 +344,8 @@ def resume_checkpoint(cfg) -> str | None:
                 "keeps the first launch's values (this launch's config: %s)", ", ".join(changed), here / ".hydra",
             )  # fmt: skip
         cfg.paths.output_dir = str(previous)
+        here.mkdir(parents=True, exist_ok=True)  # a sweep's summary shows this job as continued there
+        (here / sweep.CONTINUED_FILE).write_text(json.dumps({"run": str(previous)}) + "\n")
         handler = logging.FileHandler(previous / "train.log")  # the continued run's log goes on in its folder
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
