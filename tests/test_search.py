@@ -247,6 +247,10 @@ def test_an_interval_with_no_valid_value_is_refused_before_the_search():
     check_command_line(
         ["-m", "hparams_search=lr_rank", "optimizer.weight_decay=interval(-1.0, 1.0)"]
     )  # half valid
+    # without a search, Hydra's grid sweeper raised a traceback for it
+    with pytest.raises(UserError, match=r"optimizer.lr=interval\(1e-4, 1e-3\): an interval is sampled by a "
+                       r"search: add hparams_search=lr_rank"):  # fmt: skip
+        check_command_line(["-m", "optimizer.lr=interval(1e-4, 1e-3)"])
 
 
 def test_sweep_report_prints_parameter_importance(tmp_path, capsys):

@@ -395,6 +395,16 @@ def check_command_line(argv: list[str]) -> None:
     overrides = [arg for arg in argv if not arg.startswith("-")]
     if flags & MULTIRUN_FLAGS:
         plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+        # (an experiment may choose a sweeper itself: left to Hydra)
+        searched = any(
+            a.startswith(("hparams_search=", "hydra/sweeper=", "experiment=", "+experiment=")) for a in argv
+        )
+        sampled = sampled_intervals(plain)
+        if sampled and not searched:  # Hydra's grid sweeper raised a traceback for it
+            raise UserError(
+                f"{sampled[0][1]}: an interval is sampled by a search: add hparams_search=lr_rank (or "
+                "hydra/sweeper=optuna); a grid takes a list (a,b,c) or range(start,stop,step); nothing was launched"
+            )
         jobs = sweep_jobs(plain)
         for n, job in enumerate(jobs):
             try:
@@ -403,7 +413,7 @@ def check_command_line(argv: list[str]) -> None:
                 raise UserError(
                     f"sweep job {n} ({' '.join(job) or 'defaults'}): {err}; nothing was launched"
                 ) from err
-        for key, text, values in sampled_intervals(plain):  # a sampled value is checked as its trial runs,
+        for key, text, values in sampled:  # a sampled value is checked as its trial runs,
             errors = []  # but an interval with no valid value at either end or between is refused now
             for value in values:
                 try:
