@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -342,3 +343,27 @@ def test_a_trial_is_not_pruned_at_its_last_step():
     callback.trial = study.ask()
     trainer.global_step = 8
     assert TrialPruning._report(callback, trainer) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hparams_search=lr_rank", "hydra.sweeper.n_trial=2"],
+         "hydra.sweeper.n_trial: the sweeper has no such setting; did you mean hydra.sweeper.n_trials?"),
+        (["hydra.sweeper.n_trials=2", "optimizer.lr=1e-3,2e-3"],
+         "hydra.sweeper.n_trials is a setting of the Optuna search: add hparams_search=lr_rank"),
+        (["hparams_search=lr_rank", "hydra.sweeper.params.peft.config.r=choice(2,64)"],
+         "give the search space as the key itself after -m: peft.config.r='choice(2,64)'"),
+    ],
+)  # fmt: skip
+def test_sweeper_settings_are_checked_with_a_did_you_mean(args, message):
+    """Hydra's own errors for these were a struct dump or 'Sweeping over Hydra's configuration is not supported',
+    exit 1."""
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_command_line(["-m", *args])
+    check_command_line(
+        ["-m", "hparams_search=lr_rank", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=3"]
+    )

@@ -399,6 +399,7 @@ def check_command_line(argv: list[str]) -> None:
         searched = any(
             a.startswith(("hparams_search=", "hydra/sweeper=", "experiment=", "+experiment=")) for a in argv
         )
+        check_sweeper_keys(overrides, searched)
         sampled = sampled_intervals(plain)
         if sampled and not searched:  # Hydra's grid sweeper raised a traceback for it
             raise UserError(
@@ -492,6 +493,49 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     for i, axis in enumerate(axes):
         jobs += [first[:i] + [value] + first[i + 1 :] for value in axis[1:]]
     return jobs
+
+
+# The settings of hydratune's Optuna sweeper (conf/hydra/sweeper/optuna.yaml) and of Hydra's grid sweeper.
+OPTUNA_KEYS = (
+    "direction",
+    "study_name",
+    "storage",
+    "n_trials",
+    "n_jobs",
+    "monitor",
+    "params",
+    "sampler",
+    "pruner",
+)
+GRID_KEYS = ("max_batch_size", "params")
+
+
+def check_sweeper_keys(overrides: list[str], search: bool) -> None:
+    """`hydra.sweeper.KEY=...`: a key the sweeper has (Hydra's own error is a struct dump, exit 1). `search`: the
+    command line chose the Optuna sweeper (or an experiment that may)."""
+    known = OPTUNA_KEYS if search else GRID_KEYS
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("hydra.sweeper.") or key.count(".") < 2:
+            continue
+        name = key.split(".")[2]
+        value = override.split("=", 1)[1] if "=" in override else ""
+        sweep = not value.startswith(("'", '"')) and re.search(r"\b(choice|range|interval|tag)\(|,", value)
+        if name == "params" and key.count(".") > 2 and sweep:
+            # Hydra reads a sweep value under hydra.* as a sweep over its own config, and refuses it
+            raise UserError(
+                f"{override}: give the search space as the key itself after -m: {key[len('hydra.sweeper.params.') :]}"
+                f"='{value}' (hydra.sweeper.params is for a config file)"
+            )
+        if name in known or name.startswith("_"):
+            continue
+        if not search and name in OPTUNA_KEYS:
+            raise UserError(
+                f"{key} is a setting of the Optuna search: add hparams_search=lr_rank (or hydra/sweeper=optuna)"
+            )
+        guess = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean hydra.sweeper.{guess[0]}? " if guess else ""
+        raise UserError(f"{key}: the sweeper has no such setting; {hint}it has: {', '.join(known)}")
 
 
 def sampled_intervals(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
