@@ -253,3 +253,22 @@ def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continue
     assert [r["peft.config.r"] for r in rows] == ["4", "16", "4"]
     assert rows[2]["status"] == "continued" and rows[2]["error"] == f"resume=auto continued {tmp_path / '0'}"
     assert "3 jobs: 2 ok, 1 continued" in (tmp_path / "sweep_summary.md").read_text()
+
+
+def test_a_search_summary_rounds_sampled_values_and_says_when_trials_tie(tmp_path):
+    """A sampled learning rate reads 0.0005612 in the .md (all its digits stay in the .csv), and trials with
+    the same objective are called a tie (a saturated val_accuracy picked trial 0 silently)."""
+    from hydratune.sweep import TRIAL_FILE
+
+    for num, lr in enumerate(["0.0005611516415334506", "0.00013066739238053285"]):
+        _job(tmp_path, num, [f"optimizer.lr={lr}"], _metrics(3.0, 3.0))
+        trial = {"number": num, "state": "COMPLETE", "value": 1.0, "direction": "maximize"}
+        (tmp_path / str(num) / TRIAL_FILE).write_text(json.dumps(trial))
+    write_summary(tmp_path)
+    md = (tmp_path / "sweep_summary.md").read_text()
+    assert "| 0.0005612 |" in md and "| 0.0001307 |" in md
+    assert (
+        "best: trial 0 (job 0, objective 1.0000; tied with trial 1: the objective cannot tell them apart"
+        in md
+    )
+    assert _read_csv(tmp_path / "sweep_summary.csv")[0]["optimizer.lr"] == "0.0005611516415334506"

@@ -217,6 +217,8 @@ def _fmt(value: Any, column: str = "") -> str:
     if isinstance(value, float):
         four = column.endswith("loss") or column == "value" or column.startswith("val_")
         return f"{value:.4f}" if four else f"{value:.1f}"
+    if isinstance(value, str) and re.fullmatch(r"-?\d*\.\d{7,}(e-?\d+)?", value):
+        return f"{float(value):.4g}"  # a sampled value (0.0005611516415334506): the .csv keeps every digit
     return str(value)
 
 
@@ -303,9 +305,15 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     md.append(f"steps spent: {total} optimizer steps" + (f" ({pruned} in pruned trials)" if pruned else ""))
     best = best_row(rows)
     if best and best["trial"] is not None:
+        tied = [
+            str(r["trial"])
+            for r in rows
+            if r is not best and r["state"] == "COMPLETE" and r["value"] == best["value"]
+        ]
+        tie = f"; tied with trial {', '.join(tied)}: the objective cannot tell them apart" if tied else ""
         md.append("")
         md.append(
-            f"best: trial {best['trial']} (job {best['job']}, objective {best['value']:.4f}, "
+            f"best: trial {best['trial']} (job {best['job']}, objective {best['value']:.4f}{tie}, "
             f"best_val_loss {best['best_val_loss'] or float('nan'):.4f}): `{' '.join(best['overrides'])}`"
         )
     else:
