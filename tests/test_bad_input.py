@@ -298,3 +298,19 @@ def test_cli_rejects_bad_arguments(args, expected, existing_run):
     result = subprocess.run([HYDRATUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
     _assert_one_line_error(result, expected)
     assert _digest(existing_run) == before
+
+
+def test_a_misspelt_section_gets_a_did_you_mean_for_the_whole_key():
+    """`optimzer.lr`: no key shares its section, so the whole dotted path is matched (it read 'remove it, or add it
+    with +optimzer.lr', which would be refused the same way)."""
+    from conftest import ROOT as root
+
+    from hydratune.schema import known_keys, unknown_key_error
+
+    known = known_keys(str(root / "conf"))
+    assert (
+        str(unknown_key_error("optimzer.lr", known))
+        == "optimzer.lr: unknown config key; did you mean optimizer.lr?"
+    )
+    assert "did you mean trainer.max_steps?" in str(unknown_key_error("trainr.max_steps", known))
+    assert "remove it" in str(unknown_key_error("foo.bar", known))

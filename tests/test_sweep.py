@@ -272,3 +272,12 @@ def test_a_search_summary_rounds_sampled_values_and_says_when_trials_tie(tmp_pat
         in md
     )
     assert _read_csv(tmp_path / "sweep_summary.csv")[0]["optimizer.lr"] == "0.0005611516415334506"
+
+
+def test_sweep_report_on_one_job_names_its_sweep(fake_sweep):
+    (fake_sweep / "multirun.yaml").write_text("{}")
+    with pytest.raises(
+        SystemExit, match=rf"{fake_sweep / '0'} is one job of the sweep {fake_sweep}; run hydratune"
+    ):
+        cli_main(["sweep-report", str(fake_sweep / "0")])
+    assert not (fake_sweep / "0" / "sweep_summary.md").exists()

@@ -86,6 +86,10 @@ def unknown_key_error(path: str, known: frozenset[str]) -> UserError:
     parent = path.rpartition(".")[0]
     siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
     guess = difflib.get_close_matches(path.rpartition(".")[2], siblings, n=1, cutoff=0.6)
+    if not siblings and parent:  # the section itself is misspelt (optimzer.lr): match the whole dotted path
+        whole = difflib.get_close_matches(path, sorted(known), n=1, cutoff=0.8)
+        if whole:
+            return UserError(f"{path}: unknown config key; did you mean {whole[0]}?")
     hint = (
         f"did you mean {parent + '.' if parent else ''}{guess[0]}?"
         if guess

@@ -43,4 +43,6 @@ class OptunaSweeper(Sweeper):
             if os.environ.get("HYDRATUNE_DEBUG") == "1":
                 raise
             print(f"hydratune: error: {err}", file=sys.stderr)
+            if sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
+                sweep_dir.rmdir()  # made for the study before the search was refused: nothing to keep
             sys.exit(2)

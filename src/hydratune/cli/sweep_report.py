@@ -20,6 +20,11 @@ def run(args: argparse.Namespace) -> int:
     from hydratune.sweep import STUDY_FILE, job_dirs, write_summary
 
     sweep_dir = Path(args.sweep_dir)
+    if (sweep_dir / ".hydra" / "overrides.yaml").is_file() and (sweep_dir.parent / "multirun.yaml").is_file():
+        raise SystemExit(
+            f"hydratune sweep-report: {sweep_dir} is one job of the sweep {sweep_dir.parent}; "
+            f"run hydratune sweep-report {sweep_dir.parent}"
+        )
     if not job_dirs(sweep_dir):
         raise SystemExit(
             f"hydratune sweep-report: {sweep_dir} holds no job directory (.hydra/overrides.yaml)"
