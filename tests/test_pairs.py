@@ -9,6 +9,7 @@ from hydratune.data.formats import CHAT_TEMPLATES, alpaca_prompt
 from hydratune.data.pairs import (
     KTOCollator,
     PairCollator,
+    bos_first,
     check_pair_config,
     pair_stats,
     tokenize_kto,
@@ -321,7 +322,6 @@ def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, 
     import copy
 
     from hydratune.data.formats import set_chat_template
-    from hydratune.generate import _with_bos
     from hydratune.tasks.registry import get_task
 
     tokenizer = copy.deepcopy(tokenizer)
@@ -329,7 +329,7 @@ def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, 
     if cfg.get("chat_template"):
         set_chat_template(tokenizer, cfg)  # as training did; the export saves it with the tokenizer
     text = get_task({"name": task}).prompt_text(cfg, tokenizer, prompt, input)
-    assert _with_bos(ids(tokenizer, text), tokenizer.bos_token_id) == _training_prompt_ids(
+    assert bos_first(ids(tokenizer, text), tokenizer.bos_token_id) == _training_prompt_ids(
         task, cfg, row, tokenizer
     )
 

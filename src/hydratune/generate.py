@@ -16,12 +16,14 @@ def generate(
     """Completions of `prompts` (already formatted), cut at EOS. Greedy unless `do_sample`."""
     import torch
 
+    from hydratune.data.pairs import bos_first
+
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     outputs = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         ids = [
-            _with_bos(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer.bos_token_id)
+            bos_first(tokenizer(p, add_special_tokens=False)["input_ids"], tokenizer.bos_token_id)
             for p in chunk
         ]
         width = max(len(x) for x in ids)
@@ -40,9 +42,3 @@ def generate(
             )
         outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return outputs
-
-
-def _with_bos(ids: list[int], bos_id: int | None) -> list[int]:
-    """BOS first, as training put it (hydratune.data.pairs._prompt_ids), and once: a chat template may
-    begin with it already."""
-    return ids if bos_id is None or ids[:1] == [bos_id] else [bos_id, *ids]

@@ -441,18 +441,23 @@ def quick_data_errors(cfg: dict) -> None:
     """The quick look's definite errors in the data (a line that does not parse, a column the format needs, an
     empty file), in a fraction of a second and before Hydra makes a run folder or torch is imported. What it
     cannot judge (a hub dataset, a chat template, a column of mixed types, ...) is left to training's own path."""
+    quick_look(cfg, 200)
+
+
+def quick_look(cfg: dict, rows: int) -> dict | str:
+    """hydratune.data.peek's report on the first `rows` rows of each file, or why it cannot match training (a
+    Fallback, or a case it gets wrong): then the full path decides. Its UserErrors are definite."""
     from hydratune.data.peek import Fallback, peek
     from hydratune.tasks.registry import get_task
 
     try:
-        peek(cfg, get_task(cfg.get("task")), 200)
+        return peek(cfg, get_task(cfg.get("task")), rows)
     except UserError:
         raise
-    except Fallback:
-        return
-    except Exception:  # a case the quick look gets wrong: training decides
-        if os.environ.get("HYDRATUNE_DEBUG") == "1":
+    except Exception as err:
+        if not isinstance(err, Fallback) and os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
+        return str(err) if isinstance(err, Fallback) else f"{type(err).__name__}: {err}"
 
 
 def check_sweeper_plugins() -> None:
@@ -495,25 +500,23 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return jobs
 
 
-# The settings of hydratune's Optuna sweeper (conf/hydra/sweeper/optuna.yaml) and of Hydra's grid sweeper.
-OPTUNA_KEYS = (
-    "direction",
-    "study_name",
-    "storage",
-    "n_trials",
-    "n_jobs",
-    "monitor",
-    "params",
-    "sampler",
-    "pruner",
-)
+# The settings of Hydra's grid sweeper (hydratune's Optuna sweeper's are its config file's).
 GRID_KEYS = ("max_batch_size", "params")
+
+
+def optuna_keys() -> tuple[str, ...]:
+    """The settings of conf/hydra/sweeper/optuna.yaml, and the sampler and pruner its defaults choose."""
+    import yaml
+
+    node = yaml.safe_load((conf_dir() / "hydra" / "sweeper" / "optuna.yaml").read_text())
+    return (*(k for k in node if not k.startswith("_") and k != "defaults"), "sampler", "pruner")
 
 
 def check_sweeper_keys(overrides: list[str], search: bool) -> None:
     """`hydra.sweeper.KEY=...`: a key the sweeper has (Hydra's own error is a struct dump, exit 1). `search`: the
     command line chose the Optuna sweeper (or an experiment that may)."""
-    known = OPTUNA_KEYS if search else GRID_KEYS
+    optuna = optuna_keys()
+    known = optuna if search else GRID_KEYS
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if not key.startswith("hydra.sweeper.") or key.count(".") < 2:
@@ -529,7 +532,7 @@ def check_sweeper_keys(overrides: list[str], search: bool) -> None:
             )
         if name in known or name.startswith("_"):
             continue
-        if not search and name in OPTUNA_KEYS:
+        if not search and name in optuna:
             raise UserError(
                 f"{key} is a setting of the Optuna search: add hparams_search=lr_rank (or hydra/sweeper=optuna)"
             )
@@ -590,22 +593,10 @@ def data_report(cfg: dict) -> dict:
 def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
     """The quick look at the first `rows` rows of each file (hydratune.data.peek: no datasets,
     transformers or torch), or the full preparation where the quick look cannot match training."""
-    from hydratune.data.peek import Fallback, peek
-    from hydratune.tasks.registry import get_task
-
-    if full:
-        report = data_report(cfg)
-    else:
-        try:
-            report = peek(cfg, get_task(cfg.get("task")), rows)
-        except UserError:
-            raise
-        except Exception as err:  # Fallback, or a case the quick look gets wrong: training's own path decides
-            if not isinstance(err, Fallback) and os.environ.get("HYDRATUNE_DEBUG") == "1":
-                raise
-            reason = err if isinstance(err, Fallback) else f"{type(err).__name__}: {err}"
-            report = data_report(cfg)
-            report["data_check"] += f" (the quick look cannot: {reason})"
+    report = data_report(cfg) if full else quick_look(cfg, rows)
+    if isinstance(report, str):  # the quick look cannot match training: training's own path decides
+        reason, report = report, data_report(cfg)
+        report["data_check"] += f" (the quick look cannot: {reason})"
     for stats in report.values():  # the share of samples that would be dropped for having no trained token
         if isinstance(stats, dict) and "dropped_untrained" in stats:
             stats["untrained_rate"] = stats["dropped_untrained"] / max(stats["rows"], 1)

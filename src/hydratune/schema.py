@@ -141,7 +141,7 @@ def _inside_free_mapping(path: str, known: frozenset[str]) -> bool:
     return any(part in FREE_MAPPINGS for part in parts[:-1]) or parts[0].startswith("_")
 
 
-def _number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -162,25 +162,25 @@ ATTENTION = {"sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_at
 
 # (dotted key, accepts(value), what is allowed). A missing key is not checked.
 RANGES: list[Check] = [
-    ("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0"),
     (
         "optimizer.betas",
-        lambda v: isinstance(v, list) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+        lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",
     ),
-    ("optimizer.eps", lambda v: _number(v) and v > 0 or isinstance(v, list), "a number > 0"),
-    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.eps", lambda v: is_number(v) and v > 0 or isinstance(v, list), "a number > 0"),
+    ("optimizer.momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("scheduler.warmup_steps", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ("scheduler.warmup_ratio", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("scheduler.warmup_ratio", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("peft.config.r", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
-    ("peft.config.lora_alpha", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("peft.config.lora_dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("peft.config.lora_alpha", lambda v: is_number(v) and v > 0, "a number > 0"),
+    ("peft.config.lora_dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("peft.trainable_layers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("dataset.max_seq_length", lambda v: isinstance(v, int) and v >= 16, "an integer >= 16"),
     ("dataset.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("dataset.eval_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
-    ("dataset.fraction", lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    ("dataset.fraction", lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
     (
         "trainer.max_steps",
         lambda v: isinstance(v, int) and (v > 0 or v == -1),
@@ -192,10 +192,10 @@ RANGES: list[Check] = [
         "an integer > 0 or -1",
     ),
     ("trainer.accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("trainer.gradient_clip_val", lambda v: v is None or _number(v) and v > 0, "a number > 0 or null"),
+    ("trainer.gradient_clip_val", lambda v: v is None or is_number(v) and v > 0, "a number > 0 or null"),
     (
         "trainer.val_check_interval",
-        lambda v: isinstance(v, int) and v > 0 or _number(v) and 0 < v <= 1,
+        lambda v: isinstance(v, int) and v > 0 or is_number(v) and 0 < v <= 1,
         "an integer > 0 (batches) or a fraction in (0, 1]",
     ),
     ("trainer.log_every_n_steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
@@ -270,7 +270,7 @@ def _what_is_wrong(key: str, value, allowed: str) -> str:
     typo, or an unquoted override that Hydra read as another type) is called what it is."""
     if not allowed.startswith(("an integer", "a number", "two numbers")):
         return f"is not allowed: use {allowed}"
-    if not allowed.startswith("two numbers") and not _number(value):
+    if not allowed.startswith("two numbers") and not is_number(value):
         kind = "an integer" if allowed.startswith("an integer") else "a number"
         return f"is not {kind}: use {allowed}"
     if allowed.startswith("an integer") and "fraction" not in allowed and not isinstance(value, int):

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from hydratune.schema import is_number
+
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
 # Written by the callback into a job's directory when the job raised (the error, for the table).
 JOB_ERROR_FILE = "job_error.json"
@@ -259,12 +261,8 @@ def best_row(rows: list[dict]) -> dict | None:
         sign = -1 if trials[0]["direction"] == "maximize" else 1
         return min(trials, key=lambda r: sign * r["value"])
     key, higher, _ = ranking(rows)
-    scored = [r for r in rows if r["status"] == "ok" and _number(r["metrics"].get(key))]
+    scored = [r for r in rows if r["status"] == "ok" and is_number(r["metrics"].get(key))]
     return min(scored, key=lambda r: (-1 if higher else 1) * r["metrics"][key]) if scored else None
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def steps_spent(rows: list[dict]) -> tuple[int, int]:

@@ -136,8 +136,9 @@ def _encode_texts(texts: list[str], tokenizer) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
-def _prompt_ids(ids: list[int], bos_id: int | None) -> list[int]:
-    """`[BOS] prompt` (no second BOS where a chat template already wrote one)."""
+def bos_first(ids: list[int], bos_id: int | None) -> list[int]:
+    """`[BOS] prompt` (no second BOS where a chat template already wrote one): how every prompt the model
+    trains on or answers starts (pairs, KTO rows, `hydratune generate`, GRPO's sampling)."""
     if bos_id is not None and ids[:1] != [bos_id]:
         return [bos_id, *ids]
     return list(ids)
@@ -152,7 +153,7 @@ def scoring_ids(tokenizer, prompt: str, answer: str, max_length: int | None = No
     """`[BOS] prompt answer EOS` as the preference tasks tokenize a row (prompt and answer apart, BOS and EOS
     not doubled), cut from the right to `max_length`: how a reward model reads what it scores."""
     prompt_ids, answer_ids = _encode_texts([prompt, answer], tokenizer)
-    ids = _prompt_ids(prompt_ids, tokenizer.bos_token_id) + _answer_ids(answer_ids, tokenizer.eos_token_id)
+    ids = bos_first(prompt_ids, tokenizer.bos_token_id) + _answer_ids(answer_ids, tokenizer.eos_token_id)
     return ids[:max_length] if max_length else ids
 
 
@@ -184,7 +185,7 @@ def tokenize_pairs(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
         k: [] for k in ("prompt_ids", "chosen_ids", "rejected_ids", "length", "truncated", "drop")
     }
     for i, (_, chosen_text, rejected_text) in enumerate(triples):
-        prompt = _prompt_ids(encoded[3 * i], bos_id)
+        prompt = bos_first(encoded[3 * i], bos_id)
         chosen, rejected = (_answer_ids(encoded[3 * i + k], eos_id) for k in (1, 2))
         (chosen, rejected), truncated = _fit(prompt, [chosen, rejected], max_len)
         if not chosen_text.strip() or not rejected_text.strip():
@@ -221,7 +222,7 @@ def tokenize_kto(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
         k: [] for k in ("prompt_ids", "completion_ids", "label", "length", "truncated", "drop")
     }
     for i, (_, completion_text, label) in enumerate(triples):
-        prompt = _prompt_ids(encoded[2 * i], bos_id)
+        prompt = bos_first(encoded[2 * i], bos_id)
         (completion,), truncated = _fit(prompt, [_answer_ids(encoded[2 * i + 1], eos_id)], max_len)
         drop = (
             "empty_answer" if not completion_text.strip() else "long_prompt" if len(prompt) >= max_len else ""

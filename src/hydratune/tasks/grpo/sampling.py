@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hydratune.data.pairs import bos_first
+
 
 @dataclass
 class Samples:
@@ -71,9 +73,8 @@ class Samples:
 def encode_prompts(tokenizer, prompts: list[str], add_bos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and attention mask of `prompts`, LEFT padded to the longest: ([B, P], [B, P]). BOS once:
     not added where the prompt's text already begins with it (a chat template that writes it)."""
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    rows = [row if row[: len(bos)] == bos else bos + row for row in rows]
+    bos = tokenizer.bos_token_id if add_bos else None
+    rows = [bos_first(tokenizer(p, add_special_tokens=False)["input_ids"], bos) for p in prompts]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
