@@ -21,6 +21,11 @@ def main(cfg) -> float:
     try:
         with sweep_job():  # in a sweep, DDP ranks 1.. re-run this job alone
             return run(cfg)
+    except SystemExit as stop:  # a stop signal: in a sweep, Hydra ends it here without its callbacks
+        from hydratune.sweep import stopped_job
+
+        stopped_job(stop.code)
+        raise
     except UserError as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise

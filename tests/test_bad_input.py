@@ -78,6 +78,10 @@ TRAIN_CASES = [
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],
     ),
+    # a setting of another task: a sweep over it would give identical jobs, and with + nothing reads it
+    (["task.beta=0.2"], ["task.beta is a setting of task=dpo, task=grpo, task=kto", "e.g. task=dpo"]),
+    (["+task.beta=0.2"], ["task.beta: task=sft has no such setting", "choose that task (e.g. task=dpo)"]),
+    (["task=grpo", "+task.margin=1"], ["task.margin: task=grpo has no such setting (task=reward read it)"]),
     # Lightning's checkpoint names hold '=', which Hydra's override grammar reads as syntax
     (
         ["ckpt_path=/runs/a/checkpoints/step=000015.ckpt"],
@@ -249,6 +253,14 @@ SWEEP_CASES = [
     (["optimizer=sgd,adamw"], ["sweep job 1", "optimizer=adamw", "options:"]),
     (["peft=lora,qlora", "quantization=none"], ["sweep job 1", "peft=qlora", "quantization=nf4"]),
     (["optimizer.lr=range(1,3)", "peft.config.r=8,0"], ["sweep job 1", "peft.config.r=0"]),
+    # every bad job is named at once, by what varies between the jobs
+    (
+        ["optimizer.lr=-1,-2,3e-3", "peft.config.r=8,16"],
+        [
+            "sweep job 0",
+            "also bad: jobs 1 (optimizer.lr=-1 peft.config.r=16), 2 (optimizer.lr=-2 peft.config.r=8), 3 (",
+        ],
+    ),
 ]
 
 

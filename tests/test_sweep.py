@@ -226,6 +226,9 @@ def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
     for n_trials in (1, 2):  # n_trials counts the study's trials: the second run adds one
         result = run_cli([*args, f"hydra.sweeper.n_trials={n_trials}"])
         assert result.returncode == 0, result.stderr[-3000:]
+        if n_trials == 1:  # the searched keys are columns though one trial cannot vary them
+            header = next(csv.reader((sweep_dir / "sweep_summary.csv").open()))
+            assert {"optimizer.lr", "peft.config.r"} <= set(header), header
     study = optuna.load_study(study_name="default", storage=open_storage(str(sweep_dir / "optuna.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     # The trial's value is the objective (best_val_loss) of its job; job folders are trial numbers.
@@ -237,6 +240,40 @@ def test_optuna_study_continues_in_the_sweep_dir(tiny_model_dir, tmp_path):
     assert [float(r["best_val_loss"]) for r in rows] == pytest.approx([t.value for t in study.trials])
     for trial, row in zip(study.trials, rows):
         assert f"peft.config.r={trial.params['peft.config.r']}" in row["overrides"].split()
+
+
+SIGNAL_ON_EVAL = """
+import os
+import signal
+
+import lightning as L
+
+
+class SignalOnEval(L.Callback):
+    def on_validation_start(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_before_training_is_one_line_and_a_stopped_sweep_keeps_its_summary(tiny_model_dir, tmp_path):
+    """Ctrl-C while a job loads its model or evaluates before training: hydratune's line and exit 130 (it was
+    Lightning's 'Detected KeyboardInterrupt' and exit 1), and the sweep's summary so far is written, with the
+    grid's axis as a column (Hydra ends a multirun at such a job without its callbacks)."""
+    (tmp_path / "sigcb.py").write_text(SIGNAL_ON_EVAL)
+    sweep_dir = tmp_path / "sweep"
+    args = [a for a in sweep_args(tiny_model_dir, sweep_dir) if a != "eval_before_training=false"]
+    result = run_cli([*args, "+callbacks.sig._target_=sigcb.SignalOnEval"], env={"PYTHONPATH": str(tmp_path)})
+    out = result.stdout + result.stderr
+    assert result.returncode == 130, out[-3000:]
+    assert "stopped by SIGINT before training started; nothing was trained in this launch" in out
+    assert "KeyboardInterrupt" not in out and "Traceback" not in out
+    assert f"sweep stopped by SIGINT after 1 job; summary so far: {sweep_dir / 'sweep_summary.md'}" in result.stderr
+    rows = _read_csv(sweep_dir / "sweep_summary.csv")
+    assert [(r["job"], r["status"], r["optimizer.lr"], r["error"]) for r in rows] == [
+        ("0", "stopped", "0.001", "stopped by SIGINT")
+    ]
+    assert not (sweep_dir / "1").exists()
 
 
 def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continued_job_says_so(tmp_path):

@@ -94,7 +94,18 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
         key = not_in_struct.group(1)
         known = schema.known_keys(str(conf_dir()))
         if key in known:
-            return UserError(f"{key} is not set by the chosen options; add it with +{key}=VALUE")
+            setters = schema.options_setting(str(conf_dir()), key)
+            if key.startswith("task.") and setters:  # a task reads only its own settings
+                return UserError(
+                    f"{key} is a setting of {', '.join(setters)}, not of the chosen task: "
+                    f"choose one, e.g. {setters[0]} {key}=..."
+                )
+            where = (
+                f" ({', '.join(setters)} set it: choose one, or add it with +{key}=VALUE)" if setters else ""
+            )
+            return UserError(
+                f"{key} is not set by the chosen options{where or f'; add it with +{key}=VALUE'}"
+            )
         err = schema.unknown_key_error(key, known)
         if "did you mean" in str(err):  # a typo: adding it with + would be refused the same way
             return err
@@ -407,13 +418,25 @@ def check_command_line(argv: list[str]) -> None:
                 "hydra/sweeper=optuna); a grid takes a list (a,b,c) or range(start,stop,step); nothing was launched"
             )
         jobs = sweep_jobs(plain)
-        for n, job in enumerate(jobs):
+        bad: list[tuple[int, UserError]] = []
+        for n, job in enumerate(jobs):  # every job, so one message names all that need a fix
             try:
                 check_config(_plain(compose(job, output_dir="/tmp")))
             except UserError as err:
-                raise UserError(
-                    f"sweep job {n} ({' '.join(job) or 'defaults'}): {err}; nothing was launched"
-                ) from err
+                bad.append((n, err))
+        if bad:
+            n, err = bad[0]
+            more = ""
+            if len(bad) > 1:
+                varied = [
+                    o for o in dict.fromkeys(o for job in jobs for o in job) if not all(o in j for j in jobs)
+                ]
+                named = [f"{m} ({' '.join(o for o in jobs[m] if o in varied)})" for m, _ in bad[1:4]]
+                rest = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+                more = f"; also bad: job{'s' if len(bad) > 2 else ''} {', '.join(named)}{rest}"
+            raise UserError(
+                f"sweep job {n} ({' '.join(jobs[n]) or 'defaults'}): {err}{more}; nothing was launched"
+            ) from err
         for key, text, values in sampled:  # a sampled value is checked as its trial runs,
             errors = []  # but an interval with no valid value at either end or between is refused now
             for value in values:

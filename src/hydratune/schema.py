@@ -56,6 +56,57 @@ def known_keys(conf_dir: str) -> frozenset[str]:
     return frozenset(keys)
 
 
+def _option_keys(option: Path, group: str) -> set[str]:
+    """The dotted keys one option file of `group` sets (a `_global_` overlay's as written)."""
+    text = option.read_text()
+    data = yaml.safe_load(text) or {}
+    glob = "# @package _global_" in text or group in GLOBAL_GROUPS
+    return set(_flatten(data)) if glob else set(_flatten(data, group))
+
+
+@lru_cache(maxsize=64)
+def options_setting(conf_dir: str, key: str) -> tuple[str, ...]:
+    """The options of `key`'s group whose files set it ("task=dpo", ...), in name order."""
+    group = key.split(".")[0]
+    folder = Path(conf_dir) / group
+    if not folder.is_dir() or group in GLOBAL_GROUPS:
+        return ()
+    return tuple(
+        f"{group}={option.stem}"
+        for option in sorted(folder.glob("*.yaml"))
+        if key in _option_keys(option, group)
+    )
+
+
+def check_task_settings(cfg: dict, conf_dir: str | Path) -> None:
+    """A built-in task reads the settings its option file lists (hydratune.tasks.task): one that only
+    another task's option sets (`+task.beta` with task=sft) would be carried and never read."""
+    task = cfg.get("task") or {}
+    if not isinstance(task, dict) or task.get("_target_"):
+        return  # a user's own Task subclass reads what it likes
+    name = task.get("name", "sft")
+    folder = Path(conf_dir) / "task"
+    own: set[str] = set()
+    for option in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+        keys = _option_keys(option, "task")
+        data = yaml.safe_load(option.read_text()) or {}
+        node = data.get("task", data) if "task" in data and isinstance(data.get("task"), dict) else data
+        if isinstance(node, dict) and node.get("name") == name:
+            own |= keys
+    if not own:
+        return
+    for key in task:
+        path = f"task.{key}"
+        if path in own or str(key).startswith("_"):
+            continue
+        others = [o for o in options_setting(str(conf_dir), path) if o != f"task={name}"]
+        if others:
+            raise UserError(
+                f"{path}: task={name} has no such setting ({', '.join(others)} read it); "
+                f"choose that task (e.g. {others[0]}) or drop the key"
+            )
+
+
 def _target_accepts(target: str, key: str) -> bool:
     """Whether the class or function named by `target` takes a keyword argument `key`."""
     import inspect
@@ -287,6 +338,7 @@ def _accepts_int(key: str, value: int) -> bool:
 def validate(cfg: dict, conf_dir: str | Path) -> None:
     """Keys, then named choices, then ranges. Raises UserError with one line."""
     check_keys(cfg, conf_dir)
+    check_task_settings(cfg, conf_dir)
     check_loggers(cfg)
     check_choices(cfg)
     check_ranges(cfg)

@@ -183,6 +183,7 @@ class Search:
             "monitor": str(s.get("monitor") or "val/loss"),
             "objective": self.config.get("objective"),
             "pruner": s.get("pruner"),
+            "params": list(space),  # the summary's columns (hydratune.sweep.declared_axes)
         }
         if info_path.is_file():
             before = json.loads(info_path.read_text())

@@ -31,6 +31,34 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+class Stopped(BaseException):
+    """A stop signal before training started (data, model load, the evaluation before training): there is
+    nothing to checkpoint yet. Not a KeyboardInterrupt, which Lightning turns into exit 1 with its own words."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopBeforeTraining:
+    """SIGTERM/SIGINT raise `Stopped` from now until `restore()` (`GracefulStop` takes over while training
+    runs). Installed only in the main thread."""
+
+    def __init__(self):
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self.handle) for sig in SIGNALS}
+
+    @staticmethod
+    def handle(signum: int, frame) -> None:
+        raise Stopped(signum)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
 class GracefulStop(L.Callback):
     """Turns SIGTERM/SIGINT (and, under SLURM, SIGUSR1/SIGUSR2) into `checkpoint.request_stop()`.
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ JOB_ERROR_FILE = "job_error.json"
 # and into the sweep directory (where the study is: storage, study name, pruner).
 TRIAL_FILE = "trial.json"
 STUDY_FILE = "study.json"
-STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued")
+STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued", "stopped")
 CONTINUED_FILE = "continued.json"  # hydratune.train: this launch trained on in an earlier run's folder
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (
@@ -69,12 +70,52 @@ def record_job_error(job_dir: str | Path, err: BaseException, message: str | Non
     (Path(job_dir) / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
+STOPPED = "stopped"  # JOB_ERROR_FILE's type for a job that a stop signal ended (see stopped_job)
+
+
+def stopped_job(code: object) -> None:
+    """In a multirun, a job that SIGINT/SIGTERM ended (SystemExit 130/143): Hydra ends the sweep there
+    without its callbacks, so the job's row says so and the summary of the jobs so far is written here."""
+    import signal
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    if not isinstance(code, int) or code - 128 not in (signal.SIGINT, signal.SIGTERM):
+        return  # a requeue signal (SLURM) or another exit: the job goes on elsewhere
+    hydra_cfg = HydraConfig.get()
+    name = signal.Signals(code - 128).name
+    job_dir, sweep_dir = Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.sweep.dir)
+    if not (job_dir / "metrics.json").exists():
+        info = {"type": STOPPED, "message": f"stopped by {name}", "traceback": ""}
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    try:
+        rows = write_summary(sweep_dir)
+    except Exception as err:  # the stop must go on whatever the summary finds
+        print(f"hydratune: could not write the sweep summary: {err}", file=sys.stderr)
+        return
+    search = str(hydra_cfg.sweeper.get("_target_", "")).startswith("hydra_plugins.hydratune_optuna")
+    again = (
+        "the same command continues the study" if search else "the same command plus resume=auto continues it"
+    )
+    print(
+        f"hydratune: sweep stopped by {name} after {len(rows)} job{'s' * (len(rows) != 1)}; summary so far: "
+        f"{sweep_dir / 'sweep_summary.md'}; {again}",
+        file=sys.stderr,
+    )
+
+
 def _status(metrics: dict | None, error: dict | None, trial: dict | None = None) -> str:
     state = (trial or {}).get("state")
     if state == "PRUNED":
         return "pruned"
     if state == "FAIL" and metrics is not None:
         return "failed"  # e.g. interrupted, or an objective the run did not produce
+    if metrics is None and (error or {}).get("type") == STOPPED:
+        return "stopped"
     if metrics is None:
         text = f"{(error or {}).get('type', '')} {(error or {}).get('message', '')}".lower()
         return "OOM" if "outofmemory" in text or "out of memory" in text else "failed"
@@ -193,8 +234,28 @@ def _task_class(task_cfg: dict):
         return None
 
 
+def declared_axes(sweep_dir: Path) -> list[str]:
+    """The keys the sweep's command line sweeps (a,b / range() / interval() ...) and a search's
+    `hydra.sweeper.params`, from Hydra's multirun.yaml or the search's study.json: columns even when the jobs so far share a value
+    (one trial, a grid stopped after its first job)."""
+    saved = _read_yaml(sweep_dir / "multirun.yaml") or {}
+    hydra_node = saved.get("hydra") or {}
+    keys = list(((hydra_node.get("sweeper") or {}).get("params") or {}).keys())
+    keys += (_read_json(sweep_dir / STUDY_FILE) or {}).get("params") or []  # a search writes no multirun.yaml
+    task = (hydra_node.get("overrides") or {}).get("task") or []
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+        keys += [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    except Exception:  # an unreadable override: the varying keys still make the columns
+        pass
+    return list(dict.fromkeys(str(k) for k in keys))
+
+
 def swept_keys(rows: list[dict]) -> list[str]:
-    """Override keys whose value differs between jobs (the sweep's axes), in first-seen order."""
+    """The sweep's declared axes, then override keys whose value differs between jobs, in first-seen order."""
+    declared = [k for k in (rows[0].get("axes") or []) if any(k in _keys(r) for r in rows)] if rows else []
     values: dict[str, set] = {}
     for row in rows:
         for override in row["overrides"]:
@@ -205,12 +266,17 @@ def swept_keys(rows: list[dict]) -> list[str]:
         for key in values:
             if key not in keys:
                 values[key].add(None)
-    return [k for k, v in values.items() if len(v) > 1]
+    return list(dict.fromkeys([*declared, *(k for k, v in values.items() if len(v) > 1)]))
+
+
+def _keys(row: dict) -> set[str]:
+    return {o.partition("=")[0] for o in row["overrides"]}
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
-    return [job_row(d, sweep_dir) for d in job_dirs(sweep_dir)]
+    axes = declared_axes(sweep_dir)
+    return [job_row(d, sweep_dir) | {"axes": axes} for d in job_dirs(sweep_dir)]
 
 
 def _fmt(value: Any, column: str = "") -> str:

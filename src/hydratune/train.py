@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydratune.config import build, canonical_dtype, redact, to_plain
 from hydratune.console import quiet_console
@@ -22,6 +22,9 @@ from hydratune.precision import choose_precision, precision_note
 from hydratune.preflight import check_config, check_disk_room
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
+
+if TYPE_CHECKING:
+    from hydratune.signals import StopBeforeTraining
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,25 @@ def run(cfg) -> float:
     started = time.time()
     import lightning  # noqa: F401  (it adds a console handler on import, which quiet_console removes)
 
+    from hydratune.signals import StopBeforeTraining, Stopped
+
     quiet_console()
     check_config(to_plain(cfg))
     check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
-    state = set_up(to_plain(cfg), ckpt_path)
-    state.started = started
-    fit(state)
+    early = StopBeforeTraining()  # a signal while data and model load: one line, exit 128 + signal
+    try:
+        state = set_up(to_plain(cfg), ckpt_path)
+        state.started = started
+        fit(state, early)
+    except Stopped as stopped:
+        log.warning(
+            "stopped by %s before training started; nothing was trained in this launch%s",
+            stopped, f" (the checkpoint {ckpt_path} is unchanged)" if ckpt_path else "",
+        )  # fmt: skip
+        raise SystemExit(128 + stopped.signum) from None
+    finally:
+        early.restore()
     return finish(state)
 
 
@@ -192,7 +207,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     return trainer, loggers, (history, throughput, stop, checkpointing)
 
 
-def fit(state: Run) -> None:
+def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
     """Log the hyperparameters, write run.json, evaluate the starting point, train; a signal ends the
     process here with a checkpoint to resume from."""
     from hydratune.passport import write_passport
@@ -219,6 +234,8 @@ def fit(state: Run) -> None:
         trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
     except NonFiniteLoss as err:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
+    if early is not None:  # from here a signal is Python's again (GracefulStop put StopBeforeTraining back)
+        early.restore()
     state.fit_seconds = time.time() - fit_started
     stop = state.stop
     if stop.requeue:
