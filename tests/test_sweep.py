@@ -268,7 +268,10 @@ def test_a_stop_before_training_is_one_line_and_a_stopped_sweep_keeps_its_summar
     assert result.returncode == 130, out[-3000:]
     assert "stopped by SIGINT before training started; nothing was trained in this launch" in out
     assert "KeyboardInterrupt" not in out and "Traceback" not in out
-    assert f"sweep stopped by SIGINT after 1 job; summary so far: {sweep_dir / 'sweep_summary.md'}" in result.stderr
+    assert (
+        f"sweep stopped by SIGINT after 1 job; summary so far: {sweep_dir / 'sweep_summary.md'}"
+        in result.stderr
+    )
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
     assert [(r["job"], r["status"], r["optimizer.lr"], r["error"]) for r in rows] == [
         ("0", "stopped", "0.001", "stopped by SIGINT")
