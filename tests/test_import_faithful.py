@@ -337,3 +337,109 @@ def test_trl_orpo_chat_template_is_reported_once(project, capsys, tmp_path):
     assert code == 0, err
     assert sum(line.startswith("not mapped: chat_template") for line in err.splitlines()) <= 1
     assert "an SFT key" not in err
+
+
+# -- a second review of real configs (I1-I15) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "epochs"),
+    [
+        ("ax", AXOLOTL_LORA.replace("num_epochs: 1", "num_epochs: 1.5"), 1.5),
+        (
+            "lf",
+            (LF / "lora_sft.yaml").read_text().replace("num_train_epochs: 2.0", "num_train_epochs: 0.5"),
+            0.5,
+        ),
+        (
+            "trl",
+            "model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset_name: someone/words\nnum_train_epochs: 2.5\n",
+            2.5,
+        ),
+        ("lf2", (LF / "lora_sft.yaml").read_text(), 2),  # 2.0: a whole number of epochs
+    ],
+)
+def test_fractional_epochs_are_kept(project, capsys, tmp_path, name, text, epochs):
+    """1.5 epochs became 1 (LLaMA-Factory, Axolotl), 0.5 was refused as 'max_epochs=0', and TRL's 2.5 was
+    reported and then trained TRL's default 3; hydratune now runs a fraction of an epoch (callbacks.Epochs)."""
+    path = write(tmp_path, f"{name}.yaml", text)
+    code, _, err = run_import(capsys, path, name, "--dataset-info", str(DATASET_INFO))
+    assert code == 0, err
+    trainer = composed(project, name)["trainer"]
+    assert (trainer["max_epochs"], trainer["max_steps"]) == (epochs, -1)
+    assert type(trainer["max_epochs"]) is type(epochs)
+    assert "num_train_epochs" not in reasons(err) and "num_epochs" not in reasons(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (AXOLOTL_LORA.replace("adapter: lora\n", "") + "unfrozen_parameters:\n  - ^lm_head.weight$\n",
+         "unfrozen_parameters: "),
+        ((LF / "lora_sft.yaml").read_text().replace("finetuning_type: lora", "finetuning_type: freeze")
+         + "use_llama_pro: true\n", "use_llama_pro: true: LLaMA Pro"),
+    ],
+)  # fmt: skip
+def test_a_choice_of_what_trains_without_counterpart_stops_the_import(
+    project, capsys, tmp_path, text, needle
+):
+    """Axolotl's unfrozen_parameters became a full fine-tune (every weight of a 141B MoE in the upstream
+    example), LLaMA-Factory's use_llama_pro trained the last layers instead of the added ones."""
+    code, _, err = run_import(
+        capsys, write(tmp_path, "m.yaml", text), "what", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert needle in err and "nothing was written" in err
+    assert not (project / "conf" / "experiment" / "what.yaml").exists()
+
+
+def test_an_optimizer_or_loss_without_counterpart_says_what_trains_instead(project, capsys, tmp_path):
+    text = (LF / "lora_sft.yaml").read_text() + "use_muon: true\nuse_dft_loss: true\n"
+    code, _, err = run_import(
+        capsys, write(tmp_path, "m.yaml", text), "subst", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 0, err
+    said = reasons(err)
+    assert "AdamW" in said["use_muon"] and "plain cross-entropy" in said["use_dft_loss"]
+
+
+def test_where_the_source_does_not_evaluate_neither_does_the_import(project, capsys, tmp_path):
+    """torchtune validates only with run_val_every_n_steps, Axolotl only with eval_steps, evals_per_epoch or an
+    eval_strategy: hydratune's evaluation every 40 batches (and a checkpoint each time) stood in."""
+    ax = AXOLOTL_LORA + "val_set_size: 0.05\n"
+    code, _, err = run_import(capsys, write(tmp_path, "ax.yml", ax), "ax_noeval")
+    assert code == 0, err
+    cfg = composed(project, "ax_noeval")
+    assert (cfg["trainer"]["limit_val_batches"], cfg["eval_before_training"]) == (0, False)
+    assert cfg["dataset"]["ops"][-1]["split"]["eval"] == 0.05  # the held-out rows are kept
+    assert "Axolotl does not evaluate" in err
+    code, _, err = run_import(capsys, write(tmp_path, "ax2.yml", ax + "evals_per_epoch: 4\n"), "ax_eval")
+    assert code == 0 and "limit_val_batches" not in composed(project, "ax_eval")["trainer"]
+    tt = (
+        "model:\n  _component_: torchtune.models.llama3_2.lora_llama3_2_1b\n  lora_attn_modules: [q_proj, v_proj]\n"
+        "  lora_rank: 8\n  lora_alpha: 16\n"
+        "checkpointer:\n  _component_: torchtune.training.FullModelHFCheckpointer\n  checkpoint_dir: /tmp/Llama-3.2-1B\n"
+        "dataset:\n  _component_: torchtune.datasets.alpaca_cleaned_dataset\n  split: train[:95%]\n"
+        "dataset_val:\n  _component_: torchtune.datasets.alpaca_cleaned_dataset\n  split: train[95%:]\n"
+        "run_val_every_n_steps: null\nbatch_size: 4\nepochs: 1\n"
+        "optimizer:\n  _component_: torch.optim.AdamW\n  lr: 3e-4\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "tt.yaml", tt), "tt_noeval")
+    assert code == 0, err
+    cfg = composed(project, "tt_noeval")
+    assert (cfg["trainer"]["limit_val_batches"], cfg["eval_before_training"]) == (0, False)
+    assert "torchtune never validates" in reasons(err)["run_val_every_n_steps"]
+
+
+def test_open_r1_prompt_column_is_the_grpo_prompt_column(project, capsys, tmp_path):
+    with_task(project, "grpo")
+    text = (
+        "model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct\ndataset_name: open-r1/OpenR1-Math-220k\n"
+        "dataset_prompt_column: problem\nsystem_prompt: 'You are a helpful AI Assistant'\nnum_generations: 16\n"
+        "per_device_train_batch_size: 16\ngradient_accumulation_steps: 4\nreward_funcs: [accuracy, format]\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "grpo.yaml", text), "r1")
+    assert code == 0, err
+    assert composed(project, "r1")["dataset"]["prompt_column"] == "problem"
+    said = reasons(err)
+    assert "dataset_prompt_column" not in said and "system message" in said["system_prompt"]

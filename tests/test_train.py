@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import ROOT, run_cli
@@ -254,17 +255,53 @@ def test_summary_without_an_evaluation_before_training_has_no_initial_value(capl
     assert "val loss: 1.0000 (ppl 2.72)" in text and "val/accuracy: 0.7500" in text and "->" not in text
 
 
-def test_max_epochs_cut_short_by_max_steps_is_said_before_training(caplog):
+class _TenBatches(L.LightningDataModule):
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(40, 3), batch_size=4)  # 10 batches an epoch
+
+
+class _Linear(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "max_steps", "steps", "warned"),
+    [
+        (1.5, -1, 8, False),  # 10 batches in windows of 2: 5 optimizer steps an epoch; 1.5 epochs = 7.5 -> 8
+        (0.5, -1, 3, False),
+        (3, 12, 12, True),  # 3 epochs are 15 steps: max_steps ends the run first, and says so
+        (2, -1, 10, False),
+    ],
+)
+def test_epochs_are_counted_on_the_loader_and_may_be_fractional(caplog, epochs, max_steps, steps, warned):
+    """trainer.max_epochs=1.5 (the HF Trainer's num_train_epochs, in LLaMA-Factory and Axolotl files) runs a
+    half epoch more; it was cut to 1 by the import. Steps per epoch come from the loader (packing included)."""
     import logging
+    import math
 
-    from hydratune.train import warn_if_steps_end_epochs_early
+    from hydratune.callbacks import Epochs
 
-    with caplog.at_level(logging.WARNING, logger="hydratune.train"):
-        warn_if_steps_end_epochs_early({"max_epochs": 3, "max_steps": 240}, rows=2000, effective_batch=16)
-        warn_if_steps_end_epochs_early({"max_epochs": 3, "max_steps": -1}, rows=2000, effective_batch=16)
-        warn_if_steps_end_epochs_early({"max_epochs": -1, "max_steps": 240}, rows=2000, effective_batch=16)
-        warn_if_steps_end_epochs_early({"max_epochs": 1, "max_steps": 240}, rows=2000, effective_batch=16)
-    assert [r.getMessage() for r in caplog.records] == [
-        "trainer.max_steps=240 ends the run before trainer.max_epochs=3 (about 375 steps of 2000 rows at 16 a "
-        "step); add trainer.max_steps=-1 to train the whole epochs"
-    ]
+    trainer = L.Trainer(
+        max_epochs=math.ceil(epochs), max_steps=max_steps, accumulate_grad_batches=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        callbacks=[Epochs(epochs, max_steps)],
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="hydratune.callbacks"):
+        trainer.fit(_Linear(), datamodule=_TenBatches())
+    assert trainer.global_step == steps
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if warned:
+        assert said == [
+            "trainer.max_steps=12 ends the run before trainer.max_epochs=3 (15 optimizer steps, 5 an epoch); "
+            "add trainer.max_steps=-1 to train the whole epochs"
+        ]
+    else:
+        assert not [m for m in said if "max_epochs" in m]

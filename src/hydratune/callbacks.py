@@ -19,6 +19,43 @@ from hydratune.bench import (
 log = logging.getLogger(__name__)
 
 
+class Epochs(L.Callback):
+    """Epochs counted on the training loader itself (packed rows, each rank's share, accumulation), once the
+    data are ready and before the schedule is built. A fractional `trainer.max_epochs` (1.5, as the HF
+    Trainer's num_train_epochs) ends the run after ceil(1.5 x optimizer steps per epoch); Lightning counts
+    whole epochs only. A `trainer.max_steps` that ends the run before the epochs asked for is said here."""
+
+    def __init__(self, epochs: float, max_steps: int):
+        self.epochs, self.max_steps = epochs, max_steps
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or datamodule is None or self.epochs <= 0:
+            return
+        batches = len(datamodule.train_dataloader())
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)  # Lightning steps on a short last window
+        if not per_epoch:
+            return
+        wanted = -(-int(self.epochs * per_epoch * 1000) // 1000)  # ceil, without float noise (1.5 x 4)
+        if self.epochs != int(self.epochs):
+            steps = wanted if self.max_steps <= 0 else min(wanted, self.max_steps)
+            trainer.fit_loop.epoch_loop.max_steps = steps
+            log.info("trainer.max_epochs=%g: %d optimizer steps (%d an epoch)", self.epochs, steps, per_epoch)
+        warn_if_steps_end_epochs_early(self.epochs, self.max_steps, per_epoch)
+
+
+def warn_if_steps_end_epochs_early(epochs: float, max_steps: int, per_epoch: int) -> None:
+    """trainer.max_epochs set beside the default trainer.max_steps: Lightning stops at whichever comes first,
+    so asking for 3 epochs can end in the first. Said before training, with the fix."""
+    wanted = -(-int(epochs * per_epoch * 1000) // 1000)
+    if epochs > 0 and max_steps > 0 and max_steps < wanted:
+        log.warning(
+            "trainer.max_steps=%d ends the run before trainer.max_epochs=%g (%d optimizer steps, %d an epoch); "
+            "add trainer.max_steps=-1 to train the whole epochs",
+            max_steps, epochs, wanted, per_epoch,
+        )  # fmt: skip
+
+
 class Throughput(L.Callback):
     """Counts real (non-pad) tokens and trained tokens; logs `train/tokens_per_s` over the last window.
 

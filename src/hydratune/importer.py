@@ -112,6 +112,12 @@ HUB_SOURCE_KEYS = (
 NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
+def whole_or_fraction(value: Any) -> int | float:
+    """An epoch count as the file gave it: 3.0 -> 3, 1.5 stays 1.5 (hydratune.callbacks.Epochs runs it)."""
+    number = float(value)
+    return int(number) if number == int(number) else number
+
+
 class Overlay:
     """An experiment being built: group choices, dotted values, and what could not be mapped."""
 
@@ -170,7 +176,7 @@ class Overlay:
                 self.set("trainer.precision", PRECISION[key])
         elif key in ("num_epochs", "num_train_epochs"):
             if int(self.values.get("trainer.max_steps", -1)) <= 0:  # a max_steps read before wins
-                self.set("trainer.max_epochs", int(value))
+                self.set("trainer.max_epochs", whole_or_fraction(value))
                 self.values.setdefault("trainer.max_steps", -1)
         elif key == "max_steps":
             self.set("trainer.max_steps", int(value))
@@ -475,6 +481,14 @@ LF_AX_IMPLIED = {
     "evaluation_strategy",
     "dataset_dir",  # read through --dataset-info
 }
+# Keys that decide which parameters train, with no hydratune counterpart: the import stops (peft=none or the
+# last layers would train something else under the file's name, e.g. every weight of a 141B MoE).
+LF_AX_REFUSED: dict[str, str] = {
+    "unfrozen_parameters": "Axolotl's regexes over parameter names have no counterpart (peft=freeze trains the "
+    "last N layers and modules named by substring: peft.trainable_layers, peft.trainable_modules)",
+    "use_llama_pro": "LLaMA Pro's added blocks are not supported (peft=freeze would train the last layers "
+    "instead of new ones)",
+}
 LF_AX_UNSUPPORTED: dict[str, str] = {
     "ddp_timeout": "Lightning's default process-group timeout applies",
     "tokenized_path": "tokenized data is cached by fingerprint under paths.cache_dir",
@@ -519,11 +533,12 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "torch_compile": "torch.compile is not wired",
     "gptq": "GPTQ models are not supported; use quantization=nf4|int8",
     "lora_on_cpu": "LoRA weights live on the training device",
-    "unfrozen_parameters": "peft=freeze trains the last N layers and named modules (peft.trainable_modules)",
     "mask_history": "train_on: last_assistant trains the last assistant turn only (chat formats)",
     "include_num_input_tokens_seen": "tokens/s and tokens seen are logged by the throughput callback",
-    "use_badam": "BAdam is not supported",
-    "use_apollo": "APOLLO is not supported",
+    "use_badam": "BAdam is not supported: every parameter trains at once with the run's optimizer (more memory)",
+    "use_apollo": "APOLLO is not supported: the run's optimizer (AdamW) trains instead, with its full state",
+    "use_muon": "Muon is not supported: the run's optimizer (AdamW) trains every matrix instead",
+    "use_dft_loss": "DFT's probability-weighted loss is not supported: the loss is plain cross-entropy",
     "default_system": "put the system prompt in the data (a system turn or dataset.system_column)",
     "default_system_message": "put the system prompt in the data (a system turn or dataset.system_column)",
     "run_name": "the run is named by `name` (outputs/<name>/<date>)",
@@ -830,6 +845,8 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
         pass  # read together by _galore, after the other keys
     elif key in TASK_VALUES:
         return False  # handled with the task
+    elif key in LF_AX_REFUSED and value:
+        raise UserError(f"{key}: {_short(_shown(key, value))}: {LF_AX_REFUSED[key]}; nothing was written")
     elif key in LF_AX_UNSUPPORTED:
         overlay.skip(key, value, LF_AX_UNSUPPORTED[key])
     elif key in LF_AX_IMPLIED:
@@ -1163,8 +1180,8 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                 overlay.set("trainer.val_check_interval", 1.0 / int(value))
                 overlay.set("trainer.check_val_every_n_epoch", 1)
             else:
-                overlay.skip(key, value, "0 sets no evaluation schedule: validation runs every "
-                             "trainer.val_check_interval batches")  # fmt: skip
+                overlay.skip(key, value, "0 sets no evaluation schedule: Axolotl then evaluates only at "
+                             "eval_steps or an eval_strategy")  # fmt: skip
         elif key == "saves_per_epoch":
             if data.get("evals_per_epoch") and int(value) == int(data["evals_per_epoch"]):
                 overlay.set("callbacks.model_checkpoint.save_steps", None)  # at each evaluation
@@ -1248,6 +1265,18 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         _pretraining_dataset(overlay, data["pretraining_dataset"], data, context)
     else:
         _axolotl_datasets(overlay, data.get("datasets") or [], task)
+    scheduled = (
+        data.get("eval_steps") or data.get("evals_per_epoch") or data.get("eval_strategy") not in (None, "no")
+    )
+    if (data.get("val_set_size") or data.get("test_datasets")) and not scheduled:
+        # Axolotl evaluates at eval_steps, evals_per_epoch or an eval_strategy only: held-out rows alone do not.
+        overlay.set("trainer.limit_val_batches", 0)
+        overlay.set("eval_before_training", False)
+        context.notes.append(
+            "evaluation: no eval_steps, evals_per_epoch or eval_strategy, so Axolotl does not evaluate, nor does "
+            "this run: trainer.limit_val_batches=0 (the held-out rows are kept; remove it to evaluate every "
+            "trainer.val_check_interval batches)"
+        )
 
 
 def _pretraining_dataset(overlay: Overlay, value: Any, data: dict, context: ImportContext) -> None:

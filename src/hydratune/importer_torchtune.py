@@ -596,6 +596,14 @@ def _data(data: dict, overlay: Overlay, task: str) -> None:
     sources = [r["source"] for r in read]
     if isinstance(data.get("dataset_val"), dict):
         _validation(overlay, data["dataset_val"], sources, read[0], task)
+        if not data.get("run_val_every_n_steps"):  # torchtune's recipes then never validate
+            overlay.set("trainer.limit_val_batches", 0)
+            overlay.set("eval_before_training", False)
+            overlay.skip(
+                "run_val_every_n_steps", data.get("run_val_every_n_steps"),
+                "unset, torchtune never validates, nor does this run: trainer.limit_val_batches=0 (the "
+                "dataset_val rows are kept; remove it to evaluate every trainer.val_check_interval batches)",
+            )  # fmt: skip
     elif data.get("run_val_every_n_steps"):
         overlay.skip(
             "run_val_every_n_steps", data["run_val_every_n_steps"], "no dataset_val: nothing to validate on"

@@ -34,6 +34,7 @@ from hydratune.importer import (
     _rewards,
     _set_task,
     _task,
+    whole_or_fraction,
 )
 
 # Keys only TRL's dataclasses (or the alignment-handbook's) define: how a flat YAML is recognised as TRL.
@@ -398,10 +399,8 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
         else:
             overlay.set("dataset.max_seq_length", int(value))
     elif key == "num_train_epochs":
-        if float(value) != int(float(value)):
-            overlay.skip(key, value, "whole epochs only: set trainer.max_steps for part of one")
-        elif int(data.get("max_steps", -1)) <= 0:  # max_steps > 0 wins over epochs, as in the Trainer
-            overlay.set("trainer.max_epochs", int(float(value)))
+        if int(data.get("max_steps", -1)) <= 0:  # max_steps > 0 wins over epochs, as in the Trainer
+            overlay.set("trainer.max_epochs", whole_or_fraction(value))
     elif key == "max_steps":
         if int(value) > 0:
             overlay.set("trainer.max_steps", int(value))
@@ -460,6 +459,13 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
             overlay.skip(
                 key, value, "long samples are cut from the right (dataset.truncation=truncate) or dropped"
             )
+    elif key == "system_prompt":  # open-r1's: a system turn put before every prompt
+        overlay.skip(key, "...", "hydratune adds no system turn: put it in the data (a system message)")
+    elif key == "dataset_prompt_column":  # open-r1's script argument: the column of GRPO's prompts
+        if task == "grpo":
+            overlay.set("dataset.prompt_column", str(value))
+        else:
+            overlay.skip(key, value, "read by GRPO recipes (dataset.prompt_column)")
     elif key in LF_AX_UNSUPPORTED or key in ("packing", "save_only_model"):
         _common(overlay, key, value)  # shared names, the same reasons (ddp_timeout, run_name, ...)
     else:

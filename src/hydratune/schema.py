@@ -239,8 +239,8 @@ RANGES: list[Check] = [
     ),
     (
         "trainer.max_epochs",
-        lambda v: v is None or isinstance(v, int) and (v > 0 or v == -1),
-        "an integer > 0 or -1",
+        lambda v: v is None or v == -1 or is_number(v) and v > 0,
+        "a number > 0 (1.5: half of the second epoch too) or -1",
     ),
     ("trainer.accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("trainer.gradient_clip_val", lambda v: v is None or is_number(v) and v > 0, "a number > 0 or null"),

@@ -101,9 +101,6 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     module = task.module(cfg, datamodule, tokenizer)
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
-    warn_if_steps_end_epochs_early(
-        cfg["trainer"], len(getattr(datamodule, "train_dataset", None) or []), effective_batch
-    )
     log.info(
         "effective batch size: %d (%d per device x %d accumulation x %d devices)",
         effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,
@@ -121,19 +118,6 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
         ckpt_path,
         effective_batch,
     )
-
-
-def warn_if_steps_end_epochs_early(trainer_cfg: dict, rows: int, effective_batch: int) -> None:
-    """trainer.max_epochs set beside the default trainer.max_steps: Lightning stops at whichever comes first,
-    so asking for 3 epochs can end in the first. Said before training, with the fix."""
-    epochs, max_steps = trainer_cfg.get("max_epochs") or -1, trainer_cfg.get("max_steps") or -1
-    steps_per_epoch = math.ceil(rows / effective_batch) if rows else 0
-    if epochs > 0 and max_steps > 0 and steps_per_epoch and max_steps < epochs * steps_per_epoch:
-        log.warning(
-            "trainer.max_steps=%d ends the run before trainer.max_epochs=%d (about %d steps of %d rows at %d a "
-            "step); add trainer.max_steps=-1 to train the whole epochs",
-            max_steps, epochs, epochs * steps_per_epoch, rows, effective_batch,
-        )  # fmt: skip
 
 
 def prepare_data(datamodule) -> None:
@@ -167,7 +151,7 @@ def release_freed_heap() -> None:
 def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
     throughput, stop, checkpointing))."""
-    from hydratune.callbacks import GradNorm, History, SampleGenerations, Throughput
+    from hydratune.callbacks import Epochs, GradNorm, History, SampleGenerations, Throughput
     from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, build_checkpointing
     from hydratune.loggers import build_loggers
     from hydratune.search import trial_callbacks
@@ -179,6 +163,9 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [build(node) for node in callbacks_cfg.values() if node and "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    epochs = cfg["trainer"].get("max_epochs") or -1
+    if epochs > 0:  # steps per epoch from the loader; a fractional epoch count
+        callbacks.append(Epochs(epochs, cfg["trainer"].get("max_steps") or -1))
     callbacks += trial_callbacks()  # a trial of an Optuna search: report val/loss, stop when pruned
     generations = cfg.get("eval_generations") or {}
     if generative and generations.get("num_prompts", 0) > 0:
@@ -189,6 +176,8 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
 
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer_cfg, reason = choose_precision(cfg["trainer"])  # trainer.precision: auto
+    if epochs > 0:  # Lightning counts whole epochs; Epochs stops a fractional one at its step
+        trainer_cfg = {**trainer_cfg, "max_epochs": math.ceil(epochs)}
     trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
     log.info("precision: %s (%s)", trainer_cfg.get("precision"), reason)
     trainer = build(
