@@ -204,7 +204,10 @@ def test_named_chat_template_is_set_on_the_tokenizer(tiny_model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     set_chat_template(tok, {"chat_template": "chatml"})
     tok.save_pretrained(tmp_path)  # what export does: the saved template is the one training used
-    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == CHAT_TEMPLATES["chatml"]
+    # BOS first: training starts every conversation with it, so the saved template writes it too
+    assert (
+        AutoTokenizer.from_pretrained(tmp_path).chat_template == "{{ bos_token }}" + CHAT_TEMPLATES["chatml"]
+    )
 
 
 def test_prompt_response_with_system_column(tokenizer):

@@ -169,7 +169,7 @@ def test_message_list_prompts_are_rendered_with_the_chat_template(tmp_path, tiny
     turn = lambda text: [{"role": "user", "content": text}]  # noqa: E731
     rows = [{"prompt": turn("hush: AB"), "answer": "ab"}, {"prompt": turn("lower: CD"), "answer": "cd"}]
     task, cfg, dm = _prompts(tmp_path, tokenizer, rows, "dataset.chat_template=chatml")
-    chat = "<|im_start|>user\nhush: AB<|im_end|>\n<|im_start|>assistant\n"
+    chat = "<s><|im_start|>user\nhush: AB<|im_end|>\n<|im_start|>assistant\n"  # BOS first, as training
     assert dm.train_dataset["prompt"] == [chat, chat.replace("hush: AB", "lower: CD")]
     assert dm.stats["train"] == {"rows": 2, "prompts": 2} and dm.train_dataset["answer"] == ["ab", "cd"]
     # prompt_format=chat: text prompts are user turns too, and `hydratune generate` renders its prompt so.

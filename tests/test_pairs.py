@@ -315,10 +315,11 @@ GENERATE_CASES = [
 
 @pytest.mark.parametrize(("task", "cfg", "row", "prompt", "input"), GENERATE_CASES,
                          ids=[f"{c[0]}-{c[1]['format']}" for c in GENERATE_CASES])  # fmt: skip
-def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, input):
+def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, input, tmp_path):
     """`hydratune generate --prompt P` renders P as the run's task and dataset.format rendered its prompts:
     the ids it generates from are the prompt ids training saw (an alpaca wrap on a DPO run of plain pairs
-    made its answers garbage)."""
+    made its answers garbage). A chat run's saved tokenizer gives the same ids through plain transformers'
+    apply_chat_template (pipelines and vLLM take that path): its template writes BOS, as training did."""
     import copy
 
     from hydratune.data.formats import set_chat_template
@@ -329,9 +330,17 @@ def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, 
     if cfg.get("chat_template"):
         set_chat_template(tokenizer, cfg)  # as training did; the export saves it with the tokenizer
     text = get_task({"name": task}).prompt_text(cfg, tokenizer, prompt, input)
-    assert bos_first(ids(tokenizer, text), tokenizer.bos_token_id) == _training_prompt_ids(
-        task, cfg, row, tokenizer
-    )
+    trained = _training_prompt_ids(task, cfg, row, tokenizer)
+    assert bos_first(ids(tokenizer, text), tokenizer.bos_token_id) == trained
+    if cfg.get("chat_template"):
+        from transformers import AutoTokenizer
+
+        tokenizer.save_pretrained(tmp_path)
+        turn = [{"role": "user", "content": f"{prompt}\n{input}" if input else prompt}]
+        plain = AutoTokenizer.from_pretrained(tmp_path).apply_chat_template(
+            turn, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        assert plain["input_ids"] == trained
 
 
 def test_generate_refuses_what_it_cannot_render(tokenizer):

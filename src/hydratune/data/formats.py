@@ -254,6 +254,14 @@ def set_chat_template(tokenizer, cfg: dict) -> None:
         raise UserError(
             f"dataset.chat_template: the tokenizer has no chat template; set one of: {', '.join(CHAT_TEMPLATES)}"
         )
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and tokenizer.bos_token_id is not None:
+        # Training puts BOS before every conversation (hydratune.data.tokenize); apply_chat_template(tokenize=
+        # True), pipelines and vLLM add no special tokens to the rendered text. A template that does not
+        # write BOS itself gets it first, so the exported tokenizer prompts as training did.
+        probe = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+        if not str(probe).startswith(bos):
+            tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template
 
 
 def chat_prompt(tokenizer, content: str) -> str:
