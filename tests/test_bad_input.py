@@ -241,6 +241,13 @@ def test_bf16_alias_trains_and_merges(tmp_path):
     assert json.loads((run_dir / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+def test_a_run_folder_that_cannot_be_made_is_one_line_before_hydra_makes_it(tmp_path):
+    """A path under a file (or a read-only folder) was Hydra's traceback from its mkdir."""
+    (tmp_path / "data.csv").write_text("a\n")
+    result = run_cli(["train.py", f"hydra.run.dir={tmp_path / 'data.csv' / 'run'}"], timeout=120)
+    _assert_one_line_error(result, [f"{tmp_path / 'data.csv'} is a file", "choose another hydra.run.dir"])
+
+
 def test_finished_run_directory_is_not_reused(existing_run):
     before = _digest(existing_run)
     result = run_cli(["train.py", f"hydra.run.dir={existing_run}"], timeout=120)
@@ -326,3 +333,51 @@ def test_a_misspelt_section_gets_a_did_you_mean_for_the_whole_key():
     )
     assert "did you mean trainer.max_steps?" in str(unknown_key_error("trainr.max_steps", known))
     assert "remove it" in str(unknown_key_error("foo.bar", known))
+
+
+def test_an_optimizer_whose_package_is_missing_is_named_with_its_extra_before_any_model(monkeypatch):
+    """It was an ImportError traceback from configure_optimizers, after the model loaded."""
+    import importlib.util
+
+    from conftest import compose
+
+    from hydratune.config import to_plain
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_config
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "grokadamw" else find_spec(name, *a)
+    )
+    cfg = to_plain(compose(["optimizer=grokadamw"]))
+    with pytest.raises(UserError) as caught:
+        check_config(cfg)
+    assert str(caught.value) == (
+        "optimizer._target_=grokadamw.GrokAdamW needs the grokadamw package: "
+        "pip install -c constraints.txt --build-constraint constraints.txt -e '.[optim]'"
+    )
+
+
+@pytest.mark.slow
+def test_a_gpu_run_without_cuda_and_a_misspelt_best_metric_stop_before_training(tmp_path):
+    """Both ended in Lightning's exceptions through Hydra: the GPU one after the data were prepared, the metric
+    one at the first evaluation inside training, with the steps before it lost."""
+    import torch
+
+    if not torch.cuda.is_available():
+        result = run_cli(["train.py", "trainer=cuda", f"hydra.run.dir={tmp_path / 'gpu'}"], timeout=120)
+        _assert_one_line_error(result, ["trainer.accelerator=gpu: no CUDA device here", "trainer=cpu"])
+        assert "tokenized" not in result.stdout and "read from the prepared rows" not in result.stdout
+    run = tmp_path / "metric"
+    result = run_cli(
+        ["train.py", "callbacks.model_checkpoint.metric_for_best_model=val/los", "trainer.max_steps=4",
+         f"hydra.run.dir={run}"], timeout=300,
+    )  # fmt: skip
+    _assert_one_line_error(
+        result,
+        ["callbacks.model_checkpoint.metric_for_best_model=val/los: the evaluation logs no such metric; "
+         "did you mean val/loss? (it logs val/loss, val/ppl)"],
+    )  # fmt: skip
+    assert not list(run.glob("checkpoints/*.ckpt")), (
+        "the check comes after the step-0 evaluation, before a step"
+    )

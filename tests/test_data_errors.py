@@ -72,6 +72,32 @@ def test_missing_file(tmp_path):
             {"sources": [{"loader": "json", "data_files": str(tmp_path / "nope.jsonl")}]}, None)  # fmt: skip
 
 
+def test_a_folder_given_as_a_file_names_the_glob_and_data_dir(tmp_path):
+    """It passed the existence check and ended in datasets' IsADirectoryError traceback."""
+    _jsonl(tmp_path / "rows.jsonl")
+    _raises(rf"data_files: {tmp_path} is a folder; name a file, a glob \({tmp_path}/\*\.jsonl\), or give the "
+            r"folder as dataset.sources\[0\].data_dir", build_splits,
+            {"sources": [{"loader": "json", "data_files": str(tmp_path)}]}, None)  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
+def test_a_file_with_a_byte_order_mark_reads_as_without(tmp_path, suffix):
+    """A Windows editor's UTF-8 BOM: preflight read such a file, training refused its first line (JSON) or kept
+    the mark in the first column's name (CSV)."""
+    if suffix == "csv":
+        text = "instruction,input,output\n" + "".join(f"do {i},,out {i}\n" for i in range(6))
+    elif suffix == "json":
+        text = json.dumps(ROWS)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in ROWS)
+    file = tmp_path / f"bom.{suffix}"
+    file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    loader = "csv" if suffix == "csv" else "json"
+    splits = build_splits({"sources": [{"loader": loader, "data_files": str(file)}]}, str(tmp_path / "c"))
+    assert splits["train"].column_names == ["instruction", "input", "output"]
+    assert splits["train"][0]["instruction"] == "do 0" and len(splits["train"]) == 6
+
+
 @pytest.mark.parametrize("fraction", [0, 1.5, -0.1])
 def test_fraction_out_of_range(tmp_path, fraction):
     source = {"loader": "json", "data_files": _jsonl(tmp_path / "a.jsonl"), "fraction": fraction}

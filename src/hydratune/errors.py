@@ -9,6 +9,17 @@ class NonFiniteLoss(RuntimeError):
     """A NaN/inf training loss under nan_policy=stop (train.run turns it into a one-line error)."""
 
 
+# An optimizer's Python package -> the hydratune extra that installs it.
+EXTRAS = {
+    "bitsandbytes": "bnb",
+    "galore_torch": "optim",
+    "lomo_optim": "optim",
+    "schedulefree": "optim",
+    "grokadamw": "optim",
+    "optimi": "optim",
+}
+
+
 def install_hint(extra: str) -> str:
     """The command that adds one of hydratune's extras to a checkout's environment at the locked versions
     (without `-c` pip would float torch to a multi-GB CUDA build; see the README's install section)."""

@@ -16,21 +16,12 @@ import math
 
 import torch
 
-from hydratune.errors import install_hint
+from hydratune.errors import EXTRAS, install_hint
 
 # Parameters whose name contains one of these get no weight decay.
 NO_DECAY_MARKERS = ("bias", "norm", "embed")
 # Keys of an optimizer config that hydratune reads itself; the rest go to the optimizer class.
 OWN_KEYS = ("galore", "loraplus_lr_ratio")
-# Python package -> the hydratune extra that installs it.
-EXTRAS = {
-    "bitsandbytes": "bnb",
-    "galore_torch": "optim",
-    "lomo_optim": "optim",
-    "schedulefree": "optim",
-    "grokadamw": "optim",
-    "optimi": "optim",
-}
 
 
 def optimizer_class(target: str) -> type:

@@ -162,11 +162,33 @@ def check_config(cfg: dict) -> None:
     name = str(cfg.get("name", ""))
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
+    check_optimizer_package(cfg)
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+def check_optimizer_package(cfg: dict) -> None:
+    """The optimizer's package is installed (an extra such as `optim`), or one line with the install command;
+    it was an ImportError after the model loaded."""
+    import importlib.util
+
+    from hydratune.errors import EXTRAS
+
+    target = str((cfg.get("optimizer") or {}).get("_target_") or "")
+    package = target.split(".")[0]
+    if not package:
+        return
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        extra = EXTRAS.get(package)
+        hint = install_hint(extra) if extra else f"pip install {package}"
+        raise UserError(f"optimizer._target_={target} needs the {package} package: {hint}")
 
 
 @contextlib.contextmanager
@@ -355,14 +377,18 @@ def _skipped(module: str, patterns: list[str]) -> bool:
     return any(re.match(rf"(?:{p})(?:(?<=\.)|(?=\.|$))", module) or module.endswith(p) for p in patterns)
 
 
-def check_output_dir(path: str | Path, needed_bytes: int = 0) -> int:
+def check_output_dir(path: str | Path, needed_bytes: int = 0, key: str = "paths.output_dir") -> int:
     """The run directory can be created and written, with room for the checkpoints; returns the free bytes."""
     path = Path(path)
     probe = path
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(
+            f"{key}: {probe} is a file, so {path} cannot be a folder; choose another hydra.run.dir"
+        )
     if not os.access(probe, os.W_OK):
-        raise UserError(f"paths.output_dir: {probe} is not writable; choose another hydra.run.dir")
+        raise UserError(f"{key}: {probe} is not writable; choose another hydra.run.dir")
     free = shutil.disk_usage(probe).free
     if needed_bytes and free < needed_bytes:
         raise UserError(
@@ -447,7 +473,9 @@ def check_command_line(argv: list[str]) -> None:
             if len(errors) == len(values):
                 raise UserError(f"{text}: no value in it is valid ({errors[0]}); nothing was launched")
         return
-    run_dir = next((a.split("=", 1)[1] for a in overrides if a.startswith("hydra.run.dir=")), None)
+    run_dir = next((a.split("=", 1)[1] for a in reversed(overrides) if a.startswith("hydra.run.dir=")), None)
+    if run_dir:  # Hydra makes the folder before the run checks anything: a traceback when it cannot
+        check_output_dir(run_dir, key=f"hydra.run.dir={run_dir}")
     resuming = any(a.startswith(("resume=", "ckpt_path=")) for a in overrides)
     if run_dir and not resuming and (Path(run_dir) / "metrics.json").exists():
         raise UserError(

@@ -61,6 +61,7 @@ def run(cfg) -> float:
     quiet_console()
     check_config(to_plain(cfg))
     check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
+    check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
     early = StopBeforeTraining()  # a signal while data and model load: one line, exit 128 + signal
     try:
@@ -76,6 +77,18 @@ def run(cfg) -> float:
     finally:
         early.restore()
     return finish(state)
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU run where there is none: one line before the data and model (Lightning's exception came after the
+    data were prepared). Here, in the job, not in the command-line check: a SLURM job checks on its node."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={accelerator}: no CUDA device here (torch.cuda.is_available() is False); use "
+            "trainer=cpu here, or run it on GPU nodes (hydra/launcher=submitit_slurm)"
+        )
 
 
 def set_up(cfg: dict, ckpt_path: str | None) -> Run:
@@ -180,15 +193,23 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
         trainer_cfg = {**trainer_cfg, "max_epochs": math.ceil(epochs)}
     trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
     log.info("precision: %s (%s)", trainer_cfg.get("precision"), reason)
-    trainer = build(
-        trainer_cfg,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        # callbacks=none: no checkpoints, not Lightning's default ones
-        enable_checkpointing=bool(checkpointing),
-        **strategy,
-    )
+    try:
+        trainer = build(
+            trainer_cfg,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            # callbacks=none: no checkpoints, not Lightning's default ones
+            enable_checkpointing=bool(checkpointing),
+            **strategy,
+        )
+    except (
+        Exception
+    ) as err:  # Lightning refuses a setting (MisconfigurationException), via Hydra's instantiate
+        cause = err.__cause__ or err
+        if type(cause).__name__ != "MisconfigurationException":
+            raise
+        raise UserError(f"trainer: {str(cause).splitlines()[0]}") from None
     if cfg.get("tf32"):
         import torch
 
@@ -218,11 +239,16 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
         else:
             trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
             state.module.train()  # validate() leaves the modules in eval mode
+            check_monitored(cfg, trainer.callback_metrics)  # before a step is spent
     fit_started = time.time()
     try:
         trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
     except NonFiniteLoss as err:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
+    except Exception as err:  # Lightning's ModelCheckpoint/EarlyStopping on a metric no evaluation logs
+        if "could not find the monitored key" in str(err):
+            check_monitored(cfg, trainer.callback_metrics)
+        raise
     if early is not None:  # from here a signal is Python's again (GracefulStop put StopBeforeTraining back)
         early.restore()
     state.fit_seconds = time.time() - fit_started
@@ -239,6 +265,22 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
         )  # fmt: skip
         raise SystemExit(128 + stop.received)
     evaluate_last_step(state)
+
+
+def check_monitored(cfg: dict, logged) -> None:
+    """callbacks.model_checkpoint.metric_for_best_model names a metric the evaluation logs (best.ckpt and
+    early stopping follow it), or one line with those it does log and a did-you-mean."""
+    import difflib
+
+    metric = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("metric_for_best_model")
+    names = sorted(k for k in logged if k.startswith("val/"))
+    if not metric or not names or metric in logged:
+        return
+    guess = difflib.get_close_matches(metric, names, n=1)
+    raise UserError(
+        f"callbacks.model_checkpoint.metric_for_best_model={metric}: the evaluation logs no such metric"
+        f"{f'; did you mean {guess[0]}?' if guess else ''} (it logs {', '.join(names)})"
+    )
 
 
 def evaluate_last_step(state: Run) -> None:

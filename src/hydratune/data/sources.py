@@ -152,8 +152,15 @@ def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()
 
     loader, data_files, data_dir = source["loader"], source.get("data_files"), source.get("data_dir")
     files = resolve_files(data_files, data_dir, loader, where)
+    options = {}
+    if loader in ("json", "csv") and any(_has_bom(f) for f in files):
+        # Windows editors write a byte-order mark; the JSON reader refuses it, the CSV one keeps it in the first
+        # column's name. Read as utf-8-sig (which also reads files without one) as pandas and peek do.
+        options = {"encoding": "utf-8-sig"}
     try:
-        loaded = datasets.load_dataset(loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir)
+        loaded = datasets.load_dataset(
+            loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir, **options
+        )
     except Exception as err:  # pyarrow and datasets raise many types for one bad line
         if loader == "json":
             find_bad_json(files, text_columns)
@@ -161,6 +168,11 @@ def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()
     if loader == "json" and _needs_a_look(loaded, files, text_columns):
         find_bad_json(files, text_columns)
     return loaded
+
+
+def _has_bom(file: str) -> bool:
+    with open(file, "rb") as handle:
+        return handle.read(3) == b"\xef\xbb\xbf"
 
 
 # Several JSON files of one source are read again (in Python) up to this size, to check their types agree.
@@ -204,7 +216,14 @@ def resolve_files(data_files, data_dir: str | None, loader: str, where: str) -> 
         found = sorted(glob.glob(str(pattern)))
         if not found:
             raise UserError(f"{where}.data_files: {pattern} does not exist")
-        files += found
+        if len(found) == 1 and Path(found[0]).is_dir():
+            inside = [p.name for p in Path(found[0]).iterdir() if p.name.endswith(SUFFIXES[loader])]
+            suffix = Path(inside[0]).suffix if inside else SUFFIXES[loader][-1]
+            raise UserError(
+                f"{where}.data_files: {pattern} is a folder; name a file, a glob ({str(pattern).rstrip('/')}/*"
+                f"{suffix}), or give the folder as {where}.data_dir"
+            )
+        files += [f for f in found if Path(f).is_file()]
     return files
 
 
@@ -250,7 +269,7 @@ def find_bad_json(files: list[str], text_columns=()) -> None:
 
 def _json_records(file: str) -> list[tuple[str, dict]]:
     """(file:line, record) for each record of a JSON Lines file, or of a JSON document holding a list."""
-    text = Path(file).read_text(encoding="utf-8", errors="replace")
+    text = Path(file).read_text(encoding="utf-8-sig", errors="replace")
     if not file.endswith(".jsonl") and text.lstrip().startswith(("[", "{")):
         try:
             document = json.loads(text)
