@@ -269,6 +269,10 @@ def test_exports_load_with_plain_transformers_and_peft_and_agree(tiny_model_dir,
     # Plain peft: the base rebuilt from the saved config (labels, head size), then the adapter.
     config = AutoConfig.from_pretrained(adapter)
     assert config.id2label == {0: "neg", 1: "pos"} and config.pad_token_id == 0
+    # the class that has the head (the base's config said LlamaForCausalLM), and the cache training turned off
+    assert config.architectures == ["LlamaForSequenceClassification"] and config.use_cache is True
+    saved = json.loads((adapter / "tokenizer_config.json").read_text())
+    assert not {"local_files_only", "is_local"} & set(saved), saved  # how this process loaded it
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, config=config)
     loaded = PeftModel.from_pretrained(base, adapter).eval()
     with torch.no_grad():
@@ -324,6 +328,8 @@ def test_topics_experiment_reaches_90_percent_and_predicts(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val_acc"] >= 0.9, metrics
+    assert "val_ppl" not in metrics  # a loss over classes has no perplexity
+    assert f"val/acc: {metrics['initial_val_acc']:.4f} -> {metrics['val_acc']:.4f}" in result.stdout
     assert metrics["labels"] == ["food", "sports", "tech", "weather"]
     assert (run_dir / "confusion_matrix.png").stat().st_size > 1000
     assert json.loads((run_dir / "adapter" / "config.json").read_text())["id2label"]["3"] == "weather"

@@ -396,3 +396,23 @@ def test_score_file_rows_are_answers_or_pairs_in_the_runs_columns(tmp_path):
         match=r"rows.jsonl:1: every row needs prompt and response as text \(it has: prompt, output\)",
     ):
         read_rows(str(path), {})
+
+
+def test_the_readme_chat_pairs_reward_layout_is_what_score_reads(tokenizer, tmp_path):
+    """README: a chat_pairs reward model reads `apply_chat_template(turns)` as tokenized by the template, which
+    now writes BOS (a `tokenizer(rendered text)` would add a second one)."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from hydratune.data.formats import set_chat_template
+    from hydratune.tasks.reward.inference import scoring_row
+
+    tokenizer = copy.deepcopy(tokenizer)
+    cfg = {"format": "chat_pairs", "chat_template": "tiny", "prompt_column": None, "max_seq_length": 256}
+    set_chat_template(tokenizer, cfg)
+    tokenizer.save_pretrained(tmp_path)
+    plain = AutoTokenizer.from_pretrained(tmp_path)
+    turns = [{"role": "user", "content": "copy: stone"}, {"role": "assistant", "content": "STONE"}]
+    readme = plain.apply_chat_template(turns, return_dict=True, return_tensors="pt")["input_ids"][0].tolist()
+    assert readme == scoring_row(tokenizer, "copy: stone", "STONE", cfg)

@@ -19,11 +19,20 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     if generation is not None:
         generation.eos_token_id = tokenizer.eos_token_id
         generation.pad_token_id = tokenizer.pad_token_id
+    config = (model.get_base_model() if is_peft_model(model) else model).config
+    config.use_cache = (
+        True  # off for training (gradient checkpointing); a user's model(**ids) wants its cache
+    )
     model.save_pretrained(out, safe_serialization=True)
+    # How this process loaded the tokenizer (offline, from a folder) is not a property of the tokenizer.
+    for key in ("local_files_only", "is_local", "_commit_hash"):
+        tokenizer.init_kwargs.pop(key, None)
     tokenizer.save_pretrained(out)
     if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
-        # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id.
-        model.get_base_model().config.save_pretrained(out)
+        # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id,
+        # and name the class that has it (the base checkpoint's config says ...ForCausalLM).
+        config.architectures = [type(model.get_base_model()).__name__]
+        config.save_pretrained(out)
     if is_peft_model(model) and generation is not None:
         generation.save_pretrained(out)
     return out

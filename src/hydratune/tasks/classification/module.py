@@ -28,6 +28,10 @@ class ClassificationModule(TaskModule):
         Others: as `TaskModule`.
     """
 
+    # The loss is over classes, not tokens: no perplexity; accuracy and macro F1 are the run's summary lines.
+    val_loss_is_nll = False
+    plot_metrics = ("val/acc", "val/f1_macro")
+
     def __init__(
         self,
         model: dict,
