@@ -216,20 +216,37 @@ def test_prompt_response_with_system_column(tokenizer):
     assert segments == [("Math.\n\n2+2?", False), ("4", True)]
 
 
-def test_truncation_policies_are_counted(tokenizer):
+def test_truncation_policies_are_counted(tokenizer, caplog):
+    import logging
+
     import datasets
 
     from hydratune.tasks.sft.data import tokenize_split
 
     rows = [{"text": "a" * n} for n in (5, 50, 8, 70)]
     cfg = {"format": "text", "text_column": "text", "max_seq_length": 20}
-    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg)
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.sft.data"):
+        kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg)
     assert (stats["samples"], stats["truncated"], stats["truncation_rate"]) == (4, 2, 0.5)
+    said = [r.getMessage() for r in caplog.records]  # half the samples cut: a warning
+    assert len(said) == 1 and said[0].startswith(
+        "dataset.max_seq_length=20: in split 'train', 2 of 4 samples"
+    )
+    caplog.clear()
     assert max(len(x) for x in kept["input_ids"]) == 20
-    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "drop"})
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.sft.data"):
+        kept, stats = tokenize_split(
+            datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "drop"}
+        )
     assert (stats["samples"], stats["dropped_truncated"]) == (2, 2)
     # split: every token of a long row trains, in consecutive max_seq_length pieces (pre-training text).
-    kept, stats = tokenize_split(datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "split"})
+    assert "are longer and dropped (truncation: drop)" in caplog.records[-1].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.sft.data"):
+        kept, stats = tokenize_split(
+            datasets.Dataset.from_list(rows), tokenizer, cfg | {"truncation": "split"}
+        )
+    assert not [r for r in caplog.records if "max_seq_length" in r.getMessage()]
     whole = [tokenize_pair("", r["text"], tokenizer, 10_000, "all") for r in rows]
     pieces = list(kept["input_ids"])
     assert max(len(p) for p in pieces) == 20 and stats["truncated"] == 0

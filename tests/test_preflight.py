@@ -362,3 +362,28 @@ def test_the_cli_finds_its_project_from_any_folder_or_says_how(tmp_path):
         f"hydratune preflight: error: no conf/train.yaml in {tmp_path}: run this from the project folder "
         "(where train.py is) or set HYDRATUNE_ROOT to it"
     ]
+
+
+def test_a_max_seq_length_that_cuts_most_answers_is_a_warning_in_preflight_and_training():
+    """It was an INFO line in training and `preflight: ok` (the pair tasks warned already): answers cut without
+    their EOS teach the model to stop mid-word. (Training's warning: test_data's truncation test.)"""
+    from hydratune.data.tokenize import cut_warning, keep_and_count
+
+    cfg = to_plain(compose(["dataset.max_seq_length=90"]))
+    report = data_check(cfg, rows=200)
+    warnings = [n for n in report.get("notes", []) if n.startswith("warning: ")]
+    assert [w.split(",")[0] for w in warnings] == [
+        "warning: dataset.max_seq_length=90: in split 'train'",
+        "warning: dataset.max_seq_length=90: in split 'validation'",
+    ]
+    assert not [n for n in data_check(to_plain(compose([])), rows=200).get("notes", []) if "warning" in n]
+    # training says the same, from the same counts
+    _, stats = keep_and_count([100, 100, 80, 50], [3, 0, 5, 5], 90, drop_long=False)
+    assert cut_warning("train", stats, 90) == (
+        "dataset.max_seq_length=90: in split 'train', 2 of 4 samples are longer and cut short (a cut answer loses "
+        "its EOS) and 1 are dropped with no trained token left; raise dataset.max_seq_length (`hydratune inspect` "
+        "shows the lengths)"
+    )
+    assert (
+        cut_warning("train", stats, 90, truncation="split") is None
+    )  # blocks of a long document lose nothing

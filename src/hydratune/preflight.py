@@ -648,9 +648,23 @@ def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
     if isinstance(report, str):  # the quick look cannot match training: training's own path decides
         reason, report = report, data_report(cfg)
         report["data_check"] += f" (the quick look cannot: {reason})"
-    for stats in report.values():  # the share of samples that would be dropped for having no trained token
+    from hydratune.data.tokenize import cut_warning
+
+    data_cfg = cfg.get("dataset") or {}
+    warnings = []
+    for (
+        split,
+        stats,
+    ) in report.items():  # the share of samples that would be dropped for having no trained token
         if isinstance(stats, dict) and "dropped_untrained" in stats:
             stats["untrained_rate"] = stats["dropped_untrained"] / max(stats["rows"], 1)
+            if "truncated" in stats and "pairs" not in stats:  # pair tasks warn as they prepare
+                warning = cut_warning(
+                    split, stats, data_cfg.get("max_seq_length", 0), data_cfg.get("truncation", "truncate")
+                )
+                warnings += [warning] if warning else []
+    if warnings:
+        report["notes"] = [*report.get("notes", []), *(f"warning: {w}" for w in warnings)]
     return report
 
 

@@ -60,7 +60,8 @@ def _preflight(args: argparse.Namespace) -> int:
             if key not in ("examples", "notes"):
                 print(f"{key:>24}: {_brief(value)}")
         for note in report.get("notes", []):
-            print(f"{'note':>24}: {note}")
+            label, _, text = note.partition(": ") if note.startswith("warning: ") else ("note", "", note)
+            print(f"{label:>24}: {text}")
         for example in report.get("examples", []):
             print("-" * 60 + "\n" + example)
     print("preflight: ok")

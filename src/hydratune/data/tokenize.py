@@ -94,6 +94,27 @@ def keep_and_count(
     return keep, stats
 
 
+# Above these shares of a split's samples, what max_seq_length cuts is said as a warning (training and preflight).
+WARN_DROPPED = 0.05
+WARN_CUT = 0.25
+
+
+def cut_warning(split: str, stats: dict, max_len: int, truncation: str = "truncate") -> str | None:
+    """The warning when dataset.max_seq_length cuts many samples short (a cut answer loses its EOS: the model
+    learns to stop mid-word) or leaves many with no trained token; None when few are. Long documents that
+    `truncation: split` cuts into blocks lose nothing."""
+    rows = max(stats.get("rows", 0), 1)
+    dropped, cut = stats.get("dropped_untrained", 0), stats.get("truncated", 0)
+    if truncation == "split" or (dropped / rows <= WARN_DROPPED and cut / rows <= WARN_CUT):
+        return None
+    fate = "dropped (truncation: drop)" if truncation == "drop" else "cut short (a cut answer loses its EOS)"
+    return (
+        f"dataset.max_seq_length={max_len}: in split {split!r}, {cut} of {stats['rows']} samples are longer and "
+        f"{fate} and {dropped} are dropped with no trained token left; raise dataset.max_seq_length "
+        "(`hydratune inspect` shows the lengths)"
+    )
+
+
 def nothing_left(split: str, stats: dict, lengths: list[int], max_len: int) -> str:
     """The error when no sample of `split` trains: why, and the length that would keep one."""
     cut = sum(n > max_len for n in lengths)

@@ -16,7 +16,7 @@ from hydratune.data.packing import PACKING_VERSION, pack_dataset, packing_effici
 from hydratune.data.prepared import prepared_folder, read_prepared, write_prepared
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
-from hydratune.data.tokenize import keep_and_count, nothing_left, tokenize_samples
+from hydratune.data.tokenize import cut_warning, keep_and_count, nothing_left, tokenize_samples
 from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
         100 * stats["truncation_rate"],
         f", {stats['dropped_truncated']} dropped as too long" if drop_long else "",
     )
+    warning = cut_warning(split, stats, max_len, cfg.get("truncation", "truncate"))
+    if warning:
+        log.warning(warning)
     return tokenized, stats
 
 
