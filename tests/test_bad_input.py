@@ -78,6 +78,12 @@ TRAIN_CASES = [
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],
     ),
+    # a group given with + (Hydra: "Multiple values for experiment. To override a value use 'override ...'")
+    (
+        ["+experiment=topics_lora"],
+        ["+experiment=topics_lora: experiment is a config group already: drop the +"],
+    ),
+    (["+peft=lora"], ["drop the + (peft=lora)"]),
     # a setting of another task: a sweep over it would give identical jobs, and with + nothing reads it
     (["task.beta=0.2"], ["task.beta is a setting of task=dpo, task=grpo, task=kto", "e.g. task=dpo"]),
     (["+task.beta=0.2"], ["task.beta: task=sft has no such setting", "choose that task (e.g. task=dpo)"]),
@@ -381,3 +387,22 @@ def test_a_gpu_run_without_cuda_and_a_misspelt_best_metric_stop_before_training(
     assert not list(run.glob("checkpoints/*.ckpt")), (
         "the check comes after the step-0 evaluation, before a step"
     )
+
+
+def test_no_plus_advice_for_a_section_of_hydratunes_own_keys():
+    """`callbacks.early_stopping.monitor` was told to add it with +, and `+callbacks...` was refused alike."""
+    for key in ("callbacks.early_stopping.monitor=val/acc", "+callbacks.early_stopping.monitor=val/acc"):
+        result = run_cli(["train.py", key], timeout=120)
+        _assert_one_line_error(
+            result, ["callbacks.early_stopping.monitor: unknown config key; known keys here"]
+        )
+        assert "leading +" not in result.stderr
+    result = run_cli(
+        ["train.py", "trainer.limit_train_batches=2"], timeout=120
+    )  # a Trainer argument: + works
+    _assert_one_line_error(
+        result, ["lightning.pytorch.Trainer takes it: add it with +trainer.limit_train_batches=VALUE"]
+    )
+    result = run_cli(["train.py", "foo.bar=1"], timeout=120)  # nothing reads it: no + advice
+    _assert_one_line_error(result, ["foo.bar: unknown config key; remove it"])
+    assert "+" not in result.stderr

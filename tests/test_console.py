@@ -22,6 +22,7 @@ NOISE = [
     "dirpath has changed",  # and on ckpt_path= into a new run folder
     "Failed to load JSON",  # datasets' JSON reader, before it raises (hydratune names the file and line)
     "smaller than the logging interval",  # Lightning, an epoch shorter than log_every_n_steps
+    "AdamW is deprecated",  # galore_torch's GaLoreAdamW (optimizer=galore_adamw)
     "Warning",
 ]
 
@@ -55,6 +56,8 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 rank_zero_warn("The number of training batches (6) is smaller than the logging interval "
                "Trainer(log_every_n_steps=10).", category=PossibleUserWarning)  # as the fit loop says it
+import galore_torch
+galore_torch.GaLoreAdamW([torch.nn.Parameter(torch.zeros(2, 2))], lr=1e-3)
 print("done")
 """
 
@@ -102,6 +105,7 @@ def test_noisy_libraries_print_nothing_after_quiet_console_and_everything_with_d
         "dirpath has changed",
         "Failed to load JSON",
         "smaller than the logging interval",
+        "AdamW is deprecated",
     ):
         assert text in shown.stderr, shown.stderr
     if _cpu_has_avx512_bf16():

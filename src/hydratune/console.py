@@ -29,6 +29,8 @@ WARNINGS = [
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
     # torch 2.13: Lightning's own pytree helper builds the deprecated LeafSpec.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # galore_torch 1.0's GaLoreAdamW (optimizer=galore_adamw) subclasses transformers' old AdamW, which warns.
+    (r"This implementation of AdamW is deprecated", FutureWarning),
     # Lightning, on any machine with SLURM installed, whether or not this run uses it.
     (r"The `srun` command is available on your system but is not used", Warning),
     # Lightning's ModelCheckpoint when a run resumes: resume=auto continues in its own folder on purpose,

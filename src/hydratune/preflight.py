@@ -80,6 +80,13 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
             f"no conf/train.yaml in {project_root()}: run this from the project folder (where train.py is) "
             "or set HYDRATUNE_ROOT to it"
         )
+    twice = re.search(r"Multiple values for ([\w/]+)", text) or re.search(
+        r"([\w/]+) appears more than once in the final defaults list", text
+    )
+    if twice:  # +group=option for a group the defaults list already has
+        group = twice.group(1)
+        given = next((o for o in overrides if o.lstrip("+").startswith(f"{group}=")), f"+{group}=...")
+        return UserError(f"{given}: {group} is a config group already: drop the + ({given.lstrip('+')})")
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
@@ -107,9 +114,13 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
                 f"{key} is not set by the chosen options{where or f'; add it with +{key}=VALUE'}"
             )
         err = schema.unknown_key_error(key, known)
-        if "did you mean" in str(err):  # a typo: adding it with + would be refused the same way
-            return err
-        return UserError(f"{err} (a new key needs a leading +, e.g. +{key}=VALUE)")
+        parent, _, leaf = key.rpartition(".")
+        target = _target_of(parent, [o for o in overrides if not o.startswith(f"{key}=")])
+        if target and schema._target_accepts(target, leaf):  # a keyword the class takes (Trainer's, say)
+            return UserError(f"{key} is not in the config, but {target} takes it: add it with +{key}=VALUE")
+        if schema._inside_free_mapping(key, known):  # data_files, kwargs, ...: any key is data
+            return UserError(f"{key} is not in the config: add it with +{key}=VALUE")
+        return err  # a typo, or a key nothing reads: adding it with + would be refused the same way
     for override in overrides:  # Lightning names checkpoints step=000240.ckpt: Hydra's grammar reads that '='
         key, _, value = override.partition("=")
         if "=" in value and value[:1] not in "'\"[{":
@@ -119,6 +130,19 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
             )
     first = next((line.strip() for line in text.splitlines() if line.strip()), text)
     return UserError(f"cannot compose the config from {' '.join(overrides) or 'the defaults'}: {first}")
+
+
+def _target_of(section: str, overrides: list[str]) -> str | None:
+    """The `_target_` of a section of the config these overrides compose (None without one, or when they do
+    not compose either)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = compose(overrides)
+    except UserError:
+        return None
+    target = OmegaConf.select(cfg, f"{section}._target_", default=None) if section else None
+    return str(target) if target else None
 
 
 def compose(overrides: list[str], output_dir: str | None = None, hydra_node: bool = False):
