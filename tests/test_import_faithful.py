@@ -437,9 +437,46 @@ def test_open_r1_prompt_column_is_the_grpo_prompt_column(project, capsys, tmp_pa
         "model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct\ndataset_name: open-r1/OpenR1-Math-220k\n"
         "dataset_prompt_column: problem\nsystem_prompt: 'You are a helpful AI Assistant'\nnum_generations: 16\n"
         "per_device_train_batch_size: 16\ngradient_accumulation_steps: 4\nreward_funcs: [accuracy, format]\n"
+        "max_prompt_length: 512\n"
     )
     code, _, err = run_import(capsys, write(tmp_path, "grpo.yaml", text), "r1")
     assert code == 0, err
     assert composed(project, "r1")["dataset"]["prompt_column"] == "problem"
     said = reasons(err)
     assert "dataset_prompt_column" not in said and "system message" in said["system_prompt"]
+    assert "GRPO prompts are kept whole" in said["max_prompt_length"]  # it spoke of preference pairs
+    assert "open-r1" in said["reward_funcs"]  # accuracy, format: open-r1's names, not TRL's
+
+
+def test_axolotl_keys_that_are_hydratunes_own_behaviour_map(project, capsys, tmp_path):
+    text = AXOLOTL_LORA + "eval_table_size: 2\npretrain_multipack_attn: true\n"
+    code, _, err = run_import(capsys, write(tmp_path, "ax.yml", text), "ax_own")
+    assert code == 0, err
+    assert composed(project, "ax_own")["eval_generations"]["num_prompts"] == 2
+    assert not {"eval_table_size", "pretrain_multipack_attn"} & set(reasons(err))
+
+
+def test_checkpoint_keeping_and_gradient_checkpointing_follow_the_source_defaults(project, capsys, tmp_path):
+    """hydratune's save_total_limit 2 stood in (the HF Trainer, LLaMA-Factory, TRL and torchtune keep every
+    checkpoint, Axolotl 4), and LLaMA-Factory's gradient checkpointing (on by default) was left off."""
+    lf = (LF / "lora_sft.yaml").read_text()
+    assert "save_total_limit" not in lf and "gradient_checkpointing" not in lf
+    code, _, err = run_import(
+        capsys, write(tmp_path, "lf.yaml", lf), "lf_keep", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 0, err
+    cfg = composed(project, "lf_keep")
+    assert cfg["callbacks"]["model_checkpoint"]["save_total_limit"] is None
+    assert cfg["model"]["gradient_checkpointing"] is True
+    off = lf + "disable_gradient_checkpointing: true\nsave_total_limit: 3\n"
+    code, _, err = run_import(
+        capsys, write(tmp_path, "off.yaml", off), "lf_off", "--dataset-info", str(DATASET_INFO)
+    )
+    cfg = composed(project, "lf_off")
+    assert (cfg["model"]["gradient_checkpointing"], cfg["callbacks"]["model_checkpoint"]["save_total_limit"]) == (
+        False, 3)  # fmt: skip
+    code, _, err = run_import(capsys, write(tmp_path, "ax.yml", AXOLOTL_LORA), "ax_keep")
+    assert composed(project, "ax_keep")["callbacks"]["model_checkpoint"]["save_total_limit"] == 4
+    trl = "model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset_name: someone/words\n"
+    code, _, err = run_import(capsys, write(tmp_path, "trl.yaml", trl), "trl_keep")
+    assert composed(project, "trl_keep")["callbacks"]["model_checkpoint"]["save_total_limit"] is None

@@ -66,8 +66,12 @@ def test_lora_on_every_linear_layer_with_alpaca2k(project, capsys):
     )
     assert cfg["eval_before_training"] is True and cfg["eval_generations"]["max_new_tokens"] == 64
     assert "tensorboard" in cfg["logger"] and cfg["seed"] == 2024
-    assert set(reasons(err)) == {"out_dir", "access_token", "train.min_lr", "eval.final_validation",
-                                 "data.init_args.download_dir"}  # fmt: skip
+    assert set(reasons(err)) == {
+        "out_dir",
+        "access_token",
+        "train.min_lr",
+        "data.init_args.download_dir",
+    }  # fmt: skip (final_validation: true is what runs)
     assert "decay to 0" in reasons(err)["train.min_lr"]
     written = (project / "conf" / "experiment" / "lit_lora.yaml").read_text()
     assert "hf_not_a_real_token" not in written and "hf_not_a_real_token" not in err  # a secret stays out
@@ -132,7 +136,10 @@ def test_full_finetune_on_four_devices(project, capsys):
         {"map": {"instruction": "{{ messages[0].content }}", "output": "{{ messages[1].content }}"}}
     ]  # the first exchange of each conversation, as litgpt's Deita does
     assert cfg["resume"] == "auto" and "mlflow" in cfg["logger"]
-    assert set(reasons(err)) == {"out_dir"}
+    assert set(reasons(err)) == {
+        "out_dir",
+        "eval.final_validation",
+    }  # false: the final weights are evaluated anyway
 
 
 def test_what_the_file_leaves_out_is_litgpts_default(project, capsys, tmp_path):

@@ -210,7 +210,7 @@ def test_grpo(project, capsys):
         cfg["peft"]["config"]["target_modules"] == "all-linear"
         and cfg["peft"]["config"]["lora_dropout"] == 0.05
     )
-    assert "built-in reward" in reasons(err)["reward_funcs"]
+    assert "a reward named in its trainer's or recipe's registry" in reasons(err)["reward_funcs"]
     assert {"use_vllm", "vllm_mode", "mask_truncated_completions"} <= set(reasons(err))
 
 

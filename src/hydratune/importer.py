@@ -473,6 +473,7 @@ LF_AX_IMPLIED = {
     "model_type",  # Axolotl: the auto classes pick it
     "tokenizer_type",
     "strict",  # Axolotl: hydratune's schema is always strict
+    "pretrain_multipack_attn",  # hydratune's packed rows never attend across samples (true is the only way)
     "fsdp_transformer_layer_cls_to_wrap",  # hydratune wraps the model's decoder layers
     "fsdp_auto_wrap_policy",
     "fsdp_version",
@@ -525,7 +526,6 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "top_k": "sampling uses temperature and top_p",
     "wandb_watch": "gradients are not watched",
     "wandb_log_model": "checkpoints stay in the run folder (logger.wandb.log_model=false)",
-    "eval_table_size": "validation answers go to <run>/generations.jsonl (eval_generations.num_prompts)",
     "loss_watchdog_threshold": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "loss_watchdog_patience": "a NaN/inf loss stops or skips (nan_policy); no loss threshold",
     "debug": "not a training setting",
@@ -645,8 +645,9 @@ def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
             entries.append({"_target_": str(name), "weight": float(weights[i]) if weights else 1.0})
         else:
             overlay.skip(
-                "reward_funcs", name, "TRL's built-in reward: write a task.rewards entry (_target_: a function "
-                "(prompts, completions, **columns), weight); hydratune.rewards has exact_match, regex_match"
+                "reward_funcs", name, "a reward named in its trainer's or recipe's registry (TRL's, open-r1's): "
+                "write a task.rewards entry (_target_: a function (prompts, completions, **columns), weight); "
+                "hydratune.rewards has exact_match, regex_match"
             )  # fmt: skip
     overlay.set("task.rewards", entries)
 
@@ -845,6 +846,8 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
         pass  # read together by _galore, after the other keys
     elif key in TASK_VALUES:
         return False  # handled with the task
+    elif key == "eval_table_size":  # Axolotl's table of sampled answers at each evaluation
+        overlay.set("eval_generations.num_prompts", int(value))
     elif key in LF_AX_REFUSED and value:
         raise UserError(f"{key}: {_short(_shown(key, value))}: {LF_AX_REFUSED[key]}; nothing was written")
     elif key in LF_AX_UNSUPPORTED:
@@ -914,6 +917,10 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         overlay.skip(
             "stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"
         )
+    # LLaMA-Factory's (and the HF Trainer's) defaults where the file is silent: gradient checkpointing on
+    # (disable_gradient_checkpointing: false), every step checkpoint kept (save_total_limit: None).
+    overlay.set("model.gradient_checkpointing", True)
+    overlay.set("callbacks.model_checkpoint.save_total_limit", None)
     rows = None  # what the dataset became: "chat", "pairs" or nothing
     for key, value in data.items():
         if value is None or key == "stage" or _common(overlay, key, value):
@@ -1150,6 +1157,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
     elif data.get("reward_model"):  # Axolotl's reward_model: true trains a Bradley-Terry scorer
         task, loss = _task(overlay, "reward_model", "true", {"true": ("reward", None)})
     _refuse_multimodal(data)
+    overlay.set("callbacks.model_checkpoint.save_total_limit", 4)  # Axolotl's when the file is silent
     if not data.get("adapter"):
         overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
     for key, value in data.items():

@@ -432,9 +432,11 @@ def _eval(overlay: Overlay, block: dict, method: str) -> None:
         if key in ("interval", "max_iters", "max_new_tokens", "initial_validation") or value is None:
             continue
         if key == "final_validation":
-            if value:
-                overlay.skip("eval.final_validation", value, "no extra pass after the last step; the last "
-                             "evaluation is at trainer.val_check_interval")  # fmt: skip
+            if (
+                not value
+            ):  # true is hydratune's way: the final weights are evaluated when no evaluation fell there
+                overlay.skip("eval.final_validation", value, "the final weights are evaluated whenever the run "
+                             "ends between two evaluations")  # fmt: skip
         elif key == "evaluate_example":
             if value != "first":
                 overlay.skip("eval.evaluate_example", value, "the example is the first validation sample")

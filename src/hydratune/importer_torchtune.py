@@ -207,6 +207,8 @@ def _defaults(data: dict, overlay: Overlay) -> None:
         overlay.set("trainer.gradient_clip_val", None)  # no clipping
     if "lr_scheduler" not in data:
         overlay.choose("scheduler", "constant", "lr_scheduler")  # no scheduler: the optimizer's lr throughout
+    # the checkpointer keeps every checkpoint unless keep_last_n_checkpoints says otherwise
+    overlay.values.setdefault("callbacks.model_checkpoint.save_total_limit", None)
 
 
 def _resolve(data: dict) -> dict:

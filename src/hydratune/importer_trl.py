@@ -200,6 +200,7 @@ TRL_DEFAULTS: dict[str, Any] = {
     "optimizer.weight_decay": 0.0,
     "model.dtype": "float32",  # ModelConfig.dtype
     "model.gradient_checkpointing": True,  # TRL's gradient_checkpointing
+    "callbacks.model_checkpoint.save_total_limit": None,  # every step checkpoint kept
     "seed": 42,
 }
 # ModelConfig's LoRA defaults (hydratune's lora/qlora presets differ: dropout 0.0, all-linear, qlora r=64).
@@ -447,6 +448,10 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
             overlay.skip(key, value, TRL_UNSUPPORTED[key])
     elif key.startswith("hub_") or key == "push_to_hub":
         overlay.skip(key, "***" if key == "hub_token" else value, "runs never upload")
+    elif key == "max_prompt_length" and task == "grpo":
+        overlay.skip(
+            key, value, "GRPO prompts are kept whole: no limit (completions end at task.max_new_tokens)"
+        )
     elif key in TRL_UNSUPPORTED:
         shown = sorted(value) if key == "env" and isinstance(value, dict) else value  # names, never values
         overlay.skip(key, shown, TRL_UNSUPPORTED[key])
