@@ -309,7 +309,9 @@ def model_folder(model_cfg: dict) -> Path | None:
     if _hub_offline():
         raise UserError(
             f"{MODEL_KEY}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
-            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder"
+            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder (to try a "
+            f"config on the shipped tiny model: '{MODEL_KEY}=${{paths.assets_dir}}/tiny-llama'; an experiment's "
+            "model path wins over model=...)"
         )
     return None
 
