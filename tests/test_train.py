@@ -305,3 +305,18 @@ def test_epochs_are_counted_on_the_loader_and_may_be_fractional(caplog, epochs, 
         ]
     else:
         assert not [m for m in said if "max_epochs" in m]
+
+
+def test_a_warmup_as_long_as_the_run_is_said(caplog):
+    import logging
+
+    from hydratune.train import warn_if_warmup_outlasts
+
+    with caplog.at_level(logging.WARNING, logger="hydratune.train"):
+        warn_if_warmup_outlasts({"scheduler": {"warmup_steps": 100}, "trainer": {"max_steps": 4}})
+        warn_if_warmup_outlasts({"scheduler": {"warmup_steps": 3}, "trainer": {"max_steps": 4}})
+        warn_if_warmup_outlasts({"scheduler": {"warmup_steps": 100}, "trainer": {"max_steps": -1}})
+    assert [r.getMessage() for r in caplog.records] == [
+        "scheduler.warmup_steps=100 >= trainer.max_steps=4: the learning rate never reaches optimizer.lr; "
+        "lower scheduler.warmup_steps or use scheduler.warmup_ratio"
+    ]

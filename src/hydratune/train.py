@@ -79,6 +79,19 @@ def run(cfg) -> float:
     return finish(state)
 
 
+def warn_if_warmup_outlasts(cfg: dict) -> None:
+    """scheduler.warmup_steps as long as the run: the learning rate never reaches optimizer.lr."""
+    warmup, max_steps = (
+        (cfg.get("scheduler") or {}).get("warmup_steps") or 0,
+        cfg["trainer"].get("max_steps") or -1,
+    )
+    if 0 < max_steps <= warmup:
+        log.warning(
+            "scheduler.warmup_steps=%d >= trainer.max_steps=%d: the learning rate never reaches optimizer.lr; "
+            "lower scheduler.warmup_steps or use scheduler.warmup_ratio", warmup, max_steps,
+        )  # fmt: skip
+
+
 def check_accelerator(accelerator: str) -> None:
     """A GPU run where there is none: one line before the data and model (Lightning's exception came after the
     data were prepared). Here, in the job, not in the command-line check: a SLURM job checks on its node."""
@@ -114,6 +127,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     module = task.module(cfg, datamodule, tokenizer)
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
+    warn_if_warmup_outlasts(cfg)
     log.info(
         "effective batch size: %d (%d per device x %d accumulation x %d devices)",
         effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,
