@@ -320,3 +320,16 @@ def test_a_warmup_as_long_as_the_run_is_said(caplog):
         "scheduler.warmup_steps=100 >= trainer.max_steps=4: the learning rate never reaches optimizer.lr; "
         "lower scheduler.warmup_steps or use scheduler.warmup_ratio"
     ]
+
+
+def test_a_callback_that_refuses_an_argument_is_one_line_naming_it():
+    from hydratune.errors import UserError
+    from hydratune.train import _callback
+
+    node = {"_target_": "lightning.pytorch.callbacks.LearningRateMonitor", "logging_interval": "sometimes"}
+    with pytest.raises(UserError) as caught:
+        _callback("lr_monitor", node)
+    assert str(caught.value) == (
+        "callbacks.lr_monitor (lightning.pytorch.callbacks.LearningRateMonitor): logging_interval should be `step` "
+        "or `epoch` or `None`."
+    )

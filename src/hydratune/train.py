@@ -188,7 +188,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     callbacks_cfg = cfg.get("callbacks") or {}
     checkpointing = build_checkpointing(callbacks_cfg, run_dir / "checkpoints")
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
-    callbacks = [build(node) for node in callbacks_cfg.values() if node and "_target_" in node]
+    callbacks = [_callback(name, node) for name, node in callbacks_cfg.items() if node and "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
     epochs = cfg["trainer"].get("max_epochs") or -1
     if epochs > 0:  # steps per epoch from the loader; a fractional epoch count
@@ -229,6 +229,15 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
 
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer GPUs
     return trainer, loggers, (history, throughput, stop, checkpointing)
+
+
+def _callback(name: str, node: dict):
+    """One `callbacks.NAME` node built, or one line naming it when its class refuses an argument."""
+    try:
+        return build(node)
+    except Exception as err:  # Hydra's InstantiationException around the class's own error
+        cause = err.__cause__ or err
+        raise UserError(f"callbacks.{name} ({node['_target_']}): {str(cause).splitlines()[0]}") from None
 
 
 def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
