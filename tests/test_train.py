@@ -333,3 +333,33 @@ def test_a_callback_that_refuses_an_argument_is_one_line_naming_it():
         "callbacks.lr_monitor (lightning.pytorch.callbacks.LearningRateMonitor): logging_interval should be `step` "
         "or `epoch` or `None`."
     )
+
+
+@pytest.mark.parametrize("artifact", ["adapter", "merged"])
+def test_each_export_gets_a_model_card_with_its_prompt_format_and_load_code(tokenizer, tmp_path, artifact):
+    """peft's card was an empty template (merged/ and model/ had none): nothing said how the run was prompted."""
+    from hydratune.card import card_metadata, cards
+    from hydratune.tasks.registry import get_task
+
+    folder = tmp_path / artifact
+    folder.mkdir()
+    (folder / ("adapter_config.json" if artifact == "adapter" else "config.json")).write_text("{}")
+    cfg = {
+        "name": "words", "model": {"pretrained_model_name_or_path": "Qwen/Qwen2.5-0.5B"},
+        "task": {"name": "sft"}, "peft": {"method": "lora"}, "optimizer": {"lr": 2e-4},
+        "dataset": {"format": "alpaca", "template": "alpaca_short",
+                    "sources": [{"loader": "json", "data_files": {"train": "/data/train.jsonl"}}]},
+    }  # fmt: skip
+    metrics = {"steps": 240, "effective_batch_size": 16, "val_loss": 0.1234, "precision": "32-true"}
+    assert cards(tmp_path, cfg, metrics, get_task(cfg["task"]), tokenizer) == [folder / "README.md"]
+    text = (folder / "README.md").read_text()
+    meta = card_metadata(folder)
+    assert meta["base_model"] == "Qwen/Qwen2.5-0.5B" and meta["library_name"] == (
+        "peft" if artifact == "adapter" else "transformers"
+    )
+    assert (
+        "### Instruction:\nWrite the word in capital letters.\n\n### Input:\nhydra\n\n### Response:\n" in text
+    )
+    assert "`train: train.jsonl`" in text and "- val_loss: 0.1234" in text
+    loader = "AutoPeftModelForCausalLM" if artifact == "adapter" else "AutoModelForCausalLM"
+    assert f'{loader}.from_pretrained("{artifact}")' in text

@@ -323,8 +323,8 @@ def evaluate_last_step(state: Run) -> None:
                      evaluated[-1] if evaluated else "-")  # fmt: skip
         return
     if trainer.is_global_zero:
-        log.info("evaluating the final weights (step %d; the last evaluation was at step %s)",
-                 trainer.global_step, evaluated[-1] if evaluated else "-")  # fmt: skip
+        last = f"; the last evaluation was at step {evaluated[-1]}" if evaluated else ""
+        log.info("evaluating the final weights (step %d%s)", trainer.global_step, last)
     history.last_step_evaluation = True
     try:
         trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
@@ -361,6 +361,11 @@ def finish(state: Run) -> float:
     if cfg["export"]["merge"] and artifact.name == "adapter":
         metrics.update(merge_export(artifact, run_dir, cfg))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from hydratune.card import cards
+
+    cards(
+        run_dir, cfg, metrics, state.task, state.tokenizer
+    )  # README.md: what, from what, how to prompt and load
     print_summary(run_dir, metrics, [name.replace("/", "_") for name in state.history.val_metrics])
     # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))

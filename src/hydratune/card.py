@@ -1,0 +1,158 @@
+"""The model card (README.md) of each exported folder: what was trained from what, the prompt format it was
+trained on, its results, and how to load it with plain transformers/peft. peft's own card for an adapter is
+an empty template; a merged or full model had none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The example a generative card renders in the run's prompt format (the default data's kind of instruction).
+EXAMPLE = ("Write the word in capital letters.", "hydra")
+SHOWN_METRICS = (
+    "val_loss",
+    "best_val_loss",
+    "val_acc",
+    "val_f1_macro",
+    "val_accuracy",
+    "val_margin",
+    "val_reward",
+)
+
+
+def _base(cfg: dict) -> tuple[str, bool]:
+    """(the base model as the run named it, whether it is a folder on the training machine)."""
+    name = str((cfg.get("model") or {}).get("pretrained_model_name_or_path") or "")
+    return name, Path(name).expanduser().is_dir()
+
+
+def _sources(cfg: dict) -> list[str]:
+    out = []
+    for source in (cfg.get("dataset") or {}).get("sources") or []:
+        if source.get("path"):
+            out.append(str(source["path"]))
+        files = source.get("data_files")
+        if isinstance(files, dict):
+            out += [f"{split}: {Path(str(f)).name}" for split, f in files.items()]
+        elif files:
+            out.append(Path(str(files)).name)
+    return out
+
+
+def _prompt(task, cfg: dict, tokenizer) -> str | None:
+    """The example instruction in the run's prompt format, or None where the task writes no text."""
+    from hydratune.errors import UserError
+
+    try:
+        return task.prompt_text(cfg.get("dataset") or {}, tokenizer, *EXAMPLE)
+    except (UserError, TypeError, KeyError, ValueError):
+        try:
+            return task.prompt_text(cfg.get("dataset") or {}, tokenizer, EXAMPLE[0])
+        except (UserError, TypeError, KeyError, ValueError):
+            return None
+
+
+def _load_snippet(folder: Path, classifier: bool) -> str:
+    name = folder.name
+    if classifier and name == "adapter":
+        return (
+            "from peft import PeftModel\n"
+            "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f'config = AutoConfig.from_pretrained("{name}")  # labels and head size\n'
+            "base = AutoModelForSequenceClassification.from_pretrained(BASE, config=config)\n"
+            f'model = PeftModel.from_pretrained(base, "{name}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
+        )
+    if classifier:
+        return (
+            f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{name}")'
+        )
+    if name == "adapter":
+        return (
+            "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{name}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
+        )
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'model = AutoModelForCausalLM.from_pretrained("{name}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
+    )
+
+
+def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
+    """Write `folder/README.md` for an exported adapter/, model/ or merged/ folder."""
+    base, local = _base(cfg)
+    task_name = (cfg.get("task") or {}).get("name", "sft")
+    peft = (cfg.get("peft") or {}).get("method", "none")
+    classifier = not task.generative
+    adapter = folder.name == "adapter"
+    front = ["---", f"library_name: {'peft' if adapter else 'transformers'}"]
+    if base and not local:
+        front.append(f"base_model: {base}")
+    front += ["tags:", "  - hydratune", f"  - {task_name}", "---", ""]
+    lines = [
+        f"# {cfg.get('name', 'run')}",
+        "",
+        f"Trained with hydratune (task={task_name}, peft={peft}) from `{base}`"
+        + (" (a folder on the training machine)" if local else "")
+        + ".",
+        "",
+    ]
+    if adapter and local:
+        lines += [
+            "`adapter_config.json` names the base by that folder. Elsewhere, set its `base_model_name_or_path` to "
+            "the same model's hub id or folder before loading.",
+            "",
+        ]
+    data = cfg.get("dataset") or {}
+    lines += ["## Data and prompt format", ""]
+    if _sources(cfg):
+        lines.append("Data: " + ", ".join(f"`{s}`" for s in _sources(cfg)) + ".")
+    fmt = data.get("format", "alpaca")
+    template = data.get("template") or data.get("chat_template")
+    lines.append(f"Format: `{fmt}`" + (f", template `{template}`" if template else "") + ".")
+    prompt = None if classifier else _prompt(task, cfg, tokenizer)
+    if prompt is not None:
+        lines += [
+            "",
+            "Prompt the model as it was trained (the answer follows; BOS first where the tokenizer has one):",
+            "",
+            "```text",
+            prompt,
+            "```",
+        ]
+        if fmt not in ("messages", "sharegpt", "alpaca_chat", "chat_pairs") and getattr(
+            tokenizer, "chat_template", None
+        ):
+            lines += ["", "The tokenizer's chat template is the base model's: this run did not train on it."]
+    lines += ["", "## Training", ""]
+    trainer = cfg.get("trainer") or {}
+    optimizer = cfg.get("optimizer") or {}
+    lines.append(
+        f"- steps: {metrics.get('steps')}, effective batch {metrics.get('effective_batch_size')}, learning rate "
+        f"{optimizer.get('lr')}, precision {metrics.get('precision', trainer.get('precision'))}"
+    )
+    for key in SHOWN_METRICS:
+        if isinstance(metrics.get(key), int | float):
+            lines.append(f"- {key}: {metrics[key]:.4f}")
+    lines += ["", "## Load", "", "```python", _load_snippet(folder, classifier), "```", ""]
+    (folder / "README.md").write_text("\n".join(front + lines))
+    return folder / "README.md"
+
+
+def cards(run_dir: Path, cfg: dict, metrics: dict, task, tokenizer) -> list[Path]:
+    """A card in every exported folder of a run (adapter/ or model/, and merged/)."""
+    written = []
+    for name in ("adapter", "model", "merged"):
+        folder = run_dir / name
+        if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+            written.append(write_card(folder, cfg, metrics, task, tokenizer))
+    return written
+
+
+def card_metadata(folder: Path) -> dict:
+    """The front matter of a card as a dict (for tests and tools)."""
+    import yaml
+
+    text = (folder / "README.md").read_text()
+    return yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
