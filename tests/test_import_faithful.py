@@ -480,3 +480,36 @@ def test_checkpoint_keeping_and_gradient_checkpointing_follow_the_source_default
     trl = "model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset_name: someone/words\n"
     code, _, err = run_import(capsys, write(tmp_path, "trl.yaml", trl), "trl_keep")
     assert composed(project, "trl_keep")["callbacks"]["model_checkpoint"]["save_total_limit"] is None
+
+
+ZEPHYR = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\\n'  + message['content'] + "
+    "eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
+    "{% endfor %}"
+)
+
+
+def test_a_recipes_own_jinja_chat_template_is_carried_and_used(project, capsys, tmp_path, tokenizer):
+    """The alignment-handbook's zephyr recipes carry their template as Jinja text: it was reported as not
+    mapped, and the base's template (Mistral-7B-v0.1 has none) would have stood in."""
+    import copy
+
+    import yaml
+
+    from hydratune.data.formats import set_chat_template
+
+    from test_import import DATA
+
+    recipe = yaml.safe_load((DATA / "trl" / "dpo_qlora.yaml").read_text())  # conversational pairs
+    text = yaml.safe_dump(recipe | {"chat_template": ZEPHYR})
+    code, _, err = run_import(capsys, write(tmp_path, "zephyr.yaml", text), "zephyr")
+    assert code == 0, err
+    assert "chat_template" not in reasons(err)
+    data = composed(project, "zephyr")["dataset"]
+    assert data["chat_template"] == ZEPHYR
+    tok = copy.deepcopy(tokenizer)
+    set_chat_template(tok, data)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "HI"}]
+    rendered = tok.apply_chat_template(turns, tokenize=False)  # BOS first, as training puts it
+    assert rendered.startswith("<s><|user|>\nhi</s>") and "<|assistant|>\nHI</s>" in rendered

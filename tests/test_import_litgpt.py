@@ -36,6 +36,9 @@ def test_lora_on_every_linear_layer_with_alpaca2k(project, capsys):
     trainer = cfg["trainer"]
     # global_batch_size 16 = micro_batch_size 2 x 8 accumulated batches on one device
     assert (cfg["dataset"]["batch_size"], trainer["accumulate_grad_batches"]) == (2, 8)
+    assert (
+        cfg["dataset"]["eval_batch_size"] == 2
+    )  # litgpt validates in micro batches (eval.max_iters of them)
     assert (trainer["max_epochs"], trainer["max_steps"]) == (3, 400)  # whichever ends first, as in litgpt
     assert trainer["val_check_interval"] == 40 * 8  # eval.interval counts optimizer steps
     assert (trainer["log_every_n_steps"], trainer["limit_val_batches"]) == (1, 25)

@@ -359,6 +359,9 @@ def _batches(overlay: Overlay, train: dict, processes: int) -> int:
             "device(s); litgpt refuses it too"
         )
     overlay.set("dataset.batch_size", micro)
+    overlay.set(
+        "dataset.eval_batch_size", micro
+    )  # litgpt validates in micro batches: eval.max_iters counts them
     overlay.set("trainer.accumulate_grad_batches", accumulation)
     return accumulation
 

@@ -839,9 +839,9 @@ def _pair_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
 
 
 def _chat_template(overlay: Overlay, data: dict) -> None:
-    """The handbook's `chat_template` (Jinja text): a built-in template when it is one of them (spacing
-    aside), else not mapped (the tokenizer's own template is used)."""
-    from hydratune.data.formats import CHAT_TEMPLATES
+    """The handbook's `chat_template` (Jinja text): a built-in template's name when it is one of them (spacing
+    aside), else the Jinja text itself (dataset.chat_template takes a template)."""
+    from hydratune.data.formats import CHAT_TEMPLATES, is_jinja
 
     overlay.set("dataset.chat_template", None)
     template = data.get("chat_template")
@@ -851,8 +851,7 @@ def _chat_template(overlay: Overlay, data: dict) -> None:
     name = next((n for n, t in CHAT_TEMPLATES.items() if "".join(t.split()) == squeezed), None)
     if name:
         overlay.set("dataset.chat_template", name)
+    elif is_jinja(template):
+        overlay.set("dataset.chat_template", str(template))
     else:
-        overlay.skip(
-            "chat_template", "...", "a Jinja template of its own: save it in the tokenizer (tokenizer_config.json) "
-            "and point the model at that folder, or use dataset.chat_template=chatml"
-        )  # fmt: skip
+        overlay.skip("chat_template", template, "neither a built-in template's text nor a Jinja template")

@@ -240,14 +240,21 @@ def _check_prefix(prefix: str, text: str) -> None:
         )
 
 
+def is_jinja(template: object) -> bool:
+    """Whether a dataset.chat_template value is a Jinja template itself rather than a built-in's name."""
+    return isinstance(template, str) and ("{%" in template or "{{" in template)
+
+
 def set_chat_template(tokenizer, cfg: dict) -> None:
     """Put the configured chat template on the tokenizer (it is saved with the exported tokenizer)."""
     name = cfg.get("chat_template")
-    if name:
+    if name and is_jinja(name):  # a template of its own (the alignment-handbook recipes carry one)
+        tokenizer.chat_template = str(name)
+    elif name:
         if name not in CHAT_TEMPLATES:
             raise UserError(
                 f"dataset.chat_template={name!r} is not a built-in template; use one of: "
-                f"{', '.join(CHAT_TEMPLATES)}, or null for the tokenizer's own"
+                f"{', '.join(CHAT_TEMPLATES)}, a Jinja template, or null for the tokenizer's own"
             )
         tokenizer.chat_template = CHAT_TEMPLATES[name]
     elif not getattr(tokenizer, "chat_template", None):
