@@ -496,10 +496,9 @@ def test_a_recipes_own_jinja_chat_template_is_carried_and_used(project, capsys, 
     import copy
 
     import yaml
+    from test_import import DATA
 
     from hydratune.data.formats import set_chat_template
-
-    from test_import import DATA
 
     recipe = yaml.safe_load((DATA / "trl" / "dpo_qlora.yaml").read_text())  # conversational pairs
     text = yaml.safe_dump(recipe | {"chat_template": ZEPHYR})
