@@ -23,6 +23,8 @@ NOISE = [
     "Failed to load JSON",  # datasets' JSON reader, before it raises (hydratune names the file and line)
     "smaller than the logging interval",  # Lightning, an epoch shorter than log_every_n_steps
     "AdamW is deprecated",  # galore_torch's GaLoreAdamW (optimizer=galore_adamw)
+    "autocast",  # grokadamw's step, on a CPU
+    "Paged optimizers are not supported on CPU",  # bitsandbytes' paged optimizers, on a CPU
     "Warning",
 ]
 
@@ -58,6 +60,12 @@ rank_zero_warn("The number of training batches (6) is smaller than the logging i
                "Trainer(log_every_n_steps=10).", category=PossibleUserWarning)  # as the fit loop says it
 import galore_torch
 galore_torch.GaLoreAdamW([torch.nn.Parameter(torch.zeros(2, 2))], lr=1e-3)
+import grokadamw
+from bitsandbytes.optim import PagedAdamW8bit
+for optimizer_class in (grokadamw.GrokAdamW, PagedAdamW8bit):  # one step each, on the CPU
+    weight = torch.nn.Parameter(torch.ones(64, 64))
+    weight.grad = torch.ones(64, 64)
+    optimizer_class([weight], lr=1e-3).step()
 print("done")
 """
 
@@ -106,6 +114,8 @@ def test_noisy_libraries_print_nothing_after_quiet_console_and_everything_with_d
         "Failed to load JSON",
         "smaller than the logging interval",
         "AdamW is deprecated",
+        "Disabling autocast",
+        "Paged optimizers are not supported on CPU",
     ):
         assert text in shown.stderr, shown.stderr
     if _cpu_has_avx512_bf16():

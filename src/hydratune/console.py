@@ -31,6 +31,11 @@ WARNINGS = [
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     # galore_torch 1.0's GaLoreAdamW (optimizer=galore_adamw) subclasses transformers' old AdamW, which warns.
     (r"This implementation of AdamW is deprecated", FutureWarning),
+    # grokadamw 0.1's step enters torch.cuda.amp.autocast() even on a CPU: deprecated, and disabled there.
+    (r"`torch.cuda.amp.autocast\(args...\)` is deprecated", FutureWarning),
+    (r"CUDA is not available or torch_xla is imported. Disabling autocast", UserWarning),
+    # bitsandbytes' paged optimizers (optimizer=paged_adamw_*) on a CPU: they run unpaged, as they should there.
+    (r"Paged optimizers are not supported on CPU", UserWarning),
     # Lightning, on any machine with SLURM installed, whether or not this run uses it.
     (r"The `srun` command is available on your system but is not used", Warning),
     # Lightning's ModelCheckpoint when a run resumes: resume=auto continues in its own folder on purpose,
