@@ -367,3 +367,20 @@ def test_sweeper_settings_are_checked_with_a_did_you_mean(args, message):
     check_command_line(
         ["-m", "hparams_search=lr_rank", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=3"]
     )
+
+
+def test_a_continued_study_with_other_fixed_settings_is_warned_of(caplog):
+    """Review S6: trials of 8 steps were ranked against (and pruned by) trials of 12, without a word."""
+    import logging
+
+    from hydratune.search import warn_if_settings_changed
+
+    with caplog.at_level(logging.WARNING, logger="hydratune.search"):
+        warn_if_settings_changed(["trainer.max_steps=12", "seed=1"], ["trainer.max_steps=12", "seed=1"], "s")
+        warn_if_settings_changed(None, ["trainer.max_steps=8"], "s")  # a study.json that kept no settings
+        warn_if_settings_changed(["trainer.max_steps=12"], ["trainer.max_steps=8", "seed=3"], "s")
+    assert [r.getMessage() for r in caplog.records] == [
+        "continuing study 's' with other settings than its earlier trials (trainer.max_steps=12 -> 8, "
+        "seed=(unset) -> 3): their objectives compare only if those settings do not matter; for a fresh study "
+        "add hydra.sweeper.study_name=NEW_NAME"
+    ]

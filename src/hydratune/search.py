@@ -146,6 +146,25 @@ def format_value(value: Any) -> str:
 # -- the sweeper's loop --------------------------------------------------------------------------------
 
 
+def warn_if_settings_changed(before: list[str] | None, now: list[str], study: str) -> None:
+    """A study continued with other fixed settings (trainer.max_steps=12 then 8): its new trials are ranked
+    against, and pruned by, trials that ran another budget or setup. Said with the keys, before any trial."""
+    if before is None:
+        return  # a study.json from before the fixed settings were recorded
+    old, new = (dict(o.partition("=")[::2] for o in overrides) for overrides in (before, now))
+    changed = [
+        f"{k}={old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+        for k in {**old, **new}
+        if old.get(k) != new.get(k)
+    ]
+    if changed:
+        log.warning(
+            "continuing study %r with other settings than its earlier trials (%s): their objectives compare only "
+            "if those settings do not matter; for a fresh study add hydra.sweeper.study_name=NEW_NAME",
+            study, ", ".join(changed),
+        )  # fmt: skip
+
+
 class Search:
     """One invocation of a search: open (or continue) the study, run trials until it holds `n_trials`."""
 
@@ -157,7 +176,7 @@ class Search:
         self.lock = threading.Lock()  # the study and the summary are touched by the launch threads
 
     # The study and what the jobs need to reach it.
-    def open_study(self, space: dict):
+    def open_study(self, space: dict, fixed: list[str] = ()):
         optuna = _optuna()
         s = self.settings
         sampler_cfg = dict(s.get("sampler") or {})
@@ -184,6 +203,9 @@ class Search:
             "objective": self.config.get("objective"),
             "pruner": s.get("pruner"),
             "params": list(space),  # the summary's columns (hydratune.sweep.declared_axes)
+            "fixed": list(
+                fixed
+            ),  # the command line's other overrides: a continued study is warned of changes
         }
         if info_path.is_file():
             before = json.loads(info_path.read_text())
@@ -193,6 +215,7 @@ class Search:
                     f"({before['storage']}); continue it with hydra.sweeper.study_name={before['study_name']} "
                     "or choose another hydra.sweep.dir"
                 )
+            warn_if_settings_changed(before.get("fixed"), list(fixed), info["study_name"])
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(
             storage=self.storage,
@@ -213,7 +236,7 @@ class Search:
         params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()]
         space, fixed = search_space(params + list(arguments))
         check_objective(space, self.config, s)
-        study = self.open_study(space)
+        study = self.open_study(space, fixed)
         check_space(study, space, self.sweep_dir)
         self.fixed = fixed
         self.space = space
