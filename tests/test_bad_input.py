@@ -68,6 +68,10 @@ TRAIN_CASES = [
         ["trainer.accumulate_grad_batches=1"],
     ),
     (["optimizer=galore_adamw"], ["peft=none"]),
+    (
+        ["optimizer=adamw_torch_fused", "trainer.precision=16-mixed"],
+        ["fp16 gradients", "gradient_clip_val=null"],
+    ),
     (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy", "trainer=ddp"]),
     (["trainer=deepspeed_zero2", "trainer.accelerator=cpu"], ["trainer=ddp"]),
     (

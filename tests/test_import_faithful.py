@@ -512,3 +512,19 @@ def test_a_recipes_own_jinja_chat_template_is_carried_and_used(project, capsys, 
     turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "HI"}]
     rendered = tok.apply_chat_template(turns, tokenize=False)  # BOS first, as training puts it
     assert rendered.startswith("<s><|user|>\nhi</s>") and "<|assistant|>\nHI</s>" in rendered
+
+
+def test_axolotl_preference_dataset_fields_are_reported_with_their_type(project, capsys, tmp_path):
+    """`field_messages`, `field_chosen`, ... of a DPO chat_template.default entry were dropped unreported."""
+    text = (
+        "base_model: Qwen/Qwen2.5-0.5B\nadapter: lora\nrl: dpo\ndatasets:\n  - path: someone/prefs\n"
+        "    type: chat_template.default\n    field_messages: conversation\n    field_chosen: chosen\n"
+        "    field_rejected: rejected\n    message_property_mappings:\n      role: role\n      content: content\n"
+        "micro_batch_size: 2\nlearning_rate: 0.00001\n"
+    )
+    with_task(project, "dpo")
+    code, _, err = run_import(capsys, write(tmp_path, "ax_dpo.yml", text), "ax_dpo")
+    assert code == 0, err
+    said = reasons(err)
+    for key in ("field_messages", "field_chosen", "field_rejected", "message_property_mappings"):
+        assert "unmapped for task=dpo" in said[f"datasets.0.{key}"], said

@@ -208,3 +208,30 @@ def test_loraplus_ratio_from_config_reaches_the_optimizer(tiny_model_dir):
     b_params = {id(p) for n, p in module.model.named_parameters() if "lora_B" in n}
     fast = [g for g in optimizer.param_groups if g["lr"] == pytest.approx(16e-3)][0]
     assert {id(p) for p in fast["params"]} == b_params
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_fused_adamw_clips_under_bf16_mixed(precision, tiny_model_dir, tokenizer):
+    """optimizer=adamw_torch_fused with the default clipping crashed after the model loaded wherever the CPU
+    has bf16 (precision auto = bf16-mixed): Lightning refuses to clip any fused optimizer under mixed
+    precision, though bf16 has no loss scaler. The gradients are clipped to the norm asked."""
+    from hydratune.callbacks import GradNorm
+
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, "adamw_torch_fused")
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    norms = []
+
+    class AfterClipping(L.Callback):  # the gradients the optimizer steps with, after clipping
+        def on_train_start(self, trainer, pl_module):
+            def measure(optimizer, args, kwargs):
+                grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+            trainer.optimizers[0].register_step_post_hook(measure)  # step(closure): after it
+
+    losses = fit_repeated(module, batch, steps=6, gradient_clip_val=0.01, precision=precision,
+                          callbacks=[GradNorm(), AfterClipping()])  # fmt: skip
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+    assert max(norms) <= 0.01 * 1.001, norms  # clipped: a LoRA gradient's norm is far above 0.01 here

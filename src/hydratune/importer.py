@@ -1383,6 +1383,9 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         for key, value in spec.items():
             if key in ("path", "type", "split", "name", "ds_type", "data_files"):
                 continue
+            if not _reads_sft_data(task):  # the type was not mapped for this task: neither are its fields
+                overlay.skip(f"{where}.{key}", value, f"a field of {where}.type, unmapped for task={task}")
+                continue
             if key == "field_messages":
                 chat_keys["messages_column"] = value
             elif key == "message_property_mappings" and isinstance(value, dict):

@@ -52,6 +52,17 @@ RULES: list[Rule] = [
         "and use optimizer.clip_grad_norm instead",
     ),
     Rule(
+        "fused_fp16_clipping",
+        "optimizer.fused, trainer.precision, trainer.gradient_clip_val",
+        lambda c: (
+            (c.get("optimizer") or {}).get("fused") is True
+            and str(_trainer(c, "precision", "")) in ("16-mixed", "16")
+            and _trainer(c, "gradient_clip_val") not in (None, 0, 0.0)
+        ),
+        "a fused optimizer unscales fp16 gradients inside its step, after clipping would have run: set "
+        "trainer.gradient_clip_val=null, or use optimizer=adamw_torch (bf16-mixed clips a fused one)",
+    ),
+    Rule(
         "galore_full_finetune",
         "optimizer, peft",
         lambda c: _target(c).startswith("galore_torch.") and _peft_method(c) != "none",

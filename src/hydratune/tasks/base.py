@@ -326,6 +326,19 @@ class TaskModule(L.LightningModule):
         if is_fsdp(self.trainer) and gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             clip_fsdp_gradients(self.trainer, self.parameters(), gradient_clip_val)
             return
+        inner = getattr(optimizer, "optimizer", optimizer)
+        unscaled = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        if gradient_clip_val and unscaled and getattr(inner, "_step_supports_amp_scaling", False):
+            # A fused optimizer (adamw_torch_fused) under bf16-mixed: no loss scaler, so its gradients are the
+            # true ones and clip as any; Lightning refuses every fused optimizer under mixed precision.
+            import torch
+
+            params = [p for group in inner.param_groups for p in group["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
