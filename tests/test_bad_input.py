@@ -82,6 +82,13 @@ TRAIN_CASES = [
         ["trainer.precision=16-mixed", "model.dtype=bfloat16", "peft=none"],
         ["trainer.precision=16-mixed", "trainer.precision=bf16-mixed"],
     ),
+    # found when the data were prepared, after Hydra had made the run folder
+    (
+        ["dataset=chat", "dataset.chat_template=chatm"],
+        ["dataset.chat_template='chatm'", "did you mean chatml?"],
+    ),
+    (["dataset.format=alpacaa"], ["dataset.format='alpacaa' is not known; did you mean alpaca?"]),
+    (["task=classification", "dataset=topics", "task.class_weights=foo"], ["task.class_weights='foo'"]),
     # a group given with + (Hydra: "Multiple values for experiment. To override a value use 'override ...'")
     (
         ["+experiment=topics_lora"],

@@ -179,7 +179,10 @@ def check_config(cfg: dict) -> None:
     model's files, on the plain-dict config."""
     from hydratune.tasks.registry import get_task, task_class
 
+    from hydratune.data.formats import check_chat_template
+
     schema.validate(cfg, conf_dir())
+    check_chat_template((cfg.get("dataset") or {}).get("chat_template"))
     rules.check(cfg, task_class(cfg.get("task") or {}).rules)
     with _project_on_path():  # a user's module beside train.py imports as it will in `python train.py`
         get_task(cfg.get("task")).check(cfg)

@@ -240,6 +240,24 @@ def _check_prefix(prefix: str, text: str) -> None:
         )
 
 
+def _guess(value: object, known) -> str:
+    """' did you mean NAME?' for a near miss, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    return f" did you mean {close[0]}?" if close else ""
+
+
+def check_chat_template(template: object) -> None:
+    """dataset.chat_template is null, a built-in template's name, or a Jinja template (checked before any run
+    folder is made; it was found when the data were prepared)."""
+    if template and not is_jinja(template) and template not in CHAT_TEMPLATES:
+        raise UserError(
+            f"dataset.chat_template={template!r} is not a built-in template;{_guess(template, CHAT_TEMPLATES)} use "
+            f"one of: {', '.join(CHAT_TEMPLATES)}, a Jinja template, or null for the tokenizer's own"
+        )
+
+
 def is_jinja(template: object) -> bool:
     """Whether a dataset.chat_template value is a Jinja template itself rather than a built-in's name."""
     return isinstance(template, str) and ("{%" in template or "{{" in template)
@@ -248,14 +266,10 @@ def is_jinja(template: object) -> bool:
 def set_chat_template(tokenizer, cfg: dict) -> None:
     """Put the configured chat template on the tokenizer (it is saved with the exported tokenizer)."""
     name = cfg.get("chat_template")
+    check_chat_template(name)
     if name and is_jinja(name):  # a template of its own (the alignment-handbook recipes carry one)
         tokenizer.chat_template = str(name)
     elif name:
-        if name not in CHAT_TEMPLATES:
-            raise UserError(
-                f"dataset.chat_template={name!r} is not a built-in template; use one of: "
-                f"{', '.join(CHAT_TEMPLATES)}, a Jinja template, or null for the tokenizer's own"
-            )
         tokenizer.chat_template = CHAT_TEMPLATES[name]
     elif not getattr(tokenizer, "chat_template", None):
         raise UserError(
@@ -334,7 +348,9 @@ def resolve_format(cfg: dict) -> str:
                 "dataset.format=prompt_response needs both dataset.prompt_column and dataset.response_column"
             )
     if fmt not in FORMATS:
-        raise UserError(f"dataset.format={fmt!r} is not known; use one of: {', '.join(FORMATS)}")
+        raise UserError(
+            f"dataset.format={fmt!r} is not known;{_guess(fmt, FORMATS)} use one of: {', '.join(FORMATS)}"
+        )
     if fmt == "alpaca" and (cfg.get("template") or "alpaca") not in TEMPLATES:  # null: the standard one
         raise UserError(
             f"dataset.template={cfg['template']!r} is not known; use one of: {', '.join(TEMPLATES)}"

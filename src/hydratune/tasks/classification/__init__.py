@@ -19,6 +19,19 @@ class ClassificationTask(Task):
         ),
     )
 
+    def check(self, cfg: dict) -> None:
+        """task.class_weights' form (its length is checked against the classes once the data are read)."""
+        from hydratune.errors import UserError
+
+        setting = self.settings.get("class_weights")
+        numbers = isinstance(setting, list | tuple) and all(
+            isinstance(w, int | float) and not isinstance(w, bool) for w in setting
+        )
+        if setting not in (None, "none", "balanced") and not numbers:
+            raise UserError(
+                f"task.class_weights={setting!r}: use null, balanced, or a list of numbers (one per class)"
+            )
+
     def datamodule(self, tokenizer, cfg: dict):
         from hydratune.tasks.classification.data import ClassificationDataModule
 
