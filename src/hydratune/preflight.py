@@ -177,9 +177,8 @@ def compose_with_choices(overrides: list[str]):
 def check_config(cfg: dict) -> None:
     """Schema, cross-group rules (and the task's own), the run name, the checkpoint to resume and the
     model's files, on the plain-dict config."""
-    from hydratune.tasks.registry import get_task, task_class
-
     from hydratune.data.formats import check_chat_template
+    from hydratune.tasks.registry import get_task, task_class
 
     schema.validate(cfg, conf_dir())
     check_chat_template((cfg.get("dataset") or {}).get("chat_template"))
