@@ -528,3 +528,41 @@ def test_axolotl_preference_dataset_fields_are_reported_with_their_type(project,
     said = reasons(err)
     for key in ("field_messages", "field_chosen", "field_rejected", "message_property_mappings"):
         assert "unmapped for task=dpo" in said[f"datasets.0.{key}"], said
+
+
+def test_llamafactory_sharegpt_preference_rows_are_chat_pairs(project, capsys, tmp_path, tokenizer):
+    """LLaMA-Factory's own DPO/reward demo data (`dpo_en_demo`: sharegpt turns as {from, value}, chosen and
+    rejected one turn each) was refused, and half-mapped columns were written all the same."""
+    import copy
+
+    from hydratune.data.formats import set_chat_template
+    from hydratune.data.pairs import format_chat_pairs
+
+    info = {"prefs": {"file_name": "prefs.json", "formatting": "sharegpt", "ranking": True,
+                      "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}}  # fmt: skip
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    row = {"conversations": [{"from": "human", "value": "copy: ab"}],
+           "chosen": {"from": "gpt", "value": "AB"}, "rejected": {"from": "gpt", "value": "ab"}}  # fmt: skip
+    (tmp_path / "prefs.json").write_text(json.dumps([row]))
+    text = (LF / "lora_dpo.yaml").read_text()
+    text = (
+        "\n".join(line for line in text.splitlines() if not line.startswith("dataset:"))
+        + "\ndataset: prefs\n"
+    )
+    code, _, err = run_import(
+        capsys,
+        write(tmp_path, "dpo.yaml", text),
+        "lf_prefs",
+        "--dataset-info",
+        str(tmp_path / "dataset_info.json"),
+    )
+    assert code == 0, err
+    assert "dataset" not in reasons(err) and not [k for k in reasons(err) if k.startswith("columns.")]
+    data = composed(project, "lf_prefs")["dataset"]
+    assert (data["format"], data["prompt_column"], data["role_key"], data["content_key"]) == (
+        "chat_pairs", "conversations", "from", "value")  # fmt: skip
+    tok = copy.deepcopy(tokenizer)
+    set_chat_template(tok, {**data, "chat_template": "tiny"})
+    prompt, chosen, rejected = format_chat_pairs(row, data, tok)
+    assert prompt == "<s><|user|>\ncopy: ab</s>\n<|assistant|>\n"
+    assert (chosen, rejected) == ("AB</s>\n", "ab</s>\n")

@@ -1043,8 +1043,7 @@ def _llamafactory_datasets(
     overlay.set("dataset.sources", sources)
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
     if ranking or _reads_preference_data(task):
-        _preference_columns(overlay, formatting, columns, tags, task)
-        return "pairs"
+        return _preference_columns(overlay, formatting, columns, tags, task)
     if stage == "pt":
         # Pre-training: the raw text of each row, an EOS after it, packed into max_seq_length blocks
         # (LLaMA-Factory packs pt by default); no template, every token trained.
@@ -1101,16 +1100,32 @@ def _info_source(entry: dict, folder: Path) -> dict | None:
     return None
 
 
-def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: dict, task: str) -> None:
-    """Preference rows: the column keys the preference tasks read, where this hydratune has them."""
+def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: dict, task: str) -> str:
+    """Preference rows: the column keys the preference tasks read, where this hydratune has them; returns
+    what the rows became ("chat" when rendered with the chat template, else "pairs")."""
+    if formatting == "sharegpt" and not _reads_kto_rows(task):
+        # The prompt turns, then chosen/rejected one {from, value} turn each: chat_pairs with LLaMA-Factory's
+        # tags as the turn keys, rendered with the model's chat template as LLaMA-Factory renders them.
+        overlay.set("dataset.format", "chat_pairs")
+        overlay.set("dataset.prompt_column", columns.get("messages", "conversations"))
+        overlay.set("dataset.chosen_column", columns.get("chosen", "chosen"))
+        overlay.set("dataset.rejected_column", columns.get("rejected", "rejected"))
+        overlay.set("dataset.role_key", tags.get("role_tag", "from"))
+        overlay.set("dataset.content_key", tags.get("content_tag", "value"))
+        overlay.set("dataset.roles", {tags.get("user_tag", "human"): "user", tags.get("assistant_tag", "gpt"):
+                                      "assistant", tags.get("system_tag", "system"): "system"})  # fmt: skip
+        for extra in set(columns) - {"messages", "chosen", "rejected"}:
+            overlay.skip(
+                f"columns.{extra}", columns[extra], "chat_pairs reads the turns, chosen and rejected"
+            )
+        return "chat"
     if formatting == "sharegpt":
-        # Turns as {from, value} dicts (LLaMA-Factory's tags), chosen/rejected one turn each: no hydratune
-        # pair format reads that layout (chat_pairs: {role, content} lists, pairs: strings).
+        # KTO rows as {from, value} turns with a tag: hydratune's KTO reads prompt/completion strings.
         overlay.skip(
             "dataset", f"{formatting} rows (tags {tags or 'from/value'})",
-            "preference formats read pairs (strings) or chat_pairs ({role, content} lists): convert the rows, "
-            "then set dataset.format and its columns",
+            "task=kto reads prompt/completion strings and a label: convert the rows, then set its columns",
         )  # fmt: skip
+        return "pairs"
     prompt = columns.get(
         "prompt", "instruction" if formatting == "alpaca" else columns.get("messages", "conversations")
     )
@@ -1130,6 +1145,7 @@ def _preference_columns(overlay: Overlay, formatting: str, columns: dict, tags: 
             overlay.set(f"dataset.{key}", column)
         else:
             overlay.skip(f"columns.{key.split('_')[0]}", column, f"this hydratune has no dataset.{key}")
+    return "pairs"
 
 
 # fsdp_config keys (with or without the fsdp_ prefix) left to Lightning's FSDPStrategy.

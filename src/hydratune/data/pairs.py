@@ -52,6 +52,22 @@ def format_alpaca_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str,
     return prompt, _text(row, column(cfg, "chosen_column")), _text(row, column(cfg, "rejected_column"))
 
 
+def _turns(value, cfg: dict) -> list:
+    """A cell of chat_pairs as `{role, content}` messages: a list of turns, or one turn on its own (LLaMA-Factory's
+    and Axolotl's chosen/rejected); turns keyed otherwise (`{from, value}`) are renamed by dataset.role_key,
+    content_key and roles, as format=sharegpt reads them."""
+    turns = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
+    role_key, content_key, roles = cfg.get("role_key"), cfg.get("content_key"), cfg.get("roles") or {}
+    if not (role_key or content_key or roles):
+        return turns
+    role_key, content_key = role_key or "role", content_key or "content"
+    return [
+        {"role": roles.get(t.get(role_key), t.get(role_key)), "content": t.get(content_key)}
+        if isinstance(t, dict) else t
+        for t in turns
+    ]  # fmt: skip
+
+
 def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, str]:
     """Chosen and rejected as `[{role, content}, ...]` conversations that share every turn but the last,
     an assistant turn in both. The prompt turns may also sit in their own column (`prompt_column`,
@@ -61,12 +77,11 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
     the prompt is the shared turns plus the assistant header (`add_generation_prompt`), each answer the
     rest of its rendered conversation.
     """
-    prompt_turns = row.get(column(cfg, "prompt_column"))
-    prompt_turns = prompt_turns if isinstance(prompt_turns, list) else []
+    prompt_turns = _turns(row.get(column(cfg, "prompt_column")), cfg)
     conversations = []
     for key in ("chosen_column", "rejected_column"):
         name = column(cfg, key)
-        messages = prompt_turns + (row.get(name) if isinstance(row.get(name), list) else [])
+        messages = prompt_turns + _turns(row.get(name), cfg)
         # format_messages checks roles and contents, with the same one-line errors as SFT's chat data.
         format_messages({name: messages}, {"messages_column": name}, tokenizer)
         if messages[-1]["role"] != "assistant":
