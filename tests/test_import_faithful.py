@@ -538,8 +538,9 @@ def test_llamafactory_sharegpt_preference_rows_are_chat_pairs(project, capsys, t
     from hydratune.data.formats import set_chat_template
     from hydratune.data.pairs import format_chat_pairs
 
-    info = {"prefs": {"file_name": "prefs.json", "formatting": "sharegpt", "ranking": True,
-                      "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}}  # fmt: skip
+    entry = {"formatting": "sharegpt", "ranking": True,
+             "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}  # fmt: skip
+    info = {"prefs": {"file_name": "prefs.json", **entry}, "prefs_eval": {"file_name": "eval.json", **entry}}
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))
     row = {"conversations": [{"from": "human", "value": "copy: ab"}],
            "chosen": {"from": "gpt", "value": "AB"}, "rejected": {"from": "gpt", "value": "ab"}}  # fmt: skip
@@ -547,7 +548,7 @@ def test_llamafactory_sharegpt_preference_rows_are_chat_pairs(project, capsys, t
     text = (LF / "lora_dpo.yaml").read_text()
     text = (
         "\n".join(line for line in text.splitlines() if not line.startswith("dataset:"))
-        + "\ndataset: prefs\n"
+        + "\ndataset: prefs\neval_dataset: prefs_eval\n"  # eval_dataset: the training source's validation file
     )
     code, _, err = run_import(
         capsys,
@@ -559,6 +560,8 @@ def test_llamafactory_sharegpt_preference_rows_are_chat_pairs(project, capsys, t
     assert code == 0, err
     assert "dataset" not in reasons(err) and not [k for k in reasons(err) if k.startswith("columns.")]
     data = composed(project, "lf_prefs")["dataset"]
+    assert data["sources"][0]["data_files"] == {
+        "train": str(tmp_path / "prefs.json"), "validation": str(tmp_path / "eval.json")}  # fmt: skip
     assert (data["format"], data["prompt_column"], data["role_key"], data["content_key"]) == (
         "chat_pairs", "conversations", "from", "value")  # fmt: skip
     tok = copy.deepcopy(tokenizer)

@@ -922,6 +922,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
     overlay.set("model.gradient_checkpointing", True)
     overlay.set("callbacks.model_checkpoint.save_total_limit", None)
     rows = None  # what the dataset became: "chat", "pairs" or nothing
+    eval_file = None  # eval_dataset's file, the validation split of the training source
     for key, value in data.items():
         if value is None or key == "stage" or _common(overlay, key, value):
             continue
@@ -938,9 +939,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key == "dataset":
             rows = _llamafactory_datasets(overlay, value, context, task, stage)
         elif key == "eval_dataset":
-            overlay.skip(
-                key, value, "hold rows out with val_size (dataset.ops split), or name a validation file"
-            )
+            eval_file = _llamafactory_eval_dataset(overlay, data, value, context)
         elif key == "template":
             pass  # after the data: its meaning depends on the format
         elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
@@ -961,6 +960,12 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
                 overlay.skip(key, value, "used by finetuning_type: freeze only")
         else:
             overlay.map_key(key, value)
+    if eval_file:
+        sources = overlay.values.get("dataset.sources") or []
+        if len(sources) == 1 and isinstance(sources[0].get("data_files"), dict):
+            sources[0]["data_files"]["validation"] = eval_file
+        else:
+            overlay.skip("eval_dataset", data["eval_dataset"], "the training data is not one local file")
     if "template" in data:
         if rows == "chat":  # the model's own template, which the tokenizer carries
             overlay.set("dataset.chat_template", None)
@@ -1083,6 +1088,38 @@ def _llamafactory_datasets(
             f"columns.{extra}", columns[extra], "alpaca rows read instruction, input, output, system"
         )
     return "chat"
+
+
+def _llamafactory_eval_dataset(
+    overlay: Overlay, data: dict, value: Any, context: ImportContext
+) -> str | None:
+    """eval_dataset: a dataset_info entry read as the validation split of the training source, when both are
+    local files read alike (one source each, the same columns and tags)."""
+    why = "hold rows out with val_size (dataset.ops split), or name a validation file"
+    info = load(context.dataset_info) if context.dataset_info and context.dataset_info.is_file() else {}
+    names = [n.strip() for n in str(value).split(",")] if isinstance(value, str) else list(value or [])
+    trains = [n.strip() for n in str(data.get("dataset", "")).split(",") if n.strip()]
+    entries = [info.get(n) for n in (*names, *trains)]
+    if len(names) != 1 or len(trains) != 1 or not all(isinstance(e, dict) for e in entries):
+        overlay.skip("eval_dataset", value, why)
+        return None
+    evaluation, train = entries
+    alike = all(evaluation.get(k) == train.get(k) for k in ("formatting", "ranking", "columns", "tags"))
+    source = _info_source(evaluation, context.dataset_info.parent)
+    train_source = _info_source(train, context.dataset_info.parent)
+    if (
+        not alike
+        or not source
+        or "data_files" not in source
+        or not train_source
+        or "data_files" not in train_source
+    ):
+        overlay.skip("eval_dataset", value, f"read alike with the training file only ({why})")
+        return None
+    if source["loader"] != train_source["loader"]:
+        overlay.skip("eval_dataset", value, f"another file type than the training file ({why})")
+        return None
+    return source["data_files"]["train"]  # the training source's validation file, joined after the keys
 
 
 def _info_source(entry: dict, folder: Path) -> dict | None:
