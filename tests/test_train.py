@@ -363,3 +363,31 @@ def test_each_export_gets_a_model_card_with_its_prompt_format_and_load_code(toke
     assert "`train: train.jsonl`" in text and "- val_loss: 0.1234" in text
     loader = "AutoPeftModelForCausalLM" if artifact == "adapter" else "AutoModelForCausalLM"
     assert f'{loader}.from_pretrained("{artifact}")' in text
+
+
+def test_loader_workers_and_cpu_ranks_are_held_to_the_cores(monkeypatch, caplog):
+    """An imported config's num_workers: 4 on 2 cores made torch warn from every loader (stderr); the workers
+    are now cut to the cores, once said. trainer.devices above the cores on a CPU is a warning."""
+    import logging
+
+    from hydratune.data import sampler
+    from hydratune.train import warn_if_ranks_outnumber_cores
+
+    monkeypatch.setattr(sampler, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(sampler, "_said", {})
+    with caplog.at_level(logging.INFO, logger="hydratune.data.sampler"):
+        assert [sampler.workers({"num_workers": n}) for n in (None, 1, 2, 8, 8)] == [0, 1, 2, 2, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        "dataset.num_workers=8: 2 CPU cores here, so 2 loader workers"
+    ]
+
+    class CPUAccelerator:
+        pass
+
+    class Trainer:
+        world_size, accelerator = 4, CPUAccelerator()
+
+    monkeypatch.setattr("hydratune.data.sampler.cpu_cores", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="hydratune.train"):
+        warn_if_ranks_outnumber_cores(Trainer())
+    assert "trainer.devices: 4 CPU processes on 2 cores" in caplog.records[-1].getMessage()

@@ -92,6 +92,19 @@ def warn_if_warmup_outlasts(cfg: dict) -> None:
         )  # fmt: skip
 
 
+def warn_if_ranks_outnumber_cores(trainer) -> None:
+    """More CPU processes (trainer.devices) than cores: each rank gets a share of a core, slower than fewer."""
+    from hydratune.data.sampler import cpu_cores
+
+    if trainer.world_size > 1 and type(trainer.accelerator).__name__ == "CPUAccelerator":
+        cores = cpu_cores()
+        if trainer.world_size > cores:
+            log.warning(
+                "trainer.devices: %d CPU processes on %d cores share them, which is slower than fewer; "
+                "trainer.devices=%d", trainer.world_size, cores, cores,
+            )  # fmt: skip
+
+
 def check_accelerator(accelerator: str) -> None:
     """A GPU run where there is none: one line before the data and model (Lightning's exception came after the
     data were prepared). Here, in the job, not in the command-line check: a SLURM job checks on its node."""
@@ -128,6 +141,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
     warn_if_warmup_outlasts(cfg)
+    warn_if_ranks_outnumber_cores(trainer)
     log.info(
         "effective batch size: %d (%d per device x %d accumulation x %d devices)",
         effective_batch, cfg["dataset"]["batch_size"], trainer.accumulate_grad_batches, trainer.world_size,

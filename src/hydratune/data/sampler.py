@@ -3,10 +3,13 @@ its whole accumulation window, so the loss can be normalised per optimizer step 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 
 class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -165,8 +168,31 @@ def train_loader(dataset, trained_tokens: list[int], cfg: dict, trainer, seed: i
         WindowDataset(dataset),
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=cfg.get("num_workers", 0),
+        num_workers=workers(cfg),
     )
+
+
+def workers(cfg: dict) -> int:
+    """dataset.num_workers, at most the CPU cores this process may use (an imported config's 4 or 8 workers on
+    a small machine only slowed the loop, and each loader warned about it). Said once when cut."""
+    asked = int(cfg.get("num_workers") or 0)
+    cores = cpu_cores()
+    if asked > cores:
+        if not _said.get("workers"):
+            log.info("dataset.num_workers=%d: %d CPU cores here, so %d loader workers", asked, cores, cores)
+            _said["workers"] = True
+        return cores
+    return asked
+
+
+_said: dict[str, bool] = {}
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def eval_loader(dataset, cfg: dict, collate, trainer=None) -> DataLoader:
@@ -181,5 +207,5 @@ def eval_loader(dataset, cfg: dict, collate, trainer=None) -> DataLoader:
         batch_size=cfg.get("eval_batch_size", cfg["batch_size"]),
         sampler=list(range(rank, len(dataset), world)),
         collate_fn=collate,
-        num_workers=cfg.get("num_workers", 0),
+        num_workers=workers(cfg),
     )
