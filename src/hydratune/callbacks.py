@@ -36,7 +36,7 @@ class Epochs(L.Callback):
         per_epoch = -(-batches // trainer.accumulate_grad_batches)  # Lightning steps on a short last window
         if not per_epoch:
             return
-        wanted = -(-int(self.epochs * per_epoch * 1000) // 1000)  # ceil, without float noise (1.5 x 4)
+        wanted = epoch_steps(self.epochs, per_epoch)
         if self.epochs != int(self.epochs):
             steps = wanted if self.max_steps <= 0 else min(wanted, self.max_steps)
             trainer.fit_loop.epoch_loop.max_steps = steps
@@ -44,10 +44,15 @@ class Epochs(L.Callback):
         warn_if_steps_end_epochs_early(self.epochs, self.max_steps, per_epoch)
 
 
+def epoch_steps(epochs: float, per_epoch: int) -> int:
+    """ceil(epochs x optimizer steps per epoch), without float noise (0.1 x 30 is not above 3)."""
+    return -(-int(epochs * per_epoch * 1000) // 1000)
+
+
 def warn_if_steps_end_epochs_early(epochs: float, max_steps: int, per_epoch: int) -> None:
     """trainer.max_epochs set beside the default trainer.max_steps: Lightning stops at whichever comes first,
     so asking for 3 epochs can end in the first. Said before training, with the fix."""
-    wanted = -(-int(epochs * per_epoch * 1000) // 1000)
+    wanted = epoch_steps(epochs, per_epoch)
     if epochs > 0 and max_steps > 0 and max_steps < wanted:
         log.warning(
             "trainer.max_steps=%d ends the run before trainer.max_epochs=%g (%d optimizer steps, %d an epoch); "

@@ -20,6 +20,14 @@ EXTRAS = {
 }
 
 
+def did_you_mean(value: object, known, prefix: str = "") -> str:
+    """'did you mean PREFIX+NAME? ' for the closest of `known` to a mistyped value, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    return f"did you mean {prefix}{close[0]}? " if close else ""
+
+
 def install_hint(extra: str) -> str:
     """The command that adds one of hydratune's extras to a checkout's environment at the locked versions
     (without `-c` pip would float torch to a multi-GB CUDA build; see the README's install section)."""

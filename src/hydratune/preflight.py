@@ -13,7 +13,6 @@ templates, a model not on this disk) it prepares every row as training does, and
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import re
@@ -22,7 +21,7 @@ import sys
 from pathlib import Path
 
 from hydratune import rules, schema
-from hydratune.errors import UserError, install_hint
+from hydratune.errors import UserError, did_you_mean, install_hint
 
 # Flags after which Hydra does not run the task, or runs many (multirun sweeps are checked per job).
 SKIP_FLAGS = {
@@ -91,8 +90,7 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
     if missing:
         group, option = missing.groups()
         options = _options(group)
-        guess = difflib.get_close_matches(option, options, n=1)
-        hint = f"did you mean {group}={guess[0]}? " if guess else ""
+        hint = did_you_mean(option, options, prefix=f"{group}=")
         return UserError(f"{group}={option}: no such option; {hint}options: {', '.join(options)}")
     not_in_struct = re.search(r"Could not override '([^']+)'", text) or re.search(
         r"Key '([^']+)' is not in struct", text
@@ -615,8 +613,7 @@ def check_sweeper_keys(overrides: list[str], search: bool) -> None:
             raise UserError(
                 f"{key} is a setting of the Optuna search: add hparams_search=lr_rank (or hydra/sweeper=optuna)"
             )
-        guess = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean hydra.sweeper.{guess[0]}? " if guess else ""
+        hint = did_you_mean(name, known, prefix="hydra.sweeper.")
         raise UserError(f"{key}: the sweeper has no such setting; {hint}it has: {', '.join(known)}")
 
 
@@ -680,11 +677,10 @@ def data_check(cfg: dict, rows: int = 200, full: bool = False) -> dict:
 
     data_cfg = cfg.get("dataset") or {}
     warnings = []
-    for (
-        split,
-        stats,
-    ) in report.items():  # the share of samples that would be dropped for having no trained token
-        if isinstance(stats, dict) and "dropped_untrained" in stats:
+    for split, stats in report.items():
+        if (
+            isinstance(stats, dict) and "dropped_untrained" in stats
+        ):  # the share dropped with no trained token
             stats["untrained_rate"] = stats["dropped_untrained"] / max(stats["rows"], 1)
             if "truncated" in stats and "pairs" not in stats:  # pair tasks warn as they prepare
                 warning = cut_warning(

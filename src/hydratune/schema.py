@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from hydratune import config
-from hydratune.errors import UserError
+from hydratune.errors import UserError, did_you_mean
 
 # Groups whose options are `# @package _global_` overlays; their keys count as top-level keys.
 GLOBAL_GROUPS = ("experiment", "debug", "hparams_search")
@@ -46,22 +46,18 @@ def known_keys(conf_dir: str) -> frozenset[str]:
     keys: set[str] = set(_flatten(_load(conf / "train.yaml")))
     for group_dir in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
         for option in group_dir.rglob("*.yaml"):
-            text = option.read_text()
-            data = yaml.safe_load(text) or {}
-            if "# @package _global_" in text or group_dir.name in GLOBAL_GROUPS:
-                keys.update(_flatten(data))
-            else:
-                keys.update(_flatten(data, group_dir.name))
-                keys.add(group_dir.name)
+            keys |= _option_keys(option, group_dir.name)
     return frozenset(keys)
 
 
 def _option_keys(option: Path, group: str) -> set[str]:
-    """The dotted keys one option file of `group` sets (a `_global_` overlay's as written)."""
+    """The dotted keys one option file of `group` sets: a `_global_` overlay's as written, else under the
+    group (the group's own name too)."""
     text = option.read_text()
     data = yaml.safe_load(text) or {}
-    glob = "# @package _global_" in text or group in GLOBAL_GROUPS
-    return set(_flatten(data)) if glob else set(_flatten(data, group))
+    if "# @package _global_" in text or group in GLOBAL_GROUPS:
+        return set(_flatten(data))
+    return {group, *_flatten(data, group)}
 
 
 @lru_cache(maxsize=64)
@@ -78,6 +74,20 @@ def options_setting(conf_dir: str, key: str) -> tuple[str, ...]:
     )
 
 
+@lru_cache(maxsize=16)
+def _task_settings(conf_dir: str, name: str) -> frozenset[str]:
+    """The keys the task option files of task `name` set (`name: dpo` in conf/task/dpo.yaml)."""
+    own: set[str] = set()
+    for option in sorted((Path(conf_dir) / "task").glob("*.yaml")):
+        data = _load(option)
+        node = (
+            data["task"] if isinstance(data.get("task"), dict) else data
+        )  # a _global_ overlay's, or the file
+        if node.get("name") == name:
+            own |= _option_keys(option, "task")
+    return frozenset(own)
+
+
 def check_task_settings(cfg: dict, conf_dir: str | Path) -> None:
     """A built-in task reads the settings its option file lists (hydratune.tasks.task): one that only
     another task's option sets (`+task.beta` with task=sft) would be carried and never read."""
@@ -85,14 +95,7 @@ def check_task_settings(cfg: dict, conf_dir: str | Path) -> None:
     if not isinstance(task, dict) or task.get("_target_"):
         return  # a user's own Task subclass reads what it likes
     name = task.get("name", "sft")
-    folder = Path(conf_dir) / "task"
-    own: set[str] = set()
-    for option in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
-        keys = _option_keys(option, "task")
-        data = yaml.safe_load(option.read_text()) or {}
-        node = data.get("task", data) if "task" in data and isinstance(data.get("task"), dict) else data
-        if isinstance(node, dict) and node.get("name") == name:
-            own |= keys
+    own = _task_settings(str(conf_dir), name)
     if not own:
         return
     for key in task:
@@ -302,8 +305,7 @@ def check_choices(cfg: dict) -> None:
         value = _get(cfg, key)
         if value is _MISSING or value in valid:
             continue
-        guess = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f"did you mean {key}={guess[0]}? " if guess else ""
+        hint = did_you_mean(value, valid, prefix=f"{key}=")
         raise UserError(f"{key}={value!r} is not known; {hint}use one of: {', '.join(valid)}")
 
 

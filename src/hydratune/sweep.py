@@ -57,12 +57,14 @@ def job_dirs(sweep_dir: str | Path) -> list[Path]:
     return sorted(found, key=order)
 
 
-def record_job_error(job_dir: str | Path, err: BaseException, message: str | None = None) -> None:
+def record_job_error(
+    job_dir: str | Path, err: BaseException, message: str | None = None, kind: str | None = None
+) -> None:
     """A job's error, for the summary: JOB_ERROR_FILE in its folder (the first line of `message`, else of
-    the error's own text)."""
+    the error's own text; `kind` instead of the error's type, e.g. STOPPED)."""
     text = (message or str(err)).splitlines()[0] if (message or str(err)) else type(err).__name__
     info = {
-        "type": type(err).__name__,
+        "type": kind or type(err).__name__,
         "message": text,
         "traceback": "".join(traceback.format_exception(err))[-4000:],
     }
@@ -89,9 +91,7 @@ def stopped_job(code: object) -> None:
     name = signal.Signals(code - 128).name
     job_dir, sweep_dir = Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.sweep.dir)
     if not (job_dir / "metrics.json").exists():
-        info = {"type": STOPPED, "message": f"stopped by {name}", "traceback": ""}
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / JOB_ERROR_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        record_job_error(job_dir, SystemExit(code), f"stopped by {name}", kind=STOPPED)
     try:
         rows = write_summary(sweep_dir)
     except Exception as err:  # the stop must go on whatever the summary finds

@@ -307,16 +307,16 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
 def check_monitored(cfg: dict, logged) -> None:
     """callbacks.model_checkpoint.metric_for_best_model names a metric the evaluation logs (best.ckpt and
     early stopping follow it), or one line with those it does log and a did-you-mean."""
-    import difflib
+    from hydratune.errors import did_you_mean
 
     metric = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("metric_for_best_model")
     names = sorted(k for k in logged if k.startswith("val/"))
     if not metric or not names or metric in logged:
         return
-    guess = difflib.get_close_matches(metric, names, n=1)
+    hint = did_you_mean(metric, names)
     raise UserError(
         f"callbacks.model_checkpoint.metric_for_best_model={metric}: the evaluation logs no such metric"
-        f"{f'; did you mean {guess[0]}?' if guess else ''} (it logs {', '.join(names)})"
+        f"{'; ' + hint.strip() if hint else ''} (it logs {', '.join(names)})"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hydratune.errors import UserError
+from hydratune.errors import UserError, did_you_mean
 
 # Prompt templates for the alpaca format, by name. `alpaca` is the original Stanford Alpaca wording;
 # `alpaca_short` drops the preamble, which matters when every character is a token.
@@ -240,21 +240,13 @@ def _check_prefix(prefix: str, text: str) -> None:
         )
 
 
-def _guess(value: object, known) -> str:
-    """' did you mean NAME?' for a near miss, else ''."""
-    import difflib
-
-    close = difflib.get_close_matches(str(value), list(known), n=1)
-    return f" did you mean {close[0]}?" if close else ""
-
-
 def check_chat_template(template: object) -> None:
     """dataset.chat_template is null, a built-in template's name, or a Jinja template (checked before any run
     folder is made; it was found when the data were prepared)."""
     if template and not is_jinja(template) and template not in CHAT_TEMPLATES:
         raise UserError(
-            f"dataset.chat_template={template!r} is not a built-in template;{_guess(template, CHAT_TEMPLATES)} use "
-            f"one of: {', '.join(CHAT_TEMPLATES)}, a Jinja template, or null for the tokenizer's own"
+            f"dataset.chat_template={template!r} is not a built-in template; {did_you_mean(template, CHAT_TEMPLATES)}"
+            f"use one of: {', '.join(CHAT_TEMPLATES)}, a Jinja template, or null for the tokenizer's own"
         )
 
 
@@ -349,7 +341,7 @@ def resolve_format(cfg: dict) -> str:
             )
     if fmt not in FORMATS:
         raise UserError(
-            f"dataset.format={fmt!r} is not known;{_guess(fmt, FORMATS)} use one of: {', '.join(FORMATS)}"
+            f"dataset.format={fmt!r} is not known; {did_you_mean(fmt, FORMATS)}use one of: {', '.join(FORMATS)}"
         )
     if fmt == "alpaca" and (cfg.get("template") or "alpaca") not in TEMPLATES:  # null: the standard one
         raise UserError(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from hydratune.data.formats import _check_prefix, _text, alpaca_prompt, format_messages
+from hydratune.data.formats import SHAREGPT_DEFAULTS, _check_prefix, _text, alpaca_prompt, format_messages
 from hydratune.data.tokenize import IGNORE_INDEX
 from hydratune.errors import UserError
 
@@ -61,6 +61,7 @@ def _turns(value, cfg: dict) -> list:
     if not (role_key or content_key or roles):
         return turns
     role_key, content_key = role_key or "role", content_key or "content"
+    roles = roles or SHAREGPT_DEFAULTS["roles"]  # human/gpt/system, as format=sharegpt reads them
     return [
         {"role": roles.get(t.get(role_key), t.get(role_key)), "content": t.get(content_key)}
         if isinstance(t, dict) else t
