@@ -191,10 +191,12 @@ def test_ppo_maps_to_grpo_and_says_so(project, capsys, tmp_path):
     task = cfg["task"]
     assert (task["name"], task["epsilon"], task["num_iterations"]) == ("grpo", 0.15, 2)
     assert (task["temperature"], task["max_new_tokens"], task["beta"]) == (0.8, 40, 0.03)
-    assert task["rewards"] == []  # never the task's example reward: the run's checks ask for one
+    assert task["rewards"] == []  # never the task's example reward function
+    assert task["reward_model"] == "/rm"  # the trained reward model: an HF sequence-classifier folder
     assert cfg["peft"]["name"] == "none" and cfg["dataset"]["prompt_column"] == "query"
     assert "value model is not used" in reasons(err)["loss"]
-    assert {"loss.value_coeff", "reward_checkpointer", "whiten_rewards", "num_steps"} <= set(reasons(err))
+    assert {"loss.value_coeff", "whiten_rewards", "num_steps"} <= set(reasons(err))
+    assert "reward_checkpointer" not in reasons(err)
     assert "dataset.add_eos" not in reasons(err)  # prompts are continued: no EOS is right
 
 

@@ -217,6 +217,25 @@ def test_grpo(project, capsys):
 # -- where the file is silent -------------------------------------------------------------------------
 
 
+def test_reward_models_by_id_are_reward_model_entries(project, capsys, tmp_path):
+    """TRL loads a reward_funcs model id, and reward_model_name_or_path, as a sequence classifier with one
+    label; hydratune scores with the same model (task.reward_model, RewardModelScorer entries)."""
+    path = write(tmp_path, "grpo_rm.yaml", {
+        "model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct", "dataset_name": "someone/prompts",
+        "num_generations": 4, "reward_funcs": ["acme/rm-small", "pkg.mod.fn"], "reward_weights": [0.5, 1.0],
+        "reward_model_name_or_path": "/models/rm",
+    })  # fmt: skip
+    code, _, err = run_import(capsys, path, "trl_rm")
+    assert code == 0, err
+    task = composed(project, "trl_rm")["task"]
+    assert task["reward_model"] == "/models/rm"
+    assert task["rewards"] == [
+        {"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": "acme/rm-small", "weight": 0.5},
+        {"_target_": "pkg.mod.fn", "weight": 1.0},
+    ]
+    assert not {"reward_funcs", "reward_model_name_or_path"} & set(reasons(err))
+
+
 def test_trl_defaults_train_where_the_file_is_silent(project, capsys, tmp_path):
     code, _, err = run_import(capsys, write(tmp_path, "m", MINIMAL), "m")
     assert code == 0

@@ -272,6 +272,96 @@ def test_a_reward_model_directory_is_checked_without_loading_anything(tmp_path):
     check_rewards([entry], reward_model=str(run))  # a task=reward run with its artifact: nothing loads here
 
 
+def save_outside_reward_model(tiny_model_dir, folder, num_labels: int = 1):
+    """A reward model saved as TRL's RewardTrainer or a torchtune HF checkpoint leaves it: a plain
+    *ForSequenceClassification folder with its tokenizer, no hydratune run around it."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(1)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=num_labels)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model.eval(), tokenizer
+
+
+def test_a_reward_model_from_elsewhere_scores_through_its_own_chat_template(tiny_model_dir, tmp_path):
+    """task.reward_model may name a saved sequence classifier that hydratune did not train: each prompt is a
+    user turn and each completion the assistant's, through the model's own chat template."""
+    model, tokenizer = save_outside_reward_model(tiny_model_dir, tmp_path / "rm")
+    assert tokenizer.chat_template
+    scorer = build_rewards([], reward_model=str(tmp_path / "rm"))[0].fn
+    prompts, completions = ["lower: AZI", "shout: ab", "x"], ["azi", "AB", "a much longer completion"]
+    expected = []
+    for p, c in zip(prompts, completions):
+        turns = [{"role": "user", "content": p}, {"role": "assistant", "content": c}]
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        ids = ids if ids[0] == tokenizer.bos_token_id else [tokenizer.bos_token_id, *ids]
+        ids = ids if tokenizer.eos_token_id in ids[-2:] else [*ids, tokenizer.eos_token_id]  # the turn's end
+        with torch.no_grad():
+            expected.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
+    assert scorer(prompts, completions) == pytest.approx(expected, abs=1e-5)  # batched, right-padded
+    assert len(set(expected)) == 3
+    # Without a chat template, the two texts joined, as TRL's reward trainer reads plain-text pairs.
+    tokenizer.chat_template = None
+    model.save_pretrained(tmp_path / "plain")
+    tokenizer.save_pretrained(tmp_path / "plain")
+    plain = RewardModelScorer(tmp_path / "plain")
+    ids = [tokenizer.bos_token_id, *tokenizer("x" + completions[2], add_special_tokens=False).input_ids]
+    ids.append(tokenizer.eos_token_id)
+    assert plain._encode("x", completions[2]) == ids
+
+
+def test_a_reward_model_is_found_in_the_hub_cache_by_its_id(tiny_model_dir, tmp_path, monkeypatch):
+    """A hub id (owner/name) is read from the hub cache, laid out as `hf download` leaves it, with the hub
+    offline; one that is not cached is a one-line refusal naming the key and the download command."""
+    from hydratune.rewards import check_rewards
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-rm" / "snapshots" / ("a" * 40)
+    save_outside_reward_model(tiny_model_dir, snapshot)
+    (cache / "models--acme--tiny-rm" / "refs").mkdir()
+    (cache / "models--acme--tiny-rm" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))  # HF_HUB_CACHE, read at import
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert RewardModelScorer.check("acme/tiny-rm") == snapshot
+    assert RewardModelScorer("acme/tiny-rm")(["hi"], ["there"])[0] != 0.0
+    with pytest.raises(
+        UserError,
+        match=r"^task.reward_model=acme/other-rm: not a folder on this disk and not in the hub cache.*hf download acme/other-rm",
+    ):
+        check_rewards([], reward_model="acme/other-rm")
+
+
+def test_a_saved_model_that_is_not_a_reward_model_is_refused_before_loading(tiny_model_dir, tmp_path):
+    from hydratune.rewards import check_rewards
+
+    save_outside_reward_model(tiny_model_dir, tmp_path / "two", num_labels=2)
+    with pytest.raises(
+        UserError, match=r"^task.reward_model=\S+two: the model has 2 labels; a reward model has one"
+    ):
+        check_rewards([], reward_model=str(tmp_path / "two"))
+    # The base causal LM itself, as a reward model: refused from its config.json.
+    with pytest.raises(
+        UserError, match=r"^task.reward_model=\S+: a LlamaForCausalLM, not a sequence classifier"
+    ):
+        check_rewards([], reward_model=str(tiny_model_dir))
+    # A causal-LM adapter, and a weighted entry of task.rewards named by its index.
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text('{"task_type": "CAUSAL_LM"}')
+    entry = {"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": str(tmp_path / "lora")}
+    with pytest.raises(UserError, match=r"^task.rewards\[0\]=\S+lora: an adapter of task type CAUSAL_LM"):
+        check_rewards([entry])
+    # A folder that is neither a run nor a saved model.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        UserError, match=r"no .hydra/config.yaml; .*\(or a saved reward model: a folder with config.json\)"
+    ):
+        check_rewards([], reward_model=str(tmp_path / "empty"))
+
+
 def test_the_columns_the_rewards_read_are_checked_against_the_data(user_module):
     from hydratune.rewards import check_reward_columns, columns_read
 

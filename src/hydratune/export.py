@@ -177,9 +177,8 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
         AutoTokenizer,
     )
 
-    path = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if (path / "adapter_config.json").exists():
+    tokenizer = AutoTokenizer.from_pretrained(path)  # a folder, or a hub id (as text)
+    if (Path(path) / "adapter_config.json").exists():
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)

@@ -516,8 +516,9 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "lora_model_dir": "continuing from an adapter is not supported; resume a hydratune run with ckpt_path=",
     "adapter_name_or_path": "continuing from an adapter is not supported; resume a hydratune run with ckpt_path=",
     "ref_model": "the reference is the base model (adapters off with LoRA, a frozen copy otherwise)",
-    "reward_model": "a LLaMA-Factory reward adapter: train one with task=reward, then task.reward_model=RUN_DIR",
-    "reward_model_type": "a reward model is a hydratune run of task=reward (task.reward_model=RUN_DIR)",
+    "reward_model": "a LLaMA-Factory reward model (a value head on a causal LM) is not a sequence classifier: "
+    "train one with task=reward (or take a saved classifier with one label), then task.reward_model=IT",
+    "reward_model_type": "a reward model is a task=reward run or a saved sequence classifier (task.reward_model)",
     "ppo_epochs": "GRPO reuses samples with task.num_iterations; PPO's value model is not used",
     "ppo_buffer_size": "PPO's value model and buffer are not used (GRPO: group-normalised rewards)",
     "ppo_target": "PPO's adaptive KL target is not used; the KL weight is task.beta",
@@ -636,13 +637,19 @@ def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
 
 def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
     """TRL's reward functions: a dotted path is a task.rewards entry (hydratune calls it with (prompts,
-    completions, **columns), as TRL passes prompts= and completions=); TRL's built-in names have no
+    completions, **columns), as TRL passes prompts= and completions=), a model id (owner/name, or a
+    folder) a reward model entry (RewardModelScorer, as TRL loads one); TRL's built-in names have no
     counterpart. With none carried over, task.rewards is left empty, so the run stops until it is written
     (never hydratune's demo reward instead)."""
     entries = []
     for i, name in enumerate(funcs if isinstance(funcs, list) else [funcs]):
-        if "." in str(name):
-            entries.append({"_target_": str(name), "weight": float(weights[i]) if weights else 1.0})
+        weight = float(weights[i]) if weights else 1.0
+        if "/" in str(name):  # TRL loads a model id as a sequence classifier with one label
+            entries.append(
+                {"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": str(name), "weight": weight}
+            )
+        elif "." in str(name):
+            entries.append({"_target_": str(name), "weight": weight})
         else:
             overlay.skip(
                 "reward_funcs", name, "a reward named in its trainer's or recipe's registry (TRL's, open-r1's): "

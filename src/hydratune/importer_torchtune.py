@@ -162,9 +162,11 @@ TT_UNSUPPORTED: dict[str, str] = {
     "lmbda": "no value model: advantages are group-normalised rewards (no GAE lambda)",
     "value_coeff": "no value model: advantages are group-normalised rewards",
     "value_clip_range": "no value model: advantages are group-normalised rewards",
-    "reward_and_value_model": "no value model; a reward model is a task=reward run (task.reward_model=RUN_DIR)",
+    "reward_and_value_model": "no value model (the group baseline replaces it); the reward model is the folder of "
+    "reward_checkpointer (task.reward_model)",
     "value_checkpointer": "no value model: advantages are group-normalised rewards",
-    "reward_checkpointer": "a reward model is a hydratune task=reward run: set task.reward_model=RUN_DIR",
+    "reward_checkpointer": "not a Hugging Face folder (FullModelHFCheckpointer): set task.reward_model to a "
+    "task=reward run or a saved sequence classifier",
     "reward_functions": "rewards are task.rewards entries (a _target_ and a weight each); write them by hand",
     "ref_checkpointer": LF_AX_UNSUPPORTED["ref_model"],
     "ref_policy_checkpointer": LF_AX_UNSUPPORTED["ref_model"],
@@ -333,6 +335,15 @@ def _lora(overlay: Overlay, key: str, family: str, args: dict) -> None:
     overlay.set("peft.config.target_modules", list(dict.fromkeys(modules)))
 
 
+def _hf_folder(checkpointer: Any) -> bool:
+    """A checkpointer that reads a Hugging Face folder (which transformers loads as it is)."""
+    return (
+        isinstance(checkpointer, dict)
+        and "checkpoint_dir" in checkpointer
+        and _name(checkpointer) == "FullModelHFCheckpointer"
+    )
+
+
 def _checkpointer(data: dict, overlay: Overlay) -> None:
     checkpointer = data.get("checkpointer")
     if not isinstance(checkpointer, dict) or "checkpoint_dir" not in checkpointer:
@@ -479,6 +490,8 @@ def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any, v
             )
     elif key in RL_VALUES and task == "grpo":
         _set_task(overlay, task, key, RL_VALUES[key], value)
+    elif key == "reward_checkpointer" and task == "grpo" and _hf_folder(value):
+        overlay.set("task.reward_model", str(value["checkpoint_dir"]))  # a saved sequence classifier
     elif key in ("fsdp_cpu_offload", "fsdp_reshard_after_forward", "custom_sharded_layers", "fsdp"):
         pass  # _distribution
     elif key in (

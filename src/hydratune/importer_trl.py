@@ -239,7 +239,7 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "ref_model_sync_steps": "the reference is fixed (the base with adapters off, or a frozen copy)",
     "generate_during_eval": "validation answers go to <run>/generations.jsonl (eval_generations.num_prompts)",
     "center_rewards_coefficient": "no reward-centering term; task.margin is the Bradley-Terry margin",
-    "reward_model_name_or_path": "a reward model is a task=reward run: task.reward_model=RUN_DIR",
+    "reward_model_name_or_path": "read by GRPO only (task.reward_model)",
     "mask_truncated_completions": "truncated completions are scored like the others",
     "top_k": "sampling uses temperature and top_p",
     "min_p": "sampling uses temperature and top_p",
@@ -441,6 +441,8 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
             overlay.skip(key, value, "vLLM is not used: GRPO samples inside the training process (KV cache)")
     elif key in ("loss_weights", "reward_weights"):
         pass  # with loss_type / reward_funcs
+    elif key == "reward_model_name_or_path" and task == "grpo" and value:
+        overlay.set("task.reward_model", str(value))  # a sequence classifier: a folder or a hub id
     elif key == "accelerate_config":
         if value in ACCELERATE:
             overlay.choose("trainer", ACCELERATE[value], key)

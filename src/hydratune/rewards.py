@@ -13,8 +13,8 @@ reference answer. A user's own function is one YAML entry:
         - _target_: mypackage.rewards.my_reward
           weight: 0.2
 
-`RewardModelScorer` is a reward function backed by a model trained with `task=reward`
-(`task.reward_model=RUN_DIR`).
+`RewardModelScorer` is a reward function backed by a reward model: a run of `task=reward`, or a saved
+sequence classifier with one label from elsewhere (`task.reward_model=RUN_DIR|FOLDER|OWNER/NAME`).
 """
 
 from __future__ import annotations
@@ -267,15 +267,19 @@ def score(
 
 
 class RewardModelScorer:
-    """Scores prompt + completion with a reward model exported by a `task=reward` run.
+    """Scores prompt + completion with a reward model: one exported by a `task=reward` run, or a saved
+    sequence classifier with one label from elsewhere (TRL's RewardTrainer, a torchtune reward checkpoint,
+    a hub id such as OpenAssistant/reward-model-deberta-v3-base).
 
-    The run's artifact is an `AutoModelForSequenceClassification` with one label, in `<run>/model`
-    (full fine-tuning) or `<run>/adapter` (a SEQ_CLS adapter over its recorded base; see
-    hydratune.export). Each (prompt, completion) is rendered and tokenized exactly as `hydratune score`
-    renders it for that run: per the run's dataset.format (`pairs`: the texts as they are; `chat_pairs`: a
-    user turn and an assistant turn through the run's chat template; `alpaca_pairs`: the prompt as the
-    instruction), `[BOS] prompt answer EOS`, cut to the run's dataset.max_seq_length. The reward is the
-    head's single logit. Usable directly as a reward function.
+    A run's artifact is an `AutoModelForSequenceClassification` with one label, in `<run>/model` (full
+    fine-tuning) or `<run>/adapter` (a SEQ_CLS adapter over its recorded base; see hydratune.export). Each
+    (prompt, completion) is rendered and tokenized exactly as `hydratune score` renders it for that run:
+    per the run's dataset.format (`pairs`: the texts as they are; `chat_pairs`: a user turn and an
+    assistant turn through the run's chat template; `alpaca_pairs`: the prompt as the instruction),
+    `[BOS] prompt answer EOS`, cut to the run's dataset.max_seq_length. A model from elsewhere reads the
+    prompt as a user turn and the completion as the assistant's through its own chat template, or the two
+    texts joined when it has none, in the same `[BOS] ... EOS` layout, cut to its position limit. The
+    reward is the head's single logit. Usable directly as a reward function.
     """
 
     def __init__(
@@ -283,11 +287,22 @@ class RewardModelScorer:
     ):
         from hydratune.export import find_artifact, load_artifact, run_settings
 
-        run_dir = Path(run_dir)
-        self.check(run_dir)
-        path = find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
-        self.dataset_cfg = run_settings(run_dir)[1]
-        self.model, self.tokenizer = load_artifact(path, dtype)
+        model_path = self.check(run_dir)
+        if model_path is None:  # a task=reward run
+            run_dir = Path(run_dir).expanduser()
+            path = find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
+            self.dataset_cfg = run_settings(run_dir)[1]
+        else:
+            path = model_path
+        try:
+            self.model, self.tokenizer = load_artifact(path, dtype)
+        except OSError as err:  # a hub id the hub does not have, or a folder without weights
+            raise UserError(f"task.reward_model={run_dir}: {str(err).splitlines()[0]}") from None
+        if model_path is not None:
+            self.dataset_cfg = {
+                "format": "chat_pairs" if getattr(self.tokenizer, "chat_template", None) else "pairs",
+                "max_seq_length": _position_limit(self.model.config, self.tokenizer),
+            }
         labels = getattr(self.model.config, "num_labels", None)
         if not hasattr(self.model, "score") and "SequenceClassification" not in type(self.model).__name__:
             base = getattr(self.model, "get_base_model", lambda: self.model)()
@@ -304,28 +319,46 @@ class RewardModelScorer:
         self.__name__ = "reward_model"
 
     @staticmethod
-    def check(run_dir: str | Path, *args, key: str = "task.reward_model", **kwargs) -> None:
-        """Refuse, in one line and without loading anything, a directory that is not a finished task=reward
-        run: missing, without its saved .hydra/config.yaml, of another task, or without an artifact."""
+    def check(run_dir: str | Path, *args, key: str = "task.reward_model", **kwargs) -> str | Path | None:
+        """Refuse, in one line and without loading any weights, what is not a reward model: a missing
+        directory; a run that is not a finished task=reward run (its saved .hydra/config.yaml, its
+        artifact); a saved model (a folder, or a hub id in the hub cache) whose config.json is not a
+        sequence classifier with one label. None for a run; else the model's folder (or its hub id,
+        when the hub is online and has not been asked yet)."""
         from hydratune.export import find_artifact, run_settings
+        from hydratune.preflight import _looks_like_path, hub_folder
 
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise UserError(f"{key}={run_dir}: no such directory; give the directory of a task=reward run")
-        try:
-            task_cfg, _ = run_settings(run_dir)
-        except UserError as err:
-            raise UserError(f"{key}={err}") from err
-        name = task_cfg.get("name")
-        if name != "reward" or task_cfg.get("_target_"):
-            raise UserError(
-                f"{key}={run_dir}: a task={task_cfg.get('_target_') or name} run, not a reward model; give the "
-                "directory of a task=reward run (train one with python train.py task=reward)"
-            )
-        try:
-            find_artifact(run_dir, "merged" if (run_dir / "merged").is_dir() else None)
-        except FileNotFoundError as err:
-            raise UserError(f"{key}={run_dir}: {err}") from err
+        name = str(run_dir)
+        path = Path(name).expanduser()
+        if path.is_dir() and not (path / ".hydra").is_dir() and _saved_model(path):
+            folder = path
+        elif path.is_dir() or _looks_like_path(name) or name.count("/") != 1:
+            if not path.is_dir():
+                raise UserError(
+                    f"{key}={run_dir}: no such directory; give the directory of a task=reward run, or a saved "
+                    "reward model (the folder or hub id of a sequence classifier with one label)"
+                )
+            try:
+                task_cfg, _ = run_settings(path)
+            except UserError as err:
+                raise UserError(f"{key}={err} (or a saved reward model: a folder with config.json)") from err
+            task_name = task_cfg.get("name")
+            if task_name != "reward" or task_cfg.get("_target_"):
+                raise UserError(
+                    f"{key}={run_dir}: a task={task_cfg.get('_target_') or task_name} run, not a reward model; give "
+                    "the directory of a task=reward run (train one with python train.py task=reward)"
+                )
+            try:
+                find_artifact(path, "merged" if (path / "merged").is_dir() else None)
+            except FileNotFoundError as err:
+                raise UserError(f"{key}={run_dir}: {err}") from err
+            return None
+        else:  # owner/name: a hub id
+            folder = hub_folder(name, key)
+            if folder is None:
+                return name  # the hub is asked when the model loads
+        _check_classifier_files(folder, f"{key}={run_dir}")
+        return folder
 
     def _encode(self, prompt: str, completion: str) -> list[int]:
         """The token ids `hydratune score` gives the model for this prompt and response (see
@@ -353,3 +386,42 @@ class RewardModelScorer:
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
             scores += logits[:, 0].float().tolist()
         return scores
+
+
+def _saved_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+
+
+def _check_classifier_files(folder: Path, where: str) -> None:
+    """A saved model's config.json (or adapter_config.json) read as JSON: a sequence classifier with one
+    label, or a one-line UserError. No weight is read."""
+    import json
+
+    if (folder / "adapter_config.json").is_file():
+        task_type = json.loads((folder / "adapter_config.json").read_text()).get("task_type")
+        if task_type != "SEQ_CLS":
+            raise UserError(
+                f"{where}: an adapter of task type {task_type}, not a sequence classifier (SEQ_CLS); give a "
+                "reward model (train one with python train.py task=reward)"
+            )
+        return  # its labels are in its base's config and its saved head: checked when it loads
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{where}: {folder} has no config.json; give the folder of a saved reward model")
+    config = json.loads((folder / "config.json").read_text())
+    architecture = (config.get("architectures") or ["a model without architectures"])[0]
+    if not architecture.endswith("ForSequenceClassification"):
+        raise UserError(
+            f"{where}: a {architecture}, not a sequence classifier; a reward model is an "
+            "*ForSequenceClassification with one label (train one with python train.py task=reward)"
+        )
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)  # transformers' default: 2
+    if labels != 1:
+        raise UserError(f"{where}: the model has {labels} labels; a reward model has one (task=reward)")
+
+
+def _position_limit(config, tokenizer) -> int | None:
+    """The longest input a model from elsewhere reads: its tokenizer's model_max_length (when set) or its
+    position embeddings."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    limits = [int(n) for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(limits) if limits else None

@@ -32,7 +32,8 @@ class GRPOModule(TaskModule):
 
     Args:
         rewards: `task.rewards`, each `{_target_: function, weight, **kwargs}` (hydratune.rewards).
-        reward_model: a task=reward run directory whose model scores completions too (weight 1).
+        reward_model: a task=reward run directory, or a saved sequence classifier with one label (a folder
+            or a hub id), whose model scores completions too (weight 1).
         num_generations: completions per prompt (G).
         max_new_tokens, temperature, top_p: sampling settings.
         stop: strings that end a completion besides EOS (each must be one token, e.g. a newline).
