@@ -119,6 +119,33 @@ def test_save_total_limit_counts_step_files_the_resumed_state_does_not_list(tiny
     assert _step_files(folder) == ["step=000008.ckpt", "step=000012.ckpt"]
 
 
+def test_save_total_limit_zero_writes_last_ckpt_only_and_resumes(tiny_model_dir, batch, tmp_path):
+    """save_total_limit=0 (the HF Trainer's save_strategy: no, imported): no step files at all, and
+    last.ckpt still holds the newest step, so a stop by signal can resume."""
+    folder = tmp_path / "checkpoints"
+    first = StepCheckpoint(folder, save_steps=2, save_total_limit=0)
+    _fit(
+        make_module(tiny_model_dir),
+        tmp_path,
+        batch,
+        [first, GracefulStop(first), TrainingRNG(), _Signal(5)],
+        8,
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 6
+    resumed = StepCheckpoint(folder, save_steps=2, save_total_limit=0)
+    _fit(
+        make_module(tiny_model_dir),
+        tmp_path,
+        batch,
+        [resumed, TrainingRNG()],
+        8,
+        ckpt_path=folder / "last.ckpt",
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
 def _disk_full_at(path_name: str, error: BaseException, monkeypatch):
     """torch.save fails (as on a full disk) when writing `path_name`, after writing some bytes."""
     real_save = torch.save

@@ -111,6 +111,24 @@ def test_early_stopping_only_when_the_file_asks(project, capsys, tmp_path):
     assert composed(project, "ax_es3")["callbacks"]["early_stopping"]["patience"] == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("ax.yml", AXOLOTL_LORA + "save_strategy: 'no'\n"),
+        (
+            "trl.yaml",
+            "model_name_or_path: Qwen/Qwen2.5-0.5B\ndataset_name: someone/words\nsave_strategy: 'no'\n",
+        ),
+    ],
+)
+def test_save_strategy_no_writes_no_step_checkpoints(project, capsys, tmp_path, name, text):
+    """The HF Trainer's save_strategy "no" (TRL, Axolotl, LLaMA-Factory): no step checkpoints; last.ckpt is
+    kept for resume. Before, the import reported it and step checkpoints were written at evaluations."""
+    code, _, err = run_import(capsys, write(tmp_path, name, text), "no_saves")
+    assert code == 0 and "save_strategy" not in reasons(err)
+    assert composed(project, "no_saves")["callbacks"]["model_checkpoint"]["save_total_limit"] == 0
+
+
 def test_llamafactory_lora_defaults_and_bf16_weights(project, capsys, tmp_path):
     """LLaMA-Factory's examples set lora_rank 8 and no alpha: its alpha is twice the rank (scale 2), not the
     peft=lora preset's 32; the frozen base loads in bf16 as LLaMA-Factory loads it."""

@@ -99,7 +99,7 @@ def _validation_follows(trainer) -> bool:
 
 class StepCheckpoint(ModelCheckpoint):
     """`step=NNNNNN.ckpt` every `save_steps` optimizer steps (or at each evaluation when None), the newest
-    `save_total_limit` of them kept, and `last.ckpt` beside them.
+    `save_total_limit` of them kept (none with 0), and `last.ckpt` beside them.
 
     `last.ckpt` is also written at the final step and, after `request_stop()` (SIGTERM/SIGINT), at the
     next optimizer-step boundary, after which training stops: never in the middle of an accumulation
@@ -115,7 +115,7 @@ class StepCheckpoint(ModelCheckpoint):
             auto_insert_metric_name=False,
             monitor="step",  # "keep the newest k" is top-k on the step counter
             mode="max",
-            save_top_k=save_total_limit or -1,
+            save_top_k=-1 if save_total_limit is None else save_total_limit,  # 0: last.ckpt only
             save_last=True,
             every_n_train_steps=save_steps,
         )
@@ -196,7 +196,7 @@ class StepCheckpoint(ModelCheckpoint):
             elif self.save_top_k > 0 and key not in self.best_k_models:
                 self.best_k_models[key] = torch.tensor(float(match.group(1)))
         if self.save_top_k < 1:
-            return  # save_total_limit=null: every step file is kept
+            return  # save_total_limit=null: every step file is kept (0: this run writes none)
         resumed_from = Path(trainer.ckpt_path).absolute() if trainer.ckpt_path else None
         while len(self.best_k_models) > self.save_top_k:
             oldest = min(self.best_k_models, key=self.best_k_models.get)

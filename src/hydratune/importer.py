@@ -659,6 +659,12 @@ def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
     overlay.set("task.rewards", entries)
 
 
+def _no_checkpoints(overlay: Overlay) -> None:
+    """The HF Trainer's `save_strategy: no`: no step checkpoints. last.ckpt is still written (what resume and
+    a stop by signal need), and best.ckpt where a best metric is tracked."""
+    overlay.set("callbacks.model_checkpoint.save_total_limit", 0)
+
+
 def _reads_preference_data(task: str) -> bool:
     """Whether a hydratune task trains on preference rows (its datasets get the pair columns)."""
     from hydratune.tasks.preference import PreferenceTask
@@ -853,6 +859,8 @@ def _common(overlay: Overlay, key: str, value: Any) -> bool:
         pass  # read together by _galore, after the other keys
     elif key in TASK_VALUES:
         return False  # handled with the task
+    elif key == "save_strategy" and str(value).lower() == "no":
+        _no_checkpoints(overlay)
     elif key == "eval_table_size":  # Axolotl's table of sampled answers at each evaluation
         overlay.set("eval_generations.num_prompts", int(value))
     elif key in LF_AX_REFUSED and value:

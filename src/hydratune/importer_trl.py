@@ -30,6 +30,7 @@ from hydratune.importer import (
     _common,
     _fsdp,
     _grpo_batch,
+    _no_checkpoints,
     _number,
     _rewards,
     _set_task,
@@ -421,6 +422,8 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
     elif key == "logging_strategy":
         if value != "steps":
             overlay.skip(key, value, TRL_UNSUPPORTED[key])
+    elif key == "save_strategy" and str(value).lower() == "no":
+        _no_checkpoints(overlay)
     elif key == "save_strategy":
         if value != "steps":
             overlay.skip(

@@ -267,8 +267,8 @@ RANGES: list[Check] = [
     ("resume", lambda v: v in (None, False, "auto"), "auto or null (or ckpt_path=PATH)"),
     (
         "callbacks.model_checkpoint.save_total_limit",
-        lambda v: v is None or isinstance(v, int) and v >= 1,
-        "an integer >= 1 or null",
+        lambda v: v is None or isinstance(v, int) and v >= 0,
+        "an integer >= 0 (0: no step checkpoints, last.ckpt only) or null",
     ),
     ("callbacks.early_stopping.patience", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
