@@ -181,6 +181,49 @@ def test_message_list_prompts_are_rendered_with_the_chat_template(tmp_path, tiny
     assert task.prompt_text({"template": None}, tokenizer, "hush: AB") == "hush: AB"
 
 
+def test_a_chat_reward_model_reads_each_prompt_as_its_conversation(tmp_path, tiny_model_dir):
+    """A reward model with a chat template gets a conversational prompt's own turns (and a text prompt as
+    one user turn, before the alpaca template wraps it), rendered once by its template: not the policy's
+    rendering of the prompt wrapped in a second user turn."""
+    from test_rewards import save_outside_reward_model
+    from transformers import AutoTokenizer
+
+    from hydratune.rewards import RewardModelScorer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hush: AB"}]
+    rows = [{"prompt": conversation, "answer": "ab"}, {"prompt": conversation, "answer": "ab"}]
+    _, _, dm = _prompts(tmp_path, tokenizer, rows, "dataset.chat_template=chatml")
+    batch = dm.collate([dm.train_dataset[0], dm.train_dataset[1]])
+    assert batch["turns"] == [conversation, conversation] and list(batch["columns"]) == ["answer"]
+    _, rm_tokenizer = save_outside_reward_model(tiny_model_dir, tmp_path / "rm")
+    scorer = RewardModelScorer(tmp_path / "rm")
+    full = [*conversation, {"role": "assistant", "content": "ab"}]
+    once = rm_tokenizer(
+        rm_tokenizer.apply_chat_template(full, tokenize=False), add_special_tokens=False
+    ).input_ids
+    seen = scorer._encode(batch["prompts"][0], "ab", batch["turns"][0])
+    assert seen[1:] == once[: len(seen) - 1] and "Be brief." in rm_tokenizer.decode(seen)
+    assert "<|im_start|>" not in rm_tokenizer.decode(seen)  # the policy's chatml is not in it
+    # The scorer gets the turns through task.rewards' call, as the GRPO step makes it.
+    from hydratune.rewards import build_rewards, score
+
+    rewards = build_rewards(
+        [{"_target_": "hydratune.rewards.RewardModelScorer", "run_dir": str(tmp_path / "rm")}]
+    )
+    with_turns = score(rewards, batch["prompts"], ["ab", "ab"], batch["columns"], batch["turns"])[0]
+    assert with_turns == pytest.approx(scorer(batch["prompts"], ["ab", "ab"], batch["turns"]), abs=1e-6)
+    assert with_turns != pytest.approx(score(rewards, batch["prompts"], ["ab", "ab"], batch["columns"])[0])
+    # Alpaca-template text prompts: the instruction as the user's turn.
+    _, _, dm = _prompts(
+        tmp_path, tokenizer, [{"prompt": "hush: AB", "answer": "ab"}] * 2, "dataset.template=alpaca"
+    )
+    batch = dm.collate([dm.train_dataset[0]])
+    assert "### Instruction" in batch["prompts"][0] and batch["turns"] == [
+        [{"role": "user", "content": "hush: AB"}]
+    ]
+
+
 MESSAGE = [{"role": "user", "content": "lower: AB"}]
 
 

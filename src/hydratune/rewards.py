@@ -76,12 +76,20 @@ class Reward:
     kwargs: dict = field(default_factory=dict)
     key: str = "task.rewards"
 
-    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
+    def __call__(
+        self, prompts: list[str], completions: list[str], turns: list | None = None, /, **columns
+    ) -> list[float]:
         params = _parameters(self.fn)
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             columns = {k: v for k, v in columns.items() if k in params}
-        # Bound config values win over a dataset column of the same name.
-        values = self.fn(prompts, completions, **{**columns, **self.kwargs})
+        # Bound config values win over a dataset column of the same name. A function that reads the prompts'
+        # conversations (a reward model's scorer) gets them third, positionally.
+        head = (
+            (prompts, completions, turns)
+            if getattr(self.fn, "reads_turns", False)
+            else (prompts, completions)
+        )
+        values = self.fn(*head, **{**columns, **self.kwargs})
         try:
             values = [float(v) for v in values]
         except (TypeError, ValueError) as err:
@@ -256,10 +264,16 @@ def build_rewards(
 
 
 def score(
-    rewards: list[Reward], prompts: list[str], completions: list[str], columns: dict[str, list] | None = None
+    rewards: list[Reward],
+    prompts: list[str],
+    completions: list[str],
+    columns: dict[str, list] | None = None,
+    turns: list | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """(total, per function): total_j = sum_i weight_i * r_i(j); per function the unweighted values."""
-    per_function = {r.name: r(prompts, completions, **(columns or {})) for r in rewards}
+    """(total, per function): total_j = sum_i weight_i * r_i(j); per function the unweighted values.
+    `turns`: each prompt as the conversation it is (hydratune.tasks.grpo.data.prompt_turns), for a reward
+    model with a chat template."""
+    per_function = {r.name: r(prompts, completions, turns, **(columns or {})) for r in rewards}
     total = [0.0] * len(completions)
     for reward in rewards:
         total = [t + reward.weight * v for t, v in zip(total, per_function[reward.name])]
@@ -360,14 +374,20 @@ class RewardModelScorer:
         _check_classifier_files(folder, f"{key}={run_dir}")
         return folder
 
-    def _encode(self, prompt: str, completion: str) -> list[int]:
+    # GRPO hands it each prompt's conversation too: a chat model renders that, not the policy's text of it.
+    reads_turns = True
+
+    def _encode(self, prompt: str, completion: str, turns: list | None = None) -> list[int]:
         """The token ids `hydratune score` gives the model for this prompt and response (see
-        hydratune.tasks.reward.inference.scoring_row)."""
+        hydratune.tasks.reward.inference.scoring_row); with `turns` (the prompt's conversation) a chat
+        model reads them, then the response as the assistant's turn."""
         from hydratune.tasks.reward.inference import scoring_row
 
-        return scoring_row(self.tokenizer, prompt, completion, self.dataset_cfg, self.max_length)
+        return scoring_row(self.tokenizer, prompt, completion, self.dataset_cfg, self.max_length, turns)
 
-    def __call__(self, prompts: list[str], completions: list[str], **columns) -> list[float]:
+    def __call__(
+        self, prompts: list[str], completions: list[str], turns: list | None = None, /, **columns
+    ) -> list[float]:
         import torch
 
         # The classifier reads each row's last token that is not its config's pad id: right padding with
@@ -376,9 +396,13 @@ class RewardModelScorer:
         step = self.batch_size if pad is not None else 1
         device = next(self.model.parameters()).device
         scores = []
+        turns = turns or [None] * len(prompts)
         for start in range(0, len(prompts), step):
-            chunk = zip(prompts[start : start + step], completions[start : start + step])
-            rows = [self._encode(p, c) for p, c in chunk]
+            end = start + step
+            rows = [
+                self._encode(*row)
+                for row in zip(prompts[start:end], completions[start:end], turns[start:end])
+            ]
             width = max(len(r) for r in rows)
             ids = torch.tensor([r + [pad or 0] * (width - len(r)) for r in rows], device=device)
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)

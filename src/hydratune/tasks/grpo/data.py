@@ -8,6 +8,7 @@ user turn rendered the same way (and `hydratune generate` renders its --prompt s
 
 from __future__ import annotations
 
+import json
 import logging
 
 import lightning as L
@@ -23,19 +24,32 @@ from hydratune.rewards import check_reward_columns
 log = logging.getLogger(__name__)
 
 
+# A hidden column: each prompt as the conversation it is (JSON), for a reward model with a chat template.
+TURNS = "__prompt_turns"
+
+
 class PromptCollator:
-    """Rows -> {"prompts": [str], "columns": {name: [value, ...]}} (every column but the prompt)."""
+    """Rows -> {"prompts": [str], "turns": [[{role, content}, ...]], "columns": {name: [value, ...]}} (the
+    columns: every other one)."""
 
     def __init__(self, prompt_column: str):
         self.prompt_column = prompt_column
 
     def __call__(self, rows: list[dict]) -> dict:
         rows = [{k: v for k, v in row.items() if k != "window_tokens"} for row in rows]
-        names = [k for k in rows[0] if k != self.prompt_column]
+        names = [k for k in rows[0] if k not in (self.prompt_column, TURNS)]
         return {
             "prompts": [row[self.prompt_column] for row in rows],
+            "turns": [json.loads(row[TURNS]) if TURNS in row else None for row in rows],
             "columns": {name: [row[name] for row in rows] for name in names},
         }
+
+
+def prompt_turns(value) -> list[dict]:
+    """The conversation a prompt is: a message list as given; text as one user turn, before any template
+    wraps it. A reward model with a chat template renders these with its own template (not the text the
+    policy's template made of them)."""
+    return value if isinstance(value, list) else [{"role": "user", "content": value}]
 
 
 PROMPT_FORMATS = ("text", "chat")
@@ -139,9 +153,12 @@ class PromptDataModule(L.LightningDataModule):
                 )
             rows = len(data)
             prompts = render_prompts(data[column], self.tokenizer, self.cfg, split)
-            data = data.remove_columns(column).add_column("prompt", prompts)
+            turns = [json.dumps(prompt_turns(value)) for value in data[column]]
+            data = data.remove_columns(column).add_column("prompt", prompts).add_column(TURNS, turns)
             data = data.filter(lambda r: r["prompt"].strip() != "")  # empty prompts: counted in stats
-            check_reward_columns(self.rewards, [c for c in data.column_names if c != "prompt"], split)
+            check_reward_columns(
+                self.rewards, [c for c in data.column_names if c not in ("prompt", TURNS)], split
+            )
             if not len(data):
                 raise UserError(f"dataset: the {split} split has no prompt (column {column!r} is empty)")
             self.stats["train" if split == "train" else "validation"] = {"rows": rows, "prompts": len(data)}

@@ -123,12 +123,13 @@ class GRPOModule(TaskModule):
                 hp.top_p, seed=seed, stop_token_ids=self._stop_ids(),
             )  # fmt: skip
         prompts = [p for p in batch["prompts"] for _ in range(generations)]
+        turns = [t for t in batch.get("turns") or [None] * len(batch["prompts"]) for _ in range(generations)]
         columns = {
             k: [v for v in values for _ in range(generations)] for k, values in batch["columns"].items()
         }
         # Rewards read the completions without the stop string that ended them (completions.jsonl and the
         # loss keep it: it was sampled).
-        total, per_function = score(self.rewards, prompts, samples.answers, columns)
+        total, per_function = score(self.rewards, prompts, samples.answers, columns, turns)
         rewards = torch.tensor(total, dtype=torch.float32)
         return {
             "samples": samples,
@@ -236,6 +237,7 @@ class GRPOModule(TaskModule):
         if wanted > 0 and self.global_rank == 0:
             head = {
                 "prompts": batch["prompts"][:wanted],
+                "turns": (batch.get("turns") or [None] * len(batch["prompts"]))[:wanted],
                 "columns": {k: v[:wanted] for k, v in batch["columns"].items()},
             }
             group = self._sample_and_score(

@@ -7,12 +7,18 @@ import torch
 from hydratune.data.pairs import PAIR_FORMATS, column, scoring_ids
 
 
-def render(prompt: str, response: str, dataset_cfg: dict, tokenizer) -> tuple[str, str]:
-    """(prompt text, answer text) of one prompt and response in the run's pair format."""
+def render(
+    prompt: str, response: str, dataset_cfg: dict, tokenizer, prompt_turns: list | None = None
+) -> tuple[str, str]:
+    """(prompt text, answer text) of one prompt and response in the run's pair format. `prompt_turns`: the
+    prompt as a conversation, which the chat format reads instead of the prompt text as one user turn."""
     fmt = dataset_cfg.get("format", "pairs")
     chosen, rejected = column(dataset_cfg, "chosen_column"), column(dataset_cfg, "rejected_column")
     if fmt == "chat_pairs":
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        turns = [
+            *(prompt_turns or [{"role": "user", "content": prompt}]),
+            {"role": "assistant", "content": response},
+        ]
         row = {chosen: turns, rejected: turns}
     elif fmt == "alpaca_pairs":
         row = {"instruction": prompt, "input": "", chosen: response, rejected: response}
@@ -23,13 +29,18 @@ def render(prompt: str, response: str, dataset_cfg: dict, tokenizer) -> tuple[st
 
 
 def scoring_row(
-    tokenizer, prompt: str, response: str, dataset_cfg: dict, max_length: int | None = None
+    tokenizer,
+    prompt: str,
+    response: str,
+    dataset_cfg: dict,
+    max_length: int | None = None,
+    prompt_turns: list | None = None,
 ) -> list[int]:
     """The token ids a reward model reads for one (prompt, response): rendered in the run's pair format,
     `[BOS] prompt answer EOS`, cut to `max_length` (default: the run's dataset.max_seq_length). `score`
     and GRPO's reward-model scorer (hydratune.rewards.RewardModelScorer) both use it."""
     limit = max_length or dataset_cfg.get("max_seq_length")
-    return scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer), limit)
+    return scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer, prompt_turns), limit)
 
 
 @torch.no_grad()
