@@ -261,6 +261,9 @@ def test_packed_grouped_run_resumes_mid_epoch_exactly(tiny_model_dir, tmp_path):
                 "scheduler=constant",  # the LR does not depend on max_steps
                 "optimizer.lr=1e-2",
                 f"trainer.max_steps={steps}",
+                # Epochs set too (as every imported HF-style config has): Lightning's step estimate used to
+                # build the loader before the resumed state was restored, so a resumed epoch started over.
+                "trainer.max_epochs=50",
                 "trainer.accumulate_grad_batches=2",
                 "+trainer.limit_val_batches=0",
                 "trainer.log_every_n_steps=1",

@@ -341,11 +341,24 @@ class TaskModule(L.LightningModule):
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def planned_steps(self) -> int:
+        """The optimizer steps the run takes, for the LR schedule. With epochs set, Lightning's
+        `estimated_stepping_batches` builds the fit loop's training loader here, before a resumed run's
+        loader state is restored, and that state is then never applied: a resumed epoch would start over.
+        So the epochs are counted on a loader of the datamodule's own, as hydratune.callbacks.Epochs does."""
+        trainer = self.trainer
+        epochs, datamodule = trainer.max_epochs, trainer.datamodule
+        if epochs is None or epochs < 0 or datamodule is None:
+            return int(trainer.estimated_stepping_batches)  # max_steps: no data read
+        batches = len(datamodule.train_dataloader())
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        total = -(-batches // trainer.accumulate_grad_batches) * max(epochs, 1)
+        return min(total, trainer.max_steps) if trainer.max_steps > 0 else total
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.hparams.optimizer, self.model)
-        scheduler = build_scheduler(
-            self.hparams.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
-        )
+        scheduler = build_scheduler(self.hparams.scheduler, optimizer, self.planned_steps())
         if self.hparams.scheduler["name"] == "reduce_lr_on_plateau":
             # Stepped on val/loss after each evaluation; strict=False: no value before the first one.
             config = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
