@@ -62,6 +62,24 @@ def test_text_loader_and_data_dir(tmp_path):
     assert sorted(splits["train"]["text"]) == ["one", "three", "two"]
 
 
+def test_a_json_data_dir_reads_its_json_files_only_and_splits_by_name(tmp_path):
+    """model-compose's `data_dir: ./data/training  # All JSON files in directory`: a CSV or notes beside
+    them were handed to the JSON reader too (an error naming only the JSON files). Files named for a split
+    (train*, validation*, dev*) are that split, as datasets names them."""
+    folder = tmp_path / "training"
+    folder.mkdir()
+    _write(folder / "a.json", ROWS[:3])
+    _write(folder / "b.jsonl", ROWS[3:5])
+    (folder / "stats.csv").write_text("rows,source\n5,notes\n")
+    (folder / "README.md").write_text("# notes\n")
+    splits = build_splits({"sources": [{"loader": "json", "data_dir": str(folder)}]}, str(tmp_path / "c"))
+    assert splits["train"].num_rows == 5
+    _write(folder / "validation.json", ROWS[5:7])
+    (folder / "a.json").rename(folder / "train.json")
+    splits = build_splits({"sources": [{"loader": "json", "data_dir": str(folder)}]}, str(tmp_path / "c2"))
+    assert (splits["train"].num_rows, splits["validation"].num_rows) == (3, 2)
+
+
 def test_data_files_list_and_mapping_and_several_sources(tmp_path):
     a, b = _write(tmp_path / "a.jsonl"), _write(tmp_path / "b.jsonl", ROWS[:4])
     cfg = {

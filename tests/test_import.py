@@ -45,7 +45,8 @@ def test_simplefoundation_json(project, capsys):
     assert cfg["quantization"]["config"]["bnb_4bit_quant_type"] == "nf4"  # load_in_4bit
     assert cfg["scheduler"]["warmup_ratio"] == 0.03 and cfg["optimizer"]["weight_decay"] == 0.01
     assert cfg["dataset"]["batch_size"] == 1 and cfg["model"]["gradient_checkpointing"] is True
-    assert [line.split(":")[1].strip() for line in unmapped] == ["output_dir"]
+    assert [line.split(":")[1].strip() for line in unmapped] == ["output_dir", "dataset"]
+    assert cfg["dataset"]["sources"] == []  # its data comes on the command line: never the demo rows instead
 
 
 def test_llamafarm_yaml(project, capsys):
@@ -56,7 +57,12 @@ def test_llamafarm_yaml(project, capsys):
     assert cfg["trainer"]["accelerator"] == "gpu"  # optimization.cuda -> trainer=cuda
     assert cfg["trainer"]["accumulate_grad_batches"] == 16
     assert cfg["model"]["attn_implementation"] == "flash_attention_2"
-    assert sorted(line.split(":")[1].strip() for line in unmapped) == ["push_to_hub", "use_cpu_offload"]
+    assert sorted(line.split(":")[1].strip() for line in unmapped) == [
+        "dataset",
+        "push_to_hub",
+        "use_cpu_offload",
+    ]
+    assert cfg["dataset"]["sources"] == []
 
 
 def test_refuses_to_overwrite_and_unknown_formats(project, capsys, tmp_path):

@@ -339,8 +339,9 @@ def test_callback_nodes_set_to_null_are_switched_off(tmp_path):
     kinds = {type(cb) for cb in trainer.callbacks}
     assert EarlyStopping not in kinds and LearningRateMonitor not in kinds
     cfg = to_plain(compose([], output_dir=tmp_path))
-    kinds = {type(cb) for cb in build_trainer(cfg, tmp_path, tokenizer=None, generative=False)[0].callbacks}
-    assert EarlyStopping in kinds and LearningRateMonitor in kinds
+    callbacks = build_trainer(cfg, tmp_path, tokenizer=None, generative=False)[0].callbacks
+    assert any(isinstance(cb, EarlyStopping) for cb in callbacks)
+    assert any(isinstance(cb, LearningRateMonitor) for cb in callbacks)
 
 
 def test_wandb_without_a_login_is_refused_before_the_run_with_the_offline_fix(tmp_path, monkeypatch):

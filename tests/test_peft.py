@@ -174,3 +174,26 @@ def test_4bit_gradients_survive_an_evaluation(tokenizer):
     assert first_layer and all(plain[n].abs().sum() > 0 for n in first_layer)
     for name, grad in plain.items():
         assert torch.allclose(after_eval[name], grad, atol=1e-6), name
+
+
+def test_layers_to_transform_with_all_linear_targets_every_linear_layer_of_those_layers(tiny_model_dir):
+    """llamafarm's `layers_to_transform` beside the default all-linear targets: peft refuses a string
+    target with layers, so all-linear is spelled out as the model's linear layers (it crashed the run)."""
+    from transformers import AutoModelForCausalLM
+
+    from hydratune.config import to_plain
+    from hydratune.model import apply_peft
+
+    cfg = compose(["peft.config.layers_to_transform=[0]"])
+    cfg = to_plain(cfg)
+    model = apply_peft(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg["peft"])
+    adapted = {name.split(".lora_")[0] for name, _ in model.named_parameters() if ".lora_A." in name}
+    assert adapted and all(".layers.0." in name for name in adapted)
+    projections = {name.rpartition(".")[2] for name in adapted}
+    assert projections == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # A regex with layers: peft refuses the pair, so the config check does, before any model loads.
+    regex = to_plain(compose(["peft.config.layers_to_transform=[0]", "peft.config.target_modules='.*proj'"]))
+    assert [m.split(":")[0] for m in violations(regex)] == [
+        "peft.config.layers_to_transform, peft.config.target_modules"
+    ]
+    assert not violations(cfg)

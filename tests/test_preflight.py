@@ -17,7 +17,7 @@ from conftest import ROOT, compose
 from hydratune.config import to_plain
 from hydratune.data.peek import Fallback, FastTokenizer, build_splits, peek, sft_split
 from hydratune.errors import UserError
-from hydratune.preflight import data_check
+from hydratune.preflight import check_config, data_check
 from hydratune.tasks.registry import get_task
 
 
@@ -247,7 +247,12 @@ def test_malformed_jsonl_names_file_and_line_even_past_the_rows_checked(tmp_path
     data = tmp_path / "train.jsonl"
     good = json.dumps({"instruction": "a", "input": "", "output": "b"})
     data.write_text("\n".join([good] * 4 + ['{"instruction": "c", "output": '] + [good]) + "\n")
-    result = _preflight_cli("--rows", "2", f"dataset.sources.0.data_files.train={data}")
+    result = _preflight_cli(
+        "--rows",
+        "2",
+        f"dataset.sources.0.data_files.train={data}",
+        "~dataset.sources.0.data_files.validation",
+    )
     line = _one_line_error(result)
     assert f"{data}:5: malformed JSON" in line
 
@@ -387,3 +392,33 @@ def test_a_max_seq_length_that_cuts_most_answers_is_a_warning_in_preflight_and_t
     assert (
         cut_warning("train", stats, 90, truncation="split") is None
     )  # blocks of a long document lose nothing
+
+
+def test_your_training_file_beside_the_demo_validation_file_is_refused(tmp_path):
+    """Replacing only dataset.sources.0.data_files.train kept the sample's eval.jsonl: the val loss, best
+    checkpoint and early stopping followed hydratune's demo rows, without a word (O11)."""
+    mine = tmp_path / "train.jsonl"
+    cfg = to_plain(compose([f"dataset.sources.0.data_files.train={mine}"]))
+    with pytest.raises(
+        UserError,
+        match=r"^dataset.sources.0.data_files.validation is still the shipped sample's .*eval.jsonl beside your training file",
+    ):
+        check_config(cfg)
+    check_config(to_plain(compose([])))  # the sample itself
+    check_config(
+        to_plain(
+            compose(
+                [
+                    f"dataset.sources.0.data_files.train={mine}",
+                    f"dataset.sources.0.data_files.validation={mine}",
+                ]
+            )
+        )
+    )
+    check_config(
+        to_plain(
+            compose(
+                [f"dataset.sources.0.data_files.train={mine}", "~dataset.sources.0.data_files.validation"]
+            )
+        )
+    )

@@ -185,19 +185,122 @@ def test_a_step_checkpoint_due_with_an_evaluation_holds_its_result(tiny_model_di
     assert {step: step_losses(resumed)[step] for step in expected} == expected
 
 
-def test_resume_names_the_settings_a_launch_changes(tmp_path):
-    """resume=auto with other values than the run it continues (whose .hydra/config.yaml keeps the first
-    launch's) says which; where files go and what to resume are the resume itself, not changes."""
+def test_resume_names_the_settings_a_launch_changes():
+    """resume=auto with other values than the run it continues (the config its checkpoint records, or its
+    .hydra/config.yaml) says which; where files go and what to resume are the resume itself, not changes."""
     from omegaconf import OmegaConf
 
     from hydratune.train import changed_settings
 
     first = {"task": {"name": "dpo", "beta": 0.1}, "trainer": {"max_steps": 40}, "paths": {"output_dir": "a"},
-             "resume": None, "seed": 42}  # fmt: skip
-    saved = tmp_path / "config.yaml"
-    saved.write_text(OmegaConf.to_yaml(OmegaConf.create(first)))
+             "resume": None, "seed": 42, "model": {"token": "hf_secret"}}  # fmt: skip
     again = OmegaConf.create(first | {"paths": {"output_dir": "b"}, "resume": "auto"})
-    assert changed_settings(saved, again) == []
-    again.task.beta, again.trainer.max_steps = 0.5, 50
-    assert changed_settings(saved, again) == ["task.beta=0.1 -> 0.5", "trainer.max_steps=40 -> 50"]
-    assert changed_settings(tmp_path / "absent.yaml", again) == []
+    assert changed_settings(first, again) == []
+    again.task.beta, again.trainer.max_steps, again.model.token = 0.5, 50, "hf_other"
+    changes = changed_settings(first, again)
+    assert changes == ["task.beta=0.1 -> 0.5", "trainer.max_steps=40 -> 50"]  # a token is never shown
+
+
+def _run_folder(folder: Path, name: str = "default", task: str = "sft", checkpoint: str | None = "last.ckpt"):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(f"name: {name}\ntask:\n  name: {task}\n")
+    if checkpoint:
+        (folder / "checkpoints").mkdir()
+        (folder / "checkpoints" / checkpoint).write_bytes(b"x")
+    return folder
+
+
+def test_resume_auto_continues_only_a_run_of_the_same_name_and_task(tmp_path):
+    """Every task's runs share name=default: `task=dpo resume=auto` continued the newest SFT run. And a
+    folder given with hydra.run.dir has no earlier runs beside it: its siblings are other runs (R2)."""
+    from hydratune.checkpoint import find_resume_run
+
+    runs = tmp_path / "outputs" / "default"
+    sft = _run_folder(runs / "2026-01-01_00-00-00")
+    dpo = _run_folder(runs / "2026-01-02_00-00-00", task="dpo")
+    os.utime(dpo / "checkpoints" / "last.ckpt", (2, 2))
+    os.utime(sft / "checkpoints" / "last.ckpt", (1, 1))
+    new = runs / "2026-01-03_00-00-00"
+    assert find_resume_run(new, "default", "sft") == sft  # not the newer DPO run
+    assert find_resume_run(new, "default", "dpo") == dpo
+    assert find_resume_run(new, "default", "kto") is None
+    _run_folder(tmp_path / "mine" / "first")
+    assert (
+        find_resume_run(tmp_path / "mine" / "second", "default", "sft") is None
+    )  # hydra.run.dir=mine/second
+
+
+def test_a_kill_between_a_step_file_and_last_ckpt_resumes_from_the_step_file(tmp_path):
+    """The step file is written before last.ckpt: a kill between them left a whole step=N.ckpt and no (or an
+    older) last.ckpt, and resume=auto took the folder for one without a checkpoint (R1). best.ckpt is the
+    best state, not the latest: never resumed from. A kill mid-save also leaves a .tmp file, removed."""
+    from hydratune.checkpoint import remove_stale_temporaries, resume_file
+
+    run = _run_folder(tmp_path / "run", checkpoint="step=000005.ckpt")
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"x")
+    (run / "checkpoints" / ".last.ckpt.tmp-360").write_bytes(b"half")
+    os.utime(run / "checkpoints" / "best.ckpt", (9, 9))
+    assert resume_file(run) == run / "checkpoints" / "step=000005.ckpt"
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    os.utime(run / "checkpoints" / "last.ckpt", (1, 1))  # last.ckpt of step 4, then step 5's file
+    os.utime(run / "checkpoints" / "step=000005.ckpt", (2, 2))
+    assert resume_file(run) == run / "checkpoints" / "step=000005.ckpt"
+    os.utime(run / "checkpoints" / "last.ckpt", (2, 2))  # the same save: last.ckpt
+    assert resume_file(run) == run / "checkpoints" / "last.ckpt"
+    assert remove_stale_temporaries(run) == [run / "checkpoints" / ".last.ckpt.tmp-360"]
+    assert not (run / "checkpoints" / ".last.ckpt.tmp-360").exists()
+
+
+def test_a_run_early_stopping_ended_stays_ended_unless_patience_is_raised():
+    """Lightning restored the stopped state but trained on until the next evaluation (R10), and restored the
+    checkpoint's patience over this launch's, so raising it could not continue the run."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from hydratune.checkpoint import StopEarly
+
+    first = EarlyStopping(monitor="val/loss", patience=2)
+    first.wait_count, first.best_score = 2, torch.tensor(1.0)
+    first.stopping_reason_message = "Monitored metric val/loss did not improve in the last 2 records."
+    state = first.state_dict()
+    again = StopEarly(monitor="val/loss", patience=2)
+    assert again.state_key == first.state_key  # checkpoints of either load into the other
+    again.load_state_dict(state)
+    trainer = SimpleNamespace(global_step=8, should_stop=False)
+    again.on_train_start(trainer, None)
+    assert trainer.should_stop
+    raised = StopEarly(monitor="val/loss", patience=5)
+    raised.load_state_dict(state)
+    trainer.should_stop = False
+    raised.on_train_start(trainer, None)
+    assert raised.patience == 5 and raised.wait_count == 2 and not trainer.should_stop
+
+
+@pytest.mark.slow
+def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
+    """The checkpoint records its run's task, method and config: a checkpoint of another task is one line
+    before any model loads (it trained DPO inside an SFT run's state, or crashed in the optimizer), and a
+    resume into the same folder (hydra.run.dir), whose .hydra/config.yaml Hydra has just rewritten, still
+    names what the launch changes (R5, R7)."""
+    data = write_data(tmp_path)
+    run_dir = tmp_path / "run"
+    short = ("trainer.max_steps=4", "callbacks.model_checkpoint.save_steps=2")
+    run(command(tiny_model_dir, data, run_dir, *short))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    other = subprocess.run(
+        command(tiny_model_dir, data, tmp_path / "dpo", "task=dpo", f"ckpt_path='{checkpoint}'"),
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert "a checkpoint of a task=sft run, and this launch is task=dpo" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and "Traceback" not in other.stderr
+    more = run(
+        command(
+            tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=6", "optimizer.lr=5e-3"
+        )
+    )
+    log = more.stdout + more.stderr
+    assert "this launch changes optimizer.lr=0.01 -> 0.005, trainer.max_steps=4 -> 6" in log
+    assert "optimizer.lr=0.01 -> 0.005 takes no effect" in log
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6

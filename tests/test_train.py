@@ -391,3 +391,21 @@ def test_loader_workers_and_cpu_ranks_are_held_to_the_cores(monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="hydratune.train"):
         warn_if_ranks_outnumber_cores(Trainer())
     assert "trainer.devices: 4 CPU processes on 2 cores" in caplog.records[-1].getMessage()
+
+
+def test_an_evaluation_interval_inside_an_accumulation_window_is_raised_to_its_end():
+    """debug=fast (every 2 batches) with accumulate_grad_batches=16 evaluated 8 times per optimizer step on
+    the same weights: early stopping counted them and ended the run at step 0, exporting untrained weights."""
+    from hydratune.train import evaluate_after_steps
+
+    assert (
+        evaluate_after_steps({"val_check_interval": 2, "accumulate_grad_batches": 16})["val_check_interval"]
+        == 16
+    )
+    assert (
+        evaluate_after_steps({"val_check_interval": 40, "accumulate_grad_batches": 16})["val_check_interval"]
+        == 48
+    )
+    for kept in ({"val_check_interval": 32, "accumulate_grad_batches": 16}, {"val_check_interval": 3},
+                 {"val_check_interval": 0.5, "accumulate_grad_batches": 4}):  # fmt: skip
+        assert evaluate_after_steps(kept) == kept

@@ -313,7 +313,7 @@ def build_checkpointing(cfg: dict, dirpath: str | Path) -> list[L.Callback]:
                 "callbacks.early_stopping needs callbacks.model_checkpoint.metric_for_best_model (e.g. val/loss)"
             )
         callbacks.append(
-            EarlyStopping(
+            StopEarly(
                 monitor=metric,
                 mode=mode,
                 patience=stopping.get("patience", 3),
@@ -352,19 +352,48 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def resume_file(run_dir: str | Path) -> Path | None:
-    """The newest of a run's `checkpoints/last.ckpt` and the `hpc_ckpt_N.ckpt` files that Lightning writes
-    on SLURM's requeue signal (SIGUSR1) in the run folder."""
+    """The newest of a run's `checkpoints/last.ckpt`, its `step=N.ckpt` files and the `hpc_ckpt_N.ckpt` files
+    that Lightning writes on SLURM's requeue signal (SIGUSR1) in the run folder. A step file counts too: a
+    kill between a step file's write and last.ckpt's leaves it the newest (best.ckpt does not: it is the best
+    state, not the latest)."""
     run_dir = Path(run_dir)
-    found = [
-        p for p in [run_dir / "checkpoints" / LAST, *run_dir.glob("hpc_ckpt_*.ckpt")] if is_checkpoint(p)
-    ]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    folder = run_dir / "checkpoints"
+    steps = [p for p in folder.glob("step=*.ckpt") if STEP_FILE.fullmatch(p.name)] if folder.is_dir() else []
+    found = [p for p in [folder / LAST, *steps, *run_dir.glob("hpc_ckpt_*.ckpt")] if is_checkpoint(p)]
+    # Newest first; at the same time last.ckpt, which is written after the step file of its step.
+    return max(found, key=lambda p: (p.stat().st_mtime, p.name == LAST)) if found else None
 
 
-def find_resume_run(run_dir: str | Path) -> Path | None:
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """The half-written `.NAME.tmp-PID` files that a kill mid-save left (AtomicCheckpointIO), removed."""
+    folder = Path(run_dir) / "checkpoints"
+    stale = [p for p in folder.glob(".*.tmp-*") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def saved_identity(run_dir: Path) -> tuple[str | None, str | None]:
+    """(name, task) of a run from its saved .hydra/config.yaml; (None, None) when unreadable."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    return cfg.get("name"), task_id(cfg.get("task") or {})
+
+
+def task_id(task_cfg: dict) -> str:
+    """A task config's identity: its `_target_` (a user's task), else its name."""
+    return str(task_cfg.get("_target_") or task_cfg.get("name") or "sft")
+
+
+def find_resume_run(run_dir: str | Path, name: str | None = None, task: str | None = None) -> Path | None:
     """The run directory that `resume=auto` continues: this one if it has a checkpoint, else the newest
-    earlier run of the same name (sibling date folders; for sweeps, the same job number, in this sweep folder or
-    a sibling one) that has one."""
+    earlier run of the same name and task that has one. Earlier runs are the sibling date folders of the
+    default layout (`outputs/<name>/<date>`; a folder given with hydra.run.dir elsewhere has none: only it is
+    continued); for sweeps, the same job number in this sweep folder or a sibling one."""
     run_dir = Path(run_dir)
     if resume_file(run_dir) is not None:
         return run_dir
@@ -381,7 +410,85 @@ def find_resume_run(run_dir: str | Path) -> Path | None:
             p for folder in folders if folder.is_dir() for p in folder.glob("*") if same_job.fullmatch(p.name)
         ]
     else:  # outputs/<name>/<date>
-        candidates = run_dir.parent.glob("*")
-    found = [(resume_file(p), p) for p in candidates if p != run_dir and p.is_dir()]
-    found = [(f.stat().st_mtime, p) for f, p in found if f is not None]
+        if name is not None and run_dir.parent.name != name:
+            return None
+        candidates = list(run_dir.parent.glob("*"))
+    found = []
+    for folder in candidates:
+        if folder == run_dir or not folder.is_dir():
+            continue
+        saved_name, saved_task = saved_identity(folder)
+        if name is not None and (saved_name, saved_task) != (name, task):
+            continue  # another experiment's or another task's run (all tasks share name: default)
+        checkpoint = resume_file(folder)
+        if checkpoint is not None:
+            found.append((checkpoint.stat().st_mtime, folder))
     return max(found)[1] if found else None
+
+
+class RunIdentity(L.Callback):
+    """Writes into every checkpoint what run it is of: the task, the adapter method, the model and the
+    launch's config (secrets redacted). A resume reads it back (`checkpoint_identity`) to refuse continuing
+    another task's or method's run and to name the settings a launch changes, in any folder layout."""
+
+    def __init__(self, cfg: dict):
+        from hydratune.config import redact
+
+        self.identity = {
+            "task": task_id(cfg.get("task") or {}),
+            "peft": (cfg.get("peft") or {}).get("method", "none"),
+            "model": (cfg.get("model") or {}).get("pretrained_model_name_or_path"),
+            "config": redact({k: v for k, v in cfg.items() if k != "hydra"}),
+        }
+
+    def state_dict(self) -> dict:
+        return self.identity
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # what the checkpoint was is read before training (checkpoint_identity); this launch is itself
+
+
+def checkpoint_identity(path: str | Path) -> dict | None:
+    """What `RunIdentity` wrote into a checkpoint file; None for a folder (FSDP's shards) or one written
+    before it existed. The tensors are memory-mapped, not read."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return next((v for k, v in (state.get("callbacks") or {}).items() if k.startswith("RunIdentity")), None)
+
+
+class StopEarly(EarlyStopping):
+    """Lightning's EarlyStopping, with two changes for resumed runs: the patience is this launch's (Lightning
+    restores the checkpoint's, so raising it could not continue a run), and a run that it already ended
+    stays ended (Lightning trained on until the next evaluation, then stopped again with other results)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.message: str | None = None
+
+    @property
+    def state_key(self) -> str:  # Lightning's own key: checkpoints of either class load into the other
+        return super().state_key.replace(type(self).__qualname__, "EarlyStopping", 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
+        self.message = state_dict.get("stopping_reason_message") if self.wait_count >= patience else None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.message and self.wait_count >= self.patience:
+            log.warning(
+                "early stopping ended this run at step %d (%s); nothing more is trained. To train on, raise "
+                "callbacks.early_stopping.patience above %d", trainer.global_step, self.message.rstrip(". "),
+                self.wait_count,
+            )  # fmt: skip
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        stopping = trainer.should_stop
+        super().on_validation_end(trainer, pl_module)
+        if trainer.should_stop and not stopping and self.stopping_reason_message:
+            self.message = self.stopping_reason_message
+            log.info("early stopping: %s", self.message.rstrip(". "))

@@ -348,6 +348,7 @@ def import_model_compose(data: dict, overlay: Overlay) -> None:
         overlay.set("dataset.sources", sources)
     if ops:
         overlay.set("dataset.ops", ops)
+    no_data(overlay, "the file has no datasets component")
     for key in ("workflows", "workflow"):
         if key in data:
             overlay.skip(key, "...", "flattened: components become groups, jobs have no counterpart")
@@ -410,11 +411,25 @@ def import_llamafarm(data: dict, overlay: Overlay) -> None:
         overlay.choose("trainer", str(profile), f"optimization.{profile}")
         for key, value in (settings or {}).items():
             overlay.map_key(key, value)
+    no_data(overlay, "LlamaFarm takes the data on its command line (--dataset FILE)")
 
 
 def import_simplefoundation(data: dict, overlay: Overlay) -> None:
     for key, value in data.items():
         overlay.map_key(key, value)
+    no_data(overlay, "SimpleFoundation takes train_file and eval_file on its command line")
+
+
+def no_data(overlay: Overlay, why: str) -> None:
+    """A file that names no training data: `dataset.sources: []`, so that the run stops asking for data
+    rather than training on hydratune's demo rows (what the sample dataset option would give)."""
+    if "dataset.sources" in overlay.values or "dataset" in overlay.choices:
+        return
+    overlay.set("dataset.sources", [])
+    overlay.skip(
+        "dataset", "(not in the file)", f"{why}: set dataset.sources (e.g. "
+        "'dataset.sources=[{loader:json,data_files:{train:TRAIN.jsonl,validation:EVAL.jsonl}}]'); until then the run stops",
+    )  # fmt: skip
 
 
 # -- LLaMA-Factory and Axolotl ------------------------------------------------------------------------

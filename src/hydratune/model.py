@@ -168,6 +168,8 @@ def apply_peft(model, peft_cfg: dict):
         config = dict(peft_cfg["config"])
         if "target_modules" in config:
             config["target_modules"] = lora_targets(config["target_modules"])
+        if config.get("layers_to_transform") is not None and config.get("target_modules") == "all-linear":
+            config["target_modules"] = linear_module_names(model)  # peft takes layers of named modules only
         adapted = skip_needless_input_casts(get_peft_model(model, build(config)))
     elif method == "freeze":
         adapted = freeze_all_but(
@@ -179,6 +181,20 @@ def apply_peft(model, peft_cfg: dict):
 
 
 ALL_LINEAR = ("all", "all-linear", "all_linear")
+# Output layers that peft's all-linear leaves out (a classifier's head trains whole, as modules_to_save).
+OUTPUT_LAYERS = ("lm_head", "score", "classifier")
+
+
+def linear_module_names(model) -> list[str]:
+    """What peft's `all-linear` targets, by name: every linear layer's last name but the output layer's."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted({
+        name.rpartition(".")[2] for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+        and name.rpartition(".")[2] not in OUTPUT_LAYERS
+    })  # fmt: skip
 
 
 def lora_targets(value):

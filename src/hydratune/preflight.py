@@ -187,11 +187,40 @@ def check_config(cfg: dict) -> None:
     if not SAFE_NAME.match(name) or ".." in name:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
     check_optimizer_package(cfg)
+    check_demo_validation(cfg)
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+def check_demo_validation(cfg: dict) -> None:
+    """Your training file with the shipped sample's validation file still beside it (what replacing only
+    `dataset.sources.0.data_files.train` leaves): the val loss, best checkpoint and early stopping would
+    follow hydratune's demo rows. One line with the two fixes."""
+    data_dir = (cfg.get("paths") or {}).get("data_dir")
+    if not data_dir:
+        return
+    sample = Path(data_dir) / "sample"
+    for i, source in enumerate((cfg.get("dataset") or {}).get("sources") or []):
+        files = source.get("data_files") if isinstance(source, dict) else None
+        if not isinstance(files, dict) or not files.get("validation") or not files.get("train"):
+            continue
+        same = lambda path, name: _same_file(path, sample / name)  # noqa: E731
+        if same(files["validation"], "eval.jsonl") and not same(files["train"], "train.jsonl"):
+            raise UserError(
+                f"dataset.sources.{i}.data_files.validation is still the shipped sample's {files['validation']} "
+                f"beside your training file: set dataset.sources.{i}.data_files.validation=YOUR_FILE, or remove it "
+                f"('~dataset.sources.{i}.data_files.validation') and hold rows out ('dataset.ops=[{{split:{{eval:0.1}}}}]')"
+            )
+
+
+def _same_file(path, other: Path) -> bool:
+    try:
+        return Path(str(path)).expanduser().resolve() == other.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def check_optimizer_package(cfg: dict) -> None:

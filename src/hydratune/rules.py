@@ -118,7 +118,28 @@ def _runs_on_cpu(cfg: dict) -> bool:
 # Optimizers whose libraries call `.cuda()` or `torch.cuda.synchronize()` unconditionally.
 CUDA_ONLY_OPTIMIZERS = ("lomo_optim.AdaLomo", "galore_torch.GaLoreAdamW8bit")
 
+
+def _regex_targets_by_layer(cfg: dict) -> bool:
+    """peft.config.layers_to_transform with a regex target_modules: peft refuses the pair (all-linear is
+    spelled out as the model's linear layers, which it accepts)."""
+    config = (cfg.get("peft") or {}).get("config") or {}
+    targets = config.get("target_modules")
+    return (
+        _peft_method(cfg) == "lora"
+        and config.get("layers_to_transform") is not None
+        and isinstance(targets, str)
+        and targets not in ("all", "all-linear", "all_linear")
+    )
+
+
 RULES += [
+    Rule(
+        "layers_need_named_targets",
+        "peft.config.layers_to_transform, peft.config.target_modules",
+        _regex_targets_by_layer,
+        "peft picks layers (layers_to_transform) of named modules only: set peft.config.target_modules to a "
+        "list of names (e.g. [q_proj,v_proj]) or all-linear, not a regex",
+    ),
     Rule(
         "qlora_needs_4bit",
         "peft, quantization",

@@ -193,7 +193,13 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
     throughput, stop, checkpointing))."""
     from hydratune.callbacks import Epochs, GradNorm, History, SampleGenerations, Throughput
-    from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, build_checkpointing
+    from hydratune.checkpoint import (
+        AtomicCheckpointIO,
+        RunIdentity,
+        StepCheckpoint,
+        TrainingRNG,
+        build_checkpointing,
+    )
     from hydratune.loggers import build_loggers
     from hydratune.search import trial_callbacks
     from hydratune.signals import GracefulStop
@@ -203,7 +209,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     checkpointing = build_checkpointing(callbacks_cfg, run_dir / "checkpoints")
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [_callback(name, node) for name, node in callbacks_cfg.items() if node and "_target_" in node]
-    callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop]
+    callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop, RunIdentity(cfg)]
     epochs = cfg["trainer"].get("max_epochs") or -1
     if epochs > 0:  # steps per epoch from the loader; a fractional epoch count
         callbacks.append(Epochs(epochs, cfg["trainer"].get("max_steps") or -1))
@@ -216,7 +222,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer_cfg, reason = choose_precision(cfg["trainer"])  # trainer.precision: auto
+    trainer_cfg, reason = choose_precision(evaluate_after_steps(cfg["trainer"]))  # trainer.precision: auto
     if epochs > 0:  # Lightning counts whole epochs; Epochs stops a fractional one at its step
         trainer_cfg = {**trainer_cfg, "max_epochs": math.ceil(epochs)}
     trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
@@ -372,6 +378,9 @@ def finish(state: Run) -> float:
     metrics.update(task_metrics)
     metrics["effective_batch_size"] = state.effective_batch
     metrics["precision"] = precision_note(cfg["trainer"], str(trainer.precision))
+    stopped = next((cb.message for cb in state.checkpointing if getattr(cb, "message", None)), None)
+    if stopped:  # early stopping ended the run (hydratune.checkpoint.StopEarly)
+        metrics["early_stopping"] = stopped.rstrip(". ")
     if cfg["export"]["merge"] and artifact.name == "adapter":
         metrics.update(merge_export(artifact, run_dir, cfg))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -403,14 +412,17 @@ def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
 
 
 def resume_checkpoint(cfg) -> str | None:
-    """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the last.ckpt of the newest run
-    of this name, whose folder then becomes this run's (same checkpoints, same logger run)."""
+    """The checkpoint to resume: `ckpt_path` as given, or for `resume=auto` the newest checkpoint of the
+    newest run of this name and task, whose folder then becomes this run's (same checkpoints, same logger
+    run). Either way a checkpoint of another task or adapter method is refused here, before any model
+    loads; resume=auto names the settings this launch changes from the run it continues."""
     from hydratune import sweep
-    from hydratune.checkpoint import find_resume_run, resume_file
+    from hydratune.checkpoint import find_resume_run, remove_stale_temporaries, resume_file, task_id
     from hydratune.preflight import check_resume_file
 
     if cfg.get("ckpt_path"):
         check_resume_file(cfg.ckpt_path, "ckpt_path")
+        check_same_kind(cfg.ckpt_path, cfg, "ckpt_path")
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
@@ -420,52 +432,107 @@ def resume_checkpoint(cfg) -> str | None:
         cfg.resume = "auto"
     if cfg.resume != "auto":
         raise UserError(f"resume={cfg.resume!r}: use resume=auto, or ckpt_path=PATH for a given checkpoint")
-    here = Path(cfg.paths.output_dir)
-    previous = find_resume_run(here)
+    here, task = Path(cfg.paths.output_dir), task_id(to_plain(cfg.task))
+    previous = find_resume_run(here, cfg.name, task)
     if previous is None:
-        log.info("resume=auto: no earlier run named %r has a checkpoint; starting fresh", cfg.name)
+        log.info(
+            "resume=auto: no earlier run named %r of task=%s has a checkpoint; starting fresh", cfg.name, task
+        )
         return None
+    checkpoint = resume_file(previous)
+    check_resume_file(checkpoint, "resume=auto")
+    saved, resolved = check_same_kind(checkpoint, cfg, "resume=auto"), True  # as the launch resolved it
+    if saved is None and previous != here:  # a checkpoint from before RunIdentity: the folder's saved config
+        saved, resolved = _load_yaml(previous / ".hydra" / "config.yaml"), False
+    warn_changed_settings(saved, cfg, here if previous != here else None, resolved)
     if previous != here:
         log.info("resume=auto: continuing %s (%s keeps only this launch's config and log)", previous, here)
-        changed = changed_settings(previous / ".hydra" / "config.yaml", cfg)
-        if changed:
-            log.warning(
-                "resume=auto: this launch changes %s from the run it continues, whose .hydra/config.yaml "
-                "keeps the first launch's values (this launch's config: %s)", ", ".join(changed), here / ".hydra",
-            )  # fmt: skip
         cfg.paths.output_dir = str(previous)
         here.mkdir(parents=True, exist_ok=True)  # a sweep's summary shows this job as continued there
         (here / sweep.CONTINUED_FILE).write_text(json.dumps({"run": str(previous)}) + "\n")
         handler = logging.FileHandler(previous / "train.log")  # the continued run's log goes on in its folder
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
-    checkpoint = resume_file(previous)
-    check_resume_file(checkpoint, "resume=auto")
+    remove_stale_temporaries(previous)  # half-written files a kill mid-save left
     log.info("resume=auto: resuming from %s", checkpoint)
     return str(checkpoint)
+
+
+def _load_yaml(path: Path) -> dict | None:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
+    """Refuse a checkpoint of another task or adapter method (it would train one objective in another's
+    run, or fail deep in the optimizer's state); the model path differing is a warning (a folder may have
+    moved). Returns the config the checkpoint's run was launched with, when the checkpoint records it."""
+    from hydratune.checkpoint import checkpoint_identity, task_id
+    from hydratune.preflight import MODEL_KEY
+
+    identity = checkpoint_identity(checkpoint)
+    if identity is None:
+        return None
+    plain = to_plain(cfg)
+    task, peft = task_id(plain.get("task") or {}), (plain.get("peft") or {}).get("method", "none")
+    for what, then, now in (("task", identity.get("task"), task), ("peft", identity.get("peft"), peft)):
+        if then is not None and then != now:
+            raise UserError(
+                f"{key}={checkpoint}: a checkpoint of a {what}={then} run, and this launch is {what}={now}; a "
+                "checkpoint continues its own run's training (optimizer state, data position, step). To start "
+                f"from its weights, merge them into a model (hydratune merge RUN_DIR) and set {MODEL_KEY}=RUN_DIR/merged"
+            )
+    model = (plain.get("model") or {}).get("pretrained_model_name_or_path")
+    if identity.get("model") not in (None, model):
+        log.warning(
+            "%s: the checkpoint's run trained %s; this launch loads %s (the same model moved, or another?)",
+            key, identity.get("model"), model,
+        )  # fmt: skip
+    return identity.get("config")
 
 
 # Keys whose change between launches is the resume itself (where things go, what to continue).
 RESUME_KEYS = ("paths", "resume", "ckpt_path")
 
 
-def changed_settings(saved: Path, cfg, limit: int = 8) -> list[str]:
-    """`key=old -> new` for each setting of `cfg` that differs from the saved config of an earlier launch."""
-    from omegaconf import OmegaConf
+def warn_changed_settings(saved: dict | None, cfg, here: Path | None, resolved: bool = False) -> None:
+    """Name the settings a resume=auto launch changes from the run it continues (`saved`: its config,
+    `resolved` or as written). Optimizer settings do not take effect: its state, learning rates included,
+    comes back from the checkpoint."""
+    changed = changed_settings(saved, cfg, resolve=resolved) if saved else []
+    if not changed:
+        return
+    where = f" (this launch's config: {here / '.hydra'})" if here else ""
+    log.warning("resume=auto: this launch changes %s from the run it continues%s", ", ".join(changed), where)
+    ignored = [c for c in changed if c.startswith("optimizer.")]
+    if ignored:
+        log.warning(
+            "resume=auto: %s takes no effect: the optimizer's state, its learning rates included, comes back "
+            "from the checkpoint (the schedule's length follows trainer.max_steps)", ", ".join(ignored),
+        )  # fmt: skip
 
-    if not saved.is_file():
-        return []
+
+def changed_settings(saved: dict, cfg, limit: int = 8, resolve: bool = False) -> list[str]:
+    """`key=old -> new` for each setting of `cfg` that differs from the config an earlier launch saved
+    (`resolve`: compare `cfg` with its interpolations resolved, as the saved one was)."""
+    from omegaconf import OmegaConf
 
     def flat(node, prefix: str = "") -> dict:
         if isinstance(node, dict):
             return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
         return {prefix[:-1]: node}
 
-    def plain(config) -> dict:
-        data = OmegaConf.to_container(config, resolve=False)
-        return flat({k: v for k, v in data.items() if k not in RESUME_KEYS})
+    def plain(data: dict) -> dict:
+        return flat({k: v for k, v in redact(data).items() if k not in RESUME_KEYS and k != "hydra"})
 
-    before, now = plain(OmegaConf.load(saved)), plain(cfg)
+    before, now = (
+        plain(saved),
+        plain(to_plain(cfg) if resolve else OmegaConf.to_container(cfg, resolve=False)),
+    )
     changes = [f"{k}={before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
                if before.get(k) != now.get(k)]  # fmt: skip
     return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
@@ -474,6 +541,30 @@ def changed_settings(saved: Path, cfg, limit: int = 8) -> list[str]:
 def last_checkpoint(run_dir: Path) -> str:
     path = run_dir / "checkpoints" / "last.ckpt"
     return str(path) if path.is_file() else "(none written yet)"
+
+
+def evaluate_after_steps(trainer_cfg: dict) -> dict:
+    """An evaluation interval (in batches) that ends inside an accumulation window, raised to the next
+    window's end. An evaluation mid-window scores the weights of the last optimizer step again: with an
+    interval below the window, early stopping counted those repeats as evaluations without improvement and
+    ended runs at step 0; a best.ckpt saved there cannot resume exactly (it cannot hold partial gradients)."""
+    interval, accumulate = (
+        trainer_cfg.get("val_check_interval"),
+        trainer_cfg.get("accumulate_grad_batches") or 1,
+    )
+    if (
+        not isinstance(interval, int)
+        or isinstance(interval, bool)
+        or accumulate <= 1
+        or interval % accumulate == 0
+    ):
+        return trainer_cfg
+    raised = -(-interval // accumulate) * accumulate
+    log.info(
+        "trainer.val_check_interval=%d batches ends inside an accumulation window of %d: evaluating every %d "
+        "batches (%d optimizer steps), after an optimizer step", interval, accumulate, raised, raised // accumulate,
+    )  # fmt: skip
+    return {**trainer_cfg, "val_check_interval": raised}
 
 
 def quiet_when_piped(trainer_cfg: dict) -> dict:
@@ -577,6 +668,8 @@ def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
     for name in curves:  # e.g. val_accuracy: its first value (when evaluated before training) and last
         start = f"{metrics[f'initial_{name}']:.4f} -> " if f"initial_{name}" in metrics else ""
         lines.append(f"{name.replace('_', '/', 1)}: {start}{metrics[name]:.4f}")
+    if "early_stopping" in metrics:
+        lines.append(f"ended by early stopping: {metrics['early_stopping']}")
     if "precision" in metrics:
         lines.append(f"precision: {metrics['precision']}")
     lines.append(f"wall time: {metrics['wall_seconds']:.1f}s, {metrics['tokens_per_s']:.0f} tokens/s")

@@ -157,6 +157,8 @@ def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()
         # Windows editors write a byte-order mark; the JSON reader refuses it, the CSV one keeps it in the first
         # column's name. Read as utf-8-sig (which also reads files without one) as pandas and peek do.
         options = {"encoding": "utf-8-sig"}
+    if data_dir is not None:  # the folder's files of this loader only (datasets would read a CSV beside JSON)
+        data_files, data_dir = dir_files(data_dir, files), None
     try:
         loaded = datasets.load_dataset(
             loader, data_files=data_files, data_dir=data_dir, cache_dir=cache_dir, **options
@@ -192,6 +194,19 @@ def _needs_a_look(loaded, files: list[str], text_columns) -> bool:
             if column in text_columns and split.data.column(column).null_count:
                 return True
     return False
+
+
+def dir_files(data_dir: str, files: list[str]) -> dict[str, list[str]]:
+    """A data_dir's files by split, as `datasets` names the splits from file names (train*, validation*, dev*,
+    ...; every file is train when none is named so), kept to `files` (the loader's suffixes)."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    keep = {str(Path(f).resolve()) for f in files}
+    by_split = DataFilesDict.from_patterns(get_data_patterns(data_dir), base_path=data_dir)
+    out = {
+        str(split): [f for f in found if str(Path(f).resolve()) in keep] for split, found in by_split.items()
+    }
+    return {split: found for split, found in out.items() if found} or {"train": files}
 
 
 def resolve_files(data_files, data_dir: str | None, loader: str, where: str) -> list[str]:
