@@ -129,6 +129,17 @@ def test_save_strategy_no_writes_no_step_checkpoints(project, capsys, tmp_path, 
     assert composed(project, "no_saves")["callbacks"]["model_checkpoint"]["save_total_limit"] == 0
 
 
+def test_the_base_models_cache_dir_is_imported(project, capsys, tmp_path):
+    """LlamaFarm's and LLaMA-Factory's cache_dir is where the base model's hub files are: model.cache_dir
+    (reported as having no counterpart before, O13)."""
+    text = (LF / "lora_sft.yaml").read_text() + "\ncache_dir: /models/cache\n"
+    code, _, err = run_import(
+        capsys, write(tmp_path, "lf.yaml", text), "lf_cache", "--dataset-info", str(DATASET_INFO)
+    )
+    assert code == 0 and "cache_dir" not in reasons(err)
+    assert composed(project, "lf_cache")["model"]["cache_dir"] == "/models/cache"
+
+
 def test_llamafactory_lora_defaults_and_bf16_weights(project, capsys, tmp_path):
     """LLaMA-Factory's examples set lora_rank 8 and no alpha: its alpha is twice the rank (scale 2), not the
     peft=lora preset's 32; the frozen base loads in bf16 as LLaMA-Factory loads it."""

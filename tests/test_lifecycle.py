@@ -109,9 +109,10 @@ class _SendSignal(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def _trainer(tmp_path, callbacks, steps=8, accumulate=1):
+def _trainer(tmp_path, callbacks, steps=8, accumulate=1, **kwargs):
     return L.Trainer(
         max_steps=steps,
+        **kwargs,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -141,6 +142,44 @@ def test_signal_saves_last_checkpoint_at_the_step_boundary_and_stops(
     assert saved["global_step"] == 2
     assert any("rng" in state for state in saved["callbacks"].values())
     assert signal.getsignal(signal.SIGTERM) is not stop.handle  # handlers restored after training
+
+
+class _CountEvaluations(L.Callback):
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        self.steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize(("signal_at", "evaluated"), [(3, [2]), (1, [])])
+def test_a_stop_signal_saves_after_a_due_evaluation_and_evaluates_nothing_after_its_save(
+    tiny_model_dir, tokenizer, tmp_path, signal_at, evaluated
+):
+    """Evaluations every 4 batches (2 optimizer steps). A signal in the batch before an evaluation: the save
+    waits for it, so the checkpoint holds it (a resume does not evaluate that step again: its val loss and
+    best.ckpt were lost, R11). A signal elsewhere: save and stop, with no evaluation after the save (Lightning
+    ran one, using the preemption's grace time, R3)."""
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    checkpoint = StepCheckpoint(tmp_path / "checkpoints", save_steps=100)
+    stop, evaluations = GracefulStop(checkpoint), _CountEvaluations()
+    trainer = _trainer(
+        tmp_path, [checkpoint, stop, TrainingRNG(), _SendSignal(signal_at, signal.SIGTERM), evaluations],
+        accumulate=2, val_check_interval=4, limit_val_batches=1, num_sanity_val_steps=0,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(Repeat(batch), batch_size=None)
+    trainer.fit(
+        module,
+        train_dataloaders=loader,
+        val_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None),
+    )
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert evaluations.steps == evaluated
+    assert saved["global_step"] == trainer.global_step == (2 if signal_at == 3 else 1)
+    # The checkpoint was written after the evaluation of its step: its loop state has it done.
+    done = saved["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]["total"]["completed"]
+    assert done == len(evaluations.steps)
 
 
 def _nan_on_call(module, call: int):

@@ -197,3 +197,37 @@ def test_layers_to_transform_with_all_linear_targets_every_linear_layer_of_those
         "peft.config.layers_to_transform, peft.config.target_modules"
     ]
     assert not violations(cfg)
+
+
+def test_an_adapter_loads_its_base_from_the_runs_cache_dir(tiny_model_dir, tmp_path, monkeypatch):
+    """model.cache_dir (llamafarm's `cache_dir`) held for training but not for the merge, `hydratune merge`
+    or `hydratune generate`: with the hub offline they failed after training (O12). The run's saved config
+    beside adapter/ gives the base's cache_dir (and revision) back."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = tmp_path / "model_cache"
+    snapshot = cache / "models--acme--tiny" / "snapshots" / ("b" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (cache / "models--acme--tiny" / "refs").mkdir()
+    (cache / "models--acme--tiny" / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import
+    run = tmp_path / "run"
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(snapshot), LoraConfig(r=2, target_modules="all-linear")
+    )
+    model.peft_config["default"].base_model_name_or_path = "acme/tiny"
+    export_artifact(model, AutoTokenizer.from_pretrained(snapshot), run)
+    with pytest.raises(OSError):  # the default cache has no acme/tiny
+        load_artifact(run / "adapter")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        f"model:\n  pretrained_model_name_or_path: acme/tiny\n  cache_dir: {cache}\n"
+    )
+    loaded, _ = load_artifact(run / "adapter")
+    assert loaded.get_base_model().config.hidden_size == model.get_base_model().config.hidden_size
+    merge_adapter(run / "adapter", run / "merged")
+    assert (run / "merged" / "config.json").is_file()

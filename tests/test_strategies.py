@@ -127,3 +127,51 @@ def test_gradient_clipping_under_fsdp_takes_the_norm_over_every_shard(count, tmp
         assert torch.allclose(shard["norm"], expected_norm)
         for got, want in zip(shard["grads"], whole[rank::2]):
             assert torch.allclose(got, want.grad, atol=1e-6)
+
+
+def _rng_on_rank(rank: int, world_size: int, init: str, out: str) -> None:
+    import datetime
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+
+    from hydratune.checkpoint import TrainingRNG
+
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        trainer = SimpleNamespace(global_rank=rank, world_size=world_size)
+        saving = TrainingRNG()
+        saving.setup(trainer, None, "fit")
+        torch.manual_seed(100 + rank)  # each rank's dropout stream is its own
+        torch.rand(rank + 1)  # and has drawn a different amount
+        saving.on_train_batch_end(trainer, None, None, None, 0)
+        expected = torch.rand(4)  # what this rank draws after the saved step
+        state = saving.state_dict()  # collective, as Lightning's checkpoint dump is on every rank
+        if rank == 0:
+            torch.save(state, f"{out}.ckpt")  # only rank 0 writes the checkpoint
+        dist.barrier()
+        resumed = TrainingRNG()
+        resumed.setup(trainer, None, "fit")
+        resumed.load_state_dict(torch.load(f"{out}.ckpt", weights_only=False))
+        torch.manual_seed(0)  # model building and the loaders draw in between
+        resumed.on_train_batch_start(trainer, None, None, 0)
+        torch.save({"expected": expected, "got": torch.rand(4)}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_resumes_its_own_random_stream(tmp_path):
+    """DDP with LoRA dropout resumed inexactly: only rank 0 writes the checkpoint, and every rank got rank 0's
+    RNG state back (R19). Each rank's state now travels in the checkpoint and comes back to that rank."""
+    import torch
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rng")
+    mp.spawn(_rng_on_rank, args=(2, f"file://{tmp_path / 'init'}", out), nprocs=2)
+    draws = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    for draw in draws:
+        assert torch.equal(draw["expected"], draw["got"])
+    assert not torch.equal(draws[0]["got"], draws[1]["got"])

@@ -409,3 +409,21 @@ def test_an_evaluation_interval_inside_an_accumulation_window_is_raised_to_its_e
     for kept in ({"val_check_interval": 32, "accumulate_grad_batches": 16}, {"val_check_interval": 3},
                  {"val_check_interval": 0.5, "accumulate_grad_batches": 4}):  # fmt: skip
         assert evaluate_after_steps(kept) == kept
+
+
+def test_an_export_of_the_best_checkpoint_reports_its_step_and_val_loss(tmp_path):
+    """load_best_model_at_end exported best.ckpt's weights, while the summary, metrics.json and the card gave
+    the final step's val loss as the artifact's (O6). greater_is_better on a loss makes step 2 the best."""
+    run_dir = tmp_path / "best"
+    result = run_cli([
+        "train.py", f"hydra.run.dir={run_dir}", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "eval_before_training=false", "eval_generations.num_prompts=0", "+trainer.limit_val_batches=1",
+        "callbacks.model_checkpoint.greater_is_better=true", "callbacks.model_checkpoint.load_best_model_at_end=true",
+        "callbacks.early_stopping=null", "trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [step for step, _ in metrics["val_curve"]] == [2, 4]
+    assert metrics["exported_step"] == 2 and metrics["exported_val_loss"] == metrics["val_curve"][0][1]
+    assert "exported: best.ckpt's weights (step 2" in result.stdout + result.stderr
+    assert "exported_step: 2" in (run_dir / "adapter" / "README.md").read_text()

@@ -9,6 +9,8 @@ from pathlib import Path
 # The example a generative card renders in the run's prompt format (the default data's kind of instruction).
 EXAMPLE = ("Write the word in capital letters.", "hydra")
 SHOWN_METRICS = (
+    "exported_step",  # load_best_model_at_end: the weights are this step's
+    "exported_val_loss",
     "val_loss",
     "best_val_loss",
     "val_acc",

@@ -120,6 +120,7 @@ class StepCheckpoint(ModelCheckpoint):
             every_n_train_steps=save_steps,
         )
         self.stop_signal: str | None = None
+        self.stopped_by_other_rank = False
         self._step_seen = -1
         self._after_validation = False
 
@@ -142,17 +143,28 @@ class StepCheckpoint(ModelCheckpoint):
         stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
         if not stepped:
             return
+        if trainer.world_size > 1:
+            # A signal reaches each rank on its own time, maybe on either side of a step: every rank stops (and
+            # saves, a collective) at the first step after any rank got one.
+            anywhere = trainer.strategy.reduce_boolean_decision(self.stop_signal is not None, all=False)
+            if anywhere and self.stop_signal is None:
+                self.stop_signal, self.stopped_by_other_rank = "a stop signal to another rank", True
         every = self._every_n_train_steps
         due = (every > 0 and trainer.global_step % every == 0) or self._after_validation
         finished = 0 < trainer.max_steps <= trainer.global_step
-        if due and not (finished or self.stop_signal) and _validation_follows(trainer):
+        if (due or self.stop_signal) and not finished and _validation_follows(trainer):
             # An evaluation comes right after this step: save after it, so the checkpoint holds its result
-            # (the val curve, the best score, early stopping's count) and a resume does not lose it.
-            self._after_validation, due = True, False
+            # (the val curve, the best score, early stopping's count) and a resume does not lose it. A stop
+            # signal waits for it too: the resumed run would not evaluate this step again.
+            self._after_validation = True
+            return
         if due or finished or self.stop_signal:
             self._save_now(trainer)
         if self.stop_signal:
             trainer.should_stop = True
+            # Lightning evaluates once more when told to stop (for early stopping): not after a stop's save,
+            # which would spend the signal's grace time and score a step the resumed run never evaluates.
+            trainer.fit_loop.epoch_loop._skip_next_val = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # Without save_steps, a checkpoint follows each evaluation; with save_steps, a step's save that an
@@ -165,6 +177,8 @@ class StepCheckpoint(ModelCheckpoint):
         at_boundary = not trainer.fit_loop.epoch_loop._should_accumulate()
         if at_boundary and trainer.global_step == self._step_seen:
             self._save_now(trainer)
+            if self.stop_signal:  # the stop waited for this evaluation (on_train_batch_end)
+                trainer.should_stop = True
         else:
             self._after_validation = True
 
@@ -254,6 +268,10 @@ class TrainingRNG(L.Callback):
         self._after_step: dict | None = None
         self._to_restore: dict | None = None
         self._before_validation: dict | None = None
+        self._rank, self._ranks = 0, 1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._rank, self._ranks = trainer.global_rank, trainer.world_size
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         state = self._to_restore if self._to_restore is not None else self._after_step
@@ -273,10 +291,24 @@ class TrainingRNG(L.Callback):
             self._before_validation = None
 
     def state_dict(self) -> dict:
-        return {"rng": self._after_step} if self._after_step is not None else {}
+        """This rank's states, and with several ranks every rank's (`rng_by_rank`): each draws its own dropout
+        masks, and only rank 0 writes the checkpoint. Every rank saves together (Lightning's checkpoint
+        saving is collective), so the states are gathered here."""
+        if self._after_step is None:
+            return {}
+        state = {"rng": self._after_step}
+        if self._ranks > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self._after_step)
+            state["rng_by_rank"] = gathered
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._to_restore = state_dict.get("rng")
+        by_rank = state_dict.get("rng_by_rank")
+        if by_rank and len(by_rank) == self._ranks:
+            self._to_restore = by_rank[self._rank]
+        else:  # one process, or another number of ranks than saved: rank 0's stream
+            self._to_restore = state_dict.get("rng")
 
 
 def build_checkpointing(cfg: dict, dirpath: str | Path) -> list[L.Callback]:
@@ -333,9 +365,11 @@ def best_checkpoint(callbacks: list[L.Callback]) -> Path | None:
     return None
 
 
-def load_trainable_weights(module: L.LightningModule, path: str | Path) -> None:
-    """Put a checkpoint's trained weights into `module` (the frozen base stays as loaded)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+def load_trainable_weights(module: L.LightningModule, path: str | Path) -> int:
+    """Put a checkpoint's trained weights into `module` (the frozen base stays as loaded); returns the
+    optimizer step they are of."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
     missing_trained = [k for k, p in module.named_parameters() if p.requires_grad and k not in state]
     if missing_trained:
         raise UserError(
@@ -343,6 +377,7 @@ def load_trainable_weights(module: L.LightningModule, path: str | Path) -> None:
         )
     module.load_state_dict(state, strict=False)
     module.evaluated_step = None  # what a task knew of the weights' evaluation is now another's
+    return int(checkpoint.get("global_step", -1))
 
 
 def is_checkpoint(path: str | Path) -> bool:

@@ -91,6 +91,7 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
 
     adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    hub = base_hub_options(adapter_dir)
     if is_classifier_adapter(adapter_dir):
         from hydratune.model import classifier_from_pretrained
 
@@ -101,8 +102,31 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
             config=AutoConfig.from_pretrained(adapter_dir),
             dtype=getattr(torch, dtype),
             ignore_mismatched_sizes=True,
+            **hub,
         )
-    return AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype))
+    return AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype), **hub)
+
+
+def base_hub_options(adapter_dir: Path) -> dict:
+    """Where the base of a run's adapter was loaded from: the run's model.cache_dir, revision and
+    trust_remote_code (its saved .hydra/config.yaml beside adapter/), so that a merge or `hydratune
+    generate` reads the same files as training (not the hub's newest revision, nor a download into the
+    default cache). An adapter outside a run folder: nothing."""
+    from omegaconf import OmegaConf
+
+    saved = adapter_dir.parent / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return {}
+    model = OmegaConf.load(saved).get("model") or {}
+    out = {}
+    for key in ("cache_dir", "revision", "trust_remote_code"):
+        try:
+            value = OmegaConf.select(model, key)  # resolved where it can be (paths move; ${hydra:} cannot)
+        except Exception:  # an interpolation that only the launch could resolve
+            value = None
+        if value not in (None, False, ""):
+            out[key] = value
+    return out
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:

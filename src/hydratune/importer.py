@@ -43,6 +43,7 @@ VALUES: dict[str, str] = {
     "gradient_checkpointing": "model.gradient_checkpointing",
     "torch_dtype": "model.dtype",
     "trust_remote_code": "model.trust_remote_code",
+    "cache_dir": "model.cache_dir",  # where the base model's hub files are kept (LlamaFarm, LLaMA-Factory)
     "seed": "seed",
     "tf32": "tf32",
     "lora_r": "peft.config.r",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hydratune import rules, schema
 from hydratune.errors import UserError, did_you_mean, install_hint
+from hydratune.hub import hub_folder
 
 # Flags after which Hydra does not run the task, or runs many (multirun sweeps are checked per job).
 SKIP_FLAGS = {
@@ -304,11 +305,6 @@ def check_resume_file(path: str | Path, key: str) -> None:
 MODEL_KEY = "model.pretrained_model_name_or_path"
 
 
-def _looks_like_path(name: str) -> bool:
-    """A local path, not a hub id: hub ids are `name` or `owner/name`."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
-
-
 def model_folder(model_cfg: dict) -> Path | None:
     """The folder of the model's files on this disk: the path given, or its hub cache snapshot; None when
     the hub will be asked. A path that is not on disk, or a hub id not cached while the hub is offline,
@@ -319,52 +315,6 @@ def model_folder(model_cfg: dict) -> Path | None:
         cache_dir=model_cfg.get("cache_dir"),
         revision=model_cfg.get("revision"),
         tiny_hint=True,
-    )
-
-
-def hub_folder(
-    name: str, key: str, cache_dir: str | None = None, revision: str | None = None, tiny_hint: bool = False
-) -> Path | None:
-    """The folder on this disk of a model named by a path or a hub id (its cached snapshot); None when the
-    hub will be asked. A path that is not on disk, or a hub id not cached while the hub is offline, is a
-    UserError naming `key`."""
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local
-    if _looks_like_path(name):
-        raise UserError(
-            f"{key}={name}: no such folder; give the folder of a saved model (config.json and weights), "
-            "or a hub id such as Qwen/Qwen2.5-0.5B"
-        )
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError
-
-    try:
-        cached = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir, revision=revision)
-    except HFValidationError:
-        raise UserError(
-            f"{key}={name}: neither a folder on this disk nor a hub id (owner/name); check the spelling"
-        ) from None
-    if isinstance(cached, str):
-        return Path(cached).parent
-    if _hub_offline():
-        hint = (
-            f" (to try a config on the shipped tiny model: '{key}=${{paths.assets_dir}}/tiny-llama'; an experiment's "
-            "model path wins over model=...)"
-            if tiny_hint
-            else ""
-        )
-        raise UserError(
-            f"{key}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
-            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder{hint}"
-        )
-    return None
-
-
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").upper() in ("1", "ON", "YES", "TRUE")
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 

@@ -340,13 +340,13 @@ class RewardModelScorer:
         sequence classifier with one label. None for a run; else the model's folder (or its hub id,
         when the hub is online and has not been asked yet)."""
         from hydratune.export import find_artifact, run_settings
-        from hydratune.preflight import _looks_like_path, hub_folder
+        from hydratune.hub import hub_folder, looks_like_path
 
-        name = str(run_dir)
-        path = Path(name).expanduser()
+        given = str(run_dir)
+        path = Path(given).expanduser()
         if path.is_dir() and not (path / ".hydra").is_dir() and _saved_model(path):
             folder = path
-        elif path.is_dir() or _looks_like_path(name) or name.count("/") != 1:
+        elif path.is_dir() or looks_like_path(given) or given.count("/") != 1:
             if not path.is_dir():
                 raise UserError(
                     f"{key}={run_dir}: no such directory; give the directory of a task=reward run, or a saved "
@@ -356,10 +356,10 @@ class RewardModelScorer:
                 task_cfg, _ = run_settings(path)
             except UserError as err:
                 raise UserError(f"{key}={err} (or a saved reward model: a folder with config.json)") from err
-            task_name = task_cfg.get("name")
-            if task_name != "reward" or task_cfg.get("_target_"):
+            name = task_cfg.get("name")
+            if name != "reward" or task_cfg.get("_target_"):
                 raise UserError(
-                    f"{key}={run_dir}: a task={task_cfg.get('_target_') or task_name} run, not a reward model; give "
+                    f"{key}={run_dir}: a task={task_cfg.get('_target_') or name} run, not a reward model; give "
                     "the directory of a task=reward run (train one with python train.py task=reward)"
                 )
             try:
@@ -368,9 +368,9 @@ class RewardModelScorer:
                 raise UserError(f"{key}={run_dir}: {err}") from err
             return None
         else:  # owner/name: a hub id
-            folder = hub_folder(name, key)
+            folder = hub_folder(given, key)
             if folder is None:
-                return name  # the hub is asked when the model loads
+                return given  # the hub is asked when the model loads
         _check_classifier_files(folder, f"{key}={run_dir}")
         return folder
 

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,9 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
             stop.signal_name, trainer.global_step, last_checkpoint(run_dir), last_checkpoint(run_dir),
         )  # fmt: skip
         raise SystemExit(128 + stop.received)
+    if any(getattr(cb, "stopped_by_other_rank", False) for cb in state.checkpointing):  # DDP
+        log.warning("stopped at step %d: another rank got a stop signal", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM)
     evaluate_last_step(state)
 
 
@@ -359,10 +363,10 @@ def finish(state: Run) -> float:
     from hydratune.sharding import full_state_dict, is_fsdp
 
     cfg, trainer, run_dir = state.cfg, state.trainer, state.run_dir
-    best = best_checkpoint(state.checkpointing)
+    best, exported_step = best_checkpoint(state.checkpointing), None
     if (cfg.get("callbacks") or {}).get("model_checkpoint", {}).get("load_best_model_at_end") and best:
         log.info("load_best_model_at_end: exporting the weights of %s", best)
-        load_trainable_weights(state.module, best)
+        exported_step = load_trainable_weights(state.module, best)
     task_metrics = state.task.finish(trainer, state.module, state.datamodule, run_dir)
     weights = full_state_dict(trainer) if is_fsdp(trainer) else None  # every rank: a collective
     if not trainer.is_global_zero:
@@ -375,6 +379,13 @@ def finish(state: Run) -> float:
     metrics["artifact"] = artifact.name
     if best is not None:
         metrics["best_checkpoint"] = best.name
+    if (
+        exported_step is not None
+    ):  # the export is best.ckpt's weights, not the final step's that val_loss scores
+        metrics["exported_step"] = exported_step
+        scored = dict(state.history.val_loss).get(exported_step)
+        if scored is not None:
+            metrics["exported_val_loss"] = scored
     metrics.update(task_metrics)
     metrics["effective_batch_size"] = state.effective_batch
     metrics["precision"] = precision_note(cfg["trainer"], str(trainer.precision))
@@ -668,6 +679,11 @@ def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
     for name in curves:  # e.g. val_accuracy: its first value (when evaluated before training) and last
         start = f"{metrics[f'initial_{name}']:.4f} -> " if f"initial_{name}" in metrics else ""
         lines.append(f"{name.replace('_', '/', 1)}: {start}{metrics[name]:.4f}")
+    if "exported_step" in metrics:
+        scored = f", val loss {metrics['exported_val_loss']:.4f}" if "exported_val_loss" in metrics else ""
+        lines.append(
+            f"exported: best.ckpt's weights (step {metrics['exported_step']}{scored}), not the last step's"
+        )
     if "early_stopping" in metrics:
         lines.append(f"ended by early stopping: {metrics['early_stopping']}")
     if "precision" in metrics:

@@ -265,6 +265,11 @@ def split_op(data, spec: dict, where: str):
     source, target = spec.get("from", "train"), spec.get("to", "validation")
     if source not in data:
         raise UserError(f"{where}.split.from={source!r}: no such split; splits here: {', '.join(data)}")
+    if target in data and target != source:
+        raise UserError(
+            f"{where}.split: the data already has a {target!r} split ({len(data[target])} rows), which the rows held "
+            f"out would replace; remove that file (e.g. '~dataset.sources.0.data_files.{target}'), or drop the split op"
+        )
     size = spec.get("eval", 0.1)
     n = len(data[source])
     count = round(size * n) if isinstance(size, float) and size < 1 else int(size)
