@@ -45,7 +45,7 @@ def test_resumed_loader_continues_with_the_next_unseen_batch(consumed):
     batches = iter(first)
     seen = [next(batches) for _ in range(consumed)]  # what the killed run trained on
     state = first.state_dict()
-    assert state == {"epoch": 1, "consumed": consumed}
+    assert state == {"epoch": 1, "consumed": consumed, "global_batch": 2}
     resumed = _loader()
     resumed.load_state_dict(state)
     resumed.batch_sampler.set_epoch(1)  # Lightning sets the epoch after loading, before iterating
@@ -53,6 +53,26 @@ def test_resumed_loader_continues_with_the_next_unseen_batch(consumed):
     # The position applies to its own epoch only: the next epoch is whole again.
     resumed.batch_sampler.set_epoch(2)
     assert len(list(resumed)) == len(whole)
+
+
+def test_a_resume_with_another_batch_size_goes_on_after_the_samples_trained():
+    """The position was counted in batches of the new size: batches of 8 after 3 of 4 skipped 24 samples,
+    12 of which were never trained (R12). It is converted through the samples consumed."""
+
+    def loader(batch_size):
+        sampler = WindowBatchSampler([1] * 40, batch_size=batch_size, seed=3)
+        data = WindowDataset([{"i": i} for i in range(40)])
+        return ResumableDataLoader(
+            data, batch_sampler=sampler, collate_fn=lambda rows: [r["i"] for r in rows]
+        )
+
+    first = loader(4)
+    batches = iter(first)
+    seen = [i for _ in range(3) for i in next(batches)]
+    resumed = loader(2)
+    resumed.load_state_dict(first.state_dict())
+    rest = [i for batch in resumed for i in batch]
+    assert sorted(seen + rest) == list(range(40))  # every sample once
 
 
 def test_resume_auto_picks_the_newest_run_with_a_checkpoint(tmp_path):

@@ -295,6 +295,12 @@ def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
     assert other.returncode == 2, other.stderr[-2000:]
     assert "a checkpoint of a task=sft run, and this launch is task=dpo" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1 and "Traceback" not in other.stderr
+    # A checkpoint past trainer.max_steps: nothing would train, and its weights were exported as an earlier step's.
+    past = subprocess.run(
+        command(tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=2"),
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert past.returncode == 2 and "the checkpoint is at step 4, past trainer.max_steps=2" in past.stderr
     more = run(
         command(
             tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=6", "optimizer.lr=5e-3"

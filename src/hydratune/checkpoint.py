@@ -490,7 +490,10 @@ def checkpoint_identity(path: str | Path) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return next((v for k, v in (state.get("callbacks") or {}).items() if k.startswith("RunIdentity")), None)
+    identity = next(
+        (v for k, v in (state.get("callbacks") or {}).items() if k.startswith("RunIdentity")), None
+    )
+    return {**identity, "step": int(state.get("global_step", -1))} if identity is not None else None
 
 
 class StopEarly(EarlyStopping):

@@ -497,6 +497,13 @@ def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
                 "checkpoint continues its own run's training (optimizer state, data position, step). To start "
                 f"from its weights, merge them into a model (hydratune merge RUN_DIR) and set {MODEL_KEY}=RUN_DIR/merged"
             )
+    max_steps = (plain.get("trainer") or {}).get("max_steps") or -1
+    if 0 < max_steps < identity.get("step", -1):
+        raise UserError(
+            f"{key}={checkpoint}: the checkpoint is at step {identity['step']}, past trainer.max_steps={max_steps}: "
+            f"nothing would train and its step-{identity['step']} weights would be exported as step {max_steps}'s; "
+            f"raise trainer.max_steps above {identity['step']} to train on"
+        )
     model = (plain.get("model") or {}).get("pretrained_model_name_or_path")
     if identity.get("model") not in (None, model):
         log.warning(

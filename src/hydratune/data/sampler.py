@@ -66,10 +66,28 @@ class WindowBatchSampler(Sampler[list[tuple[int, int]]]):
         return self
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed}
+        # The global batch too: a resume with another dataset.batch_size or trainer.devices converts.
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "global_batch": self.batch_size * self.num_replicas,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self._resume_at = (int(state["epoch"]), int(state["consumed"]))
+        consumed, size = int(state["consumed"]), self.batch_size * self.num_replicas
+        saved = int(state.get("global_batch") or size)
+        if saved != size and consumed:
+            # The same samples consumed, counted in this launch's batches (rounded up: a part batch is not
+            # trained twice). The order of the rest holds unless batches are grouped by length (size-bound).
+            converted = -(-consumed * saved // size)
+            log.warning(
+                "resume: %d batches of %d samples were trained in this epoch; with batches of %d it goes on after "
+                "%d batches%s", consumed, saved, size, converted,
+                "" if self.lengths is None else " (batches grouped by length change with their size: samples of "
+                "this epoch may repeat or be left out)",
+            )  # fmt: skip
+            consumed = converted
+        self._resume_at = (int(state["epoch"]), consumed)
 
     def __len__(self) -> int:
         n, size = len(self.trained_tokens), self.batch_size * self.num_replicas
