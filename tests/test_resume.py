@@ -310,3 +310,33 @@ def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
     assert "this launch changes optimizer.lr=0.01 -> 0.005, trainer.max_steps=4 -> 6" in log
     assert "optimizer.lr=0.01 -> 0.005 takes no effect" in log
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
+    assert not (run_dir / ".hydratune.lock").exists()  # released at the end
+    # Finished: nothing is loaded, trained or evaluated again (R13).
+    again = run(command(tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=6"))
+    assert "already finished at step 6" in again.stdout + again.stderr
+    assert "evaluating the final weights" not in again.stdout + again.stderr
+
+
+def test_a_second_launch_into_a_folder_being_trained_is_refused(tmp_path):
+    """Two launches training in one folder wrote last.ckpt, the step files and the logs over each other
+    (R17): the folder's lock names the live process; a dead holder's lock (SIGKILL) is taken over."""
+    from hydratune.errors import UserError
+    from hydratune.train import RunLock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (tmp_path / RunLock.NAME).write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "x"})
+        )
+        with pytest.raises(UserError, match=rf"is being trained by process {holder.pid} on "):
+            RunLock(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = RunLock(tmp_path)  # the holder is gone: taken over
+    assert json.loads((tmp_path / RunLock.NAME).read_text())["pid"] == os.getpid()
+    RunLock(tmp_path).release()  # the same process again (a sweep's next job in one process) is not refused
+    lock.release()
+    assert not (tmp_path / RunLock.NAME).exists()

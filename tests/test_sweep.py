@@ -292,7 +292,12 @@ def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continue
     rows = _read_csv(tmp_path / "sweep_summary.csv")
     assert [r["peft.config.r"] for r in rows] == ["4", "16", "4"]
     assert rows[2]["status"] == "continued" and rows[2]["error"] == f"resume=auto continued {tmp_path / '0'}"
-    assert "3 jobs: 2 ok, 1 continued" in (tmp_path / "sweep_summary.md").read_text()
+    summary = (tmp_path / "sweep_summary.md").read_text()
+    assert "3 jobs: 2 ok, 1 continued" in summary
+    assert (
+        "Errors:" not in summary
+        and f"Continued:\n\n- job 2: resume=auto continued {tmp_path / '0'}" in summary
+    )
 
 
 def test_a_search_summary_rounds_sampled_values_and_says_when_trials_tie(tmp_path):

@@ -397,9 +397,12 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     md += ["", "| " + " | ".join(header[:-2]) + " |", "|" + "---|" * (len(header) - 2)]
     for r in body:
         md.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(r[:-2], header)) + " |")
-    failed = [(r[0], r[-1]) for r in body if r[-1]]
+    failed = [(r["job"], r["error"]) for r in rows if r["error"] and r["status"] != "continued"]
     if failed:
         md += ["", "Errors:", ""] + [f"- job {job}: {err}" for job, err in failed]
+    continued = [(r["job"], r["error"]) for r in rows if r["status"] == "continued"]
+    if continued:  # a relaunch with resume=auto trained on in an earlier job's folder: not an error
+        md += ["", "Continued:", ""] + [f"- job {job}: {note}" for job, note in continued]
     _write_atomic(sweep_dir / "sweep_summary.md", "\n".join(md) + "\n")
     plot(rows, sweep_dir / "sweep.png")
     return rows

@@ -64,11 +64,16 @@ def run(cfg) -> float:
     check_disk_room(to_plain(cfg))  # room for the checkpoints and export, as `hydratune preflight` reckons
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     ckpt_path = resume_checkpoint(cfg)  # resume=auto may point paths.output_dir at the run it continues
+    done = finished_result(cfg, ckpt_path)
+    if done is not None:
+        return done
+    lock = RunLock(Path(cfg.paths.output_dir))  # one launch trains in a folder at a time
     early = StopBeforeTraining()  # a signal while data and model load: one line, exit 128 + signal
     try:
         state = set_up(to_plain(cfg), ckpt_path)
         state.started = started
         fit(state, early)
+        return finish(state)
     except Stopped as stopped:
         log.warning(
             "stopped by %s before training started; nothing was trained in this launch%s",
@@ -77,7 +82,80 @@ def run(cfg) -> float:
         raise SystemExit(128 + stopped.signum) from None
     finally:
         early.restore()
-    return finish(state)
+        lock.release()
+
+
+def finished_result(cfg, ckpt_path: str | None) -> float | None:
+    """resume=auto on a run that already reached trainer.max_steps (its checkpoint at that step, its
+    metrics.json written): nothing to train, evaluate or export again; its objective, for a sweep."""
+    from hydratune.checkpoint import checkpoint_identity
+
+    if not ckpt_path or cfg.get("ckpt_path") or cfg.get("resume") != "auto":
+        return None
+    run_dir, max_steps = Path(cfg.paths.output_dir), int(cfg.trainer.get("max_steps") or -1)
+    identity = checkpoint_identity(ckpt_path)
+    metrics = _load_json(run_dir / "metrics.json")
+    if identity is None or metrics is None or not 0 < max_steps == identity["step"] == metrics.get("steps"):
+        return None
+    log.info(
+        "resume=auto: %s already finished at step %d (metrics.json); nothing to train. To train on, raise "
+        "trainer.max_steps", run_dir, max_steps,
+    )  # fmt: skip
+    return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class RunLock:
+    """`.hydratune.lock` in the run folder while a launch trains there (process id, host, start): a second
+    launch into the same folder (a double sbatch, resume=auto typed in another terminal, a requeue while
+    the old job lingers) is refused while the first lives on this host, instead of both writing last.ckpt,
+    the step files and the logs. A lock whose process is gone (SIGKILL) is taken over. Held by rank 0 only."""
+
+    NAME = ".hydratune.lock"
+
+    def __init__(self, run_dir: Path):
+        import socket
+
+        self.path, self.held = run_dir / self.NAME, False
+        if not _rank_zero():
+            return
+        host, pid = socket.gethostname(), os.getpid()
+        holder = _load_json(self.path) or {}
+        if holder.get("host") == host and holder.get("pid") not in (None, pid) and _alive(holder["pid"]):
+            raise UserError(
+                f"{run_dir} is being trained by process {holder['pid']} on {host} (since {holder.get('started')}): "
+                "wait for it to end, or stop it (its checkpoint stays), then resume=auto"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.path.write_text(json.dumps({"pid": pid, "host": host, "started": started}) + "\n")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held and (_load_json(self.path) or {}).get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+def _rank_zero() -> bool:
+    """This process is the first of its job (torchrun's RANK, SLURM's task, a Lightning-started rank)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # another user's live process
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 def warn_if_warmup_outlasts(cfg: dict) -> None:

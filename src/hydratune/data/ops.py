@@ -153,7 +153,10 @@ def apply_ops(data, ops: list, where: str, offset: int = 0):
         for split in targets:
             if split not in data:
                 raise UserError(f"{at}.splits: no split {split!r}; splits here: {', '.join(data)}")
-            out[split] = OPS[name](data[split], op[name], f"{at}.{name}")
+            # Named with the split when there are several: a row index out of range names the one it is.
+            out[split] = OPS[name](
+                data[split], op[name], f"{at}.{name}" + (f" (split {split!r})" if len(data) > 1 else "")
+            )
             if len(out[split]) == 0:
                 raise UserError(
                     f"{at}: no rows left in split {split!r} after {name}; loosen the op or remove it"
