@@ -422,3 +422,16 @@ def test_your_training_file_beside_the_demo_validation_file_is_refused(tmp_path)
             )
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("metric", "fix"), [("eval_loss", "val/loss"), ("loss", "val/loss"), ("eval_accuracy", "val/accuracy")]
+)
+def test_the_hf_trainers_metric_names_are_refused_with_hydratunes(metric, fix):
+    """The reference files' own metric_for_best_model values passed the checks and stopped the run at its first
+    evaluation (O8)."""
+    cfg = to_plain(compose([f"callbacks.model_checkpoint.metric_for_best_model={metric}"]))
+    with pytest.raises(
+        UserError, match=rf"^callbacks.model_checkpoint.metric_for_best_model={metric}: .*set it to {fix}$"
+    ):
+        check_config(cfg)

@@ -189,11 +189,24 @@ def check_config(cfg: dict) -> None:
         raise UserError(f"name={name!r}: a run name must be letters, digits and _.-=,+ with no '..' or '/'")
     check_optimizer_package(cfg)
     check_demo_validation(cfg)
+    check_metric_name(cfg)
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+def check_metric_name(cfg: dict) -> None:
+    """The HF Trainer's metric names (`eval_loss`, `loss`, `eval_accuracy`) as metric_for_best_model: hydratune
+    logs `val/<name>`. Said before the run, not at its first evaluation."""
+    metric = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("metric_for_best_model")
+    if isinstance(metric, str) and metric and "/" not in metric:
+        name = metric.removeprefix("eval_")
+        raise UserError(
+            f"callbacks.model_checkpoint.metric_for_best_model={metric}: hydratune's evaluation metrics are named "
+            f"val/<name> (the HF Trainer's eval_<name>): set it to val/{name}"
+        )
 
 
 def check_demo_validation(cfg: dict) -> None:
