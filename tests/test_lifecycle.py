@@ -164,6 +164,30 @@ def test_signal_saves_last_checkpoint_at_the_step_boundary_and_stops(
     assert signal.getsignal(signal.SIGTERM) is not stop.handle  # handlers restored after training
 
 
+class _SendTwice(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_sigint_aborts_with_hydratunes_exception_not_lightnings_keyboardinterrupt(
+    tiny_model_dir, tokenizer, tmp_path
+):
+    """Lightning turned the KeyboardInterrupt of a second Ctrl-C into its own message and exit 1; hydratune's
+    Aborted passes through Lightning to train.fit, which says the last checkpoint is whole and exits 130 (R15)."""
+    from hydratune.signals import Aborted
+
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    checkpoint = StepCheckpoint(tmp_path / "checkpoints", save_steps=100)
+    stop = GracefulStop(checkpoint)
+    trainer = _trainer(tmp_path, [checkpoint, stop, TrainingRNG(), _SendTwice()])
+    with pytest.raises(Aborted):
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    assert stop.received == signal.SIGINT
+
+
 class _CountEvaluations(L.Callback):
     def __init__(self):
         self.steps: list[int] = []

@@ -59,6 +59,11 @@ class StopBeforeTraining:
         self._previous.clear()
 
 
+class Aborted(BaseException):
+    """A second SIGINT during training: stop at once, without the checkpoint the first one asked for (not a
+    KeyboardInterrupt, which Lightning turns into exit 1 with its own words)."""
+
+
 class GracefulStop(L.Callback):
     """Turns SIGTERM/SIGINT (and, under SLURM, SIGUSR1/SIGUSR2) into `checkpoint.request_stop()`.
 
@@ -78,7 +83,7 @@ class GracefulStop(L.Callback):
 
     def handle(self, signum: int, frame) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise Aborted()
         self.received = signum
         name = signal.Signals(signum).name
         then = "requeueing the SLURM job" if self.requeue else "stopping"

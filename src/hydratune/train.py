@@ -362,11 +362,19 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
             trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
             state.module.train()  # validate() leaves the modules in eval mode
             check_monitored(cfg, trainer.callback_metrics)  # before a step is spent
+    from hydratune.signals import Aborted
+
     fit_started = time.time()
     try:
         trainer.fit(state.module, datamodule=state.datamodule, ckpt_path=state.ckpt_path)
     except NonFiniteLoss as err:
         raise UserError(f"{err}; the last good checkpoint is {last_checkpoint(run_dir)}") from None
+    except Aborted:
+        log.warning(
+            "aborted by a second SIGINT at step %d; checkpoints are written whole or not at all, so %s is "
+            "intact: resume with the same command plus resume=auto", trainer.global_step, last_checkpoint(run_dir),
+        )  # fmt: skip
+        raise SystemExit(128 + signal.SIGINT) from None
     except Exception as err:  # Lightning's ModelCheckpoint/EarlyStopping on a metric no evaluation logs
         if "could not find the monitored key" in str(err):
             check_monitored(cfg, trainer.callback_metrics)
