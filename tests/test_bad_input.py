@@ -200,6 +200,33 @@ def test_a_checkpoint_cut_short_is_named_before_any_model_loads(tmp_path, existi
     assert _digest(existing_run) == before and not (existing_run.parent / "bad").exists()
 
 
+def test_a_damaged_checkpoint_or_a_foreign_zip_is_one_line(tmp_path):
+    """torch.load does not check the archive's checksums: bytes flipped inside a tensor loaded silently. A zip
+    that is not a torch archive was a raw RuntimeError from inside torch (R8)."""
+    import zipfile
+
+    import torch
+
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_resume_file
+
+    whole = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4096, dtype=torch.float32)}, "global_step": 3}, whole)
+    data = bytearray(whole.read_bytes())
+    tensor = data.find(torch.tensor([1000.0]).numpy().tobytes())
+    assert tensor > 0  # the float 1000.0 of the stored tensor
+    data[tensor : tensor + 4] = b"\xff\xff\xff\xff"  # one float of the tensor
+    flipped = tmp_path / "flipped.ckpt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"^ckpt_path=\S+flipped.ckpt: damaged \(\S+ fails its checksum\)"):
+        check_resume_file(flipped, "ckpt_path")
+    other = tmp_path / "other.ckpt"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(UserError, match=r"a zip archive, but not a torch.save checkpoint"):
+        check_resume_file(other, "ckpt_path")
+
+
 GOOD_ROW = '{"instruction": "Reverse the word.", "input": "abc", "output": "cba"}\n'
 # (train file, validation file, substrings of the error line; {train}/{validation} stand for the paths)
 DATA_CASES = [

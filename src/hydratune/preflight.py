@@ -297,6 +297,9 @@ def check_wandb_login(wandb_cfg: dict) -> None:
     )
 
 
+CRC_CHECK_BYTES = 2 * 2**30
+
+
 def check_resume_file(path: str | Path, key: str) -> None:
     """A checkpoint to resume: a whole `torch.save` archive (Lightning's .ckpt), or the folder of FSDP's
     shards (with meta.pt). An empty file, one cut short (a full disk, a kill mid-copy) or another kind of
@@ -313,6 +316,21 @@ def check_resume_file(path: str | Path, key: str) -> None:
             f"{key}={path}: not a readable checkpoint ({path.stat().st_size:,} bytes, not a whole torch.save "
             "archive); give another one (an earlier checkpoints/step=*.ckpt) or start fresh"
         )
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if not any(name.endswith("/data.pkl") for name in names):
+            raise UserError(
+                f"{key}={path}: a zip archive, but not a torch.save checkpoint (no data.pkl in it)"
+            )
+        # The archive's CRCs (torch.load does not check them): a flipped byte in a tensor would load silently.
+        # Read whole up to this size only; a multi-GB full fine-tuning checkpoint is not read twice.
+        if path.stat().st_size <= CRC_CHECK_BYTES:
+            damaged = archive.testzip()
+            if damaged is not None:
+                raise UserError(
+                    f"{key}={path}: damaged ({damaged} fails its checksum); give another one (an earlier "
+                    "checkpoints/step=*.ckpt)"
+                )
 
 
 MODEL_KEY = "model.pretrained_model_name_or_path"
