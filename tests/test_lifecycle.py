@@ -419,8 +419,7 @@ def test_callback_nodes_set_to_null_are_switched_off(tmp_path):
         compose(["callbacks.early_stopping=null", "callbacks.lr_monitor=null"], output_dir=tmp_path)
     )
     trainer, _, _ = build_trainer(cfg, tmp_path, tokenizer=None, generative=False)
-    kinds = {type(cb) for cb in trainer.callbacks}
-    assert EarlyStopping not in kinds and LearningRateMonitor not in kinds
+    assert not any(isinstance(cb, EarlyStopping | LearningRateMonitor) for cb in trainer.callbacks)
     cfg = to_plain(compose([], output_dir=tmp_path))
     callbacks = build_trainer(cfg, tmp_path, tokenizer=None, generative=False)[0].callbacks
     assert any(isinstance(cb, EarlyStopping) for cb in callbacks)
@@ -445,3 +444,27 @@ def test_wandb_without_a_login_is_refused_before_the_run_with_the_offline_fix(tm
         check_wandb_login({"project": "p"})
     monkeypatch.setenv("WANDB_MODE", "offline")
     check_wandb_login({"project": "p"})
+
+
+def test_the_learning_rate_is_logged_once_per_optimizer_step(tiny_model_dir, tokenizer, tmp_path):
+    """Lightning's LearningRateMonitor logged at every micro-batch: with accumulation 2, metrics.csv held each
+    step's learning rate twice (R4)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hydratune.callbacks import LRMonitor
+
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    trainer = L.Trainer(
+        max_steps=4, accumulate_grad_batches=2, log_every_n_steps=1, logger=CSVLogger(tmp_path, name="csv"),
+        callbacks=[LRMonitor(logging_interval="step")], enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu", enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        steps = [
+            row["step"] for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items())
+        ]
+    assert steps == ["0", "1", "2", "3"]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from hydratune.bench import (
     peak_memory_mb,
@@ -59,6 +60,22 @@ def warn_if_steps_end_epochs_early(epochs: float, max_steps: int, per_epoch: int
             "add trainer.max_steps=-1 to train the whole epochs",
             max_steps, epochs, wanted, per_epoch,
         )  # fmt: skip
+
+
+class LRMonitor(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, logging once per optimizer step: it logged at every micro-batch of an
+    accumulation window, so metrics.csv and TensorBoard held each step's learning rate N times."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._logged_at: int | None = None
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        if step == self._logged_at:
+            return
+        self._logged_at = step
+        super().on_train_batch_start(trainer, *args, **kwargs)
 
 
 class Throughput(L.Callback):
