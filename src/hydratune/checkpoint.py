@@ -408,15 +408,20 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-def saved_identity(run_dir: Path) -> tuple[str | None, str | None]:
-    """(name, task) of a run from its saved .hydra/config.yaml; (None, None) when unreadable."""
+def saved_config(run_dir: Path) -> dict | None:
+    """A run's saved .hydra/config.yaml as written (interpolations unresolved); None when unreadable."""
     import yaml
 
     try:
-        cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+        return yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None, None
-    return cfg.get("name"), task_id(cfg.get("task") or {})
+        return None
+
+
+def saved_identity(run_dir: Path) -> tuple[str | None, str | None]:
+    """(name, task) of a run from its saved .hydra/config.yaml; (None, None) when unreadable."""
+    cfg = saved_config(run_dir)
+    return (None, None) if cfg is None else (cfg.get("name"), task_id(cfg.get("task") or {}))
 
 
 def task_id(task_cfg: dict) -> str:

@@ -21,6 +21,18 @@ DTYPES = {
 }
 
 
+def read_json(path) -> dict | None:
+    """A JSON file of a run or sweep folder (metrics.json, a lock, a study's record), or None when it is missing
+    or half written."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def canonical_dtype(name: str | None, default: str = "float32") -> str:
     """`bf16` -> `bfloat16`, `fp16`/`half` -> `float16`, ...: the name torch knows. Unknown names pass
     through (the schema reports them with the valid ones)."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import lightning as L
 
+from hydratune.config import read_json
 from hydratune.errors import UserError, install_hint
 from hydratune.sweep import STUDY_FILE, TRIAL_FILE
 
@@ -355,7 +356,7 @@ class Search:
         TrialState = optuna.trial.TrialState
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             job_dir = self.sweep_dir / str(frozen.number)
-            metrics = _read_json(job_dir / "metrics.json")
+            metrics = read_json(job_dir / "metrics.json")
             objective = self.config.get("objective") or "val_loss"
             if frozen.user_attrs.get("pruned_at_step") is not None and metrics is not None:
                 state, values = TrialState.PRUNED, None
@@ -501,13 +502,6 @@ def _job_dir(ret, sweep_dir: Path, number: int) -> Path:
         return sweep_dir / str(number)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def write_trial_file(job_dir: Path, frozen, study, error: str | None) -> None:
     """trial.json: what the sweep summary shows for an Optuna trial (state, value, where it was pruned)."""
     if not job_dir.is_dir():
@@ -621,7 +615,7 @@ def stop_here(trainer, reason: str) -> None:
 
 def load_study(sweep_dir: Path):
     """The study of a search's sweep directory (its study.json), or None for a plain multirun."""
-    info = _read_json(Path(sweep_dir) / STUDY_FILE)
+    info = read_json(Path(sweep_dir) / STUDY_FILE)
     if info is None:
         return None
     optuna = _optuna()

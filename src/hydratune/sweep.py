@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from hydratune.config import read_json
 from hydratune.schema import is_number
 
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
@@ -125,19 +126,12 @@ def _status(metrics: dict | None, error: dict | None, trial: dict | None = None)
     return "ok"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """The summary row of one job: overrides, status, metrics, and the validation curve."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    metrics = _read_json(job_dir / "metrics.json")
-    error = _read_json(job_dir / JOB_ERROR_FILE)
-    trial = _read_json(job_dir / TRIAL_FILE)
+    metrics = read_json(job_dir / "metrics.json")
+    error = read_json(job_dir / JOB_ERROR_FILE)
+    trial = read_json(job_dir / TRIAL_FILE)
     row: dict[str, Any] = {
         "job": str(job_dir.relative_to(sweep_dir)),
         "status": _status(metrics, error, trial),
@@ -157,7 +151,7 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     row["task"] = config.get("task") or {}
     row["metric"] = (checkpoint.get("metric_for_best_model"), bool(checkpoint.get("greater_is_better")))
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
-    continued = _read_json(job_dir / CONTINUED_FILE)
+    continued = read_json(job_dir / CONTINUED_FILE)
     if metrics is None and continued and not row["error"]:  # resume=auto went on in the earlier job's folder
         row["status"], row["error"] = "continued", f"resume=auto continued {continued.get('run')}"
     if not row["error"] and (trial or {}).get("error"):
@@ -241,7 +235,7 @@ def declared_axes(sweep_dir: Path) -> list[str]:
     saved = _read_yaml(sweep_dir / "multirun.yaml") or {}
     hydra_node = saved.get("hydra") or {}
     keys = list(((hydra_node.get("sweeper") or {}).get("params") or {}).keys())
-    keys += (_read_json(sweep_dir / STUDY_FILE) or {}).get("params") or []  # a search writes no multirun.yaml
+    keys += (read_json(sweep_dir / STUDY_FILE) or {}).get("params") or []  # a search writes no multirun.yaml
     task = (hydra_node.get("overrides") or {}).get("task") or []
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser

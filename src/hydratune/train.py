@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydratune.config import build, canonical_dtype, redact, to_plain
+from hydratune.config import build, canonical_dtype, read_json, redact, to_plain
 from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
 from hydratune.precision import choose_precision, precision_note
@@ -94,7 +94,7 @@ def finished_result(cfg, ckpt_path: str | None) -> float | None:
         return None
     run_dir, max_steps = Path(cfg.paths.output_dir), int(cfg.trainer.get("max_steps") or -1)
     identity = checkpoint_identity(ckpt_path)
-    metrics = _load_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / "metrics.json")
     if identity is None or metrics is None or not 0 < max_steps == identity["step"] == metrics.get("steps"):
         return None
     log.info(
@@ -102,13 +102,6 @@ def finished_result(cfg, ckpt_path: str | None) -> float | None:
         "trainer.max_steps", run_dir, max_steps,
     )  # fmt: skip
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
-
-
-def _load_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class RunLock:
@@ -126,7 +119,7 @@ class RunLock:
         if not _rank_zero():
             return
         host, pid = socket.gethostname(), os.getpid()
-        holder = _load_json(self.path) or {}
+        holder = read_json(self.path) or {}
         if holder.get("host") == host and holder.get("pid") not in (None, pid) and _alive(holder["pid"]):
             raise UserError(
                 f"{run_dir} is being trained by process {holder['pid']} on {host} (since {holder.get('started')}): "
@@ -138,7 +131,7 @@ class RunLock:
         self.held = True
 
     def release(self) -> None:
-        if self.held and (_load_json(self.path) or {}).get("pid") == os.getpid():
+        if self.held and (read_json(self.path) or {}).get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
         self.held = False
 
@@ -514,11 +507,16 @@ def resume_checkpoint(cfg) -> str | None:
     run). Either way a checkpoint of another task or adapter method is refused here, before any model
     loads; resume=auto names the settings this launch changes from the run it continues."""
     from hydratune import sweep
-    from hydratune.checkpoint import find_resume_run, remove_stale_temporaries, resume_file, task_id
+    from hydratune.checkpoint import (
+        find_resume_run,
+        remove_stale_temporaries,
+        resume_file,
+        saved_config,
+        task_id,
+    )
     from hydratune.preflight import check_resume_file
 
-    if cfg.get("ckpt_path"):
-        check_resume_file(cfg.ckpt_path, "ckpt_path")
+    if cfg.get("ckpt_path"):  # the file itself was checked with the config (check_config)
         check_same_kind(cfg.ckpt_path, cfg, "ckpt_path")
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):
@@ -540,7 +538,7 @@ def resume_checkpoint(cfg) -> str | None:
     check_resume_file(checkpoint, "resume=auto")
     saved, resolved = check_same_kind(checkpoint, cfg, "resume=auto"), True  # as the launch resolved it
     if saved is None and previous != here:  # a checkpoint from before RunIdentity: the folder's saved config
-        saved, resolved = _load_yaml(previous / ".hydra" / "config.yaml"), False
+        saved, resolved = saved_config(previous), False
     warn_changed_settings(saved, cfg, here if previous != here else None, resolved)
     if previous != here:
         log.info("resume=auto: continuing %s (%s keeps only this launch's config and log)", previous, here)
@@ -553,15 +551,6 @@ def resume_checkpoint(cfg) -> str | None:
     remove_stale_temporaries(previous)  # half-written files a kill mid-save left
     log.info("resume=auto: resuming from %s", checkpoint)
     return str(checkpoint)
-
-
-def _load_yaml(path: Path) -> dict | None:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
