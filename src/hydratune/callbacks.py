@@ -33,8 +33,7 @@ class Epochs(L.Callback):
         datamodule = trainer.datamodule
         if stage != "fit" or datamodule is None or self.epochs <= 0:
             return
-        batches = len(datamodule.train_dataloader())
-        per_epoch = -(-batches // trainer.accumulate_grad_batches)  # Lightning steps on a short last window
+        per_epoch = steps_per_epoch(trainer)
         if not per_epoch:
             return
         wanted = epoch_steps(self.epochs, per_epoch)
@@ -43,6 +42,16 @@ class Epochs(L.Callback):
             trainer.fit_loop.epoch_loop.max_steps = steps
             log.info("trainer.max_epochs=%g: %d optimizer steps (%d an epoch)", self.epochs, steps, per_epoch)
         warn_if_steps_end_epochs_early(self.epochs, self.max_steps, per_epoch)
+
+
+def steps_per_epoch(trainer) -> int:
+    """Optimizer steps in one epoch of this rank's training loader (packed rows, its share of every global
+    batch, trainer.limit_train_batches), counted on a loader of the datamodule's own: not the fit loop's,
+    whose resumed position is restored later."""
+    batches = len(trainer.datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    return -(-batches // trainer.accumulate_grad_batches)  # Lightning steps on a short last window
 
 
 def epoch_steps(epochs: float, per_epoch: int) -> int:

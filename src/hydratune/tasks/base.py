@@ -345,15 +345,14 @@ class TaskModule(L.LightningModule):
         """The optimizer steps the run takes, for the LR schedule. With epochs set, Lightning's
         `estimated_stepping_batches` builds the fit loop's training loader here, before a resumed run's
         loader state is restored, and that state is then never applied: a resumed epoch would start over.
-        So the epochs are counted on a loader of the datamodule's own, as hydratune.callbacks.Epochs does."""
+        So the epochs are counted as hydratune.callbacks.Epochs counts them (steps_per_epoch)."""
         trainer = self.trainer
         epochs, datamodule = trainer.max_epochs, trainer.datamodule
         if epochs is None or epochs < 0 or datamodule is None:
             return int(trainer.estimated_stepping_batches)  # max_steps: no data read
-        batches = len(datamodule.train_dataloader())
-        limit = trainer.limit_train_batches
-        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-        total = -(-batches // trainer.accumulate_grad_batches) * max(epochs, 1)
+        from hydratune.callbacks import steps_per_epoch
+
+        total = steps_per_epoch(trainer) * max(epochs, 1)
         return min(total, trainer.max_steps) if trainer.max_steps > 0 else total
 
     def configure_optimizers(self):
