@@ -467,4 +467,4 @@ def test_the_learning_rate_is_logged_once_per_optimizer_step(tiny_model_dir, tok
         steps = [
             row["step"] for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items())
         ]
-    assert steps == ["0", "1", "2", "3"]
+    assert steps == ["1", "2", "3", "4"]  # step N's rate at N, beside its loss

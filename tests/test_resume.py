@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from safetensors.torch import load_file
 
 STEPS = 12
@@ -132,7 +132,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
     assert uninterrupted.returncode == 0, stderr[-3000:]
     run(command(tiny_model_dir, data, killed, "resume=auto"))
     expected, resumed = step_losses(straight), step_losses(killed)
-    after = {step: loss for step, loss in expected.items() if step >= saved_at}
+    after = {step: loss for step, loss in expected.items() if step > saved_at}
     assert len(after) >= STEPS - saved_at
     assert {step: resumed[step] for step in after} == after  # every step after the kill, bit for bit
     want, got = (
@@ -159,6 +159,42 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path)
 
 
 @pytest.mark.slow
+def test_steps_redone_after_a_resume_are_logged_once(tmp_path):
+    """A run continued from an earlier checkpoint logs its later steps again: metrics.csv, TensorBoard and
+    generations.jsonl then hold each step once, at hydratune's step count (R4, O9)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    args = ["train.py", "debug=fast", "trainer.max_steps=6", "trainer.val_check_interval=2", "logger=many",
+            "trainer.log_every_n_steps=1", "callbacks.model_checkpoint.save_steps=2", "trainer.deterministic=true",
+            "callbacks.model_checkpoint.save_total_limit=null", "eval_generations.num_prompts=2",
+            f"hydra.run.dir={run_dir}"]  # fmt: skip
+    env = {"OMP_NUM_THREADS": "1"}
+    assert (result := run_cli(args, env=env)).returncode == 0, result.stderr[-3000:]
+    first = (run_dir / "csv" / "metrics.csv").read_text()
+    rewind = f"ckpt_path='{run_dir / 'checkpoints' / 'step=000004.ckpt'}'"
+    assert (result := run_cli([*args, rewind], env=env)).returncode == 0, result.stderr[-3000:]
+
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
+    steps = {
+        key: [int(r["step"]) for r in rows if r.get(key)] for key in ("train/loss", "val/loss", "lr-AdamW")
+    }
+    # An evaluation after step 2 is at 2, as in metrics.json's val curve and the checkpoints' names.
+    assert steps == {"train/loss": [1, 2, 3, 4, 5, 6], "val/loss": [2, 4, 6], "lr-AdamW": [1, 2, 3, 4, 5, 6]}
+    assert (run_dir / "csv" / "metrics.csv").read_text() == first  # steps 5 and 6 again, bit for bit
+    val_curve = json.loads((run_dir / "metrics.json").read_text())["val_curve"]
+    assert [step for step, _ in val_curve] == steps["val/loss"]
+    generations = [
+        json.loads(line)["step"] for line in (run_dir / "generations.jsonl").read_text().splitlines()
+    ]
+    assert generations == [2, 2, 4, 4, 6, 6]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("val/loss")] == [2, 4, 6]
+
+
+@pytest.mark.slow
 def test_a_step_checkpoint_due_with_an_evaluation_holds_its_result(tiny_model_dir, tmp_path):
     """save_steps on an evaluation step: the checkpoint is written after that evaluation, so a run resumed from
     it keeps the step's val loss (curve, best score, early stopping's count) instead of losing it; and the
@@ -181,7 +217,7 @@ def test_a_step_checkpoint_due_with_an_evaluation_holds_its_result(tiny_model_di
     again = json.loads((resumed / "metrics.json").read_text())
     assert again["val_curve"] == finished["val_curve"]  # step 6's evaluation came with the checkpoint
     assert again["best_val_loss"] == finished["best_val_loss"]
-    expected = {step: loss for step, loss in step_losses(straight).items() if step >= 6}
+    expected = {step: loss for step, loss in step_losses(straight).items() if step > 6}
     assert {step: step_losses(resumed)[step] for step in expected} == expected
 
 

@@ -411,6 +411,43 @@ def test_an_evaluation_interval_inside_an_accumulation_window_is_raised_to_its_e
         assert evaluate_after_steps(kept) == kept
 
 
+def test_a_share_of_an_epoch_as_evaluation_interval_evaluates_after_an_optimizer_step(
+    tiny_model_dir, tokenizer
+):
+    """val_check_interval=0.3 of 10 batches is every 3 batches: with accumulation 2 it evaluated mid-window
+    (after batches 3, 6, 9), on the last step's weights again (R18). Now after batches 4 and 8 (optimizer
+    steps 2 and 4)."""
+    from conftest import batch_samples, make_module
+
+    from hydratune.callbacks import EvaluateAfterSteps
+    from hydratune.data.collate import PadCollator
+
+    class Evaluations(L.Callback):
+        def __init__(self):
+            self.at = []
+
+        def on_validation_start(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.at.append(
+                    (trainer.fit_loop.epoch_loop.batch_progress.current.completed, trainer.global_step)
+                )
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=2))
+    loader = lambda n: torch.utils.data.DataLoader([batch] * n, batch_size=None)  # noqa: E731
+    seen = {}
+    for callbacks in ([], [EvaluateAfterSteps()]):
+        evaluations = Evaluations()
+        trainer = L.Trainer(
+            max_epochs=1, accumulate_grad_batches=2, val_check_interval=0.3, num_sanity_val_steps=0,
+            callbacks=[evaluations, *callbacks], logger=False, enable_progress_bar=False,
+            enable_model_summary=False, enable_checkpointing=False, accelerator="cpu",
+        )  # fmt: skip
+        trainer.fit(make_module(tiny_model_dir), train_dataloaders=loader(10), val_dataloaders=loader(1))
+        seen[bool(callbacks)] = evaluations.at
+    assert seen[False] == [(3, 1), (6, 3), (9, 4)]  # Lightning's: batch 3 is mid-window, step 1's weights again
+    assert seen[True] == [(4, 2), (8, 4)]
+
+
 def test_an_export_of_the_best_checkpoint_reports_its_step_and_val_loss(tmp_path):
     """load_best_model_at_end exported best.ckpt's weights, while the summary, metrics.json and the card gave
     the final step's val loss as the artifact's (O6). greater_is_better on a loss makes step 2 the best."""

@@ -44,6 +44,27 @@ class Epochs(L.Callback):
         warn_if_steps_end_epochs_early(self.epochs, self.max_steps, per_epoch)
 
 
+class EvaluateAfterSteps(L.Callback):
+    """A `trainer.val_check_interval` given as a share of an epoch (0.25), in batches once the loader is known,
+    raised to the end of its accumulation window, as `train.evaluate_after_steps` does for a count of
+    batches: an evaluation mid-window scores the last step's weights again, and a best.ckpt saved there
+    cannot resume exactly."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        interval, batches = trainer.val_check_interval, trainer.val_check_batch
+        accumulate = trainer.accumulate_grad_batches
+        if not isinstance(interval, float) or interval >= 1.0 or accumulate <= 1 or batches == float("inf"):
+            return
+        if batches % accumulate == 0:
+            return
+        trainer.val_check_batch = -(-batches // accumulate) * accumulate
+        log.info(
+            "trainer.val_check_interval=%g (%d batches) ends inside an accumulation window of %d: evaluating "
+            "every %d batches (%d optimizer steps), after an optimizer step",
+            interval, batches, accumulate, trainer.val_check_batch, trainer.val_check_batch // accumulate,
+        )  # fmt: skip
+
+
 def steps_per_epoch(trainer) -> int:
     """Optimizer steps in one epoch of this rank's training loader (packed rows, its share of every global
     batch, trainer.limit_train_batches), counted on a loader of the datamodule's own: not the fit loop's,
@@ -72,19 +93,24 @@ def warn_if_steps_end_epochs_early(epochs: float, max_steps: int, per_epoch: int
 
 
 class LRMonitor(LearningRateMonitor):
-    """Lightning's LearningRateMonitor, logging once per optimizer step: it logged at every micro-batch of an
-    accumulation window, so metrics.csv and TensorBoard held each step's learning rate N times."""
+    """Lightning's LearningRateMonitor, logging once per optimizer step (it logged at every micro-batch of an
+    accumulation window, so metrics.csv and TensorBoard held each step's learning rate N times), at the step
+    the rate is used for: step N's rate at N, beside its loss (Lightning's was at N - 1)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._logged_at: int | None = None
 
     def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        if step == self._logged_at:
+        step = trainer.global_step + 1
+        if self.logging_interval == "epoch" or step == self._logged_at:
+            return
+        if not trainer._logger_connector.should_update_logs:
             return
         self._logged_at = step
-        super().on_train_batch_start(trainer, *args, **kwargs)
+        stats = self._extract_stats(trainer, "step" if self.logging_interval is None else "any")
+        for logger in trainer.loggers if stats else ():
+            logger.log_metrics(stats, step=step)
 
 
 class Throughput(L.Callback):

@@ -491,14 +491,26 @@ class RunIdentity(L.Callback):
 def checkpoint_identity(path: str | Path) -> dict | None:
     """What `RunIdentity` wrote into a checkpoint file; None for a folder (FSDP's shards) or one written
     before it existed. The tensors are memory-mapped, not read."""
-    path = Path(path)
-    if not path.is_file():
+    state = _checkpoint_head(path)
+    if state is None:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     identity = next(
         (v for k, v in (state.get("callbacks") or {}).items() if k.startswith("RunIdentity")), None
     )
     return {**identity, "step": int(state.get("global_step", -1))} if identity is not None else None
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The optimizer steps a checkpoint file was saved after; None for a folder (FSDP's shards)."""
+    state = _checkpoint_head(path)
+    return None if state is None else int(state.get("global_step", -1))
+
+
+def _checkpoint_head(path: str | Path) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
 class StopEarly(EarlyStopping):

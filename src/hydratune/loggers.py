@@ -1,4 +1,5 @@
-"""Experiment loggers from the `logger` group, with the ids that let a resumed run log into the same run."""
+"""Experiment loggers from the `logger` group: the ids that let a resumed run log into the same run, and their
+step axis (optimizer steps, nothing logged twice for a resumed run)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import uuid
 from importlib.util import find_spec
 from pathlib import Path
 
+import lightning as L
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hydratune.config import build
@@ -21,11 +24,12 @@ EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow"
 IDS_FILE = "logger_ids.json"
 
 
-def build_loggers(cfg: dict, run_dir: str | Path) -> list:
+def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = None) -> list:
     """One Lightning logger per node of the `logger` group.
 
     W&B and MLflow run ids are kept in `<run>/logger_ids.json`, so a run continued with resume=auto
-    logs into the same W&B run (resume="allow") and the same MLflow run.
+    logs into the same W&B run (resume="allow") and the same MLflow run. A run resumed after
+    `resumed_step` hides TensorBoard's events of later steps, which it logs again (`StepAxis`).
     """
     ids_path = Path(run_dir) / IDS_FILE
     ids = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
@@ -45,6 +49,8 @@ def build_loggers(cfg: dict, run_dir: str | Path) -> list:
             kwargs = {"id": ids.setdefault(key, uuid.uuid4().hex[:8]), "resume": "allow"}
         elif kind == "MLFlowLogger" and key in ids:
             kwargs = {"run_id": ids[key]}
+        elif kind == "TensorBoardLogger" and resumed_step is not None:
+            kwargs = {"purge_step": resumed_step + 1}
         logger = build(node, **kwargs)
         if kind == "MLFlowLogger":
             ids[key] = logger.run_id  # creates the MLflow run now, so its id is known
@@ -74,3 +80,96 @@ class CSVLogger(_LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class StepAxis(L.Callback):
+    """The loggers' x axis is hydratune's step count: optimizer steps done, as in the checkpoints' names,
+    the val curve and metrics.json. Lightning logged with the count before the step (an evaluation after
+    step 2 landed at 1 in TensorBoard, W&B and metrics.csv).
+
+    A resumed run first removes what the launch it continues logged after its checkpoint, which it will
+    log again: metrics.csv rows and generations.jsonl/completions.jsonl lines past the checkpoint's step
+    are dropped, and TensorBoard purges its events past that step. W&B and MLflow keep both.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        connector = trainer._logger_connector
+        if getattr(connector.log_metrics, "hydratune_steps", False):
+            return
+        log_metrics = connector.log_metrics
+
+        def at_optimizer_step(metrics: dict, step: int | None = None) -> None:
+            if metrics and step is None and "step" not in metrics:
+                metrics = {"epoch": trainer.current_epoch, **metrics}
+                step = trainer.global_step
+            log_metrics(metrics, step)
+
+        at_optimizer_step.hydratune_steps = True
+        connector.log_metrics = at_optimizer_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        trim_csv(self.run_dir / "csv" / "metrics.csv", step)
+        for name in ("generations.jsonl", "completions.jsonl"):
+            trim_jsonl(self.run_dir / name, step)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and logger._kwargs.get("purge_step") != step + 1:
+                # The step was not known when the logger was made (FSDP's checkpoint folder): hide the earlier
+                # launch's events past the checkpoint from here on.
+                logger._kwargs["purge_step"] = step + 1
+                if logger._experiment is not None:
+                    logger._experiment.close()
+                    logger._experiment = None
+
+
+def trim_csv(path: Path, step: int) -> None:
+    """Drop the rows of `path` (a CSVLogger's metrics.csv) logged after `step`."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None or "step" not in header:
+        return
+    at = header.index("step")
+    kept = [row for row in rows if not _after(row[at] if at < len(row) else "", step)]
+    if len(kept) < len(rows):
+        _replace(path, lambda f: csv.writer(f).writerows([header, *kept]))
+
+
+def trim_jsonl(path: Path, step: int) -> None:
+    """Drop the lines of `path` (one JSON object each, with its "step") written after `step`."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not _after(_step_of(line), step)]
+    if len(kept) < len(lines):
+        _replace(path, lambda f: f.writelines(kept))
+
+
+def _step_of(line: str) -> str:
+    try:
+        return str(json.loads(line).get("step", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _after(value: str, step: int) -> bool:
+    try:
+        return int(float(value)) > step
+    except ValueError:
+        return False
+
+
+def _replace(path: Path, write) -> None:
+    """Rewrite `path` through a file beside it, so a kill leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        write(f)
+    os.replace(tmp, path)

@@ -210,7 +210,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
         )
         cfg["trainer"]["limit_val_batches"] = 0
     module = task.module(cfg, datamodule, tokenizer)
-    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative)
+    trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative, ckpt_path)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
     warn_if_warmup_outlasts(cfg)
     warn_if_ranks_outnumber_cores(trainer)
@@ -261,18 +261,26 @@ def release_freed_heap() -> None:
     trim(0)
 
 
-def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
-    """The Lightning Trainer with hydratune's callbacks and loggers; returns (trainer, loggers, (history,
-    throughput, stop, checkpointing))."""
-    from hydratune.callbacks import Epochs, GradNorm, History, SampleGenerations, Throughput
+def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True, ckpt_path: str | None = None):
+    """The Lightning Trainer with hydratune's callbacks and loggers, for a run that starts from `ckpt_path`
+    when given; returns (trainer, loggers, (history, throughput, stop, checkpointing))."""
+    from hydratune.callbacks import (
+        Epochs,
+        EvaluateAfterSteps,
+        GradNorm,
+        History,
+        SampleGenerations,
+        Throughput,
+    )
     from hydratune.checkpoint import (
         AtomicCheckpointIO,
         RunIdentity,
         StepCheckpoint,
         TrainingRNG,
         build_checkpointing,
+        checkpoint_step,
     )
-    from hydratune.loggers import build_loggers
+    from hydratune.loggers import StepAxis, build_loggers
     from hydratune.search import trial_callbacks
     from hydratune.signals import GracefulStop
 
@@ -282,6 +290,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     stop = GracefulStop(next((cb for cb in checkpointing if isinstance(cb, StepCheckpoint)), None))
     callbacks = [_callback(name, node) for name, node in callbacks_cfg.items() if node and "_target_" in node]
     callbacks += checkpointing + [history, throughput, GradNorm(), TrainingRNG(), stop, RunIdentity(cfg)]
+    callbacks += [StepAxis(run_dir), EvaluateAfterSteps()]
     epochs = cfg["trainer"].get("max_epochs") or -1
     if epochs > 0:  # steps per epoch from the loader; a fractional epoch count
         callbacks.append(Epochs(epochs, cfg["trainer"].get("max_steps") or -1))
@@ -289,7 +298,9 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True):
     generations = cfg.get("eval_generations") or {}
     if generative and generations.get("num_prompts", 0) > 0:
         callbacks.append(SampleGenerations(tokenizer, run_dir / "generations.jsonl", **generations))
-    loggers = build_loggers(cfg.get("logger") or {}, run_dir)
+    loggers = build_loggers(
+        cfg.get("logger") or {}, run_dir, checkpoint_step(ckpt_path) if ckpt_path else None
+    )
     if not loggers:  # logger=none: Lightning's LR monitor refuses to run without a logger
         from lightning.pytorch.callbacks import LearningRateMonitor
 
