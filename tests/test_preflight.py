@@ -394,6 +394,29 @@ def test_a_max_seq_length_that_cuts_most_answers_is_a_warning_in_preflight_and_t
     )  # blocks of a long document lose nothing
 
 
+def test_a_mapped_column_that_nothing_reads_is_a_warning():
+    """A `map` op making a column the format does not read changed nothing trained on, without a word (O4)."""
+    from hydratune.data.ops import unread_map_columns
+
+    mapped = 'dataset.ops=[{map:{text:"{instruction} {output}"}}]'
+    notes = data_check(_config([mapped]), rows=50).get("notes", [])
+    assert [n for n in notes if "map makes" in n] == [
+        "warning: dataset.ops[0].map makes column 'text', which nothing reads (dataset.format=alpaca reads input, "
+        "instruction, output): map onto one of those, or point the format at it (e.g. dataset.format=text "
+        "++dataset.text_column=text)"
+    ]
+    read = _config([mapped, "dataset.format=text", "++dataset.text_column=text"])
+    assert not [n for n in data_check(read, rows=50).get("notes", []) if "map makes" in n]
+    # read by a later op, or made in a source's own ops and read there: no warning
+    later = {"ops": [{"map": {"n": "{output}"}}, {"filter": "len(n) > 2"}]}
+    assert unread_map_columns(later, {"instruction", "output"}, "alpaca") == []
+    source = {"sources": [{"ops": [{"map": {"prompt": "{q}"}}, {"map": {"other": "{q}"}}]}]}
+    assert unread_map_columns(source, {"prompt", "response"}, "f") == [
+        "dataset.sources[0].ops[1].map makes column 'other', which nothing reads (f reads prompt, response): map "
+        "onto one of those, or point the format at it (e.g. dataset.format=text ++dataset.text_column=other)"
+    ]
+
+
 def test_your_training_file_beside_the_demo_validation_file_is_refused(tmp_path):
     """Replacing only dataset.sources.0.data_files.train kept the sample's eval.jsonl: the val loss, best
     checkpoint and early stopping followed hydratune's demo rows, without a word (O11)."""

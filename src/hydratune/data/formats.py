@@ -366,6 +366,12 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
     }[fmt]
 
 
+def read_columns(fmt: str, cfg: dict) -> set[str]:
+    """Every column a format reads, the optional ones included."""
+    optional = {"input"} if fmt in ("alpaca", "alpaca_chat") else set()
+    return {c for c in (*required_columns(fmt, cfg), *optional, cfg.get("system_column")) if c}
+
+
 TRUNCATION = ("truncate", "drop", "split")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 
 from hydratune.data.expr import Expr, Template, check_columns
@@ -85,6 +86,28 @@ def text_columns(cfg: dict) -> list[str]:
     except UserError:
         return []
     return [c for c in required_columns(fmt, cfg) if c] if fmt != "messages" else []
+
+
+def unread_map_columns(cfg: dict, reads: set[str], what: str) -> list[str]:
+    """One line for each column a `map` op makes that neither `reads` (the columns the format reads, named
+    by `what`) nor a later op mentions: that op changes nothing the model sees."""
+    ops = [(f"dataset.sources[{i}].ops[{k}]", op) for i, source in enumerate(cfg.get("sources") or [])
+           for k, op in enumerate(source.get("ops") or [])]  # fmt: skip
+    ops += [(f"dataset.ops[{k}]", op) for k, op in enumerate(cfg.get("ops") or [])]
+    lines = []
+    for n, (where, op) in enumerate(ops):
+        if not isinstance(op, dict) or not isinstance(op.get("map"), dict):
+            continue
+        later = " ".join(json.dumps(spec, default=str) for _, spec in ops[n + 1 :])
+        for column in op["map"]:
+            if column in reads or re.search(rf"\b{re.escape(str(column))}\b", later):
+                continue
+            lines.append(
+                f"{where}.map makes column {column!r}, which nothing reads ({what} reads "
+                f"{', '.join(sorted(reads))}): map onto one of those, or point the format at it "
+                f"(e.g. dataset.format=text ++dataset.text_column={column})"
+            )
+    return lines
 
 
 def op_name(op, where: str) -> str:

@@ -10,8 +10,15 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hydratune.data.collate import PackedCollator, PadCollator
-from hydratune.data.formats import CHAT_FORMATS, FORMATS, check_config, required_columns, set_chat_template
-from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint
+from hydratune.data.formats import (
+    CHAT_FORMATS,
+    FORMATS,
+    check_config,
+    read_columns,
+    required_columns,
+    set_chat_template,
+)
+from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint, unread_map_columns
 from hydratune.data.packing import PACKING_VERSION, pack_dataset, packing_efficiency, row_lengths
 from hydratune.data.prepared import prepared_folder, read_prepared, write_prepared
 from hydratune.data.sampler import eval_loader, train_loader
@@ -152,7 +159,9 @@ class SFTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        check_config(self.cfg)
+        fmt = check_config(self.cfg)
+        for line in unread_map_columns(self.cfg, read_columns(fmt, self.cfg), f"dataset.format={fmt}"):
+            log.warning(line)
         tokenizer_key = tokenizer_fingerprint(self.tokenizer)  # the whole vocabulary serialised: once
         folder = prepared_folder(self.cfg, tokenizer_key, self.cache_dir, [TOKENIZE_VERSION, PACKING_VERSION])
         if self.prepared and folder is not None and self._read_prepared(folder):
