@@ -444,7 +444,8 @@ def test_a_share_of_an_epoch_as_evaluation_interval_evaluates_after_an_optimizer
         )  # fmt: skip
         trainer.fit(make_module(tiny_model_dir), train_dataloaders=loader(10), val_dataloaders=loader(1))
         seen[bool(callbacks)] = evaluations.at
-    assert seen[False] == [(3, 1), (6, 3), (9, 4)]  # Lightning's: batch 3 is mid-window, step 1's weights again
+    # Lightning's: batch 3 is mid-window, step 1's weights again
+    assert seen[False] == [(3, 1), (6, 3), (9, 4)]
     assert seen[True] == [(4, 2), (8, 4)]
 
 
