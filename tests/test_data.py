@@ -278,3 +278,127 @@ def test_group_by_length_batches_similar_lengths():
         batches
     )
     assert spread < 10  # shuffled batches of 8 would span ~75
+
+
+# Real templates that render a turn by what follows it (C1, C3, C6, C11): written after the published
+# tokenizer_config.json files, cut to what matters here.
+PHI3 = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+QWEN3 = (  # the think block only on assistant turns after the last user turn
+    "{%- set ns = namespace(last=0) %}{%- for m in messages %}{%- if m.role == 'user' %}"
+    "{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}{{ '<|im_start|>assistant\n' }}{%- if loop.index0 > ns.last %}"
+    "{{ '<think>\n\n</think>\n\n' }}{%- endif %}{{ m.content + '<|im_end|>\n' }}"
+    "{%- else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+MISTRAL = (  # the system prompt goes into the user turn that ends the conversation, else nowhere
+    "{%- if messages[0]['role'] == 'system' %}{%- set system = messages[0]['content'] %}"
+    "{%- set turns = messages[1:] %}{%- else %}{%- set turns = messages %}{%- endif %}"
+    "{%- for m in turns %}{%- if m['role'] == 'user' %}{%- if loop.last and system is defined %}"
+    "{{ '[INST] ' + system + '\n\n' + m['content'] + '[/INST]' }}{%- else %}{{ '[INST] ' + m['content'] + '[/INST]' }}"
+    "{%- endif %}{%- else %}{{ ' ' + m['content'] + eos_token }}{%- endif %}{%- endfor %}"
+)
+CHATML_SYSTEM = (  # Qwen2.5: a default system prompt when the rows have none
+    "{%- if messages[0].role != 'system' %}{{ '<|im_start|>system\nBe brief.<|im_end|>\n' }}{%- endif %}"
+    "{%- for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+GEMMA = (
+    "{%- for m in messages %}{%- if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{%- endif %}{{ '<start_of_turn>' + m['role'] + '\n' + m['content'] + '<end_of_turn>\n' }}{%- endfor %}"
+)
+MARKERS = [
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|end|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+]
+
+
+@pytest.fixture()
+def template_tokenizer(tiny_model_dir):
+    """A tokenizer of its own (the session's is shared), the templates' markers as special tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": MARKERS})
+    return tokenizer
+
+
+def _turns(*contents, system=None, first="user"):
+    roles = ["user", "assistant"] if first == "user" else ["assistant", "user"]
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": roles[i % 2], "content": c} for i, c in enumerate(contents)]
+
+
+@pytest.mark.parametrize(
+    ("template", "messages", "trained"),
+    [
+        # Phi-3 ends a conversation with EOS: each turn trains its <|end|>, the last one EOS too.
+        (PHI3, _turns("hi", "HI", "yo", "YO"), ["HI<|end|>\n", "YO<|end|>\n</s>"]),
+        # Qwen3: turn 1 has no think block once turn 2 exists; the last turn's block stays prompt.
+        (QWEN3, _turns("hi", "HI", "yo", "YO", system="S"), ["HI<|im_end|>\n", "YO<|im_end|>\n"]),
+        # Mistral with a system prompt: rendered as the template renders the whole conversation.
+        (MISTRAL, _turns("hi", "HI", "yo", "YO", system="S"), ["HI</s>", "YO</s>"]),
+        # An opening assistant turn: the default system prompt and the header are prompt, not trained.
+        (
+            CHATML_SYSTEM,
+            _turns("HELLO", "hi", "HI", first="assistant"),
+            ["HELLO<|im_end|>\n", "HI<|im_end|>\n"],
+        ),
+    ],
+)
+def test_templates_that_render_a_turn_by_what_follows_train_each_answer_and_its_end(
+    template_tokenizer, template, messages, trained
+):
+    from hydratune.data.formats import format_messages
+
+    template_tokenizer.chat_template = template
+    segments = format_messages({"messages": messages}, {}, tokenizer=template_tokenizer)
+    assert "".join(t for t, _ in segments) == template_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert [t for t, on in segments if on] == trained
+
+
+def test_chat_pairs_with_a_template_that_ends_with_eos(template_tokenizer):
+    """chat_pairs shares the rendering: Phi-3 preference pairs were refused too."""
+    from hydratune.data.pairs import format_chat_pairs
+
+    template_tokenizer.chat_template = PHI3
+    row = {"prompt": _turns("hi"), "chosen": [{"role": "assistant", "content": "HI"}],
+           "rejected": [{"role": "assistant", "content": "hi"}]}  # fmt: skip
+    prompt, chosen, rejected = format_chat_pairs(row, {"format": "chat_pairs"}, template_tokenizer)
+    assert (prompt, chosen, rejected) == (
+        "<|user|>\nhi<|end|>\n<|assistant|>\n",
+        "HI<|end|>\n</s>",
+        "hi<|end|>\n</s>",
+    )
+
+
+def test_a_template_that_refuses_or_rewrites_a_conversation_is_one_line(template_tokenizer):
+    from hydratune.data.formats import format_messages
+    from hydratune.errors import UserError
+
+    template_tokenizer.chat_template = GEMMA
+    with pytest.raises(
+        UserError, match=r"refuses this conversation \(System role not supported\): change the rows"
+    ):
+        format_messages({"messages": _turns("hi", "HI", system="S")}, {}, tokenizer=template_tokenizer)
+    template_tokenizer.chat_template = PHI3.replace("m['content']", "m['content'] | trim")
+    with pytest.raises(UserError, match=r"changes the text of the assistant turn at message 1"):
+        format_messages({"messages": _turns("hi", " HI ")}, {}, tokenizer=template_tokenizer)
+    # OpenAI's tool-calling turn: content null beside tool_calls
+    template_tokenizer.chat_template = PHI3
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"type": "function", "function": {"name": "f"}}],
+    }
+    segments = format_messages({"messages": [*_turns("hi"), call]}, {}, tokenizer=template_tokenizer)
+    assert [t for t, on in segments if on] == ["<|end|>\n</s>"]

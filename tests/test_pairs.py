@@ -169,6 +169,16 @@ def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_p
         UserError, match="column 'chosen' is not in split 'train'.*these are KTO rows.*task=kto"
     ):
         data.setup("fit")
+    # TRL's implicit-prompt conversations (trl-lib/ultrafeedback_binarized): the fix is chat_pairs (review D7)
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]
+    data = _preference_data(tokenizer, tmp_path / "c", [{"chosen": turns, "rejected": turns}], format="pairs")
+    with pytest.raises(UserError, match="column 'prompt' is not in split .*use dataset.format=chat_pairs"):
+        data.setup("fit")
+    # A margin per pair (TRL's RewardTrainer reads one) is said to be unread (review D9).
+    data = _preference_data(tokenizer, tmp_path / "d", [{**r, "margin": 2.0} for r in PAIRS], format="pairs")
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert "column 'margin' is not read" in caplog.text
     nulls = [*PAIRS, {"prompt": "q", "chosen": "A", "rejected": None}]
     data = _preference_data(tokenizer, tmp_path / "b", nulls, format="pairs")
     with pytest.raises(UserError, match=r"split 'train' row 3: dataset: no 'rejected' in this row"):

@@ -137,6 +137,9 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
 
     Each prefix of the conversation is rendered on its own, so an assistant turn's segment is exactly
     what the template adds for it (its header, from `add_generation_prompt`, stays a prompt segment).
+    Templates that render a turn by what follows it (Phi-3 ends a conversation with EOS, Qwen3 writes
+    the think block only on the last turns, Mistral puts the system prompt in the last user turn, Qwen2.5
+    groups tool results) are rendered whole instead (`_by_placeholders`).
     """
     column = cfg.get("messages_column") or "messages"
     messages = row.get(column)
@@ -144,7 +147,10 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
         raise UserError(
             f"dataset: column {column!r} must hold a non-empty list of {{role, content}} messages"
         )
+    checked = []
     for message in messages:
+        if isinstance(message, dict) and message.get("content") is None and message.get("tool_calls"):
+            message = {**message, "content": ""}  # OpenAI's assistant turn that only calls tools
         if (
             not isinstance(message, dict)
             or message.get("role") not in ROLES
@@ -152,30 +158,103 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
         ):
             raise UserError(
                 f"dataset: column {column!r} holds {str(message)[:60]!r}; each message needs a role "
-                f"({', '.join(ROLES)}) and text content"
+                f"({', '.join(ROLES)}) and text content (null only beside tool_calls)"
             )
+        checked.append(message)
 
     def render(conversation: list, generation_prompt: bool = False) -> str:
         if not conversation:
             return ""
-        return tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=generation_prompt
-        )
+        from jinja2.exceptions import TemplateError
 
+        try:
+            return tokenizer.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        except (
+            TemplateError
+        ) as err:  # the template's own raise_exception: no system role, roles must alternate
+            raise UserError(
+                f"dataset.chat_template refuses this conversation ({err}): change the rows (e.g. merge a system "
+                "turn into the first user turn), or choose another template with dataset.chat_template"
+            ) from None
+
+    if checked[0]["role"] != "assistant":  # an opening assistant turn has no prefix to render
+        segments = _by_prefixes(checked, render)
+        if segments is not None:
+            return segments
+    return _by_placeholders(checked, render, tokenizer)
+
+
+def _by_prefixes(messages: list[dict], render) -> Segments | None:
+    """Segments from each prefix's rendering; None when one is not the start of the next."""
     segments, done = [], ""
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
             head = render(messages[:i], generation_prompt=True)
-            _check_prefix(done, head)
+            if not head.startswith(done):
+                return None
             segments.append((head[len(done) :], False))
             done_before = head
         else:
             done_before = done
         full = render(messages[: i + 1])
-        _check_prefix(done_before, full)
+        if not full.startswith(done_before):
+            return None
         segments.append((full[len(done_before) :], message["role"] == "assistant"))
         done = full
     return [(text, trained) for text, trained in segments if text]
+
+
+PLACEHOLDER = "\u27e6hydratune-turn-{}\u27e7"  # a string no template changes and no text holds
+
+
+def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
+    """The conversation rendered once; each assistant turn is found where a placeholder rendered in place
+    of its content, and trained with the end of its turn: the tokens its rendering as the last turn has
+    after the content (Phi-3's `<|end|>`, and EOS when it is the last), up to where the next turn starts."""
+    import re
+
+    full = render(messages)
+    marked = [
+        {**m, "content": PLACEHOLDER.format(i)} if m["role"] == "assistant" else m
+        for i, m in enumerate(messages)
+    ]
+    pieces = re.split(PLACEHOLDER.format(r"(\d+)"), render(marked))
+    texts, turns = pieces[0::2], [int(i) for i in pieces[1::2]]
+    rebuilt = texts[0] + "".join(messages[i]["content"] + text for i, text in zip(turns, texts[1:]))
+    if rebuilt != full or sorted(turns) != [i for i, m in enumerate(messages) if m["role"] == "assistant"]:
+        changed = next((i for i in turns if messages[i]["content"] not in full), turns[0] if turns else 0)
+        raise UserError(
+            f"dataset.chat_template: the template changes the text of the assistant turn at message {changed} "
+            "(trims it, or moves a think block out of it), so its tokens cannot be told apart; write the turns "
+            "as the template renders them, or choose another template with dataset.chat_template"
+        )
+    segments, carry = [], texts[0]  # the text before the next answer
+    for k, i in enumerate(turns):
+        after = texts[k + 1]
+        # What the template writes after an assistant turn that ends the conversation.
+        ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
+        keep = _common_token_prefix(after, ending, tokenizer)
+        segments += [(carry, False), (messages[i]["content"] + after[:keep], True)]
+        carry = after[keep:]
+    segments.append((carry, False))
+    return [(text, trained) for text, trained in segments if text]
+
+
+def _common_token_prefix(text: str, other: str, tokenizer) -> int:
+    """The length of the longest start of `text` that `other` starts with too, cut at a token boundary of
+    `text` (never inside a special token such as `<|user|>`)."""
+    same = 0
+    while same < min(len(text), len(other)) and text[same] == other[same]:
+        same += 1
+    if same in (0, len(text)):
+        return same
+    try:
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
+        return same
+    return max([end for _, end in offsets if end <= same], default=0)
 
 
 def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
@@ -230,14 +309,6 @@ def format_alpaca_chat(row: dict, cfg: dict, tokenizer=None) -> Segments:
     if system_column and row.get(system_column):
         messages.insert(0, {"role": "system", "content": _text(row, system_column)})
     return format_messages({"messages": messages}, {"messages_column": "messages"}, tokenizer)
-
-
-def _check_prefix(prefix: str, text: str) -> None:
-    if not text.startswith(prefix):
-        raise UserError(
-            "dataset.chat_template: the template renders a conversation's prefix differently from the whole, "
-            "so turns cannot be masked; use chat_template=chatml or train_on=all"
-        )
 
 
 def check_chat_template(template: object) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from hydratune.data.formats import SHAREGPT_DEFAULTS, _check_prefix, _text, alpaca_prompt, format_messages
+from hydratune.data.formats import SHAREGPT_DEFAULTS, _text, alpaca_prompt, format_messages
 from hydratune.data.tokenize import IGNORE_INDEX
 from hydratune.errors import UserError
 
@@ -79,28 +79,25 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
     rest of its rendered conversation.
     """
     prompt_turns = _turns(row.get(column(cfg, "prompt_column")), cfg)
-    conversations = []
+    conversations, rendered = [], []
     for key in ("chosen_column", "rejected_column"):
         name = column(cfg, key)
         messages = prompt_turns + _turns(row.get(name), cfg)
         # format_messages checks roles and contents, with the same one-line errors as SFT's chat data.
-        format_messages({name: messages}, {"messages_column": name}, tokenizer)
+        segments = format_messages({name: messages}, {"messages_column": name}, tokenizer)
         if messages[-1]["role"] != "assistant":
             raise UserError(f"dataset: column {name!r} must end with an assistant turn (the answer)")
         conversations.append(messages)
+        last = max(i for i, (_, trained) in enumerate(segments) if trained)
+        rendered.append(("".join(t for t, _ in segments[:last]), "".join(t for t, _ in segments[last:])))
     chosen, rejected = conversations
-    if chosen[:-1] != rejected[:-1]:
+    if chosen[:-1] != rejected[:-1] or rendered[0][0] != rendered[1][0]:
         raise UserError(
             f"dataset: columns {column(cfg, 'chosen_column')!r} and {column(cfg, 'rejected_column')!r} must "
             "share every turn but the last assistant one (the prompt)"
         )
-    prompt = tokenizer.apply_chat_template(chosen[:-1], tokenize=False, add_generation_prompt=True)
-    answers = []
-    for messages in conversations:
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        _check_prefix(prompt, full)
-        answers.append(full[len(prompt) :])
-    return prompt, answers[0], answers[1]
+    # The prompt: the shared turns and the answer's header; each answer: the rest of its conversation.
+    return rendered[0][0], rendered[0][1], rendered[1][1]
 
 
 def format_kto(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, bool]:

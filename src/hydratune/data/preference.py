@@ -33,7 +33,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when pair tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 1
+TOKENIZE_VERSION = 2
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -93,6 +93,11 @@ class PreferenceDataModule(L.LightningDataModule):
         missing = [c for c in required_pair_columns(fmt, self.cfg) if c not in dataset.column_names]
         if missing:
             raise UserError(missing_column(fmt, missing[0], split, dataset.column_names, self.cfg))
+        if "margin" in dataset.column_names and split == "train":
+            log.warning(
+                "dataset: column 'margin' is not read: a reward model's margin is one for every pair "
+                "(task.margin), not a column per pair as in TRL's RewardTrainer"
+            )
         tokenize = tokenize_kto if self.kto else tokenize_pairs
 
         def encode(batch: dict, indices: list[int]) -> dict:
@@ -212,6 +217,16 @@ def missing_column(fmt: str, name: str, split: str, columns: list[str], cfg: dic
         return f"{where} (set dataset.prompt_column/completion_column/label_column to yours)"
     if column(cfg, "completion_column") in columns and column(cfg, "label_column") in columns:
         return f"{where}; these are KTO rows (a completion and a label each): train them with task=kto"
+    if (
+        fmt == "pairs"
+        and name == column(cfg, "prompt_column")
+        and {column(cfg, "chosen_column"), column(cfg, "rejected_column")} <= set(columns)
+    ):
+        return (
+            f"{where}: chosen and rejected without a prompt are whole conversations in TRL's layout: for lists of "
+            "messages use dataset.format=chat_pairs (the prompt is their shared turns); plain-text pairs need a "
+            "prompt column (set dataset.prompt_column), a prompt inside their text is not split out"
+        )
     return f"{where} (set dataset.prompt_column/chosen_column/rejected_column to yours)"
 
 

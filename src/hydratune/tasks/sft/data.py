@@ -29,7 +29,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 2
+TOKENIZE_VERSION = 3
 
 
 def is_cached(dataset, fingerprint: str) -> bool:
