@@ -155,3 +155,102 @@ def test_dr_grpo_uses_the_given_normaliser():
     assert loss.item() == pytest.approx(-3 / (2 * 8))
     with pytest.raises(ValueError, match="aggregation"):
         grpo_loss(lp, None, None, adv, mask, aggregation="token_mean")
+
+
+# -- TRL 1.16's token-level aggregations and reward scalings, transcribed from GRPOTrainer ------------
+
+
+def trl_per_token_loss(logps, old, ref, adv, epsilon, epsilon_high, beta):
+    """GRPOTrainer._compute_loss up to the aggregation (importance_sampling_level "token", delta None)."""
+    coef_1 = torch.exp(logps - old)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon, 1 + epsilon_high)
+    per_token_loss = -torch.min(coef_1 * adv[:, None], coef_2 * adv[:, None])
+    if beta != 0.0:
+        per_token_kl = torch.exp(ref - logps) - (ref - logps) - 1
+        per_token_loss = per_token_loss + beta * per_token_kl
+    return per_token_loss
+
+
+def trl_aggregate(per_token_loss, mask, loss_type):
+    """TRL's bnpo and dapo in training, on one process with gradient_accumulation_steps = steps_per_generation
+    = 1 (the setting where rule grpo_dapo_window lets hydratune's dapo run): the generation batch is this
+    one, so `num_items_in_batch` is its completion tokens."""
+    num_processes = current_gradient_accumulation_steps = steps_per_generation = 1
+    if loss_type == "bnpo":
+        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+        return loss / current_gradient_accumulation_steps
+    num_items_in_batch = mask.sum()  # accelerator.gather(loss_mask.sum()).sum()
+    normalizer = num_items_in_batch.clamp(min=1.0) / num_processes
+    normalizer = normalizer * current_gradient_accumulation_steps / steps_per_generation
+    return (per_token_loss * mask).sum() / normalizer
+
+
+@pytest.mark.parametrize("aggregation", ["bnpo", "dapo"])
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_token_level_aggregations_equal_trls_on_a_ragged_mask(aggregation, beta):
+    """Rows of 1 to 3 completion tokens: a token mean weighs each token alike, unlike grpo's mean of row
+    means (the assertion against grpo makes sure the ragged mask tells them apart)."""
+    logps, old, ref = hand_logps()
+    adv = torch.tensor(python_advantages(REWARDS, G, True), dtype=torch.float64)
+    lp, old_t, ref_t, mask = tensors(logps, old, ref)
+    loss, _ = grpo_loss(lp, old_t, ref_t, adv, mask, 0.2, beta, aggregation, epsilon_high=0.28)
+    (grad,) = torch.autograd.grad(loss, lp)
+    trl_lp = lp.detach().clone().requires_grad_(True)
+    expected = trl_aggregate(
+        trl_per_token_loss(trl_lp, old_t, ref_t, adv, 0.2, 0.28, beta), mask, aggregation
+    )
+    (expected_grad,) = torch.autograd.grad(expected, trl_lp)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    assert torch.allclose(grad, expected_grad, rtol=0, atol=1e-15)
+    per_row, _ = grpo_loss(lp, old_t, ref_t, adv, mask, 0.2, beta, "grpo", epsilon_high=0.28)
+    assert per_row.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+def test_a_token_mean_of_an_empty_mask_is_zero_not_nan():
+    lp = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    loss, _ = grpo_loss(lp, None, None, torch.ones(2), torch.zeros(2, 3), aggregation="bnpo")
+    assert loss.item() == 0.0
+
+
+def trl_advantages(rewards, num_generations, scale_rewards):
+    """GRPOTrainer._generate_and_score_completions, multi_objective_aggregation "sum_then_normalize"."""
+
+    def nanstd(tensor, dim=None, keepdim=False):  # trl.trainer.utils.nanstd
+        mean = torch.nanmean(tensor, dim=dim, keepdim=True)
+        variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
+        count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
+        variance *= count / (count - 1)
+        if not keepdim:
+            variance = variance.squeeze(dim) if dim is not None else variance.squeeze()
+        return torch.sqrt(variance)
+
+    scale_rewards = {True: "group", False: "none"}.get(scale_rewards, scale_rewards)  # GRPOConfig
+    mean_grouped_rewards = torch.nanmean(rewards.view(-1, num_generations), dim=1)
+    mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
+    if scale_rewards in ["group", "none"]:
+        std_rewards = nanstd(rewards.view(-1, num_generations), dim=1)
+        std_rewards = std_rewards.repeat_interleave(num_generations, dim=0)
+    else:  # batch
+        std_rewards = nanstd(rewards).expand_as(rewards)
+    advantages = rewards - mean_grouped_rewards
+    if scale_rewards != "none":
+        advantages = advantages / (std_rewards + 1e-4)
+    return advantages
+
+
+@pytest.mark.parametrize("scale", [True, "group", "batch", False, "none"])
+def test_reward_scalings_equal_trls(scale):
+    rewards = torch.tensor(REWARDS)
+    expected = trl_advantages(rewards.clone(), G, scale)
+    assert group_advantages(rewards, G, scale=scale).tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_batch_scaling_divides_every_group_by_one_std():
+    """batch: centred per group, one divisor for all (groups of different spread keep their sizes apart)."""
+    rewards = torch.tensor([0.0, 1.0, 0.0, 10.0])  # group spreads 1 and 10
+    batch = group_advantages(rewards, 2, scale="batch")
+    centred = group_advantages(rewards, 2, scale="none")
+    assert torch.allclose(batch, centred / (rewards.std() + 1e-4))
+    assert batch[3] / batch[1] == pytest.approx(10.0)  # group scaling would make them equal
+    with pytest.raises(ValueError, match="scale_rewards 'mean': use true/group, batch or false/none"):
+        group_advantages(rewards, 2, scale="mean")

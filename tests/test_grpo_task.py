@@ -24,8 +24,77 @@ def test_grpo_config_is_checked_before_anything_loads():
         check_config(to_plain(compose(["task=grpo", "task.num_generations=1"])))
     with pytest.raises(UserError, match=r"list task.rewards or set task.reward_model"):
         check_config(to_plain(compose(["task=grpo", "task.rewards=[]"])))
-    with pytest.raises(UserError, match=r"task.aggregation must be grpo or dr_grpo"):
+    with pytest.raises(UserError, match=r"task.aggregation must be grpo, dr_grpo, bnpo or dapo"):
         check_config(to_plain(compose(["task=grpo", "task.aggregation=mean"])))
+
+
+def _grpo_violations(*overrides: str) -> list[str]:
+    from hydratune.rules import violations
+    from hydratune.tasks.grpo import GRPOTask
+
+    return violations(to_plain(compose(["task=grpo", *overrides])), GRPOTask.rules)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["task.aggregation=dapo", "trainer.accumulate_grad_batches=2"], "use task.aggregation=bnpo"),
+        (["task.aggregation=dapo", "trainer.devices=2"], "trainer.accumulate_grad_batches=1 on one device"),
+        (["task.aggregation=dapo", "+trainer.num_nodes=2"], "use task.aggregation=bnpo"),
+        (["task.aggregation=dapo", "trainer=ddp"], "use task.aggregation=bnpo"),
+        (["task.scale_rewards=mean"], "set task.scale_rewards=group"),
+        (["task.scale_rewards=1.0"], "set task.scale_rewards=group"),
+        (["task.epsilon=0"], "set task.epsilon=0.2"),
+        (["task.epsilon=1.5"], "set task.epsilon=0.2"),
+        (["task.epsilon_high=0.1"], "at least task.epsilon"),
+        (["task.epsilon_high=high"], "at least task.epsilon"),
+        (["task.beta=-0.1"], "task.beta weighs the KL term"),
+        (["task.temperature=0"], "set task.temperature=1.0"),
+        (["task.top_p=0"], "set task.top_p=1.0"),
+        (["task.top_p=1.2"], "set task.top_p=1.0"),
+        (["task.num_iterations=0"], "set task.num_iterations=1"),
+        (["task.num_iterations=1.5"], "set task.num_iterations=1"),
+    ],
+)
+def test_grpo_settings_out_of_range_are_refused_in_one_line(overrides, says):
+    found = _grpo_violations(*overrides)
+    assert len(found) == 1 and says in found[0], found
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task.aggregation=bnpo", "trainer.accumulate_grad_batches=4", "trainer.devices=2"],
+        ["task.aggregation=dapo"],  # trainer.accumulate_grad_batches=1 on one device: dapo is bnpo
+        ["task.aggregation=dapo", "trainer.devices=[0]"],
+        ["task.aggregation=dr_grpo", "task.scale_rewards=none"],
+        ["task.scale_rewards=batch", "task.epsilon=0.2", "task.epsilon_high=0.28", "task.beta=0.04"],
+        ["task.scale_rewards=group", "task.scale_rewards=false", "task.temperature=0.7", "task.top_p=1.0"],
+        ["task.num_iterations=3", "task.epsilon_high=0.2"],
+    ],
+)
+def test_grpo_settings_in_range_pass(overrides):
+    assert _grpo_violations(*overrides) == []
+
+
+def test_dapo_is_refused_at_fit_start_where_its_window_is_not_one_micro_batch():
+    """The module says what rule grpo_dapo_window says, for a module built without preflight."""
+    from types import SimpleNamespace
+
+    from hydratune.tasks.grpo.module import GRPOModule
+
+    def fit_start(aggregation, accumulation, world_size):
+        run = SimpleNamespace(
+            hparams=SimpleNamespace(aggregation=aggregation),
+            trainer=SimpleNamespace(accumulate_grad_batches=accumulation, world_size=world_size),
+        )
+        GRPOModule.on_fit_start(run)
+
+    fit_start("dapo", 1, 1)
+    fit_start("bnpo", 4, 2)
+    for accumulation, world_size in ((2, 1), (1, 2)):
+        with pytest.raises(UserError, match=r"use task.aggregation=bnpo"):
+            fit_start("dapo", accumulation, world_size)
 
 
 def test_grpo_brings_its_prompts_and_run_length_and_the_command_line_wins():
@@ -319,3 +388,35 @@ def test_steps_whose_groups_all_scored_alike_are_said_to_teach_nothing(caplog):
     with caplog.at_level("WARNING"):
         GRPOModule.warn_if_no_signal(run)
     assert caplog.text == ""
+
+
+def test_each_micro_batch_of_a_window_reuses_its_own_samples(monkeypatch, tmp_path):
+    """task.num_iterations=2 with accumulation 2: the reuse step trained both micro-batches on the window's
+    last samples, the first micro-batch's never again."""
+    import lightning as L
+
+    import hydratune.tasks.grpo.module as grpo_module
+    from hydratune.model import load_tokenizer
+    from hydratune.tasks.registry import get_task
+
+    cfg = to_plain(compose(["task=grpo", "task.num_iterations=2", "trainer.accumulate_grad_batches=2",
+                            "dataset.batch_size=2", "task.num_generations=2", "task.max_new_tokens=3"]))  # fmt: skip
+    tokenizer = load_tokenizer(cfg["model"])
+    task = get_task(cfg["task"])
+    datamodule = task.datamodule(tokenizer, cfg)
+    datamodule.setup("fit")
+    module = task.module(cfg, datamodule, tokenizer)
+    used, loss = [], grpo_module.grpo_loss
+
+    def spy(logps, old, ref, advantages, *args, **kwargs):
+        used.append(advantages.data_ptr())  # which batch of samples this micro-batch trains on
+        return loss(logps, old, ref, advantages, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "grpo_loss", spy)
+    trainer = L.Trainer(
+        max_steps=4, accumulate_grad_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert len(used) == 8 and used[0] != used[1] and used[4] != used[5]
+    assert used[2:4] == used[0:2] and used[6:8] == used[4:6]  # step 2 reuses step 1's, step 4 step 3's

@@ -253,6 +253,10 @@ def test_llamafactory_kto_columns_and_missing_validation(project, capsys, tmp_pa
     )
     assert "chosen_column" not in open(project / "conf" / "experiment" / "lf_kto.yaml").read()
     assert "preference tasks need validation rows" in reasons(err)["validation"]
+    # per_device_train_batch_size 1 x accumulation 8: a batch of one is KTO against itself (TRL refuses it)
+    cfg = composed(project, "lf_kto")
+    assert (cfg["dataset"]["batch_size"], cfg["trainer"]["accumulate_grad_batches"]) == (2, 4)
+    assert "note: dataset.batch_size: 2, not 1: KTO takes each row's KL reference point" in err
 
 
 def test_grpo_imports_stop_at_eos_and_keep_only_the_files_rewards(project, capsys, tmp_path):

@@ -236,6 +236,77 @@ def test_reward_models_by_id_are_reward_model_entries(project, capsys, tmp_path)
     assert not {"reward_funcs", "reward_model_name_or_path"} & set(reasons(err))
 
 
+GRPO = {**MINIMAL, "num_generations": 8, "reward_funcs": ["pkg.mod.fn"]}
+
+
+@pytest.mark.parametrize(
+    ("keys", "aggregation", "accumulation", "said"),
+    [
+        ({"loss_type": "bnpo", "gradient_accumulation_steps": 4}, "bnpo", 4, None),
+        ({"loss_type": "dapo"}, "dapo", 1, None),
+        ({}, "dapo", 1, "loss_type: TRL's default dapo is task.aggregation=dapo"),
+        ({"gradient_accumulation_steps": 1, "num_processes": 1}, "dapo", 1, "TRL's default dapo"),
+        # 2 completions x 4 accumulation steps are one group of 8: one hydratune batch, so dapo is exact.
+        (
+            {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+            "dapo",
+            1,
+            "TRL's default dapo",
+        ),
+        (
+            {"loss_type": "dapo", "gradient_accumulation_steps": 4},
+            "bnpo",
+            4,
+            "loss_type: dapo divides by the completion tokens of the whole accumulated batch "
+            "(gradient_accumulation_steps 4), which hydratune samples one micro-batch at a time: "
+            "task.aggregation=bnpo (a token mean per micro-batch) is the nearest",
+        ),
+        (
+            {"num_processes": 2},
+            "bnpo",
+            1,
+            "loss_type: dapo (TRL default) divides by the completion tokens of",
+        ),
+        ({"accelerate_config": "multi_gpu"}, "bnpo", 1, "(several processes)"),
+    ],
+)
+def test_grpo_loss_types_bnpo_and_dapo(project, capsys, tmp_path, keys, aggregation, accumulation, said):
+    """TRL's default dapo divides by the tokens of the whole accumulated batch: hydratune's dapo where one
+    micro-batch is that batch (its rule refuses it elsewhere), else bnpo, the nearest, and a note says why."""
+    from hydratune.rules import violations
+    from hydratune.tasks.grpo import GRPOTask
+
+    code, _, err = run_import(capsys, write(tmp_path, "g", {**GRPO, **keys}), "g", "--stage", "grpo")
+    assert code == 0, err
+    cfg = composed(project, "g")
+    assert (cfg["task"]["aggregation"], cfg["trainer"]["accumulate_grad_batches"]) == (
+        aggregation,
+        accumulation,
+    )
+    assert not any("dapo" in v for v in violations(cfg, GRPOTask.rules))
+    loss_notes = [n for n in notes(err) if n.startswith("loss_type:")]
+    assert not loss_notes if said is None else len(loss_notes) == 1 and said in loss_notes[0], loss_notes
+    assert "loss_type" not in reasons(err)
+
+
+def test_grpo_loss_types_without_a_counterpart_are_reported(project, capsys, tmp_path):
+    code, _, err = run_import(capsys, write(tmp_path, "g", {**GRPO, "loss_type": "cispo"}), "g")
+    assert code == 0
+    assert (
+        "task.aggregation is grpo (mean per completion), dr_grpo, bnpo or dapo" in reasons(err)["loss_type"]
+    )
+    assert composed(project, "g")["task"]["aggregation"] == "grpo"  # hydratune's default, said above
+
+
+@pytest.mark.parametrize(
+    ("value", "scale"), [("batch", "batch"), ("none", False), (False, False), ("group", True), (True, True)]
+)
+def test_grpo_scale_rewards(project, capsys, tmp_path, value, scale):
+    code, _, err = run_import(capsys, write(tmp_path, "g", {**GRPO, "scale_rewards": value}), "g")
+    assert code == 0 and "scale_rewards" not in reasons(err)
+    assert composed(project, "g")["task"]["scale_rewards"] == scale
+
+
 def test_trl_defaults_train_where_the_file_is_silent(project, capsys, tmp_path):
     code, _, err = run_import(capsys, write(tmp_path, "m", MINIMAL), "m")
     assert code == 0
@@ -305,6 +376,15 @@ def test_stage_flag_names_the_trainer(project, capsys, tmp_path, stage, task, lr
             {"label_smoothing": 0.2, "loss_type": "hinge"},
             {"name": "dpo", "loss": "hinge", "label_smoothing": 0.0},
         ),
+        # TRL reads label_smoothing for robust, not for sigmoid (hydratune's sigmoid would smooth: cDPO)
+        (
+            {"label_smoothing": 0.2, "loss_type": "robust"},
+            {"name": "dpo", "loss": "robust", "label_smoothing": 0.2},
+        ),
+        (
+            {"label_smoothing": 0.2, "loss_type": "sigmoid"},
+            {"name": "dpo", "loss": "sigmoid", "label_smoothing": 0.0},
+        ),
         (
             {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.3]},
             {"loss": "sigmoid", "sft_weight": 0.3},
@@ -350,7 +430,7 @@ def test_the_run_name_picks_between_trainers_the_keys_leave_open(
     [
         ({"beta": 0.1, "max_prompt_length": 256}, "sft", "--stage sft: the file has beta"),
         ({"dataset_text_field": "body", "num_generations": 4}, None, "num_generations and dataset_text_field: keys of different"),
-        ({"loss_type": "apo_zero"}, None, "loss_type: apo_zero: hydratune's DPO losses are sigmoid, ipo, hinge"),
+        ({"loss_type": "apo_zero"}, None, "loss_type: apo_zero: hydratune's DPO losses are sigmoid, robust, ipo, hinge"),
         ({"loss_type": "dapo"}, "dpo", "--stage dpo: the file has loss_type: dapo"),
         ({"use_peft": False, "load_in_4bit": True}, None, "load_in_4bit: true without use_peft: true"),
     ],

@@ -48,6 +48,19 @@ def test_sigmoid_dpo_and_conservative_dpo(smoothing):
     close(out["rejected_rewards"], [beta * (p - r) for p, r in zip(PI_R, REF_R)])
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_robust_dpo_is_unbiased_under_label_noise(smoothing):
+    """Chowdhury et al. 2024, TRL's `robust`: the two logsigmoid terms with opposite signs, over 1 - 2 eps."""
+    beta = 0.3
+    out = preference_loss(t(PI_C), t(PI_R), t(REF_C), t(REF_R), "robust", beta, label_smoothing=smoothing)
+    expected = [
+        (-(1 - smoothing) * logsig(beta * h) + smoothing * logsig(-beta * h)) / (1 - 2 * smoothing)
+        for h in margins()
+    ]
+    close(out["loss"], expected)
+    close(out["chosen_rewards"], [beta * (p - r) for p, r in zip(PI_C, REF_C)])
+
+
 def test_ipo_and_hinge():
     beta = 0.25
     ipo = preference_loss(t(PI_C), t(PI_R), t(REF_C), t(REF_R), "ipo", beta)

@@ -62,10 +62,28 @@ def test_preference_tasks_need_pair_data_before_anything_loads():
     check_config(to_plain(compose(["task=kto"])))
     with pytest.raises(UserError, match=r"dataset.format.*dataset=preference"):
         check_config(to_plain(compose(["task=dpo", "dataset=sample"])))
-    with pytest.raises(UserError, match=r"task.loss must be one of sigmoid, ipo, hinge, orpo, simpo"):
+    with pytest.raises(UserError, match=r"task.loss must be one of sigmoid, robust, ipo, hinge, orpo, simpo"):
         check_config(to_plain(compose(["task=dpo", "task.loss=dpo"])))
+    # From 0.5 on the loss prefers the rejected answers; ipo, hinge and orpo never read it.
+    with pytest.raises(UserError, match=r"task.label_smoothing .* must be in \[0, 0.5\)"):
+        check_config(to_plain(compose(["task=dpo", "task.label_smoothing=0.7"])))
+    with pytest.raises(UserError, match=r"read by the sigmoid, robust, simpo losses only"):
+        check_config(to_plain(compose(["task=dpo", "task.loss=ipo", "task.label_smoothing=0.1"])))
+    check_config(to_plain(compose(["task=dpo", "task.loss=robust", "task.label_smoothing=0.1"])))
     with pytest.raises(UserError, match=r"dataset.format.*dataset=kto"):
         check_config(to_plain(compose(["task=kto", "dataset=preference"])))
+    # Values that passed before (review D5, D6): KTO against itself, rewards pulled the wrong way.
+    for overrides, match in [
+        (
+            ["task=kto", "dataset.batch_size=1"],
+            r"a batch of one compares a row with itself: set dataset.batch_size=2",
+        ),
+        (["task=kto", "task.beta=-1"], r"task.beta is the implicit reward's temperature and must be > 0"),
+        (["task=kto", "task.undesirable_weight=0"], r"must be > 0: use e.g. task.undesirable_weight=1.0"),
+        (["task=reward", "task.margin=-1"], r"task.margin .* must be >= 0"),
+    ]:
+        with pytest.raises(UserError, match=match):
+            check_config(to_plain(compose(overrides)))
 
 
 def test_chosen_and_rejected_in_one_forward_give_each_rows_own_logps(tiny_model_dir, tokenizer):
@@ -86,7 +104,7 @@ def test_chosen_and_rejected_in_one_forward_give_each_rows_own_logps(tiny_model_
                 torch.testing.assert_close(together[k], alone[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.parametrize("loss", ["sigmoid", "robust", "ipo", "hinge"])
 def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, loss):
     """LoRA starts as the identity, so the policy is the reference: h = 0, and the first loss is
     log 2 (sigmoid), (1/(2 beta))^2 (ipo) or 1 (hinge). Training on one batch makes every pair right."""
@@ -95,13 +113,36 @@ def test_dpo_starts_at_the_closed_form_and_overfits(tiny_model_dir, tokenizer, l
     module.configure_model()
     batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
     first = module.pair_losses(batch)
-    expected = {"sigmoid": math.log(2), "ipo": (1 / (2 * 0.1)) ** 2, "hinge": 1.0}[loss]
+    closed_form = {"sigmoid": math.log(2), "robust": math.log(2), "ipo": (1 / (2 * 0.1)) ** 2, "hinge": 1.0}
+    expected = closed_form[loss]
     torch.testing.assert_close(first["loss"], torch.full((4,), expected), atol=1e-5, rtol=1e-5)
     assert torch.all(first["chosen_rewards"] == 0) and torch.all(first["rejected_rewards"] == 0)
     losses = fit_repeated(module, batch, steps=25)
     assert losses[-1] < 0.5 * losses[0], losses
     after = module.pair_losses(batch)
     assert torch.all(after["chosen_rewards"] > after["rejected_rewards"])
+
+
+def test_ipo_rewards_are_of_summed_log_ratios(tiny_model_dir, tokenizer):
+    """IPO's loss reads mean log-ratios per answer token, but its rewards (and the accuracy and margin from
+    them) are beta x the summed log-ratios, as for the other losses and as TRL logs them: from the means a
+    margin could have the other sign than TRL's on the same batch."""
+    from hydratune.data.pairs import PairCollator
+
+    cfg = _cfg(tiny_model_dir, "task=dpo", "task.loss=ipo", "task.sft_weight=0")
+    module = _module("dpo", cfg, tokenizer)
+    module.configure_model()
+    _lora_b_off_zero(module)
+    batch = PairCollator(tokenizer.pad_token_id)(_pairs(tokenizer))
+    with torch.no_grad():
+        out = module.pair_losses(batch)
+        policy = module.answer_logps(batch)[0]
+        with module.adapters_off():
+            reference = module.answer_logps(batch)[0]
+    half = policy.size(0) // 2
+    rewards = 0.1 * (policy - reference)
+    torch.testing.assert_close(out["chosen_rewards"], rewards[:half], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["rejected_rewards"], rewards[half:], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "simpo"])

@@ -109,10 +109,29 @@ def convert(
         _check_stage_flag(overlay, context.stage, path.name, fmt)
     if fmt in DATASET_KEYS:
         _what_the_trainer_does_not(data, overlay, fmt, context)
+    _kto_batch_of_two(overlay, context)
     folder = overlay.values.get("model.pretrained_model_name_or_path")
     if fmt == "torchtune" and (note := missing_checkpoint_note(path.read_text(), folder)):
         context.notes.append(note)
     return overlay.finish(name), fmt, overlay.unmapped
+
+
+def _kto_batch_of_two(overlay: Overlay, context: ImportContext) -> None:
+    """KTO takes each row's KL reference point from the other rows of its batch: a per-device batch of one
+    (LLaMA-Factory's own KTO example) becomes two, with half the accumulation, so the effective batch stays."""
+    if overlay.choices.get("task") != "kto" or overlay.values.get("dataset.batch_size") != 1:
+        return
+    accumulation = int(overlay.values.get("trainer.accumulate_grad_batches", 1))
+    overlay.set("dataset.batch_size", 2)
+    if accumulation % 2 == 0:
+        overlay.set("trainer.accumulate_grad_batches", accumulation // 2)
+        kept = f"; trainer.accumulate_grad_batches {accumulation} -> {accumulation // 2} keeps the effective batch"
+    else:
+        kept = "; the effective batch doubles"
+    context.notes.append(
+        "dataset.batch_size: 2, not 1: KTO takes each row's KL reference point from the other rows of its batch "
+        f"(in a batch of one, the row itself; TRL refuses it){kept}"
+    )
 
 
 # The trainers whose files name a base model and their data, and the keys that name the data.

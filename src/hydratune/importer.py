@@ -452,7 +452,9 @@ AXOLOTL_RL: dict[str, tuple[str, str | None]] = {
     "kto": ("kto", None),
     "grpo": ("grpo", None),
 }
-PREF_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo", "hinge": "hinge", "orpo": "orpo", "simpo": "simpo"}
+PREF_LOSSES = {
+    "sigmoid": "sigmoid", "robust": "robust", "ipo": "ipo", "hinge": "hinge", "orpo": "orpo", "simpo": "simpo"
+}  # fmt: skip
 # Source key -> task key, set when the chosen task's YAML defines that key (the task decides what it takes).
 TASK_VALUES: dict[str, str] = {
     "pref_beta": "beta",  # LLaMA-Factory: DPO/KTO beta, ORPO's weight of the odds-ratio term, SimPO beta

@@ -301,12 +301,40 @@ def _defaults(overlay: Overlay, data: dict, stage: str, task: str, context: Impo
     if task == "grpo":
         overlay.set("task.max_new_tokens", 512)  # max_completion_length
         overlay.set("task.rewards", [])  # TRL's rewards are named in the file; never hydratune's demo reward
+        if str(data.get("loss_type", "dapo")) == "dapo":  # TRL's default
+            _dapo(overlay, data, context)
+    _precision(overlay, data)
+
+
+def _dapo(overlay: Overlay, data: dict, context: ImportContext) -> None:
+    """loss_type: dapo (TRL's default) divides by the completion tokens of the whole accumulated batch on all
+    processes. hydratune samples one micro-batch per step, so it has dapo only where that micro-batch is the
+    whole batch: one accumulation step after _grpo_batch (which folds the accumulation into the batch where
+    the completions of one step do not fill a group) on one device. Elsewhere bnpo, the nearest, and a note."""
+    per_device = int(data.get("per_device_train_batch_size", 8))
+    accumulation = int(data.get("gradient_accumulation_steps", 1))
+    if per_device % int(data.get("num_generations", 8)):
+        accumulation = 1  # _grpo_batch makes the accumulated completions one batch of prompts
+    processes = data.get("num_processes")
+    one_device = (
+        int(processes) == 1 if processes is not None else data.get("accelerate_config") not in ACCELERATE
+    )
+    if accumulation == 1 and one_device:
+        overlay.set("task.aggregation", "dapo")
         if "loss_type" not in data:
             context.notes.append(
-                "loss_type: TRL's default dapo (token-level normalisation) has no counterpart: task.aggregation="
-                "grpo (a mean per completion) trains; task.aggregation=dr_grpo is TRL's dr_grpo"
+                "loss_type: TRL's default dapo is task.aggregation=dapo (a token mean over the batch)"
             )
-    _precision(overlay, data)
+        return
+    overlay.set("task.aggregation", "bnpo")
+    why = [f"gradient_accumulation_steps {accumulation}"] if accumulation > 1 else []
+    why += [] if one_device else ["several processes"]
+    context.notes.append(
+        f"loss_type: {data.get('loss_type', 'dapo (TRL default)')} divides by the completion tokens of the "
+        f"whole accumulated batch ({', '.join(why)}), which hydratune samples one micro-batch at a time: "
+        "task.aggregation=bnpo (a token mean per micro-batch) is the nearest; dapo needs "
+        "trainer.accumulate_grad_batches=1 on one device"
+    )
 
 
 def _precision(overlay: Overlay, data: dict) -> None:
@@ -520,13 +548,17 @@ def _task_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> 
     elif key == "reward_funcs":
         _rewards(overlay, value, data.get("reward_weights"))
     elif key == "scale_rewards" and task == "grpo":
-        scale = {True: True, "group": True, False: False, "none": False}.get(value)
+        scale = {True: True, "group": True, False: False, "none": False, "batch": "batch"}.get(value)
         if scale is None:
-            overlay.skip(key, value, "task.scale_rewards divides by the group's std (group) or not (none)")
+            overlay.skip(
+                key, value, "task.scale_rewards divides by the group's std (group), the batch's or none"
+            )
         else:
             overlay.set("task.scale_rewards", scale)
-    elif key == "label_smoothing" and str(_first(data.get("loss_type", "sigmoid"))) != "sigmoid":
-        overlay.skip(key, value, "label smoothing applies to the sigmoid loss")
+    elif key == "label_smoothing" and str(_first(data.get("loss_type", "sigmoid"))) != "robust":
+        # TRL reads it for robust (and losses hydratune does not have); hydratune's sigmoid would read it as
+        # conservative DPO, which TRL's sigmoid no longer is.
+        overlay.skip(key, value, "TRL reads label_smoothing with loss_type robust only (task.loss=robust)")
     else:
         _set_task(overlay, task, key, TASK_KEYS[key], value)
 
@@ -544,11 +576,12 @@ def _loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
             raise UserError(f"loss_type: {value}: hydratune's SFT loss is the NLL; nothing was written")
         return
     if task == "grpo":
-        aggregation = {"grpo": "grpo", "dr_grpo": "dr_grpo"}.get(losses[0])
-        if aggregation:
-            overlay.set("task.aggregation", aggregation)
-        else:
-            overlay.skip("loss_type", value, "task.aggregation is grpo (mean per completion) or dr_grpo")
+        if losses[0] in ("grpo", "dr_grpo", "bnpo"):
+            overlay.set("task.aggregation", losses[0])
+        elif losses[0] != "dapo":  # dapo: _dapo, with TRL's defaults
+            overlay.skip(
+                "loss_type", value, "task.aggregation is grpo (mean per completion), dr_grpo, bnpo or dapo"
+            )
         return
     if task == "kto":
         if losses != ["kto"]:
@@ -562,9 +595,9 @@ def _loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
             )
         overlay.set("task.sft_weight", weights[1])
         losses = losses[:1]
-    if len(losses) != 1 or losses[0] not in ("sigmoid", "ipo", "hinge"):
+    if len(losses) != 1 or losses[0] not in ("sigmoid", "robust", "ipo", "hinge"):
         raise UserError(
-            f"loss_type: {value}: hydratune's DPO losses are sigmoid, ipo, hinge (and [sigmoid, sft]); "
+            f"loss_type: {value}: hydratune's DPO losses are sigmoid, robust, ipo, hinge (and [sigmoid, sft]); "
             f"orpo and simpo: --stage orpo or task.loss=simpo; nothing was written"
         )
     overlay.set("task.loss", PREF_LOSSES[losses[0]])

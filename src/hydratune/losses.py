@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hydratune.data.tokenize import IGNORE_INDEX
 
-PREFERENCE_LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
+PREFERENCE_LOSSES = ("sigmoid", "robust", "ipo", "hinge", "orpo", "simpo")
 # Losses that read length-normalised (mean per answer token) log-probs; the others read sums.
 MEAN_LOGP_LOSSES = ("ipo", "orpo", "simpo")
 # Losses without a reference model.
@@ -98,6 +98,8 @@ def preference_loss(
 
     - `sigmoid` (DPO, Rafailov et al. 2023; with eps > 0 the conservative DPO of Mitchell 2023):
       `-(1 - eps) * logsig(beta * h) - eps * logsig(-beta * h)`.
+    - `robust` (Chowdhury et al. 2024, an unbiased loss under label noise eps < 0.5; TRL's `robust`):
+      `(-(1 - eps) * logsig(beta * h) + eps * logsig(-beta * h)) / (1 - 2 * eps)`.
     - `ipo` (Azar et al. 2023, eq. 17, beta = tau): `(h - 1 / (2 * beta))^2`, on mean log-probs.
     - `hinge` (SLiC, Zhao et al. 2023): `relu(1 - beta * h)`.
     - `orpo` (Hong et al. 2024, reference-free; beta = lambda): with mean log-probs `c`, `r`,
@@ -135,6 +137,10 @@ def preference_loss(
             losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
                 -beta * h
             )
+        elif loss == "robust":
+            losses = (
+                -(1 - label_smoothing) * F.logsigmoid(beta * h) + label_smoothing * F.logsigmoid(-beta * h)
+            ) / (1 - 2 * label_smoothing)
         elif loss == "ipo":
             losses = (h - 1 / (2 * beta)) ** 2
         else:

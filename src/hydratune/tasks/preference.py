@@ -79,4 +79,29 @@ KTO_RULES = (
         "task=kto trains on unpaired rows (prompt, completion, label): use dataset=kto "
         "(or dataset.format=kto with your columns)",
     ),
+    Rule(
+        "kto_beta",
+        "task.beta",
+        lambda c: not ((c.get("task") or {}).get("beta", 0.1) or 0) > 0,
+        "task.beta is the implicit reward's temperature and must be > 0: use e.g. task.beta=0.1",
+    ),
+    Rule(
+        "kto_weights",
+        "task.desirable_weight, task.undesirable_weight",
+        lambda c: any(
+            not ((c.get("task") or {}).get(k, 1.0) or 0) > 0
+            for k in ("desirable_weight", "undesirable_weight")
+        ),
+        "task.desirable_weight and task.undesirable_weight weigh the two kinds of rows and must be > 0: "
+        "use e.g. task.undesirable_weight=1.0",
+    ),
+    Rule(
+        "kto_batch_of_one",
+        "task, dataset.batch_size",
+        # Each row's KL reference point is the batch's mismatched pairs: in a batch of one, the row itself.
+        lambda c: ((c.get("dataset") or {}).get("batch_size") or 0) < 2,
+        "task=kto takes its KL reference point from the other rows of a batch, so a batch of one compares a "
+        "row with itself: set dataset.batch_size=2 or more (halve trainer.accumulate_grad_batches to keep "
+        "the effective batch)",
+    ),
 )

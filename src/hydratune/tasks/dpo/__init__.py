@@ -1,5 +1,5 @@
 """`task=dpo`: preference optimisation on pairs (a prompt, a chosen and a rejected answer) with a loss of the
-DPO family: sigmoid (DPO), ipo, hinge, and the reference-free orpo and simpo."""
+DPO family: sigmoid (DPO), robust, ipo, hinge, and the reference-free orpo and simpo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from hydratune.rules import Rule
 from hydratune.tasks.preference import PreferenceTask
 from hydratune.tasks.task import module_kwargs
 
-LOSSES = ("sigmoid", "ipo", "hinge", "orpo", "simpo")
+# hydratune.losses.PREFERENCE_LOSSES, without importing torch for a config check.
+LOSSES = ("sigmoid", "robust", "ipo", "hinge", "orpo", "simpo")
+
+# The losses that read task.label_smoothing (the share of pairs taken as mislabelled).
+SMOOTHED = ("sigmoid", "robust", "simpo")
+
+
+def _task(cfg: dict) -> dict:
+    return cfg.get("task") or {}
 
 
 class DPOTask(PreferenceTask):
@@ -30,6 +38,22 @@ class DPOTask(PreferenceTask):
             "task.beta",
             lambda c: not (c.get("task") or {}).get("beta", 0.1) > 0,
             "task.beta is the loss's temperature and must be > 0: use e.g. task.beta=0.1",
+        ),
+        Rule(
+            "dpo_label_smoothing",
+            "task.label_smoothing",
+            lambda c: not 0 <= (_task(c).get("label_smoothing") or 0) < 0.5,
+            "task.label_smoothing is the share of pairs taken as mislabelled and must be in [0, 0.5) (from 0.5 on "
+            "the loss prefers the rejected answers): use e.g. task.label_smoothing=0.1",
+        ),
+        Rule(
+            "dpo_label_smoothing_unread",
+            "task.label_smoothing, task.loss",
+            lambda c: (
+                bool(_task(c).get("label_smoothing")) and _task(c).get("loss", "sigmoid") not in SMOOTHED
+            ),
+            f"task.label_smoothing is read by the {', '.join(SMOOTHED)} losses only: set task.label_smoothing=0, "
+            "or task.loss=robust",
         ),
     )
 

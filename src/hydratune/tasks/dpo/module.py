@@ -15,6 +15,7 @@ import logging
 import torch
 
 from hydratune.losses import (
+    MEAN_LOGP_LOSSES,
     REFERENCE_FREE_LOSSES,
     preference_loss,
     sequence_logps,
@@ -22,9 +23,6 @@ from hydratune.losses import (
 from hydratune.tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
-
-# Losses on mean log-probs per answer token (the others sum them), as their papers and TRL define them.
-MEAN_LOGP_LOSSES = ("ipo", "orpo", "simpo")
 
 
 class DPOModule(TaskModule):
@@ -224,12 +222,18 @@ class DPOModule(TaskModule):
         if hp.sft_weight or hp.loss == "orpo":  # the mean NLL per token of each chosen answer
             sums = logps[:half] * counts[:half] if hp.loss in MEAN_LOGP_LOSSES else logps[:half]
             chosen_nll = -sums / counts[:half].clamp(min=1)
-        return preference_loss(
+        out = preference_loss(
             logps[:half], logps[half:],
             None if ref is None else ref[:half], None if ref is None else ref[half:],
             loss=hp.loss, beta=hp.beta, label_smoothing=hp.label_smoothing, simpo_gamma=hp.simpo_gamma,
             chosen_nll=chosen_nll, sft_weight=hp.sft_weight,
         )  # fmt: skip
+        if hp.loss == "ipo":
+            # IPO's loss reads mean log-ratios per token; its rewards (and so accuracy and margin) are of the
+            # summed ones, as for the other losses with a reference and as TRL logs them.
+            ratios = ((logps - ref) * counts).detach()
+            out["chosen_rewards"], out["rejected_rewards"] = hp.beta * ratios[:half], hp.beta * ratios[half:]
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.pair_losses(batch)

@@ -4,6 +4,8 @@ PPO clipped objective and an optional KL term to the reference model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hydratune.rules import Rule
 from hydratune.tasks.task import Task, data_kwargs, module_kwargs
 
@@ -14,6 +16,50 @@ SETTINGS = ("rewards", "reward_model", "num_generations", "max_new_tokens", "tem
 
 def _task(c: dict) -> dict:
     return c.get("task") or {}
+
+
+def _trainer(c: dict, key: str, default=None):
+    return (c.get("trainer") or {}).get(key, default)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _one_device(c: dict) -> bool:
+    """trainer.devices and trainer.num_nodes name one process (1, "1", [0], "0,"); "auto" may be more."""
+    devices = _trainer(c, "devices", 1)
+    if isinstance(devices, str) and "," in devices:
+        devices = [d for d in devices.split(",") if d.strip()]
+    count = len(devices) if isinstance(devices, list | tuple) else devices
+    return str(count) == "1" and str(_trainer(c, "num_nodes", 1) or 1) == "1"
+
+
+def _dapo_window_unknown(c: dict) -> bool:
+    """dapo divides by the completion tokens of the whole accumulated batch on every device; hydratune samples
+    each micro-batch in its own step, so it knows that count only when the micro-batch is the whole batch."""
+    accumulation = _trainer(c, "accumulate_grad_batches", 1) or 1
+    return _task(c).get("aggregation") == "dapo" and not (accumulation == 1 and _one_device(c))
+
+
+def _outside(key: str, default: float, accepts: Callable[[float], bool]) -> Callable[[dict], bool]:
+    """A rule's test: task.<key> (default where unset) is not a number that `accepts` takes."""
+
+    def applies(c: dict) -> bool:
+        value = _task(c).get(key, default)
+        return not (_number(value) and accepts(value))
+
+    return applies
+
+
+def _scale_rewards_unknown(c: dict) -> bool:
+    value = _task(c).get("scale_rewards", True)
+    return not (isinstance(value, bool) or value in ("group", "batch", "none"))
+
+
+def _epsilon_high_below_epsilon(c: dict) -> bool:
+    high, low = _task(c).get("epsilon_high"), _task(c).get("epsilon", 0.2)
+    return high is not None and not (_number(high) and (not _number(low) or high >= low))
 
 
 class GRPOTask(Task):
@@ -38,8 +84,62 @@ class GRPOTask(Task):
         Rule(
             "grpo_aggregation",
             "task.aggregation",
-            lambda c: _task(c).get("aggregation", "grpo") not in ("grpo", "dr_grpo"),
-            "task.aggregation must be grpo or dr_grpo: set task.aggregation=grpo",
+            lambda c: _task(c).get("aggregation", "grpo") not in ("grpo", "dr_grpo", "bnpo", "dapo"),
+            "task.aggregation must be grpo, dr_grpo, bnpo or dapo: set task.aggregation=grpo",
+        ),
+        Rule(
+            "grpo_dapo_window",
+            "task.aggregation, trainer.accumulate_grad_batches, trainer.devices, trainer.num_nodes",
+            _dapo_window_unknown,
+            "task.aggregation=dapo divides by the completion tokens of the whole accumulated batch on all "
+            "devices, which hydratune samples one micro-batch at a time: use task.aggregation=bnpo (a token mean "
+            "per micro-batch), or trainer.accumulate_grad_batches=1 on one device (trainer.devices=1)",
+        ),
+        Rule(
+            "grpo_scale_rewards",
+            "task.scale_rewards",
+            _scale_rewards_unknown,
+            "task.scale_rewards is true or group (the group's std), batch (the std of the batch's rewards), false "
+            "or none (no division): set task.scale_rewards=group",
+        ),
+        Rule(
+            "grpo_epsilon",
+            "task.epsilon",
+            _outside("epsilon", 0.2, lambda v: 0 < v < 1),
+            "task.epsilon is the clip range of the importance ratio, in (0, 1): set task.epsilon=0.2",
+        ),
+        Rule(
+            "grpo_epsilon_high",
+            "task.epsilon_high, task.epsilon",
+            _epsilon_high_below_epsilon,
+            "task.epsilon_high is the upper clip range, at least task.epsilon: set task.epsilon_high=0.28 (DAPO's "
+            "clip-higher) or null (= task.epsilon)",
+        ),
+        Rule(
+            "grpo_beta",
+            "task.beta",
+            _outside("beta", 0.0, lambda v: v >= 0),
+            "task.beta weighs the KL term to the reference and must be >= 0: set task.beta=0.0 (no KL) or e.g. 0.04",
+        ),
+        Rule(
+            "grpo_temperature",
+            "task.temperature",
+            _outside("temperature", 1.0, lambda v: v > 0),
+            "task.temperature must be > 0 (0 samples the same completion G times: no spread, nothing learnt): "
+            "set task.temperature=1.0",
+        ),
+        Rule(
+            "grpo_top_p",
+            "task.top_p",
+            _outside("top_p", 1.0, lambda v: 0 < v <= 1),
+            "task.top_p is the probability mass sampled from, in (0, 1]: set task.top_p=1.0 (no cut)",
+        ),
+        Rule(
+            "grpo_num_iterations",
+            "task.num_iterations",
+            _outside("num_iterations", 1, lambda v: isinstance(v, int) and v >= 1),
+            "task.num_iterations is the optimizer steps per batch of samples, an integer >= 1: set "
+            "task.num_iterations=1",
         ),
         Rule(
             "grpo_packing",

@@ -1,8 +1,14 @@
 """The GRPO objective: group-relative advantages and the clipped policy-gradient loss with a KL term.
 
 Notation (per completion i, token t; all log-probs are of the sampled token):
-    A_i       = (r_i - mean(r_group)) / (std(r_group) + eps)     advantage; `scale=False` drops the
-                                                                  division (Dr. GRPO, Liu et al. 2025)
+    A_i       = (r_i - mean(r_group)) / (s + eps)                 advantage, eps = 1e-4; s by task.scale_rewards:
+                                                                  group (true): std(r_group); batch: the std
+                                                                  of every reward of the micro-batch sampled
+                                                                  on this device (PPO Lite; TRL's "batch"
+                                                                  spans its whole generation batch, the same
+                                                                  with one micro-batch per step on one
+                                                                  device); none (false): no division (Dr.
+                                                                  GRPO, Liu et al. 2025)
     rho_it    = exp(logp_it - old_logp_it)                        importance ratio vs the sampling policy
     clip_it   = clamp(rho_it, 1 - epsilon, 1 + epsilon_high)      epsilon_high defaults to epsilon
     kl_it     = exp(ref_it - logp_it) - (ref_it - logp_it) - 1    the k3 estimator of KL(policy || ref):
@@ -16,33 +22,52 @@ Aggregation over the [N, T] token grid (mask m_it = 1 on completion tokens):
     "dr_grpo": sum_it m_it l_it / (N * max_tokens)      a constant normaliser (max_tokens = the
                                                         configured max completion length), so every
                                                         token weighs the same whatever its length
+    "bnpo":    sum_it m_it l_it / max(sum_it m_it, 1)   a token mean over the micro-batch (TRL's bnpo)
+    "dapo":    the same sum / the completion tokens of the whole accumulated batch on all devices (TRL's
+               default, DAPO, Yu et al. 2025). TRL samples that batch before the first backward; hydratune
+               samples each micro-batch in its own step, so the count is known only with one micro-batch
+               per optimizer step on one device, where dapo is bnpo (rule grpo_dapo_window refuses others)
 
 With one update per sample batch (num_iterations=1) old_logp is logp detached: rho = 1 in value, and
 the gradient is the plain policy gradient A_i * grad(logp). A group whose rewards are all equal has
 A = 0 and contributes no policy gradient (only the KL term's, which is zero while the policy equals
-the reference). std is the unbiased sample std of the group, as in TRL's GRPOTrainer.
+the reference). std is the unbiased sample std, as in TRL's GRPOTrainer (its nanstd).
 """
 
 from __future__ import annotations
 
 import torch
 
-AGGREGATIONS = ("grpo", "dr_grpo")
+AGGREGATIONS = ("grpo", "dr_grpo", "bnpo", "dapo")
+# task.scale_rewards values (TRL's spellings and hydratune's booleans) -> what divides the centred rewards.
+REWARD_SCALING = {True: "group", "group": "group", "batch": "batch", False: "none", "none": "none"}
+
+
+def reward_scaling(value: bool | str) -> str:
+    """The scaling (group, batch or none) a task.scale_rewards value names; TRL spells it either way."""
+    if not isinstance(value, bool | str) or value not in REWARD_SCALING:
+        raise ValueError(f"scale_rewards {value!r}: use true/group, batch or false/none")
+    return REWARD_SCALING[value]
 
 
 def group_advantages(
-    rewards: torch.Tensor, num_generations: int, scale: bool = True, eps: float = 1e-4
+    rewards: torch.Tensor, num_generations: int, scale: bool | str = True, eps: float = 1e-4
 ) -> torch.Tensor:
     """Advantages [B*G] of rewards [B*G] laid out prompt-major (rows i*G .. i*G+G-1 are prompt i's).
 
-    Mean-centred within each group; divided by the group's std + eps when `scale`.
+    Mean-centred within each group; then divided by std + eps: the group's std (`scale` true or "group"),
+    that of all the rewards given ("batch"), or not at all (false or "none").
     """
     if rewards.numel() % num_generations:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {num_generations}")
+    scaling = reward_scaling(scale)
     groups = rewards.float().view(-1, num_generations)
     advantages = groups - groups.mean(dim=1, keepdim=True)
-    if scale:
+    if scaling == "group":
         std = groups.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(groups[:, :1])
+        advantages = advantages / (std + eps)
+    elif scaling == "batch":
+        std = groups.std() if groups.numel() > 1 else torch.zeros(())
         advantages = advantages / (std + eps)
     return advantages.view(-1)
 
@@ -96,8 +121,10 @@ def grpo_loss(
         per_token = per_token + beta * kl
     if aggregation == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
-    else:
+    elif aggregation == "dr_grpo":
         loss = (per_token * mask).sum() / (mask.shape[0] * (max_tokens or mask.shape[1]))
+    else:  # bnpo, and dapo where it is bnpo (one micro-batch per step on one device: the module docstring)
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
 
     with torch.no_grad():
         tokens = mask.sum().clamp(min=1)

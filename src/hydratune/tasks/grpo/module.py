@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from hydratune.errors import UserError
 from hydratune.rewards import build_rewards, score
 from hydratune.tasks.base import TaskModule
 from hydratune.tasks.grpo.loss import group_advantages, grpo_loss, token_logps, zero_spread_fraction
@@ -40,8 +41,11 @@ class GRPOModule(TaskModule):
         epsilon, epsilon_high: the clip range of the importance ratio (epsilon_high null: epsilon).
         beta: weight of the KL term to the reference model (0: no reference forward).
         num_iterations: optimizer steps per batch of samples.
-        aggregation: grpo (a mean per sequence) | dr_grpo (a constant normaliser, no length bias).
-        scale_rewards: divide each group's centred rewards by its std (false: Dr. GRPO).
+        aggregation: grpo (a mean per sequence) | dr_grpo (a constant normaliser, no length bias) | bnpo (a
+            token mean per micro-batch) | dapo (TRL's default: bnpo, allowed only where it is TRL's dapo, one
+            micro-batch per optimizer step on one device). Formulas in hydratune.tasks.grpo.loss.
+        scale_rewards: what divides each group's centred rewards: true/group its std, batch the std of all the
+            rewards sampled in the micro-batch, false/none nothing (Dr. GRPO).
         seed: the base of the per-step sampling seed.
         log_completions: validation prompts whose sampled completions, rewards and advantages are
             written to completions.jsonl at every evaluation.
@@ -69,7 +73,7 @@ class GRPOModule(TaskModule):
         beta: float = 0.0,
         num_iterations: int = 1,
         aggregation: str = "grpo",
-        scale_rewards: bool = True,
+        scale_rewards: bool | str = True,
         seed: int = 0,
         log_completions: int = 4,
         gradient_checkpointing: bool = False,
@@ -81,7 +85,8 @@ class GRPOModule(TaskModule):
             model, peft, optimizer, scheduler, gradient_checkpointing, quantization, hub_token, nan_policy
         )
         self.rewards = build_rewards(rewards or [], reward_model=reward_model)
-        self._samples: dict | None = None  # the batch of samples in use (see num_iterations)
+        # The batches of samples in use (see num_iterations), by position in the accumulation window.
+        self._samples: dict[int, dict] = {}
         self.step_tokens: dict[str, int] = {}  # read by the Throughput callback
         self._val_rows: list[dict] = []
         self._spread = [
@@ -89,6 +94,16 @@ class GRPOModule(TaskModule):
             0,
         ]  # zero-spread shares of the sampled batches since the last report, and their count
         self._logits_to_keep: bool | None = None  # see _keeps_logits
+
+    def on_fit_start(self) -> None:
+        if self.hparams.aggregation == "dapo" and (
+            self.trainer.accumulate_grad_batches > 1 or self.trainer.world_size > 1
+        ):
+            # Rule grpo_dapo_window says it before anything loads; this is for a module built without preflight.
+            raise UserError(
+                "task.aggregation=dapo needs the whole batch in one micro-batch: use task.aggregation=bnpo, or "
+                "trainer.accumulate_grad_batches=1 on one device (trainer.devices=1)"
+            )
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -191,11 +206,13 @@ class GRPOModule(TaskModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
-        if self._samples is None or self.global_step % hp.num_iterations == 0:
-            self._samples = self._new_samples(batch)
-            self._spread[0] += self._samples["stats"]["train/zero_spread_groups"]
+        # Each micro-batch of a window keeps its own samples for the reuse steps (they all reused the last one's).
+        slot = batch_idx % self.trainer.accumulate_grad_batches
+        if slot not in self._samples or self.global_step % hp.num_iterations == 0:
+            self._samples[slot] = self._new_samples(batch)
+            self._spread[0] += self._samples[slot]["stats"]["train/zero_spread_groups"]
             self._spread[1] += 1
-        s = self._samples
+        s = self._samples[slot]
         started = time.perf_counter()
         logps = self._completion_logps(s["inputs"], s["completion_ids"])
         loss, stats = grpo_loss(
@@ -218,11 +235,13 @@ class GRPOModule(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self._samples is not None and self.hparams.num_iterations > 1:
+        if self._samples and self.hparams.num_iterations > 1:
             checkpoint["grpo_samples"] = self._samples  # the reuse steps after a resume train on these
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._samples = checkpoint.get("grpo_samples")
+        saved = checkpoint.get("grpo_samples") or {}
+        # One batch of samples (a checkpoint written before each micro-batch kept its own) is the first one's.
+        self._samples = {0: saved} if "inputs" in saved else saved
 
     # ---------------------------------------------------------------------------------- validation
 

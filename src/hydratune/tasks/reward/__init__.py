@@ -3,6 +3,7 @@ with the Bradley-Terry loss; `hydratune score RUN --prompt ... --response ...` p
 
 from __future__ import annotations
 
+from hydratune.rules import Rule
 from hydratune.tasks.preference import PreferenceTask
 from hydratune.tasks.task import Task, module_kwargs
 
@@ -12,6 +13,16 @@ class RewardTask(PreferenceTask):
     generative = False
     loss_settings = ("margin",)
     settings_metric = ("val/accuracy", True)  # chosen scored above rejected, whatever the margin
+    rules = (
+        *PreferenceTask.rules,
+        Rule(
+            "reward_margin",
+            "task.margin",
+            lambda c: not ((c.get("task") or {}).get("margin") or 0) >= 0,
+            "task.margin is how far the chosen reward must exceed the rejected one and must be >= 0: "
+            "use e.g. task.margin=0",
+        ),
+    )
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.reward.module import RewardModule
