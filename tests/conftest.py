@@ -61,10 +61,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir):
+def _session_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture()
+def tokenizer(_session_tokenizer):
+    """A copy per test: one that sets a chat template or a padding side leaves the next test's alone (the chat
+    tests failed after a GRPO test had set chatml on the shared one)."""
+    import copy
+
+    return copy.deepcopy(_session_tokenizer)
 
 
 def compose(overrides: list[str] | None = None, output_dir: str | Path = "/tmp/hydratune-test"):

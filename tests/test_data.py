@@ -402,3 +402,48 @@ def test_a_template_that_refuses_or_rewrites_a_conversation_is_one_line(template
     }
     segments = format_messages({"messages": [*_turns("hi"), call]}, {}, tokenizer=template_tokenizer)
     assert [t for t, on in segments if on] == ["<|end|>\n</s>"]
+
+
+def test_a_tools_column_reaches_the_template(template_tokenizer):
+    """Function-calling rows (TRL's `tools` column, LLaMA-Factory's as JSON text): the template writes the
+    schemas into the prompt; they were dropped, so the model learnt to call tools it was never shown."""
+    import json
+
+    from hydratune.data.formats import format_messages, format_sharegpt
+    from hydratune.errors import UserError
+
+    template_tokenizer.chat_template = "{% if tools %}TOOLS {{ tools | tojson }}\n{% endif %}" + CHATML_SYSTEM
+    tools = [{"type": "function", "function": {"name": "weather"}}]
+    for given in (tools, json.dumps(tools)):
+        segments = format_messages({"messages": _turns("hi", "HI"), "tools": given}, {}, template_tokenizer)
+        text, trained = segments[0]
+        assert (
+            text.startswith('TOOLS [{"type": "function", "function": {"name": "weather"}}]\n') and not trained
+        )
+    sharegpt = {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "HI"}],
+        "tools": tools,
+    }
+    assert format_sharegpt(sharegpt, {}, template_tokenizer)[0][0].startswith("TOOLS [")
+    with pytest.raises(UserError, match="column 'tools' holds .* which is not JSON"):
+        format_messages({"messages": _turns("hi", "HI"), "tools": "{weather"}, {}, template_tokenizer)
+
+
+def test_a_template_whose_markers_the_tokenizer_lacks_is_a_warning(
+    tiny_model_dir, template_tokenizer, caplog
+):
+    """chatml on a tokenizer without <|im_start|> (a Llama 3 one): each marker became several tokens, silently."""
+    from transformers import AutoTokenizer
+
+    from hydratune.data.formats import set_chat_template
+
+    with caplog.at_level("WARNING", logger="hydratune.data.formats"):
+        set_chat_template(AutoTokenizer.from_pretrained(tiny_model_dir), {"chat_template": "chatml"})
+    assert (
+        "dataset.chat_template=chatml writes <|im_start|>, which this tokenizer splits into 12 tokens"
+        in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hydratune.data.formats"):
+        set_chat_template(template_tokenizer, {"chat_template": "chatml"})  # it has them
+    assert "splits" not in caplog.text

@@ -231,3 +231,20 @@ def test_an_adapter_loads_its_base_from_the_runs_cache_dir(tiny_model_dir, tmp_p
     assert loaded.get_base_model().config.hidden_size == model.get_base_model().config.hidden_size
     merge_adapter(run / "adapter", run / "merged")
     assert (run / "merged" / "config.json").is_file()
+
+
+def test_answers_end_at_the_models_end_of_turn_and_the_export_keeps_it(tiny_model_dir, tokenizer, tmp_path):
+    """A chat model names its end of turn in generation_config (Llama 3 Instruct: [<|end_of_text|>,
+    <|eot_id|>]); generations stopped only at the tokenizer's EOS and ran on into invented turns, and the
+    export replaced the list by EOS alone (review C16)."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompt = "upper: stone -> "
+    free = generate(model, tokenizer, [prompt], max_new_tokens=6)[0]
+    first = tokenizer.convert_tokens_to_ids(free[0])  # what greedy decoding writes first...
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, first]  # ... is now an end of turn
+    # It stops right there (an end-of-turn marker is a special token, dropped from the text; this one is not).
+    assert len(free) > 1 and generate(model, tokenizer, [prompt], max_new_tokens=6) == [free[0]]
+    out = export_artifact(model, tokenizer, tmp_path)
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [tokenizer.eos_token_id, first]

@@ -16,6 +16,7 @@ from hydratune.bench import (
     real_tokens,
     summarize_steps,
 )
+from hydratune.generate import stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class SampleGenerations(L.Callback):
                     attention_mask=torch.ones_like(input_ids),
                     max_new_tokens=self.max_new_tokens,
                     do_sample=False,
-                    eos_token_id=self.tokenizer.eos_token_id,
+                    eos_token_id=stop_ids(model, self.tokenizer),
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
                 rows.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydratune.config import canonical_dtype
+from hydratune.generate import stop_ids
 
 
 def is_peft_model(model) -> bool:
@@ -16,8 +17,9 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     """`adapter/` for PEFT models, `model/` for full fine-tuning; tokenizer files beside the weights."""
     out = Path(run_dir) / ("adapter" if is_peft_model(model) else "model")
     generation = getattr(model, "generation_config", None)
-    if generation is not None:
-        generation.eos_token_id = tokenizer.eos_token_id
+    if generation is not None:  # the base's end-of-turn ids kept (Llama 3 Instruct's <|eot_id|>), EOS added
+        ids = stop_ids(model, tokenizer)
+        generation.eos_token_id = ids if len(ids) > 1 else ids[0]
         generation.pad_token_id = tokenizer.pad_token_id
     config = (model.get_base_model() if is_peft_model(model) else model).config
     config.use_cache = (

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def stop_ids(model, tokenizer) -> list[int]:
+    """The ids that end an answer: the tokenizer's EOS and those of the model's generation_config, where a
+    chat model names its end of turn (Llama 3 Instruct's <|eot_id|>, Gemma's <end_of_turn>)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def generate(
     model,
     tokenizer,
@@ -13,7 +21,8 @@ def generate(
     top_p: float = 1.0,
     batch_size: int = 16,
 ) -> list[str]:
-    """Completions of `prompts` (already formatted), cut at EOS. Greedy unless `do_sample`."""
+    """Completions of `prompts` (already formatted), cut at EOS (or the model's end of turn, `stop_ids`).
+    Greedy unless `do_sample`."""
     import torch
 
     from hydratune.data.pairs import bos_first
@@ -36,7 +45,7 @@ def generate(
                 attention_mask=attention_mask,
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=stop_ids(model, tokenizer),
                 pad_token_id=tokenizer.pad_token_id,
                 **sampling,
             )

@@ -6,9 +6,12 @@ A format is chosen by name in the dataset config: `format: alpaca` -> `FORMATS["
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from hydratune.errors import UserError, did_you_mean
+
+log = logging.getLogger(__name__)
 
 # Prompt templates for the alpaca format, by name. `alpaca` is the original Stanford Alpaca wording;
 # `alpaca_short` drops the preamble, which matters when every character is a token.
@@ -56,6 +59,7 @@ CHAT_TEMPLATES: dict[str, str] = {
     ),
 }
 ROLES = ("system", "user", "assistant", "tool")
+TOOLS_COLUMN = "tools"  # function schemas passed to the chat template (messages and sharegpt rows)
 # ShareGPT rows (`conversations: [{from: human|gpt|system, value: ...}]`, as LLaMA-Factory and Axolotl data
 # sets have them): the keys that `format: sharegpt` reads when the dataset config leaves them unset.
 SHAREGPT_DEFAULTS = {
@@ -161,6 +165,7 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
                 f"({', '.join(ROLES)}) and text content (null only beside tool_calls)"
             )
         checked.append(message)
+    tools = _tools(row)
 
     def render(conversation: list, generation_prompt: bool = False) -> str:
         if not conversation:
@@ -169,7 +174,7 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
 
         try:
             return tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=generation_prompt
+                conversation, tokenize=False, add_generation_prompt=generation_prompt, tools=tools
             )
         except (
             TemplateError
@@ -184,6 +189,23 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
         if segments is not None:
             return segments
     return _by_placeholders(checked, render, tokenizer)
+
+
+def _tools(row: dict) -> list | None:
+    """The row's `tools` column (function schemas, TRL's and LLaMA-Factory's name; JSON text too), which the
+    chat template writes into the prompt as the model will see it when called with tools."""
+    tools = row.get(TOOLS_COLUMN)
+    if isinstance(tools, str):
+        import json
+
+        try:
+            tools = json.loads(tools) if tools.strip() else None
+        except ValueError:
+            raise UserError(
+                f"dataset: column {TOOLS_COLUMN!r} holds {tools[:60]!r}, which is not JSON: give a list of function "
+                "schemas (or JSON text of one)"
+            ) from None
+    return tools or None
 
 
 def _by_prefixes(messages: list[dict], render) -> Segments | None:
@@ -294,7 +316,9 @@ def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:
 def format_sharegpt(row: dict, cfg: dict, tokenizer=None) -> Segments:
     """ShareGPT turns rendered and masked exactly as `format: messages` renders the same conversation."""
     return format_messages(
-        {"messages": sharegpt_messages(row, cfg)}, {"messages_column": "messages"}, tokenizer
+        {"messages": sharegpt_messages(row, cfg), TOOLS_COLUMN: row.get(TOOLS_COLUMN)},
+        {"messages_column": "messages"},
+        tokenizer,
     )
 
 
@@ -334,6 +358,7 @@ def set_chat_template(tokenizer, cfg: dict) -> None:
         tokenizer.chat_template = str(name)
     elif name:
         tokenizer.chat_template = CHAT_TEMPLATES[name]
+        warn_if_split(tokenizer, name, TEMPLATE_MARKERS.get(name, ()))
     elif not getattr(tokenizer, "chat_template", None):
         raise UserError(
             f"dataset.chat_template: the tokenizer has no chat template; set one of: {', '.join(CHAT_TEMPLATES)}"
@@ -346,6 +371,24 @@ def set_chat_template(tokenizer, cfg: dict) -> None:
         probe = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
         if not str(probe).startswith(bos):
             tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template
+
+
+# The markers of a built-in template that a tokenizer should hold as single tokens ("tiny" spells them out).
+TEMPLATE_MARKERS = {"chatml": ("<|im_start|>", "<|im_end|>")}
+
+
+def warn_if_split(tokenizer, name: str, markers: tuple[str, ...]) -> None:
+    """A template's turn markers that the tokenizer does not have, each then several tokens: the model must
+    learn to spell them, and its answers end in the marker's text rather than a token generation stops at."""
+    for marker in markers:
+        pieces = len(tokenizer(marker, add_special_tokens=False)["input_ids"])
+        if pieces > 1:
+            log.warning(
+                "dataset.chat_template=%s writes %s, which this tokenizer splits into %d tokens: use the "
+                "tokenizer's own template (dataset.chat_template=null), or one whose markers it has",
+                name, marker, pieces,
+            )  # fmt: skip
+            return
 
 
 def chat_prompt(tokenizer, content: str) -> str:
@@ -439,7 +482,9 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
 
 def read_columns(fmt: str, cfg: dict) -> set[str]:
     """Every column a format reads, the optional ones included."""
-    optional = {"input"} if fmt in ("alpaca", "alpaca_chat") else set()
+    optional = (
+        {"input"} if fmt in ("alpaca", "alpaca_chat") else {TOOLS_COLUMN} if fmt in CHAT_FORMATS else set()
+    )
     return {c for c in (*required_columns(fmt, cfg), *optional, cfg.get("system_column")) if c}
 
 

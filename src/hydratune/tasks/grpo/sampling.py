@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hydratune.data.pairs import bos_first
+from hydratune.generate import stop_ids as stop_ids_of
 
 
 @dataclass
@@ -196,7 +197,8 @@ def sample(
     start = time.perf_counter()
     device = next(model.parameters()).device
     ids, mask = (t.to(device) for t in encode_prompts(tokenizer, prompts))
-    stop_ids = torch.tensor(sorted({tokenizer.eos_token_id, *(stop_token_ids or [])}), device=device)
+    ends = {*stop_ids_of(model, tokenizer), *(stop_token_ids or [])}  # EOS and the model's end of turn
+    stop_ids = torch.tensor(sorted(ends), device=device)
     pad_id = tokenizer.pad_token_id
     if method == "loop":
         generator = torch.Generator(device=device).manual_seed(seed)
