@@ -45,6 +45,8 @@ TRAIN_CASES = [
     (["peft.config.lora_dropout=1.5"], ["peft.config.lora_dropout", "[0, 1)"]),
     (["dataset.max_seq_length=8"], ["dataset.max_seq_length", ">= 16"]),
     (["dataset.batch_size=0"], ["dataset.batch_size", "> 0"]),
+    # split's blocks after the first start mid-conversation (review C9)
+    (["dataset=chat", "dataset.truncation=split"], ["dataset.truncation=split", "dataset.format=messages"]),
     (["trainer.max_steps=-5"], ["trainer.max_steps", "-1"]),
     (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches", ">= 1"]),
     (["trainer.precision=fp8"], ["trainer.precision", "bf16-mixed"]),

@@ -447,3 +447,47 @@ def test_a_template_whose_markers_the_tokenizer_lacks_is_a_warning(
     with caplog.at_level("WARNING", logger="hydratune.data.formats"):
         set_chat_template(template_tokenizer, {"chat_template": "chatml"})  # it has them
     assert "splits" not in caplog.text
+
+
+def test_chat_sources_whose_messages_have_other_keys_combine(template_tokenizer):
+    """One file's messages carry a `name` (or `tool_calls`) key, the other's not: their columns had two types
+    that no op can align, so the sources could not be combined (review C17)."""
+    import datasets
+
+    from hydratune.data.formats import format_messages
+    from hydratune.data.ops import combine
+
+    plain = datasets.Dataset.from_list([{"messages": _turns("hi", "HI")}])
+    named = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "yo", "name": "ann"},
+                                                      {"role": "assistant", "content": "YO", "name": None}]}])  # fmt: skip
+    for op in ({"concat": {}}, {"interleave": {"stopping_strategy": "all_exhausted"}}):
+        rows = list(
+            combine([datasets.DatasetDict(train=plain), datasets.DatasetDict(train=named)], op, "ops[0]")[
+                "train"
+            ]
+        )
+        assert sorted(r["messages"][0]["content"] for r in rows) == ["hi", "yo"]
+    # The null a message gets for a key it lacks does not reach the template.
+    filled = next(r["messages"] for r in rows if r["messages"][0]["content"] == "hi")
+    assert filled[0]["name"] is None
+    template_tokenizer.chat_template = "{% for m in messages %}{{ m | tojson }}{% endfor %}"
+    rendered = "".join(t for t, _ in format_messages({"messages": filled}, {}, template_tokenizer))
+    assert '"content": "hi"' in rendered and '"name"' not in rendered
+
+
+def test_content_as_a_list_of_text_parts_is_joined(template_tokenizer):
+    """OpenAI exports write content as parts; text parts were refused as 'no text content' (review C15)."""
+    from hydratune.data.formats import format_messages
+    from hydratune.errors import UserError
+
+    template_tokenizer.chat_template = CHATML_SYSTEM
+    parts = [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]
+    messages = [{"role": "user", "content": parts}, {"role": "assistant", "content": "HI"}]
+    assert format_messages({"messages": messages}, {}, template_tokenizer) == format_messages(
+        {"messages": _turns("hi", "HI")}, {}, template_tokenizer
+    )
+    image = [*parts, {"type": "image_url", "image_url": {"url": "x"}}]
+    with pytest.raises(UserError, match="holds a message with image_url parts; hydratune trains on text"):
+        format_messages(
+            {"messages": [{"role": "user", "content": image}, messages[1]]}, {}, template_tokenizer
+        )

@@ -468,3 +468,18 @@ def test_the_learning_rate_is_logged_once_per_optimizer_step(tiny_model_dir, tok
             row["step"] for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items())
         ]
     assert steps == ["1", "2", "3", "4"]  # step N's rate at N, beside its loss
+
+
+def test_a_sample_generations_reference_is_the_first_answer_only(tokenizer):
+    """A conversation's sample prompt ends where its first answer starts; the reference was every token after
+    it, later questions and answers too (review C10)."""
+    from types import SimpleNamespace
+
+    from hydratune.callbacks import SampleGenerations
+
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt, answer, rest = ids("q1 "), ids("A1"), ids(" q2 A2")
+    row = {"input_ids": prompt + answer + rest, "labels": [-100] * len(prompt) + answer + [-100] * len(rest)}
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataset=[row]))
+    samples = SampleGenerations(tokenizer, "unused.jsonl", num_prompts=1)._prompts(trainer)
+    assert samples == [(prompt, "A1")]

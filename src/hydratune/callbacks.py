@@ -311,7 +311,9 @@ class SampleGenerations(L.Callback):
             if not isinstance(labels, list) or "position_ids" in row:  # a class id, or a packed row
                 return []
             start = next((i for i, label in enumerate(labels) if label != -100), len(labels))
-            reference = self.tokenizer.decode(row["input_ids"][start:], skip_special_tokens=True)
+            # The answer: the trained run from there (a conversation's later turns are not its reference).
+            end = next((i for i in range(start, len(labels)) if labels[i] == -100), len(labels))
+            reference = self.tokenizer.decode(row["input_ids"][start:end], skip_special_tokens=True)
             out.append((row["input_ids"][:start], reference))
         return out
 

@@ -153,8 +153,12 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
         )
     checked = []
     for message in messages:
+        if isinstance(message, dict):  # keys a source's schema gave every message, null where a turn has none
+            message = {k: v for k, v in message.items() if v is not None or k == "content"}
         if isinstance(message, dict) and message.get("content") is None and message.get("tool_calls"):
             message = {**message, "content": ""}  # OpenAI's assistant turn that only calls tools
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            message = {**message, "content": _text_parts(message["content"], column)}
         if (
             not isinstance(message, dict)
             or message.get("role") not in ROLES
@@ -189,6 +193,19 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
         if segments is not None:
             return segments
     return _by_placeholders(checked, render, tokenizer)
+
+
+def _text_parts(parts: list, column: str) -> str:
+    """OpenAI's content as a list of parts (`[{"type": "text", "text": ...}]`), joined; text only."""
+    if all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+        return "".join(p["text"] for p in parts)
+    kinds = sorted(
+        {str(p.get("type")) if isinstance(p, dict) else type(p).__name__ for p in parts} - {"text"}
+    )
+    raise UserError(
+        f"dataset: column {column!r} holds a message with {', '.join(kinds)} parts; hydratune trains on text: "
+        "keep the text parts only (each {type: text, text: ...}) or drop those rows"
+    )
 
 
 def _tools(row: dict) -> list | None:
@@ -502,6 +519,13 @@ def check_config(cfg: dict) -> str:
     if cfg.get("truncation", "truncate") not in TRUNCATION:
         raise UserError(
             f"dataset.truncation={cfg['truncation']!r} is not known; use one of: {', '.join(TRUNCATION)}"
+        )
+    if cfg.get("truncation") == "split" and fmt not in ("text", "segments"):
+        # Its blocks after the first start mid-row: a conversation's turns without their headers, answers
+        # without their questions.
+        raise UserError(
+            f"dataset.truncation=split cuts long documents into blocks (pre-training text), not dataset.format="
+            f"{fmt} rows: use dataset.truncation=truncate or drop, or raise dataset.max_seq_length"
         )
     if cfg.get("packing_strategy", "bfd") not in STRATEGIES:
         raise UserError(

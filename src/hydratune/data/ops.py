@@ -134,7 +134,10 @@ def combine(loaded: list, op: dict, where: str):
             continue
         try:
             if name == "concat":
-                out[split] = datasets.concatenate_datasets(parts)
+                try:
+                    out[split] = datasets.concatenate_datasets(parts)
+                except ValueError:  # message lists whose keys differ: give them one type, then again
+                    out[split] = datasets.concatenate_datasets(_same_message_keys(parts))
                 continue
             probabilities = args.get("probabilities")
             if probabilities is not None:
@@ -146,7 +149,7 @@ def combine(loaded: list, op: dict, where: str):
             # first_exhausted stops when one source runs out (the mix keeps its ratios, some rows of the
             # others go unseen); all_exhausted restarts the finished sources until every row was seen.
             out[split] = datasets.interleave_datasets(
-                parts,
+                _same_message_keys(parts),
                 probabilities=probabilities,
                 seed=args.get("seed", 0),
                 stopping_strategy=args.get("stopping_strategy", "first_exhausted"),
@@ -157,6 +160,40 @@ def combine(loaded: list, op: dict, where: str):
                 "align them with per-source ops (select_columns, rename_columns)"
             ) from err
     return datasets.DatasetDict(out)
+
+
+def _same_message_keys(parts: list) -> list:
+    """The sources with one type for each column of lists of records (chat messages): every key any source's
+    records have (a `name`, or `tool_calls` on assistant turns), null where a record lacks it. No op can
+    change a record's keys, so sources differing there could not be combined."""
+    import datasets
+
+    def records(feature) -> dict | None:
+        inner = getattr(feature, "feature", None) if isinstance(feature, datasets.List) else None
+        return inner if isinstance(inner, dict) else None
+
+    parts = list(parts)
+    for column in set.intersection(*(set(p.column_names) for p in parts)):
+        kinds = [records(p.features[column]) for p in parts]
+        if any(kind is None for kind in kinds) or all(kind == kinds[0] for kind in kinds):
+            continue
+        union: dict = {}
+        for kind in kinds:
+            for key, value in kind.items():
+                if union.get(key) in (None, datasets.Value("null")):
+                    union[key] = value
+        keys = list(union)
+
+        def fill(batch: dict, column=column, keys=keys) -> dict:
+            return {column: [[{k: r.get(k) for k in keys} for r in rows or []] for rows in batch[column]]}
+
+        for i, part in enumerate(parts):
+            if set(records(part.features[column])) != set(keys):
+                part = part.map(
+                    fill, batched=True, new_fingerprint=fingerprint(part._fingerprint, "keys", keys)
+                )
+            parts[i] = part.cast(datasets.Features({**part.features, column: datasets.List(union)}))
+    return parts
 
 
 def apply_ops(data, ops: list, where: str, offset: int = 0):

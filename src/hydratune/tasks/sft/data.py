@@ -192,7 +192,8 @@ class SFTDataModule(L.LightningDataModule):
             efficiency = packing_efficiency(self.row_lengths, capacity)
             self.stats["train"] |= {"packed_rows": len(self.train_dataset), "packing_efficiency": efficiency}
             log.info(
-                "packed %d samples into %d rows of %d tokens: %.1f%% of tokens are real (not padding)",
+                # Of full rows; metrics.json's padding_efficiency is of the batches, each padded to its longest row.
+                "packed %d samples into %d rows of up to %d tokens: they fill %.1f%% of them (packing_efficiency)",
                 self.stats["train"]["samples"],
                 len(self.train_dataset),
                 capacity,
