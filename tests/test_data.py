@@ -491,3 +491,28 @@ def test_content_as_a_list_of_text_parts_is_joined(template_tokenizer):
         format_messages(
             {"messages": [{"role": "user", "content": image}, messages[1]]}, {}, template_tokenizer
         )
+
+
+def test_answer_edges_are_token_edges_of_the_whole_conversation():
+    """Segments are tokenized one by one. Mistral writes ' ' + answer, which a SentencePiece-style tokenizer
+    reads as one token ('▁HI'); an edge between the space and the answer gave '▁' + '▁HI' instead, ids the
+    whole conversation never has."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from hydratune.data.formats import format_messages
+    from hydratune.data.tokenize import tokenize_samples
+
+    words = ["<unk>", "<s>", "</s>", "▁", "▁hi", "▁HI", "▁yo", "▁YO", "▁S", "S"]
+    model = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[INST]", "[/INST]"]})
+    tokenizer.chat_template = "{{ bos_token }}" + MISTRAL
+    messages = _turns("hi", "HI", "yo", "YO", system="S")  # the system turn: the whole-rendering path
+    segments = format_messages({"messages": messages}, {}, tokenizer)
+    ids = tokenize_samples([segments], tokenizer, 64, "assistant")["input_ids"][0]
+    whole = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)
+    assert ids == whole["input_ids"] and "<unk>" not in tokenizer.convert_ids_to_tokens(ids)

@@ -269,16 +269,33 @@ def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
             "(trims it, or moves a think block out of it), so its tokens cannot be told apart; write the turns "
             "as the template renders them, or choose another template with dataset.chat_template"
         )
-    segments, carry = [], texts[0]  # the text before the next answer
+    spans, at = [], len(texts[0])  # each answer's [start, end) in `full`
     for k, i in enumerate(turns):
         after = texts[k + 1]
         # What the template writes after an assistant turn that ends the conversation.
         ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
-        keep = _common_token_prefix(after, ending, tokenizer)
-        segments += [(carry, False), (messages[i]["content"] + after[:keep], True)]
-        carry = after[keep:]
-    segments.append((carry, False))
+        end = at + len(messages[i]["content"]) + _common_token_prefix(after, ending, tokenizer)
+        spans.append((at, end))
+        at += len(messages[i]["content"]) + len(after)
+    # Segments are tokenized one by one: their edges must be token edges of the whole text, or the ids differ
+    # from the whole's (a SentencePiece tokenizer reads Mistral's " " + answer as one token "▁ANSWER").
+    starts = _token_starts(full, tokenizer)
+    segments, done = [], 0
+    for start, end in spans:
+        start = max(done, max((s for s in starts if s <= start), default=0))
+        segments += [(full[done:start], False), (full[start:end], True)]
+        done = end
+    segments.append((full[done:], False))
     return [(text, trained) for text, trained in segments if text]
+
+
+def _token_starts(text: str, tokenizer) -> list[int]:
+    """Where the tokens of `text` start (every position for a tokenizer without offsets)."""
+    try:
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, KeyError, TypeError):
+        return list(range(len(text) + 1))
+    return sorted({start for start, _ in offsets} | {len(text)})
 
 
 def _common_token_prefix(text: str, other: str, tokenizer) -> int:
