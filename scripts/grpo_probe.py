@@ -29,7 +29,13 @@ from pathlib import Path
 import torch
 
 from hydratune.rewards import build_rewards, score
-from hydratune.tasks.grpo.loss import group_advantages, grpo_loss, token_logps, zero_spread_fraction
+from hydratune.tasks.grpo.loss import (
+    AGGREGATIONS,
+    group_advantages,
+    grpo_loss,
+    token_logps,
+    zero_spread_fraction,
+)
 from hydratune.tasks.grpo.sampling import sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +110,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=1, help="updates per batch of samples")
-    parser.add_argument("--aggregation", default="grpo", choices=("grpo", "dr_grpo"))
+    parser.add_argument("--aggregation", default="grpo", choices=AGGREGATIONS)
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -368,6 +368,7 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     text = (
         "base_model: x/y\nadapter: lora\nrl: grpo\ntrl:\n  beta: 0.04\n  num_generations: 8\n"
         "  max_completion_length: 48\n  use_vllm: true\n  reward_funcs: [rewards.exact, accuracy_reward]\n"
+        "  loss_type: bnpo\n  scale_rewards: none\n  epsilon_high: 0.28\n"
         "  reward_weights: [2.0, 1.0]\nmicro_batch_size: 16\ngradient_accumulation_steps: 4\n"
     )
     path.write_text(text)
@@ -382,6 +383,8 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     )
     # The dotted reward with its weight; TRL's built-in name is reported, never the demo exact_match kept.
     assert task["rewards"] == [{"_target_": "rewards.exact", "weight": 2.0}] and task["stop"] == []
+    # TRL's spellings of the GRPO loss (Axolotl hands its trl block to TRL's GRPOTrainer)
+    assert (task["aggregation"], task["scale_rewards"], task["epsilon_high"]) == ("bnpo", False, 0.28)
     assert {"trl.use_vllm", "reward_funcs"} <= set(reasons(err))
     # Axolotl hands micro_batch_size to TRL, which counts completions: 16 = 2 prompts x 8 generations.
     assert (cfg["dataset"]["batch_size"], cfg["trainer"]["accumulate_grad_batches"]) == (2, 4)

@@ -480,7 +480,17 @@ AXOLOTL_TRL = {
     "temperature": "temperature",
     "top_p": "top_p",
     "epsilon": "epsilon",
+    "epsilon_high": "epsilon_high",
     "num_iterations": "num_iterations",
+}
+# TRL's GRPO loss_type and scale_rewards spellings -> task.aggregation, task.scale_rewards. dapo needs one
+# micro-batch per step on one device (rule grpo_dapo_window says so at preflight).
+AXOLOTL_GRPO_VALUES = {
+    "loss_type": ("aggregation", {"grpo": "grpo", "dr_grpo": "dr_grpo", "bnpo": "bnpo", "dapo": "dapo"}),
+    "scale_rewards": (
+        "scale_rewards",
+        {True: True, "group": True, "batch": "batch", False: False, "none": False},
+    ),
 }
 # Keys of either project that only restate what hydratune does anyway.
 LF_AX_IMPLIED = {
@@ -1295,6 +1305,16 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             for trl_key, trl_value in value.items():
                 if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
                     _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
+                elif trl_key in AXOLOTL_GRPO_VALUES and task == "grpo":
+                    name, values = AXOLOTL_GRPO_VALUES[trl_key]
+                    if isinstance(trl_value, bool | str) and trl_value in values:
+                        overlay.set(f"task.{name}", values[trl_value])
+                    else:
+                        overlay.skip(
+                            f"trl.{trl_key}",
+                            trl_value,
+                            f"task.{name} is one of {', '.join(map(str, values))}",
+                        )
                 elif trl_key == "reward_funcs" and _samples_completions(task):
                     _rewards(overlay, trl_value, value.get("reward_weights"))
                 elif trl_key == "reward_weights" and _samples_completions(task):
