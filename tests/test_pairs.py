@@ -353,6 +353,21 @@ def test_generate_prompts_as_the_run_trained(tokenizer, task, cfg, row, prompt, 
         assert plain["input_ids"] == trained
 
 
+def test_generate_puts_a_system_turn_before_a_chat_runs_prompt(tokenizer):
+    """A chat run trained with a system prompt in every row could not be prompted as trained (review C10)."""
+    from hydratune.data.formats import format_messages
+    from hydratune.tasks.registry import get_task
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "copy: ab"}]
+    text = get_task({"name": "sft"}).prompt_text(
+        {"format": "messages"}, tokenizer, "copy: ab", "", "Be brief."
+    )
+    segments = format_messages(
+        {"messages": [*messages, {"role": "assistant", "content": "ab"}]}, {}, tokenizer
+    )
+    assert text == "".join(t for t, trained in segments[: [s[1] for s in segments].index(True)])
+
+
 def test_generate_refuses_what_it_cannot_render(tokenizer):
     from hydratune.tasks.registry import get_task
 
@@ -360,6 +375,8 @@ def test_generate_refuses_what_it_cannot_render(tokenizer):
         get_task({"name": "reward"}).prompt_text({"format": "pairs"}, tokenizer, "copy: ab -> ")
     with pytest.raises(UserError, match="--input: dataset.format=pairs has no input field"):
         get_task({"name": "dpo"}).prompt_text({"format": "pairs"}, tokenizer, "copy", "ab")
+    with pytest.raises(UserError, match="--system: dataset.format=alpaca has no system turn"):
+        get_task({"name": "sft"}).prompt_text({"format": "alpaca"}, tokenizer, "copy", "", "Be brief.")
     grpo = get_task({"name": "grpo"})
     assert grpo.prompt_text({"template": None}, tokenizer, "shout: ab -> ") == "shout: ab -> "
     assert grpo.prompt_text({"template": "alpaca_short"}, tokenizer, "copy", "") == alpaca_prompt(

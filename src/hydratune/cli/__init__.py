@@ -24,9 +24,13 @@ def _generate(args: argparse.Namespace) -> int:
 
         task_cfg, dataset_cfg = run_settings(args.run_dir)
         task, tokenizer = get_task(task_cfg), AutoTokenizer.from_pretrained(artifact)
-        prompts = [task.prompt_text(dataset_cfg, tokenizer, p, args.input or "") for p in prompts]
-    elif args.input:
-        raise SystemExit("hydratune generate: --input goes into the run's template, which --raw leaves out")
+        prompts = [
+            task.prompt_text(dataset_cfg, tokenizer, p, args.input or "", args.system or "") for p in prompts
+        ]
+    elif args.input or args.system:
+        raise SystemExit(
+            "hydratune generate: --input and --system go into the run's template, which --raw leaves out"
+        )
     model, tokenizer = load_artifact(artifact)
     for text in generate(
         model, tokenizer, prompts, args.max_new_tokens, args.sample, args.temperature, args.top_p
@@ -106,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", action="append", help="a prompt or instruction (repeatable)")
     gen.add_argument("--prompts-file", help="a text file, one prompt per line")
     gen.add_argument("--input", help="the Alpaca `input` field given with every instruction (alpaca formats)")
+    gen.add_argument(
+        "--system", help="a system turn before every prompt (chat formats), as training rows had"
+    )
     gen.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
     gen.add_argument(
         "--raw",

@@ -425,14 +425,16 @@ def warn_if_split(tokenizer, name: str, markers: tuple[str, ...]) -> None:
             return
 
 
-def chat_prompt(tokenizer, content: str) -> str:
-    """One user turn in the tokenizer's chat template, up to where the assistant's answer starts."""
+def chat_prompt(tokenizer, content: str, system: str = "") -> str:
+    """One user turn (after a system turn, when given) in the tokenizer's chat template, up to where the
+    assistant's answer starts."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
             "the run's tokenizer has no chat template, so its chat prompt cannot be rebuilt; use --raw"
         )
-    turn = [{"role": "user", "content": content}]
-    return tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    turns = [{"role": "system", "content": system}] if system else []
+    turns.append({"role": "user", "content": content})
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 
 def no_input(what: str, input: str) -> None:
@@ -440,16 +442,24 @@ def no_input(what: str, input: str) -> None:
         raise UserError(f"--input: {what} has no input field; put it in the prompt")
 
 
-def prompt_text(cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-    """`hydratune generate`: a prompt (and an alpaca input) as an SFT run's format rendered its prompts."""
+def no_system(what: str, system: str) -> None:
+    if system:
+        raise UserError(f"--system: {what} has no system turn (chat formats have one); put it in the prompt")
+
+
+def prompt_text(cfg: dict, tokenizer, prompt: str, input: str = "", system: str = "") -> str:
+    """`hydratune generate`: a prompt (and an alpaca input, or a chat run's system turn) as an SFT run's
+    format rendered its prompts."""
     fmt = resolve_format(cfg)
+    if fmt == "alpaca_chat":  # as format_alpaca_chat joins them
+        return chat_prompt(tokenizer, f"{prompt}\n{input}" if input else prompt, system)
+    if fmt in CHAT_FORMATS:
+        no_input(f"dataset.format={fmt}", input)
+        return chat_prompt(tokenizer, prompt, system)
+    no_system(f"dataset.format={fmt}", system)
     if fmt == "alpaca":
         return alpaca_prompt(prompt, input, cfg.get("template") or "alpaca")
-    if fmt == "alpaca_chat":  # as format_alpaca_chat joins them
-        return chat_prompt(tokenizer, f"{prompt}\n{input}" if input else prompt)
     no_input(f"dataset.format={fmt}", input)
-    if fmt in CHAT_FORMATS:
-        return chat_prompt(tokenizer, prompt)
     return prompt  # prompt_response: the prompt as written; text, segments: text to continue
 
 

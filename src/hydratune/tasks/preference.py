@@ -53,14 +53,20 @@ class PreferenceTask(Task):
             for split, stats in datamodule.stats.items()
         }
 
-    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-        from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input
+    def prompt_text(
+        self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""
+    ) -> str:
+        from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input, no_system
 
         fmt = dataset_cfg.get("format") or ("kto" if self.kto else "pairs")
+        if fmt == "chat_pairs":
+            no_input(f"dataset.format={fmt}", input)
+            return chat_prompt(tokenizer, prompt, system)
+        no_system(f"dataset.format={fmt}", system)
         if fmt == "alpaca_pairs":
             return alpaca_prompt(prompt, input, dataset_cfg.get("template") or "alpaca")
         no_input(f"dataset.format={fmt}", input)
-        return chat_prompt(tokenizer, prompt) if fmt == "chat_pairs" else prompt  # pairs, kto: as written
+        return prompt  # pairs, kto: as written
 
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
         from hydratune.data.preference import inspect_lines

@@ -78,9 +78,11 @@ class Task:
         """`hydratune inspect`: what the model will be trained on, as lines of text (no model weights)."""
         raise UserError(f"hydratune inspect: task={self.name} has no inspect view yet")
 
-    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-        """`hydratune generate`: one prompt (and an alpaca input) rendered as this task's training data
-        rendered its prompts, so the model answers as it learnt to."""
+    def prompt_text(
+        self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""
+    ) -> str:
+        """`hydratune generate`: one prompt (and an alpaca input, or a chat run's system turn) rendered as this
+        task's training data rendered its prompts, so the model answers as it learnt to."""
         raise UserError(
             f"task={self.name} writes no text (a classifier: hydratune predict; a reward model: hydratune score)"
         )

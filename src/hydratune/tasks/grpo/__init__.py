@@ -167,15 +167,19 @@ class GRPOTask(Task):
         settings = {k: self.settings[k] for k in SETTINGS if k in self.settings}
         return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0))
 
-    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-        from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input
+    def prompt_text(
+        self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""
+    ) -> str:
+        from hydratune.data.formats import alpaca_prompt, chat_prompt, no_input, no_system
 
         template = dataset_cfg.get("template")
         if template is not None:  # each prompt was the instruction of that alpaca template
+            no_system(f"dataset.template={template}", system)
             return alpaca_prompt(prompt, input, template)
         no_input("task=grpo with dataset.template=null", input)
         if dataset_cfg.get("prompt_format") == "chat":  # prompts were messages: this one is a user turn
-            return chat_prompt(tokenizer, prompt)
+            return chat_prompt(tokenizer, prompt, system)
+        no_system("task=grpo with dataset.prompt_format=text", system)
         return prompt
 
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:

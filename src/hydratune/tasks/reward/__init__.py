@@ -31,8 +31,10 @@ class RewardTask(PreferenceTask):
             **module_kwargs(cfg), pad_token_id=tokenizer.pad_token_id, margin=self.settings.get("margin", 0.0)
         )
 
-    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
-        return Task.prompt_text(self, dataset_cfg, tokenizer, prompt, input)  # writes no text
+    def prompt_text(
+        self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""
+    ) -> str:
+        return Task.prompt_text(self, dataset_cfg, tokenizer, prompt, input, system)  # writes no text
 
     def score(self, model, tokenizer, prompts, responses, dataset_cfg: dict) -> list[float]:
         """`hydratune score`: the reward of each (prompt, response), rendered as in training."""

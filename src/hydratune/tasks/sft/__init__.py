@@ -40,10 +40,12 @@ class SFTTask(Task):
         report["examples"] = [tokenizer.decode(samples[i]["input_ids"]) for i in range(min(3, len(samples)))]
         return report
 
-    def prompt_text(self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "") -> str:
+    def prompt_text(
+        self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""
+    ) -> str:
         from hydratune.data.formats import prompt_text
 
-        return prompt_text(dataset_cfg, tokenizer, prompt, input)
+        return prompt_text(dataset_cfg, tokenizer, prompt, input, system)
 
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:
         from hydratune.tasks.sft.report import inspect_lines
