@@ -83,8 +83,15 @@ def command(tiny_model_dir: Path, data: tuple[Path, Path], run_dir: Path, *extra
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:
+    """Each optimizer step's train loss from metrics.csv, which holds it once (a resumed run drops the rows of
+    the steps it redoes)."""
     with open(run_dir / "csv" / "metrics.csv") as f:
-        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+        rows = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
+    steps = [step for step, _ in rows]
+    assert len(steps) == len(set(steps)), (
+        f"steps logged twice: {sorted(s for s in set(steps) if steps.count(s) > 1)}"
+    )
+    return dict(rows)
 
 
 # One thread: the three runs do the same float operations, and a loaded 2-core machine spins less.

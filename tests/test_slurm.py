@@ -157,7 +157,8 @@ def test_requeue_signal_checkpoints_requeues_and_the_restart_resumes(tiny_model_
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == STEPS
     log = (run_dir / "train.log").read_text()
     assert "SLURM requeued this job (restart 1)" in log and "resuming from" in log
-    assert sorted(step_losses(run_dir)) == list(range(STEPS))  # every step once, the first ones not redone
+    # every step once, the first ones not redone
+    assert sorted(step_losses(run_dir)) == list(range(1, STEPS + 1))
 
 
 @pytest.mark.slow
@@ -197,7 +198,7 @@ def test_preempted_job_on_a_real_slurm_cluster_is_requeued_and_resumes(
     assert metrics["steps"] == 60
     log = (job_dir / "train.log").read_text()
     assert "SLURM requeued this job (restart 1)" in log and "resuming from" in log
-    assert sorted(step_losses(job_dir)) == list(range(60))
+    assert sorted(step_losses(job_dir)) == list(range(1, 61))
     shown = subprocess.run(
         ["scontrol", "show", "job", job_id],
         env={**os.environ, **slurm_cluster},
