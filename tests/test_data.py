@@ -343,8 +343,13 @@ def _turns(*contents, system=None, first="user"):
     [
         # Phi-3 ends a conversation with EOS: each turn trains its <|end|>, the last one EOS too.
         (PHI3, _turns("hi", "HI", "yo", "YO"), ["HI<|end|>\n", "YO<|end|>\n</s>"]),
-        # Qwen3: turn 1 has no think block once turn 2 exists; the last turn's block stays prompt.
-        (QWEN3, _turns("hi", "HI", "yo", "YO", system="S"), ["HI<|im_end|>\n", "YO<|im_end|>\n"]),
+        # Qwen3: turn 1 has no think block once turn 2 exists; the last turn's is trained, as it is when that
+        # turn is the only one (what the model writes after the generation prompt).
+        (
+            QWEN3,
+            _turns("hi", "HI", "yo", "YO", system="S"),
+            ["HI<|im_end|>\n", "<think>\n\n</think>\n\nYO<|im_end|>\n"],
+        ),
         # Mistral with a system prompt: rendered as the template renders the whole conversation.
         (MISTRAL, _turns("hi", "HI", "yo", "YO", system="S"), ["HI</s>", "YO</s>"]),
         # An opening assistant turn: the default system prompt and the header are prompt, not trained.
@@ -493,26 +498,86 @@ def test_content_as_a_list_of_text_parts_is_joined(template_tokenizer):
         )
 
 
-def test_answer_edges_are_token_edges_of_the_whole_conversation():
-    """Segments are tokenized one by one. Mistral writes ' ' + answer, which a SentencePiece-style tokenizer
-    reads as one token ('▁HI'); an edge between the space and the answer gave '▁' + '▁HI' instead, ids the
-    whole conversation never has."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def _sentencepiece_like(texts: list[str]):
+    """A word-level tokenizer normalized as Llama 2's and Phi-3's SentencePiece ones: "▁" before every call's
+    text, spaces as "▁", newlines apart. Alone, "HI" is "▁HI"; after a newline, "HI". Its vocabulary: every
+    piece of `texts`, whole or alone."""
+    import re
+
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from hydratune.data.formats import format_messages
-    from hydratune.data.tokenize import tokenize_samples
-
-    words = ["<unk>", "<s>", "</s>", "▁", "▁hi", "▁HI", "▁yo", "▁YO", "▁S", "S"]
-    model = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    specials = ["<s>", "</s>", "[INST]", "[/INST]", *MARKERS]
+    normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    splitter = pre_tokenizers.Split(Regex("\n|▁[^▁\n]*|[^▁\n]+"), behavior="isolated")
+    pieces = [p for text in texts for p in re.split("|".join(map(re.escape, specials)), text) if p]
+    words = {w for piece in pieces for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(piece))}
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", *sorted(words)])}
+    model = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    model.normalizer, model.pre_tokenizer = normalizer, splitter
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["[INST]", "[/INST]"]})
-    tokenizer.chat_template = "{{ bos_token }}" + MISTRAL
-    messages = _turns("hi", "HI", "yo", "YO", system="S")  # the system turn: the whole-rendering path
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[INST]", "[/INST]", *MARKERS]})
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    ("template", "messages"),
+    [
+        (MISTRAL, _turns("hi", "HI", "yo", "YO", system="S")),  # ' ' + answer, the whole-rendering path
+        (PHI3, _turns("hi", "HI", "yo", "YO")),  # '<|assistant|>\n' + answer
+    ],
+)
+def test_a_conversation_trains_on_its_own_ids(template, messages):
+    """A SentencePiece tokenizer reads an answer alone as '▁HI' and after '\n' as 'HI': segments tokenized one
+    by one gave ids the conversation never has (review V1). A conversation is tokenized whole now, each token
+    trained with the segment of its last character."""
+    from hydratune.data.formats import format_messages
+    from hydratune.data.tokenize import tokenize_samples
+
+    probe = _sentencepiece_like([])
+    probe.chat_template = "{{ bos_token }}" + template
+    full = probe.apply_chat_template(messages, tokenize=False)
+    tokenizer = _sentencepiece_like([full, "HI", "YO", " HI", " YO"])
+    tokenizer.chat_template = "{{ bos_token }}" + template
     segments = format_messages({"messages": messages}, {}, tokenizer)
-    ids = tokenize_samples([segments], tokenizer, 64, "assistant")["input_ids"][0]
-    whole = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)
-    assert ids == whole["input_ids"] and "<unk>" not in tokenizer.convert_ids_to_tokens(ids)
+    out = tokenize_samples([segments], tokenizer, 64, "assistant", whole=True)
+    ids, labels = out["input_ids"][0], out["labels"][0]
+    assert ids == tokenizer(full, add_special_tokens=False)["input_ids"]
+    assert "<unk>" not in tokenizer.convert_ids_to_tokens(ids)
+    trained = tokenizer.convert_ids_to_tokens([t for t, label in zip(ids, labels) if label != -100])
+    assert [t for t in trained if "HI" in t or "YO" in t] and not [
+        t for t in trained if "hi" in t or "yo" in t
+    ]
+
+
+QWEN25_TOOLS = (  # Qwen2.5's tool turns: a call-only answer has no text; results in a row share one block
+    "{%- for m in messages %}{%- if m.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
+    "{{ '\n<tool_response>\n' + m.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif m.role == 'assistant' %}{{ '<|im_start|>assistant' }}{%- if m.content %}{{ '\n' + m.content }}{%- endif %}"
+    "{%- for call in m.tool_calls or [] %}{{ '\n<tool_call>\n' + call.function.name + '\n</tool_call>' }}{%- endfor %}"
+    "{{ '<|im_end|>\n' }}{%- else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif %}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_turn_that_only_calls_tools_trains_its_calls(template_tokenizer, content):
+    """Two tool results in a row (one block in Qwen2.5's template) send the conversation down the whole-text
+    path, where an answer with no text had no placeholder to find: it was refused (review V2)."""
+    from hydratune.data.formats import format_messages
+
+    template_tokenizer.chat_template = QWEN25_TOOLS
+    calls = [{"type": "function", "function": {"name": name}} for name in ("f", "g")]
+    messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": content, "tool_calls": calls},
+                {"role": "tool", "content": "sun"}, {"role": "tool", "content": "rain"},
+                {"role": "assistant", "content": "MIXED"}]  # fmt: skip
+    segments = format_messages({"messages": messages}, {}, template_tokenizer)
+    assert "".join(t for t, _ in segments) == template_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert [t for t, on in segments if on] == [
+        "<tool_call>\nf\n</tool_call>\n<tool_call>\ng\n</tool_call><|im_end|>\n",
+        "MIXED<|im_end|>\n",
+    ]

@@ -249,41 +249,56 @@ PLACEHOLDER = "\u27e6hydratune-turn-{}\u27e7"  # a string no template changes an
 
 
 def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
-    """The conversation rendered once; each assistant turn is found where a placeholder rendered in place
-    of its content, and trained with the end of its turn: the tokens its rendering as the last turn has
-    after the content (Phi-3's `<|end|>`, and EOS when it is the last), up to where the next turn starts."""
+    """The conversation rendered once, for templates whose prefixes do not start the whole. Each answer is
+    found where a placeholder rendered in place of its content; an answer with no text (a turn that only
+    calls tools) where its turn, rendered as the last, begins. It is trained from where the generation
+    prompt ends (as `_by_prefixes` trains it, and as the model answers after that prompt; where the prompt
+    does not start the whole, from its content) to the end of its turn: what the template writes after the
+    answer when it ends the conversation (Phi-3's `<|end|>`, and EOS on the last turn), up to where the next
+    turn starts."""
     import re
 
     full = render(messages)
-    marked = [
-        {**m, "content": PLACEHOLDER.format(i)} if m["role"] == "assistant" else m
-        for i, m in enumerate(messages)
-    ]
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    placed = [i for i in answers if messages[i]["content"]]
+    marked = [{**m, "content": PLACEHOLDER.format(i)} if i in placed else m for i, m in enumerate(messages)]
     pieces = re.split(PLACEHOLDER.format(r"(\d+)"), render(marked))
     texts, turns = pieces[0::2], [int(i) for i in pieces[1::2]]
     rebuilt = texts[0] + "".join(messages[i]["content"] + text for i, text in zip(turns, texts[1:]))
-    if rebuilt != full or sorted(turns) != [i for i, m in enumerate(messages) if m["role"] == "assistant"]:
-        changed = next((i for i in turns if messages[i]["content"] not in full), turns[0] if turns else 0)
+    if rebuilt != full or turns != placed:
+        changed = next((i for i in placed if messages[i]["content"] not in full), placed[0] if placed else 0)
         raise UserError(
             f"dataset.chat_template: the template changes the text of the assistant turn at message {changed} "
             "(trims it, or moves a think block out of it), so its tokens cannot be told apart; write the turns "
             "as the template renders them, or choose another template with dataset.chat_template"
         )
-    spans, at = [], len(texts[0])  # each answer's [start, end) in `full`
+    content_at, at = {}, len(texts[0])
     for k, i in enumerate(turns):
-        after = texts[k + 1]
-        # What the template writes after an assistant turn that ends the conversation.
-        ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
-        end = at + len(messages[i]["content"]) + _common_token_prefix(after, ending, tokenizer)
-        spans.append((at, end))
-        at += len(messages[i]["content"]) + len(after)
-    # Segments are tokenized one by one: their edges must be token edges of the whole text, or the ids differ
-    # from the whole's (a SentencePiece tokenizer reads Mistral's " " + answer as one token "▁ANSWER").
+        content_at[i] = at
+        at += len(messages[i]["content"]) + len(texts[k + 1])
     starts = _token_starts(full, tokenizer)
     segments, done = [], 0
-    for start, end in spans:
-        start = max(done, max((s for s in starts if s <= start), default=0))
-        segments += [(full[done:start], False), (full[start:end], True)]
+    for i in answers:
+        head = render(messages[:i], generation_prompt=True)
+        prompt_end = len(head) if head and full.startswith(head) and len(head) >= done else None
+        if i in content_at:
+            body = content_at[i] + len(messages[i]["content"])
+            ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
+            begin = prompt_end if prompt_end is not None and prompt_end <= content_at[i] else content_at[i]
+        else:
+            last = render(messages[: i + 1])
+            if prompt_end is None or not last.startswith(head):
+                raise UserError(
+                    f"dataset.chat_template: the assistant turn at message {i} has no text, and where the template "
+                    "renders it cannot be found; give it content, or choose another template with dataset.chat_template"
+                )
+            begin = body = prompt_end
+            ending = last[len(head) :]
+        end = body + _common_token_prefix(full[body:], ending, tokenizer)
+        # Edges at token edges of the whole text (a SentencePiece tokenizer reads Mistral's " " + answer as one
+        # token "▁ANSWER").
+        begin = max(done, max((s for s in starts if s <= begin), default=0))
+        segments += [(full[done:begin], False), (full[begin:end], True)]
         done = end
     segments.append((full[done:], False))
     return [(text, trained) for text, trained in segments if text]

@@ -16,6 +16,7 @@ def tokenize_samples(
     max_seq_length: int,
     train_on: str = "response",
     split_long: bool = False,
+    whole: bool = False,
 ) -> dict[str, list]:
     """Columns `input_ids`, `labels`, `num_trained`, `length` (before truncation) for each sample.
 
@@ -27,9 +28,15 @@ def tokenize_samples(
     `split_long` (`dataset.truncation: split`, pre-training text) they are cut into consecutive pieces of
     `max_seq_length` tokens instead, each its own sample, so no token is lost (as LLaMA-Factory's and
     Axolotl's pre-training streams cut their concatenated text into blocks).
+    With `whole` (a rendered conversation) each sample's text is tokenized at once and every token goes to
+    the segment of its last character: a SentencePiece tokenizer reads an answer that follows a newline
+    (Phi-3's `<|assistant|>\n`) as `A`, `PP`, `LE`, and alone as `▁APPLE`. Segments are tokenized one by
+    one otherwise: an alpaca or prompt-response prompt, tokenized alone at generation, ends as in training.
     """
-    texts = [text for segments in samples for text, _ in segments]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    encoded = _by_text(samples, tokenizer) if whole else None
+    if encoded is None:
+        texts = [text for segments in samples for text, _ in segments]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     out: dict[str, list] = {"input_ids": [], "labels": [], "num_trained": [], "length": []}
     k = 0
@@ -65,6 +72,31 @@ def tokenize_samples(
             out["labels"].append(piece_labels)
             # Predicted positions: token t+1 from position t, so the first label never counts.
             out["num_trained"].append(sum(x != IGNORE_INDEX for x in piece_labels[1:]))
+    return out
+
+
+def _by_text(samples: list, tokenizer) -> list[list[int]] | None:
+    """The ids of every segment of `samples` (flat, in order), from tokenizing each sample's text whole;
+    None for a tokenizer without offsets."""
+    from bisect import bisect_right
+
+    texts = ["".join(text for text, _ in segments) for segments in samples]
+    if not texts:
+        return []
+    try:
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer
+        return None
+    out = []
+    for segments, ids, offsets in zip(samples, encoded["input_ids"], encoded["offset_mapping"]):
+        edges, at = [], 0
+        for text, _ in segments:
+            at += len(text)
+            edges.append(at)
+        pieces = [[] for _ in segments]
+        for token, (start, end) in zip(ids, offsets):
+            pieces[min(bisect_right(edges, max(end - 1, start)), len(segments) - 1)].append(token)
+        out += pieces
     return out
 
 

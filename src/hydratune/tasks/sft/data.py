@@ -29,7 +29,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 3
+TOKENIZE_VERSION = 4
 
 
 def is_cached(dataset, fingerprint: str) -> bool:
@@ -66,7 +66,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
                 samples.append(render(dict(zip(batch, values)), cfg, **extra))
             except UserError as err:
                 raise UserError(f"split {split!r} row {index}: {err}") from None
-        return tokenize_samples(samples, tokenizer, max_len, train_on, split_long)
+        return tokenize_samples(samples, tokenizer, max_len, train_on, split_long, whole=fmt in CHAT_FORMATS)
 
     keys = ("format", "template", "text_column", "prompt_column", "response_column", "system_column",
             "messages_column", "chat_template", "train_on", "max_seq_length")  # fmt: skip
