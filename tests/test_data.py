@@ -581,3 +581,31 @@ def test_a_turn_that_only_calls_tools_trains_its_calls(template_tokenizer, conte
         "<tool_call>\nf\n</tool_call>\n<tool_call>\ng\n</tool_call><|im_end|>\n",
         "MIXED<|im_end|>\n",
     ]
+
+
+def test_a_tool_calling_chat_file_combines_with_a_plain_one(tmp_path):
+    """datasets reads messages that hold tool_calls (or null content) as JSON values, and plain ones as records:
+    two such files could not be combined (review V3)."""
+    import json
+
+    import datasets
+
+    from hydratune.data.ops import combine
+
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"type": "function", "function": {"name": "f"}}],
+    }
+    files = {
+        "plain": [{"messages": _turns("hi", "HI")}],
+        "tools": [{"messages": [{"role": "user", "content": "weather?"}, call]}],
+    }
+    loaded = []
+    for name, rows in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        loaded.append(datasets.load_dataset("json", data_files=str(tmp_path / f"{name}.jsonl")))
+    for op in ({"concat": {}}, {"interleave": {"stopping_strategy": "all_exhausted"}}):
+        rows = list(combine(loaded, op, "dataset.ops[0]")["train"])
+        assert sorted(r["messages"][0]["content"] for r in rows) == ["hi", "weather?"]
+        assert any(r["messages"][-1].get("tool_calls") for r in rows)

@@ -385,6 +385,11 @@ def test_axolotl_dpo_and_grpo_map_to_their_tasks(project, capsys, tmp_path):
     assert task["rewards"] == [{"_target_": "rewards.exact", "weight": 2.0}] and task["stop"] == []
     # TRL's spellings of the GRPO loss (Axolotl hands its trl block to TRL's GRPOTrainer)
     assert (task["aggregation"], task["scale_rewards"], task["epsilon_high"]) == ("bnpo", False, 0.28)
+    # dapo with accumulation 4 is bnpo, said (dapo needs one micro-batch per step: rule grpo_dapo_window)
+    path.write_text(text.replace("loss_type: bnpo", "loss_type: dapo"))
+    code, _, err = run_import(capsys, path, "ax_grpo_dapo")
+    assert code == 0 and composed(project, "ax_grpo_dapo")["task"]["aggregation"] == "bnpo"
+    assert "note: task.aggregation: bnpo, not dapo" in err
     assert {"trl.use_vllm", "reward_funcs"} <= set(reasons(err))
     # Axolotl hands micro_batch_size to TRL, which counts completions: 16 = 2 prompts x 8 generations.
     assert (cfg["dataset"]["batch_size"], cfg["trainer"]["accumulate_grad_batches"]) == (2, 4)

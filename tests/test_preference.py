@@ -81,6 +81,12 @@ def test_preference_tasks_need_pair_data_before_anything_loads():
         (["task=kto", "task.beta=-1"], r"task.beta is the implicit reward's temperature and must be > 0"),
         (["task=kto", "task.undesirable_weight=0"], r"must be > 0: use e.g. task.undesirable_weight=1.0"),
         (["task=reward", "task.margin=-1"], r"task.margin .* must be >= 0"),
+        # a null or a quoted number is refused by the rule, not a TypeError inside it (review V7, V10)
+        (["task=dpo", "task.loss=robust", "task.label_smoothing=null"], r"must be in \[0, 0.5\)"),
+        (["task=dpo", "task.label_smoothing='0.1'"], r"must be in \[0, 0.5\)"),
+        (["task=kto", "task.beta='0.1'"], r"task.beta is the implicit reward's temperature"),
+        (["task=kto", "task.desirable_weight='1'"], r"must be > 0"),
+        (["task=kto", "dataset.eval_batch_size=1"], r"dataset.eval_batch_size=2 or more"),
     ]:
         with pytest.raises(UserError, match=match):
             check_config(to_plain(compose(overrides)))

@@ -415,8 +415,8 @@ def test_a_share_of_an_epoch_as_evaluation_interval_evaluates_after_an_optimizer
     tiny_model_dir, tokenizer
 ):
     """val_check_interval=0.3 of 10 batches is every 3 batches: with accumulation 2 it evaluated mid-window
-    (after batches 3, 6, 9), on the last step's weights again (R18). Now after batches 4 and 8 (optimizer
-    steps 2 and 4)."""
+    (after batches 3, 6, 9), on the last step's weights again (R18). Now every 2 batches, after each optimizer
+    step: a whole window, lowered, so the epoch loses none of its evaluations (raising it to 4 gave 2)."""
     from conftest import batch_samples, make_module
 
     from hydratune.callbacks import EvaluateAfterSteps
@@ -446,7 +446,7 @@ def test_a_share_of_an_epoch_as_evaluation_interval_evaluates_after_an_optimizer
         seen[bool(callbacks)] = evaluations.at
     # Lightning's: batch 3 is mid-window, step 1's weights again
     assert seen[False] == [(3, 1), (6, 3), (9, 4)]
-    assert seen[True] == [(4, 2), (8, 4)]
+    assert seen[True] == [(2, 1), (4, 2), (6, 3), (8, 4), (10, 5)]  # every window: at least the 3 asked for
 
 
 def test_an_export_of_the_best_checkpoint_reports_its_step_and_val_loss(tmp_path):

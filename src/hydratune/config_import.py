@@ -110,10 +110,27 @@ def convert(
     if fmt in DATASET_KEYS:
         _what_the_trainer_does_not(data, overlay, fmt, context)
     _kto_batch_of_two(overlay, context)
+    _dapo_where_exact(overlay, context)
     folder = overlay.values.get("model.pretrained_model_name_or_path")
     if fmt == "torchtune" and (note := missing_checkpoint_note(path.read_text(), folder)):
         context.notes.append(note)
     return overlay.finish(name), fmt, overlay.unmapped
+
+
+def _dapo_where_exact(overlay: Overlay, context: ImportContext) -> None:
+    """GRPO's dapo (TRL's default loss) divides by the tokens of a whole accumulated batch, which hydratune
+    has only with one micro-batch per step on one device: elsewhere an import writes bnpo, the nearest, and
+    says so (rule grpo_dapo_window would refuse the experiment)."""
+    accumulation = int(overlay.values.get("trainer.accumulate_grad_batches", 1) or 1)
+    devices = overlay.values.get("trainer.devices", 1)
+    if overlay.values.get("task.aggregation") != "dapo" or (accumulation == 1 and devices in (1, "1")):
+        return
+    overlay.set("task.aggregation", "bnpo")
+    context.notes.append(
+        f"task.aggregation: bnpo, not dapo: dapo divides by the completion tokens of the whole accumulated batch "
+        f"(accumulation {accumulation}, devices {devices}), which hydratune samples one micro-batch at a time; "
+        "bnpo is a token mean per micro-batch"
+    )
 
 
 def _kto_batch_of_two(overlay: Overlay, context: ImportContext) -> None:

@@ -162,6 +162,12 @@ def _dataset(cfg: dict) -> dict:
     return cfg.get("dataset") or {}
 
 
+def is_number(value) -> bool:
+    """An int or float (not a bool, not a number written as text): a range rule's first test, so that a
+    null or a quoted value is refused by the rule rather than crashing it."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _has(value) -> bool:
     return value not in (None, "", [])
 

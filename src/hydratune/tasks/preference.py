@@ -3,7 +3,7 @@ views. An abstract base like `Task` itself: concrete tasks subclass it, never on
 
 from __future__ import annotations
 
-from hydratune.rules import Rule
+from hydratune.rules import Rule, is_number
 from hydratune.tasks.task import Task, data_kwargs
 
 # dataset.format values of preference pairs (hydratune.data.pairs.PAIR_FORMATS, less `kto`).
@@ -88,14 +88,14 @@ KTO_RULES = (
     Rule(
         "kto_beta",
         "task.beta",
-        lambda c: not ((c.get("task") or {}).get("beta", 0.1) or 0) > 0,
+        lambda c: not (is_number(b := (c.get("task") or {}).get("beta", 0.1)) and b > 0),
         "task.beta is the implicit reward's temperature and must be > 0: use e.g. task.beta=0.1",
     ),
     Rule(
         "kto_weights",
         "task.desirable_weight, task.undesirable_weight",
         lambda c: any(
-            not ((c.get("task") or {}).get(k, 1.0) or 0) > 0
+            not (is_number(w := (c.get("task") or {}).get(k, 1.0)) and w > 0)
             for k in ("desirable_weight", "undesirable_weight")
         ),
         "task.desirable_weight and task.undesirable_weight weigh the two kinds of rows and must be > 0: "
@@ -103,11 +103,14 @@ KTO_RULES = (
     ),
     Rule(
         "kto_batch_of_one",
-        "task, dataset.batch_size",
+        "task, dataset.batch_size, dataset.eval_batch_size",
         # Each row's KL reference point is the batch's mismatched pairs: in a batch of one, the row itself.
-        lambda c: ((c.get("dataset") or {}).get("batch_size") or 0) < 2,
+        lambda c: any(
+            is_number(n := (c.get("dataset") or {}).get(k)) and n < 2
+            for k in ("batch_size", "eval_batch_size")
+        ),
         "task=kto takes its KL reference point from the other rows of a batch, so a batch of one compares a "
         "row with itself: set dataset.batch_size=2 or more (halve trainer.accumulate_grad_batches to keep "
-        "the effective batch)",
+        "the effective batch), and dataset.eval_batch_size=2 or more",
     ),
 )

@@ -3,7 +3,7 @@ DPO family: sigmoid (DPO), robust, ipo, hinge, and the reference-free orpo and s
 
 from __future__ import annotations
 
-from hydratune.rules import Rule
+from hydratune.rules import Rule, is_number
 from hydratune.tasks.preference import PreferenceTask
 from hydratune.tasks.task import module_kwargs
 
@@ -36,13 +36,13 @@ class DPOTask(PreferenceTask):
         Rule(
             "dpo_beta",
             "task.beta",
-            lambda c: not (c.get("task") or {}).get("beta", 0.1) > 0,
+            lambda c: not (is_number(b := _task(c).get("beta", 0.1)) and b > 0),
             "task.beta is the loss's temperature and must be > 0: use e.g. task.beta=0.1",
         ),
         Rule(
             "dpo_label_smoothing",
             "task.label_smoothing",
-            lambda c: not 0 <= (_task(c).get("label_smoothing") or 0) < 0.5,
+            lambda c: not (is_number(e := _task(c).get("label_smoothing", 0.0)) and 0 <= e < 0.5),
             "task.label_smoothing is the share of pairs taken as mislabelled and must be in [0, 0.5) (from 0.5 on "
             "the loss prefers the rejected answers): use e.g. task.label_smoothing=0.1",
         ),

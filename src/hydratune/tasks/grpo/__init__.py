@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hydratune.rules import Rule
+from hydratune.rules import is_number as _number
 from hydratune.tasks.task import Task, data_kwargs, module_kwargs
 
 SETTINGS = ("rewards", "reward_model", "num_generations", "max_new_tokens", "temperature", "top_p", "stop",
@@ -20,10 +21,6 @@ def _task(c: dict) -> dict:
 
 def _trainer(c: dict, key: str, default=None):
     return (c.get("trainer") or {}).get(key, default)
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _one_device(c: dict) -> bool:

@@ -3,7 +3,7 @@ with the Bradley-Terry loss; `hydratune score RUN --prompt ... --response ...` p
 
 from __future__ import annotations
 
-from hydratune.rules import Rule
+from hydratune.rules import Rule, is_number
 from hydratune.tasks.preference import PreferenceTask
 from hydratune.tasks.task import Task, module_kwargs
 
@@ -18,7 +18,7 @@ class RewardTask(PreferenceTask):
         Rule(
             "reward_margin",
             "task.margin",
-            lambda c: not ((c.get("task") or {}).get("margin") or 0) >= 0,
+            lambda c: not (is_number(m := (c.get("task") or {}).get("margin", 0.0)) and m >= 0),
             "task.margin is how far the chosen reward must exceed the rejected one and must be >= 0: "
             "use e.g. task.margin=0",
         ),
