@@ -390,9 +390,9 @@ def test_steps_whose_groups_all_scored_alike_are_said_to_teach_nothing(caplog):
     assert caplog.text == ""
 
 
-def test_each_micro_batch_of_a_window_reuses_its_own_samples(monkeypatch, tmp_path):
-    """task.num_iterations=2 with accumulation 2: the reuse step trained both micro-batches on the window's
-    last samples, the first micro-batch's never again."""
+def _samples_used(monkeypatch, tmp_path, steps: int, **trainer_kwargs) -> list[int]:
+    """Which batch of samples (by its advantages' storage) each micro-batch trained on, in a GRPO run of the
+    shipped prompts with task.num_iterations=2 and accumulation 2."""
     import lightning as L
 
     import hydratune.tasks.grpo.module as grpo_module
@@ -409,14 +409,30 @@ def test_each_micro_batch_of_a_window_reuses_its_own_samples(monkeypatch, tmp_pa
     used, loss = [], grpo_module.grpo_loss
 
     def spy(logps, old, ref, advantages, *args, **kwargs):
-        used.append(advantages.data_ptr())  # which batch of samples this micro-batch trains on
+        used.append(advantages.data_ptr())
         return loss(logps, old, ref, advantages, *args, **kwargs)
 
     monkeypatch.setattr(grpo_module, "grpo_loss", spy)
     trainer = L.Trainer(
-        max_steps=4, accumulate_grad_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        max_steps=steps, accumulate_grad_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+        **trainer_kwargs,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
+    return used
+
+
+def test_each_micro_batch_of_a_window_reuses_its_own_samples(monkeypatch, tmp_path):
+    """task.num_iterations=2 with accumulation 2: the reuse step trained both micro-batches on the window's
+    last samples, the first micro-batch's never again."""
+    used = _samples_used(monkeypatch, tmp_path, 4)
     assert len(used) == 8 and used[0] != used[1] and used[4] != used[5]
     assert used[2:4] == used[0:2] and used[6:8] == used[4:6]  # step 2 reuses step 1's, step 4 step 3's
+
+
+def test_a_short_window_leaves_no_old_samples_to_reuse(monkeypatch, tmp_path):
+    """An epoch of 5 batches ends on a window of one: the reuse step after it trained its second micro-batch on
+    samples from 3 steps before (review V6). Windows: [0 1] [2 3] [4] | [0 1]; step 3 samples, step 4 reuses."""
+    used = _samples_used(monkeypatch, tmp_path, 4, limit_train_batches=5)
+    assert len(used) == 7 and used[5] == used[4]  # step 4's first micro-batch: step 3's samples
+    assert used[6] not in used[:5]  # its second: new ones (step 3 had none for it), not step 1's

@@ -483,3 +483,28 @@ def test_a_sample_generations_reference_is_the_first_answer_only(tokenizer):
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataset=[row]))
     samples = SampleGenerations(tokenizer, "unused.jsonl", num_prompts=1)._prompts(trainer)
     assert samples == [(prompt, "A1")]
+
+
+def test_throughput_is_logged_at_every_logged_step(tiny_model_dir, tokenizer, tmp_path):
+    """tokens/s was logged once per 10 batches and Lightning repeated that value at every logged step after it
+    (a run shorter than 10 batches logged none); now each logged step has the rate of its last 10 batches
+    (review V12)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hydratune.callbacks import Throughput
+    from hydratune.loggers import StepAxis
+
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    trainer = L.Trainer(
+        max_steps=4, log_every_n_steps=1, logger=CSVLogger(tmp_path, name="csv"), accelerator="cpu",
+        callbacks=[Throughput(), StepAxis(tmp_path)], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/tokens_per_s")]
+    assert [row["step"] for row in rows] == ["1", "2", "3", "4"]
+    assert all(float(row["train/tokens_per_s"]) > 0 for row in rows)

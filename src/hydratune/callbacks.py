@@ -117,12 +117,16 @@ class LRMonitor(LearningRateMonitor):
 
 
 class Throughput(L.Callback):
-    """Counts real (non-pad) tokens and trained tokens; logs `train/tokens_per_s` over the last window.
+    """Counts real (non-pad) tokens and trained tokens; logs `train/tokens_per_s` over the last `window`
+    batches, at every batch (a rate logged once per window was repeated by Lightning at every logged step
+    until the next one).
 
     Time is wall-clock over training batches (validation excluded).
     """
 
     def __init__(self, window: int = 10):
+        from collections import deque
+
         self.window = window
         self.tokens = 0  # non-pad tokens seen in training
         self.trained_tokens = 0  # tokens with a label
@@ -130,10 +134,7 @@ class Throughput(L.Callback):
         self.samples = 0  # training samples (rows; a packed row's samples are not counted apart)
         self.train_seconds = 0.0
         self._batch_start = 0.0
-        self._window_tokens = 0
-        self._window_samples = 0
-        self._window_batches = 0
-        self._window_seconds = 0.0
+        self._recent: deque = deque(maxlen=window)  # (real tokens, samples, seconds) of the last batches
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_start = time.perf_counter()
@@ -160,20 +161,14 @@ class Throughput(L.Callback):
         self.tokens += real
         self.samples += rows
         self.train_seconds += elapsed
-        self._window_tokens += real
-        self._window_samples += rows
-        self._window_seconds += elapsed
-        # Counted here, not from batch_idx, which restarts every epoch (an epoch may be shorter than a window).
-        self._window_batches += 1
-        if self._window_batches >= self.window:
-            seconds = max(self._window_seconds, 1e-9)
-            pl_module.log("train/tokens_per_s", self._window_tokens / seconds, prog_bar=True)
-            pl_module.log("train/samples_per_s", self._window_samples / seconds)
-            pl_module.log("train/trained_tokens", float(self.trained_tokens))
-            pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
+        self._recent.append((real, rows, elapsed))
+        seconds = max(sum(r[2] for r in self._recent), 1e-9)
+        pl_module.log("train/tokens_per_s", sum(r[0] for r in self._recent) / seconds, prog_bar=True)
+        pl_module.log("train/samples_per_s", sum(r[1] for r in self._recent) / seconds)
+        pl_module.log("train/trained_tokens", float(self.trained_tokens))
+        pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
+        if trainer._logger_connector.should_update_logs:  # a system call: only when the step is logged
             pl_module.log("train/peak_memory_mb", peak_memory_mb())
-            self._window_tokens, self._window_samples, self._window_seconds = 0, 0, 0.0
-            self._window_batches = 0
 
     @property
     def tokens_per_second(self) -> float:

@@ -207,8 +207,11 @@ class GRPOModule(TaskModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         hp = self.hparams
         # Each micro-batch of a window keeps its own samples for the reuse steps (they all reused the last one's).
+        # A sampling step starts the set afresh: a short window (an epoch's last) leaves no older samples behind.
         slot = batch_idx % self.trainer.accumulate_grad_batches
-        if slot not in self._samples or self.global_step % hp.num_iterations == 0:
+        if slot == 0 and self.global_step % hp.num_iterations == 0:
+            self._samples = {}
+        if slot not in self._samples:
             self._samples[slot] = self._new_samples(batch)
             self._spread[0] += self._samples[slot]["stats"]["train/zero_spread_groups"]
             self._spread[1] += 1
