@@ -118,6 +118,9 @@ class StepCheckpoint(ModelCheckpoint):
             save_top_k=-1 if save_total_limit is None else save_total_limit,  # 0: last.ckpt only
             save_last=True,
             every_n_train_steps=save_steps,
+            # A run continued from an earlier checkpoint in its own folder writes over the steps it redoes; a
+            # versioned last-v1.ckpt beside the abandoned last.ckpt left resume=auto continuing the abandoned one.
+            enable_version_counter=False,
         )
         self.stop_signal: str | None = None
         self.stopped_by_other_rank = False
