@@ -136,7 +136,11 @@ def _dapo_where_exact(overlay: Overlay, context: ImportContext) -> None:
 def _kto_batch_of_two(overlay: Overlay, context: ImportContext) -> None:
     """KTO takes each row's KL reference point from the other rows of its batch: a per-device batch of one
     (LLaMA-Factory's own KTO example) becomes two, with half the accumulation, so the effective batch stays."""
-    if overlay.choices.get("task") != "kto" or overlay.values.get("dataset.batch_size") != 1:
+    from hydratune.tasks.kto import KTOTask
+    from hydratune.tasks.registry import TASKS
+
+    task = TASKS.get(overlay.choices.get("task", ""))
+    if not (task and issubclass(task, KTOTask)) or overlay.values.get("dataset.batch_size") != 1:
         return
     accumulation = int(overlay.values.get("trainer.accumulate_grad_batches", 1))
     overlay.set("dataset.batch_size", 2)

@@ -1305,7 +1305,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             for trl_key, trl_value in value.items():
                 if trl_key in AXOLOTL_TRL:  # reported by _set_task when the task has no such key
                     _set_task(overlay, task, f"trl.{trl_key}", AXOLOTL_TRL[trl_key], trl_value)
-                elif trl_key in AXOLOTL_GRPO_VALUES and task == "grpo":
+                elif trl_key in AXOLOTL_GRPO_VALUES and _samples_completions(task):
                     name, values = AXOLOTL_GRPO_VALUES[trl_key]
                     if isinstance(trl_value, bool | str) and trl_value in values:
                         overlay.set(f"task.{name}", values[trl_value])

@@ -180,9 +180,8 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
             return tokenizer.apply_chat_template(
                 conversation, tokenize=False, add_generation_prompt=generation_prompt, tools=tools
             )
-        except (
-            TemplateError
-        ) as err:  # the template's own raise_exception: no system role, roles must alternate
+        # The template's own raise_exception: no system role, roles must alternate.
+        except TemplateError as err:
             raise UserError(
                 f"dataset.chat_template refuses this conversation ({err}): change the rows (e.g. merge a system "
                 "turn into the first user turn), or choose another template with dataset.chat_template"

@@ -176,9 +176,9 @@ def _same_message_keys(parts: list) -> list:
     for column in set.intersection(*(set(p.column_names) for p in parts)):
         features = [p.features[column] for p in parts]
         # A JSON file whose messages hold tool_calls (or null content) loads them as JSON values: the others too.
-        json = next((f for f in features if isinstance(getattr(f, "feature", None), datasets.Json)), None)
-        if json is not None and all(records(f) is not None or f == json for f in features):
-            parts = [p if f == json else p.cast(datasets.Features({**p.features, column: json}))
+        as_json = next((f for f in features if isinstance(getattr(f, "feature", None), datasets.Json)), None)
+        if as_json is not None and all(records(f) is not None or f == as_json for f in features):
+            parts = [p if f == as_json else p.cast(datasets.Features({**p.features, column: as_json}))
                      for p, f in zip(parts, features)]  # fmt: skip
             continue
         kinds = [records(f) for f in features]
