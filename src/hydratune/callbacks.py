@@ -118,8 +118,8 @@ class LRMonitor(LearningRateMonitor):
 
 class Throughput(L.Callback):
     """Counts real (non-pad) tokens and trained tokens; logs `train/tokens_per_s` over the last `window`
-    batches, at every batch (a rate logged once per window was repeated by Lightning at every logged step
-    until the next one).
+    batches at every logged step (a rate logged once per window was repeated by Lightning at every logged
+    step until the next one).
 
     Time is wall-clock over training batches (validation excluded).
     """
@@ -162,13 +162,14 @@ class Throughput(L.Callback):
         self.samples += rows
         self.train_seconds += elapsed
         self._recent.append((real, rows, elapsed))
+        if not trainer._logger_connector.should_update_logs:  # only a logged step's values reach the loggers
+            return
         seconds = max(sum(r[2] for r in self._recent), 1e-9)
         pl_module.log("train/tokens_per_s", sum(r[0] for r in self._recent) / seconds, prog_bar=True)
         pl_module.log("train/samples_per_s", sum(r[1] for r in self._recent) / seconds)
         pl_module.log("train/trained_tokens", float(self.trained_tokens))
         pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
-        if trainer._logger_connector.should_update_logs:  # a system call: only when the step is logged
-            pl_module.log("train/peak_memory_mb", peak_memory_mb())
+        pl_module.log("train/peak_memory_mb", peak_memory_mb())
 
     @property
     def tokens_per_second(self) -> float:
