@@ -275,7 +275,7 @@ def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
     for k, i in enumerate(turns):
         content_at[i] = at
         at += len(messages[i]["content"]) + len(texts[k + 1])
-    starts = _token_starts(full, tokenizer)
+    starts, ends = _token_edges(full, tokenizer)
     segments, done = [], 0
     for i in answers:
         head = render(messages[:i], generation_prompt=True)
@@ -293,9 +293,13 @@ def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
                 )
             begin = body = prompt_end
             ending = last[len(head) :]
-        end = body + _common_token_prefix(full[body:], ending, tokenizer)
-        # Edges at token edges of the whole text (a SentencePiece tokenizer reads Mistral's " " + answer as one
-        # token "▁ANSWER").
+        # Both edges at token edges of the whole text: the answer ends where the text stops matching the
+        # template's ending, never inside a token (such as `<|user|>`); it begins at the start of the token it
+        # is in (a SentencePiece tokenizer reads Mistral's " " + answer as one token "▁ANSWER").
+        same = _common_prefix(full[body:], ending)
+        end = body + same
+        if 0 < same < len(full) - body:
+            end = max((e for e in ends if body <= e <= end), default=body)
         begin = max(done, max((s for s in starts if s <= begin), default=0))
         segments += [(full[done:begin], False), (full[begin:end], True)]
         done = end
@@ -303,28 +307,25 @@ def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
     return [(text, trained) for text, trained in segments if text]
 
 
-def _token_starts(text: str, tokenizer) -> list[int]:
-    """Where the tokens of `text` start (every position for a tokenizer without offsets)."""
-    try:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    except (NotImplementedError, KeyError, TypeError):
-        return list(range(len(text) + 1))
-    return sorted({start for start, _ in offsets} | {len(text)})
+def _token_edges(text: str, tokenizer) -> tuple[list[int], list[int]]:
+    """Where the tokens of `text`, tokenized whole, start and end (every position for a tokenizer without
+    offsets)."""
+    from hydratune.data.tokenize import encode_with_offsets
+
+    encoded = encode_with_offsets([text], tokenizer)
+    if encoded is None:
+        every = list(range(len(text) + 1))
+        return every, every
+    offsets = encoded["offset_mapping"][0]
+    return sorted({start for start, _ in offsets} | {len(text)}), sorted({end for _, end in offsets} | {0})
 
 
-def _common_token_prefix(text: str, other: str, tokenizer) -> int:
-    """The length of the longest start of `text` that `other` starts with too, cut at a token boundary of
-    `text` (never inside a special token such as `<|user|>`)."""
+def _common_prefix(text: str, other: str) -> int:
+    """The length of the longest start of `text` that `other` starts with too."""
     same = 0
     while same < min(len(text), len(other)) and text[same] == other[same]:
         same += 1
-    if same in (0, len(text)):
-        return same
-    try:
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer has no offsets
-        return same
-    return max([end for _, end in offsets if end <= same], default=0)
+    return same
 
 
 def sharegpt_messages(row: dict, cfg: dict) -> list[dict]:

@@ -75,6 +75,15 @@ def tokenize_samples(
     return out
 
 
+def encode_with_offsets(texts: list[str], tokenizer) -> dict | None:
+    """`texts` tokenized without special tokens, with each token's character span (`offset_mapping`); None
+    for a tokenizer that gives no spans (a slow one)."""
+    try:
+        return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, KeyError, TypeError):
+        return None
+
+
 def _by_text(samples: list, tokenizer) -> list[list[int]] | None:
     """The ids of every segment of `samples` (flat, in order), from tokenizing each sample's text whole;
     None for a tokenizer without offsets."""
@@ -83,9 +92,8 @@ def _by_text(samples: list, tokenizer) -> list[list[int]] | None:
     texts = ["".join(text for text, _ in segments) for segments in samples]
     if not texts:
         return []
-    try:
-        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    except (NotImplementedError, KeyError, TypeError):  # a slow tokenizer
+    encoded = encode_with_offsets(texts, tokenizer)
+    if encoded is None:
         return None
     out = []
     for segments, ids, offsets in zip(samples, encoded["input_ids"], encoded["offset_mapping"]):
