@@ -113,6 +113,18 @@ def test_missing_and_unknown_labels_are_dropped_with_counted_warnings(tmp_path, 
     assert "dropped 2 of 3 validation rows with labels the train split does not have: {'neutral': 2}" in text
 
 
+def test_a_mapped_column_the_classifier_does_not_read_is_a_warning(tmp_path, tokenizer, caplog):
+    """A `map` op making a column other than the text, pair and label columns changes nothing the classifier
+    sees: said, with the key that would read it (V9)."""
+    rows = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.classification.data"):
+        _datamodule(tmp_path, tokenizer, rows, rows, ops=[{"map": {"review": "{text}!"}}])
+    assert (
+        "dataset.ops[0].map makes column 'review', which nothing reads (classification reads label, text): map "
+        "onto one of those, or point the format at it (e.g. dataset.text_column=review)"
+    ) in caplog.text
+
+
 def test_absent_text_column_and_single_class_are_errors(tmp_path, tokenizer):
     rows = [{"sentence": "a", "label": 0}, {"sentence": "b", "label": 1}]
     with pytest.raises(

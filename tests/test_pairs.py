@@ -137,6 +137,37 @@ def _preference_data(tokenizer, tmp_path, rows: list[dict], **cfg):
 PAIRS = [{"prompt": f"copy: {w} -> ", "chosen": w.upper(), "rejected": w} for w in ("ab", "cd", "ef")]
 
 
+def test_a_mapped_column_no_preference_format_reads_is_a_warning(tokenizer, tmp_path, caplog):
+    """As for SFT (O4): a `map` op making a column that the pair or KTO format does not read changes nothing
+    trained on, and says so with the key that would read it; a column it reads is no warning (V9)."""
+    unread = [{"map": {"answer": "{chosen}!"}}]
+    data = _preference_data(tokenizer, tmp_path / "a", PAIRS, format="pairs", ops=unread)
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert (
+        "dataset.ops[0].map makes column 'answer', which nothing reads (dataset.format=pairs reads chosen, prompt, "
+        "rejected): map onto one of those, or point the format at it (e.g. dataset.chosen_column=answer)"
+    ) in caplog.text
+    caplog.clear()
+    read = [{"map": {"chosen": "{chosen}!"}}]
+    data = _preference_data(tokenizer, tmp_path / "b", PAIRS, format="pairs", ops=read)
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert "map makes" not in caplog.text
+    assert data.train_dataset is not None
+    # KTO reads prompt/completion/label, and the pairs it unpairs; the fix points at its completion column
+    kto = [
+        {"prompt": "q", "completion": "A", "label": True},
+        {"prompt": "q", "completion": "b", "label": False},
+    ]
+    data = _preference_data(
+        tokenizer, tmp_path / "c", kto, format="kto", ops=[{"map": {"reply": "{completion}"}}]
+    )
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert "(e.g. dataset.completion_column=reply)" in caplog.text
+
+
 def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):
     """A prompt/chosen/rejected file given to task=kto trains as KTO rows: each chosen answer desirable, each
     rejected one undesirable (TRL's KTOTrainer unpairs such data itself)."""

@@ -396,6 +396,7 @@ def test_a_max_seq_length_that_cuts_most_answers_is_a_warning_in_preflight_and_t
 
 def test_a_mapped_column_that_nothing_reads_is_a_warning():
     """A `map` op making a column the format does not read changed nothing trained on, without a word (O4)."""
+    from hydratune.data.formats import READ_FIX
     from hydratune.data.ops import unread_map_columns
 
     mapped = 'dataset.ops=[{map:{text:"{instruction} {output}"}}]'
@@ -407,11 +408,17 @@ def test_a_mapped_column_that_nothing_reads_is_a_warning():
     ]
     read = _config([mapped, "dataset.format=text", "++dataset.text_column=text"])
     assert not [n for n in data_check(read, rows=50).get("notes", []) if "map makes" in n]
+    # a classifier's columns (V9): the quick check says it too
+    topics = _config(["task=classification", "dataset=topics", 'dataset.ops=[{map:{review:"{text}!"}}]'])
+    assert [n for n in data_check(topics, rows=50).get("notes", []) if "map makes" in n] == [
+        "warning: dataset.ops[0].map makes column 'review', which nothing reads (classification reads label, text): "
+        "map onto one of those, or point the format at it (e.g. dataset.text_column=review)"
+    ]
     # read by a later op, or made in a source's own ops and read there: no warning
     later = {"ops": [{"map": {"n": "{output}"}}, {"filter": "len(n) > 2"}]}
-    assert unread_map_columns(later, {"instruction", "output"}, "alpaca") == []
+    assert unread_map_columns(later, {"instruction", "output"}, "alpaca", READ_FIX) == []
     source = {"sources": [{"ops": [{"map": {"prompt": "{q}"}}, {"map": {"other": "{q}"}}]}]}
-    assert unread_map_columns(source, {"prompt", "response"}, "f") == [
+    assert unread_map_columns(source, {"prompt", "response"}, "f", READ_FIX) == [
         "dataset.sources[0].ops[1].map makes column 'other', which nothing reads (f reads prompt, response): map "
         "onto one of those, or point the format at it (e.g. dataset.format=text ++dataset.text_column=other)"
     ]

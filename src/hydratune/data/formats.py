@@ -539,6 +539,11 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
     }[fmt]
 
 
+READ_FIX = (
+    "dataset.format=text ++dataset.text_column={column}"  # an override that reads a column a map op made
+)
+
+
 def read_columns(fmt: str, cfg: dict) -> set[str]:
     """Every column a format reads, the optional ones included."""
     optional = (

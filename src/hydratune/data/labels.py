@@ -84,3 +84,11 @@ def build_label_names(
             "at least 2 classes"
         )
     return names, mapping
+
+
+def unread_classifier_columns(cfg: dict) -> list[str]:
+    """A line for each column a `map` op makes that the classifier does not read (see unread_map_columns)."""
+    from hydratune.data.ops import unread_map_columns
+
+    reads = {cfg[key] for key in ("text_column", "text_pair_column", "label_column") if cfg.get(key)}
+    return unread_map_columns(cfg, reads, "classification", "dataset.text_column={column}")

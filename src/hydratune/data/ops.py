@@ -88,9 +88,10 @@ def text_columns(cfg: dict) -> list[str]:
     return [c for c in required_columns(fmt, cfg) if c] if fmt != "messages" else []
 
 
-def unread_map_columns(cfg: dict, reads: set[str], what: str) -> list[str]:
+def unread_map_columns(cfg: dict, reads: set[str], what: str, fix: str) -> list[str]:
     """One line for each column a `map` op makes that neither `reads` (the columns the format reads, named
-    by `what`) nor a later op mentions: that op changes nothing the model sees."""
+    by `what`) nor a later op mentions: that op changes nothing the model sees. `fix` is an override that
+    would read it, with `{column}` for its name."""
     ops = [(f"dataset.sources[{i}].ops[{k}]", op) for i, source in enumerate(cfg.get("sources") or [])
            for k, op in enumerate(source.get("ops") or [])]  # fmt: skip
     ops += [(f"dataset.ops[{k}]", op) for k, op in enumerate(cfg.get("ops") or [])]
@@ -105,7 +106,7 @@ def unread_map_columns(cfg: dict, reads: set[str], what: str) -> list[str]:
             lines.append(
                 f"{where}.map makes column {column!r}, which nothing reads ({what} reads "
                 f"{', '.join(sorted(reads))}): map onto one of those, or point the format at it "
-                f"(e.g. dataset.format=text ++dataset.text_column={column})"
+                f"(e.g. {fix.format(column=column)})"
             )
     return lines
 

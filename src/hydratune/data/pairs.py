@@ -131,6 +131,17 @@ def required_pair_columns(fmt: str, cfg: dict) -> list[str]:
     }[fmt]
 
 
+def read_pair_columns(fmt: str, cfg: dict) -> set[str]:
+    """Every column a preference format reads, the optional ones included (KTO also reads TRL's paired
+    layout, which it unpairs)."""
+    reads = set(required_pair_columns(fmt, cfg)) | {column(cfg, "prompt_column")}
+    if fmt == "alpaca_pairs":
+        reads.add("input")
+    if fmt == "kto":
+        reads |= {column(cfg, "chosen_column"), column(cfg, "rejected_column")}
+    return reads
+
+
 def check_pair_config(cfg: dict, kto: bool = False) -> str:
     """Validate the preference dataset keys; returns the format name. `kto`: the task reads KTO rows."""
     fmt = cfg.get("format")

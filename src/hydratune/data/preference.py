@@ -13,7 +13,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from hydratune.data.formats import set_chat_template
-from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint
+from hydratune.data.ops import build_splits, fingerprint, tokenizer_fingerprint, unread_map_columns
 from hydratune.data.pairs import (
     DROP_REASONS,
     PAIR_FORMATS,
@@ -22,6 +22,7 @@ from hydratune.data.pairs import (
     check_pair_config,
     column,
     pair_stats,
+    read_pair_columns,
     required_pair_columns,
     tokenize_kto,
     tokenize_pairs,
@@ -71,7 +72,12 @@ class PreferenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        check_pair_config(self.cfg, kto=self.kto)
+        fmt = check_pair_config(self.cfg, kto=self.kto)
+        fix = "dataset.completion_column={column}" if self.kto else "dataset.chosen_column={column}"
+        for line in unread_map_columns(
+            self.cfg, read_pair_columns(fmt, self.cfg), f"dataset.format={fmt}", fix
+        ):
+            log.warning(line)
         splits = build_splits(self.cfg, self.cache_dir)
         val_name = validation_split(splits)
         if "train" not in splits or val_name is None:

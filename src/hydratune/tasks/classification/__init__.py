@@ -56,17 +56,20 @@ class ClassificationTask(Task):
         return finish(trainer, module, datamodule, run_dir)  # final metrics, confusion_matrix.png
 
     def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
+        from hydratune.data.labels import unread_classifier_columns
         from hydratune.data.peek import classification_report
 
+        notes += [f"warning: {line}" for line in unread_classifier_columns(dataset_cfg)]
         return classification_report(splits, tokenizer, dataset_cfg, notes)
 
     def full_data_report(self, cfg: dict, tokenizer) -> dict:
+        from hydratune.data.labels import unread_classifier_columns
         from hydratune.data.ops import build_splits
         from hydratune.data.peek import Rows, classification_report
 
         splits = build_splits(cfg["dataset"], cfg["paths"].get("cache_dir"))
         rows = {name: Rows.from_dataset(split, name) for name, split in splits.items()}
-        notes: list[str] = []
+        notes = [f"warning: {line}" for line in unread_classifier_columns(cfg["dataset"])]
         report = classification_report(rows, tokenizer, cfg["dataset"], notes)
         return report | ({"notes": notes} if notes else {})
 

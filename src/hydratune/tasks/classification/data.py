@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from hydratune.data.labels import build_label_names, encode_texts
+from hydratune.data.labels import build_label_names, encode_texts, unread_classifier_columns
 from hydratune.data.labels import label_key as _label_key
 from hydratune.data.labels import missing as _missing
 from hydratune.data.ops import build_splits
@@ -92,6 +92,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
+        for line in unread_classifier_columns(self.cfg):
+            log.warning(line)
         splits = build_splits(self.cfg, self.cache_dir)  # sources, then dataset.ops (filters, maps, split)
         val_name = validation_split(splits)
         if "train" not in splits or val_name is None:

@@ -19,12 +19,14 @@ class SFTTask(Task):
         return SFTModule(**module_kwargs(cfg), fused_loss=bool(self.settings.get("fused_loss", True)))
 
     def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
-        from hydratune.data.formats import CHAT_FORMATS, check_config, read_columns
+        from hydratune.data.formats import CHAT_FORMATS, READ_FIX, check_config, read_columns
         from hydratune.data.ops import unread_map_columns
         from hydratune.data.peek import Fallback, sft_report
 
         fmt = check_config(dataset_cfg)
-        unread = unread_map_columns(dataset_cfg, read_columns(fmt, dataset_cfg), f"dataset.format={fmt}")
+        unread = unread_map_columns(
+            dataset_cfg, read_columns(fmt, dataset_cfg), f"dataset.format={fmt}", READ_FIX
+        )
         notes += [f"warning: {line}" for line in unread]
         if fmt in CHAT_FORMATS:
             raise Fallback(f"format={fmt} renders rows with the chat template (transformers)")

@@ -13,6 +13,7 @@ from hydratune.data.collate import PackedCollator, PadCollator
 from hydratune.data.formats import (
     CHAT_FORMATS,
     FORMATS,
+    READ_FIX,
     check_config,
     read_columns,
     required_columns,
@@ -160,7 +161,9 @@ class SFTDataModule(L.LightningDataModule):
         if self.train_dataset is not None:
             return
         fmt = check_config(self.cfg)
-        for line in unread_map_columns(self.cfg, read_columns(fmt, self.cfg), f"dataset.format={fmt}"):
+        for line in unread_map_columns(
+            self.cfg, read_columns(fmt, self.cfg), f"dataset.format={fmt}", READ_FIX
+        ):
             log.warning(line)
         tokenizer_key = tokenizer_fingerprint(self.tokenizer)  # the whole vocabulary serialised: once
         folder = prepared_folder(self.cfg, tokenizer_key, self.cache_dir, [TOKENIZE_VERSION, PACKING_VERSION])
