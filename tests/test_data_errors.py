@@ -208,3 +208,22 @@ def test_no_sample_left_names_the_length_that_keeps_one(tokenizer):
             r"dataset.max_seq_length=16; 0 dropped as too long\); raise dataset.max_seq_length above 16 \(the "
             r"shortest sample has 33 tokens\)", tokenize_split, data, tokenizer,
             {"prompt_column": "prompt", "response_column": "response", "max_seq_length": 16})  # fmt: skip
+
+
+def test_a_split_holds_out_the_rows_the_trainers_split_holds_out(tmp_path):
+    """A fraction is rounded up as `datasets` rounds it, so an imported val_size with the file's seed holds out
+    the rows LLaMA-Factory holds out (its `train_test_split(test_size=val_size, seed=seed)`); shuffle: false
+    holds out the last rows; a shuffle that is not a bool is one line."""
+    rows = [{"instruction": f"i{k}", "input": "", "output": f"o{k}"} for k in range(25)]
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = {"loader": "json", "data_files": str(path)}
+    splits = build_splits({"sources": [source], "ops": [{"split": {"eval": 0.1, "seed": 42}}]}, None)
+    theirs = datasets.Dataset.from_list(rows).train_test_split(test_size=0.1, seed=42)
+    assert len(splits["validation"]) == 3  # ceil(2.5)
+    assert splits["validation"]["instruction"] == theirs["test"]["instruction"]
+    assert splits["train"]["instruction"] == theirs["train"]["instruction"]
+    last = build_splits({"sources": [source], "ops": [{"split": {"eval": 2, "shuffle": False}}]}, None)
+    assert last["validation"]["instruction"] == ["i23", "i24"] and len(last["train"]) == 23
+    _raises(r"ops\[0\].split.shuffle='no': true \(rows drawn with seed\) or false", build_splits,
+            {"sources": [source], "ops": [{"split": {"eval": 2, "shuffle": "no"}}]}, None)  # fmt: skip

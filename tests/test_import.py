@@ -156,7 +156,8 @@ def test_llamafactory_sft_with_dataset_info(project, capsys):
     assert data["sources"] == [
         {"loader": "json", "data_files": {"train": str(ROOT / "data/examples/sharegpt.jsonl")}}
     ]
-    assert data["ops"] == [{"select_rows": {"first": 200}}, {"split": {"eval": 0.1, "seed": 0}}]
+    # LLaMA-Factory holds val_size out with the Trainer's seed (the run's seed here, 42 when the file is silent)
+    assert data["ops"] == [{"select_rows": {"first": 200}}, {"split": {"eval": 0.1, "seed": 42}}]
     assert (data["max_seq_length"], data["batch_size"], data["eval_batch_size"]) == (512, 2, 4)
     assert data["chat_template"] is None  # `template: qwen`: the model's own, from its tokenizer
     trainer = cfg["trainer"]
@@ -296,7 +297,7 @@ def test_axolotl_lora_chat(project, capsys):
         2,
         "response",
     )
-    assert data["ops"] == [{"split": {"eval": 0.05, "seed": 0}}] and data["chat_template"] is None
+    assert data["ops"] == [{"split": {"eval": 0.05, "seed": 42}}] and data["chat_template"] is None
     trainer = cfg["trainer"]
     assert trainer["precision"] == "bf16-mixed"  # bf16: auto
     assert (trainer["val_check_interval"], trainer["check_val_every_n_epoch"]) == (
@@ -325,7 +326,7 @@ def test_axolotl_full_finetune_and_dataset_types(project, capsys, tmp_path):
     cfg = composed(project, "ax_full")
     assert cfg["peft"]["name"] == "none"  # no adapter: Axolotl trains every weight
     assert cfg["scheduler"]["warmup_ratio"] == 0.1  # a float warmup_steps below 1 is a ratio
-    assert cfg["dataset"]["ops"] == [{"dedup": True}, {"split": {"eval": 0.1, "seed": 0}}]
+    assert cfg["dataset"]["ops"] == [{"dedup": True}, {"split": {"eval": 0.1, "seed": 42}}]
     assert cfg["model"]["attn_implementation"] == "eager"
     assert cfg["trainer"]["strategy"]["sharding_strategy"] == "SHARD_GRAD_OP"
     assert cfg["dataset"]["format"] == "text" and cfg["dataset"]["text_column"] == "body"
@@ -422,7 +423,8 @@ def test_imported_config_passes_preflight_and_trains_two_steps(project, capsys, 
     assert run_import(capsys, fixture, "imported", *extra)[0] == 0
     offline = ["model=tiny_llama", "trainer=cpu", "trainer.precision=32-true", "optimizer=adamw_torch",
                "model.attn_implementation=sdpa", "trainer.max_steps=2", "trainer.max_epochs=-1",
-               "dataset.batch_size=2", "dataset.max_seq_length=128", "eval_before_training=false",
+               "dataset.batch_size=2", "dataset.max_seq_length=128", "dataset.truncation=truncate",
+               "eval_before_training=false",
                "callbacks=none", "logger=none"]  # fmt: skip
     if not extra:  # model=tiny_llama dataset=sample, as a user without the hub data would try it
         offline += [

@@ -602,3 +602,108 @@ def test_llamafactory_sharegpt_preference_rows_are_chat_pairs(project, capsys, t
     prompt, chosen, rejected = format_chat_pairs(row, data, tok)
     assert prompt == "<s><|user|>\ncopy: ab</s>\n<|assistant|>\n"
     assert (chosen, rejected) == ("AB</s>\n", "ab</s>\n")
+
+
+def test_a_key_the_file_leaves_out_is_the_tools_default_not_hydratunes_demo(project, capsys, tmp_path):
+    """LLaMA-Factory and Axolotl files that leave out the learning rate, length, schedule or batch sizes train
+    with the tool's defaults (the HF Trainer's, LLaMA-Factory's cutoff_len, Axolotl's schema), never the demo
+    run's lr 2e-3, 240 steps, 256 tokens and 5% warmup; nothing is held out unless asked (review I1, I5, I6)."""
+    lf = write(tmp_path, "lf_min.yaml", "model_name_or_path: a/b\nstage: sft\ndo_train: true\n"
+               "finetuning_type: lora\ndataset: words_alpaca\ntemplate: qwen\noutput_dir: saves/x\n")  # fmt: skip
+    assert run_import(capsys, lf, "lf_min", "--dataset-info", str(DATASET_INFO))[0] == 0
+    cfg = composed(project, "lf_min")
+    assert (cfg["optimizer"]["lr"], cfg["trainer"]["max_epochs"], cfg["trainer"]["max_steps"]) == (
+        5e-5,
+        3,
+        -1,
+    )
+    assert (cfg["scheduler"]["name"], cfg["scheduler"]["warmup_ratio"], cfg["scheduler"]["warmup_steps"]) == (
+        "linear",
+        0.0,
+        0,
+    )
+    assert (
+        cfg["dataset"]["max_seq_length"],
+        cfg["dataset"]["batch_size"],
+        cfg["dataset"]["eval_batch_size"],
+    ) == (2048, 8, 8)
+    assert cfg["dataset"]["ops"] == [] and cfg["dataset"]["truncation"] == "truncate"
+    assert (cfg["eval_before_training"], cfg["eval_generations"]["num_prompts"], cfg["seed"]) == (
+        False,
+        0,
+        42,
+    )
+
+    ax = write(tmp_path, "ax_min.yaml", "base_model: a/b\nadapter: lora\nlearning_rate: 0.0002\n"
+               "datasets:\n  - path: data/examples/sharegpt.jsonl\n    ds_type: json\n    type: chat_template\n"
+               "micro_batch_size: 2\n")  # fmt: skip
+    code, _, err = run_import(capsys, ax, "ax_min")
+    assert code == 0 and "note: warmup: Axolotl's default is 3% of the optimizer steps, at most 100" in err
+    cfg = composed(project, "ax_min")
+    assert (cfg["optimizer"]["lr"], cfg["trainer"]["max_epochs"], cfg["scheduler"]["name"]) == (
+        2e-4,
+        1,
+        "cosine",
+    )
+    assert (cfg["dataset"]["max_seq_length"], cfg["scheduler"]["warmup_ratio"]) == (512, 0.03)
+    # Axolotl drops rows longer than sequence_len (excess_length_strategy) and evaluates in micro-batches
+    assert (
+        cfg["dataset"]["truncation"],
+        cfg["dataset"]["batch_size"],
+        cfg["dataset"]["eval_batch_size"],
+    ) == ("drop", 2, 2)
+    assert cfg["dataset"]["ops"] == []  # the chat preset's 3 held-out rows are not Axolotl's
+    ax.write_text(ax.read_text() + "excess_length_strategy: truncate\nval_set_size: 0.1\nseed: 7\n")
+    assert run_import(capsys, ax, "ax_min2")[0] == 0
+    cfg = composed(project, "ax_min2")
+    # held out with the file's seed, as Axolotl's train_test_split does
+    assert cfg["dataset"]["truncation"] == "truncate" and cfg["dataset"]["ops"] == [
+        {"split": {"eval": 0.1, "seed": 7}}
+    ]
+
+
+def test_rows_held_out_are_evaluated_only_on_the_files_schedule(project, capsys, tmp_path):
+    """The HF Trainer evaluates only with eval_strategy steps or epoch: val_size alone holds rows out and
+    never evaluates, in LLaMA-Factory as in this run; with a schedule, every eval_steps optimizer steps, and
+    no evaluation before training unless eval_on_start (review I4)."""
+    base = ("model_name_or_path: a/b\nstage: sft\ndo_train: true\nfinetuning_type: lora\ndataset: words_alpaca\n"
+            "val_size: 0.1\ngradient_accumulation_steps: 2\n")  # fmt: skip
+    path = write(tmp_path, "lf_val.yaml", base)
+    code, _, err = run_import(capsys, path, "lf_val", "--dataset-info", str(DATASET_INFO))
+    assert code == 0 and "note: evaluation: rows are held out but eval_strategy is no" in err
+    cfg = composed(project, "lf_val")
+    assert cfg["trainer"]["limit_val_batches"] == 0 and cfg["eval_before_training"] is False
+    path.write_text(base + "eval_strategy: steps\neval_steps: 50\n")
+    assert run_import(capsys, path, "lf_steps", "--dataset-info", str(DATASET_INFO))[0] == 0
+    cfg = composed(project, "lf_steps")
+    assert cfg["trainer"]["val_check_interval"] == 100 and "limit_val_batches" not in cfg["trainer"]
+    path.write_text(base + "eval_strategy: epoch\neval_on_start: true\n")
+    assert run_import(capsys, path, "lf_epoch", "--dataset-info", str(DATASET_INFO))[0] == 0
+    cfg = composed(project, "lf_epoch")
+    assert (cfg["trainer"]["val_check_interval"], cfg["eval_before_training"]) == (1.0, True)
+    # a preference stage: the task's demo interval (20 batches) never stands in for the file's schedule
+    path.write_text(
+        base.replace("stage: sft", "stage: rm").replace("words_alpaca", "words_pairs")
+        + "eval_strategy: steps\neval_steps: 500\n"
+    )
+    assert run_import(capsys, path, "lf_rm", "--dataset-info", str(DATASET_INFO))[0] == 0
+    assert composed(project, "lf_rm")["trainer"]["val_check_interval"] == 1000
+
+
+def test_axolotl_grpo_takes_trls_defaults_where_the_trl_block_is_silent(project, capsys, tmp_path):
+    """Axolotl hands its trl block to TRL's GRPOConfig: without max_completion_length a completion may run to
+    512 tokens, not the demo's 12, and the loss is TRL's dapo, not hydratune's grpo; log_completions is
+    said to differ, not to be missing (review I2, I10)."""
+    path = write(tmp_path, "ax_grpo.yaml", "base_model: a/b\nrl: grpo\nadapter: lora\nlearning_rate: 1e-6\n"
+                 "micro_batch_size: 8\ndatasets:\n  - path: data/examples/sharegpt.jsonl\n    ds_type: json\n"
+                 "    type: chat_template\nval_set_size: 0.1\ntrl:\n  num_generations: 4\n  log_completions: true\n")  # fmt: skip
+    code, _, err = run_import(capsys, path, "ax_grpo")
+    assert code == 0 and "TRL's default dapo is task.aggregation=dapo" in err
+    assert "TRL logs training completions; task.log_completions sets how many" in err
+    cfg = composed(project, "ax_grpo")
+    assert (cfg["task"]["max_new_tokens"], cfg["task"]["aggregation"], cfg["task"]["stop"]) == (
+        512,
+        "dapo",
+        [],
+    )
+    assert (cfg["dataset"]["batch_size"], cfg["dataset"]["eval_batch_size"]) == (2, 2)  # prompts: 8 = 2 x 4

@@ -195,7 +195,11 @@ def test_ppo_maps_to_grpo_and_says_so(project, capsys, tmp_path):
     assert task["reward_model"] == "/rm"  # the trained reward model: an HF sequence-classifier folder
     assert cfg["peft"]["name"] == "none" and cfg["dataset"]["prompt_column"] == "query"
     assert "value model is not used" in reasons(err)["loss"]
-    assert {"loss.value_coeff", "whiten_rewards", "num_steps"} <= set(reasons(err))
+    assert {"loss.value_coeff", "whiten_rewards", "num_steps", "batch_size"} <= set(reasons(err))
+    # 16 completions per step stay 16 (2 prompts x 8), 4000 completions are 250 sampling steps of 2 passes
+    assert (task["num_generations"], cfg["dataset"]["batch_size"]) == (8, 2)
+    assert (cfg["trainer"]["max_steps"], cfg["trainer"]["max_epochs"]) == (500, -1)
+    assert "trainer.max_steps=500" in reasons(err)["num_steps"]
     assert "reward_checkpointer" not in reasons(err)
     assert "dataset.add_eos" not in reasons(err)  # prompts are continued: no EOS is right
 

@@ -165,3 +165,45 @@ def test_dtype_aliases_have_one_canonical_name(name, canonical):
     cfg = to_plain(compose(["peft=none", "trainer.precision=16-mixed", f"model.dtype={name}"]))
     mixes = any(v.startswith("trainer.precision, model.dtype, peft") for v in violations(cfg))
     assert mixes == (canonical == "bfloat16")  # the fp16_with_bf16 rule knows every bf16 spelling
+
+
+def test_a_max_seq_length_past_the_models_positions_is_checked_before_loading(
+    tiny_model_dir, tmp_path, caplog
+):
+    """A model with a table of learned positions (an encoder's position_embeddings) fails at the first row
+    longer than it, hours into a run: refused before loading. A rotary model trains on positions it never saw:
+    a warning with the fix. rope_scaling in its config.json stretches them: no word."""
+    import json
+    import shutil
+
+    from hydratune.tiny import save_tiny_encoder
+
+    encoder = save_tiny_encoder(tmp_path / "encoder")  # 512 positions
+    topics = ["task=classification", "dataset=topics"]
+    check_config(_cfg(encoder, *topics, "dataset.max_seq_length=512"))
+    with pytest.raises(UserError) as error:
+        check_config(_cfg(encoder, *topics, "dataset.max_seq_length=1000"))
+    message = str(error.value)
+    assert message.startswith("dataset.max_seq_length=1000 is longer than the 512 positions the model has")
+    assert "position_embeddings.weight holds one row per position" in message
+    assert message.endswith("lower it (dataset.max_seq_length=512)") and "\n" not in message
+
+    with caplog.at_level("WARNING", logger="hydratune.preflight"):
+        check_config(_cfg(tiny_model_dir, "dataset.max_seq_length=1024"))
+        assert not caplog.text
+        check_config(_cfg(tiny_model_dir, "dataset.max_seq_length=2048"))
+    assert (
+        "dataset.max_seq_length=2048 is longer than the 1024 positions the model was trained on"
+        in caplog.text
+    )
+    assert "lower it (dataset.max_seq_length=1024), or give the model a rope_scaling" in caplog.text
+
+    stretched = tmp_path / "stretched"
+    shutil.copytree(tiny_model_dir, stretched)
+    config = json.loads((stretched / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
+    (stretched / "config.json").write_text(json.dumps(config))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hydratune.preflight"):
+        check_config(_cfg(stretched, "dataset.max_seq_length=2048"))
+    assert not caplog.text

@@ -22,6 +22,7 @@ from hydratune.importer import (
     Overlay,
     _reads_preference_data,
     _samples_completions,
+    has_validation_rows,
     import_axolotl,
     import_llamafactory,
     import_llamafarm,
@@ -192,17 +193,8 @@ def _what_the_trainer_does_not(data: dict, overlay: Overlay, fmt: str, context: 
 
 
 def _has_validation(overlay: Overlay) -> bool:
-    from hydratune.data.sources import VAL_SPLITS
-
-    ops = overlay.values.get("dataset.ops") or []
-    sources = overlay.values.get("dataset.sources")
-    if not sources or any(isinstance(op, dict) and "split" in op for op in ops):
-        return True  # nothing imported (reported already), or rows held out
-    for source in sources:
-        for splits in (source.get("data_files"), source.get("split")):
-            if isinstance(splits, dict) and any(name in splits for name in VAL_SPLITS):
-                return True
-    return False
+    """Validation rows, or nothing imported (reported already)."""
+    return not overlay.values.get("dataset.sources") or has_validation_rows(overlay)
 
 
 def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:

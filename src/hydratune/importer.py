@@ -45,6 +45,7 @@ VALUES: dict[str, str] = {
     "trust_remote_code": "model.trust_remote_code",
     "cache_dir": "model.cache_dir",  # where the base model's hub files are kept (LlamaFarm, LLaMA-Factory)
     "seed": "seed",
+    "eval_on_start": "eval_before_training",
     "tf32": "tf32",
     "lora_r": "peft.config.r",
     "r": "peft.config.r",
@@ -71,6 +72,23 @@ VALUES: dict[str, str] = {
     "early_stopping_threshold": "callbacks.early_stopping.threshold",
     "wandb_project": "logger.wandb.project",
     "wandb_name": "logger.wandb.name",
+}
+# The HF Trainer's defaults (TrainingArguments) that decide what trains and what a run costs, for the files
+# of the tools built on it (LLaMA-Factory, Axolotl, TRL). Their importers set them first, then the tool's own
+# defaults, then the file's keys, so that a key the file leaves out is never one of hydratune's demo values.
+HF_TRAINER_DEFAULTS: dict[str, Any] = {
+    "trainer.max_epochs": 3,  # num_train_epochs
+    "trainer.max_steps": -1,
+    "scheduler.warmup_ratio": 0.0,
+    "scheduler.warmup_steps": 0,
+    "dataset.batch_size": 8,  # per_device_train_batch_size
+    "dataset.eval_batch_size": 8,  # per_device_eval_batch_size
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.gradient_clip_val": 1.0,  # max_grad_norm
+    "optimizer.weight_decay": 0.0,
+    "seed": 42,
+    "eval_before_training": False,  # eval_on_start
+    "eval_generations.num_prompts": 0,  # the Trainer samples no answers at an evaluation
 }
 # Keys with no counterpart, and why (the rest of docs/options.md's "Not supported" table).
 UNSUPPORTED: dict[str, str] = {
@@ -756,10 +774,59 @@ def _known(overlay: Overlay, dotted: str) -> bool:
 
 
 def _split_op(overlay: Overlay, size: Any) -> None:
+    """Rows held out as the validation split, drawn with the run's seed, as LLaMA-Factory and Axolotl draw
+    them with the Trainer's."""
     size = _number(size)
     if size:
         ops = overlay.values.setdefault("dataset.ops", [])
-        ops.append({"split": {"eval": size, "seed": 0}})
+        ops.append({"split": {"eval": size, "seed": "${seed}"}})
+
+
+def hf_evaluation(
+    overlay: Overlay, data: dict, context: ImportContext, tool: str, logging_steps: int
+) -> None:
+    """The HF Trainer's evaluation schedule (LLaMA-Factory, TRL): only with eval_strategy steps (every
+    eval_steps, which defaults to logging_steps) or epoch. Rows held out without one are not evaluated."""
+    strategy = str(data.get("eval_strategy") or data.get("evaluation_strategy") or "no")
+    if strategy == "epoch":
+        overlay.set("trainer.val_check_interval", 1.0)
+        overlay.set("trainer.check_val_every_n_epoch", 1)
+        return
+    if strategy == "steps":
+        steps = _number(data.get("eval_steps") or data.get("logging_steps") or logging_steps)
+        if isinstance(steps, float) and steps < 1:
+            overlay.values.pop("trainer.val_check_interval", None)
+            overlay.skip(
+                "eval_steps", steps, "a fraction of the run: give trainer.val_check_interval in batches"
+            )
+        else:
+            overlay.set("trainer.val_check_interval", int(steps))  # times the accumulation in finish()
+        return
+    if strategy != "no":
+        overlay.skip("eval_strategy", strategy, "the Trainer's values are no, steps and epoch")
+    overlay.values.pop("trainer.val_check_interval", None)
+    if "eval_steps" in data:
+        overlay.skip("eval_steps", data["eval_steps"], "not used: eval_strategy is no")
+    if has_validation_rows(overlay):
+        overlay.set("trainer.limit_val_batches", 0)
+        context.notes.append(
+            f"evaluation: rows are held out but eval_strategy is {strategy}, so {tool} does not evaluate, nor "
+            "does this run: trainer.limit_val_batches=0 (remove it to evaluate every trainer.val_check_interval "
+            "batches)"
+        )
+
+
+def has_validation_rows(overlay: Overlay) -> bool:
+    """Rows held out (a split op), or a validation split among the sources."""
+    from hydratune.data.sources import VAL_SPLITS
+
+    if any(isinstance(op, dict) and "split" in op for op in overlay.values.get("dataset.ops") or []):
+        return True
+    for source in overlay.values.get("dataset.sources") or []:
+        for splits in (source.get("data_files"), source.get("split")) if isinstance(source, dict) else ():
+            if isinstance(splits, dict) and any(name in splits for name in VAL_SPLITS):
+                return True
+    return False
 
 
 def _attention(overlay: Overlay, key: str, value: Any) -> None:
@@ -960,8 +1027,15 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         overlay.skip(
             "stage", stage, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"
         )
-    # LLaMA-Factory's (and the HF Trainer's) defaults where the file is silent: gradient checkpointing on
+    # LLaMA-Factory's (and the HF Trainer's) defaults where the file is silent: the Trainer's learning rate,
+    # linear schedule and batch sizes, cutoff_len 2048, no rows held out, gradient checkpointing on
     # (disable_gradient_checkpointing: false), every step checkpoint kept (save_total_limit: None).
+    for key, value in HF_TRAINER_DEFAULTS.items():
+        overlay.set(key, value)
+    overlay.set("optimizer.lr", 5e-5)
+    overlay.choose("scheduler", "linear", "lr_scheduler_type")
+    overlay.set("dataset.max_seq_length", 2048)
+    overlay.set("dataset.ops", [])
     overlay.set("model.gradient_checkpointing", True)
     overlay.set("callbacks.model_checkpoint.save_total_limit", None)
     rows = None  # what the dataset became: "chat", "pairs" or nothing
@@ -1039,6 +1113,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         overlay.values["dataset.ops"].remove(first)
         for source in sources:
             source["ops"] = [first, *source.get("ops", [])]
+    hf_evaluation(overlay, data, context, "LLaMA-Factory", logging_steps=500)
     _galore(overlay, data)
     _optimizer_keys(overlay)
     if method != "full" or overlay.choices.get("trainer", "").startswith("deepspeed_zero3"):
@@ -1253,6 +1328,23 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
     elif data.get("reward_model"):  # Axolotl's reward_model: true trains a Bradley-Terry scorer
         task, loss = _task(overlay, "reward_model", "true", {"true": ("reward", None)})
     _refuse_multimodal(data)
+    # Axolotl's defaults where the file is silent (its config schema; the HF Trainer's for the rest): one
+    # epoch, a micro-batch of 1, cosine, sequence_len 512, no rows held out, rows longer than it dropped.
+    for key, value in HF_TRAINER_DEFAULTS.items():
+        overlay.set(key, value)
+    overlay.set("trainer.max_epochs", 1)
+    overlay.set("dataset.batch_size", 1)
+    overlay.choose("scheduler", "cosine", "lr_scheduler")
+    overlay.set("dataset.max_seq_length", 512)
+    overlay.set("dataset.ops", [])
+    if _reads_sft_data(task):
+        overlay.set("dataset.truncation", "drop")
+    if data.get("warmup_steps") is None and data.get("warmup_ratio") is None:
+        overlay.set("scheduler.warmup_ratio", 0.03)
+        context.notes.append(
+            "warmup: Axolotl's default is 3% of the optimizer steps, at most 100: scheduler.warmup_ratio=0.03 "
+            "(above 3,333 steps, set scheduler.warmup_steps=100)"
+        )
     overlay.set("callbacks.model_checkpoint.save_total_limit", 4)  # Axolotl's when the file is silent
     if not data.get("adapter"):
         overlay.choose("peft", "none", "adapter")  # no adapter: Axolotl trains every weight
@@ -1319,6 +1411,9 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                     _rewards(overlay, trl_value, value.get("reward_weights"))
                 elif trl_key == "reward_weights" and _samples_completions(task):
                     continue  # read with reward_funcs
+                elif trl_key == "log_completions" and _samples_completions(task):
+                    overlay.skip(f"trl.{trl_key}", trl_value, "TRL logs training completions; task.log_completions "
+                                 "sets how many validation prompts' groups go to completions.jsonl")  # fmt: skip
                 elif trl_value is not None:
                     why = "rewards are task.rewards entries" if trl_key.startswith("reward") else (
                         "vLLM is not used: sampling runs in the training process" if "vllm" in trl_key
@@ -1362,6 +1457,15 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         elif key == "use_tensorboard":
             if value:
                 overlay.choose("logger", "tensorboard", key)
+        elif key == "excess_length_strategy":
+            if not _reads_sft_data(task):
+                overlay.skip(
+                    key, value, f"task={task} cuts long answers and drops pairs whose prompt fills the length"
+                )
+            elif value in ("drop", "truncate"):
+                overlay.set("dataset.truncation", value)
+            else:
+                overlay.skip(key, value, "long rows are dropped (dataset.truncation=drop) or cut (truncate)")
         else:
             overlay.map_key(key, value)
     if "fsdp_config" in data and "fsdp" not in data and data["fsdp_config"]:
@@ -1371,6 +1475,18 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         _grpo_batch(overlay, {"micro_batch_size": data.get("micro_batch_size", 1),
                               "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),
                               "num_generations": trl.get("num_generations", 8)}, context)  # fmt: skip
+        # TRL's GRPOConfig defaults where the trl block is silent (the others equal conf/task/grpo.yaml's)
+        if "max_completion_length" not in trl:
+            overlay.set("task.max_new_tokens", 512)
+        if "loss_type" not in trl:
+            overlay.set(
+                "task.aggregation", "dapo"
+            )  # bnpo where the window is not one micro-batch (config_import)
+            context.notes.append(
+                "trl.loss_type: TRL's default dapo is task.aggregation=dapo (a token mean over the batch)"
+            )
+    if "eval_batch_size" not in data:  # Axolotl evaluates in micro-batches
+        overlay.set("dataset.eval_batch_size", overlay.values["dataset.batch_size"])
     _bf16_weights(overlay)  # Axolotl loads the base model in bf16 whenever bf16 is on
     if data.get("lora_target_linear"):
         # Axolotl adds every linear layer to lora_target_modules, in whichever order the keys come.

@@ -149,7 +149,6 @@ TT_UNSUPPORTED: dict[str, str] = {
     "quantizer": "quantization-aware training is not supported",
     "resize_token_embeddings": "the embeddings keep the tokenizer's size; add tokens to the tokenizer first",
     "save_every_n_epochs": "checkpoints are written every callbacks.model_checkpoint.save_steps steps",
-    "num_steps": "PPO counts samples: set trainer.max_steps (optimizer steps) for task=grpo",
     "ppo_batch_size": "each batch of prompts is one step (task.num_iterations passes over it)",
     "forward_batch_size": "sampling runs on the whole batch of prompts",
     "top_k": LF_AX_UNSUPPORTED["top_k"],
@@ -195,10 +194,42 @@ def import_torchtune(data: dict, overlay: Overlay) -> None:
     _defaults(data, overlay)
     _distribution(data, overlay)
     _data(data, overlay, task)
+    if "PPOLoss" in str(data.get("loss")):
+        _ppo_batch(data, overlay)
     if data.get("max_steps_per_epoch"):
         # Lightning counts batches per epoch, torchtune optimizer steps: scaled by the accumulation.
         accumulation = int(data.get("gradient_accumulation_steps") or 1)
         overlay.set("trainer.limit_train_batches", int(data["max_steps_per_epoch"]) * accumulation)
+
+
+def _ppo_batch(data: dict, overlay: Overlay) -> None:
+    """PPO samples one completion for each of `batch_size` prompts per step, `num_steps` completions in all;
+    GRPO samples groups of task.num_generations for each prompt. The completions per step and the number of
+    sampling steps stay what the file says: batch_size / G prompts, num_steps / batch_size rounds, each
+    `ppo_epochs` optimizer steps (task.num_iterations)."""
+    batch = int(data.get("batch_size") or 64)  # the PPO recipes' batch_size
+    group = next((g for g in (8, 4, 2) if batch % g == 0 and batch // g >= 1), None)
+    if group is None:
+        overlay.skip("batch_size", batch, "GRPO samples groups of task.num_generations >= 2 per prompt: an odd "
+                     "batch of completions does not split; set dataset.batch_size (prompts) x task.num_generations")  # fmt: skip
+        return
+    overlay.set("task.num_generations", group)
+    overlay.set("dataset.batch_size", batch // group)
+    overlay.skip(
+        "batch_size", batch, f"PPO samples 1 completion for each of {batch} prompts per step; GRPO compares a "
+        f"group per prompt: {batch // group} prompts x task.num_generations={group} keep {batch} completions per "
+        "step (dataset.batch_size counts prompts)",
+    )  # fmt: skip
+    if data.get("num_steps"):
+        passes = int(data.get("ppo_epochs") or 1)
+        rounds = max(int(data["num_steps"]) // batch, 1)
+        overlay.set("trainer.max_steps", rounds * passes)
+        overlay.set("trainer.max_epochs", -1)
+        overlay.skip(
+            "num_steps", data["num_steps"], f"{rounds} sampling steps of {batch} completions, each "
+            f"{passes} optimizer step(s) over the whole batch (task.num_iterations; PPO also splits it into "
+            f"ppo_batch_size minibatches): trainer.max_steps={rounds * passes}",
+        )  # fmt: skip
 
 
 def _defaults(data: dict, overlay: Overlay) -> None:
@@ -437,8 +468,11 @@ def _recipe_key(overlay: Overlay, data: dict, task: str, key: str, value: Any, v
         overlay.values.setdefault("trainer.max_steps", -1)
     elif key == "max_steps_per_epoch":
         pass  # after the accumulation is known (import_torchtune)
-    elif key == "num_steps" and task == "grpo" and "PPOLoss" not in str(data.get("loss")):
-        overlay.set("trainer.max_steps", int(value))  # the GRPO recipe's optimizer-step limit (epochs too)
+    elif key == "num_steps" and task == "grpo":
+        if "PPOLoss" not in str(data.get("loss")):  # PPO's counts completions: _ppo_batch
+            overlay.set(
+                "trainer.max_steps", int(value)
+            )  # the GRPO recipe's optimizer-step limit (epochs too)
     elif key == "gradient_accumulation_steps":
         overlay.set("trainer.accumulate_grad_batches", int(value))
     elif key == "clip_grad_norm":

@@ -20,6 +20,7 @@ from typing import Any
 
 from hydratune.errors import UserError
 from hydratune.importer import (
+    HF_TRAINER_DEFAULTS,
     LF_AX_UNSUPPORTED,
     PREF_LOSSES,
     QUANTIZATION,
@@ -35,6 +36,7 @@ from hydratune.importer import (
     _rewards,
     _set_task,
     _task,
+    hf_evaluation,
     whole_or_fraction,
 )
 
@@ -189,20 +191,11 @@ def _named_stage(data: dict, candidates: set[str]) -> tuple[str, str] | None:
 # Per trainer: the learning rate of its config class (SFTConfig 2e-5, DPOConfig 1e-6, ...).
 LEARNING_RATES = {"sft": 2e-5, "dpo": 1e-6, "kto": 1e-6, "reward": 1e-4, "grpo": 1e-6, "orpo": 1e-6}
 # TrainingArguments' and TRL's base config's defaults that decide what is trained, as hydratune values.
-TRL_DEFAULTS: dict[str, Any] = {
-    "trainer.max_epochs": 3,  # num_train_epochs
-    "trainer.max_steps": -1,
-    "scheduler.warmup_ratio": 0.0,
-    "scheduler.warmup_steps": 0,
-    "dataset.batch_size": 8,  # per_device_train_batch_size
-    "trainer.accumulate_grad_batches": 1,
-    "trainer.gradient_clip_val": 1.0,  # max_grad_norm
+TRL_DEFAULTS: dict[str, Any] = HF_TRAINER_DEFAULTS | {
     "trainer.log_every_n_steps": 10,  # TRL's logging_steps
-    "optimizer.weight_decay": 0.0,
     "model.dtype": "float32",  # ModelConfig.dtype
     "model.gradient_checkpointing": True,  # TRL's gradient_checkpointing
     "callbacks.model_checkpoint.save_total_limit": None,  # every step checkpoint kept
-    "seed": 42,
 }
 # ModelConfig's LoRA defaults (hydratune's lora/qlora presets differ: dropout 0.0, all-linear, qlora r=64).
 LORA_DEFAULTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05}
@@ -657,7 +650,6 @@ def _conversational(row: dict, column: str) -> bool:
 def _dataset(overlay: Overlay, data: dict, stage: str, task: str, context: ImportContext) -> None:
     """The sources (dataset_name, TRL's `datasets`, the handbook's mixtures), validation, and the row layout."""
     evaluate = str(data.get("eval_strategy", "no")) in ("steps", "epoch")
-    _evaluation(overlay, data, evaluate)
     sources, ops = _sources(overlay, data, evaluate)
     if sources:
         overlay.set("dataset.sources", sources)
@@ -668,6 +660,7 @@ def _dataset(overlay: Overlay, data: dict, stage: str, task: str, context: Impor
             )
     elif "dataset_name" not in data:
         overlay.skip("dataset_name", None, "the file names no dataset: set dataset.sources")
+    hf_evaluation(overlay, data, context, "TRL", logging_steps=10)
     if task == "sft":
         _sft_rows(overlay, data, context)
     elif task in ("dpo", "reward"):
@@ -678,26 +671,6 @@ def _dataset(overlay: Overlay, data: dict, stage: str, task: str, context: Impor
     for key in sft_keys:
         if key in data and task != "sft":
             overlay.skip(key, data[key], f"an SFT key: task={task} reads its own rows")
-
-
-def _evaluation(overlay: Overlay, data: dict, evaluate: bool) -> None:
-    """eval_strategy: TRL evaluates only with steps|epoch; eval_steps defaults to logging_steps."""
-    strategy = str(data.get("eval_strategy", "no"))
-    if strategy == "epoch":
-        overlay.set("trainer.val_check_interval", 1.0)
-        overlay.set("trainer.check_val_every_n_epoch", 1)
-    elif strategy == "steps":
-        steps = _number(data.get("eval_steps", data.get("logging_steps", 10)))
-        if isinstance(steps, float) and steps < 1:
-            overlay.skip(
-                "eval_steps", steps, "a fraction of the run: give trainer.val_check_interval in batches"
-            )
-        else:
-            overlay.set("trainer.val_check_interval", int(steps))  # times the accumulation in finish()
-    elif strategy != "no":
-        overlay.skip("eval_strategy", strategy, "TRL's values are no, steps and epoch")
-    if not evaluate and "eval_steps" in data:
-        overlay.skip("eval_steps", data["eval_steps"], "not used: eval_strategy is no")
 
 
 def _sources(overlay: Overlay, data: dict, evaluate: bool) -> tuple[list[dict], list[dict]]:

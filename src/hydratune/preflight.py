@@ -13,6 +13,8 @@ templates, a model not on this disk) it prepares every row as training does, and
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import re
@@ -23,6 +25,8 @@ from pathlib import Path
 from hydratune import rules, schema
 from hydratune.errors import UserError, did_you_mean, install_hint
 from hydratune.hub import hub_folder
+
+log = logging.getLogger(__name__)
 
 # Flags after which Hydra does not run the task, or runs many (multirun sweeps are checked per job).
 SKIP_FLAGS = {
@@ -354,6 +358,8 @@ def check_model(cfg: dict) -> None:
     its linear layers. Module names and shapes come from the safetensors headers: no weight is read."""
     folder = model_folder(cfg.get("model") or {})
     shapes = _safetensors_shapes(folder) if folder is not None else {}
+    if folder is not None:
+        check_positions(cfg, folder, shapes)
     if not shapes:
         return  # weights on the hub, or not safetensors: loading the model is the check
     linear = {
@@ -367,6 +373,43 @@ def check_model(cfg: dict) -> None:
         "load_in_4bit"
     ):
         check_4bit_blocks(quantization["config"], linear)
+
+
+def check_positions(cfg: dict, folder: Path, shapes: dict) -> None:
+    """`dataset.max_seq_length` fits the positions the model was trained on (config.json's
+    max_position_embeddings, unless a rope_scaling stretches them). Past them, a model with a table of learned
+    positions (GPT-2's `wpe`, OPT's `embed_positions`) fails at the first long row, hours in: refused. A rotary
+    one trains on positions it never saw: a warning, since a short data set never reaches them."""
+    length = (cfg.get("dataset") or {}).get("max_seq_length")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    config = config.get("text_config") or config  # a multimodal config keeps the language model's apart
+    limit = config.get("max_position_embeddings") or config.get("n_positions")
+    scaling = config.get("rope_scaling") or config.get("rope_parameters")  # transformers 5 writes the latter
+    stretched = isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) not in (
+        None,
+        "default",
+    )
+    if not isinstance(length, int) or not isinstance(limit, int) or length <= limit or stretched:
+        return
+    table = [
+        name
+        for name in shapes
+        if re.search(r"(^|\.)(wpe|embed_positions|position_embeddings)\.weight$", name)
+    ]
+    where = f"max_position_embeddings in {folder / 'config.json'}"
+    if table:
+        raise UserError(
+            f"dataset.max_seq_length={length} is longer than the {limit} positions the model has ({where}; its "
+            f"{table[0]} holds one row per position): lower it (dataset.max_seq_length={limit})"
+        )
+    log.warning(
+        "dataset.max_seq_length=%d is longer than the %d positions the model was trained on (%s): rows past them "
+        "train on positions it never saw; lower it (dataset.max_seq_length=%d), or give the model a rope_scaling "
+        "in its config.json", length, limit, where, limit,
+    )  # fmt: skip
 
 
 def _is_matrix(name: str, shape: list[int]) -> bool:
@@ -725,7 +768,6 @@ SAFETENSORS_HEADER_LIMIT = 100 * 2**20  # a larger header is a broken file
 
 def _safetensors_shapes(folder: Path) -> dict[str, tuple[list[int], int]]:
     """{tensor name: (shape, bytes)} from the headers of a local model's safetensors files (no weights read)."""
-    import json
     import struct
 
     shapes = {}

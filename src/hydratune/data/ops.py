@@ -8,7 +8,7 @@ Each op is a one-key mapping, optionally with `splits: [train, ...]` to limit it
       - map: {prompt: "{instruction}\\n\\n{input}"}
       - rename_columns: {output: response}
       - dedup: [prompt, response]
-      - split: {eval: 0.1, seed: 0}
+      - split: {eval: 0.1, seed: 0}      # shuffle: false holds out the last rows instead
 
 `concat` / `interleave` combine the sources and may only come first (several sources without one are
 concatenated). Every other op runs on each split. Filters and maps are the small expression language
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 
@@ -330,7 +331,8 @@ def _dedup(ds, columns, where):
 
 
 def split_op(data, spec: dict, where: str):
-    """Hold out `eval` rows (a fraction < 1 or a count) of split `from` (train) as split `to` (validation)."""
+    """Hold out `eval` rows (a fraction < 1, rounded up as `datasets` rounds it, or a count) of split `from`
+    (train) as split `to` (validation): drawn at random with `seed`, or the last rows with `shuffle: false`."""
     import datasets
 
     source, target = spec.get("from", "train"), spec.get("to", "validation")
@@ -343,12 +345,17 @@ def split_op(data, spec: dict, where: str):
         )
     size = spec.get("eval", 0.1)
     n = len(data[source])
-    count = round(size * n) if isinstance(size, float) and size < 1 else int(size)
+    count = math.ceil(size * n) if isinstance(size, float) and size < 1 else int(size)
     if not isinstance(size, int | float) or size <= 0 or count < 1 or count >= n:
         raise UserError(
             f"{where}.split.eval={size!r} leaves an empty split of {n} rows; use a fraction in (0, 1) or a count in [1, {n - 1}]"
         )
-    parts = data[source].train_test_split(test_size=count, seed=spec.get("seed", 0), shuffle=True)
+    shuffle = spec.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise UserError(
+            f"{where}.split.shuffle={shuffle!r}: true (rows drawn with seed) or false (the last rows)"
+        )
+    parts = data[source].train_test_split(test_size=count, seed=spec.get("seed", 0), shuffle=shuffle)
     return datasets.DatasetDict({**data, source: parts["train"], target: parts["test"]})
 
 
