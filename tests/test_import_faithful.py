@@ -548,10 +548,11 @@ def test_a_recipes_own_jinja_chat_template_is_carried_and_used(project, capsys, 
 
 
 def test_axolotl_preference_dataset_fields_are_reported_with_their_type(project, capsys, tmp_path):
-    """`field_messages`, `field_chosen`, ... of a DPO chat_template.default entry were dropped unreported."""
+    """`field_messages`, `field_chosen`, ... of a DPO entry whose type has no counterpart (chatml.intel; the
+    chat_template types are chat_pairs) were dropped unreported."""
     text = (
         "base_model: Qwen/Qwen2.5-0.5B\nadapter: lora\nrl: dpo\ndatasets:\n  - path: someone/prefs\n"
-        "    type: chat_template.default\n    field_messages: conversation\n    field_chosen: chosen\n"
+        "    type: chatml.intel\n    field_messages: conversation\n    field_chosen: chosen\n"
         "    field_rejected: rejected\n    message_property_mappings:\n      role: role\n      content: content\n"
         "micro_batch_size: 2\nlearning_rate: 0.00001\n"
     )
@@ -707,3 +708,88 @@ def test_axolotl_grpo_takes_trls_defaults_where_the_trl_block_is_silent(project,
         [],
     )
     assert (cfg["dataset"]["batch_size"], cfg["dataset"]["eval_batch_size"]) == (2, 2)  # prompts: 8 = 2 x 4
+
+
+def test_eval_dataset_beside_several_training_datasets_is_the_validation_of_the_one_read_alike(
+    project, capsys, tmp_path
+):
+    """LLaMA-Factory's own example trains on `identity,alpaca_en_demo` and evaluates on alpaca_en_demo's
+    eval file: reported as not mapped while dataset_info.json resolved it (review I8). It is the validation
+    split of the training source read alike; with eval_strategy no it is kept, not evaluated."""
+    alpaca = {"columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+    info = {"identity": {"file_name": "identity.json"}, "alpaca": {"file_name": "alpaca.json", **alpaca},
+            "alpaca_eval": {"file_name": "alpaca_eval.json", **alpaca}}  # fmt: skip
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    text = ("model_name_or_path: a/b\nstage: sft\ndo_train: true\nfinetuning_type: lora\ntemplate: qwen\n"
+            "dataset: identity,alpaca\neval_dataset: alpaca_eval\neval_strategy: steps\neval_steps: 10\n")  # fmt: skip
+    code, _, err = run_import(
+        capsys,
+        write(tmp_path, "lf.yaml", text),
+        "lf_two",
+        "--dataset-info",
+        str(tmp_path / "dataset_info.json"),
+    )
+    assert code == 0 and "eval_dataset" not in reasons(err), err
+    cfg = composed(project, "lf_two")
+    files = [s.get("data_files") for s in cfg["dataset"]["sources"]]
+    # identity has no columns: LLaMA-Factory reads it as instruction/input/output, as alpaca's are named
+    assert [f.get("validation") for f in files] == [str(tmp_path / "alpaca_eval.json"), None]
+    assert cfg["trainer"]["val_check_interval"] == 10
+    # an eval file read alike with no training file is still reported
+    info["other"] = {"file_name": "other.csv"}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    code, _, err = run_import(
+        capsys, write(tmp_path, "lf2.yaml", text.replace("eval_dataset: alpaca_eval", "eval_dataset: other")),
+        "lf_two_b", "--dataset-info", str(tmp_path / "dataset_info.json"),
+    )  # fmt: skip
+    assert code == 0 and "read alike with no training file" in reasons(err)["eval_dataset.other"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "keys"),
+    [
+        (  # the prompt turns in field_messages, one answer turn each (a turn or its text)
+            "chat_template.default\n    field_messages: conversation",
+            {
+                "conversation": [{"role": "user", "content": "copy: ab"}],
+                "chosen": {"role": "assistant", "content": "AB"},
+                "rejected": "ab",
+            },
+            {"prompt_column": "conversation"},
+        ),
+        (  # whole conversations in chosen and rejected; a prompt column beside them is not read
+            "chat_template.argilla",
+            {
+                "prompt": "copy: ab",
+                "chosen": [{"role": "user", "content": "copy: ab"}, {"role": "assistant", "content": "AB"}],
+                "rejected": [{"role": "user", "content": "copy: ab"}, {"role": "assistant", "content": "ab"}],
+            },
+            {},
+        ),
+    ],
+    ids=["default", "argilla"],
+)
+def test_axolotls_chat_template_preference_types_are_chat_pairs(
+    project, capsys, tmp_path, tokenizer, kind, row, keys
+):
+    """Axolotl's chat_template.default and chat_template.argilla DPO/ORPO data (its qwen2 DPO and mistral ORPO
+    examples) trained only after writing dataset.* by hand (review I9); they are chat_pairs rows."""
+    import copy
+
+    from hydratune.data.formats import set_chat_template
+    from hydratune.data.ops import build_splits
+    from hydratune.data.pairs import format_chat_pairs
+
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(row) + "\n")
+    text = (f"base_model: a/b\nrl: dpo\nadapter: lora\nlearning_rate: 1e-6\nval_set_size: 0.1\ndatasets:\n"
+            f"  - path: {tmp_path / 'pairs.jsonl'}\n    type: {kind}\n")  # fmt: skip
+    code, _, err = run_import(capsys, write(tmp_path, "ax.yaml", text), "ax_pairs")
+    assert code == 0 and not [k for k in reasons(err) if k.startswith("datasets")], err
+    data = composed(project, "ax_pairs")["dataset"]
+    assert data["format"] == "chat_pairs" and all(data[k] == v for k, v in keys.items())
+    rows = build_splits({**data, "ops": []}, None)["train"]
+    tok = copy.deepcopy(tokenizer)
+    set_chat_template(tok, {**data, "chat_template": "tiny"})
+    prompt, chosen, rejected = format_chat_pairs(rows[0], data, tok)
+    assert prompt == "<s><|user|>\ncopy: ab</s>\n<|assistant|>\n"
+    assert (chosen, rejected) == ("AB</s>\n", "ab</s>\n")

@@ -1039,7 +1039,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
     overlay.set("model.gradient_checkpointing", True)
     overlay.set("callbacks.model_checkpoint.save_total_limit", None)
     rows = None  # what the dataset became: "chat", "pairs" or nothing
-    eval_file = None  # eval_dataset's file, the validation split of the training source
+    eval_files = None  # eval_dataset's files, by the training file whose validation split each is
     for key, value in data.items():
         if value is None or key == "stage" or _common(overlay, key, value):
             continue
@@ -1056,7 +1056,7 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         elif key == "dataset":
             rows = _llamafactory_datasets(overlay, value, context, task, stage)
         elif key == "eval_dataset":
-            eval_file = _llamafactory_eval_dataset(overlay, data, value, context)
+            eval_files = _llamafactory_eval_dataset(overlay, data, value, context)
         elif key == "template":
             pass  # after the data: its meaning depends on the format
         elif key == "quantization_method" and value in ("bnb", "bitsandbytes"):
@@ -1077,12 +1077,14 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
                 overlay.skip(key, value, "used by finetuning_type: freeze only")
         else:
             overlay.map_key(key, value)
-    if eval_file:
+    for train, validation in (eval_files or {}).items():
         sources = overlay.values.get("dataset.sources") or []
-        if len(sources) == 1 and isinstance(sources[0].get("data_files"), dict):
-            sources[0]["data_files"]["validation"] = eval_file
+        files = [s.get("data_files") for s in sources if isinstance(s, dict)]
+        owner = next((f for f in files if isinstance(f, dict) and f.get("train") == train), None)
+        if owner is not None:
+            owner["validation"] = validation
         else:
-            overlay.skip("eval_dataset", data["eval_dataset"], "the training data is not one local file")
+            overlay.skip("eval_dataset", data["eval_dataset"], f"its training file {train} is not a source")
     if "template" in data:
         if rows == "chat":  # the model's own template, which the tokenizer carries
             overlay.set("dataset.chat_template", None)
@@ -1158,9 +1160,7 @@ def _llamafactory_datasets(
         overlay.skip("dataset", value, "the datasets have different formats; import them one at a time")
         return None
     (formatting, ranking), entry = formats.pop(), columns_of[0]
-    if any(
-        e.get("columns") != entry.get("columns") or e.get("tags") != entry.get("tags") for e in columns_of
-    ):
+    if any(_lf_layout(e) != _lf_layout(entry) for e in columns_of):
         overlay.skip("dataset", value, "the datasets name their columns differently; rename them with ops")
         return None
     overlay.set("dataset.sources", sources)
@@ -1210,34 +1210,51 @@ def _llamafactory_datasets(
 
 def _llamafactory_eval_dataset(
     overlay: Overlay, data: dict, value: Any, context: ImportContext
-) -> str | None:
-    """eval_dataset: a dataset_info entry read as the validation split of the training source, when both are
-    local files read alike (one source each, the same columns and tags)."""
+) -> dict[str, str]:
+    """eval_dataset: each dataset_info entry read as the validation split of a training source read alike (a
+    local file of the same type, columns and tags): {training file: validation file}."""
     why = "hold rows out with val_size (dataset.ops split), or name a validation file"
     info = load(context.dataset_info) if context.dataset_info and context.dataset_info.is_file() else {}
+    folder = context.dataset_info.parent if context.dataset_info else Path(".")
     names = [n.strip() for n in str(value).split(",")] if isinstance(value, str) else list(value or [])
     trains = [n.strip() for n in str(data.get("dataset", "")).split(",") if n.strip()]
-    entries = [info.get(n) for n in (*names, *trains)]
-    if len(names) != 1 or len(trains) != 1 or not all(isinstance(e, dict) for e in entries):
-        overlay.skip("eval_dataset", value, why)
-        return None
-    evaluation, train = entries
-    alike = all(evaluation.get(k) == train.get(k) for k in ("formatting", "ranking", "columns", "tags"))
-    source = _info_source(evaluation, context.dataset_info.parent)
-    train_source = _info_source(train, context.dataset_info.parent)
-    if (
-        not alike
-        or not source
-        or "data_files" not in source
-        or not train_source
-        or "data_files" not in train_source
-    ):
-        overlay.skip("eval_dataset", value, f"read alike with the training file only ({why})")
-        return None
-    if source["loader"] != train_source["loader"]:
-        overlay.skip("eval_dataset", value, f"another file type than the training file ({why})")
-        return None
-    return source["data_files"]["train"]  # the training source's validation file, joined after the keys
+    pairs: dict[str, str] = {}
+    for name in names:
+        evaluation = info.get(name)
+        source = _info_source(evaluation, folder) if isinstance(evaluation, dict) else None
+        if not source or "data_files" not in source:
+            overlay.skip(f"eval_dataset.{name}", name, f"not a local file of dataset_info.json ({why})")
+            continue
+        for train in (info.get(t) for t in trains):
+            train_source = _info_source(train, folder) if isinstance(train, dict) else None
+            if (
+                train_source and "data_files" in train_source and train_source["loader"] == source["loader"]
+                and _lf_layout(evaluation) == _lf_layout(train)
+                and train_source["data_files"]["train"] not in pairs
+            ):  # fmt: skip
+                pairs[train_source["data_files"]["train"]] = source["data_files"]["train"]
+                break
+        else:
+            overlay.skip(f"eval_dataset.{name}", name, f"read alike with no training file ({why})")
+    return pairs
+
+
+# dataset_info.json's column and tag names where an entry leaves them out (LLaMA-Factory's DatasetAttr).
+LF_COLUMNS = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output"},
+    "sharegpt": {"messages": "conversations"},
+}
+LF_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+           "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}  # fmt: skip
+
+
+def _lf_layout(entry: dict) -> tuple:
+    """How LLaMA-Factory reads an entry's rows: its format, ranking, columns and tags, defaults filled in (an
+    entry without `columns` reads instruction/input/output)."""
+    formatting = entry.get("formatting", "alpaca")
+    columns = LF_COLUMNS.get(formatting, {}) | (entry.get("columns") or {})
+    tags = (LF_TAGS if formatting == "sharegpt" else {}) | (entry.get("tags") or {})
+    return formatting, bool(entry.get("ranking")), sorted(columns.items()), sorted(tags.items())
 
 
 def _info_source(entry: dict, folder: Path) -> dict | None:
@@ -1312,6 +1329,17 @@ FSDP_DEFAULTS = {
     "forward_prefetch",
 }
 AXOLOTL_DATASET_TYPES = {"alpaca", "chat_template", "completion", "input_output", "sharegpt"}
+# Axolotl's preference types read as chat_pairs: the prompt turns in field_messages and one answer turn each
+# in field_chosen / field_rejected (default), or whole conversations in both (argilla).
+AXOLOTL_PAIR_TYPES = {"chat_template.default", "chat_template.argilla", "chat_template.argilla_chat"}
+# Axolotl's speakers for each role when a dataset's roles are not given (its chat_template strategies).
+AXOLOTL_ROLES = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "system": "system",
+}
 
 
 def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None:
@@ -1577,9 +1605,10 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
             overlay.skip(f"{where}.type", kind, "a custom prompt format: write it as a map op (dataset.ops)")
             continue
         kind = str(kind)
-        if not _reads_sft_data(task):
+        pairs = _reads_preference_data(task) and kind in AXOLOTL_PAIR_TYPES
+        if not (_reads_sft_data(task) or pairs):
             overlay.skip(f"{where}.type", kind, f"write dataset.* columns for task={task} by hand")
-        elif kind.split(".")[0] not in AXOLOTL_DATASET_TYPES:
+        elif not pairs and kind.split(".")[0] not in AXOLOTL_DATASET_TYPES:
             overlay.skip(
                 f"{where}.type",
                 kind,
@@ -1601,15 +1630,17 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
             if spec.get("name"):
                 source["name"] = spec["name"]
         sources.append(source)
-        kinds.add(kind.split(".")[0])
+        kinds.add(kind if pairs else kind.split(".")[0])
         for key, value in spec.items():
             if key in ("path", "type", "split", "name", "ds_type", "data_files"):
                 continue
-            if not _reads_sft_data(task):  # the type was not mapped for this task: neither are its fields
+            if not (_reads_sft_data(task) or pairs):  # the type was not mapped for this task: nor its fields
                 overlay.skip(f"{where}.{key}", value, f"a field of {where}.type, unmapped for task={task}")
                 continue
             if key == "field_messages":
                 chat_keys["messages_column"] = value
+            elif key in ("field_chosen", "field_rejected") and pairs:
+                chat_keys[key.replace("field_", "") + "_column"] = value
             elif key == "message_property_mappings" and isinstance(value, dict):
                 chat_keys["role_key"], chat_keys["content_key"] = (
                     value.get("role", "role"),
@@ -1629,7 +1660,7 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
                 continue  # every trained turn ends with its end-of-turn token
             else:
                 overlay.skip(f"{where}.{key}", value, "no hydratune counterpart known")
-    if not sources or not _reads_sft_data(task):
+    if not sources or not (_reads_sft_data(task) or kinds <= AXOLOTL_PAIR_TYPES):
         if sources:
             overlay.set("dataset.sources", sources)
         return
@@ -1640,7 +1671,9 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         return
     overlay.set("dataset.sources", sources)
     kind = kinds.pop()
-    if kind in ("chat_template", "sharegpt"):
+    if kind in AXOLOTL_PAIR_TYPES:
+        _axolotl_pairs(overlay, kind, chat_keys, sources)
+    elif kind in ("chat_template", "sharegpt"):
         role_key = chat_keys.get("role_key", "role" if kind == "chat_template" else "from")
         content_key = chat_keys.get("content_key", "content" if kind == "chat_template" else "value")
         column = chat_keys.get("messages_column", "messages" if kind == "chat_template" else "conversations")
@@ -1666,6 +1699,25 @@ def _axolotl_datasets(overlay: Overlay, datasets: list, task: str) -> None:
         overlay.set("dataset.text_column", chat_keys.get("text_column", "text"))
     elif kind == "input_output":
         overlay.set("dataset.format", "segments")  # [{label, text}]: trained where label is true
+
+
+def _axolotl_pairs(overlay: Overlay, kind: str, chat_keys: dict, sources: list[dict]) -> None:
+    """Axolotl's chat_template preference types as dataset.format=chat_pairs (rendered with the chat template,
+    as Axolotl renders them)."""
+    overlay.set("dataset.format", "chat_pairs")
+    chosen, rejected = chat_keys.get("chosen_column", "chosen"), chat_keys.get("rejected_column", "rejected")
+    overlay.set("dataset.chosen_column", chosen)
+    overlay.set("dataset.rejected_column", rejected)
+    if kind == "chat_template.default":
+        overlay.set("dataset.prompt_column", chat_keys.get("messages_column", "messages"))
+    else:  # argilla: the prompt turns are those chosen and rejected share; a prompt column beside them is not read
+        for source in sources:
+            source["ops"] = [{"select_columns": [chosen, rejected]}, *source.get("ops", [])]
+    keys = (chat_keys.get("role_key", "role"), chat_keys.get("content_key", "content"))
+    if keys != ("role", "content") or chat_keys.get("roles"):
+        overlay.set("dataset.role_key", keys[0])
+        overlay.set("dataset.content_key", keys[1])
+        overlay.set("dataset.roles", chat_keys.get("roles") or AXOLOTL_ROLES)
 
 
 # --stage values as (hydratune task, task.loss or None).

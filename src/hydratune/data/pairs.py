@@ -52,10 +52,12 @@ def format_alpaca_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str,
     return prompt, _text(row, column(cfg, "chosen_column")), _text(row, column(cfg, "rejected_column"))
 
 
-def _turns(value, cfg: dict) -> list:
+def _turns(value, cfg: dict, answer: bool = False) -> list:
     """A cell of chat_pairs as `{role, content}` messages: a list of turns, or one turn on its own (LLaMA-Factory's
-    and Axolotl's chosen/rejected); turns keyed otherwise (`{from, value}`) are renamed by dataset.role_key,
-    content_key and roles, as format=sharegpt reads them."""
+    and Axolotl's chosen/rejected), or for an answer its text alone (Axolotl's); turns keyed otherwise
+    (`{from, value}`) are renamed by dataset.role_key, content_key and roles, as format=sharegpt reads them."""
+    if answer and isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
     turns = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
     role_key, content_key, roles = cfg.get("role_key"), cfg.get("content_key"), cfg.get("roles") or {}
     if not (role_key or content_key or roles):
@@ -82,7 +84,7 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
     conversations, rendered = [], []
     for key in ("chosen_column", "rejected_column"):
         name = column(cfg, key)
-        messages = prompt_turns + _turns(row.get(name), cfg)
+        messages = prompt_turns + _turns(row.get(name), cfg, answer=True)
         # format_messages checks roles and contents, with the same one-line errors as SFT's chat data.
         segments = format_messages({name: messages}, {"messages_column": name}, tokenizer)
         if messages[-1]["role"] != "assistant":
