@@ -123,6 +123,16 @@ def test_grpo_raises_held_out_exact_match(tmp_path):
     first = [row["advantage"] for row in rows if row["step"] == 0][:8]
     assert abs(sum(first)) < 1e-3
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file() and (run_dir / "loss.png").is_file()
+    # The model stops where its training samples stopped (task.stop "\n"), also under a plain generate
+    # (review X1: it ran on past the answer).
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    newline = tokenizer("\n", add_special_tokens=False).input_ids
+    assert GenerationConfig.from_pretrained(run_dir / "adapter").eos_token_id == [
+        tokenizer.eos_token_id,
+        *newline,
+    ]
 
 
 def _grpo_command(run_dir, *extra):

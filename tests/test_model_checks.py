@@ -154,13 +154,18 @@ def test_an_uncached_hub_model_while_offline_is_one_line(monkeypatch, tmp_path):
     [("bf16", "bfloat16"), ("bfloat16", "bfloat16"), ("fp16", "float16"), ("half", "float16"),
      ("float16", "float16"), ("fp32", "float32"), ("float32", "float32"), ("auto", "auto")],
 )  # fmt: skip
-def test_dtype_aliases_have_one_canonical_name(name, canonical):
+def test_dtype_aliases_have_one_canonical_name(name, canonical, tiny_model_dir, tmp_path):
+    import json
+
+    from hydratune.export import merge_dtype
     from hydratune.model import torch_dtype
     from hydratune.rules import violations
-    from hydratune.train import merge_dtype
 
     assert canonical_dtype(name) == canonical
-    assert merge_dtype({"dtype": name}, {}) == ("float32" if canonical == "auto" else canonical)
+    adapter = tmp_path / "adapter"  # auto: the base checkpoint's own (the tiny model's float32)
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    assert merge_dtype(adapter, name) == ("float32" if canonical == "auto" else canonical)
     assert torch_dtype(name) == ("auto" if canonical == "auto" else getattr(torch, canonical))
     cfg = to_plain(compose(["peft=none", "trainer.precision=16-mixed", f"model.dtype={name}"]))
     mixes = any(v.startswith("trainer.precision, model.dtype, peft") for v in violations(cfg))

@@ -248,3 +248,70 @@ def test_answers_end_at_the_models_end_of_turn_and_the_export_keeps_it(tiny_mode
     assert len(free) > 1 and generate(model, tokenizer, [prompt], max_new_tokens=6) == [free[0]]
     out = export_artifact(model, tokenizer, tmp_path)
     assert GenerationConfig.from_pretrained(out).eos_token_id == [tokenizer.eos_token_id, first]
+
+
+def test_a_merge_keeps_the_base_checkpoints_dtype_and_the_adapters_generation_config(
+    tiny_model_dir, tokenizer, tmp_path
+):
+    """A bf16 base merged in float32 was twice its size and said float32 (model.dtype=auto, QLoRA's compute
+    dtype, `hydratune merge`'s default); merged/ dropped the stop and pad ids the export wrote (review X2, X5).
+    Its tokenizer loads in transformers 4 too: no `TokenizersBackend` class (X7)."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from hydratune.export import base_dtype, merge_dtype
+
+    base = tmp_path / "bf16-base"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    torch.manual_seed(0)
+    module = make_module(base, peft="lora", overrides=["optimizer.lr=0.05", "model.dtype=float32"])
+    module.configure_model()
+    fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=3)
+    newline = tokenizer.convert_tokens_to_ids("\n") if "\n" in tokenizer.get_vocab() else 5
+    adapter = export_artifact(module.model, tokenizer, tmp_path / "run", stop_token_ids=[newline])
+    assert base_dtype(adapter) == "bfloat16"  # trained in float32, stored in bfloat16
+    # what a run merges in: model.dtype where it names one, the base's own for auto
+    assert (merge_dtype(adapter, "auto"), merge_dtype(adapter, "float32")) == ("bfloat16", "float32")
+    merged = merge_adapter(adapter, tmp_path / "merged", base_dtype(adapter))
+    with safe_open(str(merged / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert json.loads((merged / "config.json").read_text())["dtype"] == "bfloat16"
+    assert logit_parity(adapter, merged, "bfloat16") < 0.1
+    # the answers end where training ended them: EOS and the GRPO stop token, in adapter/ and merged/
+    for folder in (adapter, merged):
+        config = GenerationConfig.from_pretrained(folder)
+        assert config.eos_token_id == [tokenizer.eos_token_id, newline] and config.pad_token_id == 0
+        assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == (
+            "PreTrainedTokenizerFast"
+        )
+
+
+def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokenizer, tmp_path, capsys):
+    """`hydratune merge` wrote no model card (export.merge=true did), and merged in float32 whatever the run
+    trained in (review X2, X6)."""
+    from omegaconf import OmegaConf
+
+    from hydratune.card import card_metadata
+    from hydratune.cli import main
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, peft="lora", overrides=["optimizer.lr=0.05"])
+    module.configure_model()
+    fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=2)
+    export_artifact(module.model, tokenizer, run)
+    (run / ".hydra").mkdir()
+    cfg = compose(
+        [f"model.pretrained_model_name_or_path={tiny_model_dir}", "model.dtype=bfloat16", "name=mine"]
+    )
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    (run / "metrics.json").write_text(json.dumps({"steps": 2, "val_loss": 3.5}))
+    assert main(["merge", str(run)]) == 0
+    assert "in bfloat16" in capsys.readouterr().out
+    assert json.loads((run / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
+    card = (run / "merged" / "README.md").read_text()
+    assert card_metadata(run / "merged")["library_name"] == "transformers"
+    assert card.startswith("---") and "# mine" in card and "- val_loss: 3.5000" in card and "merge" in card

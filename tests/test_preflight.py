@@ -465,3 +465,34 @@ def test_the_hf_trainers_metric_names_are_refused_with_hydratunes(metric, fix):
         UserError, match=rf"^callbacks.model_checkpoint.metric_for_best_model={metric}: .*set it to {fix}$"
     ):
         check_config(cfg)
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_one_that_is_not_eos(tmp_path):
+    """With EOS as pad, transformers' sequence classifiers read a reward model's score at the token before
+    the EOS that ends every row (a Llama 2/3 base has no pad token; review X3). A pad-named token the
+    tokenizer holds stands in, else its UNK, else EOS; preflight's quick tokenizer agrees with training's."""
+    import shutil
+
+    from hydratune.data.peek import FastTokenizer, tokenizer_report
+    from hydratune.model import load_tokenizer
+
+    def without(name, *drop):
+        folder = tmp_path / name
+        shutil.copytree(ROOT / "assets" / "tiny-llama", folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        for key in drop:
+            config.pop(key, None)
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        cfg = {"pretrained_model_name_or_path": str(folder)}
+        hf, fast = load_tokenizer(cfg), FastTokenizer(cfg)
+        assert tokenizer_report(hf) == tokenizer_report(fast)
+        return hf.pad_token
+
+    from hydratune.data.tokenize import stand_in_pad
+
+    assert without("no_pad", "pad_token") == "<pad>"  # in the vocabulary, only not named pad
+    assert stand_in_pad("</s>", "<unk>", {"</s>", "<unk>"}.__contains__) == "<unk>"  # Llama 2
+    llama31 = {"<|end_of_text|>", "<|finetune_right_pad_id|>"}.__contains__
+    assert stand_in_pad("<|end_of_text|>", None, llama31) == "<|finetune_right_pad_id|>"
+    assert stand_in_pad("<|end_of_text|>", None, {"<|end_of_text|>"}.__contains__) == "<|end_of_text|>"
+    assert stand_in_pad("</s>", "</s>", {"</s>"}.__contains__) == "</s>"

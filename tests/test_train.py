@@ -464,4 +464,39 @@ def test_an_export_of_the_best_checkpoint_reports_its_step_and_val_loss(tmp_path
     assert [step for step, _ in metrics["val_curve"]] == [2, 4]
     assert metrics["exported_step"] == 2 and metrics["exported_val_loss"] == metrics["val_curve"][0][1]
     assert "exported: best.ckpt's weights (step 2" in result.stdout + result.stderr
-    assert "exported_step: 2" in (run_dir / "adapter" / "README.md").read_text()
+    assert "- exported_step: 2\n" in (run_dir / "adapter" / "README.md").read_text()  # a step, not 2.0000
+
+
+def test_the_summary_says_when_the_best_checkpoint_is_the_last_step(tmp_path, caplog):
+    """The best step being the last was summarised as "not the last step's" (review X9)."""
+    from hydratune.train import print_summary
+
+    metrics = {
+        "steps": 4,
+        "exported_step": 4,
+        "exported_val_loss": 1.0,
+        "wall_seconds": 1.0,
+        "tokens_per_s": 1.0,
+    }
+    with caplog.at_level("INFO", logger="hydratune.train"):
+        print_summary(tmp_path, metrics)
+        print_summary(tmp_path, {**metrics, "exported_step": 2})
+    assert "exported: best.ckpt's weights (step 4, val loss 1.0000) (the last step's)" in caplog.text
+    assert "exported: best.ckpt's weights (step 2, val loss 1.0000), not the last step's" in caplog.text
+
+
+@pytest.mark.parametrize("method", ["dora", "rslora", "lora"])
+def test_a_dora_or_rslora_adapters_card_points_converters_at_a_merged_model(tmp_path, tokenizer, method):
+    """llama.cpp's LoRA converter stops at DoRA's magnitude vectors and scales rsLoRA by alpha/r: the card of
+    such an adapter says to convert a merged model instead (review X10)."""
+    from conftest import compose
+
+    from hydratune.card import write_card
+    from hydratune.config import to_plain
+    from hydratune.tasks.registry import get_task
+
+    cfg = to_plain(compose([f"peft={method}"]))
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    text = write_card(folder, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
+    assert ("llama.cpp's LoRA converter" in text) == (method != "lora")

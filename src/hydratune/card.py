@@ -135,9 +135,18 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         f"{optimizer.get('lr')}, precision {metrics.get('precision', trainer.get('precision'))}"
     )
     for key in SHOWN_METRICS:
-        if isinstance(metrics.get(key), int | float):
-            lines.append(f"- {key}: {metrics[key]:.4f}")
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            lines.append(f"- {key}: {value}" if isinstance(value, int) else f"- {key}: {value:.4f}")
     lines += ["", "## Load", "", "```python", _load_snippet(folder, classifier), "```", ""]
+    config = (cfg.get("peft") or {}).get("config") or {}
+    if adapter and (config.get("use_dora") or config.get("use_rslora") or peft in ("dora", "rslora")):
+        lines += [
+            "A DoRA or rsLoRA adapter: llama.cpp's LoRA converter refuses DoRA's magnitude vectors and scales "
+            "rsLoRA by alpha/r instead of alpha/sqrt(r). Convert or serve a merged model instead "
+            "(`export.merge=true`, or `hydratune merge RUN_DIR`).",
+            "",
+        ]
     (folder / "README.md").write_text("\n".join(front + lines))
     return folder / "README.md"
 
@@ -150,6 +159,34 @@ def cards(run_dir: Path, cfg: dict, metrics: dict, task, tokenizer) -> list[Path
         if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
             written.append(write_card(folder, cfg, metrics, task, tokenizer))
     return written
+
+
+def write_merged_card(run_dir: Path, folder: Path, extra: dict) -> Path | None:
+    """The card of a folder `hydratune merge` wrote, from the run's saved config and metrics.json (as
+    export.merge writes it); None for an adapter outside a run folder."""
+    import json
+
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from hydratune.tasks.registry import get_task
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return None
+    loaded = OmegaConf.load(saved)
+    cfg = OmegaConf.to_container(loaded, resolve=False)
+    for key in cfg:  # resolved where it can be; ${hydra:...} only the launch could resolve
+        try:
+            node = OmegaConf.select(loaded, str(key))
+            cfg[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except Exception:
+            pass
+    metrics = (
+        json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    )
+    task = get_task(cfg.get("task"))
+    return write_card(folder, cfg, metrics | extra, task, AutoTokenizer.from_pretrained(folder))
 
 
 def card_metadata(folder: Path) -> dict:

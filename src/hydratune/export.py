@@ -13,12 +13,14 @@ def is_peft_model(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
-    """`adapter/` for PEFT models, `model/` for full fine-tuning; tokenizer files beside the weights."""
+def export_artifact(model, tokenizer, run_dir: str | Path, stop_token_ids: list[int] | tuple = ()) -> Path:
+    """`adapter/` for PEFT models, `model/` for full fine-tuning; tokenizer files beside the weights.
+    `stop_token_ids`: tokens that ended the answers training sampled (GRPO's task.stop), so that a plain
+    `generate` stops where training did."""
     out = Path(run_dir) / ("adapter" if is_peft_model(model) else "model")
     generation = getattr(model, "generation_config", None)
     if generation is not None:  # the base's end-of-turn ids kept (Llama 3 Instruct's <|eot_id|>), EOS added
-        ids = stop_ids(model, tokenizer)
+        ids = list(dict.fromkeys([*stop_ids(model, tokenizer), *stop_token_ids]))
         generation.eos_token_id = ids if len(ids) > 1 else ids[0]
         generation.pad_token_id = tokenizer.pad_token_id
     config = (model.get_base_model() if is_peft_model(model) else model).config
@@ -29,7 +31,7 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     # How this process loaded the tokenizer (offline, from a folder) is not a property of the tokenizer.
     for key in ("local_files_only", "is_local", "_commit_hash"):
         tokenizer.init_kwargs.pop(key, None)
-    tokenizer.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
     if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
         # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id,
         # and name the class that has it (the base checkpoint's config says ...ForCausalLM).
@@ -38,6 +40,20 @@ def export_artifact(model, tokenizer, run_dir: str | Path) -> Path:
     if is_peft_model(model) and generation is not None:
         generation.save_pretrained(out)
     return out
+
+
+def save_tokenizer(tokenizer, folder: str | Path) -> None:
+    """`tokenizer.save_pretrained(folder)`, loadable by transformers 4 too: transformers 5 names a tokenizer
+    without a model-specific class `TokenizersBackend`, which 4.x does not have; both read the same files as
+    `PreTrainedTokenizerFast` (serving stacks often pin 4.x)."""
+    import json
+
+    tokenizer.save_pretrained(folder)
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def rebuilt_with(model, state_dict: dict):
@@ -134,17 +150,52 @@ def base_hub_options(adapter_dir: Path) -> dict:
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Fold a LoRA adapter into its base model and save a standalone model + tokenizer.
 
-    The base is reloaded unquantized in `dtype` (the compute dtype): merging into 4-bit or 8-bit
-    weights would round the adapter away.
+    The base is reloaded unquantized in `dtype` (`base_dtype`: the base checkpoint's own): merging into 4-bit
+    or 8-bit weights would round the adapter away. The adapter's generation_config (its end-of-turn and stop
+    ids, pad id) is the merged model's.
     """
+    import shutil
+
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     merged = PeftModel.from_pretrained(load_adapter_base(adapter_dir, dtype), adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
-    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out_dir)
+    if (adapter_dir / "generation_config.json").is_file():
+        shutil.copyfile(adapter_dir / "generation_config.json", out_dir / "generation_config.json")
+    save_tokenizer(AutoTokenizer.from_pretrained(adapter_dir), out_dir)
     return out_dir
+
+
+def merge_dtype(adapter_dir: str | Path, model_dtype: str | None = None) -> str:
+    """The dtype a merged model is stored in: the run's model.dtype (`model_dtype`, else the run's saved
+    config beside adapter/) where it names one, for `auto` the base checkpoint's own. Never a QLoRA run's
+    compute dtype, nor float32 for a bf16 base loaded with auto (twice its size)."""
+    from omegaconf import OmegaConf
+
+    saved = Path(adapter_dir).parent / ".hydra" / "config.yaml"
+    if model_dtype is None and saved.is_file():
+        model_dtype = OmegaConf.select(OmegaConf.load(saved), "model.dtype", default=None)
+    dtype = canonical_dtype(str(model_dtype or "auto"))
+    return dtype if dtype != "auto" else (base_dtype(adapter_dir) or "float32")
+
+
+def base_dtype(adapter_dir: str | Path) -> str | None:
+    """The dtype the adapter's base checkpoint is stored in (its config.json); None where it does not say."""
+    import json
+
+    from transformers import AutoConfig
+
+    adapter_dir = Path(adapter_dir)
+    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    try:
+        config = AutoConfig.from_pretrained(base_id, **base_hub_options(adapter_dir))
+    except (OSError, ValueError):
+        return None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = canonical_dtype(str(stored).removeprefix("torch.")) if stored else None
+    return name if name in ("float32", "bfloat16", "float16") else None
 
 
 def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "float32") -> float:

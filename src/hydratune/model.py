@@ -27,15 +27,17 @@ def _hub_kwargs(model_cfg: dict, token: str | None) -> dict[str, Any]:
 
 
 def load_tokenizer(model_cfg: dict, token: str | None = None):
-    """The model's tokenizer, with a pad token (EOS stands in when the tokenizer has none)."""
+    """The model's tokenizer, with a pad token (`stand_in_pad` when the tokenizer has none)."""
     from transformers import AutoTokenizer
+
+    from hydratune.data.tokenize import stand_in_pad
 
     tokenizer = AutoTokenizer.from_pretrained(
         model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, token)
     )
     if tokenizer.pad_token is None:
-        # Padding positions carry label -100 and attention 0, so sharing EOS is safe for training.
-        tokenizer.pad_token = tokenizer.eos_token
+        vocab = tokenizer.get_vocab()
+        tokenizer.pad_token = stand_in_pad(tokenizer.eos_token, tokenizer.unk_token, vocab.__contains__)
     return tokenizer
 
 

@@ -94,7 +94,9 @@ def save_random_model(out_dir: str | Path, seed: int = 0, **config_overrides) ->
     model, tokenizer = build_random_model(seed, **config_overrides)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    from hydratune.export import save_tokenizer
+
+    save_tokenizer(tokenizer, out_dir)
     return out_dir
 
 
@@ -138,5 +140,7 @@ def save_tiny_encoder(out_dir: str | Path, seed: int = 0, num_labels: int = 2) -
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     BertForSequenceClassification(config).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    from hydratune.export import save_tokenizer
+
+    save_tokenizer(tokenizer, out_dir)
     return out_dir

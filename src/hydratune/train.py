@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydratune.config import build, canonical_dtype, read_json, redact, to_plain
+from hydratune.config import build, read_json, redact, to_plain
 from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
 from hydratune.precision import choose_precision, precision_note
@@ -462,7 +462,8 @@ def finish(state: Run) -> float:
     if not trainer.is_global_zero:
         return float("nan")  # DDP: rank 0 writes the artifact and metrics.json; the others only trained
     model = state.module.model if weights is None else rebuilt_with(state.module.model, weights)
-    artifact = export_artifact(model, state.tokenizer, run_dir)
+    stops = getattr(state.module, "stop_token_ids", None)  # GRPO: the task.stop tokens that ended its samples
+    artifact = export_artifact(model, state.tokenizer, run_dir, stops() if stops else ())
     state.history.plot(run_dir / "loss.png")
     metrics = summarize(state.history, state.throughput, trainer.global_step, state.fit_seconds,
                         time.time() - state.started, getattr(state.module, "val_loss_is_nll", True))  # fmt: skip
@@ -498,9 +499,9 @@ def finish(state: Run) -> float:
 def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
     """export.merge: the adapter folded into its base in `run_dir/merged`, checked against the adapter. A
     merge that fails the check is removed with a warning; the run's own results stand."""
-    from hydratune.export import logit_parity, merge_adapter
+    from hydratune.export import logit_parity, merge_adapter, merge_dtype
 
-    compute_dtype = merge_dtype(cfg["model"], cfg.get("quantization") or {})
+    compute_dtype = merge_dtype(adapter, cfg["model"].get("dtype"))
     merge_adapter(adapter, run_dir / "merged", compute_dtype)
     try:
         return {"merge_max_abs_logit_diff": logit_parity(adapter, run_dir / "merged", compute_dtype)}
@@ -713,13 +714,6 @@ def cpu_fallbacks(trainer_cfg: dict) -> dict:
     return trainer_cfg
 
 
-def merge_dtype(model_cfg: dict, quantization_cfg: dict) -> str:
-    """The dtype to merge in: the quantization's compute dtype, else the model's dtype."""
-    compute = (quantization_cfg.get("config") or {}).get("bnb_4bit_compute_dtype")
-    dtype = canonical_dtype(compute or model_cfg.get("dtype", "float32"))  # bf16 -> bfloat16
-    return "float32" if dtype == "auto" else dtype
-
-
 def summarize(
     history, throughput, steps: int, fit_seconds: float, wall_seconds: float, loss_is_nll: bool = True
 ) -> dict:
@@ -774,9 +768,12 @@ def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
         lines.append(f"{name.replace('_', '/', 1)}: {start}{metrics[name]:.4f}")
     if "exported_step" in metrics:
         scored = f", val loss {metrics['exported_val_loss']:.4f}" if "exported_val_loss" in metrics else ""
-        lines.append(
-            f"exported: best.ckpt's weights (step {metrics['exported_step']}{scored}), not the last step's"
+        last = (
+            " (the last step's)"
+            if metrics["exported_step"] == metrics.get("steps")
+            else ", not the last step's"
         )
+        lines.append(f"exported: best.ckpt's weights (step {metrics['exported_step']}{scored}){last}")
     if "early_stopping" in metrics:
         lines.append(f"ended by early stopping: {metrics['early_stopping']}")
     if "precision" in metrics:

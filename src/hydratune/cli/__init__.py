@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -40,12 +41,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from hydratune.export import find_artifact, logit_parity, merge_adapter
+    from hydratune.card import write_merged_card
+    from hydratune.export import find_artifact, logit_parity, merge_adapter, merge_dtype
 
     adapter = find_artifact(args.run_dir, "adapter")
-    out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", args.dtype)
-    diff = logit_parity(adapter, out, args.dtype)
-    print(f"merged {adapter} into {out} (max |logit diff| vs adapter: {diff:.2e})")
+    dtype = args.dtype or merge_dtype(adapter)
+    out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", dtype)
+    diff = logit_parity(adapter, out, dtype)
+    write_merged_card(Path(args.run_dir), Path(out), {"merge_max_abs_logit_diff": diff})
+    print(f"merged {adapter} into {out} in {dtype} (max |logit diff| vs adapter: {diff:.2e})")
     return 0
 
 
@@ -128,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("merge", help="fold a run's LoRA adapter into its base model (writes merged/)")
     merge.add_argument("run_dir", help="a run directory with adapter/")
     merge.add_argument("--out", help="output directory (default: RUN_DIR/merged)")
-    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    merge.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="default: the run's model.dtype (for auto, the base checkpoint's own)",
+    )
     merge.set_defaults(func=_merge)
 
     pre = sub.add_parser("preflight", help="check a config and its data without loading model weights")

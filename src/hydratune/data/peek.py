@@ -402,8 +402,14 @@ class FastTokenizer:
         self.exact_special_tokens = self.backend.post_processor is not None and not (
             "add_bos_token" in config or "add_eos_token" in config
         )
-        if self.tokens["pad_token"] is None:  # as hydratune.model.load_tokenizer: EOS stands in
-            self.tokens["pad_token"] = self.tokens["eos_token"]
+        if self.tokens["pad_token"] is None:  # as hydratune.model.load_tokenizer
+            from hydratune.data.tokenize import stand_in_pad
+
+            self.tokens["pad_token"] = stand_in_pad(
+                self.tokens["eos_token"],
+                self.tokens["unk_token"],
+                lambda text: self.backend.token_to_id(text) is not None,
+            )
 
     def __getattr__(self, name: str):
         # bos_token, eos_token_id, sep_token, ... as on a transformers tokenizer
@@ -443,8 +449,8 @@ def tokenizer_report(tokenizer) -> dict:
     }
     if report["pad_is_eos"]:
         report["pad_note"] = (
-            "padding uses the EOS token; handled: padded positions get label -100, "
-            "so only each sample's own EOS is trained"
+            "padding uses the EOS token; handled: padded positions get label -100, so only each sample's own "
+            "EOS is trained (a classifier or reward model reads the token before a row's EOS)"
         )
     return report
 

@@ -8,6 +8,17 @@ of a whole batch of samples go through the tokenizer in one call (the fast token
 from __future__ import annotations
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips
+# Tokens a tokenizer without a pad token may hold for padding (Llama 3.1's reserved pad, common pad names).
+PAD_NAMES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|padding|>")
+
+
+def stand_in_pad(eos: str | None, unk: str | None, has_token) -> str | None:
+    """The pad token of a tokenizer that has none: a pad-named token it holds, else its UNK (Llama 2's), else
+    EOS. Padding is never trained, but a sequence classifier or reward model (transformers'
+    *ForSequenceClassification) reads the last token that is not pad: with EOS as pad, that is the token
+    before the EOS that ends every row, not the EOS. `has_token(text)`: whether the vocabulary holds it."""
+    named = next((name for name in PAD_NAMES if name != eos and has_token(name)), None)
+    return named or (unk if unk and unk != eos else eos)
 
 
 def tokenize_samples(

@@ -116,7 +116,7 @@ class GRPOModule(TaskModule):
     def tokenizer(self):
         return self.trainer.datamodule.tokenizer
 
-    def _stop_ids(self) -> list[int]:
+    def stop_token_ids(self) -> list[int]:
         ids = []
         for text in self.hparams.stop or []:
             encoded = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -135,7 +135,7 @@ class GRPOModule(TaskModule):
         with self.merged_adapters():  # one matmul per LoRA layer while decoding
             samples = sample(
                 self.model, self.tokenizer, batch["prompts"], generations, hp.max_new_tokens, temperature,
-                hp.top_p, seed=seed, stop_token_ids=self._stop_ids(),
+                hp.top_p, seed=seed, stop_token_ids=self.stop_token_ids(),
             )  # fmt: skip
         prompts = [p for p in batch["prompts"] for _ in range(generations)]
         turns = [t for t in batch.get("turns") or [None] * len(batch["prompts"]) for _ in range(generations)]
