@@ -500,3 +500,25 @@ def test_a_dora_or_rslora_adapters_card_points_converters_at_a_merged_model(tmp_
     folder.mkdir()
     text = write_card(folder, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
     assert ("llama.cpp's LoRA converter" in text) == (method != "lora")
+
+
+def test_export_base_model_names_a_hub_id_as_the_adapters_base(tiny_model_dir, tokenizer, tmp_path):
+    """An adapter trained on a local copy named that folder (/scratch/..., useless elsewhere); with
+    export.base_model it names the hub id, and so does the card (review X8)."""
+    from conftest import compose
+
+    from hydratune.card import card_metadata, write_card
+    from hydratune.config import to_plain
+    from hydratune.export import name_adapter_base
+    from hydratune.tasks.registry import get_task
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    name_adapter_base(adapter, "someone/tiny-llama")
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "someone/tiny-llama"
+    )
+    cfg = to_plain(compose(["export.base_model=someone/tiny-llama"]))
+    text = write_card(adapter, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
+    assert card_metadata(adapter)["base_model"] == "someone/tiny-llama" and "training machine" not in text

@@ -22,7 +22,11 @@ SHOWN_METRICS = (
 
 
 def _base(cfg: dict) -> tuple[str, bool]:
-    """(the base model as the run named it, whether it is a folder on the training machine)."""
+    """(the base model as the run named it, or export.base_model's hub id; whether it is a folder on the
+    training machine)."""
+    named = (cfg.get("export") or {}).get("base_model")
+    if named:
+        return str(named), False
     name = str((cfg.get("model") or {}).get("pretrained_model_name_or_path") or "")
     return name, Path(name).expanduser().is_dir()
 
@@ -103,7 +107,7 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
     if adapter and local:
         lines += [
             "`adapter_config.json` names the base by that folder. Elsewhere, set its `base_model_name_or_path` to "
-            "the same model's hub id or folder before loading.",
+            "the same model's hub id or folder before loading (or train with `export.base_model=ORG/NAME`).",
             "",
         ]
     data = cfg.get("dataset") or {}

@@ -56,6 +56,17 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
+def name_adapter_base(adapter_dir: str | Path, base_id: str) -> None:
+    """`export.base_model`: the adapter names `base_id` (a hub id) as its base instead of the folder the run
+    loaded, so that it loads on another machine (AutoPeftModel reads base_model_name_or_path)."""
+    import json
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_id
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def rebuilt_with(model, state_dict: dict):
     """`model` (a transformers model, or a PEFT model around one) built again outside FSDP's wrappers, on the
     meta device, then given `state_dict`'s tensors (no copy): FSDP shards the weights and renames the module

@@ -485,6 +485,11 @@ def finish(state: Run) -> float:
         metrics["early_stopping"] = stopped.rstrip(". ")
     if cfg["export"]["merge"] and artifact.name == "adapter":
         metrics.update(merge_export(artifact, run_dir, cfg))
+    # export.base_model: after the merge, which reads the local copy
+    if cfg["export"].get("base_model") and artifact.name == "adapter":
+        from hydratune.export import name_adapter_base
+
+        name_adapter_base(artifact, str(cfg["export"]["base_model"]))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     from hydratune.card import cards
 
