@@ -522,3 +522,20 @@ def test_export_base_model_names_a_hub_id_as_the_adapters_base(tiny_model_dir, t
     cfg = to_plain(compose(["export.base_model=someone/tiny-llama"]))
     text = write_card(adapter, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
     assert card_metadata(adapter)["base_model"] == "someone/tiny-llama" and "training machine" not in text
+
+
+def test_a_classifier_adapters_card_says_which_loaders_need_a_merged_model(tmp_path, tokenizer):
+    """AutoPeftModelForSequenceClassification and pipeline rebuild the base with two labels and fail on the
+    head's size; the card of a classifier adapter says so, and what loads instead (review X4)."""
+    from conftest import compose
+
+    from hydratune.card import write_card
+    from hydratune.config import to_plain
+    from hydratune.tasks.registry import get_task
+
+    cfg = to_plain(compose(["task=classification", "dataset=topics"]))
+    for name in ("adapter", "merged"):
+        folder = tmp_path / name
+        folder.mkdir()
+        text = write_card(folder, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
+        assert ("rebuild the base with two labels" in text) == (name == "adapter")

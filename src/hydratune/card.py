@@ -143,6 +143,12 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         if isinstance(value, int | float) and not isinstance(value, bool):
             lines.append(f"- {key}: {value}" if isinstance(value, int) else f"- {key}: {value:.4f}")
     lines += ["", "## Load", "", "```python", _load_snippet(folder, classifier), "```", ""]
+    if classifier and adapter:
+        lines += [
+            "`AutoPeftModelForSequenceClassification` and `pipeline` rebuild the base with two labels, not this "
+            "head's: load as above, or use a merged model (`export.merge=true`, or `hydratune merge RUN_DIR`).",
+            "",
+        ]
     config = (cfg.get("peft") or {}).get("config") or {}
     if adapter and (config.get("use_dora") or config.get("use_rslora") or peft in ("dora", "rslora")):
         lines += [
