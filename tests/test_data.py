@@ -398,15 +398,23 @@ def test_a_template_that_refuses_or_rewrites_a_conversation_is_one_line(template
     template_tokenizer.chat_template = PHI3.replace("m['content']", "m['content'] | trim")
     with pytest.raises(UserError, match=r"changes the text of the assistant turn at message 1"):
         format_messages({"messages": _turns("hi", " HI ")}, {}, tokenizer=template_tokenizer)
-    # OpenAI's tool-calling turn: content null beside tool_calls
+    # OpenAI's tool-calling turn (content null beside tool_calls) under a template that does not render tool
+    # calls: it trained as an empty answer ("<|end|>\n</s>"); refused, as is a tools column it leaves out
+    # (review F2). Templates that render them: test_a_turn_that_only_calls_tools_trains_its_calls.
     template_tokenizer.chat_template = PHI3
     call = {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"type": "function", "function": {"name": "f"}}],
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather"}}],
     }
-    segments = format_messages({"messages": [*_turns("hi"), call]}, {}, tokenizer=template_tokenizer)
-    assert [t for t, on in segments if on] == ["<|end|>\n</s>"]
+    with pytest.raises(UserError, match=r"does not render tool_calls \(the call to 'get_weather' is missing"):
+        format_messages({"messages": [*_turns("hi"), call]}, {}, tokenizer=template_tokenizer)
+    with pytest.raises(UserError, match=r"does not render the 'tools' column"):
+        format_messages(
+            {"messages": _turns("hi", "HI"), "tools": [{"name": "get_weather"}]},
+            {},
+            tokenizer=template_tokenizer,
+        )
 
 
 def test_a_tools_column_reaches_the_template(template_tokenizer):
@@ -609,3 +617,24 @@ def test_a_tool_calling_chat_file_combines_with_a_plain_one(tmp_path):
         rows = list(combine(loaded, op, "dataset.ops[0]")["train"])
         assert sorted(r["messages"][0]["content"] for r in rows) == ["hi", "weather?"]
         assert any(r["messages"][-1].get("tool_calls") for r in rows)
+
+
+def test_openai_weight_zero_keeps_an_assistant_turn_out_of_the_loss(template_tokenizer):
+    """OpenAI's fine-tuning files mark a turn not to learn with `weight: 0`; it was trained (review F1). Both
+    rendering paths read it; a weight other than 0 or 1 is one line."""
+    from hydratune.data.formats import format_messages
+    from hydratune.errors import UserError
+
+    messages = _turns("hi", "WRONG", "again", "RIGHT")
+    messages[1]["weight"] = 0
+    messages[3]["weight"] = 1
+    for template, trained in ((CHATML_SYSTEM, ["RIGHT<|im_end|>\n"]), (PHI3, ["RIGHT<|end|>\n</s>"])):
+        template_tokenizer.chat_template = template
+        segments = format_messages({"messages": messages}, {}, tokenizer=template_tokenizer)
+        assert [t for t, on in segments if on] == trained
+        assert "WRONG" in "".join(t for t, _ in segments)  # still the prompt of the turn after it
+    messages[1]["weight"] = 0.5
+    with pytest.raises(
+        UserError, match=r"assistant turn with weight 0.5; OpenAI's weight is 0 \(not trained\) or 1"
+    ):
+        format_messages({"messages": messages}, {}, tokenizer=template_tokenizer)

@@ -203,7 +203,9 @@ def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_p
     # TRL's implicit-prompt conversations (trl-lib/ultrafeedback_binarized): the fix is chat_pairs (review D7)
     turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]
     data = _preference_data(tokenizer, tmp_path / "c", [{"chosen": turns, "rejected": turns}], format="pairs")
-    with pytest.raises(UserError, match="column 'prompt' is not in split .*use dataset.format=chat_pairs"):
+    with pytest.raises(
+        UserError, match="column 'chosen' holds list .*not text; a chat format reads it.* chat_pairs"
+    ):
         data.setup("fit")
     # A margin per pair (TRL's RewardTrainer reads one) is said to be unread (review D9).
     data = _preference_data(tokenizer, tmp_path / "d", [{**r, "margin": 2.0} for r in PAIRS], format="pairs")
@@ -474,3 +476,56 @@ def test_the_readme_chat_pairs_reward_layout_is_what_score_reads(tokenizer, tmp_
     turns = [{"role": "user", "content": "copy: stone"}, {"role": "assistant", "content": "STONE"}]
     readme = plain.apply_chat_template(turns, return_dict=True, return_tensors="pt")["input_ids"][0].tolist()
     assert readme == scoring_row(tokenizer, "copy: stone", "STONE", cfg)
+
+
+def test_text_pairs_without_a_prompt_column_take_the_text_they_share_as_trl_does(tokenizer, tmp_path, caplog):
+    """Anthropic's hh-rlhf holds whole transcripts in chosen and rejected: no setting read it, and chat_pairs
+    trained each transcript as the answer to an empty prompt (review F3). format=pairs now takes the text they
+    share as the prompt (TRL's maybe_extract_prompt), says so, and refuses a pair that shares none."""
+    from hydratune.data.pairs import format_chat_pairs, format_pairs
+
+    hh = {"chosen": "\n\nHuman: Spell apple loudly.\n\nAssistant: APPLE",
+          "rejected": "\n\nHuman: Spell apple loudly.\n\nAssistant: apple"}  # fmt: skip
+    assert format_pairs(hh, {}) == ("\n\nHuman: Spell apple loudly.\n\nAssistant:", " APPLE", " apple")
+    with pytest.raises(UserError, match="no 'prompt' column, and chosen and rejected share no text"):
+        format_pairs({"chosen": "Yes", "rejected": "no"}, {})
+    data = _preference_data(
+        tokenizer,
+        tmp_path / "hh",
+        [hh, {**hh, "rejected": hh["rejected"] + "!"}],
+        format="pairs",
+        max_seq_length=96,
+    )
+    with caplog.at_level("WARNING"):
+        data.setup("fit")
+    assert (
+        "no 'prompt' column: each pair's prompt is the text its chosen and rejected answers share"
+        in caplog.text
+    )
+    assert len(data.train_dataset) == 2
+    # under chat_pairs the same strings are one assistant turn each, with no prompt: refused, pointing at pairs
+    with pytest.raises(UserError, match="the pair has no prompt turns .*hh-rlhf\\) use dataset.format=pairs"):
+        format_chat_pairs(hh, {}, tokenizer)
+
+
+def test_chat_pairs_read_a_text_prompt_and_a_system_column(tokenizer):
+    """A text prompt beside message-list answers was dropped (review F4), unless the answers repeat it as
+    their first turn (UltraFeedback); a system column is a system turn (Intel's orca pairs, F5), and a pair
+    format that renders no system turn refuses the key instead of ignoring it."""
+    import copy
+
+    from hydratune.data.formats import set_chat_template
+    from hydratune.data.pairs import check_pair_config, format_chat_pairs
+
+    tok = copy.deepcopy(tokenizer)
+    set_chat_template(tok, {"chat_template": "tiny"})
+    answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    row = {"prompt": "copy: ab", "chosen": answer("AB"), "rejected": answer("ab")}
+    assert format_chat_pairs(row, {}, tok)[0] == "<s><|user|>\ncopy: ab</s>\n<|assistant|>\n"
+    repeated = {"prompt": "copy: ab", "chosen": [{"role": "user", "content": "copy: ab"}, *answer("AB")],
+                "rejected": [{"role": "user", "content": "copy: ab"}, *answer("ab")]}  # fmt: skip
+    assert format_chat_pairs(repeated, {}, tok)[0] == "<s><|user|>\ncopy: ab</s>\n<|assistant|>\n"
+    system = format_chat_pairs({**row, "system": "Be loud."}, {"system_column": "system"}, tok)[0]
+    assert system.startswith("<s><|system|>\nBe loud.</s>\n<|user|>\ncopy: ab")
+    with pytest.raises(UserError, match="dataset.system_column=system: format=pairs renders no system turn"):
+        check_pair_config({"format": "pairs", "max_seq_length": 64, "system_column": "system"})

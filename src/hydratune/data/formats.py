@@ -169,16 +169,30 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
                 f"({', '.join(ROLES)}) and text content (null only beside tool_calls)"
             )
         checked.append(message)
-    tools = _tools(row)
+    # OpenAI's fine-tuning files: `weight: 0` on an assistant turn keeps it out of the loss (1 trains it).
+    weights = {
+        i: m.get("weight") for i, m in enumerate(checked) if m["role"] == "assistant" and "weight" in m
+    }
+    if any(w not in (0, 1) for w in weights.values()):
+        raise UserError(
+            f"dataset: column {column!r} has an assistant turn with weight {next(w for w in weights.values() if w not in (0, 1))!r}; "
+            "OpenAI's weight is 0 (not trained) or 1 (trained)"
+        )
+    untrained = {i for i, w in weights.items() if w == 0}
+    checked = [{k: v for k, v in m.items() if k != "weight"} for m in checked]
+    given = _tools(row)
 
-    def render(conversation: list, generation_prompt: bool = False) -> str:
+    def render(conversation: list, generation_prompt: bool = False, tools: bool = True) -> str:
         if not conversation:
             return ""
         from jinja2.exceptions import TemplateError
 
         try:
             return tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=generation_prompt, tools=tools
+                conversation,
+                tokenize=False,
+                add_generation_prompt=generation_prompt,
+                tools=given if tools else None,
             )
         # The template's own raise_exception: no system role, roles must alternate.
         except TemplateError as err:
@@ -187,11 +201,36 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
                 "turn into the first user turn), or choose another template with dataset.chat_template"
             ) from None
 
+    segments = None
     if checked[0]["role"] != "assistant":  # an opening assistant turn has no prefix to render
-        segments = _by_prefixes(checked, render)
-        if segments is not None:
-            return segments
-    return _by_placeholders(checked, render, tokenizer)
+        segments = _by_prefixes(checked, render, untrained)
+    if segments is None:
+        segments = _by_placeholders(checked, render, tokenizer, untrained)
+    _check_tools_rendered(checked, given, segments, render)
+    return segments
+
+
+def _check_tools_rendered(messages: list[dict], tools, segments: Segments, render) -> None:
+    """A template that does not render tool calls (or the tools column) trains a tool-calling turn as an empty
+    answer, and the prompt without the tools it calls: refused in one line instead."""
+    calls = [c for m in messages for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+    if not calls and not tools:
+        return
+    text = "".join(t for t, _ in segments)
+    for call in calls:
+        name = (call.get("function") or {}).get("name") or call.get("name")
+        if name and name not in text:
+            raise UserError(
+                f"dataset.chat_template does not render tool_calls (the call to {name!r} is missing from the "
+                "rendered text, so the turn would train as an empty answer): use a template that does (the "
+                "model's own, with dataset.chat_template=null), or leave the tool calls out of the rows"
+            )
+    if tools and render(messages) == render(messages, tools=False):
+        raise UserError(
+            f"dataset.chat_template does not render the {TOOLS_COLUMN!r} column (the prompt would lack the tools "
+            "the answers call): use a template that does (the model's own, with dataset.chat_template=null), or "
+            f"drop the column ('dataset.ops=[{{drop_columns:[{TOOLS_COLUMN}]}}]')"
+        )
 
 
 def _text_parts(parts: list, column: str) -> str:
@@ -224,8 +263,9 @@ def _tools(row: dict) -> list | None:
     return tools or None
 
 
-def _by_prefixes(messages: list[dict], render) -> Segments | None:
-    """Segments from each prefix's rendering; None when one is not the start of the next."""
+def _by_prefixes(messages: list[dict], render, untrained: set[int] = frozenset()) -> Segments | None:
+    """Segments from each prefix's rendering; None when one is not the start of the next. The assistant turns
+    at `untrained` (weight 0) are prompt."""
     segments, done = [], ""
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
@@ -239,7 +279,7 @@ def _by_prefixes(messages: list[dict], render) -> Segments | None:
         full = render(messages[: i + 1])
         if not full.startswith(done_before):
             return None
-        segments.append((full[len(done_before) :], message["role"] == "assistant"))
+        segments.append((full[len(done_before) :], message["role"] == "assistant" and i not in untrained))
         done = full
     return [(text, trained) for text, trained in segments if text]
 
@@ -247,7 +287,7 @@ def _by_prefixes(messages: list[dict], render) -> Segments | None:
 PLACEHOLDER = "\u27e6hydratune-turn-{}\u27e7"  # a string no template changes and no text holds
 
 
-def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
+def _by_placeholders(messages: list[dict], render, tokenizer, untrained: set[int] = frozenset()) -> Segments:
     """The conversation rendered once, for templates whose prefixes do not start the whole. Each answer is
     found where a placeholder rendered in place of its content; an answer with no text (a turn that only
     calls tools) where its turn, rendered as the last, begins. It is trained from where the generation
@@ -301,7 +341,7 @@ def _by_placeholders(messages: list[dict], render, tokenizer) -> Segments:
         if 0 < same < len(full) - body:
             end = max((e for e in ends if body <= e <= end), default=body)
         begin = max(done, max((s for s in starts if s <= begin), default=0))
-        segments += [(full[done:begin], False), (full[begin:end], True)]
+        segments += [(full[done:begin], False), (full[begin:end], i not in untrained)]
         done = end
     segments.append((full[done:], False))
     return [(text, trained) for text, trained in segments if text]

@@ -38,10 +38,29 @@ def column(cfg: dict, key: str) -> str:
 
 
 def format_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, str]:
-    """`{prompt, chosen, rejected}` strings, used as they are."""
+    """`{prompt, chosen, rejected}` strings, used as they are. Without a prompt column (Anthropic's hh-rlhf,
+    TRL's implicit prompt) the prompt is the text chosen and rejected share, as TRL's maybe_extract_prompt
+    takes it: up to where they differ, less a space that ends it."""
+    if column(cfg, "prompt_column") not in row:
+        chosen, rejected = (_text(row, column(cfg, key)) for key in ("chosen_column", "rejected_column"))
+        at = shared_start(chosen, rejected)
+        if not chosen[:at].strip():
+            raise UserError(
+                f"dataset: no {column(cfg, 'prompt_column')!r} column, and chosen and rejected share no text to "
+                "be the prompt: give the prompt its own column (dataset.prompt_column)"
+            )
+        return chosen[:at], chosen[at:], rejected[at:]
     return tuple(
         _text(row, column(cfg, key)) for key in ("prompt_column", "chosen_column", "rejected_column")
     )
+
+
+def shared_start(chosen: str, rejected: str) -> int:
+    """Where two texts stop agreeing (TRL's implicit-prompt rule: a space just before is the answer's)."""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b), min(len(chosen), len(rejected))
+    )
+    return at - 1 if at > 0 and chosen[at - 1] == " " else at
 
 
 def format_alpaca_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, str]:
@@ -81,6 +100,16 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
     rest of its rendered conversation.
     """
     prompt_turns = _turns(row.get(column(cfg, "prompt_column")), cfg)
+    prompt = row.get(column(cfg, "prompt_column"))
+    chosen_turns = _turns(row.get(column(cfg, "chosen_column")), cfg, answer=True)
+    if isinstance(prompt, str) and prompt.strip():  # a text prompt beside message-list answers: a user turn,
+        opening = chosen_turns[0] if chosen_turns else {}  # unless the answers repeat it (UltraFeedback)
+        if not (opening.get("role") == "user" and str(opening.get("content", "")).strip() == prompt.strip()):
+            prompt_turns = [{"role": "user", "content": prompt}]
+    system = row.get(cfg["system_column"]) if cfg.get("system_column") else None
+    first = (prompt_turns or chosen_turns or [{}])[0]
+    if isinstance(system, str) and system.strip() and first.get("role") != "system":
+        prompt_turns = [{"role": "system", "content": system}, *prompt_turns]  # dataset.system_column
     conversations, rendered = [], []
     for key in ("chosen_column", "rejected_column"):
         name = column(cfg, key)
@@ -93,6 +122,13 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
         last = max(i for i, (_, trained) in enumerate(segments) if trained)
         rendered.append(("".join(t for t, _ in segments[:last]), "".join(t for t, _ in segments[last:])))
     chosen, rejected = conversations
+    if not chosen[:-1]:
+        raise UserError(
+            f"dataset: the pair has no prompt turns (columns {column(cfg, 'chosen_column')!r} and "
+            f"{column(cfg, 'rejected_column')!r} hold only the answer, and there is no "
+            f"{column(cfg, 'prompt_column')!r} column): give the prompt turns, or for text pairs with the prompt "
+            "inside them (hh-rlhf) use dataset.format=pairs"
+        )
     if chosen[:-1] != rejected[:-1] or rendered[0][0] != rendered[1][0]:
         raise UserError(
             f"dataset: columns {column(cfg, 'chosen_column')!r} and {column(cfg, 'rejected_column')!r} must "
@@ -126,7 +162,7 @@ PAIR_FORMATS: dict[str, Callable[..., tuple]] = {
 def required_pair_columns(fmt: str, cfg: dict) -> list[str]:
     """Columns a preference format reads (a separate prompt column of chat_pairs is optional)."""
     return {
-        "pairs": [column(cfg, k) for k in ("prompt_column", "chosen_column", "rejected_column")],
+        "pairs": [column(cfg, k) for k in ("chosen_column", "rejected_column")],  # the prompt may be implicit
         "alpaca_pairs": ["instruction", column(cfg, "chosen_column"), column(cfg, "rejected_column")],
         "chat_pairs": [column(cfg, "chosen_column"), column(cfg, "rejected_column")],
         "kto": [column(cfg, k) for k in ("prompt_column", "completion_column", "label_column")],
@@ -155,6 +191,12 @@ def check_pair_config(cfg: dict, kto: bool = False) -> str:
         )
     if not isinstance(cfg.get("max_seq_length"), int) or cfg["max_seq_length"] < 2:
         raise UserError(f"dataset.max_seq_length={cfg.get('max_seq_length')!r}: give a number of tokens >= 2")
+    if cfg.get("system_column") and fmt != "chat_pairs":
+        name = cfg["system_column"]
+        raise UserError(
+            f"dataset.system_column={name}: format={fmt} renders no system turn (chat_pairs does); put it in the "
+            f"prompt with a map op, e.g. dataset.ops=[{{map:{{prompt:'{{{name}}} {{prompt}}'}}}}]"
+        )
     return fmt
 
 

@@ -99,6 +99,16 @@ class PreferenceDataModule(L.LightningDataModule):
         missing = [c for c in required_pair_columns(fmt, self.cfg) if c not in dataset.column_names]
         if missing:
             raise UserError(missing_column(fmt, missing[0], split, dataset.column_names, self.cfg))
+        if (
+            fmt == "pairs"
+            and column(self.cfg, "prompt_column") not in dataset.column_names
+            and split == "train"
+        ):
+            log.warning(
+                "dataset: no %r column: each pair's prompt is the text its chosen and rejected answers share, up to "
+                "where they differ (as TRL reads implicit-prompt pairs such as Anthropic's hh-rlhf)",
+                column(self.cfg, "prompt_column"),
+            )
         if "margin" in dataset.column_names and split == "train":
             log.warning(
                 "dataset: column 'margin' is not read: a reward model's margin is one for every pair "
@@ -223,16 +233,6 @@ def missing_column(fmt: str, name: str, split: str, columns: list[str], cfg: dic
         return f"{where} (set dataset.prompt_column/completion_column/label_column to yours)"
     if column(cfg, "completion_column") in columns and column(cfg, "label_column") in columns:
         return f"{where}; these are KTO rows (a completion and a label each): train them with task=kto"
-    if (
-        fmt == "pairs"
-        and name == column(cfg, "prompt_column")
-        and {column(cfg, "chosen_column"), column(cfg, "rejected_column")} <= set(columns)
-    ):
-        return (
-            f"{where}: chosen and rejected without a prompt are whole conversations in TRL's layout: for lists of "
-            "messages use dataset.format=chat_pairs (the prompt is their shared turns); plain-text pairs need a "
-            "prompt column (set dataset.prompt_column), a prompt inside their text is not split out"
-        )
     return f"{where} (set dataset.prompt_column/chosen_column/rejected_column to yours)"
 
 
