@@ -206,3 +206,41 @@ def test_preempted_job_on_a_real_slurm_cluster_is_requeued_and_resumes(
         text=True,
     )
     assert "Restarts=1" in shown.stdout, shown.stdout
+
+
+def test_a_requeue_without_scontrol_is_one_line_and_the_signals_exit_code(monkeypatch, caplog):
+    """Inside a container SLURM's scontrol is often missing: the requeue was a FileNotFoundError traceback
+    and exit 1 after the checkpoint (review S6). One line says to resubmit with resume=auto."""
+    from hydratune.signals import GracefulStop
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("SLURM_JOB_ID", "999")
+    stop = GracefulStop()
+    stop.received = signal.SIGUSR2
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_DFL)
+    with caplog.at_level("ERROR", logger="hydratune.signals"), pytest.raises(SystemExit) as exited:
+        stop.requeue_job()
+    assert exited.value.code == 128 + signal.SIGUSR2
+    assert (
+        "could not requeue SLURM job 999" in caplog.text
+        and "resubmit the job with resume=auto" in caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["model.token=hf_FAKE123"], "model.token: a secret on the command line is saved in clear text"),
+        (["-m", "optimizer.lr=1e-4,2e-4", "+logger.wandb.api_key=FAKE"], "export WANDB_API_KEY=... in the environment"),
+        (["hydra/launcher=submitit_slurm", "optimizer.lr=1e-4"], "hydra/launcher=submitit_slurm: a launcher starts the jobs of a sweep (-m)"),
+    ],
+)  # fmt: skip
+def test_a_secret_on_the_command_line_and_a_launcher_without_a_sweep_are_refused(args, says):
+    """A token given on the command line was written in clear text into .hydra/, multirun.yaml and the sweep's
+    summaries (S7); a SLURM launcher without -m trained on the login node (S8)."""
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    with pytest.raises(UserError) as error:
+        check_command_line(args)
+    assert says in str(error.value) and "hf_FAKE123" not in str(error.value) and "\n" not in str(error.value)

@@ -525,6 +525,13 @@ def check_command_line(argv: list[str]) -> None:
     if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
+    check_no_secrets(overrides)
+    launcher = next((a for a in overrides if a.lstrip("+~").startswith("hydra/launcher=")), None)
+    if launcher and not flags & MULTIRUN_FLAGS:  # Hydra runs a single job in this process, launcher or not
+        raise UserError(
+            f"{launcher}: a launcher starts the jobs of a sweep (-m); without it this process would train here "
+            "(on a cluster, the login node): add -m; nothing was launched"
+        )
     if flags & MULTIRUN_FLAGS:
         plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
         # (an experiment may choose a sweeper itself: left to Hydra)
@@ -581,6 +588,21 @@ def check_command_line(argv: list[str]) -> None:
     check_config(_plain(cfg))
     if not resuming:
         quick_data_errors(_plain(cfg))
+
+
+def check_no_secrets(overrides: list[str]) -> None:
+    """A token on the command line lands in .hydra/overrides.yaml, multirun.yaml and a sweep's summaries in
+    clear text (only the environment's is kept out of them): refused, with where to put it instead."""
+    from hydratune.config import SECRET_KEYS
+
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.rsplit(".", 1)[-1] in SECRET_KEYS and value and not value.startswith("${"):
+            env = "WANDB_API_KEY" if "wandb" in key or key.endswith("api_key") else "HF_TOKEN"
+            raise UserError(
+                f"{key}: a secret on the command line is saved in clear text with the run's overrides: export "
+                f"{env}=... in the environment instead (it is read from there and never saved); nothing was launched"
+            )
 
 
 def quick_data_errors(cfg: dict) -> None:

@@ -121,7 +121,14 @@ class GracefulStop(L.Callback):
             handler(self.received, None)  # submitit: requeue, then sys.exit
         else:
             job = slurm_job_id()
-            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            try:
+                done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            except OSError as err:  # no scontrol inside the job's container (Pyxis/enroot, Apptainer)
+                log.error(
+                    "could not requeue SLURM job %s (%s); the checkpoint is written: resubmit the job with "
+                    "resume=auto", job, err.strerror or err,
+                )  # fmt: skip
+                raise SystemExit(128 + self.received) from None
             if done.returncode != 0:
                 log.error("scontrol requeue %s failed: %s", job, (done.stderr or done.stdout).strip())
             else:
