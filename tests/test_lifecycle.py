@@ -119,6 +119,18 @@ def test_resume_auto_in_a_sweep_continues_the_same_job_only(tmp_path):
     job(tmp_path / "unrelated", "0", True)  # no multirun.yaml: not a sweep folder
     assert find_resume_run(tmp_path / "later" / "0") == sweep / "0"
 
+    # ... launched with this job's overrides: job 0 of another grid of the same name is another experiment,
+    # which a resume trained on and overwrote (review S1)
+    def overrides(folder, *values):
+        (folder / ".hydra").mkdir(exist_ok=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {v}\n" for v in values))
+
+    overrides(sweep / "0", "peft=lora", "trainer.max_steps=4")
+    overrides(tmp_path / "later" / "0", "peft=lora", "trainer.max_steps=4", "resume=auto")
+    assert find_resume_run(tmp_path / "later" / "0") == sweep / "0"  # the same command plus resume=auto
+    overrides(tmp_path / "later" / "0", "peft=dora", "trainer.max_steps=4", "resume=auto")
+    assert find_resume_run(tmp_path / "later" / "0") is None
+
 
 class _SendSignal(L.Callback):
     def __init__(self, at_batch: int, signum: int):

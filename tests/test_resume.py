@@ -350,6 +350,13 @@ def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
     assert other.returncode == 2, other.stderr[-2000:]
     assert "a checkpoint of a task=sft run, and this launch is task=dpo" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1 and "Traceback" not in other.stderr
+    # LoRA and DoRA share peft's method: a LoRA checkpoint has no DoRA magnitudes, and failed in the
+    # optimizer's state (review S1)
+    dora = subprocess.run(
+        command(tiny_model_dir, data, tmp_path / "dora", "peft=dora", f"ckpt_path='{checkpoint}'"),
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert dora.returncode == 2 and "a peft.config.use_dora=False run, and this launch is" in dora.stderr
     # A checkpoint past trainer.max_steps: nothing would train, and its weights were exported as an earlier step's.
     past = subprocess.run(
         command(tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=2"),

@@ -449,9 +449,13 @@ def find_resume_run(run_dir: str | Path, name: str | None = None, task: str | No
             p for p in run_dir.parent.parent.glob("*") if (p / "multirun.yaml").is_file()
         )  # Hydra's mark
         folders = [run_dir.parent, *(p for p in sweeps if p != run_dir.parent)]
+        # Job N of another sweep of this name is another experiment unless it was launched with this job's
+        # overrides (the same command again, in a new date folder); in this sweep's folder it is this grid's.
+        mine = job_overrides(run_dir)
         candidates = [
-            p for folder in folders if folder.is_dir() for p in folder.glob("*") if same_job.fullmatch(p.name)
-        ]
+            p for folder in folders if folder.is_dir() for p in folder.glob("*")
+            if same_job.fullmatch(p.name) and (folder == run_dir.parent or job_overrides(p) == mine)
+        ]  # fmt: skip
     else:  # outputs/<name>/<date>
         if name is not None and run_dir.parent.name != name:
             return None
@@ -467,6 +471,18 @@ def find_resume_run(run_dir: str | Path, name: str | None = None, task: str | No
         if checkpoint is not None:
             found.append((checkpoint.stat().st_mtime, folder))
     return max(found)[1] if found else None
+
+
+def job_overrides(folder: Path) -> list[str] | None:
+    """A sweep job's command-line overrides (its .hydra/overrides.yaml), less those that only say where and
+    whether to resume; None where Hydra saved none."""
+    import yaml
+
+    path = Path(folder) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    saved = yaml.safe_load(path.read_text()) or []
+    return sorted(o for o in saved if not str(o).lstrip("+~").startswith(("resume=", "ckpt_path=", "hydra.")))
 
 
 class RunIdentity(L.Callback):

@@ -582,7 +582,14 @@ def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
         return None
     plain = to_plain(cfg)
     task, peft = task_id(plain.get("task") or {}), (plain.get("peft") or {}).get("method", "none")
-    for what, then, now in (("task", identity.get("task"), task), ("peft", identity.get("peft"), peft)):
+    saved_peft = ((identity.get("config") or {}).get("peft") or {}).get("config") or {}
+    dora = (
+        bool(saved_peft.get("use_dora")) if identity.get("config") else None,
+        bool(((plain.get("peft") or {}).get("config") or {}).get("use_dora")),
+    )  # a LoRA checkpoint has no DoRA magnitudes: it failed deep in the optimizer's state
+    kinds = (("task", identity.get("task"), task), ("peft", identity.get("peft"), peft),
+             ("peft.config.use_dora", *dora))  # fmt: skip
+    for what, then, now in kinds:
         if then is not None and then != now:
             raise UserError(
                 f"{key}={checkpoint}: a checkpoint of a {what}={then} run, and this launch is {what}={now}; a "
