@@ -326,3 +326,34 @@ def test_sweep_report_on_one_job_names_its_sweep(fake_sweep):
     ):
         cli_main(["sweep-report", str(fake_sweep / "0")])
     assert not (fake_sweep / "0" / "sweep_summary.md").exists()
+
+
+def test_a_sweep_over_tasks_names_no_best_job(tmp_path):
+    """`-m task=sft,dpo,reward` named the reward job best: its loss (0.68) against SFT's nats per token and
+    DPO's sigmoid loss (review S3)."""
+    tasks = tmp_path / "tasks"
+    for num, (name, loss) in enumerate([("sft", 15.3), ("dpo", 6.3), ("reward", 0.68)]):
+        _pairs_job(tasks, num, {"name": name}, loss, 0.5)
+        (tasks / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"task={name}"]))
+    write_summary(tasks)
+    md = (tasks / "sweep_summary.md").read_text()
+    assert "no best job: the jobs train different tasks (dpo, reward, sft)" in md and "best: job" not in md
+
+
+def test_a_job_still_training_is_running_not_failed(tmp_path):
+    """`hydratune sweep-report` on a partial sweep counted the job in progress as failed (review S4): a job
+    whose folder lock names a live process is running; a dead holder's lock (SIGKILL) is a failed job."""
+    import json
+    import os
+    import socket
+
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["optimizer.lr=1e-4"], _metrics(2.0, 2.0))
+    _job(sweep, 1, ["optimizer.lr=2e-4"], None)
+    lock = sweep / "1" / ".hydratune.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    write_summary(sweep)
+    assert [r["status"] for r in _read_csv(sweep / "sweep_summary.csv")] == ["ok", "running"]
+    lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "started": "then"}))
+    write_summary(sweep)
+    assert [r["status"] for r in _read_csv(sweep / "sweep_summary.csv")] == ["ok", "failed"]

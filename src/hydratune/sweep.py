@@ -32,7 +32,8 @@ JOB_ERROR_FILE = "job_error.json"
 # and into the sweep directory (where the study is: storage, study name, pruner).
 TRIAL_FILE = "trial.json"
 STUDY_FILE = "study.json"
-STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued", "stopped")
+STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued", "stopped", "running")
+LOCK_FILE = ".hydratune.lock"  # hydratune.train.RunLock's: held while a launch trains in the folder
 CONTINUED_FILE = "continued.json"  # hydratune.train: this launch trained on in an earlier run's folder
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (
@@ -126,6 +127,24 @@ def _status(metrics: dict | None, error: dict | None, trial: dict | None = None)
     return "ok"
 
 
+def _training(job_dir: Path) -> bool:
+    """Whether a launch holds the job's folder: its lock names a live process here, or a process on another
+    host (a SLURM node), which this one cannot ask."""
+    import os
+    import socket
+
+    holder = read_json(job_dir / LOCK_FILE)
+    if not holder or not holder.get("pid"):
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (OSError, ValueError):
+        return False  # killed (SIGKILL, the OOM killer): its lock is left behind
+    return True
+
+
 def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """The summary row of one job: overrides, status, metrics, and the validation curve."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
@@ -154,6 +173,8 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     continued = read_json(job_dir / CONTINUED_FILE)
     if metrics is None and continued and not row["error"]:  # resume=auto went on in the earlier job's folder
         row["status"], row["error"] = "continued", f"resume=auto continued {continued.get('run')}"
+    elif metrics is None and error is None and _training(job_dir):  # a partial sweep: still at work
+        row["status"] = "running"
     if not row["error"] and (trial or {}).get("error"):
         row["error"] = trial["error"][:200]
     curve = (metrics or {}).get("val_curve") or []
@@ -184,6 +205,13 @@ def ranking(rows: list[dict]) -> tuple[str | None, bool, str]:
     note for the summary). The jobs' own `metric_for_best_model` (what best.ckpt and early stopping
     follow); val/loss is ranked by best_val_loss, unless the sweep varies a task setting that changes what
     the loss measures (`Task.loss_settings`, e.g. DPO's beta): then by the task's comparable metric."""
+    tasks = sorted({str((r["task"] or {}).get("name")) for r in rows if r["task"]})
+    if len(tasks) > 1:  # an SFT loss (nats/token), a DPO loss and a reward margin are not one scale
+        return (
+            None,
+            False,
+            f"no best job: the jobs train different tasks ({', '.join(tasks)}), whose metrics do not compare",
+        )
     metric, higher = next((r["metric"] for r in rows if r["metric"][0]), ("val/loss", False))
     if metric != "val/loss":
         key = metric.replace("/", "_")

@@ -21,6 +21,7 @@ from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
 from hydratune.precision import choose_precision, precision_note
 from hydratune.preflight import check_config, check_disk_room
+from hydratune.sweep import LOCK_FILE
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
 
@@ -110,7 +111,7 @@ class RunLock:
     the old job lingers) is refused while the first lives on this host, instead of both writing last.ckpt,
     the step files and the logs. A lock whose process is gone (SIGKILL) is taken over. Held by rank 0 only."""
 
-    NAME = ".hydratune.lock"
+    NAME = LOCK_FILE
 
     def __init__(self, run_dir: Path):
         import socket
