@@ -638,3 +638,15 @@ def test_openai_weight_zero_keeps_an_assistant_turn_out_of_the_loss(template_tok
         UserError, match=r"assistant turn with weight 0.5; OpenAI's weight is 0 \(not trained\) or 1"
     ):
         format_messages({"messages": messages}, {}, tokenizer=template_tokenizer)
+
+
+def test_sharegpt_turns_that_name_their_roles_are_read_by_default(template_tokenizer):
+    """ShareGPT exports that write `from: user/assistant` (OpenHermes) and LLaMA-Factory's observation turns
+    were refused until dataset.roles was extended by hand (review F8)."""
+    from hydratune.data.formats import SHAREGPT_DEFAULTS, sharegpt_messages
+
+    row = {"conversations": [{"from": "user", "value": "hi"}, {"from": "assistant", "value": "HI"},
+                             {"from": "observation", "value": "42"}, {"from": "gpt", "value": "OK"}]}  # fmt: skip
+    assert [m["role"] for m in sharegpt_messages(row, {"roles": SHAREGPT_DEFAULTS["roles"]})] == [
+        "user", "assistant", "tool", "assistant"
+    ]  # fmt: skip

@@ -115,8 +115,10 @@ def test_kto_rows_labels_and_drops(tokenizer):
     text_labels = [
         {"prompt": "q", "completion": "a", "ok": "True"},
         {"prompt": "q", "completion": "b", "ok": "false"},
+        {"prompt": "q", "completion": "c", "ok": "1"},  # and "1"/"0" (review F12)
+        {"prompt": "q", "completion": "d", "ok": " 0"},
     ]
-    assert tokenize_kto(text_labels, tokenizer, cfg)["label"] == [True, False]
+    assert tokenize_kto(text_labels, tokenizer, cfg)["label"] == [True, False, True, False]
 
 
 def _preference_data(tokenizer, tmp_path, rows: list[dict], **cfg):

@@ -66,8 +66,9 @@ SHAREGPT_DEFAULTS = {
     "conversations_column": "conversations",
     "role_key": "from",
     "content_key": "value",
-    "roles": {"human": "user", "gpt": "assistant", "system": "system"},
-}
+    "roles": {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant",
+              "tool": "tool", "observation": "tool", "function_call": "assistant"},
+}  # fmt: skip
 # Formats rendered with the tokenizer's chat template (they need the tokenizer and set the template).
 CHAT_FORMATS = ("messages", "sharegpt", "alpaca_chat")
 TRAIN_ON = ("response", "assistant", "last_assistant", "all")

@@ -82,7 +82,7 @@ def _turns(value, cfg: dict, answer: bool = False) -> list:
     if not (role_key or content_key or roles):
         return turns
     role_key, content_key = role_key or "role", content_key or "content"
-    roles = roles or SHAREGPT_DEFAULTS["roles"]  # human/gpt/system, as format=sharegpt reads them
+    roles = roles or SHAREGPT_DEFAULTS["roles"]  # as format=sharegpt reads them
     return [
         {"role": roles.get(t.get(role_key), t.get(role_key)), "content": t.get(content_key)}
         if isinstance(t, dict) else t
@@ -142,8 +142,8 @@ def format_kto(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, bool]:
     """`{prompt, completion, label}`: label True (or 1) for a desirable completion, False (0) otherwise."""
     name = column(cfg, "label_column")
     label = row.get(name)
-    if isinstance(label, str) and label.strip().lower() in ("true", "false"):
-        label = label.strip().lower() == "true"  # "true" in quotes: a CSV cell, or JSON written as text
+    if isinstance(label, str) and label.strip().lower() in ("true", "false", "1", "0"):
+        label = label.strip().lower() in ("true", "1")  # "true" or "1" in quotes: a CSV cell, or JSON as text
     if label not in (True, False):  # also accepts 0 and 1, which compare equal
         raise UserError(
             f"dataset: column {name!r} holds {label!r} ({type(label).__name__}); use true/false or 1/0 per row"
