@@ -227,3 +227,31 @@ def test_a_split_holds_out_the_rows_the_trainers_split_holds_out(tmp_path):
     assert last["validation"]["instruction"] == ["i23", "i24"] and len(last["train"]) == 23
     _raises(r"ops\[0\].split.shuffle='no': true \(rows drawn with seed\) or false", build_splits,
             {"sources": [source], "ops": [{"split": {"eval": 2, "shuffle": "no"}}]}, None)  # fmt: skip
+
+
+def test_a_file_that_is_not_utf8_names_its_line_in_every_command(tmp_path):
+    """A latin-1 byte in a JSONL file: hydratune inspect crashed with a traceback deep in datasets (pyarrow read
+    the file), preflight named a byte offset (review F7). Every reader names the line; a character whose
+    bytes straddle two 1 MiB reads is fine."""
+    from hydratune.data.peek import read_file
+    from hydratune.data.sources import check_utf8
+
+    good = '{"instruction": "a", "output": "b"}\n'
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((good * 3).encode() + b'{"instruction": "caf\xe9", "output": "e"}\n')
+    for load in (
+        lambda: build_splits({"sources": [{"loader": "json", "data_files": str(path)}]}, None),
+        lambda: read_file(str(path), "json", 10),
+    ):
+        _raises(
+            r"latin1.jsonl:4: not UTF-8 text \(invalid continuation byte at byte \d+\); save the file as UTF-8",
+            load,
+        )
+    straddling = tmp_path / "big.jsonl"
+    head = b'{"instruction": "'
+    straddling.write_bytes(head + b"x" * ((1 << 20) - 1 - len(head)) + "é".encode() + b'", "output": "e"}\n')
+    assert straddling.read_bytes()[(1 << 20) - 1 : (1 << 20) + 1] == "é".encode()  # 2 bytes over 2 reads
+    check_utf8(str(straddling))
+    far = tmp_path / "far.jsonl"
+    far.write_bytes((good * 40_000).encode() + b'{"instruction": "\xff", "output": "e"}\n')
+    _raises(r"far.jsonl:40001: not UTF-8 text", check_utf8, str(far))

@@ -121,10 +121,11 @@ def read_file(path: str, loader: str, limit: int) -> Rows:
     read = {"json": _read_json, "text": _read_text, "csv": _read_csv, "parquet": _read_parquet}[loader]
     try:
         rows, columns, origins, complete = read(path, limit)
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
-        ) from err
+    except UnicodeDecodeError:
+        from hydratune.data.sources import check_utf8
+
+        check_utf8(path)  # names the line
+        raise
     if loader == "json" and not rows and complete:  # as training's reader says it (hydratune.data.sources)
         raise UserError(f"{path}: the file is empty (no JSON record); add rows or remove it from the data")
     return Rows(rows, columns, origins, [path], complete)

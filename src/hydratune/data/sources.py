@@ -157,6 +157,9 @@ def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()
         # Windows editors write a byte-order mark; the JSON reader refuses it, the CSV one keeps it in the first
         # column's name. Read as utf-8-sig (which also reads files without one) as pandas and peek do.
         options = {"encoding": "utf-8-sig"}
+    if loader in ("json", "csv", "text"):
+        for file in files:
+            check_utf8(file)
     if data_dir is not None:  # the folder's files of this loader only (datasets would read a CSV beside JSON)
         data_files, data_dir = dir_files(data_dir, files), None
     try:
@@ -170,6 +173,28 @@ def _load_local(source: dict, cache_dir: str | None, where: str, text_columns=()
     if loader == "json" and _needs_a_look(loaded, files, text_columns):
         find_bad_json(files, text_columns)
     return loaded
+
+
+NEWLINE = b"\n"
+
+
+def check_utf8(file: str) -> None:
+    """A text file that is not UTF-8 is one line naming its line (pyarrow reads such a file, and a row's
+    text then fails to decode deep in `datasets`, or in hydratune inspect)."""
+    import codecs
+
+    decoder, line, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                at = max(err.start - len(err.object) + len(chunk), 0)  # the bad byte's index in this chunk
+                bad_line = line + chunk[:at].count(NEWLINE)
+                raise UserError(
+                    f"{file}:{bad_line}: not UTF-8 text ({err.reason} at byte {offset + at}); save the file as UTF-8"
+                ) from None
+            line, offset = line + chunk.count(NEWLINE), offset + len(chunk)
 
 
 def _has_bom(file: str) -> bool:
