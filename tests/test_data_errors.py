@@ -255,3 +255,17 @@ def test_a_file_that_is_not_utf8_names_its_line_in_every_command(tmp_path):
     far = tmp_path / "far.jsonl"
     far.write_bytes((good * 40_000).encode() + b'{"instruction": "\xff", "output": "e"}\n')
     _raises(r"far.jsonl:40001: not UTF-8 text", check_utf8, str(far))
+
+
+def test_a_csv_column_of_numbers_trains_as_the_file_wrote_them(tmp_path):
+    """pandas reads a CSV column of numbers as int, or as float where a cell is empty: the answer "4" was
+    refused as not text, and the map op the error advised trained "4.0" (review F6). Numbers read as the file
+    wrote them; an empty cell is still a null named by its row."""
+    from hydratune.data.formats import format_prompt_response
+
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nWhat is 2+2?,4\nWhat is 5+5?,10\nHalf of 7?,3.5\nWhat is 1+1?,\n")
+    rows = build_splits({"sources": [{"loader": "csv", "data_files": str(path)}]}, None)["train"]
+    cfg = {"prompt_column": "question", "response_column": "answer"}
+    assert [format_prompt_response(rows[i], cfg)[-1][0] for i in range(3)] == ["4", "10", "3.5"]
+    _raises(r"no 'answer' in this row \(null or missing", format_prompt_response, rows[3], cfg)

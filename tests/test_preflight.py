@@ -272,9 +272,9 @@ def test_missing_column_and_bad_value_name_the_file(tmp_path):
     data.write_text('{"question": "q", "reply": "a"}\n\n{"question": "q2", "reply": 7}\n')
     with pytest.raises(Fallback, match="'reply' mixes number and text"):  # datasets re-encodes such a column
         _peek(_with_file(cfg, data, response_column="reply", **pairs))
-    data.write_text('{"question": "q", "reply": 1}\n{"question": "q2", "reply": 7}\n')
-    with pytest.raises(
-        UserError, match=rf"{data}:1 \(split 'train' row 0\): dataset: column 'reply' holds int"
+    data.write_text('{"question": "q", "reply": {"x": 1}}\n{"question": "q2", "reply": {"x": 7}}\n')
+    with pytest.raises(  # (numbers are text as written: review F6)
+        UserError, match=rf"{data}:1 \(split 'train' row 0\): dataset: column 'reply' holds dict"
     ):
         _peek(_with_file(cfg, data, response_column="reply", **pairs))
     data.write_text("")  # said as training says it (it read: "available columns: " and nothing)

@@ -7,6 +7,7 @@ A format is chosen by name in the dataset config: `format: alpaca` -> `FORMATS["
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from hydratune.errors import UserError, did_you_mean
@@ -87,6 +88,10 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
             f"dataset: no {column!r} in this row (null or missing; it has: {', '.join(present)}); every row "
             f"needs it: fix the row, drop it with a filter op, or name the column that holds it"
         )
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        # A CSV column of numbers (an arithmetic answer): pandas reads it as int, or as float where a cell is
+        # empty; the file said "4", not "4.0".
+        return str(int(value)) if float(value).is_integer() else repr(value)
     if not isinstance(value, str):
         if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
             fix = (
