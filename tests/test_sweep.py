@@ -272,6 +272,8 @@ def test_a_stop_before_training_is_one_line_and_a_stopped_sweep_keeps_its_summar
         f"sweep stopped by SIGINT after 1 job; summary so far: {sweep_dir / 'sweep_summary.md'}"
         in result.stderr
     )
+    # the advice continues the sweep in its own folder, where one summary ranks all its jobs (review S2)
+    assert f"the same command plus resume=auto hydra.sweep.dir={sweep_dir} continues it" in result.stderr
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
     assert [(r["job"], r["status"], r["optimizer.lr"], r["error"]) for r in rows] == [
         ("0", "stopped", "0.001", "stopped by SIGINT")

@@ -101,7 +101,9 @@ def stopped_job(code: object) -> None:
         return
     search = str(hydra_cfg.sweeper.get("_target_", "")).startswith("hydra_plugins.hydratune_optuna")
     again = (
-        "the same command continues the study" if search else "the same command plus resume=auto continues it"
+        "the same command continues the study"
+        if search  # the same folder: its jobs run again as cK_N beside theirs, and one summary ranks them all
+        else f"the same command plus resume=auto hydra.sweep.dir={sweep_dir} continues it in this folder"
     )
     print(
         f"hydratune: sweep stopped by {name} after {len(rows)} job{'s' * (len(rows) != 1)}; summary so far: "
