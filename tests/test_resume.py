@@ -254,6 +254,22 @@ def test_resume_names_the_settings_a_launch_changes():
     again.task.beta, again.trainer.max_steps, again.model.token = 0.5, 50, "hf_other"
     changes = changed_settings(first, again)
     assert changes == ["task.beta=0.1 -> 0.5", "trainer.max_steps=40 -> 50"]  # a token is never shown
+    # resolved (the checkpoint's config): what lives in the run folder moves with it, not a change (review S12)
+    saved = {
+        "paths": {"output_dir": "/runs/a"},
+        "logger": {"tensorboard": {"save_dir": "/runs/a/tensorboard"}},
+    }
+    now = OmegaConf.create(
+        {
+            "paths": {"output_dir": "/runs/b"},
+            "logger": {"tensorboard": {"save_dir": "${paths.output_dir}/tensorboard"}},
+        }
+    )
+    assert changed_settings(saved, now, resolve=True) == []
+    now.logger.tensorboard.save_dir = "/elsewhere"
+    assert changed_settings(saved, now, resolve=True) == [
+        "logger.tensorboard.save_dir=/runs/b/tensorboard -> /elsewhere"
+    ]
 
 
 def _run_folder(folder: Path, name: str = "default", task: str = "sft", checkpoint: str | None = "last.ckpt"):

@@ -359,3 +359,13 @@ def test_a_job_still_training_is_running_not_failed(tmp_path):
     lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "started": "then"}))
     write_summary(sweep)
     assert [r["status"] for r in _read_csv(sweep / "sweep_summary.csv")] == ["ok", "failed"]
+
+
+def test_a_small_float_in_the_summary_keeps_its_digits():
+    """An axis value read from a job's config (lr 0.0002) was written with one decimal: "0.0" (review S14)."""
+    from hydratune.sweep import _fmt
+
+    assert (_fmt(0.0002, "optimizer.lr"), _fmt(1234.56, "tokens_per_s"), _fmt(12.34, "wall_s")) == (
+        "0.0002", "1234.6", "12.34"
+    )  # fmt: skip
+    assert _fmt(0.123456, "val_loss") == "0.1235"

@@ -308,7 +308,9 @@ def _fmt(value: Any, column: str = "") -> str:
         return ""
     if isinstance(value, float):
         four = column.endswith("loss") or column == "value" or column.startswith("val_")
-        return f"{value:.4f}" if four else f"{value:.1f}"
+        if four:
+            return f"{value:.4f}"
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"  # tokens/s; an lr 2e-4 was "0.0" (S14)
     if isinstance(value, str) and re.fullmatch(r"-?\d*\.\d{7,}(e-?\d+)?", value):
         return f"{float(value):.4g}"  # a sampled value (0.0005611516415334506): the .csv keeps every digit
     return str(value)

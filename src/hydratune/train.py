@@ -651,6 +651,11 @@ def changed_settings(saved: dict, cfg, limit: int = 8, resolve: bool = False) ->
         plain(saved),
         plain(to_plain(cfg) if resolve else OmegaConf.to_container(cfg, resolve=False)),
     )
+    old_dir = (saved.get("paths") or {}).get("output_dir")
+    new_dir = OmegaConf.select(cfg, "paths.output_dir", default=None) if resolve else None
+    if isinstance(old_dir, str) and isinstance(new_dir, str) and old_dir != new_dir:
+        # Settings derived from the run folder (a logger's save_dir, the trainer's root) move with it
+        before = {k: v.replace(old_dir, new_dir) if isinstance(v, str) else v for k, v in before.items()}
     changes = [f"{k}={before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
                if before.get(k) != now.get(k)]  # fmt: skip
     return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
