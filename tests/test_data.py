@@ -650,3 +650,18 @@ def test_sharegpt_turns_that_name_their_roles_are_read_by_default(template_token
     assert [m["role"] for m in sharegpt_messages(row, {"roles": SHAREGPT_DEFAULTS["roles"]})] == [
         "user", "assistant", "tool", "assistant"
     ]  # fmt: skip
+
+
+def test_trls_conversational_prompt_completion_rows_train_the_completion(template_tokenizer):
+    """TRL's conversational prompt-completion rows (prompt and completion, each a list of messages) could not
+    be read (review F9): messages_column takes the columns in order; only the last one's turns train."""
+    from hydratune.data.formats import format_messages, required_columns
+
+    template_tokenizer.chat_template = CHATML_SYSTEM
+    row = {"prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "HI"},
+                      {"role": "user", "content": "yo"}],
+           "completion": [{"role": "assistant", "content": "YO"}]}  # fmt: skip
+    cfg = {"messages_column": ["prompt", "completion"]}
+    segments = format_messages(row, cfg, tokenizer=template_tokenizer)
+    assert [t for t, on in segments if on] == ["YO<|im_end|>\n"] and "HI" in "".join(t for t, _ in segments)
+    assert required_columns("messages", cfg) == ["prompt", "completion"]

@@ -95,7 +95,8 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
     if not isinstance(value, str):
         if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
             fix = (
-                "a chat format reads it: dataset.format=messages (SFT rows) or chat_pairs (preference pairs)"
+                "a chat format reads it: dataset.format=messages (SFT rows; prompt and completion columns of "
+                "messages: dataset=chat 'dataset.messages_column=[prompt,completion]') or chat_pairs (preference pairs)"
             )
         else:
             fix = "convert it with a `map` op or choose another column"
@@ -152,7 +153,18 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
     groups tool results) are rendered whole instead (`_by_placeholders`).
     """
     column = cfg.get("messages_column") or "messages"
-    messages = row.get(column)
+    prompt_turns = 0  # assistant turns before the last column's are prompt (TRL's prompt/completion)
+    if isinstance(column, list):  # several columns' message lists, joined in order: [prompt, completion]
+        parts = [row.get(c) for c in column]
+        bad = next((c for c, part in zip(column, parts) if not isinstance(part, list) or not part), None)
+        if bad is not None:
+            raise UserError(
+                f"dataset: column {bad!r} must hold a non-empty list of {{role, content}} messages"
+            )
+        messages, prompt_turns = [m for part in parts for m in part], sum(len(part) for part in parts[:-1])
+        column = "+".join(column)
+    else:
+        messages = row.get(column)
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"dataset: column {column!r} must hold a non-empty list of {{role, content}} messages"
@@ -184,7 +196,7 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
             f"dataset: column {column!r} has an assistant turn with weight {next(w for w in weights.values() if w not in (0, 1))!r}; "
             "OpenAI's weight is 0 (not trained) or 1 (trained)"
         )
-    untrained = {i for i, w in weights.items() if w == 0}
+    untrained = {i for i, w in weights.items() if w == 0} | set(range(prompt_turns))
     checked = [{k: v for k, v in m.items() if k != "weight"} for m in checked]
     given = _tools(row)
 
@@ -578,7 +590,9 @@ def required_columns(fmt: str, cfg: dict) -> list[str]:
         "alpaca": ["instruction", "output"],
         "prompt_response": [cfg.get("prompt_column"), cfg.get("response_column")],
         "text": [cfg.get("text_column") or "text"],
-        "messages": [cfg.get("messages_column") or "messages"],
+        "messages": list(cfg["messages_column"])
+        if isinstance(cfg.get("messages_column"), list | tuple)
+        else [cfg.get("messages_column") or "messages"],
         "sharegpt": [cfg.get("conversations_column") or SHAREGPT_DEFAULTS["conversations_column"]],
         "segments": ["segments"],
         "alpaca_chat": ["instruction", "output"],
