@@ -398,3 +398,22 @@ def test_a_user_module_that_does_not_import_says_how_to_make_it_importable(tmp_p
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UserError, match=r"No module named 'no_such_dependency_xyz'\)$"):
         build_rewards([{"_target_": "nu_rewards_dep.f"}])
+
+
+def test_gsm8k_answers_are_compared_after_their_marker_and_unmatchable_ones_are_said(caplog):
+    """GSM8K's references are multi-line solutions ending "#### 20": under the default stop "\\n" no
+    completion could equal one, and the run only said that all groups scored alike (review F10)."""
+    import datasets
+
+    from hydratune.rewards import exact_match, unmatchable_references
+
+    refs = {"answer": ["He has 9+11=20 apples.\n#### 20", "#### 7"]}
+    assert exact_match(["q", "q"], ["So #### 20", "7"], after="####", **refs) == [1.0, 1.0]
+    assert exact_match(["q", "q"], ["So #### 20", "7"], **refs) == [0.0, 0.0]
+    data = datasets.Dataset.from_dict(refs)
+    entry = {"_target_": "hydratune.rewards.exact_match", "weight": 1.0, "column": "answer"}
+    [line] = unmatchable_references([entry], ["\n"], data)
+    assert line.startswith("task.rewards[0] (exact_match): column 'answer' holds task.stop's '\\n' (row 0)")
+    assert "\"+task.rewards.0.after='####'\" for GSM8K" in line
+    assert unmatchable_references([{**entry, "after": "####"}], ["\n"], data) == []
+    assert unmatchable_references([entry], [], data) == []

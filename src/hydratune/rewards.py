@@ -29,14 +29,48 @@ from pathlib import Path
 from hydratune.errors import UserError
 
 
-def exact_match(prompts: list[str], completions: list[str], column: str = "answer", **columns) -> list[float]:
-    """1.0 where the completion equals the reference in `columns[column]` (both stripped), else 0.0."""
+def exact_match(
+    prompts: list[str], completions: list[str], column: str = "answer", after: str | None = None, **columns
+) -> list[float]:
+    """1.0 where the completion equals the reference in `columns[column]` (both stripped), else 0.0. `after`:
+    compare only what follows the last `after` in each (GSM8K's "... #### 42" with after: "####"; a
+    completion without the marker is compared whole)."""
     if column not in columns:
         raise UserError(
             f"exact_match: the dataset has no column {column!r} (columns: {', '.join(sorted(columns)) or 'none'}); "
             f"set the reward's column: to the reference answer's column"
         )
-    return [float(c.strip() == str(ref).strip()) for c, ref in zip(completions, columns[column])]
+
+    def final(text: str) -> str:
+        return text.rsplit(after, 1)[-1].strip() if after else text.strip()
+
+    return [float(final(c) == final(str(ref))) for c, ref in zip(completions, columns[column])]
+
+
+def unmatchable_references(
+    entries: list | None, stop: list | None, data, key: str = "task.rewards"
+) -> list[str]:
+    """A line for each exact_match reward whose reference answers hold a stop string: sampling ends every
+    completion at it, so none can equal them (GSM8K's multi-line solutions under the default stop "\n")."""
+    lines = []
+    for i, entry in enumerate(entries or []):
+        if not isinstance(entry, dict) or not str(entry.get("_target_", "")).endswith("exact_match"):
+            continue
+        bound = {**(entry.get("kwargs") or {}), **entry}
+        column = str(bound.get("column", "answer"))
+        if bound.get("after") or column not in data.column_names:
+            continue
+        refs = data[column][:1000]
+        hit = next(
+            ((row, s) for row, ref in enumerate(refs) for s in stop or [] if s and s in str(ref)), None
+        )
+        if hit:
+            lines.append(
+                f"{key}[{i}] (exact_match): column {column!r} holds task.stop's {hit[1]!r} (row {hit[0]}), which "
+                "ends every completion, so none can equal the reference; compare the final answer "
+                f"(\"+{key}.{i}.after='####'\" for GSM8K) or change task.stop"
+            )
+    return lines
 
 
 # The bound keys whose value names a dataset column the function reads, with their defaults: what lets the

@@ -156,7 +156,12 @@ class GRPOTask(Task):
     def datamodule(self, tokenizer, cfg: dict):
         from hydratune.tasks.grpo.data import PromptDataModule
 
-        return PromptDataModule(tokenizer, **data_kwargs(cfg), rewards=self.settings.get("rewards"))
+        return PromptDataModule(
+            tokenizer,
+            **data_kwargs(cfg),
+            rewards=self.settings.get("rewards"),
+            stop=self.settings.get("stop"),
+        )
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.grpo.module import GRPOModule

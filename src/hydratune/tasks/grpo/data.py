@@ -19,7 +19,7 @@ from hydratune.data.ops import build_splits
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
 from hydratune.errors import UserError
-from hydratune.rewards import check_reward_columns
+from hydratune.rewards import check_reward_columns, unmatchable_references
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,19 @@ class PromptDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, tokenizer, cfg: dict, seed: int = 0, cache_dir: str | None = None, rewards: list | None = None
+        self,
+        tokenizer,
+        cfg: dict,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        rewards: list | None = None,
+        stop: list | None = None,
     ):
         super().__init__()
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.rewards = rewards
+        self.stop = stop
         self.seed = seed
         self.cache_dir = cache_dir
         self.train_dataset = None
@@ -159,6 +166,9 @@ class PromptDataModule(L.LightningDataModule):
             check_reward_columns(
                 self.rewards, [c for c in data.column_names if c not in ("prompt", TURNS)], split
             )
+            if split == "train":
+                for line in unmatchable_references(self.rewards, self.stop, data):
+                    log.warning(line)
             if not len(data):
                 raise UserError(f"dataset: the {split} split has no prompt (column {column!r} is empty)")
             self.stats["train" if split == "train" else "validation"] = {"rows": rows, "prompts": len(data)}
