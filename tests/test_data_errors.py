@@ -151,7 +151,8 @@ def test_a_conversation_in_a_text_column_points_at_the_chat_formats(tokenizer):
     """TRL's conversational rows (chosen/rejected as message lists) read as strings: the fix names the formats."""
     turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     data = datasets.Dataset.from_list([{"prompt": "q", "answer": turns}])
-    _raises(r"column 'answer' holds list .*dataset.format=messages \(SFT rows\) or chat_pairs", tokenize_split,
+    _raises(r"column 'answer' holds list .*dataset.format=messages \(SFT rows; prompt and completion columns of "
+            r"messages: dataset=chat 'dataset.messages_column=\[prompt,completion\]'\) or chat_pairs", tokenize_split,
             data, tokenizer, {"prompt_column": "prompt", "response_column": "answer", "max_seq_length": 32})  # fmt: skip
 
 
