@@ -496,3 +496,23 @@ def test_a_tokenizer_without_a_pad_token_pads_with_one_that_is_not_eos(tmp_path)
     assert stand_in_pad("<|end_of_text|>", None, llama31) == "<|finetune_right_pad_id|>"
     assert stand_in_pad("<|end_of_text|>", None, {"<|end_of_text|>"}.__contains__) == "<|end_of_text|>"
     assert stand_in_pad("</s>", "</s>", {"</s>"}.__contains__) == "</s>"
+
+
+def test_a_text_column_the_format_does_not_read_is_a_note(tmp_path):
+    """Dolly's `context` under prompt_response (instruction/response) never reached the model, without a word
+    (review F11): the quick check notes it with the op that reads it, and the op quiets it."""
+    rows = [{"instruction": f"Summarize passage {i}.", "context": "The river runs through the old stone town.",
+             "response": f"A river town {i}.", "category": "summarization"} for i in range(12)]  # fmt: skip
+    data = tmp_path / "dolly.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = [f"dataset.sources.0.data_files.train={data}", "~dataset.sources.0.data_files.validation",
+            "dataset.format=prompt_response", "++dataset.prompt_column=instruction",
+            "++dataset.response_column=response"]  # fmt: skip
+    notes = data_check(_config([*base, "dataset.ops=[{split:{eval:2}}]"]), rows=50).get("notes", [])
+    assert [n for n in notes if "holds text" in n] == [
+        "column 'context' holds text (12 of 12 rows) that dataset.format=prompt_response does not read: it never "
+        "reaches the model; map it into a column that is read (e.g. dataset.ops=[{map:{instruction:'{instruction} "
+        "{context}'}}]), or drop it (dataset.ops=[{drop_columns:[context]}])"
+    ]  # the short `category` column is no note
+    read = _config([*base, "dataset.ops=[{split:{eval:2}},{map:{instruction:'{instruction} {context}'}}]"])
+    assert not [n for n in data_check(read, rows=50).get("notes", []) if "holds text" in n]

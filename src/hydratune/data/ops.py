@@ -112,6 +112,33 @@ def unread_map_columns(cfg: dict, reads: set[str], what: str, fix: str) -> list[
     return lines
 
 
+def unread_text_columns(
+    rows: list[dict], columns: list[str], cfg: dict, reads: set[str], what: str
+) -> list[str]:
+    """A line for each column of `rows` that holds text (a string of 20+ characters in most rows) that neither
+    the format (`reads`, named by `what`) nor an op reads: Dolly's `context`, MNLI's hypothesis without
+    text_pair_column. Its text never reaches the model."""
+    ops = [
+        *(op for source in cfg.get("sources") or [] for op in source.get("ops") or []),
+        *(cfg.get("ops") or []),
+    ]
+    mentioned = " ".join(json.dumps(op, default=str) for op in ops)
+    lines, into = [], sorted(reads)[0] if reads else "text"
+    for column in columns:
+        if column in reads or re.search(rf"\b{re.escape(str(column))}\b", mentioned) or not rows:
+            continue
+        texts = [
+            r.get(column) for r in rows if isinstance(r.get(column), str) and len(r[column].strip()) >= 20
+        ]
+        if len(texts) * 2 > len(rows):
+            lines.append(
+                f"column {column!r} holds text ({len(texts)} of {len(rows)} rows) that {what} does not read: it never "
+                f"reaches the model; map it into a column that is read (e.g. dataset.ops=[{{map:{{{into}:'{{{into}}} "
+                f"{{{column}}}'}}}}]), or drop it (dataset.ops=[{{drop_columns:[{column}]}}])"
+            )
+    return lines
+
+
 def op_name(op, where: str) -> str:
     if not isinstance(op, dict):
         raise UserError(f'{where}: an op is a one-key mapping like `filter: "len(output) > 0"`, got {op!r}')

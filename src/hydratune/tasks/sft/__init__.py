@@ -20,7 +20,7 @@ class SFTTask(Task):
 
     def quick_data_report(self, splits, tokenizer, dataset_cfg, notes):
         from hydratune.data.formats import CHAT_FORMATS, READ_FIX, check_config, read_columns
-        from hydratune.data.ops import unread_map_columns
+        from hydratune.data.ops import unread_map_columns, unread_text_columns
         from hydratune.data.peek import Fallback, sft_report
 
         fmt = check_config(dataset_cfg)
@@ -28,6 +28,13 @@ class SFTTask(Task):
             dataset_cfg, read_columns(fmt, dataset_cfg), f"dataset.format={fmt}", READ_FIX
         )
         notes += [f"warning: {line}" for line in unread]
+        train = splits.get("train")
+        if train is not None:  # Dolly's context, a second text column: text that never reaches the model
+            reads = read_columns(fmt, dataset_cfg)
+            text = unread_text_columns(
+                train.rows, train.column_names, dataset_cfg, reads, f"dataset.format={fmt}"
+            )
+            notes += text
         if fmt in CHAT_FORMATS:
             raise Fallback(f"format={fmt} renders rows with the chat template (transformers)")
         return sft_report(splits, tokenizer, dataset_cfg, notes)
