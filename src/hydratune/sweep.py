@@ -132,18 +132,23 @@ def _status(metrics: dict | None, error: dict | None, trial: dict | None = None)
 def _training(job_dir: Path) -> bool:
     """Whether a launch holds the job's folder: its lock names a live process here, or a process on another
     host (a SLURM node), which this one cannot ask."""
-    import os
     import socket
 
     holder = read_json(job_dir / LOCK_FILE)
     if not holder or not holder.get("pid"):
         return False
-    if holder.get("host") != socket.gethostname():
-        return True
+    # a killed job (SIGKILL, the OOM killer) leaves its lock behind, naming a dead process
+    return holder.get("host") != socket.gethostname() or process_alive(holder["pid"])
+
+
+def process_alive(pid) -> bool:
+    """Whether process `pid` of this host lives (another user's counts)."""
     try:
-        os.kill(int(holder["pid"]), 0)
-    except (OSError, ValueError):
-        return False  # killed (SIGKILL, the OOM killer): its lock is left behind
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
     return True
 
 

@@ -21,7 +21,7 @@ from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
 from hydratune.precision import choose_precision, precision_note
 from hydratune.preflight import check_config, check_disk_room
-from hydratune.sweep import LOCK_FILE
+from hydratune.sweep import LOCK_FILE, process_alive
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
 
@@ -121,7 +121,11 @@ class RunLock:
             return
         host, pid = socket.gethostname(), os.getpid()
         holder = read_json(self.path) or {}
-        if holder.get("host") == host and holder.get("pid") not in (None, pid) and _alive(holder["pid"]):
+        if (
+            holder.get("host") == host
+            and holder.get("pid") not in (None, pid)
+            and process_alive(holder["pid"])
+        ):
             raise UserError(
                 f"{run_dir} is being trained by process {holder['pid']} on {host} (since {holder.get('started')}): "
                 "wait for it to end, or stop it (its checkpoint stays), then resume=auto"
@@ -140,16 +144,6 @@ class RunLock:
 def _rank_zero() -> bool:
     """This process is the first of its job (torchrun's RANK, SLURM's task, a Lightning-started rank)."""
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return True  # another user's live process
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
 
 
 def warn_if_warmup_outlasts(cfg: dict) -> None:

@@ -243,7 +243,7 @@ def _check_tools_rendered(messages: list[dict], tools, segments: Segments, rende
                 "rendered text, so the turn would train as an empty answer): use a template that does (the "
                 "model's own, with dataset.chat_template=null), or leave the tool calls out of the rows"
             )
-    if tools and render(messages) == render(messages, tools=False):
+    if tools and text == render(messages, tools=False):  # `text`: the conversation rendered with them
         raise UserError(
             f"dataset.chat_template does not render the {TOOLS_COLUMN!r} column (the prompt would lack the tools "
             "the answers call): use a template that does (the model's own, with dataset.chat_template=null), or "

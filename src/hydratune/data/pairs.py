@@ -110,10 +110,11 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
     first = (prompt_turns or chosen_turns or [{}])[0]
     if isinstance(system, str) and system.strip() and first.get("role") != "system":
         prompt_turns = [{"role": "system", "content": system}, *prompt_turns]  # dataset.system_column
+    rejected_turns = _turns(row.get(column(cfg, "rejected_column")), cfg, answer=True)
     conversations, rendered = [], []
-    for key in ("chosen_column", "rejected_column"):
+    for key, answer in (("chosen_column", chosen_turns), ("rejected_column", rejected_turns)):
         name = column(cfg, key)
-        messages = prompt_turns + _turns(row.get(name), cfg, answer=True)
+        messages = prompt_turns + answer
         # format_messages checks roles and contents, with the same one-line errors as SFT's chat data.
         segments = format_messages({name: messages}, {"messages_column": name}, tokenizer)
         if messages[-1]["role"] != "assistant":
