@@ -163,6 +163,53 @@ def test_full_finetune_exports_model_dir(tiny_model_dir, tmp_path):
     assert not torch.equal(base.lm_head.weight, model.lm_head.weight)
 
 
+SIGNAL_AT_STEP = """
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAtStep(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_the_final_step_finishes_the_run(tiny_model_dir, tmp_path):
+    """SIGTERM while the last step trains: the run is whole, so it exports and writes metrics.json and exits 0;
+    it was 'stopped' with no results, and its resume had nothing left to train (review S13)."""
+    (tmp_path / "sigcb.py").write_text(SIGNAL_AT_STEP)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [
+            "train.py",
+            f"model.pretrained_model_name_or_path={tiny_model_dir}",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=3",
+            "trainer.enable_progress_bar=false",
+            "eval_before_training=false",
+            f"hydra.run.dir={run_dir}",
+            "+callbacks.sig._target_=sigcb.SignalAtStep",
+            "+callbacks.sig.step=3",
+        ],
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "SIGTERM came during the final step (4): finishing the run" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["val_curve"][-1][0] == 4  # the final weights evaluated
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "stopped by SIGTERM" not in out
+
+
 @pytest.mark.slow
 def test_default_run_learns(tmp_path):
     """The acceptance criterion of the default run: eval loss halves and held-out answers are exact."""

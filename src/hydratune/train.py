@@ -382,6 +382,14 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
         early.restore()
     state.fit_seconds = time.time() - fit_started
     stop = state.stop
+    other_rank = any(getattr(cb, "stopped_by_other_rank", False) for cb in state.checkpointing)  # DDP
+    if (stop.received is not None or other_rank) and trainer.global_step >= state.module.planned_steps():
+        # The signal came during the last step: the run is whole, so it ends as one (export, metrics.json),
+        # not as a stopped run whose resume would have nothing left to train (review S13).
+        log.warning("%s came during the final step (%d): finishing the run",
+                    stop.signal_name or "a stop signal to another rank", trainer.global_step)  # fmt: skip
+        evaluate_last_step(state)
+        return
     if stop.requeue:
         log.warning("stopped by %s at step %d; checkpoint: %s", stop.signal_name, trainer.global_step,
                     last_checkpoint(run_dir))  # fmt: skip
@@ -393,7 +401,7 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
             stop.signal_name, trainer.global_step, last_checkpoint(run_dir), last_checkpoint(run_dir),
         )  # fmt: skip
         raise SystemExit(128 + stop.received)
-    if any(getattr(cb, "stopped_by_other_rank", False) for cb in state.checkpointing):  # DDP
+    if other_rank:
         log.warning("stopped at step %d: another rank got a stop signal", trainer.global_step)
         raise SystemExit(128 + signal.SIGTERM)
     evaluate_last_step(state)
