@@ -4,6 +4,7 @@ no traceback, and the files of an existing run are left exactly as they were."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -324,6 +325,36 @@ def test_sweep_checks_every_job_before_launching(args, expected, tmp_path):
     result = run_cli(["train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"], timeout=120)
     _assert_one_line_error(result, expected)
     assert not sweep_dir.exists(), "no job may start (or be submitted) when one of them is bad"
+
+
+def test_sweep_checks_the_data_of_each_job_before_launching(tmp_path):
+    """A malformed line in one job's data failed that job only when it started (on SLURM, after queueing); the
+    data of every distinct setup is now looked at first, as a single run's is (review S10)."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for folder in (good / "sample", bad / "sample"):  # the default dataset's layout under paths.data_dir
+        folder.mkdir(parents=True)
+        for split in ("train", "eval"):
+            rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(4)]
+            (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (bad / "sample" / "train.jsonl").write_text(
+        '{"instruction": "q", "input": "", "output": "a"}\n{"instruction": oops\n'
+    )
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "train.py",
+            "-m",
+            f"paths.data_dir={good},{bad}",
+            "optimizer.lr=1e-4,3e-4",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        timeout=120,
+    )
+    _assert_one_line_error(
+        result,
+        ["sweep job 2", f"paths.data_dir={bad}", "train.jsonl:2: malformed JSON", "nothing was launched"],
+    )
+    assert not sweep_dir.exists()
 
 
 def test_sweep_jobs_expand_the_grid_and_leave_sampled_values_to_the_sweeper():

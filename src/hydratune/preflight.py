@@ -547,11 +547,15 @@ def check_command_line(argv: list[str]) -> None:
             )
         jobs = sweep_jobs(plain)
         bad: list[tuple[int, UserError]] = []
+        configs: dict[int, dict] = {}
         for n, job in enumerate(jobs):  # every job, so one message names all that need a fix
             try:
-                check_config(_plain(compose(job, output_dir="/tmp")))
+                configs[n] = _plain(compose(job, output_dir="/tmp"))
+                check_config(configs[n])
             except UserError as err:
                 bad.append((n, err))
+        if not bad and not any(o.startswith(("resume=", "ckpt_path=")) for o in plain):
+            bad = sweep_data_errors(configs)  # a bad line fails its job when it starts: on SLURM, after queueing
         if bad:
             n, err = bad[0]
             more = ""
@@ -588,6 +592,22 @@ def check_command_line(argv: list[str]) -> None:
     check_config(_plain(cfg))
     if not resuming:
         quick_data_errors(_plain(cfg))
+
+
+def sweep_data_errors(configs: dict[int, dict]) -> list[tuple[int, UserError]]:
+    """`quick_data_errors` once for each distinct data setup of a sweep's jobs (the data, the task that reads it,
+    the tokenizer): the first job of each that has a definite error in its data, as (job, error)."""
+    bad, seen = [], set()
+    for n, cfg in configs.items():
+        setup = json.dumps([cfg.get(k) for k in ("dataset", "task", "paths", "model")], sort_keys=True, default=str)
+        if setup in seen:
+            continue
+        seen.add(setup)
+        try:
+            quick_data_errors(cfg)
+        except UserError as err:
+            bad.append((n, err))
+    return bad
 
 
 def check_no_secrets(overrides: list[str]) -> None:
