@@ -233,6 +233,11 @@ def test_a_requeue_without_scontrol_is_one_line_and_the_signals_exit_code(monkey
         (["model.token=hf_FAKE123"], "model.token: a secret on the command line is saved in clear text"),
         (["-m", "optimizer.lr=1e-4,2e-4", "+logger.wandb.api_key=FAKE"], "export WANDB_API_KEY=... in the environment"),
         (["hydra/launcher=submitit_slurm", "optimizer.lr=1e-4"], "hydra/launcher=submitit_slurm: a launcher starts the jobs of a sweep (-m)"),
+        # a key the plugin does not have: Hydra advised +hydra.launcher.gpus=1, which then failed in submitit (S9)
+        (["-m", "hydra/launcher=submitit_local", "hydra.launcher.gpus=1", "optimizer.lr=1e-4"],
+         "hydra.launcher.gpus: submitit_local has no such setting; did you mean hydra.launcher.gpus_per_node?"),
+        (["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.reservation=x", "optimizer.lr=1e-4"],
+         "another sbatch option goes in hydra.launcher.additional_parameters={reservation: ...}"),
     ],
 )  # fmt: skip
 def test_a_secret_on_the_command_line_and_a_launcher_without_a_sweep_are_refused(args, says):
@@ -244,3 +249,50 @@ def test_a_secret_on_the_command_line_and_a_launcher_without_a_sweep_are_refused
     with pytest.raises(UserError) as error:
         check_command_line(args)
     assert says in str(error.value) and "hf_FAKE123" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_slurm_sweep_where_there_is_no_slurm_is_one_line(monkeypatch):
+    """Without SLURM's commands, submitit_slurm printed 59 lines ending in `Could not detect "srun"` (S9)."""
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    monkeypatch.setattr(
+        shutil, "which", lambda tool: None if tool in ("sbatch", "srun") else f"/usr/bin/{tool}"
+    )
+    with pytest.raises(
+        UserError, match=r"sbatch is not on PATH, so there is no SLURM here: .*submitit_local"
+    ):
+        check_command_line(["-m", "hydra/launcher=submitit_slurm", "optimizer.lr=1e-4,2e-4"])
+
+
+def test_jobs_that_sbatch_refuses_are_one_line_and_nothing_is_launched(tmp_path):
+    """sbatch that cannot reach a cluster (here: a stand-in that fails as SLURM's does without a config) was a
+    traceback through Hydra; it is one line naming what sbatch said (S9)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).write_text(
+            "#!/bin/sh\necho 'sbatch: fatal: Could not establish a configuration source' >&2\nexit 1\n"
+        )
+        (bin_dir / tool).chmod(0o755)
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        [
+            "train.py",
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            "optimizer.lr=1e-4,2e-4",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [
+        "hydratune: error: hydra/launcher=submitit_slurm: the jobs could not be submitted: sbatch: fatal: Could not "
+        "establish a configuration source; run the sweep where submitting works (the cluster's login node) or fix "
+        "the hydra.launcher.* setting it names; nothing was launched"
+    ]
+    assert not list(sweep_dir.glob("*/metrics.json"))

@@ -281,6 +281,56 @@ def test_a_stop_before_training_is_one_line_and_a_stopped_sweep_keeps_its_summar
     assert not (sweep_dir / "1").exists()
 
 
+DIE = """
+import os
+import signal
+
+import lightning as L
+
+
+class Die(L.Callback):
+    def __init__(self, how):
+        self.how = how
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.how == "kill":  # what the OOM killer or a lost node does
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "raise":
+            raise RuntimeError("boom in the job")
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_or_crashed_submitit_job_is_reported_and_the_sweep_finishes(tiny_model_dir, tmp_path):
+    """submitit: a job killed without a result ended the whole sweep with submitit's 30-line traceback, no
+    summary, and the job's row 'failed' with no reason; a crashed job ended it at Hydra's traceback while the
+    other jobs ran on unreported (review S5). Each is now its row's error, and the summary is written."""
+    (tmp_path / "diecb.py").write_text(DIE)
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        a
+        for a in sweep_args(tiny_model_dir, sweep_dir)
+        if not a.startswith(("optimizer.lr=", "trainer.max_steps"))
+    ]
+    result = run_cli(
+        [*args, "trainer.max_steps=2", "hydra/launcher=submitit_local", "+callbacks.die._target_=diecb.Die",
+         "+callbacks.die.how=kill,raise,none"],
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "Traceback" not in out and "UncompletedJobError" not in out
+    assert (
+        "job 0 ended without a result (submitit state" in out
+        and "job 1 crashed: RuntimeError: boom in the job" in out
+    )
+    rows = _read_csv(sweep_dir / "sweep_summary.csv")
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "failed"), ("2", "ok")]
+    assert rows[0]["error"].startswith("ended without a result (submitit state") and "its log: " in rows[0]["error"]
+    assert rows[1]["error"] == "RuntimeError: boom in the job"
+    assert "3 jobs: 1 ok, 2 failed" in (sweep_dir / "sweep_summary.md").read_text()
+
+
 def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continued_job_says_so(tmp_path):
     """A sweep run again into its folder with another grid: its jobs did not set every swept key, and the cell
     holds the value they ran with (it was blank). A job whose resume=auto trained on in an earlier job's folder

@@ -36,6 +36,9 @@ WARNINGS = [
     (r"CUDA is not available or torch_xla is imported. Disabling autocast", UserWarning),
     # bitsandbytes' paged optimizers (optimizer=paged_adamw_*) on a CPU: they run unpaged, as they should there.
     (r"Paged optimizers are not supported on CPU", UserWarning),
+    # Hydra, composing conf/hydra/launcher/submitit_*.yaml: they are named as the submitit plugin's schemas on
+    # purpose (the names users know), and that schema checks their keys.
+    (r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema", UserWarning),
     # Lightning, on any machine with SLURM installed, whether or not this run uses it.
     (r"The `srun` command is available on your system but is not used", Warning),
     # Lightning's ModelCheckpoint when a run resumes: resume=auto continues in its own folder on purpose,

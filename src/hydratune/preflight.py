@@ -532,6 +532,8 @@ def check_command_line(argv: list[str]) -> None:
             f"{launcher}: a launcher starts the jobs of a sweep (-m); without it this process would train here "
             "(on a cluster, the login node): add -m; nothing was launched"
         )
+    if launcher:
+        check_launcher(launcher, overrides)
     if flags & MULTIRUN_FLAGS:
         plain = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
         # (an experiment may choose a sweeper itself: left to Hydra)
@@ -555,7 +557,9 @@ def check_command_line(argv: list[str]) -> None:
             except UserError as err:
                 bad.append((n, err))
         if not bad and not any(o.startswith(("resume=", "ckpt_path=")) for o in plain):
-            bad = sweep_data_errors(configs)  # a bad line fails its job when it starts: on SLURM, after queueing
+            bad = sweep_data_errors(
+                configs
+            )  # a bad line fails its job when it starts: on SLURM, after queueing
         if bad:
             n, err = bad[0]
             more = ""
@@ -594,12 +598,62 @@ def check_command_line(argv: list[str]) -> None:
         quick_data_errors(_plain(cfg))
 
 
+# The sbatch options that hydra-submitit-launcher names otherwise, for a did-you-mean.
+LAUNCHER_ALIASES = {"gpus": "gpus_per_node", "cpus": "cpus_per_task", "mem": "mem_gb", "time": "timeout_min",
+                    "ntasks_per_node": "tasks_per_node", "job_name": "name"}  # fmt: skip
+
+
+def check_launcher(launcher: str, overrides: list[str]) -> None:
+    """`hydra/launcher=submitit_*`: the plugin is installed, SLURM's commands are here for submitit_slurm, and each
+    `hydra.launcher.KEY=` is a key of the plugin's settings (Hydra advised `+hydra.launcher.KEY`, which then
+    failed inside submitit); before the sweep folder is made."""
+    import dataclasses
+
+    choice = launcher.split("=", 1)[1]
+    if choice not in ("submitit_slurm", "submitit_local"):
+        return
+    try:
+        from hydra_plugins.hydra_submitit_launcher import config as plugin
+    except ImportError:
+        raise UserError(f"{launcher} needs hydra-submitit-launcher: {install_hint('sweep')}") from None
+    if choice == "submitit_slurm":
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            raise UserError(
+                f"{launcher}: {missing[0]} is not on PATH, so there is no SLURM here: run the sweep on the cluster's "
+                "login node, or hydra/launcher=submitit_local to run its jobs on this machine; nothing was launched"
+            )
+    schema = plugin.SlurmQueueConf if choice == "submitit_slurm" else plugin.LocalQueueConf
+    known = sorted(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("hydra.launcher.") or key.count(".") != 2:
+            continue
+        name = key.rsplit(".", 1)[1]
+        if name in known:
+            continue
+        alias = LAUNCHER_ALIASES.get(name)
+        hint = (
+            f"did you mean hydra.launcher.{alias}? "
+            if alias in known
+            else did_you_mean(name, known, "hydra.launcher.")
+        )
+        extra = (
+            f"another sbatch option goes in hydra.launcher.additional_parameters={{{name}: ...}}"
+            if choice == "submitit_slurm"
+            else f"its keys: {', '.join(known)}"
+        )
+        raise UserError(f"{key}: {choice} has no such setting; {hint}{extra}; nothing was launched")
+
+
 def sweep_data_errors(configs: dict[int, dict]) -> list[tuple[int, UserError]]:
     """`quick_data_errors` once for each distinct data setup of a sweep's jobs (the data, the task that reads it,
     the tokenizer): the first job of each that has a definite error in its data, as (job, error)."""
     bad, seen = [], set()
     for n, cfg in configs.items():
-        setup = json.dumps([cfg.get(k) for k in ("dataset", "task", "paths", "model")], sort_keys=True, default=str)
+        setup = json.dumps(
+            [cfg.get(k) for k in ("dataset", "task", "paths", "model")], sort_keys=True, default=str
+        )
         if setup in seen:
             continue
         seen.add(setup)

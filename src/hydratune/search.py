@@ -32,7 +32,7 @@ import lightning as L
 
 from hydratune.config import read_json
 from hydratune.errors import UserError, install_hint
-from hydratune.sweep import STUDY_FILE, TRIAL_FILE
+from hydratune.sweep import JOB_ERROR_FILE, STUDY_FILE, TRIAL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +335,16 @@ class Search:
                 state, values = TrialState.COMPLETE, value
             else:
                 state, values = TrialState.FAIL, None
-                # train.py returns nan for a config or data error (printed by the job) and a missing metric.
-                error = error or f"the job returned {value} for objective {self.config.get('objective')!r}"
+                # train.py returns nan for a config or data error and a missing metric, and the submitit
+                # launchers for a job that died: the job's folder says which.
+                recorded = (
+                    read_json(_job_dir(ret, self.sweep_dir, trial.number) / JOB_ERROR_FILE) or {}
+                ).get("message")
+                error = (
+                    error
+                    or recorded
+                    or f"the job returned {value} for objective {self.config.get('objective')!r}"
+                )
                 trial.set_user_attr("error", error[:500])
             frozen = tell(self.study, trial.number, values, state)
             job_dir = _job_dir(ret, self.sweep_dir, trial.number)

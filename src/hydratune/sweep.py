@@ -122,7 +122,8 @@ def _status(metrics: dict | None, error: dict | None, trial: dict | None = None)
         return "stopped"
     if metrics is None:
         text = f"{(error or {}).get('type', '')} {(error or {}).get('message', '')}".lower()
-        return "OOM" if "outofmemory" in text or "out of memory" in text else "failed"
+        oom = ("outofmemory", "out of memory", "out_of_memory")  # torch's error, and SLURM's state (submitit)
+        return "OOM" if any(word in text for word in oom) else "failed"
     losses = [metrics.get(k) for k in ("val_loss", "train_loss", "best_val_loss")]
     if any(isinstance(v, float) and not math.isfinite(v) for v in losses):
         return "NaN"
