@@ -136,6 +136,12 @@ def test_a_killed_sweeps_running_trials_are_failed_and_run_again(tmp_path):
     assert trials[1].user_attrs["interrupted"] is True
     rerun = search.study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # what the search asks next
     assert rerun.number == 2 and rerun.params == trials[1].params
+    # ... and it continues from the interrupted trial's checkpoint when that has one (review S11)
+    search.fixed = ["optimizer.lr=1e-3"]
+    assert not [o for o in search.overrides(rerun) if o.startswith("ckpt_path=")]
+    (tmp_path / "1" / "checkpoints").mkdir()
+    (tmp_path / "1" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert f"ckpt_path='{tmp_path / '1' / 'checkpoints' / 'last.ckpt'}'" in search.overrides(rerun)
     assert json.loads((tmp_path / "1" / "trial.json").read_text())["state"] == "FAIL"
 
 

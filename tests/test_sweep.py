@@ -326,7 +326,10 @@ def test_a_killed_or_crashed_submitit_job_is_reported_and_the_sweep_finishes(tin
     )
     rows = _read_csv(sweep_dir / "sweep_summary.csv")
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "failed"), ("2", "ok")]
-    assert rows[0]["error"].startswith("ended without a result (submitit state") and "its log: " in rows[0]["error"]
+    assert (
+        rows[0]["error"].startswith("ended without a result (submitit state")
+        and "its log: " in rows[0]["error"]
+    )
     assert rows[1]["error"] == "RuntimeError: boom in the job"
     assert "3 jobs: 1 ok, 2 failed" in (sweep_dir / "sweep_summary.md").read_text()
 

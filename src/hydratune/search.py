@@ -295,9 +295,24 @@ class Search:
         return [
             *self.fixed,
             *sampled,
+            *self.continued(trial),
             f"++hydra.job.env_set.{STUDY_ENV}={_quote(info)}",
             f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
         ]
+
+    def continued(self, trial) -> list[str]:
+        """A rerun of a trial that a killed sweep left running starts from that trial's last.ckpt (review S11):
+        the same parameters, and the steps it had trained are not spent again. Its own folder, as any trial's."""
+        rerun_of = (getattr(trial, "user_attrs", None) or {}).get("rerun_of")
+        ckpt = self.sweep_dir / str(rerun_of) / "checkpoints" / "last.ckpt"
+        if (
+            rerun_of is None
+            or not ckpt.is_file()
+            or any(o.startswith(("ckpt_path=", "resume=")) for o in self.fixed)
+        ):
+            return []
+        log.info("trial %d: continues trial %d from %s", trial.number, rerun_of, ckpt)
+        return [f"ckpt_path={_quote(str(ckpt.resolve()))}"]
 
     def launch(self, trial) -> tuple[Any, Any, Exception | None]:
         """Run the trial's job through the launcher (blocks until it ends). A stop signal (SystemExit from
