@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -168,6 +170,23 @@ def test_a_mapped_column_no_preference_format_reads_is_a_warning(tokenizer, tmp_
     with caplog.at_level("WARNING"):
         data.setup("fit")
     assert "(e.g. dataset.completion_column=reply)" in caplog.text
+
+
+def test_preference_data_without_a_validation_split_trains_unevaluated(tokenizer, tmp_path):
+    """A train-only file was refused ('needs a train and a validation split'); TRL evaluates only when asked,
+    and SFT here trains unevaluated with a warning (train.py's): preference data now does the same (review F14)."""
+    from hydratune.data.preference import PreferenceDataModule
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in PAIRS))
+    cfg = {"sources": [{"loader": "json", "data_files": {"train": str(path)}}], "format": "pairs",
+           "max_seq_length": 32, "batch_size": 2, "eval_batch_size": 2}  # fmt: skip
+    data = PreferenceDataModule(tokenizer, cfg=cfg, cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    assert len(data.train_dataset) == 3 and data.val_dataset is None and "validation" not in data.stats
+    named = {**cfg, "sources": [{"loader": "json", "data_files": {"eval": str(path)}}]}
+    with pytest.raises(UserError, match=r"the sources give splits eval but no 'train'"):
+        PreferenceDataModule(tokenizer, cfg=named, cache_dir=str(tmp_path / "cache2")).setup("fit")
 
 
 def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):

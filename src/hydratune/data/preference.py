@@ -80,13 +80,14 @@ class PreferenceDataModule(L.LightningDataModule):
             log.warning(line)
         splits = build_splits(self.cfg, self.cache_dir)
         val_name = validation_split(splits)
-        if "train" not in splits or val_name is None:
+        if "train" not in splits:
             raise UserError(
-                f"dataset.sources: preference training needs a train and a validation split (found: "
-                f"{', '.join(splits)}); add data_files: {{train: ..., validation: ...}} or a split op"
+                f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
+                "map one with data_files: {train: ...} or a hub source's split"
             )
         self.train_dataset, self.stats["train"] = self._tokenize(splits["train"], "train")
-        self.val_dataset, self.stats["validation"] = self._tokenize(splits[val_name], val_name)
+        if val_name is not None:  # without one the run trains unevaluated, as SFT does, and says so (train.py)
+            self.val_dataset, self.stats["validation"] = self._tokenize(splits[val_name], val_name)
 
     def _tokenize(self, dataset, split: str):
         fmt = self.cfg["format"]
