@@ -268,6 +268,38 @@ def test_samples_without_trained_tokens_are_dropped_and_counted(tokenizer):
     assert (stats["samples"], stats["dropped_untrained"]) == (1, 1)
 
 
+def test_empty_answers_are_counted_and_said_in_training_and_preflight(tokenizer, caplog):
+    """An empty answer trains only EOS, teaching the model to say nothing; SFT counted nothing for it (review
+    F13). Training's data log and preflight's quick look both count it and name the filter that drops it."""
+    import logging
+
+    import datasets
+
+    from hydratune.data.peek import Rows, sft_split
+    from hydratune.tasks.sft.data import tokenize_split
+
+    rows = [{"q": "a", "a": "b"}, {"q": "c", "a": ""}, {"q": "d", "a": "  "}]
+    cfg = {"format": "prompt_response", "prompt_column": "q", "response_column": "a", "max_seq_length": 20}
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.sft.data"):
+        kept, stats = tokenize_split(datasets.Dataset.from_list(rows[:3]), tokenizer, cfg)
+    assert stats["empty_answers"] == 2 and stats["samples"] == 3  # kept, as the HF trainers keep them
+    assert [r.getMessage() for r in caplog.records] == [
+        "dataset: 2 of 3 rows of split 'train' have an empty answer (column 'a'); each trains only the "
+        "end-of-sequence token, teaching the model to answer with nothing: drop them with dataset.ops=[{filter: "
+        '"len(a) > 0"}]'
+    ]
+    notes: list[str] = []
+    peeked, _ = sft_split(
+        Rows(rows[:3], ["q", "a"], ["f.jsonl:1"] * 3, ["f.jsonl"]), tokenizer, cfg, "train", notes
+    )
+    assert peeked["empty_answers"] == 2 and notes[0].startswith(
+        "dataset: 2 of 3 rows of split 'train' have an empty"
+    )
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.sft.data"):
+        _, stats = tokenize_split(datasets.Dataset.from_list(rows[:1]), tokenizer, cfg)
+    assert stats["empty_answers"] == 0 and len(caplog.records) == 1
+
+
 def test_group_by_length_batches_similar_lengths():
     from hydratune.data.sampler import WindowBatchSampler
 

@@ -25,7 +25,14 @@ from hydratune.data.formats import FORMATS, check_config, required_columns
 from hydratune.data.labels import build_label_names, encode_texts, label_key, missing
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files, validation_split
-from hydratune.data.tokenize import keep_and_count, nothing_left, tokenize_samples
+from hydratune.data.tokenize import (
+    answer_column,
+    count_empty,
+    empty_answer_warning,
+    keep_and_count,
+    nothing_left,
+    tokenize_samples,
+)
 from hydratune.errors import UserError
 
 # A JSON file up to this size is parsed whole, so a malformed line anywhere in it is found; beyond it,
@@ -488,6 +495,13 @@ def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) ->
         if rows.complete:
             raise UserError(message)
         notes.append(f"{message} (among the rows read)")
+    answers = answer_column(fmt, cfg)
+    if answers is not None:
+        stats["empty_answers"] = count_empty(row.get(answers) for row in rows.rows)
+        if stats["empty_answers"]:
+            notes.append(
+                f"{empty_answer_warning(split, stats['empty_answers'], len(rows.rows), answers)} (among the rows read)"
+            )
     stats["samples"] = len(keep)
     stats["tokens"] = sum(min(lengths[i], max_len) for i in keep)
     stats["trained_tokens"] = sum(trained[i] for i in keep)

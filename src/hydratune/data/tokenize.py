@@ -166,6 +166,26 @@ def cut_warning(split: str, stats: dict, max_len: int, truncation: str = "trunca
     )
 
 
+def answer_column(fmt: str, cfg: dict) -> str | None:
+    """The column holding the trained answer of a one-turn format (alpaca, prompt_response), else None."""
+    return {"alpaca": "output", "prompt_response": cfg.get("response_column")}.get(fmt)
+
+
+def count_empty(values) -> int:
+    """Answers that are missing or only whitespace."""
+    return sum(1 for value in values if value is None or not str(value).strip())
+
+
+def empty_answer_warning(split: str, count: int, rows: int, column: str) -> str:
+    """An answer that is empty trains only the end-of-sequence token: the model learns to answer with nothing.
+    Preference data drops such rows; SFT keeps them (the Hugging Face trainers do) and says so (review F13)."""
+    return (
+        f"dataset: {count} of {rows} rows of split {split!r} have an empty answer (column {column!r}); each trains "
+        f"only the end-of-sequence token, teaching the model to answer with nothing: drop them with "
+        f'dataset.ops=[{{filter: "len({column}) > 0"}}]'
+    )
+
+
 def nothing_left(split: str, stats: dict, lengths: list[int], max_len: int) -> str:
     """The error when no sample of `split` trains: why, and the length that would keep one."""
     cut = sum(n > max_len for n in lengths)

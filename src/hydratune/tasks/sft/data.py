@@ -24,7 +24,15 @@ from hydratune.data.packing import PACKING_VERSION, pack_dataset, packing_effici
 from hydratune.data.prepared import prepared_folder, read_prepared, write_prepared
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
-from hydratune.data.tokenize import cut_warning, keep_and_count, nothing_left, tokenize_samples
+from hydratune.data.tokenize import (
+    answer_column,
+    count_empty,
+    cut_warning,
+    empty_answer_warning,
+    keep_and_count,
+    nothing_left,
+    tokenize_samples,
+)
 from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -120,6 +128,11 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
     warning = cut_warning(split, stats, max_len, cfg.get("truncation", "truncate"))
     if warning:
         log.warning(warning)
+    answers = answer_column(fmt, cfg)
+    if answers is not None:
+        stats["empty_answers"] = count_empty(dataset[answers])
+        if stats["empty_answers"]:
+            log.warning(empty_answer_warning(split, stats["empty_answers"], len(dataset), answers))
     return tokenized, stats
 
 
