@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,7 @@ def _write(path: Path, rows: list[dict]) -> str:
 
 
 def _datamodule(tmp_path, tokenizer, train: list[dict], val: list[dict], **cfg):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     sources = [
         {
             "loader": "json",
@@ -111,6 +113,68 @@ def test_missing_and_unknown_labels_are_dropped_with_counted_warnings(tmp_path, 
     assert "dropped 1 of 4 train rows with no 'label'" in text
     assert "dropped 1 of 4 train rows with an empty 'text'" in text
     assert "dropped 2 of 3 validation rows with labels the train split does not have: {'neutral': 2}" in text
+
+
+def test_glue_minus_one_labels_are_unlabelled_rows_not_a_class(tmp_path, tokenizer, caplog):
+    """GLUE's test rows (and datasets' ClassLabel) write -1 for no label. It was a third class '-1' that shifted
+    every class id by one (id2label {0: '-1', 1: '0', 2: '1'}); such rows are dropped and counted (review L1)."""
+    train = [{"text": f"row {i}", "label": i % 2} for i in range(6)] + [{"text": "test row", "label": -1}] * 2
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.classification.data"):
+        dm = _datamodule(tmp_path, tokenizer, train, train)
+    assert dm.labels == ["0", "1"] and dm.class_counts == [3, 3]
+    assert sorted(set(dm.train_dataset["label"])) == [0, 1]
+    assert (
+        "dropped 2 of 8 train rows with no 'label' (empty, or negative as the -1 of unlabelled rows)"
+        in caplog.text
+    )
+    # regression scores and label lists say what they are, not "neither an integer nor a string" (L9)
+    for label, what in ((1.8, "a fractional score (regression"), ([1, 2], "a list of labels (multi-label")):
+        with pytest.raises(
+            UserError, match=r"label .* is " + re.escape(what) + r".*does not do multi-label or regression"
+        ):
+            odd = [{"text": "a", "label": label}] * 2
+            _datamodule(tmp_path / str(what[2]), tokenizer, odd, odd)
+
+
+def test_an_unread_pair_column_and_cut_texts_are_warnings_and_no_validation_trains_unevaluated(
+    tmp_path, tokenizer, caplog
+):
+    """MNLI's hypothesis without text_pair_column trained on the premise alone, and a max_seq_length that cut
+    every text, without a word (L4, L5). A train-only file was refused; it trains unevaluated, as SFT does."""
+    rows = [{"premise": f"a man plays a guitar on the stage {i}", "hypothesis": f"somebody is making music now {i}",
+             "label": i % 2} for i in range(8)]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.classification.data"):
+        _datamodule(tmp_path / "a", tokenizer, rows, rows, text_column="premise", max_seq_length=12)
+    assert (
+        "column 'hypothesis' holds text (8 of 8 rows) that task=classification does not read: it never reaches the "
+        "model; read it as the second text of a pair (dataset.text_pair_column=hypothesis)"
+    ) in caplog.text
+    assert "dataset.max_seq_length=12: 8 of 8 train texts are longer and cut short" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hydratune.tasks.classification.data"):
+        dm = _datamodule(
+            tmp_path / "b",
+            tokenizer,
+            rows,
+            rows,
+            text_column="premise",
+            text_pair_column="hypothesis",
+            max_seq_length=12,
+        )
+    assert "does not read" not in caplog.text
+    # the cut is the tokenizer's: the same ids as one encoding with max_length
+    assert (
+        dm.train_dataset["input_ids"][0]
+        == encode_texts(tokenizer, [rows[0]["premise"]], [rows[0]["hypothesis"]], 12)[0]
+    )
+    only_train = {"loader": "json", "data_files": {"train": _write(tmp_path / "t.jsonl", rows)}}
+    dm = ClassificationDataModule(
+        tokenizer,
+        {"sources": [only_train], "text_column": "premise", "label_column": "label", "batch_size": 4},
+        cache_dir=str(tmp_path / "cache"),
+    )
+    dm.setup()
+    assert len(dm.train_dataset) == 8 and dm.val_dataset is None
 
 
 def test_a_mapped_column_the_classifier_does_not_read_is_a_warning(tmp_path, tokenizer, caplog):
@@ -290,6 +354,15 @@ def test_exports_load_with_plain_transformers_and_peft_and_agree(tiny_model_dir,
     with torch.no_grad():
         got = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(expected, got, atol=1e-5)
+    # the one line the adapter's card gives AutoPeft (told the labels, it builds this head, not LABEL_0/1)
+    from peft import AutoPeftModelForSequenceClassification
+
+    told = AutoPeftModelForSequenceClassification.from_pretrained(
+        adapter, num_labels=2, id2label=config.id2label, label2id=config.label2id
+    ).eval()
+    with torch.no_grad():
+        got = told(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert told.config.id2label == {0: "neg", 1: "pos"} and torch.allclose(expected, got, atol=1e-5)
 
     merged = merge_adapter(adapter, tmp_path / "merged")
     assert logit_parity(adapter, merged) < 1e-4

@@ -231,6 +231,52 @@ def test_classification_counts_match_the_datamodule(tmp_path):
     assert report["train"]["truncated"] == at_limit > 0  # "good " * i passes 64 tokens from i = 13
 
 
+def test_classification_preflight_knows_its_metric_names_weights_files_and_empty_validation(tmp_path):
+    """What failed only once training ran: val/accuracy for a task that logs val/acc (L2), a class_weights list
+    of the wrong length (L11), a validation split with no usable row (L6: --full-data crashed in the
+    tokenizer), and a .csv file under the json reader (L7: 'malformed JSON')."""
+    from hydratune.preflight import check_metric_name
+
+    cfg = _config(["task=classification", "dataset=topics"])
+    for metric, fix in (
+        ("val/accuracy", "val/acc"),
+        ("eval_accuracy", "val/acc"),
+        ("val/f1", "val/f1_macro"),
+    ):
+        cfg["callbacks"]["model_checkpoint"]["metric_for_best_model"] = metric
+        with pytest.raises(UserError, match=rf"metric_for_best_model={metric}: .*set it to {fix}$"):
+            check_metric_name(cfg)
+    dpo = _config(["task=dpo"])
+    dpo["callbacks"]["model_checkpoint"]["metric_for_best_model"] = "val/acc"
+    with pytest.raises(UserError, match="task=dpo logs it as val/accuracy"):
+        check_metric_name(dpo)
+    cfg["callbacks"]["model_checkpoint"]["metric_for_best_model"] = "val/acc"
+    check_metric_name(cfg)
+
+    weighted = _config(["task=classification", "dataset=topics", "task.class_weights=[1,2]"])
+    with pytest.raises(UserError, match=r"task.class_weights has 2 numbers but the data have 4 classes"):
+        _peek(weighted)
+
+    train = [{"text": f"t{i}", "label": i % 2} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (tmp_path / "test.jsonl").write_text(
+        "".join(json.dumps({"text": "x", "label": -1}) + "\n" for _ in range(3))
+    )
+    cfg["dataset"]["sources"][0]["data_files"] = {
+        "train": str(tmp_path / "train.jsonl"),
+        "validation": str(tmp_path / "test.jsonl"),
+    }
+    with pytest.raises(UserError, match=r"the validation split has no usable row \(3 no label\)"):
+        _peek(cfg)
+    (tmp_path / "train.csv").write_text("text,label\na,0\nb,1\n")
+    cfg["dataset"]["sources"][0]["data_files"] = {"train": str(tmp_path / "train.csv")}
+    with pytest.raises(
+        UserError,
+        match=r"train.csv is a csv file, read with the json reader: set dataset.sources.0.loader=csv",
+    ):
+        _peek(cfg)
+
+
 def test_classification_unknown_label_name_is_an_error(tmp_path):
     rows = [{"text": "t", "label": label} for label in ("pos", "neg", "meh")]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

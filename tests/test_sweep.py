@@ -334,6 +334,35 @@ def test_a_killed_or_crashed_submitit_job_is_reported_and_the_sweep_finishes(tin
     assert "3 jobs: 1 ok, 2 failed" in (sweep_dir / "sweep_summary.md").read_text()
 
 
+def test_a_classification_sweep_shows_accuracy_and_f1_whatever_it_ranks_by(tmp_path):
+    """Ranked by the loss, a classification sweep's summary had no accuracy or F1 column, though on imbalanced
+    classes the majority-class job scores 0.90 accuracy at F1 0.47 (review L3): the task's summary metrics are
+    columns beside the losses."""
+    config = {
+        "task": {"name": "classification"},
+        "callbacks": {"model_checkpoint": {"metric_for_best_model": "val/loss"}},
+    }
+    _job(
+        tmp_path,
+        0,
+        ["optimizer.lr=1e-4"],
+        _metrics(0.30, 0.31) | {"val_acc": 0.90, "val_f1_macro": 0.47},
+        config=config,
+    )
+    _job(
+        tmp_path,
+        1,
+        ["optimizer.lr=3e-3"],
+        _metrics(0.25, 0.26) | {"val_acc": 0.975, "val_f1_macro": 0.92},
+        config=config,
+    )
+    write_summary(tmp_path)
+    rows = _read_csv(tmp_path / "sweep_summary.csv")
+    assert [(r["val_acc"], r["val_f1_macro"]) for r in rows] == [("0.9", "0.47"), ("0.975", "0.92")]
+    header = (tmp_path / "sweep_summary.md").read_text().split("| job |")[1].splitlines()[0]
+    assert header.index("val_acc") < header.index("val_f1_macro") < header.index("best_val_loss")
+
+
 def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continued_job_says_so(tmp_path):
     """A sweep run again into its folder with another grid: its jobs did not set every swept key, and the cell
     holds the value they ran with (it was blank). A job whose resume=auto trained on in an earlier job's folder

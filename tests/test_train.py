@@ -584,5 +584,13 @@ def test_a_classifier_adapters_card_says_which_loaders_need_a_merged_model(tmp_p
     for name in ("adapter", "merged"):
         folder = tmp_path / name
         folder.mkdir()
+        (folder / "config.json").write_text(
+            json.dumps({"id2label": {"0": "food", "1": "sports", "2": "tech"}})
+        )
         text = write_card(folder, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
         assert ("rebuild the base with two labels" in text) == (name == "adapter")
+        # the labels for AutoPeft's one line (review L8), and the text columns, not an SFT format ('alpaca')
+        told = ('AutoPeftModelForSequenceClassification.from_pretrained("adapter", num_labels=3, id2label={0: '
+                "'food', 1: 'sports', 2: 'tech'}, label2id={'food': 0, 'sports': 1, 'tech': 2})")  # fmt: skip
+        assert (told in text) == (name == "adapter")
+        assert "Text: column `text`." in text and "Format:" not in text

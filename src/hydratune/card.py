@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydratune.config import read_json
+
 # The example a generative card renders in the run's prompt format (the default data's kind of instruction).
 EXAMPLE = ("Write the word in capital letters.", "hydra")
 SHOWN_METRICS = (
@@ -116,7 +118,16 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         lines.append("Data: " + ", ".join(f"`{s}`" for s in _sources(cfg)) + ".")
     fmt = data.get("format", "alpaca")
     template = data.get("template") or data.get("chat_template")
-    lines.append(f"Format: `{fmt}`" + (f", template `{template}`" if template else "") + ".")
+    if classifier:  # a classification run has no prompt format (the card said alpaca): its text columns
+        pair = data.get("text_pair_column")
+        joined = (
+            f" joined with {data.get('pair_separator', chr(10))!r} where the tokenizer has no separator token"
+        )
+        lines.append(
+            f"Text: column `{data.get('text_column')}`" + (f", then `{pair}`{joined}" if pair else "") + "."
+        )
+    else:
+        lines.append(f"Format: `{fmt}`" + (f", template `{template}`" if template else "") + ".")
     prompt = None if classifier else _prompt(task, cfg, tokenizer)
     if prompt is not None:
         lines += [
@@ -144,9 +155,18 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
             lines.append(f"- {key}: {value}" if isinstance(value, int) else f"- {key}: {value:.4f}")
     lines += ["", "## Load", "", "```python", _load_snippet(folder, classifier), "```", ""]
     if classifier and adapter:
+        id2label = {
+            int(k): v for k, v in ((read_json(folder / "config.json") or {}).get("id2label") or {}).items()
+        }
+        told = (
+            f'`AutoPeftModelForSequenceClassification.from_pretrained("adapter", num_labels={len(id2label)}, '
+            f"id2label={id2label}, label2id={ {v: k for k, v in id2label.items()} })`, "
+            if id2label
+            else ""
+        )
         lines += [
             "`AutoPeftModelForSequenceClassification` and `pipeline` rebuild the base with two labels, not this "
-            "head's: load as above, or use a merged model (`export.merge=true`, or `hydratune merge RUN_DIR`).",
+            f"head's: load as above, or {told}or use a merged model (`export.merge=true`, or `hydratune merge RUN_DIR`).",
             "",
         ]
     config = (cfg.get("peft") or {}).get("config") or {}

@@ -204,13 +204,25 @@ def check_config(cfg: dict) -> None:
 def check_metric_name(cfg: dict) -> None:
     """The HF Trainer's metric names (`eval_loss`, `loss`, `eval_accuracy`) as metric_for_best_model: hydratune
     logs `val/<name>`. Said before the run, not at its first evaluation."""
+    from hydratune.tasks.registry import task_class
+
     metric = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("metric_for_best_model")
-    if isinstance(metric, str) and metric and "/" not in metric:
-        name = metric.removeprefix("eval_")
+    if not isinstance(metric, str) or not metric:
+        return
+    try:
+        task = task_class(cfg.get("task") or {})
+    except UserError:
+        task = None
+    aliases = getattr(task, "metric_aliases", {})
+    key = f"callbacks.model_checkpoint.metric_for_best_model={metric}"
+    if "/" not in metric:
+        name = f"val/{metric.removeprefix('eval_')}"
         raise UserError(
-            f"callbacks.model_checkpoint.metric_for_best_model={metric}: hydratune's evaluation metrics are named "
-            f"val/<name> (the HF Trainer's eval_<name>): set it to val/{name}"
+            f"{key}: hydratune's evaluation metrics are named val/<name> (the HF Trainer's eval_<name>): set it to "
+            f"{aliases.get(name, name)}"
         )
+    if metric in aliases:  # classification logs val/acc, DPO and the reward model val/accuracy
+        raise UserError(f"{key}: task={task.name} logs it as {aliases[metric]}: set it to {aliases[metric]}")
 
 
 def check_demo_validation(cfg: dict) -> None:

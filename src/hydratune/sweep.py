@@ -253,6 +253,18 @@ def loss_scale(task_cfg: dict, keys) -> tuple[str, list[str], tuple[str, bool] |
     return task.name, unranked + scaled, None if unranked else task.settings_metric
 
 
+def task_metrics(rows: list[dict]) -> list[str]:
+    """The metrics.json keys of the jobs' tasks' `summary_metrics` that some job has (classification's val_acc
+    and val_f1_macro: on imbalanced classes the loss alone does not tell the jobs apart)."""
+    keys: list[str] = []
+    for task_cfg in {
+        json.dumps(r["task"], sort_keys=True, default=str): r["task"] for r in rows if r["task"]
+    }.values():
+        task = _task_class(task_cfg)
+        keys += [m.replace("/", "_") for m in getattr(task, "summary_metrics", ())]
+    return [k for k in dict.fromkeys(keys) if any(k in r["metrics"] for r in rows)]
+
+
 def _task_class(task_cfg: dict):
     """The Task class of the jobs' config, or None where it cannot be had (a user's task not importable)."""
     from hydratune.errors import UserError
@@ -329,6 +341,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[Any]]]:
     trials = TRIAL_COLUMNS if any(r["trial"] is not None for r in rows) else ()
     key = ranking(rows)[0]
     ranked = (key,) if key and key not in (c for _, c in METRICS) else ()
+    ranked += tuple(k for k in task_metrics(rows) if k not in ranked)
     header = ["job", "status", *trials, *axes, *ranked, *(c for _, c in METRICS), "overrides", "error"]
     body = []
     for row in rows:

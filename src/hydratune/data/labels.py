@@ -28,7 +28,20 @@ def encode_texts(
     return tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)["input_ids"]
 
 
+def classifier_cut_warning(split: str, cut: int, rows: int, max_len) -> str:
+    """When dataset.max_seq_length cuts many texts: a classifier reads only what is kept (long reviews lose
+    most of their words), and a text pair's second text goes first."""
+    return (
+        f"dataset.max_seq_length={max_len}: {cut} of {rows} {split} texts are longer and cut short (the classifier "
+        "reads only what is kept; a pair's second text is cut first); raise dataset.max_seq_length"
+    )
+
+
 def missing(value) -> bool:
+    """No text, or no label: empty, or a negative integer (datasets' ClassLabel and GLUE's test rows write -1
+    for a row without a label; as a class it would shift every class id by one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value < 0 and float(value).is_integer()
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -38,8 +51,15 @@ def label_key(value, where: str):
         return int(value) if isinstance(value, bool) else value
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, list | tuple):
+        what = "a list of labels (multi-label classification)"
+    elif isinstance(value, float):
+        what = "a fractional score (regression, as STS-B)"
+    else:
+        what = f"a {type(value).__name__}"
     raise UserError(
-        f"{where}: label {value!r} is neither an integer nor a string; classification needs one of them"
+        f"{where}: label {value!r} is {what}; task=classification trains one class per row from an integer or "
+        "string label, and does not do multi-label or regression"
     )
 
 
@@ -92,3 +112,14 @@ def unread_classifier_columns(cfg: dict) -> list[str]:
 
     reads = {cfg[key] for key in ("text_column", "text_pair_column", "label_column") if cfg.get(key)}
     return unread_map_columns(cfg, reads, "classification", "dataset.text_column={column}")
+
+
+def unread_classifier_text(rows: list[dict], columns: list[str], cfg: dict) -> list[str]:
+    """A line for each text column the classifier does not read: MNLI's hypothesis without text_pair_column
+    trains on the premise alone (review L4)."""
+    from hydratune.data.ops import unread_text_columns
+
+    reads = {cfg[key] for key in ("text_column", "text_pair_column", "label_column") if cfg.get(key)}
+    pair = "read it as the second text of a pair (dataset.text_pair_column={column})"
+    fix = None if cfg.get("text_pair_column") else pair
+    return unread_text_columns(rows, columns, cfg, reads, "task=classification", fix)

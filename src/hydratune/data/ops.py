@@ -113,11 +113,12 @@ def unread_map_columns(cfg: dict, reads: set[str], what: str, fix: str) -> list[
 
 
 def unread_text_columns(
-    rows: list[dict], columns: list[str], cfg: dict, reads: set[str], what: str
+    rows: list[dict], columns: list[str], cfg: dict, reads: set[str], what: str, fix: str | None = None
 ) -> list[str]:
     """A line for each column of `rows` that holds text (a string of 20+ characters in most rows) that neither
     the format (`reads`, named by `what`) nor an op reads: Dolly's `context`, MNLI's hypothesis without
-    text_pair_column. Its text never reaches the model."""
+    text_pair_column. Its text never reaches the model. `fix`: how to read it ({column} is filled in), instead
+    of the map op."""
     ops = [
         *(op for source in cfg.get("sources") or [] for op in source.get("ops") or []),
         *(cfg.get("ops") or []),
@@ -131,10 +132,14 @@ def unread_text_columns(
             r.get(column) for r in rows if isinstance(r.get(column), str) and len(r[column].strip()) >= 20
         ]
         if len(texts) * 2 > len(rows):
+            read = (
+                fix.format(column=column)
+                if fix
+                else f"map it into a column that is read (e.g. dataset.ops=[{{map:{{{into}:'{{{into}}} {{{column}}}'}}}}])"
+            )
             lines.append(
                 f"column {column!r} holds text ({len(texts)} of {len(rows)} rows) that {what} does not read: it never "
-                f"reaches the model; map it into a column that is read (e.g. dataset.ops=[{{map:{{{into}:'{{{into}}} "
-                f"{{{column}}}'}}}}]), or drop it (dataset.ops=[{{drop_columns:[{column}]}}])"
+                f"reaches the model; {read}, or drop it (dataset.ops=[{{drop_columns:[{column}]}}])"
             )
     return lines
 

@@ -22,10 +22,18 @@ import os
 from pathlib import Path
 
 from hydratune.data.formats import FORMATS, check_config, required_columns
-from hydratune.data.labels import build_label_names, encode_texts, label_key, missing
+from hydratune.data.labels import (
+    build_label_names,
+    classifier_cut_warning,
+    encode_texts,
+    label_key,
+    missing,
+    unread_classifier_text,
+)
 from hydratune.data.ops import COMBINE, OPS, op_name
 from hydratune.data.sources import check_source, parse_json_line, resolve_files, validation_split
 from hydratune.data.tokenize import (
+    WARN_CUT,
     answer_column,
     count_empty,
     empty_answer_warning,
@@ -543,15 +551,20 @@ def classification_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: 
                 "label_column (e.g. dataset=topics)"
             )
     val_name = validation_split(splits)
-    if "train" not in splits or val_name is None:
+    if "train" not in splits:
         raise UserError(
-            f"dataset.sources: classification needs a train and a validation split (found: {', '.join(splits)})"
+            f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
+            "map one with data_files: {train: ...} or a hub source's split"
         )
     text_col, pair_col, label_col = cfg["text_column"], cfg.get("text_pair_column"), cfg["label_column"]
     max_len = cfg.get("max_seq_length")
     report: dict = {}
     mapping: dict | None = None
-    for split in ("train", val_name):
+    notes += [
+        f"warning: {line}"
+        for line in unread_classifier_text(splits["train"].rows, splits["train"].column_names, cfg)
+    ]
+    for split in ("train", *([val_name] if val_name else [])):
         rows = splits[split]
         if rows.held_out_from is not None:
             report[split] = f"held out from {rows.held_out_from!r} at training time"
@@ -596,16 +609,34 @@ def classification_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: 
             unknown = sum(k not in mapping for _, k in kept)
             stats["dropped_unknown_label"] = unknown
             kept = [(r, k) for r, k in kept if k in mapping]
+            if (
+                not kept
+            ):  # training refuses it ("has no usable row"); --full-data crashed in the tokenizer (L6)
+                message = f"dataset: the {split} split has no usable row ({_dropped(stats)}){_files(rows)}"
+                if rows.complete:
+                    raise UserError(message)
+                notes.append(f"{message} (among the rows read)")
+        if stats["dropped_no_label"]:
+            notes.append(
+                f"warning: {stats['dropped_no_label']} of {len(rows)} {split} rows read have no {label_col!r} (empty, "
+                "or negative as the -1 of unlabelled rows): dropped"
+            )
         texts = [r[text_col] for r, _ in kept]
         pairs = [r[pair_col] for r, _ in kept] if pair_col else None
-        lengths = [
-            len(ids) for ids in encode_texts(tokenizer, texts, pairs, None, cfg.get("pair_separator", "\n"))
-        ]
+        separator = cfg.get("pair_separator", "\n")
+        lengths = [len(ids) for ids in encode_texts(tokenizer, texts, pairs, None, separator)] if kept else []
         stats["samples"] = len(kept)
         stats["truncated"] = sum(n > max_len for n in lengths) if max_len else 0
         stats["truncation_rate"] = stats["truncated"] / max(len(kept), 1)
+        if stats["truncation_rate"] > WARN_CUT:
+            notes.append(f"warning: {classifier_cut_warning(split, stats['truncated'], len(kept), max_len)}")
         report[split] = stats
     return report
+
+
+def _dropped(stats: dict) -> str:
+    counts = {k.removeprefix("dropped_"): v for k, v in stats.items() if k.startswith("dropped_") and v}
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()) or "no rows"
 
 
 def peek(cfg: dict, task, limit: int = 200) -> dict:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 from hydratune.errors import UserError
@@ -88,7 +89,7 @@ def check_source(source: dict, where: str) -> None:
             f"{where}.path={source['path']!r} is datasets' {source['path']} file reader: give it "
             f"`data_files` (a path, a list, or split -> paths) or `data_dir`, or use a hub id or folder"
         )
-    source = as_local(source)
+    given, source = source, as_local(source)
     if "path" in source:
         return
     if "loader" not in source:
@@ -101,6 +102,24 @@ def check_source(source: dict, where: str) -> None:
         raise UserError(
             f"{where}: give exactly one of `data_files` (a path, a list, or split -> paths) or `data_dir`"
         )
+    check_file_kinds(source, where, key="path" if "path" in given else "loader")
+
+
+def check_file_kinds(source: dict, where: str, key: str = "loader") -> None:
+    """A file whose suffix is another reader's (a .csv or .parquet file given to the json reader, as replacing a
+    preset's data_files does): one line naming the key to change. It read as malformed JSON, or not UTF-8."""
+    files = source.get("data_files")
+    paths = files.values() if isinstance(files, dict) else [files]
+    for group in paths:
+        for path in group if isinstance(group, list | tuple) else [group]:
+            name = re.sub(r"\.(gz|bz2|xz|zst)$", "", str(path).lower())
+            kind = next((loader for loader, suffixes in SUFFIXES.items() if name.endswith(suffixes)), None)
+            if kind is not None and kind != source["loader"]:
+                override = re.sub(r"\[(\d+)\]", r".\1", where)  # dataset.sources.0.loader on a command line
+                raise UserError(
+                    f"{where}.data_files: {path} is a {kind} file, read with the {source['loader']} reader: set "
+                    f"{override}.{key}={kind}"
+                )
 
 
 def as_local(source: dict) -> dict:

@@ -37,6 +37,11 @@ class Task:
     loss_settings: ClassVar[tuple[str, ...]] = ()
     settings_metric: ClassVar[tuple[str, bool] | None] = None
     unranked_settings: ClassVar[tuple[str, ...]] = ()
+    # The val metrics beside the losses in a sweep's summary, whatever it is ranked by (classification's F1).
+    summary_metrics: ClassVar[tuple[str, ...]] = ()
+    # Names of a metric this task logs under another name (another task's, or the HF Trainer's): preflight
+    # points metric_for_best_model at the task's own before the run, not at its first evaluation.
+    metric_aliases: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **settings: Any):
         self.settings = settings

@@ -10,6 +10,8 @@ from hydratune.tasks.task import Task, data_kwargs, module_kwargs
 class ClassificationTask(Task):
     name = "classification"
     generative = False
+    summary_metrics = ("val/acc", "val/f1_macro")
+    metric_aliases = {"val/accuracy": "val/acc", "val/f1": "val/f1_macro", "val/f1_score": "val/f1_macro"}
     rules = (
         Rule(
             "classification_packing",
@@ -60,7 +62,23 @@ class ClassificationTask(Task):
         from hydratune.data.peek import classification_report
 
         notes += [f"warning: {line}" for line in unread_classifier_columns(dataset_cfg)]
-        return classification_report(splits, tokenizer, dataset_cfg, notes)
+        report = classification_report(splits, tokenizer, dataset_cfg, notes)
+        self.check_weights(report, complete=splits["train"].complete)
+        return report
+
+    def check_weights(self, report: dict, complete: bool = True) -> None:
+        """task.class_weights as a list: one number per class of the data (it failed as training started)."""
+        from hydratune.errors import UserError
+
+        weights, train = self.settings.get("class_weights"), report.get("train")
+        if not isinstance(weights, list | tuple) or not isinstance(train, dict) or "labels" not in train:
+            return
+        classes = len(train["labels"])
+        if len(weights) < classes or (complete and len(weights) != classes):
+            raise UserError(
+                f"task.class_weights has {len(weights)} numbers but the data have {classes} classes "
+                f"({', '.join(train['labels'][:8])}): give one number per class, or balanced"
+            )
 
     def full_data_report(self, cfg: dict, tokenizer) -> dict:
         from hydratune.data.labels import unread_classifier_columns
@@ -71,6 +89,7 @@ class ClassificationTask(Task):
         rows = {name: Rows.from_dataset(split, name) for name, split in splits.items()}
         notes = [f"warning: {line}" for line in unread_classifier_columns(cfg["dataset"])]
         report = classification_report(rows, tokenizer, cfg["dataset"], notes)
+        self.check_weights(report)
         return report | ({"notes": notes} if notes else {})
 
     def inspect(self, cfg: dict, tokenizer, samples: int) -> list[str]:

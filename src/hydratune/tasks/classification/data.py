@@ -10,12 +10,19 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from hydratune.data.labels import build_label_names, encode_texts, unread_classifier_columns
+from hydratune.data.labels import (
+    build_label_names,
+    classifier_cut_warning,
+    encode_texts,
+    unread_classifier_columns,
+    unread_classifier_text,
+)
 from hydratune.data.labels import label_key as _label_key
 from hydratune.data.labels import missing as _missing
 from hydratune.data.ops import build_splits
 from hydratune.data.sampler import eval_loader, train_loader
 from hydratune.data.sources import validation_split
+from hydratune.data.tokenize import WARN_CUT
 from hydratune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -96,25 +103,32 @@ class ClassificationDataModule(L.LightningDataModule):
             log.warning(line)
         splits = build_splits(self.cfg, self.cache_dir)  # sources, then dataset.ops (filters, maps, split)
         val_name = validation_split(splits)
-        if "train" not in splits or val_name is None:
+        if "train" not in splits:
             raise UserError(
-                f"dataset.sources: classification needs a train and a validation split (found: {', '.join(splits)})"
+                f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
+                "map one with data_files: {train: ...} or a hub source's split"
             )
+        first = splits["train"].select(range(min(200, len(splits["train"]))))
+        for line in unread_classifier_text(first.to_list(), first.column_names, self.cfg):
+            log.warning(line)
         train_rows = self._rows(splits["train"], "train")
         where = f"the train split ({self.cfg['label_column']!r} column)"
         self.labels, mapping = build_label_names(
             [_label_key(r["label"], where) for r in train_rows], self.cfg.get("labels"), where
         )
         self.train_dataset = self._encode(train_rows, mapping, "train")
-        self.val_dataset = self._encode(self._rows(splits[val_name], val_name), mapping, val_name)
-        if len(self.val_dataset) == 0:
-            raise UserError(f"dataset: the {val_name} split has no usable row (see the warnings above)")
+        if (
+            val_name is not None
+        ):  # without one the run trains unevaluated, and says so (train.py), as SFT does
+            self.val_dataset = self._encode(self._rows(splits[val_name], val_name), mapping, val_name)
+            if len(self.val_dataset) == 0:
+                raise UserError(f"dataset: the {val_name} split has no usable row (see the warnings above)")
         counts = Counter(self.train_dataset["label"])
         self.class_counts = [counts.get(i, 0) for i in range(len(self.labels))]
         log.info(
             "classification: %d labels %s; %d train and %d %s rows",
             len(self.labels), dict(zip(self.labels, self.class_counts)), len(self.train_dataset),
-            len(self.val_dataset), val_name,
+            len(self.val_dataset or []), val_name or "validation",
         )  # fmt: skip
 
     def _rows(self, dataset, split: str) -> list[dict]:
@@ -143,7 +157,7 @@ class ClassificationDataModule(L.LightningDataModule):
             else:
                 rows.append({"text": text, "pair": pair, "label": label})
         for count, what in ((no_text, f"an empty {text_col!r}" + (f" or {pair_col!r}" if pair_col else "")),
-                            (no_label, f"no {label_col!r}")):  # fmt: skip
+                            (no_label, f"no {label_col!r} (empty, or negative as the -1 of unlabelled rows)")):  # fmt: skip
             if count:
                 log.warning("dropped %d of %d %s rows with %s", count, len(texts), split, what)
         return rows
@@ -169,14 +183,24 @@ class ClassificationDataModule(L.LightningDataModule):
             )  # fmt: skip
         if not kept:
             return datasets.Dataset.from_dict({"input_ids": [], "label": []})
-        pair_col = self.cfg.get("text_pair_column")
-        ids = encode_texts(
-            self.tokenizer,
-            [r["text"] for r, _ in kept],
-            [r["pair"] for r, _ in kept] if pair_col else None,
-            self.cfg.get("max_seq_length"),
-            self.cfg.get("pair_separator", "\n"),
-        )
+        pair_col, max_len = self.cfg.get("text_pair_column"), self.cfg.get("max_seq_length")
+        separator = self.cfg.get("pair_separator", "\n")
+        texts = [r["text"] for r, _ in kept]
+        pairs = [r["pair"] for r, _ in kept] if pair_col else None
+        ids = encode_texts(self.tokenizer, texts, pairs, None, separator)
+        long = [i for i, row in enumerate(ids) if max_len and len(row) > max_len]
+        if long:  # encoded again with the cut, as the tokenizer cuts (its special tokens kept)
+            cut = encode_texts(
+                self.tokenizer,
+                [texts[i] for i in long],
+                [pairs[i] for i in long] if pairs else None,
+                max_len,
+                separator,
+            )
+            for i, row in zip(long, cut):
+                ids[i] = row
+            if len(long) / len(ids) > WARN_CUT:
+                log.warning(classifier_cut_warning(split, len(long), len(ids), max_len))
         return datasets.Dataset.from_dict({"input_ids": ids, "label": [y for _, y in kept]})
 
     def train_dataloader(self) -> DataLoader:

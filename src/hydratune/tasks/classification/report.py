@@ -51,6 +51,8 @@ def finish(trainer, module, datamodule, run_dir: Path) -> dict:
 
     from hydratune.sharding import is_fsdp
 
+    if getattr(datamodule, "val_dataset", ()) is None or not getattr(trainer, "limit_val_batches", 1):
+        return {}  # no validation split: trained unevaluated (train.py said so)
     if not is_fsdp(trainer):
         if module.evaluated_step != trainer.global_step:
             trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -24,6 +24,8 @@ class DPOTask(PreferenceTask):
     # loss with a reference and a reference-free one its "reward" changes meaning.
     loss_settings = ("beta", "label_smoothing", "sft_weight", "simpo_gamma")
     settings_metric = ("val/accuracy", True)
+    summary_metrics = ("val/accuracy", "val/margin")
+    metric_aliases = {"val/acc": "val/accuracy"}
     unranked_settings = ("loss",)
     rules = (
         *PreferenceTask.rules,

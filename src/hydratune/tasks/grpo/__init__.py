@@ -63,6 +63,7 @@ class GRPOTask(Task):
     name = "grpo"
     generative = False  # the module writes its own completions.jsonl (sampled groups, rewards, advantages)
     unranked_settings = ("rewards", "reward_model")  # val/loss is minus the mean reward they define
+    summary_metrics = ("val/reward",)
     rules = (
         Rule(
             "grpo_group_size",

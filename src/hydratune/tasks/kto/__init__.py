@@ -14,6 +14,7 @@ class KTOTask(PreferenceTask):
     name = "kto"
     kto = True
     loss_settings = ("beta", "desirable_weight", "undesirable_weight")  # and no val metric apart from beta
+    summary_metrics = ("val/margin",)
     rules = KTO_RULES
 
     def module(self, cfg: dict, datamodule, tokenizer):

@@ -13,6 +13,8 @@ class RewardTask(PreferenceTask):
     generative = False
     loss_settings = ("margin",)
     settings_metric = ("val/accuracy", True)  # chosen scored above rejected, whatever the margin
+    summary_metrics = ("val/accuracy", "val/margin")
+    metric_aliases = {"val/acc": "val/accuracy"}
     rules = (
         *PreferenceTask.rules,
         Rule(
