@@ -205,6 +205,28 @@ def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):
     )
 
 
+def test_conversational_kto_rows_render_as_chat_pairs_do(tokenizer):
+    """TRL's conversational KTO rows (prompt turns, one completion turn, a label) were refused, with a pointer to
+    formats task=kto does not take (review F9): they train, rendered with the chat template, the prompt ending
+    with the assistant header as chat_pairs' does."""
+    tokenizer.chat_template = CHAT_TEMPLATES["tiny"]
+    user = {"role": "user", "content": "hi"}
+    cfg = {"format": "kto", "max_seq_length": 64}
+    rows = [{"prompt": [user], "completion": [{"role": "assistant", "content": "HI"}], "label": True},
+            {"prompt": "hi", "completion": [{"role": "assistant", "content": "ho"}], "label": 0}]  # fmt: skip
+    out = tokenize_kto(rows, tokenizer, cfg)
+    pair = tokenize_pairs(
+        [{"prompt": [user], "chosen": rows[0]["completion"], "rejected": rows[1]["completion"]}],
+        tokenizer,
+        {"format": "chat_pairs", "max_seq_length": 64},
+    )
+    assert out["prompt_ids"] == [pair["prompt_ids"][0]] * 2  # a text prompt is the user turn
+    assert out["completion_ids"] == [pair["chosen_ids"][0], pair["rejected_ids"][0]]
+    assert out["label"] == [True, False] and out["drop"] == ["", ""]
+    with pytest.raises(UserError, match="column 'completion' must end with an assistant turn"):
+        tokenize_kto([{"prompt": [user], "completion": [user], "label": True}], tokenizer, cfg)
+
+
 def test_kto_data_counts_both_kinds_and_says_when_one_is_missing(tokenizer, tmp_path, caplog):
     rows = [{"prompt": "q", "completion": w, "label": True} for w in ("a", "b")]
     data = _preference_data(tokenizer, tmp_path, rows, format="kto")

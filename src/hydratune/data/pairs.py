@@ -140,7 +140,9 @@ def format_chat_pairs(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, s
 
 
 def format_kto(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, bool]:
-    """`{prompt, completion, label}`: label True (or 1) for a desirable completion, False (0) otherwise."""
+    """`{prompt, completion, label}`: label True (or 1) for a desirable completion, False (0) otherwise. Prompt and
+    completion are texts, or TRL's conversational rows (message lists: the prompt turns and the one answer turn),
+    rendered with the tokenizer's chat template as chat_pairs renders them."""
     name = column(cfg, "label_column")
     label = row.get(name)
     if isinstance(label, str) and label.strip().lower() in ("true", "false", "1", "0"):
@@ -149,7 +151,26 @@ def format_kto(row: dict, cfg: dict, tokenizer=None) -> tuple[str, str, bool]:
         raise UserError(
             f"dataset: column {name!r} holds {label!r} ({type(label).__name__}); use true/false or 1/0 per row"
         )
+    prompt, completion = row.get(column(cfg, "prompt_column")), row.get(column(cfg, "completion_column"))
+    if isinstance(prompt, list | dict) or isinstance(completion, list | dict):
+        return (*_chat_kto(row, cfg, tokenizer), bool(label))
     return _text(row, column(cfg, "prompt_column")), _text(row, column(cfg, "completion_column")), bool(label)
+
+
+def _chat_kto(row: dict, cfg: dict, tokenizer) -> tuple[str, str]:
+    """A conversational KTO row as (prompt, completion) text: the prompt turns and the answer's header, then the
+    rest of the rendered conversation (review F9)."""
+    prompt_name, completion_name = column(cfg, "prompt_column"), column(cfg, "completion_column")
+    prompt = row.get(prompt_name)
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _turns(prompt, cfg)
+    if not turns:
+        raise UserError(f"dataset: column {prompt_name!r} holds no prompt turns for the conversational row")
+    messages = turns + _turns(row.get(completion_name), cfg, answer=True)
+    segments = format_messages({completion_name: messages}, {"messages_column": completion_name}, tokenizer)
+    if messages[-1].get("role") != "assistant":
+        raise UserError(f"dataset: column {completion_name!r} must end with an assistant turn (the answer)")
+    last = max(i for i, (_, trained) in enumerate(segments) if trained)
+    return "".join(t for t, _ in segments[:last]), "".join(t for t, _ in segments[last:])
 
 
 PAIR_FORMATS: dict[str, Callable[..., tuple]] = {
@@ -282,7 +303,7 @@ def tokenize_kto(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
     The same policy as `tokenize_pairs`, with one answer: `empty_answer` and `long_prompt` drops; a
     completion that does not fit is cut from the right and counted as `truncated`.
     """
-    triples = [format_kto(row, cfg) for row in rows]
+    triples = [format_kto(row, cfg, tokenizer) for row in rows]
     encoded = _encode_texts(
         [text for prompt, completion, _ in triples for text in (prompt, completion)], tokenizer
     )

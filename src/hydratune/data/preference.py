@@ -61,8 +61,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.train_dataset = None
         self.val_dataset = None
         self.stats: dict[str, dict] = {}
-        if cfg.get("format") == "chat_pairs":
-            # Before any tokenization, so the exported tokenizer carries the template training used.
+        if cfg.get("format") == "chat_pairs" or (kto and cfg.get("chat_template")):
+            # Before any tokenization, so the exported tokenizer carries the template training used (KTO: for
+            # conversational rows, which are rendered with it).
             set_chat_template(tokenizer, cfg)
         if kto:
             self.collate = KTOCollator(tokenizer.pad_token_id, kl=True, max_length=cfg["max_seq_length"])
