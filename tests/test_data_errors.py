@@ -270,3 +270,28 @@ def test_a_csv_column_of_numbers_trains_as_the_file_wrote_them(tmp_path):
     cfg = {"prompt_column": "question", "response_column": "answer"}
     assert [format_prompt_response(rows[i], cfg)[-1][0] for i in range(3)] == ["4", "10", "3.5"]
     _raises(r"no 'answer' in this row \(null or missing", format_prompt_response, rows[3], cfg)
+
+
+def test_a_missing_column_of_another_layout_names_its_preset(tokenizer):
+    """dataset=chat on ShareGPT rows said only "column 'messages' is not in split ... available: conversations"
+    (review F15); the error names the preset that reads the rows."""
+    sharegpt = datasets.Dataset.from_list([{"conversations": [{"from": "human", "value": "hi"}]}])
+    with pytest.raises(
+        UserError,
+        match=r"available columns: conversations; these look like ShareGPT turns: dataset=sharegpt$",
+    ):
+        tokenize_split(sharegpt, tokenizer, {"format": "messages", "max_seq_length": 16})
+    pairs = datasets.Dataset.from_list([{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(UserError, match=r"these look like preference pairs: task=dpo \(or kto, reward\)$"):
+        tokenize_split(pairs, tokenizer, {"format": "alpaca", "max_seq_length": 16})
+
+
+def test_overrides_after_an_option_are_overrides(tmp_path):
+    """`hydratune inspect A=1 --samples 1 B=2` failed with 'unrecognized arguments: B=2' (review F15)."""
+    result = run_cli(
+        ["-m", "hydratune.cli", "inspect", "--samples", "1", "dataset.max_seq_length=40"], timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "longer than 200 tokens" in result.stdout
+    result = run_cli(["-m", "hydratune.cli", "merge", str(tmp_path), "--bogus"], timeout=120)
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr

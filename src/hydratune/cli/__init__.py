@@ -187,7 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     # conf/paths reads the project folder from HYDRATUNE_ROOT (train.py sets it to its own folder).
     os.environ.setdefault("HYDRATUNE_ROOT", str(project_root()))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides after an option (`inspect task=dpo --samples 2 dataset.max_seq_length=256`) are overrides too.
+    if (
+        extra
+        and isinstance(getattr(args, "overrides", None), list)
+        and not any(a.startswith("-") for a in extra)
+    ):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from hydratune.data.formats import FORMATS, check_config, required_columns
+from hydratune.data.formats import FORMATS, check_config, layout_hint, required_columns
 from hydratune.data.labels import (
     build_label_names,
     classifier_cut_warning,
@@ -485,7 +485,7 @@ def sft_split(rows: Rows, tokenizer, cfg: dict, split: str, notes: list[str]) ->
     if columns:
         raise UserError(
             f"dataset.format={fmt}: column {columns[0]!r} is not in split {split!r}{_files(rows)}; "
-            f"available columns: {', '.join(rows.column_names)}"
+            f"available columns: {', '.join(rows.column_names)}{layout_hint(fmt, rows.column_names)}"
         )
     render, samples = FORMATS[fmt], []
     for index, (row, origin) in enumerate(zip(rows.rows, rows.origins)):

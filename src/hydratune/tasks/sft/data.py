@@ -15,6 +15,7 @@ from hydratune.data.formats import (
     FORMATS,
     READ_FIX,
     check_config,
+    layout_hint,
     read_columns,
     required_columns,
     set_chat_template,
@@ -62,7 +63,7 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
     if columns:
         raise UserError(
             f"dataset.format={fmt}: column {columns[0]!r} is not in split {split!r}; "
-            f"available columns: {', '.join(dataset.column_names)}"
+            f"available columns: {', '.join(dataset.column_names)}{layout_hint(fmt, dataset.column_names)}"
         )
     max_len, train_on = cfg["max_seq_length"], cfg.get("train_on", "response")
     split_long = cfg.get("truncation") == "split"  # a long sample becomes several (pre-training text)
