@@ -289,7 +289,7 @@ def test_a_missing_column_of_another_layout_names_its_preset(tokenizer):
 def test_overrides_after_an_option_are_overrides(tmp_path):
     """`hydratune inspect A=1 --samples 1 B=2` failed with 'unrecognized arguments: B=2' (review F15)."""
     result = run_cli(
-        ["-m", "hydratune.cli", "inspect", "--samples", "1", "dataset.max_seq_length=40"], timeout=300
+        ["-m", "hydratune.cli", "inspect", "--samples", "1", "dataset.max_seq_length=200"], timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "longer than 200 tokens" in result.stdout
