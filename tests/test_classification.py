@@ -65,6 +65,11 @@ def test_pairs_are_joined_for_tokenizers_without_a_separator(tokenizer):
     whole = encode_texts(tokenizer, ["abc"])[0]  # BOS first: the tokenizer adds it, as Llama's do
     assert whole[0] == tokenizer.bos_token_id
     assert encode_texts(tokenizer, ["abcdef"], max_length=len(whole)) == [whole]  # the cut counts BOS
+    # a pair too long loses the end of its first text, not its second text (review L10: MNLI's hypothesis)
+    premise, hypothesis = "a man plays a guitar on a stage tonight", "music"
+    cut = encode_texts(tokenizer, [premise], [hypothesis], max_length=20, separator="|")[0]
+    assert len(cut) == 20 and tokenizer.decode(cut).endswith("|music")
+    assert tokenizer.decode(cut).startswith(tokenizer.bos_token + "a man")
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -20,12 +20,28 @@ def encode_texts(
 ) -> list[list[int]]:
     """Token ids of each text (or text pair), cut to `max_length`.
 
-    A tokenizer with a separator token (BERT-style) encodes pairs itself; for one without (most
-    decoder tokenizers) the two texts are joined with `separator`.
+    A tokenizer with a separator token (BERT-style) encodes pairs itself (its cut takes from the longer text
+    first); for one without (most decoder tokenizers) the two texts are joined with `separator`, and a pair too
+    long is cut in its first text, so that the second one (MNLI's hypothesis, a question) is kept: a cut from
+    the right lost it whole.
     """
-    if pairs is not None and tokenizer.sep_token is None:
-        texts, pairs = [f"{a}{separator}{b}" for a, b in zip(texts, pairs)], None
-    return tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)["input_ids"]
+    if pairs is None or tokenizer.sep_token is not None:
+        return tokenizer(texts, pairs, truncation=max_length is not None, max_length=max_length)["input_ids"]
+    joined = [f"{a}{separator}{b}" for a, b in zip(texts, pairs)]
+    if max_length is None or not getattr(tokenizer, "is_fast", False):
+        return tokenizer(joined, truncation=max_length is not None, max_length=max_length)["input_ids"]
+    encoded = tokenizer(joined, return_offsets_mapping=True)
+    out = []
+    for ids, offsets, first in zip(encoded["input_ids"], encoded["offset_mapping"], texts):
+        over = len(ids) - max_length
+        if over > 0:  # the last `over` tokens that lie wholly in the first text go (special tokens stay)
+            inside = [i for i, (start, end) in enumerate(offsets) if end > start and end <= len(first)]
+            gone = set(inside[-over:]) if over <= len(inside) else set(inside)
+            ids = [t for i, t in enumerate(ids) if i not in gone][
+                :max_length
+            ]  # then from the right, if need be
+        out.append(ids)
+    return out
 
 
 def classifier_cut_warning(split: str, cut: int, rows: int, max_len) -> str:
@@ -33,7 +49,7 @@ def classifier_cut_warning(split: str, cut: int, rows: int, max_len) -> str:
     most of their words), and a text pair's second text goes first."""
     return (
         f"dataset.max_seq_length={max_len}: {cut} of {rows} {split} texts are longer and cut short (the classifier "
-        "reads only what is kept; a pair's second text is cut first); raise dataset.max_seq_length"
+        "reads only what is kept; a pair is cut in its first text); raise dataset.max_seq_length"
     )
 
 
