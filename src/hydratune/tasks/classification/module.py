@@ -114,18 +114,22 @@ class ClassificationModule(TaskModule):
         for i, name in enumerate(self.hparams.labels):
             scalars[f"val/precision/{metric_name(name)}"] = float(results["precision"][i])
             scalars[f"val/recall/{metric_name(name)}"] = float(results["recall"][i])
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/acc", scalars["val/acc"], prog_bar=True)
-        self.log_dict({k: v for k, v in scalars.items() if k not in ("val/loss", "val/acc")})
+        # The check of exported weights that are not the last step's (load_best_model_at_end: report.finish) is
+        # no point of the loggers' curves, which would show best.ckpt's scores at the last step (review L12).
+        curve = not getattr(self, "checking_export", False)
+        self.log("val/loss", loss, prog_bar=True, logger=curve)
+        self.log("val/acc", scalars["val/acc"], prog_bar=True, logger=curve)
+        self.log_dict({k: v for k, v in scalars.items() if k not in ("val/loss", "val/acc")}, logger=curve)
         self.last_metrics = scalars
         self.last_confusion = results["confusion"].cpu()
         sanity = self._trainer is not None and self.trainer.sanity_checking
         self.evaluated_step = None if sanity else self.global_step
         log.info(
-            "step %d: val/loss %.4f, val/acc %.4f, val/f1_macro %.4f",
-            self.global_step, loss, scalars["val/acc"], scalars["val/f1_macro"],
+            "%s: val/loss %.4f, val/acc %.4f, val/f1_macro %.4f",
+            f"step {self.global_step}" if curve else "the exported weights", loss, scalars["val/acc"],
+            scalars["val/f1_macro"],
         )  # fmt: skip
-        if self._trainer is not None and not self.trainer.sanity_checking:
+        if self._trainer is not None and not self.trainer.sanity_checking and curve:
             self._log_confusion_figure()
 
     def _log_confusion_figure(self) -> None:

@@ -55,7 +55,11 @@ def finish(trainer, module, datamodule, run_dir: Path) -> dict:
         return {}  # no validation split: trained unevaluated (train.py said so)
     if not is_fsdp(trainer):
         if module.evaluated_step != trainer.global_step:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+            module.checking_export = True
+            try:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            finally:
+                module.checking_export = False
     elif module.last_confusion is None:
         return {}
     else:  # Lightning cannot run a stage after fit() on a model FSDP wrapped in configure_model
