@@ -302,6 +302,41 @@ def test_finished_run_directory_is_not_reused(existing_run):
     assert _digest(existing_run) == before
 
 
+def test_a_run_folder_in_training_or_stopped_is_refused_before_hydra_rewrites_its_config(tmp_path):
+    """The run lock refused a second launch into a folder being trained, but only after Hydra had rewritten that
+    run's .hydra/ configs (its name, format and steps), misleading generate and resume=auto (review K1); a stopped
+    run's folder without resume trained from step 0 over its checkpoints (K4). Both are refused first."""
+    import socket
+    import time
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("name: mine\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"state")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".hydratune.lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": time.strftime("%H:%M")})
+        )
+        before = _digest(run)
+        for extra in ([], ["resume=auto"]):
+            result = run_cli(["train.py", f"hydra.run.dir={run}", "dataset=chat", *extra], timeout=120)
+            _assert_one_line_error(
+                result,
+                [f"hydra.run.dir={run} is being trained by process {holder.pid}", "nothing was written"],
+            )
+            assert _digest(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_cli(["train.py", f"hydra.run.dir={run}", "dataset=chat"], timeout=120)  # the holder is gone
+    _assert_one_line_error(
+        result, ["holds a stopped run (checkpoints/last.ckpt): add resume=auto to continue it"]
+    )
+    assert _digest(run) == before
+
+
 SWEEP_CASES = [
     (["optimizer.lr=1e-4,-1"], ["sweep job 1", "optimizer.lr=-1", "> 0", "nothing was launched"]),
     (["optimizer=sgd,adamw"], ["sweep job 1", "optimizer=adamw", "options:"]),

@@ -599,11 +599,10 @@ def check_command_line(argv: list[str]) -> None:
     if run_dir:  # Hydra makes the folder before the run checks anything: a traceback when it cannot
         check_output_dir(run_dir, key=f"hydra.run.dir={run_dir}")
     resuming = any(a.startswith(("resume=", "ckpt_path=")) for a in overrides)
-    if run_dir and not resuming and (Path(run_dir) / "metrics.json").exists():
-        raise UserError(
-            f"hydra.run.dir={run_dir} holds a finished run; choose a new directory "
-            "(or resume with ckpt_path=...); nothing was written"
-        )
+    first_rank = all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    if run_dir and first_rank:  # Lightning starts DDP ranks 1.. with the run's own hydra.run.dir
+        requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # resumes as resume=auto (train.py)
+        check_run_dir(Path(run_dir), resuming or requeued)
     cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
     check_config(_plain(cfg))
     if not resuming:
@@ -674,6 +673,36 @@ def sweep_data_errors(configs: dict[int, dict]) -> list[tuple[int, UserError]]:
         except UserError as err:
             bad.append((n, err))
     return bad
+
+
+def check_run_dir(run_dir: Path, resuming: bool) -> None:
+    """`hydra.run.dir=` an existing run: Hydra rewrites its `.hydra/` configs before the run starts, so a launch
+    refused later (the run lock) had already changed the saved config of the run it protects (review K1). Refused
+    here: a folder a live process trains in, a finished run, and a stopped one without resume (it trained from
+    step 0 over its checkpoints, K4)."""
+    import socket
+
+    from hydratune.config import read_json
+    from hydratune.sweep import LOCK_FILE, process_alive
+
+    key = f"hydra.run.dir={run_dir}"
+    holder = read_json(run_dir / LOCK_FILE) or {}
+    if holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"]):
+        raise UserError(
+            f"{key} is being trained by process {holder['pid']} (since {holder.get('started')}): wait for it to end, "
+            "or stop it (its checkpoint stays), then resume=auto; nothing was written"
+        )
+    if resuming:
+        return
+    if (run_dir / "metrics.json").exists():
+        raise UserError(
+            f"{key} holds a finished run; choose a new directory (or resume with ckpt_path=...); nothing was written"
+        )
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise UserError(
+            f"{key} holds a stopped run (checkpoints/last.ckpt): add resume=auto to continue it, or choose a new "
+            "directory; nothing was written"
+        )
 
 
 def check_no_secrets(overrides: list[str]) -> None:
