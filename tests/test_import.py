@@ -76,6 +76,28 @@ def test_refuses_to_overwrite_and_unknown_formats(project, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1 and "cannot tell the format" in err
 
 
+def test_a_forced_import_that_does_not_check_leaves_the_experiment_it_would_replace(project, capsys, tmp_path):
+    """`--force` with a config that fails its check deleted the experiment of that name, a shipped one too, while
+    saying "nothing was written" (review K2); and a value used twice is written twice, not as a YAML anchor (K14)."""
+    shipped = project / "conf" / "experiment" / "alpaca_lora.yaml"
+    before = shipped.read_bytes()
+    bad = json.loads((DATA / "simplefoundation_default.json").read_text())
+    bad["learning_rate"] = -1.0
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main(["import", str(path), "--name", "alpaca_lora", "--force"]) == 2
+    assert "nothing was written" in capsys.readouterr().err
+    assert shipped.read_bytes() == before
+    assert main(["import", str(path), "--name", "fresh"]) == 2
+    assert not (project / "conf" / "experiment" / "fresh.yaml").exists()
+
+    from hydratune.config_import import render
+
+    shared = {"select_rows": {"first": 10}}
+    text = render({"dataset": {"ops": [shared, shared]}}, "x.yaml", "test")
+    assert "&id" not in text and "*id" not in text and text.count("first: 10") == 2
+
+
 def test_fp16_and_bf16_both_true_is_refused(project, capsys, tmp_path):
     import json
 

@@ -213,7 +213,14 @@ def render(experiment: dict, source: str, fmt: str) -> str:
         "# @package _global_\n"
         f"# Imported by `hydratune import` from {source} ({fmt}); see docs/options.md for the mapping.\n"
     )
-    return header + yaml.safe_dump(experiment, sort_keys=False, default_flow_style=False)
+    return header + yaml.dump(experiment, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value used twice in full both times: no `&id001`/`*id001` anchors in a file people edit (K14)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def write_experiment(

@@ -44,11 +44,16 @@ def _run(args: argparse.Namespace) -> int:
 
     name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.file).stem).strip("_-")
     context = ImportContext(args.dataset_info, args.stage)
+    target = conf_dir() / "experiment" / f"{name}.yaml"
+    before = target.read_bytes() if target.is_file() else None  # --force: put back if the import does not check
     out, fmt, unmapped = write_experiment(args.file, name, conf_dir(), force=args.force, context=context)
     try:  # the overlay must compose and name only known keys, or it is not written at all
         schema.validate(_plain(compose([f"experiment={name}"], output_dir="/tmp")), conf_dir())
     except UserError as err:
-        out.unlink()
+        if before is None:
+            out.unlink()
+        else:  # the experiment it would have replaced (a shipped one too) stays as it was (review K2)
+            out.write_bytes(before)
         raise UserError(f"the imported config does not check ({err}); nothing was written") from err
     for line in unmapped:
         print(f"not mapped: {line}", file=sys.stderr)
