@@ -160,9 +160,10 @@ def existing_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("existing") / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / ".hydra" / "overrides.yaml").write_text("[]\n")
     (run / "metrics.json").write_text('{"val_loss": 0.5}\n')
     (run / "adapter").mkdir()
-    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"\x00\xffweights")
     return run
 
 
@@ -413,7 +414,28 @@ CLI_CASES = [
     (["generate"], ["hydratune generate", "run_dir"]),
     (["generate", "/nonexistent/run", "--prompt", "x"], ["/nonexistent/run", "finished run"]),
     (["generate", "{run}"], ["--prompt"]),
-    (["generate", "{run}", "--prompt", "x", "--max-new-tokens", "many"], ["--max-new-tokens", "invalid int"]),
+    (
+        ["generate", "{run}", "--prompt", "x", "--max-new-tokens", "many"],
+        ["--max-new-tokens", "not a whole number"],
+    ),
+    # a zero or negative value, or a temperature of 0, was a traceback from transformers (review K6)
+    (
+        ["generate", "{run}", "--prompt", "x", "--max-new-tokens", "0"],
+        ["--max-new-tokens", "'0' is not a whole number >= 1"],
+    ),
+    (
+        ["generate", "{run}", "--prompt", "x", "--sample", "--temperature", "0"],
+        ["--temperature", "not a number > 0"],
+    ),
+    (
+        ["generate", "{run}", "--prompt", "x", "--promt", "y"],
+        ["hydratune generate: error: unrecognized arguments: --promt y"],
+    ),
+    (["generate", "{run}"], ["hydratune generate: error: give --prompt TEXT"]),
+    (["merge", "{run}", "--out", "{run}/metrics.json"], ["--out", "is a file: give a folder"]),
+    (["sweep-report", "{run}"], ["is a single run, not a sweep"]),
+    (["sweep-report", "/nonexistent/sweep"], ["/nonexistent/sweep does not exist"]),
+    (["import", "{run}/adapter/adapter_model.safetensors"], ["hydratune import: error:", "not a text file"]),
     (["merge", "/nonexistent/run"], ["/nonexistent/run", "adapter/"]),
     (["merge", "{run}", "--dtype", "int3"], ["--dtype", "invalid choice"]),
     (["preflight", "peft=lorra"], ["peft=lorra", "did you mean peft=lora"]),

@@ -56,3 +56,60 @@ def test_inspect_reports_packing(tiny_model_dir, capsys):
         == 0
     )
     assert "packing: 2000 samples in" in capsys.readouterr().out
+
+
+def test_datasplit_refuses_one_file_for_two_roles(tmp_path, capsys):
+    """The same path for both outputs overwrote the input with the train rows and lost the eval ones (review K5)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(10)))
+    before = data.read_text()
+    args = [
+        "datasplit",
+        "--input",
+        str(data),
+        "--train-output",
+        str(data),
+        "--eval-output",
+        str(tmp_path / "e.jsonl"),
+    ]
+    assert main(args) == 2
+    assert f"--train-output {data} is also --input: give three different files" in capsys.readouterr().err
+    assert data.read_text() == before
+
+
+def test_a_merge_that_fails_its_check_is_removed_and_said_in_one_line(tmp_path, capsys, monkeypatch):
+    """A bf16 merge that disagreed with its adapter was a traceback, and its merged/ stayed where generate loads
+    first (review K3); as export.merge=true does, it is removed, with the float32 hint."""
+    from hydratune import export
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+
+    def merge(adapter, out, dtype):
+        (tmp_path / "run" / "merged").mkdir()
+        return out
+
+    def parity(adapter, out, dtype):
+        raise RuntimeError("merged model disagrees with its adapter: max |logit diff| 2.9 > 1.3 in bfloat16")
+
+    monkeypatch.setattr(export, "merge_adapter", merge)
+    monkeypatch.setattr(export, "logit_parity", parity)
+    assert main(["merge", str(run), "--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(f"{run / 'merged'} removed; try --dtype float32")
+    assert not (run / "merged").exists()
+
+
+def test_predict_refuses_a_text_pair_for_a_single_text_classifier(tmp_path, capsys):
+    """--text-pair on a run trained on single texts was dropped without a word (review K10)."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "task: {name: classification}\ndataset: {text_column: text, label_column: label}\n"
+    )
+    assert main(["predict", str(run), "--text", "a", "--text-pair", "b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"hydratune predict: error: {run} classifies single texts (no dataset.text_pair_column): drop --text-pair"
+    )

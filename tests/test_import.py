@@ -76,7 +76,9 @@ def test_refuses_to_overwrite_and_unknown_formats(project, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1 and "cannot tell the format" in err
 
 
-def test_a_forced_import_that_does_not_check_leaves_the_experiment_it_would_replace(project, capsys, tmp_path):
+def test_a_forced_import_that_does_not_check_leaves_the_experiment_it_would_replace(
+    project, capsys, tmp_path
+):
     """`--force` with a config that fails its check deleted the experiment of that name, a shipped one too, while
     saying "nothing was written" (review K2); and a value used twice is written twice, not as a YAML anchor (K14)."""
     shipped = project / "conf" / "experiment" / "alpaca_lora.yaml"

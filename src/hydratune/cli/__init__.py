@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from hydratune.errors import UserError
     from hydratune.export import find_artifact, load_artifact, run_settings
     from hydratune.generate import generate
     from hydratune.tasks.registry import get_task
@@ -16,7 +17,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.prompts_file:
         prompts += [line.rstrip("\n") for line in open(args.prompts_file) if line.strip()]
     if not prompts:
-        raise SystemExit("hydratune generate: give --prompt TEXT or --prompts-file FILE")
+        raise UserError("give --prompt TEXT or --prompts-file FILE")
     artifact = find_artifact(args.run_dir, args.artifact)
     if not args.raw:
         # Each prompt rendered as the run's training data rendered its prompts (its task and dataset.format:
@@ -29,9 +30,10 @@ def _generate(args: argparse.Namespace) -> int:
             task.prompt_text(dataset_cfg, tokenizer, p, args.input or "", args.system or "") for p in prompts
         ]
     elif args.input or args.system:
-        raise SystemExit(
-            "hydratune generate: --input and --system go into the run's template, which --raw leaves out"
-        )
+        raise UserError("--input and --system go into the run's template, which --raw leaves out")
+    if not args.sample and (args.temperature != 1.0 or args.top_p != 1.0):
+        print("hydratune generate: note: --temperature and --top-p apply with --sample (decoding is greedy)",
+              file=sys.stderr)  # fmt: skip
     model, tokenizer = load_artifact(artifact)
     for text in generate(
         model, tokenizer, prompts, args.max_new_tokens, args.sample, args.temperature, args.top_p
@@ -41,13 +43,24 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    import shutil
+
     from hydratune.card import write_merged_card
+    from hydratune.errors import UserError
     from hydratune.export import find_artifact, logit_parity, merge_adapter, merge_dtype
 
+    target = Path(args.out or f"{args.run_dir}/merged")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {target} is a file: give a folder (default: RUN_DIR/merged)")
     adapter = find_artifact(args.run_dir, "adapter")
     dtype = args.dtype or merge_dtype(adapter)
-    out = merge_adapter(adapter, args.out or f"{args.run_dir}/merged", dtype)
-    diff = logit_parity(adapter, out, dtype)
+    out = merge_adapter(adapter, target, dtype)
+    try:
+        diff = logit_parity(adapter, out, dtype)
+    except RuntimeError as err:  # not left where `generate` would load it first (review K3)
+        shutil.rmtree(out, ignore_errors=True)
+        hint = "; try --dtype float32" if dtype != "float32" else ""
+        raise UserError(f"{err}; {out} removed{hint}") from None
     write_merged_card(Path(args.run_dir), Path(out), {"merge_max_abs_logit_diff": diff})
     print(f"merged {adapter} into {out} in {dtype} (max |logit diff| vs adapter: {diff:.2e})")
     return 0
@@ -95,6 +108,29 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _above_zero(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number with 0 < p <= 1")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that names the command and points at --help."""
 
@@ -123,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send prompts as given (after BOS), not rendered as the run's data was",
     )
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument(
+        "--max-new-tokens", type=_positive, default=64, help="tokens to write at most (default 64)"
+    )
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--temperature", type=_above_zero, default=1.0, help="with --sample: > 0 (default 1.0)")
+    gen.add_argument("--top-p", type=_share, default=1.0, help="with --sample: 0 < p <= 1 (default 1.0)")
     gen.set_defaults(func=_generate)
 
     merge = sub.add_parser("merge", help="fold a run's LoRA adapter into its base model (writes merged/)")
@@ -196,15 +234,23 @@ def main(argv: list[str] | None = None) -> int:
     ):
         args.overrides += extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        prog = (
+            f"{parser.prog} {args.command}" if args.command else parser.prog
+        )  # the command that was misspelt
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n")
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return args.func(args)
-    except (UserError, FileNotFoundError) as err:
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the interpreter flushes it at exit)
+        return 0
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError) as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
+        if isinstance(err, UnicodeDecodeError):
+            err = f"not a text file ({err.reason} at byte {err.start})"
         print(f"hydratune {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,12 @@ def datasplit(
     path = Path(input)
     if not path.is_file():
         raise UserError(f"--input {input}: no such file")
+    named = {"--input": path, "--train-output": Path(train_output), "--eval-output": Path(eval_output)}
+    seen: dict[Path, str] = {}
+    for flag, file in named.items():  # the same file twice lost rows and overwrote the input (review K5)
+        if file.resolve() in seen:
+            raise UserError(f"{flag} {file} is also {seen[file.resolve()]}: give three different files")
+        seen[file.resolve()] = flag
     lines = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

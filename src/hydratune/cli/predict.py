@@ -20,7 +20,11 @@ def add_parser(sub) -> None:
         "--input", help="a JSON-lines file; each row's text is in the run's dataset.text_column"
     )
     parser.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
-    parser.add_argument("--batch-size", type=int, default=32)
+    from hydratune.cli import _positive
+
+    parser.add_argument(
+        "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
+    )
     parser.set_defaults(func=main)
 
 
@@ -63,11 +67,15 @@ def main(args: argparse.Namespace) -> int:
     elif args.text:
         texts, pairs = list(args.text), args.text_pair
         if pairs is not None and len(pairs) != len(texts):
-            raise UserError("hydratune predict: give one --text-pair per --text")
+            raise UserError("give one --text-pair per --text")
         if pair_column and pairs is None:
             raise UserError(f"{args.run_dir} classifies text pairs: add --text-pair for each --text")
+        if pairs is not None and not pair_column:  # it was dropped without a word (review K10)
+            raise UserError(
+                f"{args.run_dir} classifies single texts (no dataset.text_pair_column): drop --text-pair"
+            )
     else:
-        raise UserError("hydratune predict: give --text TEXT or --input FILE.jsonl")
+        raise UserError("give --text TEXT or --input FILE.jsonl")
     model, tokenizer = load_artifact(find_artifact(args.run_dir, args.artifact))
     results = task.predict(model, tokenizer, texts, pairs, dataset, args.batch_size)
     for text, result in zip(texts, results):

@@ -17,18 +17,20 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hydratune.errors import UserError
     from hydratune.sweep import STUDY_FILE, job_dirs, write_summary
 
     sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir} does not exist")
     if (sweep_dir / ".hydra" / "overrides.yaml").is_file() and (sweep_dir.parent / "multirun.yaml").is_file():
-        raise SystemExit(
-            f"hydratune sweep-report: {sweep_dir} is one job of the sweep {sweep_dir.parent}; "
-            f"run hydratune sweep-report {sweep_dir.parent}"
+        raise UserError(
+            f"{sweep_dir} is one job of the sweep {sweep_dir.parent}; run hydratune sweep-report {sweep_dir.parent}"
         )
+    if (sweep_dir / ".hydra" / "overrides.yaml").is_file():  # it wrote sweep files into a single run (K8)
+        raise UserError(f"{sweep_dir} is a single run, not a sweep (python train.py -m ... makes one)")
     if not job_dirs(sweep_dir):
-        raise SystemExit(
-            f"hydratune sweep-report: {sweep_dir} holds no job directory (.hydra/overrides.yaml)"
-        )
+        raise UserError(f"{sweep_dir} holds no job directory (.hydra/overrides.yaml)")
     write_summary(sweep_dir)
     md = sweep_dir / "sweep_summary.md"
     if (sweep_dir / STUDY_FILE).is_file():
