@@ -166,9 +166,10 @@ def test_a_sweep_that_no_val_metric_compares_names_no_best_job(tmp_path, task, a
     assert "best: job" not in md
 
 
-def test_sweep_report_rejects_a_folder_without_jobs(tmp_path):
-    with pytest.raises(SystemExit, match="no job directory"):
-        cli_main(["sweep-report", str(tmp_path)])
+def test_sweep_report_rejects_a_folder_without_jobs(tmp_path, capsys):
+    """One line and exit 2, as the README says of mistakes (it exited 1: review K7)."""
+    assert cli_main(["sweep-report", str(tmp_path)]) == 2
+    assert "holds no job directory" in capsys.readouterr().err
 
 
 def sweep_args(tiny_model_dir: Path, sweep_dir: Path, *overrides: str) -> list[str]:
@@ -403,12 +404,18 @@ def test_a_search_summary_rounds_sampled_values_and_says_when_trials_tie(tmp_pat
     assert _read_csv(tmp_path / "sweep_summary.csv")[0]["optimizer.lr"] == "0.0005611516415334506"
 
 
-def test_sweep_report_on_one_job_names_its_sweep(fake_sweep):
+def test_sweep_report_on_one_job_names_its_sweep(fake_sweep, capsys):
     (fake_sweep / "multirun.yaml").write_text("{}")
-    with pytest.raises(
-        SystemExit, match=rf"{fake_sweep / '0'} is one job of the sweep {fake_sweep}; run hydratune"
-    ):
-        cli_main(["sweep-report", str(fake_sweep / "0")])
+    assert cli_main(["sweep-report", str(fake_sweep / "0")]) == 2
+    assert (
+        f"{fake_sweep / '0'} is one job of the sweep {fake_sweep}; run hydratune" in capsys.readouterr().err
+    )
+    assert not (fake_sweep / "0" / "sweep_summary.md").exists()
+    (
+        fake_sweep / "multirun.yaml"
+    ).unlink()  # a single run is no sweep: nothing is written into it (review K8)
+    assert cli_main(["sweep-report", str(fake_sweep / "0")]) == 2
+    assert "is a single run, not a sweep" in capsys.readouterr().err
     assert not (fake_sweep / "0" / "sweep_summary.md").exists()
 
 
