@@ -338,6 +338,18 @@ def test_a_run_folder_in_training_or_stopped_is_refused_before_hydra_rewrites_it
     assert _digest(run) == before
 
 
+def test_printing_the_config_with_a_mistake_in_it_is_one_line():
+    """`--cfg job peft=lorra` skipped the check and printed Hydra's multi-line error (review K13)."""
+    for args, expected in (
+        (["peft=lorra"], "did you mean peft=lora?"),
+        (["optimizer.lrr=1"], "did you mean optimizer.lr?"),
+    ):
+        result = run_cli(["train.py", "--cfg", "job", *args], timeout=120)
+        _assert_one_line_error(result, [expected])
+    result = run_cli(["train.py", "--cfg", "job", "optimizer.lr=3e-4"], timeout=120)
+    assert result.returncode == 0 and "lr: 0.0003" in result.stdout
+
+
 SWEEP_CASES = [
     (["optimizer.lr=1e-4,-1"], ["sweep job 1", "optimizer.lr=-1", "> 0", "nothing was launched"]),
     (["optimizer=sgd,adamw"], ["sweep job 1", "optimizer=adamw", "options:"]),
@@ -412,7 +424,11 @@ def test_debug_env_shows_the_traceback():
 HYDRATUNE = str(Path(sys.executable).parent / "hydratune")
 CLI_CASES = [
     (["generate"], ["hydratune generate", "run_dir"]),
-    (["generate", "/nonexistent/run", "--prompt", "x"], ["/nonexistent/run", "finished run"]),
+    (["generate", "/nonexistent/run", "--prompt", "x"], ["/nonexistent/run", "it does not exist"]),
+    (
+        ["generate", "{run}", "--prompt", "x", "--artifact", "merged"],
+        ["has no merged/ directory: merge its adapter first: hydratune merge"],
+    ),
     (["generate", "{run}"], ["--prompt"]),
     (
         ["generate", "{run}", "--prompt", "x", "--max-new-tokens", "many"],

@@ -243,14 +243,28 @@ ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
 
 def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
     """The artifact directory of a run: `prefer` if given, else merged/, adapter/ or model/."""
+    from hydratune.config import read_json
+    from hydratune.sweep import LOCK_FILE, _training
+
     run_dir = Path(run_dir)
     names = (prefer,) if prefer else ARTIFACTS
     for name in names:
         if (run_dir / name).is_dir():
             return run_dir / name
-    raise FileNotFoundError(
-        f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory; is it a finished run?"
-    )
+    # Why there is none, where that can be told (review K9): each said "is it a finished run?"
+    if not run_dir.is_dir():
+        why = "it does not exist (give the folder of a run: outputs/<name>/<date>)"
+    elif (run_dir / LOCK_FILE).exists() and _training(run_dir):
+        why = f"it is still training (process {(read_json(run_dir / LOCK_FILE) or {}).get('pid')}); its exports come at the end"
+    elif prefer == "merged" and (run_dir / "adapter").is_dir():
+        why = f"merge its adapter first: hydratune merge {run_dir}"
+    elif prefer == "adapter" and (run_dir / "model").is_dir():
+        why = "it is a full fine-tune: model/ is already a whole model"
+    elif not (run_dir / ".hydra").is_dir():
+        why = "it is not a run folder of python train.py (no .hydra/)"
+    else:
+        why = "is it a finished run? (a stopped one has only checkpoints/: resume=auto finishes it)"
+    raise FileNotFoundError(f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory: {why}")
 
 
 def load_artifact(path: str | Path, dtype: str = "float32"):

@@ -534,6 +534,10 @@ def check_command_line(argv: list[str]) -> None:
     if any(arg.startswith(("hparams_search=", "hydra/sweeper")) for arg in argv):
         check_sweeper_plugins()
     flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
+    if flags & {"--cfg", "-c"} and not flags & MULTIRUN_FLAGS:  # printing the config: a mistake in it is one
+        overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]  # line (K13)
+        compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
+        return
     if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
