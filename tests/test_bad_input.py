@@ -338,6 +338,32 @@ def test_a_run_folder_in_training_or_stopped_is_refused_before_hydra_rewrites_it
     assert _digest(run) == before
 
 
+def test_resume_auto_onto_a_run_in_training_is_refused_before_a_folder_is_made(tmp_path):
+    """The lock refused it once Hydra had made a new run folder, left behind with .hydra/ and train.log (K11)."""
+    import socket
+
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line
+
+    run = tmp_path / "outputs" / "live" / "2026-12-02_10-00-00"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"state")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".hydratune.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        with pytest.raises(
+            UserError, match=rf"resume=auto would continue {run}, which process {holder.pid} is training"
+        ):
+            check_command_line([f"paths.log_dir={tmp_path / 'outputs'}", "name=live", "resume=auto"])
+    finally:
+        holder.kill()
+        holder.wait()
+    check_command_line(
+        [f"paths.log_dir={tmp_path / 'outputs'}", "name=live", "resume=auto"]
+    )  # it ended: fine
+    assert sorted(p.name for p in (tmp_path / "outputs" / "live").iterdir()) == [run.name]
+
+
 def test_printing_the_config_with_a_mistake_in_it_is_one_line():
     """`--cfg job peft=lorra` skipped the check and printed Hydra's multi-line error (review K13)."""
     for args, expected in (

@@ -611,6 +611,27 @@ def check_command_line(argv: list[str]) -> None:
     check_config(_plain(cfg))
     if not resuming:
         quick_data_errors(_plain(cfg))
+    elif "resume=auto" in overrides and not run_dir and first_rank:
+        check_resume_target(_plain(cfg))
+
+
+def check_resume_target(cfg: dict) -> None:
+    """resume=auto while a run of this name that it would continue trains: refused before Hydra makes a new
+    run folder (the lock refused it later and left that folder behind: review K11)."""
+    import socket
+
+    from hydratune.config import read_json
+    from hydratune.sweep import LOCK_FILE, process_alive
+
+    runs = Path(str((cfg.get("paths") or {}).get("log_dir") or "outputs")) / str(cfg.get("name"))
+    for folder in sorted(runs.glob("*")) if runs.is_dir() else []:
+        holder = read_json(folder / LOCK_FILE) or {}
+        live = holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"])
+        if live and (folder / "checkpoints" / "last.ckpt").exists():
+            raise UserError(
+                f"resume=auto would continue {folder}, which process {holder['pid']} is training: wait for it to "
+                "end, or stop it (its checkpoint stays), then resume=auto; nothing was written"
+            )
 
 
 # The sbatch options that hydra-submitit-launcher names otherwise, for a did-you-mean.
