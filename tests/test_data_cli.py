@@ -113,3 +113,31 @@ def test_predict_refuses_a_text_pair_for_a_single_text_classifier(tmp_path, caps
         err
         == f"hydratune predict: error: {run} classifies single texts (no dataset.text_pair_column): drop --text-pair"
     )
+
+
+def test_small_cli_edges(tmp_path, capsys):
+    """`hydratune --version`; a JSON array given to datasplit (it read as one record); a sweep key given twice,
+    a comma forgotten, is a warning naming the last value (review K14)."""
+    import pytest
+
+    from hydratune.preflight import check_command_line
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("hydratune 0.")
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps([{"i": 1}, {"i": 2}]))
+    args = [
+        "--input",
+        str(array),
+        "--train-output",
+        str(tmp_path / "t"),
+        "--eval-output",
+        str(tmp_path / "e"),
+    ]
+    assert main(["datasplit", *args]) == 2
+    assert "is a JSON array; datasplit reads JSON Lines" in capsys.readouterr().err
+    check_command_line(["-m", "optimizer.lr=1e-3", "optimizer.lr=2e-3", "--no-data"][:3])
+    assert "optimizer.lr is given twice (optimizer.lr=1e-3, optimizer.lr=2e-3): the last value is used" in (
+        capsys.readouterr().err
+    )

@@ -535,13 +535,24 @@ def check_command_line(argv: list[str]) -> None:
         check_sweeper_plugins()
     flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
     if flags & {"--cfg", "-c"} and not flags & MULTIRUN_FLAGS:  # printing the config: a mistake in it is one
-        overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]  # line (K13)
+        overrides = [
+            a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")
+        ]  # line (K13)
         compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
         return
     if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
     check_no_secrets(overrides)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice and flags & MULTIRUN_FLAGS:  # `-m optimizer.lr=1e-3 optimizer.lr=2e-3`: a comma forgotten (K14)
+        given = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == twice]
+        print(
+            f"hydratune: warning: {twice} is given twice ({', '.join(given)}): the last value is used; a sweep "
+            "lists its values with commas (key=a,b)",
+            file=sys.stderr,
+        )
     launcher = next((a for a in overrides if a.lstrip("+~").startswith("hydra/launcher=")), None)
     if launcher and not flags & MULTIRUN_FLAGS:  # Hydra runs a single job in this process, launcher or not
         raise UserError(
@@ -626,7 +637,9 @@ def check_resume_target(cfg: dict) -> None:
     runs = Path(str((cfg.get("paths") or {}).get("log_dir") or "outputs")) / str(cfg.get("name"))
     for folder in sorted(runs.glob("*")) if runs.is_dir() else []:
         holder = read_json(folder / LOCK_FILE) or {}
-        live = holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"])
+        live = (
+            holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"])
+        )
         if live and (folder / "checkpoints" / "last.ckpt").exists():
             raise UserError(
                 f"resume=auto would continue {folder}, which process {holder['pid']} is training: wait for it to "

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hydratune",
         description="Utilities for hydratune runs. Train with: python train.py [overrides]",
     )
+    from hydratune import __version__
+
+    parser.add_argument("--version", action="version", version=f"hydratune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     gen = sub.add_parser("generate", help="generate text with a finished run's artifact")

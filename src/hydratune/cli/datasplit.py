@@ -30,7 +30,10 @@ def datasplit(
             raise UserError(f"{flag} {file} is also {seen[file.resolve()]}: give three different files")
         seen[file.resolve()] = flag
     lines = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):  # it read as one record (K14)
+        raise UserError(f"--input {input} is a JSON array; datasplit reads JSON Lines (one record per line)")
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
