@@ -244,7 +244,7 @@ ARTIFACTS = ("merged", "adapter", "model")  # searched in this order
 def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
     """The artifact directory of a run: `prefer` if given, else merged/, adapter/ or model/."""
     from hydratune.config import read_json
-    from hydratune.sweep import LOCK_FILE, _training
+    from hydratune.locks import LOCK_FILE, training
 
     run_dir = Path(run_dir)
     names = (prefer,) if prefer else ARTIFACTS
@@ -254,7 +254,7 @@ def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
     # Why there is none, where that can be told (review K9): each said "is it a finished run?"
     if not run_dir.is_dir():
         why = "it does not exist (give the folder of a run: outputs/<name>/<date>)"
-    elif (run_dir / LOCK_FILE).exists() and _training(run_dir):
+    elif (run_dir / LOCK_FILE).exists() and training(run_dir):
         why = f"it is still training (process {(read_json(run_dir / LOCK_FILE) or {}).get('pid')}); its exports come at the end"
     elif prefer == "merged" and (run_dir / "adapter").is_dir():
         why = f"merge its adapter first: hydratune merge {run_dir}"

@@ -629,18 +629,13 @@ def check_command_line(argv: list[str]) -> None:
 def check_resume_target(cfg: dict) -> None:
     """resume=auto while a run of this name that it would continue trains: refused before Hydra makes a new
     run folder (the lock refused it later and left that folder behind: review K11)."""
-    import socket
 
-    from hydratune.config import read_json
-    from hydratune.sweep import LOCK_FILE, process_alive
+    from hydratune.locks import live_holder
 
     runs = Path(str((cfg.get("paths") or {}).get("log_dir") or "outputs")) / str(cfg.get("name"))
     for folder in sorted(runs.glob("*")) if runs.is_dir() else []:
-        holder = read_json(folder / LOCK_FILE) or {}
-        live = (
-            holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"])
-        )
-        if live and (folder / "checkpoints" / "last.ckpt").exists():
+        holder = live_holder(folder)
+        if holder and (folder / "checkpoints" / "last.ckpt").exists():
             raise UserError(
                 f"resume=auto would continue {folder}, which process {holder['pid']} is training: wait for it to "
                 "end, or stop it (its checkpoint stays), then resume=auto; nothing was written"
@@ -718,14 +713,12 @@ def check_run_dir(run_dir: Path, resuming: bool) -> None:
     refused later (the run lock) had already changed the saved config of the run it protects (review K1). Refused
     here: a folder a live process trains in, a finished run, and a stopped one without resume (it trained from
     step 0 over its checkpoints, K4)."""
-    import socket
 
-    from hydratune.config import read_json
-    from hydratune.sweep import LOCK_FILE, process_alive
+    from hydratune.locks import live_holder
 
     key = f"hydra.run.dir={run_dir}"
-    holder = read_json(run_dir / LOCK_FILE) or {}
-    if holder.get("pid") and holder.get("host") == socket.gethostname() and process_alive(holder["pid"]):
+    holder = live_holder(run_dir)
+    if holder:
         raise UserError(
             f"{key} is being trained by process {holder['pid']} (since {holder.get('started')}): wait for it to end, "
             "or stop it (its checkpoint stays), then resume=auto; nothing was written"

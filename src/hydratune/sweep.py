@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from hydratune.config import read_json
+from hydratune.locks import LOCK_FILE, process_alive, training  # noqa: F401 (LOCK_FILE, process_alive: re-exported)
 from hydratune.schema import is_number
 
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
@@ -33,7 +34,6 @@ JOB_ERROR_FILE = "job_error.json"
 TRIAL_FILE = "trial.json"
 STUDY_FILE = "study.json"
 STATUSES = ("ok", "pruned", "failed", "NaN", "OOM", "continued", "stopped", "running")
-LOCK_FILE = ".hydratune.lock"  # hydratune.train.RunLock's: held while a launch trains in the folder
 CONTINUED_FILE = "continued.json"  # hydratune.train: this launch trained on in an earlier run's folder
 # Metric columns, in table order: (metrics.json key, column name).
 METRICS = (
@@ -130,29 +130,6 @@ def _status(metrics: dict | None, error: dict | None, trial: dict | None = None)
     return "ok"
 
 
-def _training(job_dir: Path) -> bool:
-    """Whether a launch holds the job's folder: its lock names a live process here, or a process on another
-    host (a SLURM node), which this one cannot ask."""
-    import socket
-
-    holder = read_json(job_dir / LOCK_FILE)
-    if not holder or not holder.get("pid"):
-        return False
-    # a killed job (SIGKILL, the OOM killer) leaves its lock behind, naming a dead process
-    return holder.get("host") != socket.gethostname() or process_alive(holder["pid"])
-
-
-def process_alive(pid) -> bool:
-    """Whether process `pid` of this host lives (another user's counts)."""
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return True
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
-
-
 def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """The summary row of one job: overrides, status, metrics, and the validation curve."""
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
@@ -181,7 +158,7 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     continued = read_json(job_dir / CONTINUED_FILE)
     if metrics is None and continued and not row["error"]:  # resume=auto went on in the earlier job's folder
         row["status"], row["error"] = "continued", f"resume=auto continued {continued.get('run')}"
-    elif metrics is None and error is None and _training(job_dir):  # a partial sweep: still at work
+    elif metrics is None and error is None and training(job_dir):  # a partial sweep: still at work
         row["status"] = "running"
     if not row["error"] and (trial or {}).get("error"):
         row["error"] = trial["error"][:200]

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from hydratune.config import build, read_json, redact, to_plain
 from hydratune.console import quiet_console
 from hydratune.errors import NonFiniteLoss, UserError
+from hydratune.locks import LOCK_FILE, process_alive
 from hydratune.precision import choose_precision, precision_note
 from hydratune.preflight import check_config, check_disk_room
-from hydratune.sweep import LOCK_FILE, process_alive
 from hydratune.tasks.registry import get_task
 from hydratune.tasks.task import Task
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hydratune.cli.args import above_zero, positive, share
+
 
 def _generate(args: argparse.Namespace) -> int:
     from hydratune.errors import UserError
@@ -102,35 +104,6 @@ def _brief(value) -> str:
     return ", ".join(one(k, v) for k, v in value.items())
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return int(text)
-
-
-def _above_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _above_zero(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number with 0 < p <= 1")
-    return value
-
-
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that names the command and points at --help."""
 
@@ -163,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send prompts as given (after BOS), not rendered as the run's data was",
     )
     gen.add_argument(
-        "--max-new-tokens", type=_positive, default=64, help="tokens to write at most (default 64)"
+        "--max-new-tokens", type=positive, default=64, help="tokens to write at most (default 64)"
     )
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=_above_zero, default=1.0, help="with --sample: > 0 (default 1.0)")
-    gen.add_argument("--top-p", type=_share, default=1.0, help="with --sample: 0 < p <= 1 (default 1.0)")
+    gen.add_argument("--temperature", type=above_zero, default=1.0, help="with --sample: > 0 (default 1.0)")
+    gen.add_argument("--top-p", type=share, default=1.0, help="with --sample: 0 < p <= 1 (default 1.0)")
     gen.set_defaults(func=_generate)
 
     merge = sub.add_parser("merge", help="fold a run's LoRA adapter into its base model (writes merged/)")
@@ -185,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--no-data", action="store_true", help="skip the data checks (config only)")
     pre.add_argument(
         "--rows",
-        type=_positive,
+        type=positive,
         default=200,
         metavar="N",
         help="rows of each data file to check (default 200)",

@@ -26,9 +26,9 @@ def inspect_data(overrides: list[str], samples: int = 3) -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show the tokenized training data, masks and statistics (no model)")
     p.add_argument("overrides", nargs="*", help="the same overrides as python train.py takes")
-    from hydratune.cli import _count
+    from hydratune.cli.args import count
 
-    p.add_argument("--samples", type=_count, default=3, help="how many samples to print (default 3)")
+    p.add_argument("--samples", type=count, default=3, help="how many samples to print (default 3)")
     p.set_defaults(func=_run)
 
 

@@ -20,11 +20,9 @@ def add_parser(sub) -> None:
         "--input", help="a JSON-lines file; each row's text is in the run's dataset.text_column"
     )
     parser.add_argument("--artifact", choices=["adapter", "merged", "model"], help="which export to load")
-    from hydratune.cli import _positive
+    from hydratune.cli.args import positive
 
-    parser.add_argument(
-        "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
-    )
+    parser.add_argument("--batch-size", type=positive, default=32, help="texts per forward pass (default 32)")
     parser.set_defaults(func=main)
 
 

@@ -116,10 +116,12 @@ class ClassificationModule(TaskModule):
             scalars[f"val/recall/{metric_name(name)}"] = float(results["recall"][i])
         # The check of exported weights that are not the last step's (load_best_model_at_end: report.finish) is
         # no point of the loggers' curves, which would show best.ckpt's scores at the last step (review L12).
+        # (Lightning refuses one key logged with two settings of `logger` in a trainer: not logged at all.)
         curve = not getattr(self, "checking_export", False)
-        self.log("val/loss", loss, prog_bar=True, logger=curve)
-        self.log("val/acc", scalars["val/acc"], prog_bar=True, logger=curve)
-        self.log_dict({k: v for k, v in scalars.items() if k not in ("val/loss", "val/acc")}, logger=curve)
+        if curve:
+            self.log("val/loss", loss, prog_bar=True)
+            self.log("val/acc", scalars["val/acc"], prog_bar=True)
+            self.log_dict({k: v for k, v in scalars.items() if k not in ("val/loss", "val/acc")})
         self.last_metrics = scalars
         self.last_confusion = results["confusion"].cpu()
         sanity = self._trainer is not None and self.trainer.sanity_checking
