@@ -230,14 +230,33 @@ def test_reward_model_scorer_reads_what_hydratune_score_reads(tiny_model_dir, tm
     expected = score_cli(model, tokenizer, prompts, responses, run_settings(tmp_path)[1])
     assert [scorer._encode(p, r) for p, r in zip(prompts, responses)] == seen
     assert scorer(prompts, responses) == pytest.approx(expected, abs=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the policy's bf16-mixed step: not rounded to bf16 (G11)
+        assert scorer(prompts, responses) == pytest.approx(expected, abs=1e-5)
     text = tokenizer.decode(seen[0])
     if marker:  # the chat layout, not `[BOS] prompt completion EOS`
         assert marker in text and not text.startswith(tokenizer.bos_token + "lower")
         assert seen[0] != scoring_ids_pairs(tokenizer, prompts[0], responses[0])
     elif dataset["max_seq_length"] > 10:
         assert seen[0] == scoring_ids_pairs(tokenizer, prompts[0], responses[0])
-    else:
-        assert len(seen[0]) == dataset["max_seq_length"]
+    else:  # cut to the limit in the prompt, from the left: the completion and its EOS are what is scored (G1)
+        assert len(seen[0]) == dataset["max_seq_length"] and seen[0][0] == tokenizer.bos_token_id
+        assert seen[0][-1] == tokenizer.eos_token_id
+        assert seen[0][1:] == scoring_ids_pairs(tokenizer, prompts[0], responses[0])[-(len(seen[0]) - 1) :]
+
+
+def test_a_long_prompt_is_cut_from_the_left_for_a_reward_model(tokenizer):
+    """A chat prompt longer than the reward run's max_seq_length was cut from the right: every completion was
+    scored on the prompt's start alone, so every reward was the same (review G1)."""
+    from hydratune.data.pairs import scoring_ids
+
+    prompt, answer = "a long prompt " * 10, "THE ANSWER"
+    ids = scoring_ids(tokenizer, prompt, answer, 24)
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+    assert len(ids) == 24 and ids[0] == tokenizer.bos_token_id
+    assert ids[-len(answer_ids) - 1 :] == [*answer_ids, tokenizer.eos_token_id]
+    assert scoring_ids(tokenizer, "hi", answer, 24) == scoring_ids(
+        tokenizer, "hi", answer
+    )  # short: untouched
 
 
 def scoring_ids_pairs(tokenizer, prompt, response):

@@ -440,7 +440,9 @@ class RewardModelScorer:
             width = max(len(r) for r in rows)
             ids = torch.tensor([r + [pad or 0] * (width - len(r)) for r in rows], device=device)
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-            with torch.no_grad():
+            # In the policy's bf16-mixed autocast the scores came out rounded to bf16 (steps of 2^-10 near 0.16), and
+            # the group's std then made advantages of their rounding (review G11): the scorer runs in its own dtype.
+            with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
             scores += logits[:, 0].float().tolist()
         return scores

@@ -241,9 +241,18 @@ def _answer_ids(ids: list[int], eos_id: int) -> list[int]:
 
 def scoring_ids(tokenizer, prompt: str, answer: str, max_length: int | None = None) -> list[int]:
     """`[BOS] prompt answer EOS` as the preference tasks tokenize a row (prompt and answer apart, BOS and EOS
-    not doubled), cut from the right to `max_length`: how a reward model reads what it scores."""
+    not doubled): how a reward model reads what it scores. Past `max_length` the prompt is cut from the left
+    (after BOS), so the answer and its EOS, which the head reads, stay (as TRL truncates prompts); a cut from
+    the right scored a chat prompt's start, the same for every completion (review G1). An answer longer than the
+    limit alone is then cut from the right."""
     prompt_ids, answer_ids = _encode_texts([prompt, answer], tokenizer)
-    ids = bos_first(prompt_ids, tokenizer.bos_token_id) + _answer_ids(answer_ids, tokenizer.eos_token_id)
+    prompt_ids = bos_first(prompt_ids, tokenizer.bos_token_id)
+    answer_ids = _answer_ids(answer_ids, tokenizer.eos_token_id)
+    over = len(prompt_ids) + len(answer_ids) - max_length if max_length else 0
+    if over > 0:
+        head = 1 if prompt_ids[:1] == [tokenizer.bos_token_id] and tokenizer.bos_token_id is not None else 0
+        prompt_ids = prompt_ids[:head] + prompt_ids[head + min(over, len(prompt_ids) - head) :]
+    ids = prompt_ids + answer_ids
     return ids[:max_length] if max_length else ids
 
 
