@@ -204,13 +204,16 @@ def test_a_user_reward_module_is_imported_and_checked_by_preflight(project, tmp_
         check_config(to_plain(compose(["task=grpo", model, entries])))
     (project / "nu_myrewards.py").write_text(
         "def is_lowercase(prompts, completions, **columns):\n    return [1.0 for c in completions]\n"
-        "def one_argument(completions):\n    return [1.0 for c in completions]\n"
+        "def one_argument(texts):\n    return [1.0 for c in texts]\n"
+        "def trl_shape(completions, **kwargs):\n    return [float(len(c) > 2) for c in completions]\n"
     )
     check_config(
         to_plain(compose(["task=grpo", model, entries]))
     )  # beside train.py (HYDRATUNE_ROOT): imports
     with pytest.raises(UserError, match=r"task.rewards\[0\]: nu_myrewards.one_argument must take \(prompts"):
         check_config(to_plain(compose(["task=grpo", model, entries.replace("is_lowercase", "one_argument")])))
+    # TRL's shape, `f(completions, **kwargs)`, was refused (review G2): it passes
+    check_config(to_plain(compose(["task=grpo", model, entries.replace("is_lowercase", "trl_shape")])))
 
 
 def test_a_reward_model_that_is_not_a_reward_run_fails_the_config_check(tmp_path):

@@ -45,6 +45,15 @@ def my_reward(prompts, completions, answer):
 
 def wrong_length(prompts, completions, **columns):
     return [1.0]
+
+
+def trl_reward(completions, **kwargs):
+    # TRL's shape: completions by name, the row's columns (and prompts) in kwargs; None: not judged
+    return [None if c == "dc" else float(c.strip() == a) for c, a in zip(completions, kwargs["answer"])]
+
+
+def crashes(prompts, completions, **columns):
+    return [c[0]["content"] for c in completions]  # a TRL conversational reward given text
 """
 
 
@@ -72,6 +81,23 @@ def test_builder_binds_kwargs_and_combines_with_weights(user_module):
     assert per_function["my_reward"] == [0.0, 1.0, 1.0]
     assert per_function["exact_match_3"] == [0.0, 0.0, 0.0]
     assert total == pytest.approx([1.0 - 1.0 + 0.0, 0.0 + 0.0 + 2.0, 1.0 + 0.0 + 2.0])
+
+
+def test_trl_shaped_rewards_none_values_and_a_crash(user_module):
+    """TRL's `f(completions, **kwargs)` was refused (review G2); a None for a completion it does not judge is left
+    out of the total, as TRL's nansum does (it was 'not a list of numbers'); the function's own error is one line
+    naming its entry, not a traceback after the model loaded (G3, G4)."""
+    rewards = build_rewards([{"_target_": f"{user_module}.trl_reward", "weight": 2.0},
+                             {"_target_": "hydratune.rewards.length_penalty", "weight": 1.0, "target": 2}])  # fmt: skip
+    total, per_function = score(rewards, PROMPTS, COMPLETIONS, COLUMNS)
+    assert (
+        per_function["trl_reward"][:2] == [1.0, 0.0]
+        and per_function["trl_reward"][2] != per_function["trl_reward"][2]
+    )
+    assert total == pytest.approx([2.0 - 2 / 64, 0.0, 0.0])
+    crash = build_rewards([{"_target_": f"{user_module}.crashes"}])
+    with pytest.raises(UserError, match=r"^task.rewards\[0\] \(crashes\) raised TypeError: string indices"):
+        score(crash, PROMPTS, COMPLETIONS, COLUMNS)
 
 
 def test_bound_config_values_win_over_a_dataset_column_of_the_same_name():
@@ -230,7 +256,9 @@ def test_reward_model_scorer_reads_what_hydratune_score_reads(tiny_model_dir, tm
     expected = score_cli(model, tokenizer, prompts, responses, run_settings(tmp_path)[1])
     assert [scorer._encode(p, r) for p, r in zip(prompts, responses)] == seen
     assert scorer(prompts, responses) == pytest.approx(expected, abs=1e-5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # the policy's bf16-mixed step: not rounded to bf16 (G11)
+    with torch.autocast(
+        "cpu", dtype=torch.bfloat16
+    ):  # the policy's bf16-mixed step: not rounded to bf16 (G11)
         assert scorer(prompts, responses) == pytest.approx(expected, abs=1e-5)
     text = tokenizer.decode(seen[0])
     if marker:  # the chat layout, not `[BOS] prompt completion EOS`

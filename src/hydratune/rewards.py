@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,24 +118,68 @@ class Reward:
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             columns = {k: v for k, v in columns.items() if k in params}
         # Bound config values win over a dataset column of the same name. A function that reads the prompts'
-        # conversations (a reward model's scorer) gets them third, positionally.
-        head = (
-            (prompts, completions, turns)
-            if getattr(self.fn, "reads_turns", False)
-            else (prompts, completions)
-        )
-        values = self.fn(*head, **{**columns, **self.kwargs})
-        try:
-            values = [float(v) for v in values]
+        # conversations (a reward model's scorer) gets them third, positionally. TRL's shape,
+        # `f(completions, **kwargs)`, gets prompts and completions by name, as TRL passes them.
+        if keyword_style(params):
+            named = {
+                "completions": completions,
+                **({"prompts": prompts} if _takes(params, "prompts") else {}),
+            }
+            values = self._call(**{**columns, **self.kwargs, **named})
+        else:
+            head = (
+                (prompts, completions, turns)
+                if getattr(self.fn, "reads_turns", False)
+                else (prompts, completions)
+            )
+            values = self._call(*head, **{**columns, **self.kwargs})
+        try:  # None for a completion the function does not judge: NaN, left out of the sum (TRL's nansum)
+            values = [float("nan") if v is None else float(v) for v in values]
         except (TypeError, ValueError) as err:
             raise UserError(
-                f"{self.key} ({self.name}) returned {type(values).__name__}, not a list of numbers"
+                f"{self.key} ({self.name}) returned {type(values).__name__}, not a list of numbers (or None)"
             ) from err
         if len(values) != len(completions):
             raise UserError(
                 f"{self.key} ({self.name}) returned {len(values)} values for {len(completions)} completions"
             )
         return values
+
+    def _call(self, *args, **kwargs):
+        """The user's function, whose own error is one line naming its entry (it was a traceback after the model
+        loaded; HYDRATUNE_DEBUG=1 shows it)."""
+        try:
+            return self.fn(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as err:
+            if os.environ.get("HYDRATUNE_DEBUG") == "1":
+                raise
+            raise UserError(
+                f"{self.key} ({self.name}) raised {type(err).__name__}: {_first_line(err)} (it gets prompts and "
+                "completions as lists of text, a chat prompt as the text its template renders, and the row's "
+                "other columns by name)"
+            ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0]
+
+
+def keyword_style(params: dict[str, inspect.Parameter]) -> bool:
+    """TRL's reward function: `completions` by name, the first positional not being `prompts`
+    (`def f(completions, **kwargs)`, `def f(prompts, completions, answer, **kwargs)` is both)."""
+    positional = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return _takes(params, "completions") and (
+        positional[:1] != ["prompts"] or positional[1:2] != ["completions"]
+    )
+
+
+def _takes(params: dict[str, inspect.Parameter], name: str) -> bool:
+    return name in params and params[name].kind in (
+        params[name].POSITIONAL_OR_KEYWORD,
+        params[name].KEYWORD_ONLY,
+    )
 
 
 def _parameters(fn) -> dict[str, inspect.Parameter]:
@@ -196,12 +241,17 @@ def _check_signature(fn, kwargs: dict, target: str, where: str) -> None:
     params = _parameters(fn)
     positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
-    if len(positional) < 2 and not varargs:
+    trl = keyword_style(params)
+    if len(positional) < 2 and not varargs and not trl:
         raise UserError(
-            f"{where}: {target} must take (prompts, completions, **columns); it takes ({', '.join(params)})"
+            f"{where}: {target} must take (prompts, completions, **columns), or TRL's (completions, **kwargs); it "
+            f"takes ({', '.join(params)})"
         )
     # Bound keys must be named parameters: **columns would swallow a typo (`colum:`) silently.
-    bindable = _named(params) if varargs else _named(params)[2:]  # prompts and completions come first
+    if trl:
+        bindable = [n for n in _named(params) if n not in ("prompts", "completions")]
+    else:
+        bindable = _named(params) if varargs else _named(params)[2:]  # prompts and completions come first
     unknown = [k for k in kwargs if k not in bindable]
     if unknown:
         raise UserError(
@@ -309,8 +359,8 @@ def score(
     model with a chat template."""
     per_function = {r.name: r(prompts, completions, turns, **(columns or {})) for r in rewards}
     total = [0.0] * len(completions)
-    for reward in rewards:
-        total = [t + reward.weight * v for t, v in zip(total, per_function[reward.name])]
+    for reward in rewards:  # a None (NaN) is left out of the sum, as TRL's nansum does
+        total = [t + (0.0 if v != v else reward.weight * v) for t, v in zip(total, per_function[reward.name])]
     return total, per_function
 
 

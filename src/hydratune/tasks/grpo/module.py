@@ -195,7 +195,7 @@ class GRPOModule(TaskModule):
             "stats": {
                 "train/reward": float(rewards.mean()),
                 "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-                **{f"train/reward/{k}": float(v.mean()) for k, v in out["per_function"].items()},
+                **{f"train/reward/{k}": float(v.nanmean()) for k, v in out["per_function"].items()},
                 "train/completion_length": float(lengths.mean()),
                 "train/zero_spread_groups": zero_spread_fraction(rewards, hp.num_generations),
                 "train/sampling_tokens_per_s": samples.num_tokens / max(time.perf_counter() - started, 1e-9),
@@ -253,7 +253,7 @@ class GRPOModule(TaskModule):
         groups (rewards and advantages) go to completions.jsonl."""
         out = self._sample_and_score(batch, seed=0, generations=1, temperature=0.0)
         sums = {"reward": float(out["rewards"].sum()), "rows": out["rewards"].numel()}
-        sums |= {f"reward/{k}": float(v.sum()) for k, v in out["per_function"].items()}
+        sums |= {f"reward/{k}": float(v.nansum()) for k, v in out["per_function"].items()}
         self.add_to_validation(**sums)
         wanted = self.hparams.log_completions - len(self._val_rows)
         if wanted > 0 and self.global_rank == 0:
