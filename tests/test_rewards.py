@@ -126,6 +126,10 @@ def test_bound_config_values_win_over_a_dataset_column_of_the_same_name():
             [{"_target_": "hydratune.rewards.exact_match", "colum": "x"}],
             r"task.rewards\[0\].colum: .* no parameter",
         ),
+        (  # a traceback after the model loaded (review G4)
+            [{"_target_": "hydratune.rewards.regex_match", "pattern": "<think>(.*</think>"}],
+            r"task.rewards\[0\].pattern='<think>\(\.\*</think>': not a regular expression \(missing \)",
+        ),
         (
             [{"_target_": "hydratune.rewards.exact_match", "weight": "high"}],
             r"task.rewards\[0\].weight='high'",

@@ -91,6 +91,17 @@ def regex_match(
     return [float(match(c.strip()) is not None) for c in completions]
 
 
+def _check_pattern(kwargs: dict, where: str) -> None:
+    """regex_match's pattern compiles: a bad one was a traceback after the model loaded (review G4)."""
+    try:
+        re.compile(str(kwargs.get("pattern", "")), re.DOTALL)
+    except re.error as err:
+        raise UserError(f"{where}.pattern={kwargs.get('pattern')!r}: not a regular expression ({err})") from None
+
+
+regex_match.check_args = _check_pattern  # run by check_rewards (preflight), before any model loads
+
+
 def length_penalty(
     prompts: list[str], completions: list[str], target: int = 64, scale: float = 64.0, **columns
 ) -> list[float]:
@@ -234,6 +245,8 @@ def _resolve(entry, where: str) -> tuple:
             fn.check(**kwargs, key=where)
         return fn, kwargs, weight
     _check_signature(fn, kwargs, entry["_target_"], where)
+    if callable(getattr(fn, "check_args", None)):  # a function's own cheap check of its bound keys
+        fn.check_args(kwargs, where)
     return fn, kwargs, weight
 
 
