@@ -195,6 +195,29 @@ def test_a_reward_column_the_data_lacks_fails_preflight_in_one_line(tmp_path):
     assert report["train"]["prompts"] == 4
 
 
+def test_stop_strings_default_by_prompt_format_and_are_checked_before_a_model_loads(tmp_path):
+    """task.stop: a newline stopped chat answers at their first line, unlike TRL (EOS only; review G6); a written
+    `\\n` could not be given on a command line (G5); a stop string of several tokens was a traceback once the
+    model had loaded (G5). A train-only file was refused (G7): it trains unevaluated, as every task does."""
+    from hydratune.preflight import run_preflight
+    from hydratune.tasks.registry import get_task
+
+    task = get_task({"name": "grpo", "stop": None})
+    assert task.stop({"dataset": {"prompt_format": "chat"}}) == [] and task.stop({"dataset": {}}) == ["\n"]
+    assert get_task({"name": "grpo", "stop": ["\\n", "."]}).stop({}) == ["\n", "."]
+    rows = [{"prompt": f"lower: A{i} -> ", "answer": f"a{i}"} for i in range(4)]
+    overrides = ["task=grpo", _sources(tmp_path, rows), f"paths.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(
+        UserError, match=r"^task.stop: '</answer>' is \d+ tokens of this tokenizer; each stop"
+    ):
+        run_preflight([*overrides, "task.stop=['</answer>']"])
+    train = tmp_path / "train_only.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    only = f"dataset.sources=[{{loader:json,data_files:{{train:{train}}}}}]"
+    report = run_preflight(["task=grpo", only, f"paths.cache_dir={tmp_path / 'cache'}"])
+    assert report["train"]["prompts"] == 4 and "validation" not in report
+
+
 def test_a_user_reward_module_is_imported_and_checked_by_preflight(project, tmp_path):
     """preflight imports the user's reward functions as training will (a file beside train.py is on the path)
     and checks their signature, so an import or signature mistake costs seconds, not a model load."""

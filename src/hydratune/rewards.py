@@ -96,7 +96,9 @@ def _check_pattern(kwargs: dict, where: str) -> None:
     try:
         re.compile(str(kwargs.get("pattern", "")), re.DOTALL)
     except re.error as err:
-        raise UserError(f"{where}.pattern={kwargs.get('pattern')!r}: not a regular expression ({err})") from None
+        raise UserError(
+            f"{where}.pattern={kwargs.get('pattern')!r}: not a regular expression ({err})"
+        ) from None
 
 
 regex_match.check_args = _check_pattern  # run by check_rewards (preflight), before any model loads

@@ -154,6 +154,15 @@ class GRPOTask(Task):
 
         check_rewards(self.settings.get("rewards"), self.settings.get("reward_model"))
 
+    def stop(self, cfg: dict) -> list[str]:
+        """task.stop as sampling reads it: null picks a newline for text prompts and EOS alone (TRL's) for chat
+        prompts, whose answers span lines (a newline there ended every `<think>` at its first line: review G6);
+        a written `\\n` or `\\t` (Hydra's command line does not unescape it) is the character."""
+        stop = self.settings.get("stop")
+        if stop is None:
+            stop = [] if (cfg.get("dataset") or {}).get("prompt_format") == "chat" else ["\n"]
+        return [str(s).replace("\\n", "\n").replace("\\t", "\t") for s in stop]
+
     def datamodule(self, tokenizer, cfg: dict):
         from hydratune.tasks.grpo.data import PromptDataModule
 
@@ -161,13 +170,13 @@ class GRPOTask(Task):
             tokenizer,
             **data_kwargs(cfg),
             rewards=self.settings.get("rewards"),
-            stop=self.settings.get("stop"),
+            stop=self.stop(cfg),
         )
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.grpo.module import GRPOModule
 
-        settings = {k: self.settings[k] for k in SETTINGS if k in self.settings}
+        settings = {k: self.settings[k] for k in SETTINGS if k in self.settings} | {"stop": self.stop(cfg)}
         return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0))
 
     def prompt_text(

@@ -144,14 +144,22 @@ class PromptDataModule(L.LightningDataModule):
         column, template = self.cfg.get("prompt_column") or "prompt", self.cfg.get("template")
         if template is not None and template not in TEMPLATES:
             raise UserError(f"dataset.template={template}: use null or one of {', '.join(TEMPLATES)}")
+        for text in self.stop or []:  # checked before a model loads (it was a traceback once it had: G5)
+            tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if tokens != 1:
+                raise UserError(
+                    f"task.stop: {text!r} is {tokens} tokens of this tokenizer; each stop string must be one token (a "
+                    "newline, the model's end-of-turn marker), or use task.stop=[] to stop at EOS only"
+                )
         splits = build_splits(self.cfg, self.cache_dir)
         val_name = validation_split(splits)
-        if "train" not in splits or val_name is None:
+        if "train" not in splits:
             raise UserError(
-                f"dataset.sources: task=grpo needs a train and a validation split of prompts (found: "
-                f"{', '.join(splits)})"
+                f"dataset: the sources give splits {', '.join(splits)} but no 'train'; "
+                "map one with data_files: {train: ...} or a hub source's split"
             )
-        for split, attr in (("train", "train_dataset"), (val_name, "val_dataset")):
+        # Without a validation split the run trains unevaluated, as every task does (train.py says so: G7).
+        for split, attr in (("train", "train_dataset"), *(((val_name, "val_dataset"),) if val_name else ())):
             data = splits[split]
             if column not in data.column_names:
                 raise UserError(
@@ -173,7 +181,12 @@ class PromptDataModule(L.LightningDataModule):
                 raise UserError(f"dataset: the {split} split has no prompt (column {column!r} is empty)")
             self.stats["train" if split == "train" else "validation"] = {"rows": rows, "prompts": len(data)}
             setattr(self, attr, data)
-        log.info("prompts: %d train, %d %s", len(self.train_dataset), len(self.val_dataset), val_name)
+        log.info(
+            "prompts: %d train, %d %s",
+            len(self.train_dataset),
+            len(self.val_dataset or []),
+            val_name or "validation",
+        )
 
     def train_dataloader(self) -> DataLoader:
         units = [1] * len(self.train_dataset)  # each rank samples its share of every global batch of prompts
