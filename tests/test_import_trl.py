@@ -214,6 +214,26 @@ def test_grpo(project, capsys):
     assert {"use_vllm", "vllm_mode", "mask_truncated_completions"} <= set(reasons(err))
 
 
+def test_trl_names_on_the_command_line_point_at_the_keys_they_are_here():
+    """`task.loss_type=dr_grpo` got 'did you mean task.loss?' (a DPO key), max_completion_length 'did you mean
+    task.log_completions?' (review G8): TRL's names point at what they are here, or say there is none."""
+    from hydratune.schema import unknown_key_error
+
+    said = {key: str(unknown_key_error(f"task.{key}", frozenset({"task.loss", "task.log_completions"})))
+            for key in ("loss_type", "max_completion_length", "mask_truncated_completions")}  # fmt: skip
+    assert "TRL's loss_type is task.aggregation with task=grpo" in said["loss_type"]
+    assert said["max_completion_length"].endswith("TRL's max_completion_length is task.max_new_tokens here")
+    assert "TRL's mask_truncated_completions has no counterpart here" in said["mask_truncated_completions"]
+    from hydratune.importer import Overlay, _rewards
+
+    overlay = Overlay(ROOT / "conf")
+    _rewards(
+        overlay, ["accuracy_reward", "pkg.mod.fn"], [0.5, 2.0]
+    )  # a built-in's weight is said, not lost (G9)
+    assert overlay.values["task.rewards"] == [{"_target_": "pkg.mod.fn", "weight": 2.0}]
+    assert any("accuracy_reward (weight 0.5)" in str(line) for line in overlay.unmapped)
+
+
 # -- where the file is silent -------------------------------------------------------------------------
 
 

@@ -696,9 +696,10 @@ def _rewards(overlay: Overlay, funcs: Any, weights: list | None) -> None:
             )
         elif "." in str(name):
             entries.append({"_target_": str(name), "weight": weight})
-        else:
+        else:  # its reward_weights entry goes with it, and is said (review G9)
             overlay.skip(
-                "reward_funcs", name, "a reward named in its trainer's or recipe's registry (TRL's, open-r1's): "
+                "reward_funcs", f"{name} (weight {weight})" if weights else name,
+                "a reward named in its trainer's or recipe's registry (TRL's, open-r1's): "
                 "write a task.rewards entry (_target_: a function (prompts, completions, **columns), weight); "
                 "hydratune.rewards has exact_match, regex_match"
             )  # fmt: skip

@@ -240,7 +240,8 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "repetition_penalty": "sampling uses temperature and top_p",
     "generation_kwargs": "sampling uses task.temperature, task.top_p, task.max_new_tokens, task.stop",
     "generation_batch_size": "each step samples task.num_generations completions for each prompt of the batch",
-    "steps_per_generation": "samples are reused with task.num_iterations",
+    "steps_per_generation": "each optimizer step samples its own groups (TRL spreads one generation batch over "
+    "several steps, without reuse; task.num_iterations reuses samples)",
     "importance_sampling_level": "importance ratios are per token",
     "log_completions": "task.log_completions sets how many validation prompts' groups are written",
     "average_tokens_across_devices": "the loss is averaged over the trained tokens of each device's batch",

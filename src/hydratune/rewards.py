@@ -389,7 +389,8 @@ class RewardModelScorer:
     (prompt, completion) is rendered and tokenized exactly as `hydratune score` renders it for that run:
     per the run's dataset.format (`pairs`: the texts as they are; `chat_pairs`: a user turn and an
     assistant turn through the run's chat template; `alpaca_pairs`: the prompt as the instruction),
-    `[BOS] prompt answer EOS`, cut to the run's dataset.max_seq_length. A model from elsewhere reads the
+    `[BOS] prompt answer EOS`, cut to the run's dataset.max_seq_length in the prompt, from the left (the
+    answer and its EOS are what the head reads), and scored outside the policy's autocast. A model from elsewhere reads the
     prompt as a user turn and the completion as the assistant's through its own chat template, or the two
     texts joined when it has none, in the same `[BOS] ... EOS` layout, cut to its position limit. The
     reward is the head's single logit. Usable directly as a reward function.

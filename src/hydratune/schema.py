@@ -136,7 +136,22 @@ def _walk(node: dict, prefix: str = "") -> Iterator[tuple[str, dict, str]]:
             yield from _walk(value, path)
 
 
+def _trl_hint(key: str) -> str | None:
+    """What a TRL trainer's name for a task setting is here (users bring TRL's names: review G8)."""
+    from hydratune.importer_trl import TASK_KEYS, TRL_UNSUPPORTED
+
+    if key == "loss_type":
+        return "TRL's loss_type is task.aggregation with task=grpo (grpo, bnpo, dr_grpo, dapo), task.loss with task=dpo"
+    if key in TASK_KEYS and TASK_KEYS[key] != key:
+        return f"TRL's {key} is task.{TASK_KEYS[key]} here"
+    if key in TRL_UNSUPPORTED:
+        return f"TRL's {key} has no counterpart here: {TRL_UNSUPPORTED[key]}"
+    return None
+
+
 def unknown_key_error(path: str, known: frozenset[str]) -> UserError:
+    if path.startswith("task.") and path.count(".") == 1 and (hint := _trl_hint(path.split(".")[1])):
+        return UserError(f"{path}: unknown config key; {hint}")
     parent = path.rpartition(".")[0]
     siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
     guess = difflib.get_close_matches(path.rpartition(".")[2], siblings, n=1, cutoff=0.6)
