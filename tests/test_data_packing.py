@@ -42,6 +42,12 @@ def test_packed_sample_has_the_same_logits_and_loss_as_alone(tiny_model_dir, tok
     assert len(packed) == 1 and packed[0]["num_samples"] == len(samples)
     batch = PackedCollator(tokenizer.pad_token_id)([packed[0]])
     assert "attention_mask" not in batch
+    # throughput counts samples, not rows (review Q1), and the bench reads the collator's real tokens: with the
+    # pad id equal to EOS, counting non-pad ids dropped each sample's EOS (Q2)
+    from hydratune.bench import real_tokens
+
+    assert int(batch["num_samples"]) == len(samples)
+    assert real_tokens(batch, tokenizer.eos_token_id) == sum(len(s["input_ids"]) for s in samples)
     with torch.no_grad():
         logits = model(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False

@@ -42,9 +42,12 @@ def peak_memory_mb() -> float:
 
 
 def real_tokens(batch: dict, pad_token_id: int | None = None) -> int:
-    """Non-pad tokens of a batch: the attention mask's sum, or (packed rows) the non-pad ids."""
+    """Non-pad tokens of a batch: the attention mask's sum, or (packed rows) the count the collator made (the pad
+    id may be EOS, which the rows hold too: review Q2), else the non-pad ids."""
     if batch.get("attention_mask") is not None:
         return int(batch["attention_mask"].sum())
+    if batch.get("real_tokens") is not None:
+        return int(batch["real_tokens"])
     ids = batch["input_ids"]
     return int((ids != pad_token_id).sum()) if pad_token_id is not None else ids.numel()
 

@@ -36,7 +36,7 @@ class PackedCollator:
     """Packed rows: right-padded, with `position_ids` and no attention mask (see hydratune.data.packing).
 
     The pad tail gets its own restarting positions, so it forms one more (untrained) block.
-    `real_tokens` counts the non-pad tokens for throughput figures.
+    `real_tokens` counts the non-pad tokens and `num_samples` the samples, for throughput figures.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -61,6 +61,12 @@ class PackedCollator:
             "labels": labels,
             "position_ids": position_ids,
             "real_tokens": torch.tensor(sum(len(r["input_ids"]) for r in rows)),
+            # the samples packed into the rows (each restarts its positions at 0): samples_per_s counts these
+            "num_samples": torch.tensor(
+                sum(
+                    r["num_samples"] if "num_samples" in r else list(r["position_ids"]).count(0) for r in rows
+                )
+            ),
         }
         if "window_tokens" in rows[0]:
             batch["window_tokens"] = torch.tensor(rows[0]["window_tokens"])
