@@ -534,11 +534,10 @@ def check_command_line(argv: list[str]) -> None:
     if any(arg.startswith(("hparams_search=", "hydra/sweeper")) for arg in argv):
         check_sweeper_plugins()
     flags = {arg.split("=")[0] for arg in argv if arg.startswith("-")}
-    if flags & {"--cfg", "-c"} and not flags & MULTIRUN_FLAGS:  # printing the config: a mistake in it is one
-        overrides = [
-            a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")
-        ]  # line (K13)
-        compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
+    if flags & {"--cfg", "-c"} and not flags & MULTIRUN_FLAGS:
+        # Printing the config: a mistake in it is one line too (review K13). job/hydra/all are --cfg's values.
+        shown = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
+        compose([o for o in shown if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
         return
     if flags & (SKIP_FLAGS - MULTIRUN_FLAGS):
         return
@@ -584,9 +583,8 @@ def check_command_line(argv: list[str]) -> None:
             except UserError as err:
                 bad.append((n, err))
         if not bad and not any(o.startswith(("resume=", "ckpt_path=")) for o in plain):
-            bad = sweep_data_errors(
-                configs
-            )  # a bad line fails its job when it starts: on SLURM, after queueing
+            # a bad line failed its job only when it started: on SLURM, after queueing (review S10)
+            bad = sweep_data_errors(configs)
         if bad:
             n, err = bad[0]
             more = ""
@@ -629,7 +627,6 @@ def check_command_line(argv: list[str]) -> None:
 def check_resume_target(cfg: dict) -> None:
     """resume=auto while a run of this name that it would continue trains: refused before Hydra makes a new
     run folder (the lock refused it later and left that folder behind: review K11)."""
-
     from hydratune.locks import live_holder
 
     runs = Path(str((cfg.get("paths") or {}).get("log_dir") or "outputs")) / str(cfg.get("name"))
@@ -713,7 +710,6 @@ def check_run_dir(run_dir: Path, resuming: bool) -> None:
     refused later (the run lock) had already changed the saved config of the run it protects (review K1). Refused
     here: a folder a live process trains in, a finished run, and a stopped one without resume (it trained from
     step 0 over its checkpoints, K4)."""
-
     from hydratune.locks import live_holder
 
     key = f"hydra.run.dir={run_dir}"

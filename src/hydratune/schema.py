@@ -138,7 +138,7 @@ def _walk(node: dict, prefix: str = "") -> Iterator[tuple[str, dict, str]]:
 
 def _trl_hint(key: str) -> str | None:
     """What a TRL trainer's name for a task setting is here (users bring TRL's names: review G8)."""
-    from hydratune.importer_trl import TASK_KEYS, TRL_UNSUPPORTED
+    from hydratune.trl_names import TASK_KEYS, TRL_UNSUPPORTED
 
     if key == "loss_type":
         return "TRL's loss_type is task.aggregation with task=grpo (grpo, bnpo, dr_grpo, dapo), task.loss with task=dpo"

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from hydratune.config import read_json
-from hydratune.locks import LOCK_FILE, process_alive, training  # noqa: F401 (LOCK_FILE, process_alive: re-exported)
+from hydratune.locks import training
 from hydratune.schema import is_number
 
 SUMMARY_FILES = ("sweep_summary.csv", "sweep_summary.md", "sweep.png")
