@@ -278,7 +278,7 @@ def test_a_missing_column_of_another_layout_names_its_preset(tokenizer):
     sharegpt = datasets.Dataset.from_list([{"conversations": [{"from": "human", "value": "hi"}]}])
     with pytest.raises(
         UserError,
-        match=r"available columns: conversations; these look like ShareGPT turns: dataset=sharegpt$",
+        match=r"available columns: conversations; these look like ShareGPT turns: dataset.format=sharegpt$",
     ):
         tokenize_split(sharegpt, tokenizer, {"format": "messages", "max_seq_length": 16})
     pairs = datasets.Dataset.from_list([{"prompt": "q", "chosen": "a", "rejected": "b"}])

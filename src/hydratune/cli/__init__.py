@@ -210,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         args.overrides += extra
     elif extra:
-        prog = (
-            f"{parser.prog} {args.command}" if args.command else parser.prog
-        )  # the command that was misspelt
+        prog = f"{parser.prog} {args.command}" if args.command else parser.prog  # the command misspelt
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)\n")
     if args.command is None:
         parser.print_help()

@@ -45,9 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9_-]+", "_", Path(args.file).stem).strip("_-")
     context = ImportContext(args.dataset_info, args.stage)
     target = conf_dir() / "experiment" / f"{name}.yaml"
-    before = (
-        target.read_bytes() if target.is_file() else None
-    )  # --force: put back if the import does not check
+    # --force: what is there now is put back if the import does not check
+    before = target.read_bytes() if target.is_file() else None
     out, fmt, unmapped = write_experiment(args.file, name, conf_dir(), force=args.force, context=context)
     try:  # the overlay must compose and name only known keys, or it is not written at all
         schema.validate(_plain(compose([f"experiment={name}"], output_dir="/tmp")), conf_dir())

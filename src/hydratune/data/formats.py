@@ -106,24 +106,21 @@ def _text(row: dict, column: str, optional: bool = False) -> str:
     return value
 
 
-# A column that names a layout, and the preset that reads it (for a format's missing-column error).
+# A column that names a layout, and the format that reads it (for a format's missing-column error).
 LAYOUT_COLUMNS = (
     ("conversations", "sharegpt", "ShareGPT turns"),
-    ("messages", "chat", "chat messages"),
+    ("messages", "messages", "chat messages"),
     ("instruction", "alpaca", "Alpaca rows"),
     ("chosen", None, "preference pairs: task=dpo (or kto, reward)"),
 )
 
 
 def layout_hint(fmt: str, columns) -> str:
-    """'; these are ShareGPT turns: dataset=sharegpt' when the split's columns are another layout's."""
-    for name, preset, what in LAYOUT_COLUMNS:
-        if name in columns and (preset is None or FORMAT_OF_PRESET.get(preset) != fmt):
-            return f"; these look like {what}" + (f": dataset={preset}" if preset else "")
+    """'; these look like ShareGPT turns: dataset.format=sharegpt' when the split's columns are another layout's."""
+    for name, reader, what in LAYOUT_COLUMNS:
+        if name in columns and reader != fmt:
+            return f"; these look like {what}" + (f": dataset.format={reader}" if reader else "")
     return ""
-
-
-FORMAT_OF_PRESET = {"sharegpt": "sharegpt", "chat": "messages", "alpaca": "alpaca"}
 
 
 def format_alpaca(row: dict, cfg: dict) -> Segments:
