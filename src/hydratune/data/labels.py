@@ -37,16 +37,15 @@ def encode_texts(
         if over > 0:  # the last `over` tokens that lie wholly in the first text go (special tokens stay)
             inside = [i for i, (start, end) in enumerate(offsets) if end > start and end <= len(first)]
             gone = set(inside[-over:]) if over <= len(inside) else set(inside)
-            ids = [t for i, t in enumerate(ids) if i not in gone][
-                :max_length
-            ]  # then from the right, if need be
+            kept = [t for i, t in enumerate(ids) if i not in gone]
+            ids = kept[:max_length]  # then from the right, if the second text alone is too long
         out.append(ids)
     return out
 
 
 def classifier_cut_warning(split: str, cut: int, rows: int, max_len) -> str:
     """When dataset.max_seq_length cuts many texts: a classifier reads only what is kept (long reviews lose
-    most of their words), and a text pair's second text goes first."""
+    most of their words; a pair loses the end of its first text)."""
     return (
         f"dataset.max_seq_length={max_len}: {cut} of {rows} {split} texts are longer and cut short (the classifier "
         "reads only what is kept; a pair is cut in its first text); raise dataset.max_seq_length"

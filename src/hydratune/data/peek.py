@@ -609,9 +609,8 @@ def classification_report(splits: dict[str, Rows], tokenizer, cfg: dict, notes: 
             unknown = sum(k not in mapping for _, k in kept)
             stats["dropped_unknown_label"] = unknown
             kept = [(r, k) for r, k in kept if k in mapping]
-            if (
-                not kept
-            ):  # training refuses it ("has no usable row"); --full-data crashed in the tokenizer (L6)
+            # training refuses it ("has no usable row"); --full-data crashed in the tokenizer (L6)
+            if not kept:
                 message = f"dataset: the {split} split has no usable row ({_dropped(stats)}){_files(rows)}"
                 if rows.complete:
                     raise UserError(message)

@@ -87,9 +87,8 @@ class PreferenceDataModule(L.LightningDataModule):
                 "map one with data_files: {train: ...} or a hub source's split"
             )
         self.train_dataset, self.stats["train"] = self._tokenize(splits["train"], "train")
-        if (
-            val_name is not None
-        ):  # without one the run trains unevaluated, as SFT does, and says so (train.py)
+        # without one the run trains unevaluated, as SFT does, and says so (train.py)
+        if val_name is not None:
             self.val_dataset, self.stats["validation"] = self._tokenize(splits[val_name], val_name)
 
     def _tokenize(self, dataset, split: str):

@@ -117,9 +117,8 @@ class ClassificationDataModule(L.LightningDataModule):
             [_label_key(r["label"], where) for r in train_rows], self.cfg.get("labels"), where
         )
         self.train_dataset = self._encode(train_rows, mapping, "train")
-        if (
-            val_name is not None
-        ):  # without one the run trains unevaluated, and says so (train.py), as SFT does
+        # without one the run trains unevaluated, and says so (train.py), as SFT does
+        if val_name is not None:
             self.val_dataset = self._encode(self._rows(splits[val_name], val_name), mapping, val_name)
             if len(self.val_dataset) == 0:
                 raise UserError(f"dataset: the {val_name} split has no usable row (see the warnings above)")
