@@ -159,6 +159,13 @@ def test_grpo_resumes_exactly_from_a_step_checkpoint(tmp_path):
 
     after = {s: v for s, v in losses(straight).items() if s > 2}
     assert after and {s: losses(resumed)[s] for s in after} == after
+    with open(
+        straight / "csv" / "metrics.csv"
+    ) as f:  # TRL's clip ratios and per-group reward std (review G10)
+        logged = [r for r in csv.DictReader(f) if r.get("train/clip_fraction")]
+    for row in logged:
+        low, high, both = (float(row[f"train/clip_{k}"]) for k in ("low", "high", "fraction"))
+        assert low + high == pytest.approx(both, abs=1e-6) and float(row["train/group_reward_std"]) >= 0
     want = load_file(straight / "adapter" / "adapter_model.safetensors")
     got = load_file(resumed / "adapter" / "adapter_model.safetensors")
     for name in want:

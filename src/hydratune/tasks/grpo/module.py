@@ -195,6 +195,10 @@ class GRPOModule(TaskModule):
             "stats": {
                 "train/reward": float(rewards.mean()),
                 "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+                # TRL's reward_std: the mean of the groups' own stds (the spread advantages are made of: G10)
+                "train/group_reward_std": float(rewards.view(-1, hp.num_generations).std(-1).mean())
+                if hp.num_generations > 1
+                else 0.0,
                 **{f"train/reward/{k}": float(v.nanmean()) for k, v in out["per_function"].items()},
                 "train/completion_length": float(lengths.mean()),
                 "train/zero_spread_groups": zero_spread_fraction(rewards, hp.num_generations),
@@ -231,6 +235,7 @@ class GRPOModule(TaskModule):
         rows = s["mask"].size(0)
         self.log_dict(
             {"train/loss": loss.detach(), "train/kl": stats["kl"], "train/clip_fraction": stats["clip_fraction"],
+             "train/clip_low": stats["clip_low"], "train/clip_high": stats["clip_high"],  # TRL's clip_ratio/*
              "train/training_tokens_per_s": real / forward_seconds, **s["stats"]},
             batch_size=rows,
         )  # fmt: skip
