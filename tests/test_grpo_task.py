@@ -449,9 +449,10 @@ def _samples_used(monkeypatch, tmp_path, steps: int, **trainer_kwargs) -> list[i
     datamodule = task.datamodule(tokenizer, cfg)
     datamodule.setup("fit")
     module = task.module(cfg, datamodule, tokenizer)
-    used, loss = [], grpo_module.grpo_loss
+    used, kept, loss = [], [], grpo_module.grpo_loss
 
     def spy(logps, old, ref, advantages, *args, **kwargs):
+        kept.append(advantages)  # alive, so that a later batch's storage cannot reuse its address
         used.append(advantages.data_ptr())
         return loss(logps, old, ref, advantages, *args, **kwargs)
 

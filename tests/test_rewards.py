@@ -54,6 +54,11 @@ def trl_reward(completions, **kwargs):
 
 def crashes(prompts, completions, **columns):
     return [c[0]["content"] for c in completions]  # a TRL conversational reward given text
+
+
+def trl_conversational(completions, **kwargs):  # TRL's docs' shape for chat data
+    pairs = zip(kwargs["prompts"], completions)
+    return [float(c[0]["content"].strip() == p[-1]["content"].upper()) for p, c in pairs]
 """
 
 
@@ -98,6 +103,21 @@ def test_trl_shaped_rewards_none_values_and_a_crash(user_module):
     crash = build_rewards([{"_target_": f"{user_module}.crashes"}])
     with pytest.raises(UserError, match=r"^task.rewards\[0\] \(crashes\) raised TypeError: string indices"):
         score(crash, PROMPTS, COMPLETIONS, COLUMNS)
+
+
+def test_chat_prompts_reach_trl_shaped_rewards_as_trl_hands_them(user_module):
+    """With chat prompts a TRL reward reads `completions[i][0]["content"]` and the prompt's messages; it got text
+    and crashed (review G3). hydratune's own (prompts, completions) functions keep getting text."""
+    turns = [
+        [{"role": "user", "content": "ab"}],
+        [{"role": "user", "content": "ab"}],
+        [{"role": "user", "content": "x"}],
+    ]
+    rewards = build_rewards([{"_target_": f"{user_module}.trl_conversational"}, {"_target_": "hydratune.rewards.exact_match"}],
+                            conversational=True)  # fmt: skip
+    _, per_function = score(rewards, PROMPTS, COMPLETIONS, COLUMNS, turns)
+    assert per_function["trl_conversational"] == [1.0, 0.0, 0.0]
+    assert per_function["exact_match"] == [1.0, 0.0, 1.0]  # text, as before
 
 
 def test_bound_config_values_win_over_a_dataset_column_of_the_same_name():

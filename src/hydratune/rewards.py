@@ -123,6 +123,9 @@ class Reward:
     weight: float = 1.0
     kwargs: dict = field(default_factory=dict)
     key: str = "task.rewards"
+    # Chat prompts (dataset.prompt_format=chat): a TRL-shaped function gets TRL's conversational shapes, the
+    # prompts as message lists and each completion as [{"role": "assistant", "content": ...}] (review G3).
+    conversational: bool = False
 
     def __call__(
         self, prompts: list[str], completions: list[str], turns: list | None = None, /, **columns
@@ -134,9 +137,11 @@ class Reward:
         # conversations (a reward model's scorer) gets them third, positionally. TRL's shape,
         # `f(completions, **kwargs)`, gets prompts and completions by name, as TRL passes them.
         if keyword_style(params):
+            if self.conversational and turns and all(t is not None for t in turns):
+                prompts, completions = turns, [[{"role": "assistant", "content": c}] for c in completions]
             named = {
                 "completions": completions,
-                **({"prompts": prompts} if _takes(params, "prompts") else {}),
+                **({"prompts": prompts} if _takes(params, "prompts") or _var_keyword(params) else {}),
             }
             values = self._call(**{**columns, **self.kwargs, **named})
         else:
@@ -186,6 +191,10 @@ def keyword_style(params: dict[str, inspect.Parameter]) -> bool:
     return _takes(params, "completions") and (
         positional[:1] != ["prompts"] or positional[1:2] != ["completions"]
     )
+
+
+def _var_keyword(params: dict[str, inspect.Parameter]) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _takes(params: dict[str, inspect.Parameter], name: str) -> bool:
@@ -330,7 +339,10 @@ def check_reward_columns(
 
 
 def build_rewards(
-    entries: list[dict], key: str = "task.rewards", reward_model: str | None = None
+    entries: list[dict],
+    key: str = "task.rewards",
+    reward_model: str | None = None,
+    conversational: bool = False,
 ) -> list[Reward]:
     """`task.rewards` (and `task.reward_model`) as Reward callables.
 
@@ -350,7 +362,9 @@ def build_rewards(
         if inspect.isclass(fn):
             fn, kwargs = fn(**kwargs), {}
             _check_signature(fn, kwargs, entry["_target_"], where)
-        rewards.append(Reward(getattr(fn, "__name__", f"reward_{i}"), fn, weight, kwargs, where))
+        rewards.append(
+            Reward(getattr(fn, "__name__", f"reward_{i}"), fn, weight, kwargs, where, conversational)
+        )
     if reward_model:
         rewards.append(Reward("reward_model", RewardModelScorer(reward_model), 1.0, {}, "task.reward_model"))
     names = [r.name for r in rewards]

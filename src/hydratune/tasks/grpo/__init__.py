@@ -177,7 +177,8 @@ class GRPOTask(Task):
         from hydratune.tasks.grpo.module import GRPOModule
 
         settings = {k: self.settings[k] for k in SETTINGS if k in self.settings} | {"stop": self.stop(cfg)}
-        return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0))
+        chat = (cfg.get("dataset") or {}).get("prompt_format") == "chat"
+        return GRPOModule(**module_kwargs(cfg), **settings, seed=cfg.get("seed", 0), conversational=chat)
 
     def prompt_text(
         self, dataset_cfg: dict, tokenizer, prompt: str, input: str = "", system: str = ""

@@ -38,6 +38,8 @@ class GRPOModule(TaskModule):
         num_generations: completions per prompt (G).
         max_new_tokens, temperature, top_p: sampling settings.
         stop: strings that end a completion besides EOS (each must be one token, e.g. a newline).
+        conversational: the prompts are message lists (dataset.prompt_format=chat): TRL-shaped reward functions
+            get them, and the completions, in TRL's conversational shapes.
         epsilon, epsilon_high: the clip range of the importance ratio (epsilon_high null: epsilon).
         beta: weight of the KL term to the reference model (0: no reference forward).
         num_iterations: optimizer steps per batch of samples.
@@ -80,11 +82,12 @@ class GRPOModule(TaskModule):
         quantization: dict | None = None,
         hub_token: str | None = None,
         nan_policy: str = "stop",
+        conversational: bool = False,
     ):
         super().__init__(
             model, peft, optimizer, scheduler, gradient_checkpointing, quantization, hub_token, nan_policy
         )
-        self.rewards = build_rewards(rewards or [], reward_model=reward_model)
+        self.rewards = build_rewards(rewards or [], reward_model=reward_model, conversational=conversational)
         # The batches of samples in use (see num_iterations), by position in the accumulation window.
         self._samples: dict[int, dict] = {}
         self.step_tokens: dict[str, int] = {}  # read by the Throughput callback
