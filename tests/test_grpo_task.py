@@ -119,6 +119,8 @@ def test_grpo_raises_held_out_exact_match(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
     assert {row["step"] for row in rows} == {0, 20}
     assert all({"prompt", "completion", "reward", "advantage"} <= set(row) for row in rows)
+    # each reward function's own value too (review G10): the default task's one exact_match, weight 1
+    assert all(row["reward/exact_match"] == row["reward"] for row in rows)
     # Per prompt, the advantages of its group sum to zero (mean-centred within the group).
     first = [row["advantage"] for row in rows if row["step"] == 0][:8]
     assert abs(sum(first)) < 1e-3

@@ -274,8 +274,10 @@ class GRPOModule(TaskModule):
                 head, self.hparams.seed, self.hparams.num_generations, self.hparams.temperature
             )
             for i, prompt in enumerate(group["prompts"]):
+                # each function's own value beside the weighted sum, as TRL's completions table has (review G10)
+                each = {f"reward/{k}": _rounded(v[i]) for k, v in group["per_function"].items()}
                 self._val_rows.append({"step": self.global_step, "prompt": prompt, "completion": group["samples"].texts[i],
-                                       "reward": round(float(group["rewards"][i]), 6),
+                                       "reward": round(float(group["rewards"][i]), 6), **each,
                                        "advantage": round(float(group["advantages"][i]), 6)})  # fmt: skip
 
     def on_train_end(self) -> None:
@@ -312,3 +314,9 @@ class GRPOModule(TaskModule):
             path = Path(self.trainer.default_root_dir) / "completions.jsonl"
             with open(path, "a") as f:
                 f.writelines(json.dumps(row) + "\n" for row in self._val_rows)
+
+
+def _rounded(value) -> float | None:
+    """A reward for completions.jsonl: 6 decimals, or None where the function gave none (NaN is not JSON)."""
+    value = float(value)
+    return None if value != value else round(value, 6)
