@@ -12,6 +12,7 @@ os.environ.setdefault("HYDRATUNE_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg) -> float:
+    from hydratune.config import mask_url
     from hydratune.console import quiet_console
     from hydratune.errors import UserError
     from hydratune.sweep import sweep_job
@@ -29,7 +30,7 @@ def main(cfg) -> float:
     except UserError as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
-        print(f"hydratune: error: {err}", file=sys.stderr)
+        print(f"hydratune: error: {mask_url(str(err))}", file=sys.stderr)
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -42,6 +43,7 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
+    from hydratune.config import mask_url
     from hydratune.console import quiet_console
     from hydratune.errors import UserError
 
@@ -58,6 +60,6 @@ if __name__ == "__main__":
     except UserError as err:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
-        print(f"hydratune: error: {err}", file=sys.stderr)
+        print(f"hydratune: error: {mask_url(str(err))}", file=sys.stderr)
         sys.exit(2)
     main()

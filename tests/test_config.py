@@ -87,6 +87,44 @@ def test_hf_token_is_not_resolved_into_saved_yaml(tmp_path):
     assert "${oc.env:HF_TOKEN,null}" in text
 
 
+def test_secrets_are_redacted_by_their_key_in_any_case_and_url_credentials_are_masked(tiny_model_dir):
+    """A key named otherwise than the few exact names (openai_api_key, HF_TOKEN, a list under hub_token) and a
+    basic-auth URL reached hparams.yaml, checkpoints and the importer's lines (review Z1, Z4, Z6, Z8)."""
+    from types import SimpleNamespace
+
+    from conftest import make_module
+
+    from hydratune.config import REDACTED, is_secret_key, mask_url, redact
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_no_secrets
+
+    assert all(
+        is_secret_key(k) for k in ("token", "HF_TOKEN", "openai_api_key", "db_password", "aws_secret_key")
+    )
+    assert not any(
+        is_secret_key(k) for k in ("eos_token", "pad_token", "max_new_tokens", "tokenizer", "stop")
+    )
+    cfg = {"rewards": [{"api_key": "sk-FAKE", "judge_url": "https://user:fakepass@host/v1", "weight": 1}],
+           "model": {"hub_token": ["hf_FAKE"], "pad_token": "<pad>"}}  # fmt: skip
+    assert redact(cfg) == {
+        "rewards": [{"api_key": REDACTED, "judge_url": "https://***@host/v1", "weight": 1}],
+        "model": {"hub_token": REDACTED, "pad_token": "<pad>"},
+    }
+    assert mask_url("see http://a:b@x.org/p and https://x.org") == "see http://***@x.org/p and https://x.org"
+    for given in ("model.token=${oc.env:HF_TOKEN,hf_FAKEdefault}", "+hydra.job.env_set.HF_TOKEN=hf_FAKE"):
+        with pytest.raises(UserError, match="a secret on the command line is saved in clear text"):
+            check_no_secrets([given])
+    check_no_secrets(["model.token=${oc.env:HF_TOKEN}", "model.token=${oc.env:HF_TOKEN,null}"])
+    # a module's saved settings go to checkpoints redacted, and Lightning does not log them (train.fit logs the
+    # redacted config)
+    module = make_module(tiny_model_dir)
+    assert module._log_hyperparams is False
+    module._trainer = SimpleNamespace(strategy=None)
+    checkpoint = {"hyper_parameters": {**module.hparams, "rewards": cfg["rewards"]}, "state_dict": {}}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["hyper_parameters"]["rewards"][0]["api_key"] == REDACTED
+
+
 def test_train_help_lists_groups():
     result = run_cli(["train.py", "--help"])
     assert result.returncode == 0, result.stderr

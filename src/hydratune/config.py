@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Keys whose values are secrets. They are read from the environment and never saved or logged.
@@ -50,12 +51,33 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+# A key that holds a credential, by its last word (`token`, `hf_token`, `openai_api_key`, `HF_TOKEN`, ...), and the
+# tokenizer settings that only share the word (`eos_token`).
+SECRET_NAME = re.compile(r"(^|_)(token|api_key|apikey|password|passwd|secret|secret_key|access_key|auth)$")
+SPECIAL_TOKEN = re.compile(r"^(eos|bos|pad|unk|sep|cls|mask|stop|additional_special)_tokens?$")
+URL_USERINFO = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@")
+
+
+def is_secret_key(name: Any) -> bool:
+    """Whether a config key holds a credential (any case; SECRET_KEYS and whatever ends like one)."""
+    text = str(name).lower()
+    return text in SECRET_KEYS or (bool(SECRET_NAME.search(text)) and not SPECIAL_TOKEN.match(text))
+
+
+def mask_url(text: str) -> str:
+    """`https://user:pass@host/...` as `https://***@host/...`: a URL's credentials are no part of what is shown."""
+    return URL_USERINFO.sub("***@", text) if "@" in text else text
+
+
 def redact(value: Any) -> Any:
-    """A copy of `value` with every secret key's value replaced (None stays None)."""
+    """A copy of `value` with every secret key's value replaced (None stays None), and URL credentials masked in
+    every text (review Z1, Z8: a key named otherwise, a basic-auth URL)."""
     if isinstance(value, dict):
-        return {k: (REDACTED if k in SECRET_KEYS and v is not None else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
+        return {k: (REDACTED if is_secret_key(k) and v is not None else redact(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return mask_url(value)
     return value
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hydratune.config import REDACTED, redact
+from hydratune.config import REDACTED, is_secret_key, redact
 from hydratune.errors import UserError
 
 # Source key -> dotted hydratune key, for keys whose value carries over as it is.
@@ -309,9 +309,12 @@ SPECIAL_TOKEN = re.compile(r"^(eos|bos|pad|unk|sep|cls|mask)_token$")
 
 
 def _shown(key: str, value: Any) -> Any:
-    """`value` as an unmapped-key line may show it: credentials redacted, nested ones too."""
+    """`value` as an unmapped-key line may show it: credentials redacted whatever their type, nested ones too, and
+    a URL's user:password masked (review Z4)."""
     name = key.rsplit(".", 1)[-1].lower()
-    if isinstance(value, str) and SECRET_KEY.search(name) and not SPECIAL_TOKEN.match(name):
+    if value is not None and (
+        is_secret_key(name) or (SECRET_KEY.search(name) and not SPECIAL_TOKEN.match(name))
+    ):
         return REDACTED
     return redact(value)
 

@@ -33,6 +33,7 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        from hydratune.config import mask_url
         from hydratune.errors import UserError
         from hydratune.search import Search
 
@@ -42,7 +43,7 @@ class OptunaSweeper(Sweeper):
         except UserError as err:  # a mistake in the search itself: one line, as train.py prints a job's
             if os.environ.get("HYDRATUNE_DEBUG") == "1":
                 raise
-            print(f"hydratune: error: {err}", file=sys.stderr)
+            print(f"hydratune: error: {mask_url(str(err))}", file=sys.stderr)
             if sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
                 sweep_dir.rmdir()  # made for the study before the search was refused: nothing to keep
             sys.exit(2)

@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import os
 
+    from hydratune.config import mask_url
     from hydratune.console import quiet_console
     from hydratune.errors import UserError
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(err, UnicodeDecodeError):
             err = f"not a text file ({err.reason} at byte {err.start})"
-        print(f"hydratune {args.command}: error: {err}", file=sys.stderr)
+        print(f"hydratune {args.command}: error: {mask_url(str(err))}", file=sys.stderr)
         return 2
 
 

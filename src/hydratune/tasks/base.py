@@ -59,6 +59,9 @@ class TaskModule(L.LightningModule):
         super().__init__()
         # Collects the subclass's own arguments too (Lightning reads every __init__ frame).
         self.save_hyperparameters(ignore=["hub_token"])
+        # train.fit logs the whole config, redacted, to every logger. Lightning would log these settings again,
+        # unredacted (a reward's api_key from ${oc.env:...} reached hparams.yaml: review Z1).
+        self._log_hyperparams = False
         self._hub_token = hub_token
         self.model = None
         # Checkpoints hold only trainable weights, so loading one is not strict.
@@ -368,6 +371,11 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from hydratune.config import redact
+
+        # The settings a checkpoint records, with their secrets out (they were written as resolved: Z1).
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = redact(dict(checkpoint["hyper_parameters"]))
         # Keep what was trained; the frozen base weights are reloaded from the hub id or path. Not under FSDP:
         # its sharded checkpoints are loaded key for key into the whole wrapped model (each rank writes 1/N).
         if is_fsdp(self.trainer):
