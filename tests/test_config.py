@@ -161,3 +161,22 @@ def test_hydratune_console_script_help():
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "generate" in result.stdout
+
+
+def test_a_secret_written_in_an_experiment_is_refused(project):
+    """`model.token: hf_...` in an experiment was saved as written in .hydra/config.yaml with no word (review Z3)."""
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_command_line, run_preflight
+
+    (project / "conf" / "experiment" / "with_token.yaml").write_text(
+        "# @package _global_\nmodel:\n  token: hf_FAKEyamlTOKEN123\n"
+    )
+    for check in (
+        lambda: check_command_line(["experiment=with_token"]),
+        lambda: run_preflight(["experiment=with_token"]),
+    ):
+        with pytest.raises(
+            UserError, match=r"^model.token: a secret written in a config file is saved"
+        ) as err:
+            check()
+        assert "hf_FAKE" not in str(err.value)

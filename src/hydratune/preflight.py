@@ -578,7 +578,9 @@ def check_command_line(argv: list[str]) -> None:
         configs: dict[int, dict] = {}
         for n, job in enumerate(jobs):  # every job, so one message names all that need a fix
             try:
-                configs[n] = _plain(compose(job, output_dir="/tmp"))
+                composed = compose(job, output_dir="/tmp")
+                check_written_secrets(composed)
+                configs[n] = _plain(composed)
                 check_config(configs[n])
             except UserError as err:
                 bad.append((n, err))
@@ -617,6 +619,7 @@ def check_command_line(argv: list[str]) -> None:
         requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0  # resumes as resume=auto (train.py)
         check_run_dir(Path(run_dir), resuming or requeued)
     cfg = compose([o for o in overrides if not o.startswith(("hydra.", "hydra/"))], output_dir="/tmp")
+    check_written_secrets(cfg)
     check_config(_plain(cfg))
     if not resuming:
         quick_data_errors(_plain(cfg))
@@ -881,6 +884,31 @@ def sampled_intervals(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def check_written_secrets(cfg) -> None:
+    """A secret written into a config file (an experiment's `model.token: hf_...`) is saved, as written, in every
+    run's .hydra/config.yaml (review Z3): refused, with the environment variable to read it from instead."""
+    from omegaconf import OmegaConf
+
+    from hydratune.config import is_secret_key
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}" if path else str(key)
+                if is_secret_key(key) and isinstance(value, str) and value and not value.startswith("${"):
+                    env = "WANDB_API_KEY" if "wandb" in where or where.endswith("api_key") else "HF_TOKEN"
+                    raise UserError(
+                        f"{where}: a secret written in a config file is saved in every run's .hydra/config.yaml: "
+                        f"write {key}: ${{oc.env:{env},null}} and export {env}=... instead"
+                    )
+                walk(value, where)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}.{i}")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
 def _plain(cfg) -> dict:
     from omegaconf import OmegaConf
 
@@ -1021,6 +1049,7 @@ def run_preflight(
     started = time.time()
     check_no_secrets(overrides)  # as train.py refuses them (preflight said ok: review Z7)
     cfg = compose(overrides, output_dir=str(project_root() / "outputs" / "preflight"))
+    check_written_secrets(cfg)
     plain = _plain(cfg)
     check_config(plain)
     needed = checkpoint_bytes(plain)
