@@ -115,6 +115,13 @@ def test_secrets_are_redacted_by_their_key_in_any_case_and_url_credentials_are_m
         with pytest.raises(UserError, match="a secret on the command line is saved in clear text"):
             check_no_secrets([given])
     check_no_secrets(["model.token=${oc.env:HF_TOKEN}", "model.token=${oc.env:HF_TOKEN,null}"])
+    # a logger's key read from the environment was W&B's TypeError traceback after the model loaded (Z9)
+    from hydratune.preflight import check_logger_credentials
+
+    wandb = {"_target_": "lightning.pytorch.loggers.WandbLogger", "api_key": "${oc.env:WANDB_API_KEY}"}
+    with pytest.raises(UserError, match=r"^logger.wandb.api_key: .*remove the key and export WANDB_API_KEY$"):
+        check_logger_credentials({"wandb": wandb})
+    check_logger_credentials({"wandb": {k: v for k, v in wandb.items() if k != "api_key"}})
     # a module's saved settings go to checkpoints redacted, and Lightning does not log them (train.fit logs the
     # redacted config)
     module = make_module(tiny_model_dir)

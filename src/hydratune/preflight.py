@@ -196,9 +196,35 @@ def check_config(cfg: dict) -> None:
     check_metric_name(cfg)
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
+    check_logger_credentials(cfg.get("logger") or {})
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
     check_model(cfg)
+
+
+# Where each logger reads its credentials (hydratune never passes them itself).
+LOGGER_CREDENTIALS = {
+    "WandbLogger": "WANDB_API_KEY",
+    "MLFlowLogger": "MLFLOW_TRACKING_TOKEN (or _USERNAME/_PASSWORD)",
+}
+
+
+def check_logger_credentials(loggers: dict) -> None:
+    """A credential key in a logger's node (`+logger.wandb.api_key=${oc.env:WANDB_API_KEY}`) ended in the logger's
+    TypeError traceback after the model loaded (review Z9): the loggers read their credentials from the environment."""
+    from hydratune.config import is_secret_key
+
+    for name, node in loggers.items():
+        if not isinstance(node, dict):
+            continue
+        kind = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+        secret = next((k for k in node if is_secret_key(k)), None)
+        if secret is not None:
+            env = LOGGER_CREDENTIALS.get(kind, "its own environment variable")
+            raise UserError(
+                f"logger.{name}.{secret}: the logger reads its credentials from the environment: remove the key and "
+                f"export {env}"
+            )
 
 
 def check_metric_name(cfg: dict) -> None:
