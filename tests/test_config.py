@@ -122,6 +122,18 @@ def test_secrets_are_redacted_by_their_key_in_any_case_and_url_credentials_are_m
     with pytest.raises(UserError, match=r"^logger.wandb.api_key: .*remove the key and export WANDB_API_KEY$"):
         check_logger_credentials({"wandb": wandb})
     check_logger_credentials({"wandb": {k: v for k, v in wandb.items() if k != "api_key"}})
+    # a URL's password on the command line is refused (Z5), and a logger that cannot start is one line, masked
+    with pytest.raises(UserError, match=r"^logger.mlflow.tracking_uri: a URL with user:password@ is saved"):
+        check_no_secrets(["logger.mlflow.tracking_uri=http://user:fakepass@host:5000"])
+    from hydratune.loggers import build_loggers
+
+    with pytest.raises(
+        UserError, match=r"^logger.bad \(int\) could not start: .*'http://\*\*\*@host/x'$"
+    ) as err:
+        build_loggers(
+            {"bad": {"_target_": "builtins.int", "_args_": ["http://user:fakepass@host/x"]}}, "/tmp/none"
+        )
+    assert "fakepass" not in str(err.value)
     # a module's saved settings go to checkpoints redacted, and Lightning does not log them (train.fit logs the
     # redacted config)
     module = make_module(tiny_model_dir)

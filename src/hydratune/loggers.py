@@ -51,9 +51,20 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
             kwargs = {"run_id": ids[key]}
         elif kind == "TensorBoardLogger" and resumed_step is not None:
             kwargs = {"purge_step": resumed_step + 1}
-        logger = build(node, **kwargs)
-        if kind == "MLFlowLogger":
-            ids[key] = logger.run_id  # creates the MLflow run now, so its id is known
+        try:
+            logger = build(node, **kwargs)
+            if kind == "MLFlowLogger":
+                ids[key] = logger.run_id  # creates the MLflow run now, so its id is known
+        except (
+            Exception
+        ) as err:  # a tracking server that cannot be reached was MLflow's traceback, URL and all
+            if os.environ.get("HYDRATUNE_DEBUG") == "1":
+                raise
+            from hydratune.config import mask_url
+
+            cause = err.__cause__ or err
+            text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise UserError(f"logger.{key} ({kind}) could not start: {mask_url(text)}") from None
         loggers.append(logger)
     if ids:
         Path(run_dir).mkdir(parents=True, exist_ok=True)

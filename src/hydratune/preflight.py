@@ -766,10 +766,16 @@ def check_no_secrets(overrides: list[str]) -> None:
     clear text (only the environment's is kept out of them): refused, with where to put it instead. A key is a
     secret's by its last word in any case (`+hydra.job.env_set.HF_TOKEN=`: review Z6); an interpolation passes
     only as a bare `${oc.env:NAME}` (a literal default after its comma was saved: Z2)."""
-    from hydratune.config import is_secret_key
+    from hydratune.config import URL_USERINFO, is_secret_key
 
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
+        if URL_USERINFO.search(value):  # a tracking or data URL's password, saved with the overrides (Z5)
+            raise UserError(
+                f"{key}: a URL with user:password@ is saved in clear text with the run's overrides: give the URL "
+                "without them and the credentials in the environment (MLflow: MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD); nothing was launched"
+            )
         if not is_secret_key(key.rsplit(".", 1)[-1]) or not value or value in ("null", "None"):
             continue
         if re.fullmatch(r"""['"]?\$\{oc\.env:\w+(,\s*(null|None)?)?\}['"]?""", value.strip()):
