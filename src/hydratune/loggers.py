@@ -55,9 +55,8 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
             logger = build(node, **kwargs)
             if kind == "MLFlowLogger":
                 ids[key] = logger.run_id  # creates the MLflow run now, so its id is known
-        except (
-            Exception
-        ) as err:  # a tracking server that cannot be reached was MLflow's traceback, URL and all
+        except Exception as err:
+            # a tracking server that cannot be reached was MLflow's traceback, its URL's credentials and all
             if os.environ.get("HYDRATUNE_DEBUG") == "1":
                 raise
             from hydratune.config import mask_url
