@@ -20,6 +20,7 @@ import yaml
 
 from hydratune.config import REDACTED, is_secret_key, redact
 from hydratune.errors import UserError
+from hydratune.trl_names import TASK_KEYS
 
 # Source key -> dotted hydratune key, for keys whose value carries over as it is.
 VALUES: dict[str, str] = {
@@ -495,15 +496,10 @@ TASK_VALUES: dict[str, str] = {
 }
 # Axolotl's `trl:` block (GRPO) -> task key.
 AXOLOTL_TRL = {
-    "beta": "beta",
-    "num_generations": "num_generations",
-    "max_completion_length": "max_new_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "epsilon": "epsilon",
-    "epsilon_high": "epsilon_high",
-    "num_iterations": "num_iterations",
-}
+    key: TASK_KEYS[key]  # TRL's own names (hydratune.trl_names)
+    for key in ("beta", "num_generations", "max_completion_length", "temperature", "top_p", "epsilon",
+                "epsilon_high", "num_iterations")
+}  # fmt: skip
 # TRL's GRPO loss_type and scale_rewards spellings -> task.aggregation, task.scale_rewards. dapo needs one
 # micro-batch per step on one device (rule grpo_dapo_window says so at preflight).
 AXOLOTL_GRPO_VALUES = {

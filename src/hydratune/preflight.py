@@ -780,7 +780,7 @@ def check_no_secrets(overrides: list[str]) -> None:
             continue
         if re.fullmatch(r"""['"]?\$\{oc\.env:\w+(,\s*(null|None)?)?\}['"]?""", value.strip()):
             continue
-        env = "WANDB_API_KEY" if "wandb" in key.lower() or key.lower().endswith("api_key") else "HF_TOKEN"
+        env = _secret_env(key)
         raise UserError(
             f"{key}: a secret on the command line is saved in clear text with the run's overrides: export "
             f"{env}=... in the environment instead (it is read from there and never saved); nothing was launched"
@@ -916,6 +916,12 @@ def sampled_intervals(overrides: list[str]) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def _secret_env(key: str) -> str:
+    """The environment variable a secret of this key is read from instead."""
+    key = key.lower()
+    return "WANDB_API_KEY" if "wandb" in key or key.endswith("api_key") else "HF_TOKEN"
+
+
 def check_written_secrets(cfg) -> None:
     """A secret written into a config file (an experiment's `model.token: hf_...`) is saved, as written, in every
     run's .hydra/config.yaml (review Z3): refused, with the environment variable to read it from instead."""
@@ -928,7 +934,7 @@ def check_written_secrets(cfg) -> None:
             for key, value in node.items():
                 where = f"{path}.{key}" if path else str(key)
                 if is_secret_key(key) and isinstance(value, str) and value and not value.startswith("${"):
-                    env = "WANDB_API_KEY" if "wandb" in where or where.endswith("api_key") else "HF_TOKEN"
+                    env = _secret_env(where)
                     raise UserError(
                         f"{where}: a secret written in a config file is saved in every run's .hydra/config.yaml: "
                         f"write {key}: ${{oc.env:{env},null}} and export {env}=... instead"
