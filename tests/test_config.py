@@ -81,10 +81,18 @@ def test_default_config_is_complete():
     assert OmegaConf.select(cfg, "trainer.max_steps") > 0
 
 
-def test_hf_token_is_not_resolved_into_saved_yaml(tmp_path):
-    # The YAML keeps the interpolation; the secret lives only in the environment.
-    text = (CONF_DIR / "model" / "tiny_llama.yaml").read_text()
-    assert "${oc.env:HF_TOKEN,null}" in text
+def test_hf_token_is_read_when_the_model_loads_and_never_resolved_into_a_config(monkeypatch):
+    """`--cfg job --resolve` printed HF_TOKEN's value when the model group read it with oc.env (review Z9)."""
+    from hydratune.model import _hub_kwargs
+
+    monkeypatch.setenv("HF_TOKEN", "hf_FAKEresolved")
+    for option in (p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+        cfg = compose([f"model={option}"])
+        assert "hf_FAKEresolved" not in OmegaConf.to_yaml(cfg, resolve=True), option
+        assert (
+            _hub_kwargs(OmegaConf.to_container(cfg.model, resolve=True), cfg.model.token)["token"]
+            == "hf_FAKEresolved"
+        )
 
 
 def test_secrets_are_redacted_by_their_key_in_any_case_and_url_credentials_are_masked(tiny_model_dir):

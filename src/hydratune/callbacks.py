@@ -130,6 +130,7 @@ class Throughput(L.Callback):
         self.window = window
         self.tokens = 0  # non-pad tokens seen in training
         self.trained_tokens = 0  # tokens with a label
+        self.token_labels = False  # whether the task trains tokens (a classifier's labels are one class per row)
         self.padded_tokens = 0  # every position, pad included
         self.samples = 0  # training samples (a packed row's each counted)
         self.train_seconds = 0.0
@@ -145,6 +146,7 @@ class Throughput(L.Callback):
             counts = getattr(pl_module, "step_tokens", None) or {}
             real, rows = counts.get("real", 0), counts.get("rows", 0)
             self.trained_tokens += counts.get("trained", 0)
+            self.token_labels = self.token_labels or "trained" in counts
             self.padded_tokens += counts.get("padded", real)
         else:
             mask = batch.get("attention_mask")
@@ -156,6 +158,7 @@ class Throughput(L.Callback):
                 real = batch["input_ids"].numel()
             if batch["labels"].dim() == 2:  # token labels; a classifier's labels are one class id per row
                 self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
+                self.token_labels = True
             self.padded_tokens += batch["input_ids"].numel()
             # samples, not rows: a packed row holds several (packing read as 5x slower: review Q1)
             rows = int(batch["num_samples"]) if "num_samples" in batch else batch["input_ids"].size(0)
@@ -168,7 +171,8 @@ class Throughput(L.Callback):
         seconds = max(sum(r[2] for r in self._recent), 1e-9)
         pl_module.log("train/tokens_per_s", sum(r[0] for r in self._recent) / seconds, prog_bar=True)
         pl_module.log("train/samples_per_s", sum(r[1] for r in self._recent) / seconds)
-        pl_module.log("train/trained_tokens", float(self.trained_tokens))
+        if self.token_labels:
+            pl_module.log("train/trained_tokens", float(self.trained_tokens))
         pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
         pl_module.log("train/peak_memory_mb", peak_memory_mb())
 
@@ -177,7 +181,7 @@ class Throughput(L.Callback):
         return self.tokens / max(self.train_seconds, 1e-9)
 
     # Saved in checkpoints, so a resumed run's totals count the whole run.
-    COUNTERS = ("tokens", "trained_tokens", "padded_tokens", "samples", "train_seconds")
+    COUNTERS = ("tokens", "trained_tokens", "padded_tokens", "samples", "train_seconds", "token_labels")
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.COUNTERS}

@@ -761,9 +761,10 @@ def summarize(
         if points[0][0] == 0:
             metrics[f"initial_{key}"] = points[0][1]
         metrics[key] = points[-1][1]
+    if throughput.token_labels:  # a classifier trains no tokens: 0 read as nothing trained
+        metrics["trained_tokens"] = throughput.trained_tokens
     metrics.update(
         tokens_seen=throughput.tokens,
-        trained_tokens=throughput.trained_tokens,
         tokens_per_s=round(throughput.tokens_per_second, 1),
         samples_per_s=round(throughput.samples / max(throughput.train_seconds, 1e-9), 2),
         peak_memory_mb=round(peak_memory_mb(), 1),
