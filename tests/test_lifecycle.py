@@ -520,3 +520,29 @@ def test_throughput_is_logged_at_every_logged_step(tiny_model_dir, tokenizer, tm
         rows = [row for row in csv.DictReader(f) if row.get("train/tokens_per_s")]
     assert [row["step"] for row in rows] == ["1", "2", "3", "4"]
     assert all(float(row["train/tokens_per_s"]) > 0 for row in rows)
+
+
+def test_an_mlflow_server_that_cannot_be_reached_is_one_line_before_the_model_loads(monkeypatch):
+    """MLflow retried an unreachable server for minutes, after the model loaded, before its error (review Z5)."""
+    import socket
+
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_mlflow_server
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    node = {
+        "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+        "tracking_uri": f"http://u:pw@127.0.0.1:{port}",
+    }
+    check_mlflow_server("mlflow", node)  # listening: passes
+    server.close()
+    with pytest.raises(
+        UserError, match=r"^logger\.mlflow\.tracking_uri: the MLflow server at http://\*\*\*@127"
+    ) as err:
+        check_mlflow_server("mlflow", node)
+    assert "pw" not in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")  # the URI from the environment
+    with pytest.raises(UserError, match="cannot be reached"):
+        check_mlflow_server("mlflow", {"_target_": node["_target_"]})
+    check_mlflow_server("mlflow", {"tracking_uri": "file:/tmp/mlruns"})  # a file store: nothing to reach

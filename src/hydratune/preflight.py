@@ -199,6 +199,9 @@ def check_config(cfg: dict) -> None:
     check_logger_credentials(cfg.get("logger") or {})
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
+    for key, node in (cfg.get("logger") or {}).items():
+        if isinstance(node, dict) and str(node.get("_target_", "")).endswith("MLFlowLogger"):
+            check_mlflow_server(key, node)
     check_model(cfg)
 
 
@@ -337,6 +340,30 @@ def check_wandb_login(wandb_cfg: dict) -> None:
         f"logger.wandb: no W&B login here (WANDB_API_KEY, or `wandb login` for {host}); to log without an "
         "account run with WANDB_MODE=offline (wandb sync uploads it later), or choose logger=tensorboard"
     )
+
+
+def check_mlflow_server(key: str, node: dict, timeout: float = 5.0) -> None:
+    """A tracking server that cannot be reached cost MLflow's own retries (minutes, after the model loaded) before
+    its error: one connection attempt here says so at once. Only reachability: MLflow retries a server that
+    drops later, in the run."""
+    import socket
+    from urllib.parse import urlparse
+
+    from hydratune.config import mask_url
+
+    uri = str(node.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or "")
+    url = urlparse(uri)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return  # a file store, a database, databricks: nothing to reach here
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"logger.{key}.tracking_uri: the MLflow server at {mask_url(uri)} cannot be reached ({reason}); start "
+            "it, fix the URI, or choose logger=tensorboard; nothing was written"
+        ) from None
 
 
 CRC_CHECK_BYTES = 2 * 2**30
