@@ -421,7 +421,8 @@ def test_topics_experiment_reaches_90_percent_and_predicts(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val_acc"] >= 0.9, metrics
     assert "val_ppl" not in metrics  # a loss over classes has no perplexity
-    assert "trained_tokens" not in metrics and metrics["tokens_seen"] > 0  # it trains rows, not tokens (was 0)
+    # a classifier trains rows, not tokens: trained_tokens read 0
+    assert "trained_tokens" not in metrics and metrics["tokens_seen"] > 0
     assert f"val/acc: {metrics['initial_val_acc']:.4f} -> {metrics['val_acc']:.4f}" in result.stdout
     assert metrics["labels"] == ["food", "sports", "tech", "weather"]
     assert (run_dir / "confusion_matrix.png").stat().st_size > 1000

@@ -130,7 +130,7 @@ class Throughput(L.Callback):
         self.window = window
         self.tokens = 0  # non-pad tokens seen in training
         self.trained_tokens = 0  # tokens with a label
-        self.token_labels = False  # whether the task trains tokens (a classifier's labels are one class per row)
+        self.token_labels = False  # the task trains tokens (a classifier's labels are one class per row)
         self.padded_tokens = 0  # every position, pad included
         self.samples = 0  # training samples (a packed row's each counted)
         self.train_seconds = 0.0
