@@ -59,6 +59,14 @@ def crashes(prompts, completions, **columns):
 def trl_conversational(completions, **kwargs):  # TRL's docs' shape for chat data
     pairs = zip(kwargs["prompts"], completions)
     return [float(c[0]["content"].strip() == p[-1]["content"].upper()) for p, c in pairs]
+
+
+def trl_both_shapes(prompts, completions, **kwargs):  # TRL's other shape for chat data: hydratune's too
+    return [float(c[0]["content"].strip() == p[-1]["content"].upper()) for p, c in zip(prompts, completions)]
+
+
+def fails(prompts, completions, **kwargs):
+    raise ValueError("my own bug")
 """
 
 
@@ -118,6 +126,20 @@ def test_chat_prompts_reach_trl_shaped_rewards_as_trl_hands_them(user_module):
     _, per_function = score(rewards, PROMPTS, COMPLETIONS, COLUMNS, turns)
     assert per_function["trl_conversational"] == [1.0, 0.0, 0.0]
     assert per_function["exact_match"] == [1.0, 0.0, 1.0]  # text, as before
+    # `f(prompts, completions, **kwargs)` is both shapes: text first (hydratune's), messages when text fails
+    both = build_rewards([{"_target_": f"{user_module}.trl_both_shapes"}, {"_target_": f"{user_module}.my_reward"}],
+                         conversational=True)  # fmt: skip
+    for _ in range(2):  # the shape that worked is kept
+        _, per_function = score(both, PROMPTS, COMPLETIONS, COLUMNS, turns)
+        assert per_function["trl_both_shapes"] == [1.0, 0.0, 0.0] and per_function["my_reward"] == [
+            0.0,
+            1.0,
+            1.0,
+        ]
+    assert both[0]._trl_shapes is True and both[1]._trl_shapes is False
+    broken = build_rewards([{"_target_": f"{user_module}.fails"}], conversational=True)
+    with pytest.raises(UserError, match=r"\(fails\) raised ValueError: my own bug"):  # its own error, once
+        score(broken, PROMPTS, COMPLETIONS, COLUMNS, turns)
 
 
 def test_bound_config_values_win_over_a_dataset_column_of_the_same_name():

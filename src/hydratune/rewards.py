@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydratune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def exact_match(
@@ -126,6 +129,9 @@ class Reward:
     # Chat prompts (dataset.prompt_format=chat): a TRL-shaped function gets TRL's conversational shapes, the
     # prompts as message lists and each completion as [{"role": "assistant", "content": ...}] (review G3).
     conversational: bool = False
+    # `f(prompts, completions, **kwargs)` is both shapes: with chat prompts it gets text, and TRL's message lists
+    # when text makes it raise; the shape that worked is kept for the rest of the run.
+    _trl_shapes: bool | None = field(default=None, init=False, repr=False)
 
     def __call__(
         self, prompts: list[str], completions: list[str], turns: list | None = None, /, **columns
@@ -136,14 +142,19 @@ class Reward:
         # Bound config values win over a dataset column of the same name. A function that reads the prompts'
         # conversations (a reward model's scorer) gets them third, positionally. TRL's shape,
         # `f(completions, **kwargs)`, gets prompts and completions by name, as TRL passes them.
+        chat = self.conversational and turns and all(t is not None for t in turns)
         if keyword_style(params):
-            if self.conversational and turns and all(t is not None for t in turns):
-                prompts, completions = turns, [[{"role": "assistant", "content": c}] for c in completions]
             named = {
-                "completions": completions,
-                **({"prompts": prompts} if _takes(params, "prompts") or _var_keyword(params) else {}),
+                "completions": _messages(completions) if chat else completions,
+                **(
+                    {"prompts": turns if chat else prompts}
+                    if _takes(params, "prompts") or _var_keyword(params)
+                    else {}
+                ),
             }
             values = self._call(**{**columns, **self.kwargs, **named})
+        elif chat and not getattr(self.fn, "reads_turns", False) and self._trl_shapes is not False:
+            values = self._either_shape(prompts, completions, turns, {**columns, **self.kwargs})
         else:
             head = (
                 (prompts, completions, turns)
@@ -163,6 +174,23 @@ class Reward:
             )
         return values
 
+    def _either_shape(self, prompts, completions, turns, kwargs) -> list:
+        """A TRL function of this shape reads messages (`completion[0]["content"]`), a hydratune one text."""
+        if self._trl_shapes:
+            return self._call(turns, _messages(completions), **kwargs)
+        try:
+            values = self._call(prompts, completions, **kwargs)
+        except UserError as text_error:
+            try:
+                values = self._call(turns, _messages(completions), **kwargs)
+            except UserError:
+                raise text_error from None
+            log.info("%s (%s) reads TRL's conversational shapes: it gets message lists", self.key, self.name)
+            self._trl_shapes = True
+            return values
+        self._trl_shapes = False
+        return values
+
     def _call(self, *args, **kwargs):
         """The user's function, whose own error is one line naming its entry (it was a traceback after the model
         loaded; HYDRATUNE_DEBUG=1 shows it)."""
@@ -178,6 +206,11 @@ class Reward:
                 "completions as lists of text, a chat prompt as the text its template renders, and the row's "
                 "other columns by name)"
             ) from None
+
+
+def _messages(completions: list[str]) -> list[list[dict]]:
+    """TRL's conversational completions: each one a list holding the assistant's message."""
+    return [[{"role": "assistant", "content": c}] for c in completions]
 
 
 def _first_line(err: BaseException) -> str:
