@@ -60,7 +60,7 @@ TRAIN_CASES = [
     (["name=a/b"], ["name=", "'/'"]),
     (["peft=none", "quantization=nf4"], ["quantization, peft", "peft=lora"]),
     (["peft=qlora", "quantization=none"], ["peft=qlora", "quantization=nf4"]),
-    (["optimizer=lomo", "peft=none"], ["trainer.gradient_clip_val", "=null"]),
+    (["optimizer=lomo", "optimizer.clip_grad_norm=0.5"], ["trainer.gradient_clip_val", "=null"]),
     (
         [
             "optimizer=lomo",

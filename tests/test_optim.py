@@ -134,6 +134,34 @@ def test_no_weight_decay_on_bias_norm_embedding_and_loraplus_ratio():
     assert by_decay[id(model["lora_B"].weight)]["lr"] == pytest.approx(16e-3)
 
 
+def test_lomo_clips_by_the_trainers_gradient_clip_val_inside_its_fused_backward(tiny_model_dir, tokenizer):
+    """`optimizer=lomo` alone was refused: the default trainer.gradient_clip_val=1.0 had to be set to null by hand
+    (review K12). It is LOMO's own clip_grad_norm now (clip_grad_value with the value algorithm)."""
+    from hydratune.optim import hand_clipping_to_fused_backward
+    from hydratune.rules import violations
+
+    cfg = to_plain(compose(["optimizer=lomo", "peft=none"]))
+    assert cfg["trainer"]["gradient_clip_val"] == 1.0 and not violations(cfg)
+    hand_clipping_to_fused_backward(cfg)
+    assert cfg["optimizer"]["clip_grad_norm"] == 1.0 and cfg["trainer"]["gradient_clip_val"] is None
+    cfg = to_plain(
+        compose(["optimizer=lomo", "trainer.gradient_clip_val=0.5", "+trainer.gradient_clip_algorithm=value"])
+    )
+    hand_clipping_to_fused_backward(cfg)
+    assert (cfg["optimizer"]["clip_grad_value"], cfg["optimizer"]["clip_grad_norm"]) == (0.5, None)
+    both = to_plain(compose(["optimizer=lomo", "optimizer.clip_grad_norm=0.3"]))  # two limits: which one?
+    assert any("set one of the two" in m for m in violations(both))
+    adamw = to_plain(compose([]))
+    hand_clipping_to_fused_backward(adamw)  # other optimizers: Lightning clips
+    assert adamw["trainer"]["gradient_clip_val"] == 1.0 and "clip_grad_norm" not in adamw["optimizer"]
+
+    torch.manual_seed(0)  # LOMO's clipped fused backward (the global norm first) trains
+    module = make_module(tiny_model_dir, "lomo", peft="none", overrides=["optimizer.clip_grad_norm=1.0"])
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    losses = fit_repeated(module, batch, steps=12, gradient_clip_val=None)
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.01, losses
+
+
 def test_cuda_only_optimizer_is_a_preflight_error_on_cpu():
     from hydratune.rules import violations
 

@@ -12,6 +12,7 @@ hydratune's own keys in `OWN_KEYS`. Three families need more than `cls(param_gro
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 
 import torch
@@ -22,6 +23,8 @@ from hydratune.errors import EXTRAS, install_hint
 NO_DECAY_MARKERS = ("bias", "norm", "embed")
 # Keys of an optimizer config that hydratune reads itself; the rest go to the optimizer class.
 OWN_KEYS = ("galore", "loraplus_lr_ratio")
+
+log = logging.getLogger(__name__)
 
 
 def optimizer_class(target: str) -> type:
@@ -40,6 +43,23 @@ def optimizer_class(target: str) -> type:
 def is_fused_backward(cfg: dict) -> bool:
     """LOMO and AdaLomo compute gradients and update weights in one backward pass."""
     return cfg["_target_"].startswith("lomo_optim.")
+
+
+def hand_clipping_to_fused_backward(cfg: dict) -> None:
+    """LOMO/AdaLomo update inside backward, before Lightning could clip: `trainer.gradient_clip_val` (the default
+    1.0 included) becomes their own `clip_grad_norm` (or `clip_grad_value` with gradient_clip_algorithm=value), so
+    `optimizer=lomo` clips as any other optimizer does. In place, on the run's plain config."""
+    trainer, optimizer = cfg["trainer"], cfg["optimizer"]
+    value = trainer.get("gradient_clip_val")
+    if not is_fused_backward(optimizer) or value in (None, 0, 0.0):
+        return
+    key = "clip_grad_value" if trainer.get("gradient_clip_algorithm") == "value" else "clip_grad_norm"
+    if optimizer.get(key) is None:
+        optimizer[key] = float(value)
+        log.info(
+            "trainer.gradient_clip_val=%s: clipped inside LOMO's fused backward (optimizer.%s)", value, key
+        )
+    trainer["gradient_clip_val"] = None
 
 
 def is_schedule_free(cfg: dict) -> bool:

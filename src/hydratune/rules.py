@@ -28,6 +28,10 @@ def _fused_backward(cfg: dict) -> bool:
     return _target(cfg).startswith("lomo_optim.")
 
 
+def _fused_clip_key(cfg: dict) -> str:
+    return "clip_grad_value" if _trainer(cfg, "gradient_clip_algorithm") == "value" else "clip_grad_norm"
+
+
 def _trainer(cfg: dict, key: str, default=None):
     return (cfg.get("trainer") or {}).get(key, default)
 
@@ -47,9 +51,13 @@ RULES: list[Rule] = [
     Rule(
         "lomo_clipping",
         "optimizer, trainer.gradient_clip_val",
-        lambda c: _fused_backward(c) and _trainer(c, "gradient_clip_val") not in (None, 0, 0.0),
-        "LOMO/AdaLomo clip inside their fused backward: set trainer.gradient_clip_val=null "
-        "and use optimizer.clip_grad_norm instead",
+        lambda c: (
+            _fused_backward(c)
+            and _trainer(c, "gradient_clip_val") not in (None, 0, 0.0)
+            and (c.get("optimizer") or {}).get(_fused_clip_key(c)) is not None
+        ),
+        "LOMO/AdaLomo clip inside their fused backward, where trainer.gradient_clip_val is handed to them: set "
+        "one of the two (trainer.gradient_clip_val=null keeps the optimizer's own)",
     ),
     Rule(
         "fused_fp16_clipping",

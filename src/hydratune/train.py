@@ -189,6 +189,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
     import lightning as L
 
     from hydratune.model import load_tokenizer
+    from hydratune.optim import hand_clipping_to_fused_backward
 
     run_dir = Path(cfg["paths"]["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +205,7 @@ def set_up(cfg: dict, ckpt_path: str | None) -> Run:
             "add one with data_files: {train: ..., validation: ...} or dataset.ops=[{split:{eval:0.05,seed:0}}]"
         )
         cfg["trainer"]["limit_val_batches"] = 0
+    hand_clipping_to_fused_backward(cfg)
     module = task.module(cfg, datamodule, tokenizer)
     trainer, loggers, parts = build_trainer(cfg, run_dir, tokenizer, task.generative, ckpt_path)
     effective_batch = cfg["dataset"]["batch_size"] * trainer.accumulate_grad_batches * trainer.world_size
