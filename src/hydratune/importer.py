@@ -655,6 +655,42 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
     return task, loss
 
 
+def trl_loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
+    """TRL's loss_type (Axolotl's dpo_loss_type) for the task: a hydratune task.loss, or refused with the list (a
+    loss is never swapped silently). `[sigmoid, sft]` (with loss_weights) is DPO plus the NLL term on the chosen answer (task.sft_weight)."""
+    losses = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if task == "sft":
+        if losses not in (["nll"], ["chunked_nll"]):
+            raise UserError(f"loss_type: {value}: hydratune's SFT loss is the NLL; nothing was written")
+        return
+    if task == "grpo":
+        if losses[0] in ("grpo", "dr_grpo", "bnpo"):
+            overlay.set("task.aggregation", losses[0])
+        elif losses[0] != "dapo":  # dapo: _dapo, with TRL's defaults
+            overlay.skip(
+                "loss_type", value, "task.aggregation is grpo (mean per completion), dr_grpo, bnpo or dapo"
+            )
+        return
+    if task == "kto":
+        if losses != ["kto"]:
+            raise UserError(f"loss_type: {value}: hydratune's KTO loss is kto; nothing was written")
+        return
+    weights = [float(w) for w in data.get("loss_weights") or [1.0] * len(losses)]
+    if len(losses) == 2 and losses[1] == "sft" and losses[0] in PREF_LOSSES:
+        if weights[0] != 1.0:
+            raise UserError(
+                f"loss_weights: {weights}: the preference term's weight is 1 here; nothing was written"
+            )
+        overlay.set("task.sft_weight", weights[1])
+        losses = losses[:1]
+    if len(losses) != 1 or losses[0] not in ("sigmoid", "robust", "ipo", "hinge"):
+        raise UserError(
+            f"loss_type: {value}: hydratune's DPO losses are sigmoid, robust, ipo, hinge (and [sigmoid, sft]); "
+            f"orpo and simpo: --stage orpo or task.loss=simpo; nothing was written"
+        )
+    overlay.set("task.loss", PREF_LOSSES[losses[0]])
+
+
 def _grpo_batch(overlay: Overlay, data: dict, context: ImportContext) -> None:
     """TRL's GRPO batch counts completions (num_generations per prompt); hydratune's counts prompts, each
     sampled task.num_generations times. The prompts per optimizer step stay the same. Axolotl passes its
@@ -1353,6 +1389,13 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         task, loss = _task(overlay, "rl", data["rl"], AXOLOTL_RL)
         if loss:
             _set_task(overlay, task, "rl", "loss", loss)
+        if data["rl"] == "simpo" and data.get("cpo_alpha") is None:
+            # Axolotl trains SimPO with TRL's CPO trainer, whose cpo_alpha (default 1.0) weighs an NLL term
+            overlay.set("task.sft_weight", 1.0)
+            context.notes.append(
+                "cpo_alpha: Axolotl's rl: simpo runs TRL's CPO trainer, which adds the chosen answers' NLL at its "
+                "default weight 1.0: task.sft_weight=1.0 (cpo_alpha: 0 in the file trains SimPO alone)"
+            )
     elif data.get("reward_model"):  # Axolotl's reward_model: true trains a Bradley-Terry scorer
         task, loss = _task(overlay, "reward_model", "true", {"true": ("reward", None)})
     _refuse_multimodal(data)
@@ -1447,6 +1490,8 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
                         "vLLM is not used: sampling runs in the training process" if "vllm" in trl_key
                         else f"no task.{trl_key} counterpart for task={task}")  # fmt: skip
                     overlay.skip(f"trl.{trl_key}", trl_value, why)
+        elif key in ("dpo_loss_type", "dpo_loss_weights", "dpo_label_smoothing"):
+            _axolotl_dpo_key(overlay, data, task, key, value)
         elif key in TASK_VALUES:
             _task_value(overlay, task, key, value)
         elif key == "fsdp":
@@ -1513,6 +1558,13 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             context.notes.append(
                 "trl.loss_type: TRL's default dapo is task.aggregation=dapo (a token mean over the batch)"
             )
+    if _reads_preference_data(task) or _reads_kto_rows(task):
+        # TRL's DPO, KTO, ORPO, CPO and reward configs zero every dropout (disable_dropout, which Axolotl never
+        # sets), LoRA's included; GRPO's keeps it
+        dropout = overlay.values.get("peft.config.lora_dropout")
+        if dropout:
+            overlay.set("peft.config.lora_dropout", 0.0)
+            overlay.skip("lora_dropout", dropout, f"TRL's disable_dropout: true zeroes it for task={task}")
     if "eval_batch_size" not in data:  # Axolotl evaluates in micro-batches
         overlay.set("dataset.eval_batch_size", overlay.values["dataset.batch_size"])
     _bf16_weights(overlay)  # Axolotl loads the base model in bf16 whenever bf16 is on
@@ -1534,6 +1586,25 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
             "evaluation: no eval_steps, evals_per_epoch or eval_strategy, so Axolotl does not evaluate, nor does "
             "this run: trainer.limit_val_batches=0 (the held-out rows are kept; remove it to evaluate every "
             "trainer.val_check_interval batches)"
+        )
+
+
+def _axolotl_dpo_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
+    """Axolotl hands dpo_loss_type / dpo_loss_weights / dpo_label_smoothing to TRL's DPO trainer with rl: dpo
+    only; TRL's sigmoid loss has no label smoothing (hydratune's sigmoid would read it as conservative DPO)."""
+    losses = data.get("dpo_loss_type") or ["sigmoid"]
+    if data.get("rl") != "dpo":
+        overlay.skip(key, value, "Axolotl passes it to TRL with rl: dpo only")
+    elif key == "dpo_loss_type":
+        trl_loss_type(overlay, {"loss_weights": data.get("dpo_loss_weights")}, task, value)
+    elif key == "dpo_loss_weights":
+        if not data.get("dpo_loss_type"):
+            overlay.skip(key, value, "read with dpo_loss_type only")
+    elif "robust" in losses:
+        _task_value(overlay, task, key, value)
+    else:
+        overlay.skip(
+            key, value, "TRL reads label_smoothing with loss_type robust only (dpo_loss_type: [robust])"
         )
 
 

@@ -22,7 +22,6 @@ from hydratune.errors import UserError
 from hydratune.importer import (
     HF_TRAINER_DEFAULTS,
     LF_AX_UNSUPPORTED,
-    PREF_LOSSES,
     QUANTIZATION,
     STAGE_TASKS,
     ImportContext,
@@ -37,6 +36,7 @@ from hydratune.importer import (
     _set_task,
     _task,
     hf_evaluation,
+    trl_loss_type,
     whole_or_fraction,
 )
 from hydratune.trl_names import TASK_KEYS, TRL_UNSUPPORTED
@@ -409,7 +409,7 @@ def _key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> None:
     elif key == "eval_on_start":
         overlay.set("eval_before_training", bool(value))
     elif key == "loss_type":
-        _loss_type(overlay, data, task, value)
+        trl_loss_type(overlay, data, task, value)
     elif key in TASK_KEYS:
         _task_key(overlay, data, task, key, value)
     elif key == "use_vllm" or key.startswith("vllm_"):
@@ -490,42 +490,6 @@ def _task_key(overlay: Overlay, data: dict, task: str, key: str, value: Any) -> 
 
 def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
-
-
-def _loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
-    """DPO's loss_type: a hydratune task.loss, or refused with the list (a loss is never swapped silently).
-    `[sigmoid, sft]` (with loss_weights) is DPO plus the NLL term on the chosen answer (task.sft_weight)."""
-    losses = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    if task == "sft":
-        if losses not in (["nll"], ["chunked_nll"]):
-            raise UserError(f"loss_type: {value}: hydratune's SFT loss is the NLL; nothing was written")
-        return
-    if task == "grpo":
-        if losses[0] in ("grpo", "dr_grpo", "bnpo"):
-            overlay.set("task.aggregation", losses[0])
-        elif losses[0] != "dapo":  # dapo: _dapo, with TRL's defaults
-            overlay.skip(
-                "loss_type", value, "task.aggregation is grpo (mean per completion), dr_grpo, bnpo or dapo"
-            )
-        return
-    if task == "kto":
-        if losses != ["kto"]:
-            raise UserError(f"loss_type: {value}: hydratune's KTO loss is kto; nothing was written")
-        return
-    weights = [float(w) for w in data.get("loss_weights") or [1.0] * len(losses)]
-    if len(losses) == 2 and losses[1] == "sft" and losses[0] in PREF_LOSSES:
-        if weights[0] != 1.0:
-            raise UserError(
-                f"loss_weights: {weights}: the preference term's weight is 1 here; nothing was written"
-            )
-        overlay.set("task.sft_weight", weights[1])
-        losses = losses[:1]
-    if len(losses) != 1 or losses[0] not in ("sigmoid", "robust", "ipo", "hinge"):
-        raise UserError(
-            f"loss_type: {value}: hydratune's DPO losses are sigmoid, robust, ipo, hinge (and [sigmoid, sft]); "
-            f"orpo and simpo: --stage orpo or task.loss=simpo; nothing was written"
-        )
-    overlay.set("task.loss", PREF_LOSSES[losses[0]])
 
 
 # -- the data -----------------------------------------------------------------------------------------
