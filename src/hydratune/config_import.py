@@ -20,9 +20,7 @@ from hydratune.importer import (
     STAGE_TASKS,
     ImportContext,
     Overlay,
-    _reads_preference_data,
     _samples_completions,
-    has_validation_rows,
     import_axolotl,
     import_llamafactory,
     import_llamafarm,
@@ -168,8 +166,8 @@ DATASET_KEYS = {
 def _what_the_trainer_does_not(data: dict, overlay: Overlay, fmt: str, context: ImportContext) -> None:
     """Where hydratune's defaults would train something the source file does not: no base model (the tiny
     model would train), datasets that did not map (the demo data would), early stopping (the Hugging Face
-    Trainer and torchtune stop only when asked), GRPO's demo stop string and reward; and preference data
-    with no validation rows, which the run needs."""
+    Trainer and torchtune stop only when asked), GRPO's demo stop string and reward. Preference data without validation rows trains unevaluated, as
+    the source tool would."""
     if "model" not in overlay.choices and "model.pretrained_model_name_or_path" not in overlay.values:
         raise UserError(f"no base model: the {fmt} file names none that hydratune reads; nothing was written")
     if any(data.get(key) for key in DATASET_KEYS[fmt]) and "dataset.sources" not in overlay.values:
@@ -183,18 +181,6 @@ def _what_the_trainer_does_not(data: dict, overlay: Overlay, fmt: str, context: 
     if _samples_completions(overlay.choices.get("task", "sft")):
         overlay.values.setdefault("task.stop", [])  # completions end at EOS, not at hydratune's demo "\n"
         overlay.values.setdefault("task.rewards", [])  # the file's rewards, never the demo exact_match
-    if _reads_preference_data(overlay.choices.get("task", "sft")) and not _has_validation(overlay):
-        if not any("validation rows" in line for line in overlay.unmapped):
-            overlay.skip(
-                "validation", "(none in the file)",
-                "preference tasks need validation rows: add dataset.ops=[{split:{eval:0.01,seed:0}}] or a "
-                "validation file in dataset.sources.0",
-            )  # fmt: skip
-
-
-def _has_validation(overlay: Overlay) -> bool:
-    """Validation rows, or nothing imported (reported already)."""
-    return not overlay.values.get("dataset.sources") or has_validation_rows(overlay)
 
 
 def _check_stage_flag(overlay: Overlay, stage: str, filename: str, fmt: str) -> None:

@@ -657,14 +657,6 @@ def _data(data: dict, overlay: Overlay, task: str) -> None:
         overlay.skip(
             "run_val_every_n_steps", data["run_val_every_n_steps"], "no dataset_val: nothing to validate on"
         )
-    elif rows in ("pairs", "chat_pairs"):
-        # torchtune's DPO recipes need no validation rows; hydratune's preference tasks do. Say so now
-        # rather than hold rows out unasked.
-        overlay.skip(
-            "dataset_val", "(not in the file)",
-            "preference tasks need validation rows: add dataset.ops=[{split:{eval:0.01,seed:0}}] or a "
-            "validation file in dataset.sources.0",
-        )  # fmt: skip
     if not _rows_fit_task(overlay, rows, task):
         return
     overlay.set("dataset.sources", sources)
