@@ -66,3 +66,83 @@ def test_axolotl_dpo_loss_hydratune_has_not_stops_the_import(project, capsys, tm
         and "nothing was written" in err
     )
     assert not (project / "conf" / "experiment" / "ax_apo.yaml").exists()
+
+
+def lf_file(tmp_path, name: str, **changes) -> object:
+    """tests/data/llamafactory/lora_dpo.yaml with keys replaced (None: left out) or added."""
+    import yaml
+    from test_import import LF
+
+    data = yaml.safe_load((LF / "lora_dpo.yaml").read_text())
+    data.update(changes)
+    data = {k: v for k, v in data.items() if v is not None}
+    return write(tmp_path, name, yaml.safe_dump(data, sort_keys=False))
+
+
+def run_lf(capsys, path, name):
+    from test_import import DATASET_INFO
+
+    return run_import(capsys, path, name, "--dataset-info", str(DATASET_INFO))
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        # a loss hydratune has not trained sigmoid DPO instead (J5)
+        ({"pref_loss": "kto_pair"}, "pref_loss: kto_pair: hydratune's preference losses are"),
+        # LLaMA-Factory refuses the file itself (J9c)
+        (
+            {"pref_loss": "ipo", "dpo_label_smoothing": 0.1},
+            "dpo_label_smoothing: 0.1: LLaMA-Factory reads it",
+        ),
+    ],
+)
+def test_llamafactory_losses_it_would_not_train_stop_the_import(project, capsys, tmp_path, changes, said):
+    code, _, err = run_lf(capsys, lf_file(tmp_path, "lf.yaml", **changes), "lf_refused")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and said in err and "nothing was written" in err
+    assert not (project / "conf" / "experiment" / "lf_refused.yaml").exists()
+
+
+def test_llamafactory_preference_keys_say_what_they_did_there(project, capsys, tmp_path):
+    """Smoothing maps with sigmoid; pref_ftx under orpo and kto, and LLaMA-Factory's own BCO, LD-DPO and quantized
+    reference keys, were 'not used' or 'no counterpart known' though LLaMA-Factory trains them (J9)."""
+    path = lf_file(tmp_path, "sig.yaml", pref_loss="sigmoid", dpo_label_smoothing=0.1, simpo_gamma=None)
+    code, _, err = run_lf(capsys, path, "lf_sig")
+    assert code == 0, err
+    assert composed(project, "lf_sig")["task"]["label_smoothing"] == 0.1  # LLaMA-Factory's cDPO
+    extra = {"pref_bco_weight": 0.5, "ld_alpha": 0.5, "ref_model_quantization_bit": 4}
+    code, _, err = run_lf(capsys, lf_file(tmp_path, "orpo.yaml", pref_loss="orpo", **extra), "lf_orpo")
+    assert code == 0, err
+    said = reasons(err)
+    assert "NLL on top" in said["pref_ftx"]
+    assert (
+        all("no hydratune counterpart known" not in said[key] for key in extra)
+        and "BCO" in said["pref_bco_weight"]
+    )
+    kto = lf_file(
+        tmp_path, "kto.yaml", stage="kto", pref_loss=None, dpo_label_smoothing=None, simpo_gamma=None
+    )
+    code, _, err = run_lf(capsys, kto, "lf_kto")
+    assert code == 0, err
+    assert "KTO has no NLL term" in reasons(err)["pref_ftx"]
+
+
+def test_llamafactory_ppo_samples_as_llamafactory_does(project, capsys, tmp_path):
+    """stage: ppo got the demo's 12-token completions at temperature 1, 8 generations for each of 8 prompts, and
+    pref_beta (which its PPO never reads) as the KL weight (J6, J7)."""
+    path = lf_file(tmp_path, "ppo.yaml", stage="ppo", pref_loss=None, pref_ftx=None, simpo_gamma=None,
+                   dpo_label_smoothing=None, reward_model="saves/rm", per_device_train_batch_size=2,
+                   gradient_accumulation_steps=8, max_steps=100)  # fmt: skip
+    code, out, err = run_lf(capsys, path, "lf_ppo")
+    assert code == 0, err
+    cfg = composed(project, "lf_ppo")
+    task = cfg["task"]
+    assert (task["max_new_tokens"], task["temperature"], task["top_p"]) == (1024, 0.95, 0.7)
+    # 16 answers per PPO step, 4 passes over them (ppo_epochs' default): 2 prompts x 8, 4 optimizer steps
+    assert (
+        task["num_generations"],
+        cfg["dataset"]["batch_size"],
+        cfg["trainer"]["accumulate_grad_batches"],
+    ) == (8, 2, 1)
+    assert (task["num_iterations"], cfg["trainer"]["max_steps"], task["beta"]) == (4, 400, 0.2)
+    assert "does not read it" in reasons(err)["pref_beta"] and "top_k 50" in out + err

@@ -565,6 +565,10 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "train one with task=reward (or take a saved classifier with one label), then task.reward_model=IT",
     "reward_model_type": "a reward model is a task=reward run or a saved sequence classifier (task.reward_model)",
     "ppo_epochs": "GRPO reuses samples with task.num_iterations; PPO's value model is not used",
+    "pref_bco_weight": "BCO's mixing with DPO is not supported: the preference loss is task.loss alone",
+    "ld_alpha": "LD-DPO's down-weighting of the answers' verbose tail is not supported: whole answers are scored",
+    "ref_model_quantization_bit": "the reference is the base with the adapters off (LoRA) or a frozen copy in "
+    "the model's dtype; a quantized base (quantization=nf4) quantizes both",
     "ppo_buffer_size": "PPO's value model and buffer are not used (GRPO: group-normalised rewards)",
     "ppo_target": "PPO's adaptive KL target is not used; the KL weight is task.beta",
     "ppo_score_norm": "rewards are normalised within each prompt's group",
@@ -1021,9 +1025,16 @@ TASK_OF_KEY = {
 }
 
 
+# Why a key the source tool reads for a task is not carried over (elsewhere: "not used by task=...").
+NOT_CARRIED = {
+    ("pref_ftx", "kto"): "hydratune's KTO has no NLL term; LLaMA-Factory adds pref_ftx x the NLL of the "
+    "desirable answers",
+}
+
+
 def _task_value(overlay: Overlay, task: str, key: str, value: Any) -> None:
     if task not in TASK_OF_KEY.get(key, ("dpo", "kto", "grpo")):
-        overlay.skip(key, value, f"not used by task={task}")
+        overlay.skip(key, value, NOT_CARRIED.get((key, task), f"not used by task={task}"))
     else:
         _set_task(overlay, task, key, TASK_VALUES[key], value)
 
@@ -1077,6 +1088,8 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
     rows = None  # what the dataset became: "chat", "pairs" or nothing
     eval_files = None  # eval_dataset's files, by the training file whose validation split each is
     for key, value in data.items():
+        if stage == "ppo" and key in LF_PPO_KEYS:
+            continue  # read with the batch (_llamafactory_ppo)
         if value is None or key == "stage" or _common(overlay, key, value):
             continue
         if key == "pref_loss":
@@ -1085,8 +1098,25 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
                 overlay.skip(key, value, f"not used by task={task}")
             elif loss:
                 _set_task(overlay, task, key, "loss", loss)
-            else:
-                overlay.skip(key, value, f"task.loss is one of {', '.join(PREF_LOSSES)}")
+            else:  # never another loss instead
+                hint = "; KTO on pairs: stage: kto with unpaired rows" if value == "kto_pair" else ""
+                raise UserError(
+                    f"pref_loss: {value}: hydratune's preference losses are {', '.join(PREF_LOSSES)}{hint}; "
+                    "nothing was written"
+                )
+        elif (
+            key == "dpo_label_smoothing"
+            and value
+            and stage == "dpo"
+            and data.get("pref_loss", "sigmoid") != "sigmoid"
+        ):
+            raise UserError(  # LLaMA-Factory refuses such a file itself
+                f"dpo_label_smoothing: {value}: LLaMA-Factory reads it with pref_loss: sigmoid only (and refuses "
+                f"pref_loss: {data['pref_loss']} with it); nothing was written"
+            )
+        elif key == "pref_ftx" and value and data.get("pref_loss") == "orpo":
+            overlay.skip(key, value, "hydratune's orpo has its own NLL term at weight 1; LLaMA-Factory adds "
+                         "pref_ftx x the chosen answers' NLL on top, which is not carried over")  # fmt: skip
         elif key in TASK_VALUES:
             _task_value(overlay, task, key, value)
         elif key == "dataset":
@@ -1151,6 +1181,8 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
         overlay.values["dataset.ops"].remove(first)
         for source in sources:
             source["ops"] = [first, *source.get("ops", [])]
+    if stage == "ppo":
+        _llamafactory_ppo(overlay, data, context)
     hf_evaluation(overlay, data, context, "LLaMA-Factory", logging_steps=500)
     _galore(overlay, data)
     _optimizer_keys(overlay)
@@ -1159,6 +1191,51 @@ def import_llamafactory(data: dict, overlay: Overlay, context: ImportContext) ->
     elif overlay.values.get("trainer.precision") != "bf16-true":
         # Full fine-tuning upcasts the trained weights to float32 (pure_bf16 aside), whatever a preset says.
         overlay.values.setdefault("model.dtype", "float32")
+
+
+# LLaMA-Factory's stage: ppo keys read with its batch, and its sampling defaults (GeneratingArguments).
+LF_PPO_KEYS = ("ppo_epochs", "ppo_buffer_size", "pref_beta")
+LF_GENERATION = {"max_new_tokens": 1024, "temperature": 0.95, "top_p": 0.7}
+
+
+def _llamafactory_ppo(overlay: Overlay, data: dict, context: ImportContext) -> None:
+    """LLaMA-Factory's PPO samples one answer for each of per-device batch x accumulation x ppo_buffer_size
+    prompts per step, then makes ppo_epochs passes over them. GRPO samples a group per prompt: the answers per
+    step stay the same (fewer prompts, task.num_generations each), each batch of samples makes ppo_epochs
+    optimizer steps (task.num_iterations), and LLaMA-Factory's sampling settings stand where the file is silent."""
+    per_device = int(data.get("per_device_train_batch_size") or 8)
+    accumulation = int(data.get("gradient_accumulation_steps") or 1)
+    answers = per_device * accumulation * int(data.get("ppo_buffer_size") or 1)
+    group = next((g for g in (8, 4, 2) if answers % g == 0), None)
+    if group is None:
+        raise UserError(
+            f"per_device_train_batch_size: {per_device} x gradient_accumulation_steps {accumulation}: {answers} "
+            "answers per PPO step do not split into GRPO groups of 2 or more; make it even; nothing was written"
+        )
+    passes = int(data.get("ppo_epochs") or 4)
+    overlay.set("task.num_generations", group)
+    overlay.set("dataset.batch_size", answers // group)
+    overlay.set("trainer.accumulate_grad_batches", 1)
+    overlay.set("task.num_iterations", passes)
+    if int(data.get("max_steps") or -1) > 0:  # PPO steps; hydratune's count optimizer steps
+        overlay.set("trainer.max_steps", int(data["max_steps"]) * passes)
+    context.notes.append(
+        f"stage: ppo samples 1 answer for each of {answers} prompts per step and makes ppo_epochs={passes} passes: "
+        f"{answers // group} prompt(s) x task.num_generations={group} keep {answers} answers per step, each batch "
+        f"of them {passes} optimizer steps (task.num_iterations; an epoch of prompts takes {group}x the steps)"
+    )
+    for key, value in LF_GENERATION.items():
+        if key not in data:
+            overlay.set(f"task.{key}", value)
+    if "top_k" not in data:
+        context.notes.append("sampling: LLaMA-Factory's defaults max_new_tokens 1024, temperature 0.95, top_p 0.7 "
+                             "(its top_k 50 is not applied: hydratune samples with temperature and top_p)")  # fmt: skip
+    # PPO's KL weight starts at 0.2 (TRL's PPOConfig, which LLaMA-Factory runs) and adapts toward ppo_target
+    overlay.set("task.beta", 0.2)
+    context.notes.append("KL: LLaMA-Factory's PPO starts its KL weight at 0.2 and adapts it toward ppo_target; "
+                         "task.beta=0.2 holds it there (task.beta=0 trains without a reference)")  # fmt: skip
+    if data.get("pref_beta") is not None:
+        overlay.skip("pref_beta", data["pref_beta"], "LLaMA-Factory's PPO does not read it (DPO and KTO do)")
 
 
 def _llamafactory_datasets(
