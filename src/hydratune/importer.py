@@ -564,12 +564,12 @@ LF_AX_UNSUPPORTED: dict[str, str] = {
     "reward_model": "a LLaMA-Factory reward model (a value head on a causal LM) is not a sequence classifier: "
     "train one with task=reward (or take a saved classifier with one label), then task.reward_model=IT",
     "reward_model_type": "a reward model is a task=reward run or a saved sequence classifier (task.reward_model)",
-    "ppo_epochs": "GRPO reuses samples with task.num_iterations; PPO's value model is not used",
+    "ppo_epochs": "read with stage: ppo only (task.num_iterations there)",
     "pref_bco_weight": "BCO's mixing with DPO is not supported: the preference loss is task.loss alone",
     "ld_alpha": "LD-DPO's down-weighting of the answers' verbose tail is not supported: whole answers are scored",
     "ref_model_quantization_bit": "the reference is the base with the adapters off (LoRA) or a frozen copy in "
     "the model's dtype; a quantized base (quantization=nf4) quantizes both",
-    "ppo_buffer_size": "PPO's value model and buffer are not used (GRPO: group-normalised rewards)",
+    "ppo_buffer_size": "read with stage: ppo only (the answers per step there)",
     "ppo_target": "PPO's adaptive KL target is not used; the KL weight is task.beta",
     "ppo_score_norm": "rewards are normalised within each prompt's group",
     "ppo_whiten_rewards": "rewards are normalised within each prompt's group",
