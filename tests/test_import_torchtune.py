@@ -142,15 +142,18 @@ def test_lora_dpo_maps_to_the_dpo_task(project, capsys):
         "q_proj", "v_proj", "o_proj", "gate_proj", "down_proj", "up_proj", "lm_head"
     ]  # fmt: skip
     data = cfg["dataset"]
-    assert data["sources"] == [{"path": "lvwerra/stack-exchange-paired", "split": "train"}]
+    # the builder's folder of the hub repository, and each pair rendered with the chat template as torchtune
+    # does (J8: raw text before)
+    assert data["sources"] == [
+        {"path": "lvwerra/stack-exchange-paired", "split": "train", "data_dir": "data/rl"}
+    ]
     assert (data["format"], data["prompt_column"], data["chosen_column"], data["rejected_column"]) == (
-        "pairs",
+        "chat_pairs",
         "question",
         "response_j",
         "response_k",
     )
     assert cfg["trainer"]["limit_train_batches"] == 800 * 16 and cfg["trainer"]["max_epochs"] == 1
-    assert "data/rl" in reasons(err)["dataset.data_dir"]  # the builder's folder of the hub repository
     assert "random seed" in reasons(err)["seed"]
     assert "dataset_val" not in reasons(err)  # trains unevaluated, as torchtune's DPO recipe does
 

@@ -110,8 +110,9 @@ DATASETS: dict[str, dict[str, Any]] = {
         "source": "ccdv/cnn_dailymail", "name": "3.0.0", "rows": "text", "column": "article"},
     "wikitext_dataset": {
         "source": "EleutherAI/wikitext_document_level", "name": "wikitext-103-v1", "rows": "text", "column": "page"},
+    # torchtune renders question and answers as a user and an assistant turn with the model's chat format
     "stack_exchange_paired_dataset": {
-        "source": "lvwerra/stack-exchange-paired", "data_dir": "data/rl", "rows": "pairs",
+        "source": "lvwerra/stack-exchange-paired", "data_dir": "data/rl", "rows": "chat_pairs",
         "columns": {"prompt": "question", "chosen": "response_j", "rejected": "response_k"}},
     "preference_dataset": {"rows": "chat_pairs"},
     "hh_rlhf_helpful_dataset": {"source": "RLHFlow/HH-RLHF-Helpful-standard", "rows": "chat_pairs"},
@@ -749,10 +750,12 @@ def _source(overlay: Overlay, args: dict, info: dict, where: str) -> dict | None
     source = {"path": str(path), "split": split}
     if name:
         source["name"] = name
-    if data_files is not None or data_dir is not None:
+    if data_dir is not None:
+        source["data_dir"] = str(data_dir)  # a folder of the hub repository
+    if data_files is not None:
         overlay.skip(
-            f"{where}.data_dir" if data_dir is not None else f"{where}.data_files", data_dir or data_files,
-            "a hub dataset is loaded by split, not by folder or file: download it and give local data_files",
+            f"{where}.data_files", data_files,
+            "a hub dataset is loaded by split (and data_dir), not by file: download it and give local data_files",
         )  # fmt: skip
     return source
 
@@ -842,7 +845,8 @@ def _format(overlay: Overlay, rows: str, settings: dict, task: str) -> None:
             overlay.set(f"dataset.{key}_column", columns.get(key, key))
     elif rows == "chat_pairs":
         overlay.set("dataset.format", "chat_pairs")
-        overlay.set("dataset.prompt_column", None)  # the prompt turns sit inside both conversations
+        # the prompt turns sit inside both conversations, or a text prompt is the user turn of its own column
+        overlay.set("dataset.prompt_column", columns.get("prompt"))
         overlay.set("dataset.chosen_column", columns.get("chosen", "chosen"))
         overlay.set("dataset.rejected_column", columns.get("rejected", "rejected"))
     if rows not in ("pairs", "chat_pairs") and task != "grpo":

@@ -143,6 +143,8 @@ def _load_hub(source: dict, cache_dir: str | None, where: str):
         streaming=bool(source.get("streaming", False)),
         token=os.environ.get("HF_TOKEN"),  # from the environment only, never from a config
     )
+    if source.get("data_dir"):  # one folder of the repository (lvwerra/stack-exchange-paired's data/rl)
+        kwargs["data_dir"] = source["data_dir"]
     if source.get("trust_remote_code"):
         kwargs["trust_remote_code"] = True  # only passed when asked: newer `datasets` reject the key
     try:
