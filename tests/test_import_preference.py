@@ -146,3 +146,19 @@ def test_llamafactory_ppo_samples_as_llamafactory_does(project, capsys, tmp_path
     ) == (8, 2, 1)
     assert (task["num_iterations"], cfg["trainer"]["max_steps"], task["beta"]) == (4, 400, 0.2)
     assert "does not read it" in reasons(err)["pref_beta"] and "top_k 50" in out + err
+
+
+def test_a_hub_source_reads_one_folder_of_its_repository(tmp_path):
+    """torchtune's stack-exchange recipes read lvwerra/stack-exchange-paired's data/rl folder only (J8); a local
+    copy laid out as the hub repository stands in for it."""
+    import json
+
+    from hydratune.data.sources import load_source
+
+    for folder, rows in (("data/rl", 3), ("data/finetune", 5)):
+        (tmp_path / folder).mkdir(parents=True)
+        lines = [json.dumps({"question": f"q{i}", "response_j": "a", "response_k": "b"}) for i in range(rows)]
+        (tmp_path / folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    loaded = load_source({"path": str(tmp_path), "split": "train", "data_dir": "data/rl"})
+    assert len(loaded["train"]) == 3
+    assert len(load_source({"path": str(tmp_path), "split": "train"})["train"]) == 8  # the whole repository
