@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip -c constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt --build-constraint constraints.txt -e ".[dev,bnb,optim,sweep,wandb,mlflow]"
+	$(PY) -m pip install --quiet -c constraints.txt --build-constraint constraints.txt -e ".[dev,bnb,optim,sweep,wandb,mlflow,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -97,9 +97,12 @@ def main() -> None:
     ours = get_peft_model(base_model(args.model), lora_config(random_init=True))  # random A and B
     ours.eval()
 
-    # TRL tokenizes the prompt text as it is (this tokenizer adds no BOS) and appends EOS to the answers;
-    # writing the BOS into the prompt text gives it exactly hydratune's ids, which is checked below.
-    dataset = Dataset.from_list([{**row, "prompt": tokenizer.bos_token + row["prompt"]} for row in rows])
+    # TRL tokenizes the prompt with the tokenizer's special tokens and appends EOS to the answers. A tokenizer
+    # that adds no BOS itself gets it written into the prompt text, as hydratune puts it; the ids are checked below.
+    adds_bos = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    dataset = Dataset.from_list(
+        [row if adds_bos else {**row, "prompt": tokenizer.bos_token + row["prompt"]} for row in rows]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(
             output_dir=tmp,
@@ -167,6 +170,7 @@ def main() -> None:
     say(f"{'PASS' if passed else 'FAIL'} (threshold 1e-5 relative)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
+    raise SystemExit(0 if passed else 1)
 
 
 if __name__ == "__main__":

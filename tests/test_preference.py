@@ -342,21 +342,37 @@ def test_full_finetune_reference_is_a_frozen_copy_or_precomputed(tiny_model_dir,
 
 
 @pytest.mark.slow
-def test_default_dpo_run_learns_the_preference(tmp_path):
-    """`python train.py task=dpo`: held-out preference accuracy and greedy answers that follow the chosen
-    behaviour (capitals after `copy:`), from a start that follows it in few cases."""
+def test_dpo_with_an_nll_term_learns_the_preference_and_its_answers(tmp_path):
+    """`python train.py task=dpo task.sft_weight=1.0` (RPO): held-out preference accuracy and greedy answers that
+    follow the chosen behaviour (capitals after `copy:`), from a start that follows it in few cases. Pure DPO
+    (the default, as TRL's) ranks the pairs but leaves greedy answers as they were on this model."""
     from hydratune.export import load_artifact
     from hydratune.generate import generate
 
     run_dir = tmp_path / "dpo"
     result = run_cli(
-        ["train.py", "task=dpo", f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
+        [
+            "train.py",
+            "task=dpo",
+            "task.sft_weight=1.0",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+            "trainer.enable_progress_bar=false",
+        ]  # fmt: skip
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["initial_val_accuracy"] <= 0.5 and metrics["val_accuracy"] >= 0.9, metrics
     for key in ("val_margin", "val_rewards_chosen", "val_rewards_rejected", "val_loss"):
         assert key in metrics
+    # TRL's log-prob curves, the NLL term apart (review P9): the chosen answers' log-probs rise
+    import csv
+
+    rows = list(csv.DictReader(next((run_dir / "csv").rglob("metrics.csv")).open()))
+    assert {"train/nll", "train/logps/chosen", "train/logps/rejected", "val/logps/rejected"} <= set(rows[0])
+    chosen = [float(r["val/logps/chosen"]) for r in rows if r.get("val/logps/chosen")]
+    assert len(chosen) >= 2 and chosen[-1] > chosen[0], chosen
+    assert "val/rewards/chosen: " in result.stdout
     rows = [
         json.loads(line) for line in (ROOT / "data" / "preference" / "eval.jsonl").read_text().splitlines()
     ]

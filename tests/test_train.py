@@ -279,15 +279,17 @@ def _summary(val_loss, val_metrics, caplog) -> tuple[dict, str]:
     history.val_metrics = val_metrics
     metrics = summarize(history, Throughput(), steps=6, fit_seconds=1.0, wall_seconds=2.0)
     with caplog.at_level(logging.INFO, logger="hydratune.train"):
-        print_summary(Path("run"), metrics, [name.replace("/", "_") for name in val_metrics])
+        print_summary(Path("run"), metrics, list(val_metrics))
     return metrics, caplog.text
 
 
 def test_summary_calls_initial_only_an_evaluation_before_training(caplog):
-    metrics, text = _summary([(0, 3.0), (3, 2.0), (6, 1.0)], {"val/accuracy": [(0, 0.25), (6, 0.75)]}, caplog)
+    curves = {"val/accuracy": [(0, 0.25), (6, 0.75)], "val/rewards/chosen": [(0, 0.0), (6, 1.5)]}
+    metrics, text = _summary([(0, 3.0), (3, 2.0), (6, 1.0)], curves, caplog)
     assert (metrics["initial_val_loss"], metrics["val_loss"], metrics["best_val_loss"]) == (3.0, 1.0, 1.0)
     assert (metrics["initial_val_accuracy"], metrics["val_accuracy"]) == (0.25, 0.75)
     assert "val loss: 3.0000 -> 1.0000" in text and "val/accuracy: 0.2500 -> 0.7500" in text
+    assert "val/rewards/chosen: 0.0000 -> 1.5000" in text  # the name as logged (it read val/rewards_chosen)
 
 
 def test_summary_without_an_evaluation_before_training_has_no_initial_value(caplog):

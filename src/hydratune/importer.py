@@ -653,8 +653,8 @@ def _task(overlay: Overlay, source_key: str, value: Any, table: dict) -> tuple[s
         )
     overlay.choices["task"] = task
     if "sft_weight" in _task_keys(overlay, task):
-        # hydratune's dpo default adds an NLL term on the chosen answer (sft_weight: 1.0, for its demo run);
-        # LLaMA-Factory (pref_ftx) and TRL (rpo_alpha) default to none: keep what the source trained.
+        # LLaMA-Factory (pref_ftx) and TRL (rpo_alpha) default to no NLL term, as task=dpo does; written out so
+        # the experiment says what the source trained (Axolotl's simpo sets its own: CPO's cpo_alpha).
         overlay.set("task.sft_weight", 0.0)
     return task, loss
 

@@ -501,7 +501,7 @@ def finish(state: Run) -> float:
     cards(
         run_dir, cfg, metrics, state.task, state.tokenizer
     )  # README.md: what, from what, how to prompt and load
-    print_summary(run_dir, metrics, [name.replace("/", "_") for name in state.history.val_metrics])
+    print_summary(run_dir, metrics, list(state.history.val_metrics))
     # The sweep objective (Optuna): `objective` names a metrics.json key; hparams_search sets it.
     return metrics.get(cfg.get("objective") or "val_loss", float("nan"))
 
@@ -778,7 +778,8 @@ def summarize(
 
 
 def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
-    """The run's summary in the log; `curves`: the metrics.json keys of the task's own validation curves."""
+    """The run's summary in the log; `curves`: the task's own validation curves as logged (`val/rewards/chosen`:
+    metrics.json's `val_rewards_chosen`)."""
     lines = [f"run directory: {run_dir}", f"steps: {metrics['steps']}"]
     if "train_loss" in metrics:
         lines.append(f"train loss: {metrics['train_loss']:.4f}")
@@ -786,9 +787,10 @@ def print_summary(run_dir: Path, metrics: dict, curves: list[str] = ()) -> None:
         ppl = f" (ppl {metrics['val_ppl']:.2f})" if "val_ppl" in metrics else ""
         start = f"{metrics['initial_val_loss']:.4f} -> " if "initial_val_loss" in metrics else ""
         lines.append(f"val loss: {start}{metrics['val_loss']:.4f}{ppl}")
-    for name in curves:  # e.g. val_accuracy: its first value (when evaluated before training) and last
+    for logged in curves:  # e.g. val/accuracy: its first value (when evaluated before training) and last
+        name = logged.replace("/", "_")
         start = f"{metrics[f'initial_{name}']:.4f} -> " if f"initial_{name}" in metrics else ""
-        lines.append(f"{name.replace('_', '/', 1)}: {start}{metrics[name]:.4f}")
+        lines.append(f"{logged}: {start}{metrics[name]:.4f}")
     if "exported_step" in metrics:
         scored = f", val loss {metrics['exported_val_loss']:.4f}" if "exported_val_loss" in metrics else ""
         last = (

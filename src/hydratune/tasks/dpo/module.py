@@ -233,6 +233,11 @@ class DPOModule(TaskModule):
             # summed ones, as for the other losses with a reference and as TRL logs them.
             ratios = ((logps - ref) * counts).detach()
             out["chosen_rewards"], out["rejected_rewards"] = hp.beta * ratios[:half], hp.beta * ratios[half:]
+        # the answers' summed log-probs, as TRL logs them (logps/chosen falling is DPO's usual warning sign)
+        sums = (logps * counts if hp.loss in MEAN_LOGP_LOSSES else logps).detach()
+        out["chosen_logps"], out["rejected_logps"] = sums[:half], sums[half:]
+        if chosen_nll is not None:
+            out["nll"] = chosen_nll.detach()
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -249,6 +254,9 @@ class DPOModule(TaskModule):
                 "train/margin": margin.mean(),
                 "train/rewards/chosen": out["chosen_rewards"].mean(),
                 "train/rewards/rejected": out["rejected_rewards"].mean(),
+                "train/logps/chosen": out["chosen_logps"].mean(),
+                "train/logps/rejected": out["rejected_logps"].mean(),
+                **({"train/nll": out["nll"].mean()} if "nll" in out else {}),
             },
             batch_size=pairs,
         )
@@ -267,6 +275,8 @@ class DPOModule(TaskModule):
             margin=margin.sum().item(),
             chosen=out["chosen_rewards"].sum().item(),
             rejected=out["rejected_rewards"].sum().item(),
+            chosen_logps=out["chosen_logps"].sum().item(),
+            rejected_logps=out["rejected_logps"].sum().item(),
         )
 
     def on_validation_epoch_end(self) -> None:
@@ -278,6 +288,8 @@ class DPOModule(TaskModule):
             "val/margin": totals.get("margin", 0.0) / n,
             "val/rewards/chosen": totals.get("chosen", 0.0) / n,
             "val/rewards/rejected": totals.get("rejected", 0.0) / n,
+            "val/logps/chosen": totals.get("chosen_logps", 0.0) / n,
+            "val/logps/rejected": totals.get("rejected_logps", 0.0) / n,
         }
         self.log("val/accuracy", scalars.pop("val/accuracy"), prog_bar=True)
         self.log_dict(scalars)
