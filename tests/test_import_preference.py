@@ -162,3 +162,63 @@ def test_a_hub_source_reads_one_folder_of_its_repository(tmp_path):
     loaded = load_source({"path": str(tmp_path), "split": "train", "data_dir": "data/rl"})
     assert len(loaded["train"]) == 3
     assert len(load_source({"path": str(tmp_path), "split": "train"})["train"]) == 8  # the whole repository
+
+
+def test_axolotl_reward_model_rows_and_centering_carry_over(project, capsys, tmp_path):
+    """bradley_terry.chat_template (every Axolotl reward example) was 'write the columns by hand'; its
+    center_rewards_coefficient and num_labels: 1 were 'no counterpart known' (J10)."""
+    text = (
+        "base_model: Qwen/Qwen2.5-0.5B\nreward_model: true\nnum_labels: 1\ncenter_rewards_coefficient: 0.01\n"
+        "datasets:\n  - path: argilla/distilabel-intel-orca-dpo-pairs\n    type: bradley_terry.chat_template\n"
+        "micro_batch_size: 2\nlearning_rate: 0.00001\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "rm.yaml", text), "ax_rm")
+    assert code == 0, err
+    said = reasons(err)
+    assert not {"num_labels", "center_rewards_coefficient", "datasets.0.type"} & set(said), said
+    cfg = composed(project, "ax_rm")
+    assert cfg["task"]["center_rewards_coefficient"] == 0.01
+    data = cfg["dataset"]
+    assert (data["format"], data["prompt_column"], data["system_column"]) == ("chat_pairs", "input", "system")
+    assert (data["chosen_column"], data["rejected_column"]) == ("chosen", "rejected")
+
+
+def test_a_reward_models_margin_column_and_centring_term_are_trls(tiny_model_dir, tokenizer):
+    """TRL's RewardTrainer subtracts each pair's `margin` column and adds center_rewards_coefficient x (chosen +
+    rejected)^2; the column was dropped with a warning and the term refused (review P8, J10)."""
+    import torch
+    from conftest import compose
+
+    from hydratune.config import to_plain
+    from hydratune.data.pairs import PairCollator, tokenize_pairs
+    from hydratune.losses import bradley_terry_loss
+    from hydratune.tasks.registry import get_task
+
+    rows = [{"prompt": "copy: ab -> ", "chosen": "AB", "rejected": "abab", "margin": 2.0},
+            {"prompt": "copy: sky -> ", "chosen": "SKY", "rejected": "s", "margin": 0}]  # fmt: skip
+    tokenized = tokenize_pairs(rows, tokenizer, {"format": "pairs", "max_seq_length": 64})
+    assert tokenized["margin"] == [2.0, 0.0]
+    pairs = [
+        {k: tokenized[k][i] for k in ("prompt_ids", "chosen_ids", "rejected_ids", "margin")} for i in range(2)
+    ]
+    batch = PairCollator(tokenizer.pad_token_id)(pairs)
+    cfg = to_plain(
+        compose(["task=reward", "peft=none", "task.center_rewards_coefficient=0.1", "task.margin=5"])
+    )
+    cfg["model"]["pretrained_model_name_or_path"] = str(tiny_model_dir)
+    module = get_task(cfg["task"]).module(cfg, None, tokenizer)
+    module.configure_model()
+    with torch.no_grad():
+        chosen, rejected = module.scores(batch)
+        losses = module.pair_losses(batch, chosen, rejected)
+    # the column wins over task.margin, as in TRL; the centring term is added to each pair
+    expected = bradley_terry_loss(chosen, rejected, torch.tensor([2.0, 0.0])) + 0.1 * (chosen + rejected) ** 2
+    torch.testing.assert_close(losses, expected)
+    del batch["margin"]
+    with torch.no_grad():
+        without = module.pair_losses(batch, chosen, rejected)
+    torch.testing.assert_close(
+        without, bradley_terry_loss(chosen, rejected, torch.full((2,), 5.0)) + 0.1 * (chosen + rejected) ** 2
+    )
+    with pytest.raises(Exception, match="column 'margin' holds 'big'"):
+        tokenize_pairs([{**rows[0], "margin": "big"}], tokenizer, {"format": "pairs", "max_seq_length": 64})

@@ -486,6 +486,7 @@ TASK_VALUES: dict[str, str] = {
     "cpo_alpha": "sft_weight",  # Axolotl's SimPO/CPO NLL term on the chosen answer
     "dpo_label_smoothing": "label_smoothing",
     "simpo_gamma": "simpo_gamma",
+    "center_rewards_coefficient": "center_rewards_coefficient",  # Axolotl's reward models (TRL's name)
     "kto_chosen_weight": "desirable_weight",
     "kto_rejected_weight": "undesirable_weight",
     "kto_desirable_weight": "desirable_weight",
@@ -1019,6 +1020,7 @@ TASK_OF_KEY = {
     "cpo_alpha": ("dpo",),
     "dpo_label_smoothing": ("dpo",),
     "simpo_gamma": ("dpo",),
+    "center_rewards_coefficient": ("reward",),
     "max_new_tokens": ("grpo",),
     "temperature": ("grpo",),
     "top_p": ("grpo",),
@@ -1444,7 +1446,8 @@ FSDP_DEFAULTS = {
 AXOLOTL_DATASET_TYPES = {"alpaca", "chat_template", "completion", "input_output", "sharegpt"}
 # Axolotl's preference types read as chat_pairs: the prompt turns in field_messages and one answer turn each
 # in field_chosen / field_rejected (default), or whole conversations in both (argilla).
-AXOLOTL_PAIR_TYPES = {"chat_template.default", "chat_template.argilla", "chat_template.argilla_chat"}
+AXOLOTL_PAIR_TYPES = {"chat_template.default", "chat_template.argilla", "chat_template.argilla_chat",
+                      "bradley_terry.chat_template"}  # fmt: skip
 # Axolotl's speakers for each role when a dataset's roles are not given (its chat_template strategies).
 AXOLOTL_ROLES = {
     "user": "user",
@@ -1510,6 +1513,8 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         elif key == "lora_target_linear":
             if value:
                 overlay.set("peft.config.target_modules", "all-linear")
+        elif key == "num_labels" and task == "reward" and value == 1:
+            pass  # a reward model has one output
         elif key == "micro_batch_size":
             overlay.set("dataset.batch_size", int(value))
         elif key == "eval_batch_size":
@@ -1858,6 +1863,11 @@ def _axolotl_pairs(overlay: Overlay, kind: str, chat_keys: dict, sources: list[d
     overlay.set("dataset.rejected_column", rejected)
     if kind == "chat_template.default":
         overlay.set("dataset.prompt_column", chat_keys.get("messages_column", "messages"))
+    elif kind == "bradley_terry.chat_template":
+        # Axolotl's reward-model rows: text columns system, input, chosen, rejected, rendered as
+        # [system, user: input, assistant: chosen | rejected] with the chat template
+        overlay.set("dataset.prompt_column", "input")
+        overlay.set("dataset.system_column", "system")
     else:  # argilla: the prompt turns are those chosen and rejected share; a prompt column beside them is not read
         for source in sources:
             source["ops"] = [{"select_columns": [chosen, rejected]}, *source.get("ops", [])]

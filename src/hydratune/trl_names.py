@@ -21,6 +21,7 @@ TASK_KEYS = {
     "num_iterations": "num_iterations",
     "scale_rewards": "scale_rewards",
     "reward_funcs": "rewards",
+    "center_rewards_coefficient": "center_rewards_coefficient",
 }
 
 # TRL config keys with no hydratune counterpart, and why (the importer lists them as not mapped).
@@ -54,7 +55,6 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "ref_model_mixup_alpha": "the reference is fixed (the base with adapters off, or a frozen copy)",
     "ref_model_sync_steps": "the reference is fixed (the base with adapters off, or a frozen copy)",
     "generate_during_eval": "validation answers go to <run>/generations.jsonl (eval_generations.num_prompts)",
-    "center_rewards_coefficient": "no reward-centering term; task.margin is the Bradley-Terry margin",
     "reward_model_name_or_path": "read by GRPO only (task.reward_model)",
     "mask_truncated_completions": "truncated completions are scored like the others",
     "top_k": "sampling uses temperature and top_p",

@@ -303,7 +303,15 @@ def tokenize_pairs(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
         out["length"].append(len(prompt) + max(len(chosen), len(rejected)))
         out["truncated"].append(truncated and not drop)
         out["drop"].append(drop)
+    if rows and "margin" in rows[0]:  # each pair's margin, as TRL's RewardTrainer reads the column
+        out["margin"] = [_margin(row.get("margin")) for row in rows]
     return out
+
+
+def _margin(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"dataset: column 'margin' holds {value!r}: each pair's margin is a number (0 for none)")
+    return float(value)
 
 
 def tokenize_kto(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
@@ -364,8 +372,8 @@ class PairCollator:
     """B pairs -> one batch of 2B rows, chosen rows first then rejected, so both go through the model in
     one forward pass: `input_ids`, `attention_mask`, `labels` (-100 on prompt and padding), right-padded
     to the longest row of the batch. Row i and row B + i are the two answers to pair i's prompt.
-    Precomputed reference log-probs (`ref_chosen_logps`, `ref_rejected_logps` fields) become `[B]`
-    tensors of the same names.
+    Precomputed reference log-probs (`ref_chosen_logps`, `ref_rejected_logps` fields) and each pair's `margin`
+    (a reward model's) become `[B]` tensors of the same names.
     """
 
     def __init__(self, pad_token_id: int):
@@ -375,7 +383,7 @@ class PairCollator:
         rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs]
         rows += [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
         batch = _pad_rows(rows, self.pad_token_id)
-        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        for key in ("ref_chosen_logps", "ref_rejected_logps", "margin"):
             if key in pairs[0]:
                 batch[key] = torch.tensor([p[key] for p in pairs], dtype=torch.float32)
         return batch

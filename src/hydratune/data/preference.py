@@ -34,7 +34,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when pair tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 2
+TOKENIZE_VERSION = 3
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -112,10 +112,10 @@ class PreferenceDataModule(L.LightningDataModule):
                 "where they differ (as TRL reads implicit-prompt pairs such as Anthropic's hh-rlhf)",
                 column(self.cfg, "prompt_column"),
             )
-        if "margin" in dataset.column_names and split == "train":
-            log.warning(
-                "dataset: column 'margin' is not read: a reward model's margin is one for every pair "
-                "(task.margin), not a column per pair as in TRL's RewardTrainer"
+        if "margin" in dataset.column_names and split == "train" and not self.kto:
+            log.info(
+                "dataset: column 'margin' is each pair's margin for task=reward (as TRL's RewardTrainer reads it, "
+                "in place of task.margin); task=dpo does not read it"
             )
         tokenize = tokenize_kto if self.kto else tokenize_pairs
 

@@ -11,7 +11,7 @@ from hydratune.tasks.task import Task, module_kwargs
 class RewardTask(PreferenceTask):
     name = "reward"
     generative = False
-    loss_settings = ("margin",)
+    loss_settings = ("margin", "center_rewards_coefficient")
     settings_metric = ("val/accuracy", True)  # chosen scored above rejected, whatever the margin
     summary_metrics = ("val/accuracy", "val/margin")
     metric_aliases = {"val/acc": "val/accuracy"}
@@ -24,13 +24,24 @@ class RewardTask(PreferenceTask):
             "task.margin is how far the chosen reward must exceed the rejected one and must be >= 0: "
             "use e.g. task.margin=0",
         ),
+        Rule(
+            "reward_centering",
+            "task.center_rewards_coefficient",
+            lambda c: not (
+                (v := (c.get("task") or {}).get("center_rewards_coefficient")) is None or (is_number(v) and v >= 0)
+            ),
+            "task.center_rewards_coefficient weighs (chosen + rejected)^2 and must be >= 0 (or null): e.g. 0.01",
+        ),
     )
 
     def module(self, cfg: dict, datamodule, tokenizer):
         from hydratune.tasks.reward.module import RewardModule
 
         return RewardModule(
-            **module_kwargs(cfg), pad_token_id=tokenizer.pad_token_id, margin=self.settings.get("margin", 0.0)
+            **module_kwargs(cfg),
+            pad_token_id=tokenizer.pad_token_id,
+            margin=self.settings.get("margin", 0.0),
+            center_rewards_coefficient=self.settings.get("center_rewards_coefficient"),
         )
 
     def prompt_text(

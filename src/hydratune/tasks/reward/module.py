@@ -21,7 +21,10 @@ class RewardModule(TaskModule):
 
     Args:
         pad_token_id: the tokenizer's pad id (decoder models score the last token that is not padding).
-        margin: how far the chosen reward must exceed the rejected one (0: plain Bradley-Terry).
+        margin: how far the chosen reward must exceed the rejected one (0: plain Bradley-Terry); a `margin`
+            column in the data gives each pair its own, in its place (TRL's RewardTrainer).
+        center_rewards_coefficient: weight of `(chosen + rejected)^2`, which keeps the rewards centred on 0
+            (Eisenstein et al. 2023; TRL's RewardConfig option of the same name). 0 or None: no such term.
         Others: as `TaskModule`.
     """
 
@@ -36,6 +39,7 @@ class RewardModule(TaskModule):
         scheduler: dict,
         pad_token_id: int | None,
         margin: float = 0.0,
+        center_rewards_coefficient: float | None = None,
         gradient_checkpointing: bool = False,
         quantization: dict | None = None,
         hub_token: str | None = None,
@@ -62,10 +66,20 @@ class RewardModule(TaskModule):
         half = rewards.size(0) // 2
         return rewards[:half], rewards[half:]
 
+    def pair_losses(self, batch: dict, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        """Each pair's loss: Bradley-Terry with the pair's margin (its column, or task.margin), plus the centring
+        term when asked."""
+        margin = batch.get("margin")
+        if margin is None and self.hparams.margin:
+            margin = torch.full_like(chosen, self.hparams.margin)
+        losses = bradley_terry_loss(chosen, rejected, None if margin is None else margin.to(chosen))
+        if self.hparams.center_rewards_coefficient:
+            losses = losses + self.hparams.center_rewards_coefficient * (chosen + rejected) ** 2
+        return losses
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         chosen, rejected = self.scores(batch)
-        margin = torch.full_like(chosen, self.hparams.margin) if self.hparams.margin else None
-        losses = bradley_terry_loss(chosen, rejected, margin)
+        losses = self.pair_losses(batch, chosen, rejected)
         total = losses.sum()
         if not self.finite(total):
             return None
@@ -84,9 +98,8 @@ class RewardModule(TaskModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         chosen, rejected = self.scores(batch)
-        margin = torch.full_like(chosen, self.hparams.margin) if self.hparams.margin else None
         self.add_to_validation(
-            loss=bradley_terry_loss(chosen, rejected, margin).sum().item(),
+            loss=self.pair_losses(batch, chosen, rejected).sum().item(),
             pairs=chosen.size(0),
             correct=(chosen > rejected).sum().item(),
             margin=(chosen - rejected).sum().item(),
