@@ -310,7 +310,9 @@ def tokenize_pairs(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
 
 def _margin(value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UserError(f"dataset: column 'margin' holds {value!r}: each pair's margin is a number (0 for none)")
+        raise UserError(
+            f"dataset: column 'margin' holds {value!r}: each pair's margin is a number (0 for none)"
+        )
     return float(value)
 
 

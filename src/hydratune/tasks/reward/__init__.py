@@ -27,8 +27,11 @@ class RewardTask(PreferenceTask):
         Rule(
             "reward_centering",
             "task.center_rewards_coefficient",
-            lambda c: not (
-                (v := (c.get("task") or {}).get("center_rewards_coefficient")) is None or (is_number(v) and v >= 0)
+            lambda c: (
+                not (
+                    (v := (c.get("task") or {}).get("center_rewards_coefficient")) is None
+                    or (is_number(v) and v >= 0)
+                )
             ),
             "task.center_rewards_coefficient weighs (chosen + rejected)^2 and must be >= 0 (or null): e.g. 0.01",
         ),
