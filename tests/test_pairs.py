@@ -205,6 +205,31 @@ def test_kto_on_preference_pairs_unpairs_them_as_trl_does(tokenizer, tmp_path):
     )
 
 
+def test_kto_on_implicit_prompt_pairs_takes_the_shared_start_as_trl_does(tokenizer, tmp_path):
+    """hh-rlhf transcripts and TRL's conversational pairs without a prompt column were refused by task=kto, which
+    pointed at its own columns; TRL's KTOTrainer extracts the prompt, then unpairs (review P7)."""
+    hh = [{"chosen": f"Q: {w}? A: {w.upper()}", "rejected": f"Q: {w}? A: {w}"} for w in ("ab", "cd")]
+    data = _preference_data(tokenizer, tmp_path / "hh", hh, format="kto")
+    data.setup("fit")
+    rows = data.train_dataset
+    assert list(rows["label"]) == [True, True, False, False]
+    assert rows[0]["prompt_ids"] == [tokenizer.bos_token_id, *ids(tokenizer, "Q: ab? A:")]
+    assert rows[0]["completion_ids"] == ids(tokenizer, " AB") + [tokenizer.eos_token_id]
+    tokenizer.chat_template = CHAT_TEMPLATES["tiny"]
+    user = {"role": "user", "content": "hi"}
+    conv = [{"chosen": [user, {"role": "assistant", "content": "HI"}],
+             "rejected": [user, {"role": "assistant", "content": "ho"}]}] * 2  # fmt: skip
+    data = _preference_data(tokenizer, tmp_path / "conv", conv, format="kto", chat_template="tiny")
+    data.setup("fit")
+    pair = tokenize_pairs([{"prompt": [user], **{k: conv[0][k][1:] for k in ("chosen", "rejected")}}], tokenizer,
+                          {"format": "chat_pairs", "max_seq_length": 32})  # fmt: skip
+    assert data.train_dataset[0]["prompt_ids"] == pair["prompt_ids"][0]
+    assert data.train_dataset[0]["completion_ids"] == pair["chosen_ids"][0]
+    nothing = [{"chosen": "yes", "rejected": "no"}]
+    with pytest.raises(UserError, match="share no text or turns to be the prompt"):
+        _preference_data(tokenizer, tmp_path / "none", nothing, format="kto").setup("fit")
+
+
 def test_conversational_kto_rows_render_as_chat_pairs_do(tokenizer):
     """TRL's conversational KTO rows (prompt turns, one completion turn, a label) were refused, with a pointer to
     formats task=kto does not take (review F9): they train, rendered with the chat template, the prompt ending
@@ -225,6 +250,10 @@ def test_conversational_kto_rows_render_as_chat_pairs_do(tokenizer):
     assert out["label"] == [True, False] and out["drop"] == ["", ""]
     with pytest.raises(UserError, match="column 'completion' must end with an assistant turn"):
         tokenize_kto([{"prompt": [user], "completion": [user], "label": True}], tokenizer, cfg)
+    # UltraFeedback-binarized unpaired: a text prompt and completions that repeat it as their first turn got the
+    # user turn twice (review P6); it is rendered once, as chat_pairs renders the same file
+    repeated = [{"prompt": "hi", "completion": [user, {"role": "assistant", "content": "HI"}], "label": True}]
+    assert tokenize_kto(repeated, tokenizer, cfg)["prompt_ids"] == [pair["prompt_ids"][0]]
 
 
 def test_kto_data_counts_both_kinds_and_says_when_one_is_missing(tokenizer, tmp_path, caplog):
@@ -250,11 +279,12 @@ def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_p
         UserError, match="column 'chosen' holds list .*not text; a chat format reads it.* chat_pairs"
     ):
         data.setup("fit")
-    # A margin per pair (TRL's RewardTrainer reads one) is said to be unread (review D9).
+    # A margin per pair is read as TRL's RewardTrainer reads it (review D9, then P8), and said so.
     data = _preference_data(tokenizer, tmp_path / "d", [{**r, "margin": 2.0} for r in PAIRS], format="pairs")
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         data.setup("fit")
-    assert "column 'margin' is not read" in caplog.text
+    assert "column 'margin' is each pair's margin for task=reward" in caplog.text
+    assert set(data.train_dataset["margin"]) == {2.0}
     nulls = [*PAIRS, {"prompt": "q", "chosen": "A", "rejected": None}]
     data = _preference_data(tokenizer, tmp_path / "b", nulls, format="pairs")
     with pytest.raises(UserError, match=r"split 'train' row 3: dataset: no 'rejected' in this row"):

@@ -163,9 +163,17 @@ def _chat_kto(row: dict, cfg: dict, tokenizer) -> tuple[str, str]:
     prompt_name, completion_name = column(cfg, "prompt_column"), column(cfg, "completion_column")
     prompt = row.get(prompt_name)
     turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else _turns(prompt, cfg)
-    if not turns:
+    answer = _turns(row.get(completion_name), cfg, answer=True)
+    opening = answer[0] if answer and isinstance(answer[0], dict) else {}
+    if (
+        isinstance(prompt, str)
+        and opening.get("role") == "user"
+        and str(opening.get("content", "")).strip() == prompt.strip()
+    ):
+        turns = []  # the completion's turns repeat the text prompt (UltraFeedback-binarized): once, as chat_pairs
+    if not turns and opening.get("role") in (None, "assistant"):
         raise UserError(f"dataset: column {prompt_name!r} holds no prompt turns for the conversational row")
-    messages = turns + _turns(row.get(completion_name), cfg, answer=True)
+    messages = turns + answer
     segments = format_messages({completion_name: messages}, {"messages_column": completion_name}, tokenizer)
     if messages[-1].get("role") != "assistant":
         raise UserError(f"dataset: column {completion_name!r} must end with an assistant turn (the answer)")

@@ -24,6 +24,7 @@ from hydratune.data.pairs import (
     pair_stats,
     read_pair_columns,
     required_pair_columns,
+    shared_start,
     tokenize_kto,
     tokenize_pairs,
 )
@@ -208,25 +209,48 @@ def warn_if_cut(stats: dict, split: str, unit: str, max_seq_length: int) -> None
 
 
 def is_paired(columns, cfg: dict) -> bool:
-    """KTO rows asked for, prompt/chosen/rejected given (TRL's paired layout): no completion column."""
-    pair = [column(cfg, k) for k in ("prompt_column", "chosen_column", "rejected_column")]
+    """KTO rows asked for, chosen/rejected given (TRL's paired layout, the prompt in its own column or implicit in
+    both answers): no completion column."""
+    pair = [column(cfg, k) for k in ("chosen_column", "rejected_column")]
     return column(cfg, "completion_column") not in columns and all(c in columns for c in pair)
 
 
 def unpair(dataset, cfg: dict):
-    """Each pair as two KTO rows: the chosen answer desirable, the rejected one undesirable."""
+    """Each pair as two KTO rows: the chosen answer desirable, the rejected one undesirable. Without a prompt
+    column the prompt is what both answers share, as TRL's KTOTrainer extracts it first (the text up to where
+    they differ; for conversations, the turns before the first that differs)."""
     prompt, chosen, rejected = (column(cfg, k) for k in ("prompt_column", "chosen_column", "rejected_column"))
     completion, label = column(cfg, "completion_column"), column(cfg, "label_column")
 
     def split_pairs(batch: dict) -> dict:
-        n = len(batch[prompt])
-        return {
-            prompt: batch[prompt] * 2,
-            completion: batch[chosen] + batch[rejected],
-            label: [True] * n + [False] * n,
-        }
+        n = len(batch[chosen])
+        if prompt in batch:
+            prompts, good, bad = batch[prompt], batch[chosen], batch[rejected]
+        else:
+            prompts, good, bad = map(
+                list, zip(*(_shared_prompt(c, r, prompt) for c, r in zip(batch[chosen], batch[rejected])))
+            )
+        return {prompt: prompts * 2, completion: good + bad, label: [True] * n + [False] * n}
 
     return dataset.map(split_pairs, batched=True, remove_columns=dataset.column_names, desc="unpairing")
+
+
+def _shared_prompt(chosen, rejected, prompt_column: str) -> tuple:
+    """(prompt, chosen answer, rejected answer) of an implicit-prompt pair, text or conversation."""
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        at = shared_start(chosen, rejected)
+        if chosen[:at].strip():
+            return chosen[:at], chosen[at:], rejected[at:]
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        at = 0
+        while at < min(len(chosen), len(rejected)) - 1 and chosen[at] == rejected[at]:
+            at += 1
+        if at:
+            return chosen[:at], chosen[at:], rejected[at:]
+    raise UserError(
+        f"dataset: no {prompt_column!r} column, and chosen and rejected share no text or turns to be the prompt: "
+        "give the prompt its own column (dataset.prompt_column)"
+    )
 
 
 def missing_column(fmt: str, name: str, split: str, columns: list[str], cfg: dict) -> str:
