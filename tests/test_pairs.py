@@ -275,10 +275,17 @@ def test_preference_data_names_the_row_and_what_the_columns_are(tokenizer, tmp_p
     # TRL's implicit-prompt conversations (trl-lib/ultrafeedback_binarized): the fix is chat_pairs (review D7)
     turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]
     data = _preference_data(tokenizer, tmp_path / "c", [{"chosen": turns, "rejected": turns}], format="pairs")
-    with pytest.raises(
-        UserError, match="column 'chosen' holds list .*not text; a chat format reads it.* chat_pairs"
+    caplog.clear()
+    with (
+        pytest.raises(
+            UserError, match="column 'chosen' holds list .*not text; a chat format reads it.* chat_pairs"
+        ),
+        caplog.at_level("WARNING"),
     ):
         data.setup("fit")
+    assert (
+        "answers share" not in caplog.text
+    )  # not first told its prompt is the text the answers share (review P11)
     # A margin per pair is read as TRL's RewardTrainer reads it (review D9, then P8), and said so.
     data = _preference_data(tokenizer, tmp_path / "d", [{**r, "margin": 2.0} for r in PAIRS], format="pairs")
     with caplog.at_level("INFO"):

@@ -87,6 +87,15 @@ def test_preference_tasks_need_pair_data_before_anything_loads():
         (["task=kto", "task.beta='0.1'"], r"task.beta is the implicit reward's temperature"),
         (["task=kto", "task.desirable_weight='1'"], r"must be > 0"),
         (["task=kto", "dataset.eval_batch_size=1"], r"dataset.eval_batch_size=2 or more"),
+        (["task=reward", "task.center_rewards_coefficient=-0.1"], r"must be >= 0 \(or null\)"),
+        # TRL's spellings and a setting orpo never reads (review P10)
+        (["task=dpo", "task.loss=[sigmoid,sft]"], r"task.loss=sigmoid task.sft_weight=W"),
+        (
+            ["task=dpo", "task.loss=orpo", "task.sft_weight=0.5"],
+            r"not read by task.loss=orpo.*task.sft_weight=0",
+        ),
+        (["task=dpo", "+task.max_length=512"], r"^task.max_length: .*is dataset.max_seq_length here"),
+        (["task=dpo", "+task.truncation_mode=keep_end"], r"^task.truncation_mode: .*keep_start"),
     ]:
         with pytest.raises(UserError, match=match):
             check_config(to_plain(compose(overrides)))

@@ -142,6 +142,13 @@ def _trl_hint(key: str) -> str | None:
 
     if key == "loss_type":
         return "TRL's loss_type is task.aggregation with task=grpo (grpo, bnpo, dr_grpo, dapo), task.loss with task=dpo"
+    if key == "max_length":
+        return "TRL's max_length (prompt plus answer) is dataset.max_seq_length here"
+    if key == "truncation_mode":
+        return (
+            "TRL's truncation_mode: prompts are kept whole and answers cut from the right (TRL's keep_start); a "
+            "pair whose prompt fills dataset.max_seq_length is dropped and counted"
+        )
     if key in TASK_KEYS and TASK_KEYS[key] != key:
         return f"TRL's {key} is task.{TASK_KEYS[key]} here"
     if key in TRL_UNSUPPORTED:

@@ -107,6 +107,9 @@ class PreferenceDataModule(L.LightningDataModule):
             fmt == "pairs"
             and column(self.cfg, "prompt_column") not in dataset.column_names
             and split == "train"
+            # conversations are refused below with the format to use, not read as text (review P11)
+            and len(dataset)
+            and isinstance(dataset[0].get(column(self.cfg, "chosen_column")), str)
         ):
             log.warning(
                 "dataset: no %r column: each pair's prompt is the text its chosen and rejected answers share, up to "

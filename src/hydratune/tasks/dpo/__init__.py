@@ -30,9 +30,16 @@ class DPOTask(PreferenceTask):
     rules = (
         *PreferenceTask.rules,
         Rule(
+            "dpo_loss_list",
+            "task.loss",
+            lambda c: isinstance((c.get("task") or {}).get("loss"), list),
+            "task.loss is one loss: TRL's loss_type [sigmoid, sft] with loss_weights [1, W] is task.loss=sigmoid "
+            "task.sft_weight=W",
+        ),
+        Rule(
             "dpo_loss",
             "task.loss",
-            lambda c: (c.get("task") or {}).get("loss") not in LOSSES,
+            lambda c: not isinstance(loss := (c.get("task") or {}).get("loss"), list) and loss not in LOSSES,
             f"task.loss must be one of {', '.join(LOSSES)}: set e.g. task.loss=sigmoid (KTO, on unpaired rows: task=kto)",
         ),
         Rule(
@@ -56,6 +63,13 @@ class DPOTask(PreferenceTask):
             ),
             f"task.label_smoothing is read by the {', '.join(SMOOTHED)} losses only: set task.label_smoothing=0, "
             "or task.loss=robust",
+        ),
+        Rule(
+            "dpo_sft_weight_unread",
+            "task.sft_weight, task.loss",
+            lambda c: _task(c).get("loss") == "orpo" and bool(_task(c).get("sft_weight")),
+            "task.sft_weight is not read by task.loss=orpo, whose NLL term is built in (weight 1): set "
+            "task.sft_weight=0",
         ),
     )
 
