@@ -222,3 +222,55 @@ def test_a_reward_models_margin_column_and_centring_term_are_trls(tiny_model_dir
     )
     with pytest.raises(Exception, match="column 'margin' holds 'big'"):
         tokenize_pairs([{**rows[0], "margin": "big"}], tokenizer, {"format": "pairs", "max_seq_length": 64})
+
+
+def test_a_trl_recipe_with_a_chat_template_reads_its_unseen_rows_as_conversations(project, capsys, tmp_path):
+    """The zephyr-141b ORPO recipe sets a Jinja chat_template over a hub dataset the import cannot see: the rows
+    were taken as strings and the template dropped, and following the note (format=chat_pairs) trained with the
+    tokenizer's own template (J11)."""
+    import yaml
+
+    template = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+    recipe = {"model_name_or_path": "a/b", "dataset_name": "someone/capybara-dpo", "beta": 0.05,
+              "chat_template": template, "max_length": 2048}  # fmt: skip
+    path = write(tmp_path, "orpo.yaml", yaml.safe_dump(recipe))
+    code, _, err = run_import(capsys, path, "ah_orpo", "--stage", "orpo")
+    assert code == 0, err
+    data = composed(project, "ah_orpo")["dataset"]
+    assert (data["format"], data["chat_template"]) == ("chat_pairs", template)
+    assert "chat_template" not in reasons(err)
+
+
+def test_torchtune_grpo_loss_means_over_the_batch_and_the_async_recipe_stops_in_one_line(
+    project, capsys, tmp_path
+):
+    """GRPOLoss averages over every token of the batch (bnpo), GRPOSimpleLoss per sequence (grpo); the async
+    recipe's ${eval:...} values stopped the import with an error naming no key (J13)."""
+    recipe = (
+        "output_dir: /tmp/out\nmodel:\n  _component_: torchtune.models.qwen2_5.qwen2_5_3b\n"
+        "checkpointer:\n  _component_: torchtune.training.FullModelHFCheckpointer\n  checkpoint_dir: /m/qwen\n"
+        "dataset:\n  _component_: torchtune.dev.grpo.gsm8k.gsm8k_dataset\n"
+        "loss:\n  _component_: torchtune.dev.grpo.loss.GRPOLoss\n  epsilon: 0.2\n  kl_coeff: 0.04\n"
+        "optimizer:\n  _component_: torch.optim.AdamW\n  lr: 1e-5\nbatch_size: 2\ngrpo_samples: 8\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "g.yaml", recipe), "tt_grpo")
+    assert code == 0, err
+    assert composed(project, "tt_grpo")["task"]["aggregation"] == "bnpo"
+    simple = recipe.replace("loss.GRPOLoss", "loss.GRPOSimpleLoss")
+    code, _, err = run_import(capsys, write(tmp_path, "s.yaml", simple), "tt_simple")
+    assert code == 0 and composed(project, "tt_simple")["task"]["aggregation"] == "grpo"
+    async_recipe = (
+        "model:\n  _component_: torchtune.models.qwen2_5.qwen2_5_3b\n"
+        "dataset:\n  _component_: torchtune.dev.grpo.gsm8k.gsm8k_dataset\ninference:\n  batch_size: 2\n  group_size: 8\n  total_batch_size: ${eval:'${inference.batch_size} * 2'}\n"
+        "orchestration:\n  num_inference_workers: 1\ntraining:\n  loss:\n    _component_: torchtune.dev.rl.X\n"
+    )
+    code, _, err = run_import(capsys, write(tmp_path, "a.yaml", async_recipe), "tt_async")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "asynchronous GRPO recipe" in err and "nothing was written" in err
+    evaluated = recipe.replace(
+        "batch_size: 2", "batch_size: ${eval:'1 * 2'}"
+    )  # a resolver of torchtune's own
+    code, _, err = run_import(capsys, write(tmp_path, "e.yaml", evaluated), "tt_eval")
+    assert code == 2 and err.startswith(
+        "hydratune import: error: batch_size: ${eval:'1 * 2'}: cannot resolve"
+    )

@@ -34,7 +34,7 @@ LOSSES: dict[str, tuple[str, str | None]] = {
     "IPOLoss": ("dpo", "ipo"),  # older torchtune releases
     "SimPOLoss": ("dpo", "simpo"),  # older torchtune releases
     "PPOLoss": ("grpo", None),  # PPO's value model has no counterpart: the group baseline replaces it
-    "GRPOLoss": ("grpo", None),
+    "GRPOLoss": ("grpo", None),  # a token mean over the whole batch: task.aggregation=bnpo (_stage)
     "GRPOSimpleLoss": ("grpo", None),
     "GRPOCompletionLoss": ("grpo", None),
 }
@@ -182,8 +182,8 @@ TT_UNSUPPORTED: dict[str, str] = {
 
 def import_torchtune(data: dict, overlay: Overlay) -> None:
     variables = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", str(data)))  # keys other keys read: ${key}
-    data = _resolve(data)
     _refuse_what_has_no_task(data)
+    data = _resolve(data)
     task = _stage(data, overlay)
     _model(data, overlay)
     _tokenizer(data, overlay)
@@ -246,14 +246,37 @@ def _defaults(data: dict, overlay: Overlay) -> None:
 
 
 def _resolve(data: dict) -> dict:
-    """OmegaConf interpolations (`${output_dir}/logs`) resolved as `tune run` resolves them."""
+    """OmegaConf interpolations (`${output_dir}/logs`) resolved as `tune run` resolves them; one that cannot be
+    (a missing key, a resolver of the recipe's own such as `${eval:...}`) stops the import, naming its key."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    config = OmegaConf.create(data)
+    for key, node in _leaves(config):
+        try:
+            OmegaConf.select(config, key, throw_on_resolution_failure=True)
+        except OmegaConfBaseException as err:
+            raise UserError(
+                f"{key}: {node}: cannot resolve an interpolation ({str(err).splitlines()[0]}); nothing was written"
+            ) from err
     try:
-        return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+        return OmegaConf.to_container(config, resolve=True)
     except OmegaConfBaseException as err:
         raise UserError(f"cannot resolve an interpolation: {str(err).splitlines()[0]}") from err
+
+
+def _leaves(config, prefix: str = ""):
+    """(dotted key, raw value) of every interpolated leaf of an OmegaConf node."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    items = config.items_ex(resolve=False) if isinstance(config, DictConfig) else enumerate(config)
+    for key, _ in items:
+        dotted = f"{prefix}{key}"
+        node = config._get_node(key)
+        if isinstance(node, DictConfig | ListConfig):
+            yield from _leaves(node, f"{dotted}.")
+        elif OmegaConf.is_interpolation(config, key):
+            yield dotted, node._value()
 
 
 def _name(component: Any) -> str:
@@ -274,6 +297,12 @@ def _refuse_what_has_no_task(data: dict) -> None:
                 "hydratune task; nothing was written (drop the teacher and kd_loss to fine-tune the student "
                 "with SFT)"
             )
+    if "orchestration" in data and isinstance(data.get("training"), dict):
+        raise UserError(
+            "orchestration, training: torchtune's asynchronous GRPO recipe (vLLM workers and Ray actors) is not "
+            "imported; import a synchronous GRPO recipe (recipes/configs/dev/3B_full_grpo.yaml) instead; nothing "
+            "was written"
+        )
     if "optimizer" not in data and "dataset" not in data:
         raise UserError(
             "optimizer, dataset: not in the file: a torchtune generation, evaluation or quantization config, "
@@ -298,6 +327,10 @@ def _stage(data: dict, overlay: Overlay) -> str:
     task, task_loss = _task(overlay, "loss", name, LOSSES)
     if task_loss:
         _set_task(overlay, task, "loss", "loss", task_loss)
+    if (
+        name == "GRPOLoss"
+    ):  # masked_mean over every token of the batch; GRPOSimpleLoss's per sequence is grpo's
+        overlay.set("task.aggregation", "bnpo")
     if name == "PPOLoss":
         overlay.skip(
             "loss", name, "mapped to task=grpo: group-normalised rewards, PPO's value model is not used"

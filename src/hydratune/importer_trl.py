@@ -735,14 +735,20 @@ def _pair_rows(overlay: Overlay, data: dict, context: ImportContext) -> None:
         _chat_template(overlay, data)
     elif {"prompt", "chosen", "rejected"} <= set(row):  # strings, read from the rows themselves
         overlay.set("dataset.format", "pairs")
+    elif "chat_template" in data:
+        # a recipe that sets a chat template renders conversations: its rows are (the handbook's recipes)
+        overlay.set("dataset.format", "chat_pairs")
+        _chat_template(overlay, data)
+        context.notes.append(
+            "dataset: rows taken as conversations (the file sets a chat_template), rendered with it; for "
+            "prompt/chosen/rejected strings add dataset.format=pairs to the command"
+        )
     else:
         overlay.set("dataset.format", "pairs")  # strings or conversations: only the rows tell
         context.notes.append(
             "dataset: rows taken as prompt/chosen/rejected strings (TRL's standard layout); for "
             "conversations add dataset.format=chat_pairs to the command"
         )
-        if "chat_template" in data:
-            overlay.skip("chat_template", "...", "used by conversational rows only")
 
 
 def _chat_template(overlay: Overlay, data: dict) -> None:

@@ -43,8 +43,9 @@ TRL_UNSUPPORTED: dict[str, str] = {
     "shuffle_dataset": "training batches are always shuffled by the sampler (seed)",
     "use_liger_kernel": "Liger kernels are not used; hydratune's chunked loss (task.fused_loss) does that job",
     "router_aux_loss_coef": "mixture-of-experts router losses are not added",
-    "max_prompt_length": "prompts are kept whole; pairs whose prompt leaves no room for an answer in "
-    "dataset.max_seq_length are dropped (counted in the data report)",
+    "max_prompt_length": "prompts are kept whole, as TRL 1.x keeps them; pairs whose prompt leaves no room for an "
+    "answer in dataset.max_seq_length are dropped (counted in the data report; hydratune inspect counts them first). "
+    "TRL before 1.0 (the alignment-handbook's recipes) kept a long prompt's last max_prompt_length tokens instead",
     "max_completion_length": "answers are cut to dataset.max_seq_length with their prompt",
     "reference_free": "the sigmoid loss always has its reference (task.loss=simpo|orpo are reference-free)",
     "f_divergence_type": "the DPO losses use the reverse KL only",
