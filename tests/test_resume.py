@@ -322,6 +322,61 @@ def test_a_kill_between_a_step_file_and_last_ckpt_resumes_from_the_step_file(tmp
     assert not (run / "checkpoints" / ".last.ckpt.tmp-360").exists()
 
 
+def test_a_sharded_checkpoint_folder_is_swapped_in_whole_and_a_kill_mid_swap_recovers(tmp_path):
+    """FSDP's sharded last.ckpt/ was rewritten in place: a kill mid-write left new shards beside the old meta.pt,
+    which resume=auto took as whole (review R4). It is written to .last.ckpt.tmp-stepN/ and swapped in."""
+    from hydratune.checkpoint import remove_stale_temporaries, replace_folder, resume_file
+
+    run = _run_folder(tmp_path / "run", checkpoint=None)
+    folder = run / "checkpoints"
+
+    def shards(path: Path, step: int) -> Path:
+        path.mkdir(parents=True)
+        (path / "__0_0.distcp").write_text(f"step {step}")
+        (path / "meta.pt").write_text(f"step {step}")  # written last, once every shard is
+        return path
+
+    shards(folder / "last.ckpt", 2)
+    replace_folder(shards(folder / ".last.ckpt.tmp-step4", 4), folder / "last.ckpt")
+    assert (folder / "last.ckpt" / "__0_0.distcp").read_text() == "step 4" and sorted(os.listdir(folder)) == [
+        "last.ckpt"
+    ]
+    # killed between the two renames: the old one aside, the new one complete, no last.ckpt
+    os.replace(folder / "last.ckpt", folder / ".last.ckpt.old-77")
+    shards(folder / ".last.ckpt.tmp-step6", 6)
+    assert (
+        resume_file(run) == folder / "last.ckpt"
+        and (folder / "last.ckpt" / "meta.pt").read_text() == "step 6"
+    )
+    # killed mid-write: shards without meta.pt are not a checkpoint, and go with the old folder
+    (folder / ".last.ckpt.tmp-step8").mkdir()
+    (folder / ".last.ckpt.tmp-step8" / "__0_0.distcp").write_text("half")
+    assert resume_file(run) == folder / "last.ckpt"
+    removed = remove_stale_temporaries(run)
+    assert sorted(p.name for p in removed) == [".last.ckpt.old-77", ".last.ckpt.tmp-step8"]
+    assert sorted(os.listdir(folder)) == ["last.ckpt"]
+
+
+def test_a_damaged_newest_checkpoint_gives_way_to_the_one_before_it(tmp_path, caplog):
+    """A cut-short last.ckpt stopped resume=auto though an intact step checkpoint lay beside it (review R5)."""
+    from hydratune.checkpoint import resume_candidates
+    from hydratune.errors import UserError
+    from hydratune.train import usable_checkpoint
+
+    run = _run_folder(tmp_path / "run", checkpoint=None)
+    folder = run / "checkpoints"
+    folder.mkdir()
+    torch.save({"global_step": 4}, folder / "step=000004.ckpt")
+    (folder / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    os.utime(folder / "step=000004.ckpt", (1, 1))
+    with caplog.at_level("WARNING"):
+        assert usable_checkpoint(resume_candidates(run)) == folder / "step=000004.ckpt"
+    assert "last.ckpt: not a readable checkpoint" in caplog.text and "step=000004.ckpt" in caplog.text
+    (folder / "step=000004.ckpt").write_bytes(b"")  # nothing intact: the newest one's error
+    with pytest.raises(UserError, match="last.ckpt: not a readable checkpoint"):
+        usable_checkpoint(resume_candidates(run))
+
+
 def test_a_run_early_stopping_ended_stays_ended_unless_patience_is_raised():
     """Lightning restored the stopped state but trained on until the next evaluation (R10), and restored the
     checkpoint's patience over this launch's, so raising it could not continue the run."""
@@ -373,6 +428,20 @@ def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert dora.returncode == 2 and "a peft.config.use_dora=False run, and this launch is" in dora.stderr
+    # Another LoRA rank: 100 lines of size mismatches from load_state_dict after the model loaded (review R2)
+    rank = subprocess.run(
+        command(tiny_model_dir, data, tmp_path / "rank", "peft.config.r=4", f"ckpt_path='{checkpoint}'"),
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rank.returncode == 2 and len(rank.stderr.strip().splitlines()) == 1, rank.stderr[-2000:]
+    assert "trained with peft.config.r=16 and this launch has peft.config.r=4" in rank.stderr
+    # ckpt_path= names what the launch changes, as resume=auto does (review R6)
+    changed = run(command(tiny_model_dir, data, tmp_path / "changed", *short, "trainer.max_steps=5",
+                          "peft.config.lora_dropout=0.2", f"ckpt_path='{checkpoint}'"))  # fmt: skip
+    assert (
+        "ckpt_path: this launch changes peft.config.lora_dropout=0.1 -> 0.2"
+        in changed.stdout + changed.stderr
+    )
     # A checkpoint past trainer.max_steps: nothing would train, and its weights were exported as an earlier step's.
     past = subprocess.run(
         command(tiny_model_dir, data, run_dir, *short, "resume=auto", "trainer.max_steps=2"),
@@ -387,6 +456,8 @@ def test_a_resume_reads_what_run_the_checkpoint_is_of(tiny_model_dir, tmp_path):
     log = more.stdout + more.stderr
     assert "this launch changes optimizer.lr=0.01 -> 0.005, trainer.max_steps=4 -> 6" in log
     assert "optimizer.lr=0.01 -> 0.005 takes no effect" in log
+    # the schedule is planned again over 6 steps: said, not only "changes trainer.max_steps" (review R3)
+    assert "trainer.max_steps=4 -> 6: the cosine schedule is planned again over the new length" in log
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
     assert not (run_dir / ".hydratune.lock").exists()  # released at the end
     # Finished: nothing is loaded, trained or evaluated again (R13).

@@ -227,6 +227,30 @@ class StepCheckpoint(ModelCheckpoint):
             self.best_model_path = max(self.best_k_models, key=self.best_k_models.get)
             self.best_model_score = self.best_k_models[self.best_model_path]
 
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        """FSDP's sharded checkpoint is a folder that Lightning rewrites in place, so a kill mid-write left new
+        shards beside the old meta.pt, which resumed silently from a mix (review R4): it is written whole to
+        `.NAME.tmp-stepN/` (the same name on every rank), then swapped in by rank 0."""
+        if not writes_folders(trainer):
+            return super()._save_checkpoint(trainer, filepath)
+        from weakref import proxy
+
+        final = Path(filepath)
+        tmp = final.with_name(f".{final.name}.tmp-step{trainer.global_step}")
+        if trainer.is_global_zero and tmp.exists():
+            shutil.rmtree(tmp)
+        trainer.strategy.barrier("checkpoint-begin")
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        trainer.strategy.barrier("checkpoint-written")
+        if trainer.is_global_zero:
+            replace_folder(tmp, final)
+        trainer.strategy.barrier("checkpoint-swapped")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
     def _save_now(self, trainer) -> None:
         self._after_validation = False
         if self._last_global_step_saved == trainer.global_step or trainer.sanity_checking:
@@ -383,6 +407,43 @@ def load_trainable_weights(module: L.LightningModule, path: str | Path) -> int:
     return int(checkpoint.get("global_step", -1))
 
 
+def writes_folders(trainer) -> bool:
+    """Whether the strategy saves a checkpoint as a folder of shards (FSDP's sharded state dict)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    strategy = trainer.strategy
+    return isinstance(strategy, FSDPStrategy) and getattr(strategy, "_state_dict_type", "full") == "sharded"
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """A complete checkpoint folder `tmp` in `final`'s place. A folder cannot be renamed over a non-empty one: the
+    old one is renamed aside first, then removed; a kill between the two renames leaves both whole, and
+    `restore_interrupted_swaps` puts the new one in place."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+TMP_FOLDER = re.compile(r"\.(?P<name>.+)\.tmp-step\d+")
+OLD_FOLDER = re.compile(r"\.(?P<name>.+)\.old-\d+")
+
+
+def restore_interrupted_swaps(folder: Path) -> None:
+    """A kill inside `replace_folder` left a checkpoint folder renamed aside: the complete new one (its meta.pt is
+    written last) goes in place, else the old one goes back."""
+    if not folder.is_dir():
+        return
+    for pattern in (TMP_FOLDER, OLD_FOLDER):
+        for path in sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            match = pattern.fullmatch(path.name)
+            final = folder / match["name"] if match else None
+            if final is not None and path.is_dir() and (path / "meta.pt").is_file() and not final.exists():
+                os.replace(path, final)
+                log.warning("checkpoints: %s was being swapped in when the run stopped; restored", final.name)
+
+
 def is_checkpoint(path: str | Path) -> bool:
     """A checkpoint file, or the folder that FSDP's sharded checkpoints are (one shard per rank + meta.pt)."""
     path = Path(path)
@@ -394,20 +455,31 @@ def resume_file(run_dir: str | Path) -> Path | None:
     that Lightning writes on SLURM's requeue signal (SIGUSR1) in the run folder. A step file counts too: a
     kill between a step file's write and last.ckpt's leaves it the newest (best.ckpt does not: it is the best
     state, not the latest)."""
+    found = resume_candidates(run_dir)
+    return found[0] if found else None
+
+
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """Every checkpoint `resume_file` chooses from, newest first (an older one stands in for a damaged newer)."""
     run_dir = Path(run_dir)
     folder = run_dir / "checkpoints"
+    restore_interrupted_swaps(folder)
     steps = [p for p in folder.glob("step=*.ckpt") if STEP_FILE.fullmatch(p.name)] if folder.is_dir() else []
     found = [p for p in [folder / LAST, *steps, *run_dir.glob("hpc_ckpt_*.ckpt")] if is_checkpoint(p)]
     # Newest first; at the same time last.ckpt, which is written after the step file of its step.
-    return max(found, key=lambda p: (p.stat().st_mtime, p.name == LAST)) if found else None
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name == LAST), reverse=True)
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """The half-written `.NAME.tmp-PID` files that a kill mid-save left (AtomicCheckpointIO), removed."""
+    """The half-written `.NAME.tmp-PID` files (AtomicCheckpointIO) and `.NAME.tmp-stepN/` folders (FSDP's shards)
+    that a kill mid-save left, and folders a finished swap had renamed aside, removed."""
     folder = Path(run_dir) / "checkpoints"
-    stale = [p for p in folder.glob(".*.tmp-*") if p.is_file()] if folder.is_dir() else []
+    stale = [*folder.glob(".*.tmp-*"), *folder.glob(".*.old-*")] if folder.is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 

@@ -379,6 +379,14 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
     except Exception as err:  # Lightning's ModelCheckpoint/EarlyStopping on a metric no evaluation logs
         if "could not find the monitored key" in str(err):
             check_monitored(cfg, trainer.callback_metrics)
+        if state.ckpt_path and "size mismatch for" in str(
+            err
+        ):  # the resumed weights' shapes are not this model's
+            first = next(line.strip() for line in str(err).splitlines() if "size mismatch for" in line)
+            raise UserError(
+                f"{state.ckpt_path}: its weights do not fit this launch's model ({first}); resume with the model "
+                "and adapter settings it was trained with, or start a new run"
+            ) from None
         raise
     if early is not None:  # from here a signal is Python's again (GracefulStop put StopBeforeTraining back)
         early.restore()
@@ -532,14 +540,14 @@ def resume_checkpoint(cfg) -> str | None:
     from hydratune.checkpoint import (
         find_resume_run,
         remove_stale_temporaries,
-        resume_file,
+        resume_candidates,
         saved_config,
         task_id,
     )
-    from hydratune.preflight import check_resume_file
 
     if cfg.get("ckpt_path"):  # the file itself was checked with the config (check_config)
-        check_same_kind(cfg.ckpt_path, cfg, "ckpt_path")
+        saved = check_same_kind(cfg.ckpt_path, cfg, "ckpt_path")
+        warn_changed_settings(saved, cfg, None, resolved=True, key="ckpt_path")  # it said nothing (review R6)
         return str(cfg.ckpt_path)
     if cfg.get("resume") in (None, False):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
@@ -556,8 +564,7 @@ def resume_checkpoint(cfg) -> str | None:
             "resume=auto: no earlier run named %r of task=%s has a checkpoint; starting fresh", cfg.name, task
         )
         return None
-    checkpoint = resume_file(previous)
-    check_resume_file(checkpoint, "resume=auto")
+    checkpoint = usable_checkpoint(resume_candidates(previous))
     saved, resolved = check_same_kind(checkpoint, cfg, "resume=auto"), True  # as the launch resolved it
     if saved is None and previous != here:  # a checkpoint from before RunIdentity: the folder's saved config
         saved, resolved = saved_config(previous), False
@@ -573,6 +580,34 @@ def resume_checkpoint(cfg) -> str | None:
     remove_stale_temporaries(previous)  # half-written files a kill mid-save left
     log.info("resume=auto: resuming from %s", checkpoint)
     return str(checkpoint)
+
+
+def usable_checkpoint(candidates: list[Path]) -> Path:
+    """The newest checkpoint that reads whole; a damaged newer one (a full disk, a copy cut short) is named and
+    passed over for the one before it (it stopped resume=auto with an intact step checkpoint beside it: review R5)."""
+    from hydratune.preflight import check_resume_file
+
+    for i, checkpoint in enumerate(candidates):
+        try:
+            check_resume_file(checkpoint, "resume=auto")
+        except UserError as err:
+            if i + 1 == len(candidates):
+                raise
+            log.warning("%s; resuming from the checkpoint before it, %s", err, candidates[i + 1].name)
+            continue
+        return checkpoint
+    raise UserError("resume=auto: no checkpoint to resume from")
+
+
+# Settings that decide which tensors train and their shapes (the model's own is its path, warned about below).
+SHAPE_KEYS = ("peft.config.r", "peft.config.target_modules", "peft.config.layers_to_transform",
+              "peft.config.modules_to_save", "peft.trainable_layers", "peft.trainable_modules")  # fmt: skip
+
+
+def _dotted(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
 
 
 def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
@@ -601,6 +636,16 @@ def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
                 "checkpoint continues its own run's training (optimizer state, data position, step). To start "
                 f"from its weights, merge them into a model (hydratune merge RUN_DIR) and set {MODEL_KEY}=RUN_DIR/merged"
             )
+    saved = identity.get("config") or {}
+    for (
+        what
+    ) in SHAPE_KEYS:  # the trained tensors' shapes: a change failed deep in load_state_dict (review R2)
+        then, now = _dotted(saved, what), _dotted(plain, what)
+        if saved and then != now:
+            raise UserError(
+                f"{key}={checkpoint}: its run trained with {what}={then} and this launch has {what}={now}: the trained "
+                f"tensors' shapes differ, so it cannot continue; set {what}={then} to resume it, or start a new run"
+            )
     max_steps = (plain.get("trainer") or {}).get("max_steps") or -1
     if 0 < max_steps < identity.get("step", -1):
         raise UserError(
@@ -621,7 +666,9 @@ def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
 RESUME_KEYS = ("paths", "resume", "ckpt_path")
 
 
-def warn_changed_settings(saved: dict | None, cfg, here: Path | None, resolved: bool = False) -> None:
+def warn_changed_settings(
+    saved: dict | None, cfg, here: Path | None, resolved: bool = False, key: str = "resume=auto"
+) -> None:
     """Name the settings a resume=auto launch changes from the run it continues (`saved`: its config,
     `resolved` or as written). Optimizer settings do not take effect: its state, learning rates included,
     comes back from the checkpoint."""
@@ -629,12 +676,20 @@ def warn_changed_settings(saved: dict | None, cfg, here: Path | None, resolved: 
     if not changed:
         return
     where = f" (this launch's config: {here / '.hydra'})" if here else ""
-    log.warning("resume=auto: this launch changes %s from the run it continues%s", ", ".join(changed), where)
+    log.warning("%s: this launch changes %s from the run it continues%s", key, ", ".join(changed), where)
     ignored = [c for c in changed if c.startswith("optimizer.")]
     if ignored:
         log.warning(
-            "resume=auto: %s takes no effect: the optimizer's state, its learning rates included, comes back "
-            "from the checkpoint (the schedule's length follows trainer.max_steps)", ", ".join(ignored),
+            "%s: %s takes no effect: the optimizer's state, its learning rates included, comes back "
+            "from the checkpoint (the schedule's length follows trainer.max_steps)", key, ", ".join(ignored),
+        )  # fmt: skip
+    length = [c for c in changed if c.startswith(("trainer.max_steps=", "trainer.max_epochs="))]
+    scheduler = (to_plain(cfg).get("scheduler") or {}).get("name")
+    if length and scheduler not in (None, "constant", "reduce_lr_on_plateau"):
+        log.warning(
+            "%s: %s: the %s schedule is planned again over the new length, so the learning rate where the run "
+            "resumes is not the one it stopped at (a decaying one steps up when the run is made longer)",
+            key, ", ".join(length), scheduler,
         )  # fmt: skip
 
 
