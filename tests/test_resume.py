@@ -489,3 +489,15 @@ def test_a_second_launch_into_a_folder_being_trained_is_refused(tmp_path):
     RunLock(tmp_path).release()  # the same process again (a sweep's next job in one process) is not refused
     lock.release()
     assert not (tmp_path / RunLock.NAME).exists()
+
+
+def test_a_lost_rank_is_told_apart_from_other_errors():
+    """A killed rank left rank 0 a 123-line gloo traceback; train.fit says in one line that resume=auto continues
+    from the last checkpoint (review R9). These are the errors it recognises."""
+    from torch.distributed import DistBackendError
+
+    from hydratune.train import _peer_lost
+
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:13748")
+    assert _peer_lost(gloo) and _peer_lost(DistBackendError("NCCL error"))
+    assert not _peer_lost(RuntimeError("CUDA out of memory")) and not _peer_lost(ValueError("bad value"))

@@ -376,13 +376,41 @@ def test_a_swept_key_a_job_left_alone_shows_the_value_it_ran_with_and_a_continue
     write_summary(tmp_path)
     rows = _read_csv(tmp_path / "sweep_summary.csv")
     assert [r["peft.config.r"] for r in rows] == ["4", "16", "4"]
-    assert rows[2]["status"] == "continued" and rows[2]["error"] == f"resume=auto continued {tmp_path / '0'}"
+    # its results are those of the run it trained on in (an empty row, review R8)
+    assert (rows[2]["status"], rows[2]["error"], rows[2]["best_val_loss"]) == (
+        "ok",
+        "",
+        rows[0]["best_val_loss"],
+    )
     summary = (tmp_path / "sweep_summary.md").read_text()
-    assert "3 jobs: 2 ok, 1 continued" in summary
+    assert "3 jobs: 3 ok" in summary
     assert (
         "Errors:" not in summary
         and f"Continued:\n\n- job 2: resume=auto continued {tmp_path / '0'}" in summary
     )
+
+
+def test_a_relaunched_sweep_has_the_results_and_so_has_the_sweep_it_continued(tmp_path):
+    """A sweep killed in its second job and relaunched with resume=auto: the relaunch's summary had empty result
+    columns, and the first sweep's stayed without the job that finished in its folder (review R8)."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    _job(first, 0, ["optimizer.lr=1e-3"], _metrics(3.0, 3.2))
+    _job(first, 1, ["optimizer.lr=5e-3"])  # killed: no metrics yet
+    for sweep in (first, again):
+        sweep.mkdir(exist_ok=True)
+        (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    write_summary(first)
+    assert "2 jobs: 1 ok" in (first / "sweep_summary.md").read_text()
+    for num in (0, 1):
+        _job(again, num, [f"optimizer.lr={'1e-3' if num == 0 else '5e-3'}", "resume=auto"])
+        (again / str(num) / "continued.json").write_text(json.dumps({"run": str(first / str(num))}))
+    (first / "1" / "metrics.json").write_text(json.dumps(_metrics(2.0, 2.1)))  # job 1 trained on there
+    rows = write_summary(again)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[1]["best_val_loss"] == _metrics(2.0, 2.1)[
+        "best_val_loss"
+    ]
+    assert "best: job 1" in (again / "sweep_summary.md").read_text()
+    assert "2 jobs: 2 ok" in (first / "sweep_summary.md").read_text()  # the first sweep's, written again
 
 
 def test_a_search_summary_rounds_sampled_values_and_says_when_trials_tie(tmp_path):

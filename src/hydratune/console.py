@@ -48,6 +48,9 @@ WARNINGS = [
     # Lightning's fit loop when an epoch has fewer batches than trainer.log_every_n_steps: logging counts
     # steps across epochs, so every log_every_n_steps-th step is still logged.
     (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
+    # Lightning under DDP, for each validation metric: the tasks sum their validation totals over the ranks
+    # themselves (TaskModule.validation_totals), so its advice would reduce them twice.
+    (r"It is recommended to use `self.log\('val/.*sync_dist=True", Warning),
 ]
 # Lightning's info lines that advertise instead of inform.
 LIGHTNING_ADVERTS = ("💡 Tip:",)

@@ -136,6 +136,10 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     metrics = read_json(job_dir / "metrics.json")
     error = read_json(job_dir / JOB_ERROR_FILE)
     trial = read_json(job_dir / TRIAL_FILE)
+    continued = read_json(job_dir / CONTINUED_FILE)
+    elsewhere = Path(str(continued.get("run"))) if metrics is None and error is None and continued else None
+    if elsewhere is not None:  # resume=auto trained on in an earlier job's folder: its results are this job's
+        metrics = read_json(elsewhere / "metrics.json")
     row: dict[str, Any] = {
         "job": str(job_dir.relative_to(sweep_dir)),
         "status": _status(metrics, error, trial),
@@ -155,9 +159,9 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     row["task"] = config.get("task") or {}
     row["metric"] = (checkpoint.get("metric_for_best_model"), bool(checkpoint.get("greater_is_better")))
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
-    continued = read_json(job_dir / CONTINUED_FILE)
-    if metrics is None and continued and not row["error"]:  # resume=auto went on in the earlier job's folder
-        row["status"], row["error"] = "continued", f"resume=auto continued {continued.get('run')}"
+    row["continued"] = str(elsewhere) if elsewhere is not None else ""
+    if elsewhere is not None and metrics is None:  # the continued run has not finished (or failed there)
+        row["status"] = "continued"
     elif metrics is None and error is None and training(job_dir):  # a partial sweep: still at work
         row["status"] = "running"
     if not row["error"] and (trial or {}).get("error"):
@@ -366,8 +370,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_summary(sweep_dir: str | Path) -> list[dict]:
-    """Write sweep_summary.csv, sweep_summary.md and sweep.png into `sweep_dir`; returns the rows."""
+def write_summary(sweep_dir: str | Path, follow: bool = True) -> list[dict]:
+    """Write sweep_summary.csv, sweep_summary.md and sweep.png into `sweep_dir`; returns the rows. With `follow`,
+    the summary of a sweep whose jobs this one continued (resume=auto) is written again too."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     header, body = table(rows)
@@ -419,14 +424,18 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     md += ["", "| " + " | ".join(header[:-2]) + " |", "|" + "---|" * (len(header) - 2)]
     for r in body:
         md.append("| " + " | ".join(_fmt(v, c).replace("|", "\\|") for v, c in zip(r[:-2], header)) + " |")
-    failed = [(r["job"], r["error"]) for r in rows if r["error"] and r["status"] != "continued"]
+    failed = [(r["job"], r["error"]) for r in rows if r["error"]]
     if failed:
         md += ["", "Errors:", ""] + [f"- job {job}: {err}" for job, err in failed]
-    continued = [(r["job"], r["error"]) for r in rows if r["status"] == "continued"]
+    continued = [(r["job"], r["continued"]) for r in rows if r.get("continued")]
     if continued:  # a relaunch with resume=auto trained on in an earlier job's folder: not an error
-        md += ["", "Continued:", ""] + [f"- job {job}: {note}" for job, note in continued]
+        md += ["", "Continued:", ""] + [f"- job {job}: resume=auto continued {run}" for job, run in continued]
     _write_atomic(sweep_dir / "sweep_summary.md", "\n".join(md) + "\n")
     plot(rows, sweep_dir / "sweep.png")
+    if follow:  # the sweep those jobs were continued from has their results now: its summary too (review R8)
+        for earlier in sorted({Path(run).parent for _, run in continued} - {sweep_dir}):
+            if (earlier / "multirun.yaml").is_file():
+                write_summary(earlier, follow=False)
     return rows
 
 

@@ -379,9 +379,14 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
     except Exception as err:  # Lightning's ModelCheckpoint/EarlyStopping on a metric no evaluation logs
         if "could not find the monitored key" in str(err):
             check_monitored(cfg, trainer.callback_metrics)
-        if state.ckpt_path and "size mismatch for" in str(
-            err
-        ):  # the resumed weights' shapes are not this model's
+        if trainer.world_size > 1 and _peer_lost(err):  # a 123-line gloo/NCCL traceback otherwise (review R9)
+            raise UserError(
+                f"another rank stopped (killed, or out of memory) at step {trainer.global_step}; checkpoints are "
+                f"written whole or not at all, so {last_checkpoint(run_dir)} is intact: rerun the same command plus "
+                "resume=auto"
+            ) from None
+        # the resumed weights' shapes are not this model's
+        if state.ckpt_path and "size mismatch for" in str(err):
             first = next(line.strip() for line in str(err).splitlines() if "size mismatch for" in line)
             raise UserError(
                 f"{state.ckpt_path}: its weights do not fit this launch's model ({first}); resume with the model "
@@ -597,6 +602,14 @@ def usable_checkpoint(candidates: list[Path]) -> Path:
             continue
         return checkpoint
     raise UserError("resume=auto: no checkpoint to resume from")
+
+
+def _peer_lost(err: BaseException) -> bool:
+    """A collective failed because another process of the run died (gloo's closed connection, NCCL's abort)."""
+    from torch.distributed import DistBackendError
+
+    markers = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
+    return isinstance(err, DistBackendError) or any(marker in str(err) for marker in markers)
 
 
 # Settings that decide which tensors train and their shapes (the model's own is its path, warned about below).
