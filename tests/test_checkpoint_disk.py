@@ -207,3 +207,39 @@ def test_a_run_folder_without_room_for_its_checkpoints_is_refused(tmp_path, monk
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1_000_000))
     with pytest.raises(UserError, match=r"paths.output_dir: 1.0 MB free at .*checkpoints need ~.* MB"):
         check_disk_room(cfg)
+
+
+def test_a_step_checkpoint_is_written_after_the_step_reaches_the_loggers(tiny_model_dir, tokenizer, tmp_path):
+    """The step-N checkpoint was written before Lightning logged step N: a kill in between resumed after step N,
+    whose row then never reached metrics.csv (review R1). Each save now finds its step's row logged."""
+    from lightning.pytorch.loggers import Logger
+
+    class Rows(Logger):
+        name, version = "rows", 0
+        steps: list[int] = []
+
+        def log_metrics(self, metrics, step=None):
+            if "train/loss" in metrics:
+                self.steps.append(step)
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    class Saves(AtomicCheckpointIO):
+        seen: list[tuple[int, int | None]] = []
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            self.seen.append((checkpoint["global_step"], Rows.steps[-1] if Rows.steps else None))
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer))
+    trainer = L.Trainer(max_steps=6, logger=Rows(), log_every_n_steps=1, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", plugins=[Saves()],
+                        callbacks=[StepCheckpoint(tmp_path / "checkpoints", 2, 2)])  # fmt: skip
+    trainer.fit(
+        make_module(tiny_model_dir),
+        train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None),
+    )
+    assert [step for step, _ in Saves.seen] == [2, 2, 4, 4, 6, 6]  # the step file, then last.ckpt
+    # Lightning logs optimizer step N as step N - 1: every save comes after its own step's row
+    assert all(logged == step - 1 for step, logged in Saves.seen), Saves.seen

@@ -126,6 +126,38 @@ class StepCheckpoint(ModelCheckpoint):
         self.stopped_by_other_rank = False
         self._step_seen = -1
         self._after_validation = False
+        self._save_after_logging = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A step's checkpoint waits until Lightning has sent the step's metrics to the loggers, right after this
+        # callback's on_train_batch_end: saved before them, a kill in between lost that step's row for good
+        # (the resumed run starts after it: review R1).
+        connector = trainer._logger_connector
+        log_step = connector.update_train_step_metrics
+        if getattr(log_step, "saves_after", None) is self:
+            return
+
+        def log_then_save() -> None:
+            log_step()
+            if self._save_after_logging:
+                self._save_after_logging = False
+                self._save_as_of_batch_end(trainer)
+
+        log_then_save.saves_after = self
+        connector.update_train_step_metrics = log_then_save
+
+    def _save_as_of_batch_end(self, trainer) -> None:
+        """The save on_train_batch_end would have made: Lightning counts the batch completed just before it
+        logs, and a checkpoint of that state resumes as one saved in on_train_batch_end (Lightning's own time)."""
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        progress.total.completed -= 1
+        progress.current.completed -= 1
+        try:
+            self._save_now(trainer)
+        finally:
+            progress.total.completed += 1
+            progress.current.completed += 1
 
     def request_stop(self, reason: str) -> None:
         self.stop_signal = reason
@@ -162,7 +194,7 @@ class StepCheckpoint(ModelCheckpoint):
             self._after_validation = True
             return
         if due or finished or self.stop_signal:
-            self._save_now(trainer)
+            self._save_after_logging = True  # once this step's metrics reach the loggers (setup)
         if self.stop_signal:
             trainer.should_stop = True
             # Lightning evaluates once more when told to stop (for early stopping): not after a stop's save,
