@@ -664,11 +664,11 @@ def trl_loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
     """TRL's loss_type (Axolotl's dpo_loss_type) for the task: a hydratune task.loss, or refused with the list (a
     loss is never swapped silently). `[sigmoid, sft]` (with loss_weights) is DPO plus the NLL term on the chosen answer (task.sft_weight)."""
     losses = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    if task == "sft":
+    if _reads_sft_data(task):
         if losses not in (["nll"], ["chunked_nll"]):
             raise UserError(f"loss_type: {value}: hydratune's SFT loss is the NLL; nothing was written")
         return
-    if task == "grpo":
+    if _samples_completions(task):
         if losses[0] in ("grpo", "dr_grpo", "bnpo"):
             overlay.set("task.aggregation", losses[0])
         elif losses[0] != "dapo":  # dapo: _dapo, with TRL's defaults
@@ -676,7 +676,7 @@ def trl_loss_type(overlay: Overlay, data: dict, task: str, value: Any) -> None:
                 "loss_type", value, "task.aggregation is grpo (mean per completion), dr_grpo, bnpo or dapo"
             )
         return
-    if task == "kto":
+    if _reads_kto_rows(task):
         if losses != ["kto"]:
             raise UserError(f"loss_type: {value}: hydratune's KTO loss is kto; nothing was written")
         return
@@ -1513,7 +1513,7 @@ def import_axolotl(data: dict, overlay: Overlay, context: ImportContext) -> None
         elif key == "lora_target_linear":
             if value:
                 overlay.set("peft.config.target_modules", "all-linear")
-        elif key == "num_labels" and task == "reward" and value == 1:
+        elif key == "num_labels" and value == 1 and _reads_preference_data(task):
             pass  # a reward model has one output
         elif key == "micro_batch_size":
             overlay.set("dataset.batch_size", int(value))
