@@ -315,3 +315,6 @@ def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokeniz
     card = (run / "merged" / "README.md").read_text()
     assert card_metadata(run / "merged")["library_name"] == "transformers"
     assert card.startswith("---") and "# mine" in card and "- val_loss: 3.5000" in card and "merge" in card
+    # how this process loaded the tokenizer is not saved with it (review O3: merged/ had is_local, local_files_only)
+    saved = json.loads((run / "merged" / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only"} & set(saved), saved

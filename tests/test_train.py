@@ -586,9 +586,12 @@ def test_a_classifier_adapters_card_says_which_loaders_need_a_merged_model(tmp_p
     for name in ("adapter", "merged"):
         folder = tmp_path / name
         folder.mkdir()
+        labels = {"0": "food", "1": "sports", "2": "tech"}
         (folder / "config.json").write_text(
-            json.dumps({"id2label": {"0": "food", "1": "sports", "2": "tech"}})
+            json.dumps({"architectures": ["LlamaForSequenceClassification"], "id2label": labels})
         )
+        if name == "adapter":
+            (folder / "adapter_config.json").write_text(json.dumps({"task_type": "SEQ_CLS"}))
         text = write_card(folder, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
         assert ("rebuild the base with two labels" in text) == (name == "adapter")
         # the labels for AutoPeft's one line (review L8), and the text columns, not an SFT format ('alpaca')
@@ -596,3 +599,47 @@ def test_a_classifier_adapters_card_says_which_loaders_need_a_merged_model(tmp_p
                 "'food', 1: 'sports', 2: 'tech'}, label2id={'food': 0, 'sports': 1, 'tech': 2})")  # fmt: skip
         assert (told in text) == (name == "adapter")
         assert "Text: column `text`." in text and "Format:" not in text
+
+
+def _card_code(text: str) -> str:
+    return text.split("## Load")[1].split("```python\n")[1].split("```")[0]
+
+
+def test_a_grpo_runs_cards_are_a_language_models_and_a_reward_models_snippet_prints_its_reward(
+    tiny_model_dir, tokenizer, tmp_path, monkeypatch
+):
+    """GRPO's cards were a classifier's (it writes no generations.jsonl, so not 'generative'): a snippet that failed
+    and a random head (review O1); an adapter's trained stop ids were lost to peft's loaders (O2); the reward
+    card's pipeline printed a sigmoid of another token's score, not the reward (O4)."""
+    from conftest import compose
+    from transformers import AutoModelForSequenceClassification
+
+    from hydratune.card import write_card
+    from hydratune.config import to_plain
+    from hydratune.tasks.registry import get_task
+    from hydratune.tasks.reward.inference import score
+
+    cfg = to_plain(compose(["task=grpo"]))
+    adapter = tmp_path / "grpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    (adapter / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 99]}))
+    text = write_card(adapter, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
+    assert "AutoPeftModelForCausalLM" in text and "Text: column" not in text and "Format:" in text
+    assert 'model.generation_config = GenerationConfig.from_pretrained("adapter")' in text
+
+    cfg = to_plain(compose(["task=reward", "peft=none"]))
+    merged = tmp_path / "reward" / "merged"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1, id2label={0: "reward"}, label2id={"reward": 0}
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    text = write_card(merged, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
+    assert "Text: column" not in text and "the reward is the one logit" in text
+    monkeypatch.chdir(merged.parent)
+    space: dict = {}
+    exec(_card_code(text), space)  # the card's snippet, as a user pastes it
+    expected = score(model.eval(), tokenizer, ["copy: stone -> "], ["STONE"], cfg["dataset"])[0]
+    assert space["reward"] == pytest.approx(expected, abs=1e-5)

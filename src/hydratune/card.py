@@ -59,32 +59,74 @@ def _prompt(task, cfg: dict, tokenizer) -> str | None:
             return None
 
 
-def _load_snippet(folder: Path, classifier: bool) -> str:
+def kind(folder: Path) -> str:
+    """What an exported folder holds, from its own files: "causal" (a language model), "classifier" or "reward"
+    (a sequence classifier whose one label is the reward). Not from the task: GRPO trains a causal LM and
+    writes no generations.jsonl, and its cards were a classifier's (review O1)."""
+    from hydratune.tasks.reward.module import REWARD_LABEL
+
+    config = read_json(folder / "config.json") or {}
+    architectures = [str(a) for a in config.get("architectures") or []]
+    head = (read_json(folder / "adapter_config.json") or {}).get("task_type") == "SEQ_CLS" or any(
+        a.endswith("ForSequenceClassification") for a in architectures
+    )
+    if not head:
+        return "causal"
+    return "reward" if list((config.get("id2label") or {}).values()) == [REWARD_LABEL] else "classifier"
+
+
+def _load_snippet(folder: Path, what: str, base: str, chat: bool = False) -> str:
     name = folder.name
-    if classifier and name == "adapter":
-        return (
+    if what != "causal" and name == "adapter":
+        snippet = (
             "from peft import PeftModel\n"
             "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f'BASE = "{base}"  # the base model, a hub id or a folder\n'
             f'config = AutoConfig.from_pretrained("{name}")  # labels and head size\n'
             "base = AutoModelForSequenceClassification.from_pretrained(BASE, config=config)\n"
             f'model = PeftModel.from_pretrained(base, "{name}")\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
         )
-    if classifier:
+    elif what == "reward":
+        snippet = (
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f'model = AutoModelForSequenceClassification.from_pretrained("{name}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
+        )
+    elif what == "classifier":
         return (
             f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{name}")'
         )
-    if name == "adapter":
-        return (
-            "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
+    elif name == "adapter":
+        snippet = (
+            "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer, GenerationConfig\n\n"
             f'model = AutoPeftModelForCausalLM.from_pretrained("{name}")\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
         )
-    return (
-        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-        f'model = AutoModelForCausalLM.from_pretrained("{name}")\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
-    )
+        if (
+            folder / "generation_config.json"
+        ).is_file():  # peft keeps the base's: its stop ids were lost (O2)
+            snippet += (
+                f'\nmodel.generation_config = GenerationConfig.from_pretrained("{name}")  # the trained stop'
+            )
+        return snippet
+    else:
+        return (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{name}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
+        )
+    if what == "reward" and not chat:  # the one logit, no sigmoid; the ids as training laid them out
+        snippet += (
+            "\n\nimport torch\n\n"
+            'prompt, response = "copy: stone -> ", "STONE"\n'
+            "ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []  # BOS, as in training\n"
+            'ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]\n'
+            'ids += tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]\n'
+            "with torch.no_grad():\n"
+            "    reward = model(input_ids=torch.tensor([ids])).logits[0, 0].item()"
+        )
+    return snippet
 
 
 def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
@@ -92,7 +134,8 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
     base, local = _base(cfg)
     task_name = (cfg.get("task") or {}).get("name", "sft")
     peft = (cfg.get("peft") or {}).get("method", "none")
-    classifier = not task.generative
+    what = kind(folder)
+    classifier = what != "causal"
     adapter = folder.name == "adapter"
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}"]
     if base and not local:
@@ -118,7 +161,16 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         lines.append("Data: " + ", ".join(f"`{s}`" for s in _sources(cfg)) + ".")
     fmt = data.get("format", "alpaca")
     template = data.get("template") or data.get("chat_template")
-    if classifier:  # a classification run has no prompt format (the card said alpaca): its text columns
+    if what == "reward":  # a pair's prompt and each answer, scored as one text
+        chat = fmt == "chat_pairs"
+        lines.append(
+            f"Pairs: `{fmt}`. A response is scored as training read it: "
+            + ("the prompt turns and the response as the assistant's turn, in the chat template"
+               if chat else "the prompt, the response and EOS (BOS first where the tokenizer adds one)")
+            + "; the reward is the one logit, with no sigmoid (`hydratune score RUN --prompt P --response R` "
+            "prints it)."
+        )  # fmt: skip
+    elif classifier:  # a classification run has no prompt format (the card said alpaca): its text columns
         pair = data.get("text_pair_column")
         joined = (
             f" joined with {data.get('pair_separator', chr(10))!r} where the tokenizer has no separator token"
@@ -153,7 +205,8 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         value = metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             lines.append(f"- {key}: {value}" if isinstance(value, int) else f"- {key}: {value:.4f}")
-    lines += ["", "## Load", "", "```python", _load_snippet(folder, classifier), "```", ""]
+    snippet = _load_snippet(folder, what, base, chat=fmt == "chat_pairs")
+    lines += ["", "## Load", "", "```python", snippet, "```", ""]
     if classifier and adapter:
         id2label = {
             int(k): v for k, v in ((read_json(folder / "config.json") or {}).get("id2label") or {}).items()
@@ -166,7 +219,8 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
         )
         lines += [
             "`AutoPeftModelForSequenceClassification` and `pipeline` rebuild the base with two labels, not this "
-            f"head's: load as above, or {told}or use a merged model (`export.merge=true`, or `hydratune merge RUN_DIR`).",
+            f"head's: load as above, or {told + 'or ' if told else ''}use a merged model (`export.merge=true`, or "
+            "`hydratune merge RUN_DIR`).",
             "",
         ]
     config = (cfg.get("peft") or {}).get("config") or {}

@@ -28,9 +28,6 @@ def export_artifact(model, tokenizer, run_dir: str | Path, stop_token_ids: list[
         True  # off for training (gradient checkpointing); a user's model(**ids) wants its cache
     )
     model.save_pretrained(out, safe_serialization=True)
-    # How this process loaded the tokenizer (offline, from a folder) is not a property of the tokenizer.
-    for key in ("local_files_only", "is_local", "_commit_hash"):
-        tokenizer.init_kwargs.pop(key, None)
     save_tokenizer(tokenizer, out)
     if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
         # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id,
@@ -48,6 +45,10 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
     `PreTrainedTokenizerFast` (serving stacks often pin 4.x)."""
     import json
 
+    # How this process loaded the tokenizer (offline, from a folder) is not a property of the tokenizer: it was
+    # saved into merged/ too (review O3)
+    for key in ("local_files_only", "is_local", "_commit_hash"):
+        tokenizer.init_kwargs.pop(key, None)
     tokenizer.save_pretrained(folder)
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
