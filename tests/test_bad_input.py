@@ -71,6 +71,23 @@ TRAIN_CASES = [
         ["trainer.accumulate_grad_batches=1"],
     ),
     (["optimizer=galore_adamw"], ["peft=none"]),
+    # options that passed preflight and failed after the model loaded, or did nothing (review X1-X6)
+    (["quantization=nf4", "peft=freeze"], ["quantization, peft", "peft=lora"]),
+    (
+        ["peft=freeze", "peft.trainable_layers=0", "peft.trainable_modules=[]"],
+        ["trains nothing", "peft.trainable_layers=2"],
+    ),
+    (["peft=freeze", "peft.trainable_layers=9"], ["peft.trainable_layers=9", "has 4 decoder layers"]),
+    (
+        ["peft.config.init_lora_weights=loftq", "quantization=nf4"],
+        ["init_lora_weights=loftq", "quantization=none"],
+    ),
+    (["optimizer.loraplus_lr_ratio=16", "peft=none"], ["optimizer.loraplus_lr_ratio", "peft=lora"]),
+    (["optimizer=adafactor", "optimizer.relative_step=true"], ["optimizer.relative_step", "optimizer.lr"]),
+    (
+        ["scheduler=warmup_stable_decay", "scheduler.kwargs.decay_type=foo"],
+        ["scheduler.kwargs.decay_type", "cosine"],
+    ),
     (
         ["optimizer=adamw_torch_fused", "trainer.precision=16-mixed"],
         ["fp16 gradients", "gradient_clip_val=null"],
@@ -576,3 +593,17 @@ def test_no_plus_advice_for_a_section_of_hydratunes_own_keys():
     result = run_cli(["train.py", "foo.bar=1"], timeout=120)  # nothing reads it: no + advice
     _assert_one_line_error(result, ["foo.bar: unknown config key; remove it"])
     assert "+" not in result.stderr
+
+
+def test_loftq_without_scipy_is_said_before_the_model_loads(monkeypatch):
+    """peft's LoftQ imports scipy when the adapters are built: an ImportError after the model loaded (review X1)."""
+    from conftest import compose
+
+    from hydratune import rules
+    from hydratune.config import to_plain
+
+    cfg = to_plain(compose(["peft.config.init_lora_weights=loftq"]))
+    monkeypatch.setattr(rules, "find_spec", lambda name: None)
+    assert any("needs scipy" in m for m in rules.violations(cfg))
+    monkeypatch.setattr(rules, "find_spec", lambda name: object())
+    assert not rules.violations(cfg)

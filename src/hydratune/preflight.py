@@ -425,6 +425,7 @@ def check_model(cfg: dict) -> None:
     shapes = _safetensors_shapes(folder) if folder is not None else {}
     if folder is not None:
         check_positions(cfg, folder, shapes)
+        check_trainable_layers(cfg, folder)
     if not shapes:
         return  # weights on the hub, or not safetensors: loading the model is the check
     linear = {
@@ -438,6 +439,24 @@ def check_model(cfg: dict) -> None:
         "load_in_4bit"
     ):
         check_4bit_blocks(quantization["config"], linear)
+
+
+def check_trainable_layers(cfg: dict, folder: Path) -> None:
+    """peft=freeze's trainable_layers past the model's layers trained all of them without a word (review X2)."""
+    peft = cfg.get("peft") or {}
+    wanted = peft.get("trainable_layers")
+    if peft.get("method") != "freeze" or not isinstance(wanted, int):
+        return
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    layers = (config.get("text_config") or config).get("num_hidden_layers")
+    if isinstance(layers, int) and wanted > layers:
+        raise UserError(
+            f"peft.trainable_layers={wanted}: the model has {layers} decoder layers ({folder / 'config.json'}): set "
+            f"peft.trainable_layers={layers} or fewer (peft=none trains every weight)"
+        )
 
 
 def check_positions(cfg: dict, folder: Path, shapes: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.util import find_spec
 
 from hydratune.config import canonical_dtype
 from hydratune.errors import UserError, install_hint
@@ -34,6 +35,10 @@ def _fused_clip_key(cfg: dict) -> str:
 
 def _trainer(cfg: dict, key: str, default=None):
     return (cfg.get("trainer") or {}).get(key, default)
+
+
+def _lora_init(cfg: dict):
+    return ((cfg.get("peft") or {}).get("config") or {}).get("init_lora_weights")
 
 
 def _peft_method(cfg: dict) -> str:
@@ -80,9 +85,64 @@ RULES: list[Rule] = [
     Rule(
         "quantization_needs_peft",
         "quantization, peft",
-        lambda c: (c.get("quantization") or {}).get("method", "none") != "none" and _peft_method(c) == "none",
-        "quantized weights cannot be trained directly: add a PEFT method (peft=lora or peft=qlora) "
-        "or set quantization=none",
+        lambda c: (
+            (c.get("quantization") or {}).get("method", "none") != "none"
+            and _peft_method(c) in ("none", "freeze")
+        ),
+        "quantized weights cannot be trained directly (peft=freeze trains the last layers' own weights): add "
+        "adapters (peft=lora or peft=qlora) or set quantization=none",
+    ),
+    Rule(
+        "freeze_trains_nothing",
+        "peft.trainable_layers, peft.trainable_modules",
+        lambda c: (
+            _peft_method(c) == "freeze"
+            and not (c.get("peft") or {}).get("trainable_layers")
+            and not (c.get("peft") or {}).get("trainable_modules")
+        ),
+        "peft=freeze with peft.trainable_layers=0 and no peft.trainable_modules trains nothing: set "
+        "peft.trainable_layers=2 (the last 2 decoder layers) or name modules in peft.trainable_modules",
+    ),
+    Rule(
+        "loftq_unquantized",
+        "peft.config.init_lora_weights, quantization",
+        lambda c: _lora_init(c) == "loftq" and (c.get("quantization") or {}).get("method", "none") != "none",
+        "peft.config.init_lora_weights=loftq quantizes the base itself while it initialises the adapters: set "
+        "quantization=none",
+    ),
+    Rule(
+        "loftq_needs_scipy",
+        "peft.config.init_lora_weights",
+        lambda c: _lora_init(c) == "loftq" and find_spec("scipy") is None,
+        "peft.config.init_lora_weights=loftq needs scipy, which is not installed: pip install -c constraints.txt "
+        "scipy, or use init_lora_weights=pissa (no scipy) or true",
+    ),
+    Rule(
+        "loraplus_needs_lora",
+        "optimizer.loraplus_lr_ratio, peft",
+        lambda c: (
+            bool((c.get("optimizer") or {}).get("loraplus_lr_ratio"))
+            and _peft_method(c) in ("none", "freeze")
+        ),
+        "optimizer.loraplus_lr_ratio raises the learning rate of LoRA's B matrices, and this run has none: use "
+        "peft=lora, or remove optimizer.loraplus_lr_ratio",
+    ),
+    Rule(
+        "adafactor_relative_step",
+        "optimizer.relative_step",
+        lambda c: bool((c.get("optimizer") or {}).get("relative_step")),
+        "optimizer.relative_step=true is Adafactor's own learning-rate schedule, with no lr to give it; hydratune's "
+        "schedulers need one: keep optimizer.relative_step=false and set optimizer.lr (scheduler=constant for none)",
+    ),
+    Rule(
+        "wsd_decay_type",
+        "scheduler.kwargs.decay_type",
+        lambda c: (
+            (((c.get("scheduler") or {}).get("kwargs") or {}).get("decay_type", "cosine"))
+            not in ("linear", "cosine", "1-sqrt")
+        ),
+        "scheduler.kwargs.decay_type is linear, cosine or 1-sqrt (warmup_stable_decay's decay): set "
+        "scheduler.kwargs.decay_type=cosine",
     ),
     Rule(
         "best_weights_under_fsdp",
