@@ -627,6 +627,7 @@ def test_a_grpo_runs_cards_are_a_language_models_and_a_reward_models_snippet_pri
     text = write_card(adapter, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
     assert "AutoPeftModelForCausalLM" in text and "Text: column" not in text and "Format:" in text
     assert 'model.generation_config = GenerationConfig.from_pretrained("adapter")' in text
+    assert "end its answers at '\\n'" in text and "stop string" in text  # GGUF keeps EOS only (review O5)
 
     cfg = to_plain(compose(["task=reward", "peft=none"]))
     merged = tmp_path / "reward" / "merged"

@@ -194,6 +194,14 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
             tokenizer, "chat_template", None
         ):
             lines += ["", "The tokenizer's chat template is the base model's: this run did not train on it."]
+    # generation_config.json has the stop ids; llama.cpp's GGUF and Ollama keep EOS only (review O5)
+    stops = task.stop(cfg) if what == "causal" and callable(getattr(task, "stop", None)) else []
+    if stops:
+        lines += [
+            "",
+            f"Trained to end its answers at {', '.join(repr(s) for s in stops)} (generation_config.json's "
+            "eos_token_id): a server that does not read that file (llama.cpp, Ollama) needs it as a stop string.",
+        ]
     lines += ["", "## Training", ""]
     trainer = cfg.get("trainer") or {}
     optimizer = cfg.get("optimizer") or {}
