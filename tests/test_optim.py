@@ -117,6 +117,19 @@ def test_warmup_ratio_is_used_when_steps_are_zero():
     assert warmup_steps({"warmup_steps": 7, "warmup_ratio": 0.1}, 95) == 7
 
 
+def test_a_warmup_the_schedule_cannot_take_is_said(caplog):
+    """scheduler=constant with scheduler.warmup_steps=4 held the lr from step 1, unsaid (review X7)."""
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    with caplog.at_level("WARNING", logger="hydratune.optim"):
+        build_scheduler({"name": "constant", "warmup_steps": 4}, optimizer, 20)
+    assert "scheduler=constant has no warmup: its 4 warmup steps are not used" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hydratune.optim"):
+        build_scheduler({"name": "constant_with_warmup", "warmup_steps": 4}, optimizer, 20)
+    assert "no warmup" not in caplog.text
+
+
 def test_no_weight_decay_on_bias_norm_embedding_and_loraplus_ratio():
     model = torch.nn.ModuleDict(
         {

@@ -145,6 +145,10 @@ def warmup_steps(cfg: dict, total_steps: int) -> int:
     return math.ceil(total_steps * float(cfg.get("warmup_ratio") or 0.0))
 
 
+# Schedules with no warmup phase (transformers' factory ignores num_warmup_steps for them).
+NO_WARMUP = ("constant", "reduce_lr_on_plateau")
+
+
 def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer, total_steps: int):
     """A schedule from transformers' scheduler factory, stepped once per optimizer step.
 
@@ -153,12 +157,20 @@ def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer, total_steps: in
     from transformers import get_scheduler
 
     kwargs = dict(cfg.get("kwargs") or {})
+    warmup = warmup_steps(cfg, total_steps)
+    if (
+        warmup and cfg["name"] in NO_WARMUP
+    ):  # transformers' schedule takes no warmup: it was dropped unsaid (X7)
+        log.warning(
+            "scheduler=%s has no warmup: its %d warmup steps are not used (scheduler=constant_with_warmup warms up, "
+            "then holds the learning rate)", cfg["name"], warmup,
+        )  # fmt: skip
     if cfg["name"] == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
         kwargs["num_decay_steps"] = math.ceil(total_steps * float(cfg.get("decay_ratio", 0.2)))
     return get_scheduler(
         cfg["name"],
         optimizer=optimizer,
-        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_warmup_steps=warmup,
         num_training_steps=total_steps,
         scheduler_specific_kwargs=kwargs or None,
     )
