@@ -318,3 +318,28 @@ def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokeniz
     # how this process loaded the tokenizer is not saved with it (review O3: merged/ had is_local, local_files_only)
     saved = json.loads((run / "merged" / "tokenizer_config.json").read_text())
     assert not {"is_local", "local_files_only"} & set(saved), saved
+    # transformers 4 read the rope settings as its defaults, silently (review O8); the weights were owner-only (O10)
+    config = json.loads((run / "merged" / "config.json").read_text())
+    assert (
+        config["rope_theta"] == config["rope_parameters"]["rope_theta"]
+        and config["torch_dtype"] == "bfloat16"
+    )
+    assert all(f.stat().st_mode & 0o044 for f in (run / "merged").iterdir()), "group/other cannot read"
+    # an interrupted merge looked complete (weights, no tokenizer) and generate took it first (O7): it is written
+    # aside, so the merged/ before it stays whole and nothing half-written is left
+    import hydratune.export as export
+
+    before = {f.name: f.read_bytes() for f in (run / "merged").iterdir()}
+
+    def interrupted(tokenizer, folder):
+        raise KeyboardInterrupt
+
+    real = export.save_tokenizer
+    export.save_tokenizer = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            main(["merge", str(run)])
+    finally:
+        export.save_tokenizer = real
+    assert {f.name: f.read_bytes() for f in (run / "merged").iterdir()} == before
+    assert main(["merge", str(run)]) == 0 and not list(run.glob(".merged.tmp-*"))  # the stale one cleared

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hydratune.errors import UserError
+from hydratune.folders import replace_folder
 from hydratune.preflight import human_bytes
 
 log = logging.getLogger(__name__)
@@ -445,17 +446,6 @@ def writes_folders(trainer) -> bool:
 
     strategy = trainer.strategy
     return isinstance(strategy, FSDPStrategy) and getattr(strategy, "_state_dict_type", "full") == "sharded"
-
-
-def replace_folder(tmp: Path, final: Path) -> None:
-    """A complete checkpoint folder `tmp` in `final`'s place. A folder cannot be renamed over a non-empty one: the
-    old one is renamed aside first, then removed; a kill between the two renames leaves both whole, and
-    `restore_interrupted_swaps` puts the new one in place."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 TMP_FOLDER = re.compile(r"\.(?P<name>.+)\.tmp-step\d+")

@@ -16,8 +16,11 @@ def is_peft_model(model) -> bool:
 def export_artifact(model, tokenizer, run_dir: str | Path, stop_token_ids: list[int] | tuple = ()) -> Path:
     """`adapter/` for PEFT models, `model/` for full fine-tuning; tokenizer files beside the weights.
     `stop_token_ids`: tokens that ended the answers training sampled (GRPO's task.stop), so that a plain
-    `generate` stops where training did."""
-    out = Path(run_dir) / ("adapter" if is_peft_model(model) else "model")
+    `generate` stops where training did. Written whole or not at all (a sibling folder swapped in at the end)."""
+    from hydratune.folders import replace_folder, temporary_sibling
+
+    final = Path(run_dir) / ("adapter" if is_peft_model(model) else "model")
+    out = temporary_sibling(final)
     generation = getattr(model, "generation_config", None)
     if generation is not None:  # the base's end-of-turn ids kept (Llama 3 Instruct's <|eot_id|>), EOS added
         ids = list(dict.fromkeys([*stop_ids(model, tokenizer), *stop_token_ids]))
@@ -36,7 +39,45 @@ def export_artifact(model, tokenizer, run_dir: str | Path, stop_token_ids: list[
         config.save_pretrained(out)
     if is_peft_model(model) and generation is not None:
         generation.save_pretrained(out)
-    return out
+    finish_folder(out)
+    replace_folder(out, final)
+    return final
+
+
+def finish_folder(folder: Path) -> None:
+    """What every exported folder gets before it is swapped in: transformers 4's names beside transformers 5's in
+    config.json (review O8: 4.x read the rope settings as its defaults, silently) and files readable by all (O10)."""
+    import json
+
+    from hydratune.folders import readable_by_all
+
+    path = folder / "config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        if legacy_keys(config):
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    readable_by_all(folder)
+
+
+def legacy_keys(config: dict) -> bool:
+    """Add `rope_theta` and `rope_scaling` (from transformers 5's `rope_parameters`) and `torch_dtype` (`dtype`)
+    where config.json lacks them; whether any was added."""
+    added = False
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        added = True
+    kind = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    if kind not in (None, "default") and not config.get("rope_scaling"):
+        config["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+        added = True
+    if config.get("dtype") and "torch_dtype" not in config:
+        config["torch_dtype"] = config["dtype"]
+        added = True
+    for nested in ("text_config",):  # a multimodal config keeps the language model's apart
+        if isinstance(config.get(nested), dict):
+            added = legacy_keys(config[nested]) or added
+    return added
 
 
 def save_tokenizer(tokenizer, folder: str | Path) -> None:
@@ -171,12 +212,22 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "fl
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    from hydratune.errors import UserError
+    from hydratune.folders import replace_folder, temporary_sibling
+
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise UserError(
+            f"{out_dir} holds other files (not a model): give a new or empty folder; nothing was written"
+        )
+    tmp = temporary_sibling(out_dir)  # swapped in whole: an interrupted merge looked complete (review O7)
     merged = PeftModel.from_pretrained(load_adapter_base(adapter_dir, dtype), adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir, safe_serialization=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
     if (adapter_dir / "generation_config.json").is_file():
-        shutil.copyfile(adapter_dir / "generation_config.json", out_dir / "generation_config.json")
-    save_tokenizer(AutoTokenizer.from_pretrained(adapter_dir), out_dir)
+        shutil.copyfile(adapter_dir / "generation_config.json", tmp / "generation_config.json")
+    save_tokenizer(AutoTokenizer.from_pretrained(adapter_dir), tmp)
+    finish_folder(tmp)
+    replace_folder(tmp, out_dir)
     return out_dir
 
 
