@@ -80,8 +80,12 @@ TRAIN_CASES = [
     (["peft=freeze", "peft.trainable_layers=9"], ["peft.trainable_layers=9", "has 4 decoder layers"]),
     (
         ["peft.config.init_lora_weights=loftq", "quantization=nf4"],
-        ["init_lora_weights=loftq", "quantization=none"],
+        ["init_lora_weights", "quantization=none"],
     ),
+    (["peft.config.init_lora_weights=pissa", "quantization=nf4"], ["init_lora_weights", "quantization=none"]),
+    (["dataset=kto"], ["dataset.format=kto", "task=kto"]),
+    (["dataset=preference"], ["dataset.format=pairs", "task=dpo"]),
+    (["dataset=grpo"], ["prompts alone", "task=grpo"]),
     (["optimizer.loraplus_lr_ratio=16", "peft=none"], ["optimizer.loraplus_lr_ratio", "peft=lora"]),
     (["optimizer=adafactor", "optimizer.relative_step=true"], ["optimizer.relative_step", "optimizer.lr"]),
     (

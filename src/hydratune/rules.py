@@ -104,11 +104,15 @@ RULES: list[Rule] = [
         "peft.trainable_layers=2 (the last 2 decoder layers) or name modules in peft.trainable_modules",
     ),
     Rule(
-        "loftq_unquantized",
+        "lora_init_unquantized",
         "peft.config.init_lora_weights, quantization",
-        lambda c: _lora_init(c) == "loftq" and (c.get("quantization") or {}).get("method", "none") != "none",
-        "peft.config.init_lora_weights=loftq quantizes the base itself while it initialises the adapters: set "
-        "quantization=none",
+        lambda c: (
+            str(_lora_init(c)).startswith(("loftq", "pissa", "olora", "corda", "eva"))
+            and (c.get("quantization") or {}).get("method", "none") != "none"
+        ),
+        "peft.config.init_lora_weights (loftq, pissa, olora, ...) initialises the adapters from the full-precision "
+        "weights, which a quantized base does not have (peft refuses it): set quantization=none, or "
+        "peft.config.init_lora_weights=true",
     ),
     Rule(
         "loftq_needs_scipy",

@@ -562,6 +562,10 @@ FORMATS: dict[str, Callable[..., Segments]] = {
     "segments": format_segments,
     "alpaca_chat": format_alpaca_chat,
 }
+# The preference tasks' formats, met by a task that trains on text: which task reads them.
+PAIRS_DATA = "preference pairs: train them with task=dpo (or task=reward)"
+OTHER_TASKS_DATA = {"pairs": PAIRS_DATA, "alpaca_pairs": PAIRS_DATA, "chat_pairs": PAIRS_DATA,
+                    "kto": "unpaired KTO rows: train them with task=kto"}  # fmt: skip
 
 
 def resolve_format(cfg: dict) -> str:
@@ -584,9 +588,15 @@ def resolve_format(cfg: dict) -> str:
         if fmt == "prompt_response" and (
             cfg.get("prompt_column") is None or cfg.get("response_column") is None
         ):
+            alone = cfg.get("prompt_column") is not None and cfg.get("response_column") is None
             raise UserError(
                 "dataset.format=prompt_response needs both dataset.prompt_column and dataset.response_column"
+                + ("; prompts alone are task=grpo's data (add task=grpo)" if alone else "")
             )
+    if (
+        fmt in OTHER_TASKS_DATA
+    ):  # dataset=preference with the default task read as an unknown format (review X9)
+        raise UserError(f"dataset.format={fmt} is {OTHER_TASKS_DATA[fmt]}, or choose an SFT dataset")
     if fmt not in FORMATS:
         raise UserError(
             f"dataset.format={fmt!r} is not known; {did_you_mean(fmt, FORMATS)}use one of: {', '.join(FORMATS)}"
