@@ -639,6 +639,16 @@ def test_a_grpo_runs_cards_are_a_language_models_and_a_reward_models_snippet_pri
     tokenizer.save_pretrained(merged)
     text = write_card(merged, cfg, {"steps": 1}, get_task(cfg["task"]), tokenizer).read_text()
     assert "Text: column" not in text and "the reward is the one logit" in text
+    # a QLoRA run's merge is not the model its metrics are of (review O6): the card says so
+    qlora = to_plain(compose(["peft=qlora", "quantization=nf4"]))
+    (tmp_path / "q" / "merged").mkdir(parents=True)
+    (tmp_path / "q" / "merged" / "config.json").write_text(
+        json.dumps({"architectures": ["LlamaForCausalLM"]})
+    )
+    card = write_card(
+        tmp_path / "q" / "merged", qlora, {"steps": 1}, get_task(qlora["task"]), tokenizer
+    ).read_text()
+    assert "trained its adapter on a 4-bit (nf4) quantized base, and its metrics are that model's" in card
     monkeypatch.chdir(merged.parent)
     space: dict = {}
     exec(_card_code(text), space)  # the card's snippet, as a user pastes it

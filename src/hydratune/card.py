@@ -194,6 +194,18 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
             tokenizer, "chat_template", None
         ):
             lines += ["", "The tokenizer's chat template is the base model's: this run did not train on it."]
+    quantized = (cfg.get("quantization") or {}).get("method", "none") != "none"
+    if quantized and folder.name == "merged":  # review O6: the metrics are the 4-bit base's, not this model's
+        q = cfg.get("quantization") or {}
+        quant_type = (q.get("config") or {}).get("bnb_4bit_quant_type")
+        method = f"{q.get('bits', '')}-bit" + (f" ({quant_type})" if quant_type else "")
+        lines += [
+            "",
+            f"The run trained its adapter on a {method} quantized base, and its metrics are that model's. This merge "
+            "folds the adapter into the full-precision base, which answers somewhat differently (more so for a "
+            "small model); to reproduce the run's metrics, load adapter/ on the base quantized as the run's "
+            "`quantization.config` says.",
+        ]
     # generation_config.json has the stop ids; llama.cpp's GGUF and Ollama keep EOS only (review O5)
     stops = task.stop(cfg) if what == "causal" and callable(getattr(task, "stop", None)) else []
     if stops:

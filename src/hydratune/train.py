@@ -526,6 +526,11 @@ def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
 
     compute_dtype = merge_dtype(adapter, cfg["model"].get("dtype"))
     merge_adapter(adapter, run_dir / "merged", compute_dtype)
+    if (cfg.get("quantization") or {}).get("method", "none") != "none":
+        log.warning(
+            "export.merge: the adapter was trained on a quantized base and is merged into the full-precision one, "
+            "which answers somewhat differently from the model the run evaluated (merged/README.md says so)",
+        )
     try:
         return {"merge_max_abs_logit_diff": logit_parity(adapter, run_dir / "merged", compute_dtype)}
     except RuntimeError as err:
