@@ -84,6 +84,8 @@ TRAIN_CASES = [
     ),
     (["peft.config.init_lora_weights=pissa", "quantization=nf4"], ["init_lora_weights", "quantization=none"]),
     (["dataset=kto"], ["dataset.format=kto", "task=kto"]),
+    # Hydra's "not set by the chosen options" pointed at SFT datasets before the rule could speak (review X11)
+    (["task=dpo", "dataset.packing=true"], ["task, dataset.packing", "set dataset.packing=false"]),
     (["dataset=preference"], ["dataset.format=pairs", "task=dpo"]),
     (["dataset=grpo"], ["prompts alone", "task=grpo"]),
     (["optimizer.loraplus_lr_ratio=16", "peft=none"], ["optimizer.loraplus_lr_ratio", "peft=lora"]),

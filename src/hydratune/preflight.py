@@ -110,6 +110,11 @@ def _explain_hydra_error(err: Exception, overrides: list[str]) -> UserError:
                     f"{key} is a setting of {', '.join(setters)}, not of the chosen task: "
                     f"choose one, e.g. {setters[0]} {key}=..."
                 )
+            ruled = _rule_on_added_key(key, overrides)
+            if (
+                ruled is not None
+            ):  # a rule about the key speaks, not "choose a preset that has it" (review X11)
+                return ruled
             where = (
                 f" ({', '.join(setters)} set it: choose one, or add it with +{key}=VALUE)" if setters else ""
             )
@@ -175,6 +180,27 @@ def compose_with_choices(overrides: list[str]):
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, choices
+
+
+def _rule_on_added_key(key: str, overrides: list[str]) -> UserError | None:
+    """`task=dpo dataset.packing=true`: the chosen options have no dataset.packing, and Hydra's error pointed at the
+    SFT datasets that set it. Composed with the key added, a rule on it says what is wrong instead."""
+    from hydratune.config import to_plain
+    from hydratune.tasks.registry import task_class
+
+    added = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
+    if added == overrides:
+        return None
+    try:
+        cfg = to_plain(
+            compose(added, output_dir=".")
+        )  # a folder only for ${paths.output_dir}; nothing is written
+        found = rules.violations(cfg, task_class(cfg.get("task") or {}).rules)
+    except Exception:  # no better message than Hydra's then
+        return None
+    # a rule about this key with the chosen task (preference_packing): the others would speak of other options
+    found = [m for m in found if {key, "task"} <= set(m.split(":", 1)[0].split(", "))]
+    return UserError(found[0]) if found else None
 
 
 def check_config(cfg: dict) -> None:
