@@ -315,7 +315,10 @@ def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
     elif not (run_dir / ".hydra").is_dir():
         why = "it is not a run folder of python train.py (no .hydra/)"
     else:
-        why = "is it a finished run? (a stopped one has only checkpoints/: resume=auto finishes it)"
+        why = (
+            "is it a finished run? (a stopped one has only checkpoints/: resume=auto finishes it; its weights as they "
+            "are export with the same command plus ckpt_path=RUN/checkpoints/last.ckpt trainer.max_steps=ITS_STEP)"
+        )
     raise FileNotFoundError(f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory: {why}")
 
 
