@@ -324,7 +324,9 @@ def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokeniz
         config["rope_theta"] == config["rope_parameters"]["rope_theta"]
         and config["torch_dtype"] == "bfloat16"
     )
-    assert all(f.stat().st_mode & 0o044 for f in (run / "merged").iterdir()), "group/other cannot read"
+    (run / "plain.txt").write_text("x")  # what this machine's umask gives any file the run writes
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (run / "merged").iterdir()}
+    assert set(modes.values()) == {(run / "plain.txt").stat().st_mode & 0o777}, modes
     # an interrupted merge looked complete (weights, no tokenizer) and generate took it first (O7): it is written
     # aside, so the merged/ before it stays whole and nothing half-written is left
     import hydratune.export as export
