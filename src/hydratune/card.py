@@ -103,9 +103,8 @@ def _load_snippet(folder: Path, what: str, base: str, chat: bool = False) -> str
             f'model = AutoPeftModelForCausalLM.from_pretrained("{name}")\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")'
         )
-        if (
-            folder / "generation_config.json"
-        ).is_file():  # peft keeps the base's: its stop ids were lost (O2)
+        # peft keeps the base's generation config: its stop ids were lost (O2)
+        if (folder / "generation_config.json").is_file():
             snippet += (
                 f'\nmodel.generation_config = GenerationConfig.from_pretrained("{name}")  # the trained stop'
             )

@@ -74,9 +74,8 @@ def legacy_keys(config: dict) -> bool:
     if config.get("dtype") and "torch_dtype" not in config:
         config["torch_dtype"] = config["dtype"]
         added = True
-    for nested in ("text_config",):  # a multimodal config keeps the language model's apart
-        if isinstance(config.get(nested), dict):
-            added = legacy_keys(config[nested]) or added
+    if isinstance(config.get("text_config"), dict):  # a multimodal config keeps the language model's apart
+        added = legacy_keys(config["text_config"]) or added
     return added
 
 

@@ -327,9 +327,8 @@ def _stage(data: dict, overlay: Overlay) -> str:
     task, task_loss = _task(overlay, "loss", name, LOSSES)
     if task_loss:
         _set_task(overlay, task, "loss", "loss", task_loss)
-    if (
-        name == "GRPOLoss"
-    ):  # masked_mean over every token of the batch; GRPOSimpleLoss's per sequence is grpo's
+    # masked_mean over every token of the batch; GRPOSimpleLoss's per sequence is grpo's
+    if name == "GRPOLoss":
         overlay.set("task.aggregation", "bnpo")
     if name == "PPOLoss":
         overlay.skip(

@@ -655,9 +655,8 @@ def check_same_kind(checkpoint, cfg, key: str) -> dict | None:
                 f"from its weights, merge them into a model (hydratune merge RUN_DIR) and set {MODEL_KEY}=RUN_DIR/merged"
             )
     saved = identity.get("config") or {}
-    for (
-        what
-    ) in SHAPE_KEYS:  # the trained tensors' shapes: a change failed deep in load_state_dict (review R2)
+    # the trained tensors' shapes: a change failed deep in load_state_dict (review R2)
+    for what in SHAPE_KEYS:
         then, now = _dotted(saved, what), _dotted(plain, what)
         if saved and then != now:
             raise UserError(

@@ -593,9 +593,8 @@ def resolve_format(cfg: dict) -> str:
                 "dataset.format=prompt_response needs both dataset.prompt_column and dataset.response_column"
                 + ("; prompts alone are task=grpo's data (add task=grpo)" if alone else "")
             )
-    if (
-        fmt in OTHER_TASKS_DATA
-    ):  # dataset=preference with the default task read as an unknown format (review X9)
+    # dataset=preference with the default task read as an unknown format (review X9)
+    if fmt in OTHER_TASKS_DATA:
         raise UserError(f"dataset.format={fmt} is {OTHER_TASKS_DATA[fmt]}, or choose an SFT dataset")
     if fmt not in FORMATS:
         raise UserError(
