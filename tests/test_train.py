@@ -414,6 +414,35 @@ def test_each_export_gets_a_model_card_with_its_prompt_format_and_load_code(toke
     assert f'{loader}.from_pretrained("{artifact}")' in text
 
 
+@pytest.mark.parametrize("logged", [True, False])
+def test_a_card_of_a_format_that_takes_prompts_as_written_shows_one_of_the_runs_prompts(
+    tokenizer, tmp_path, logged
+):
+    """The DPO and KTO cards rendered the default data's instruction ("Write the word ...") 'as written', a prompt
+    unlike the run's `copy: szyc -> ` rows (review O11): the card now shows the run's first logged validation
+    prompt, and without one says that the example is only an example."""
+    import json
+
+    from hydratune.card import cards
+    from hydratune.tasks.registry import get_task
+
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    if logged:
+        rows = [{"step": 10, "prompt": "", "generation": "x"}, {"step": 10, "prompt": "copy: szyc -> "}]
+        (tmp_path / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"name": "pref", "model": {"pretrained_model_name_or_path": "org/base"}, "task": {"name": "dpo"},
+           "peft": {"method": "lora"}, "dataset": {"format": "pairs"}}  # fmt: skip
+    cards(tmp_path, cfg, {"steps": 10}, get_task(cfg["task"]), tokenizer)
+    text = (tmp_path / "merged" / "README.md").read_text()
+    if logged:
+        assert "A validation prompt of this run:\n\n```text\ncopy: szyc -> \n```" in text
+        assert "Write the word" not in text
+    else:
+        assert "with no template (the answer follows; BOS first where the tokenizer has one), e.g.:" in text
+        assert "```text\nWrite the word in capital letters.\n```" in text
+
+
 def test_loader_workers_and_cpu_ranks_are_held_to_the_cores(monkeypatch, caplog):
     """An imported config's num_workers: 4 on 2 cores made torch warn from every loader (stderr); the workers
     are now cut to the cores, once said. trainer.devices above the cores on a CPU is a warning."""

@@ -4,6 +4,7 @@ an empty template; a merged or full model had none."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydratune.config import read_json
@@ -57,6 +58,21 @@ def _prompt(task, cfg: dict, tokenizer) -> str | None:
             return task.prompt_text(cfg.get("dataset") or {}, tokenizer, EXAMPLE[0])
         except (UserError, TypeError, KeyError, ValueError):
             return None
+
+
+def _logged_prompt(run_dir: Path) -> str | None:
+    """The first validation prompt the run logged (generations.jsonl, or GRPO's completions.jsonl), for a format
+    that reads its prompts as written: the card's own example would be unlike the data (review O11)."""
+    for name in ("generations.jsonl", "completions.jsonl"):
+        try:
+            with open(run_dir / name) as f:
+                for line in f:
+                    prompt = json.loads(line).get("prompt")
+                    if isinstance(prompt, str) and prompt.strip():
+                        return prompt
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def kind(folder: Path) -> str:
@@ -128,8 +144,9 @@ def _load_snippet(folder: Path, what: str, base: str, chat: bool = False) -> str
     return snippet
 
 
-def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
-    """Write `folder/README.md` for an exported adapter/, model/ or merged/ folder."""
+def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir: Path | None = None) -> Path:
+    """Write `folder/README.md` for an exported adapter/, model/ or merged/ folder of `run_dir` (by default the
+    folder above it)."""
     base, local = _base(cfg)
     task_name = (cfg.get("task") or {}).get("name", "sft")
     peft = (cfg.get("peft") or {}).get("method", "none")
@@ -180,10 +197,22 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer) -> Path:
     else:
         lines.append(f"Format: `{fmt}`" + (f", template `{template}`" if template else "") + ".")
     prompt = None if classifier else _prompt(task, cfg, tokenizer)
+    lead = "Prompt the model as it was trained (the answer follows; BOS first where the tokenizer has one):"
+    if prompt == EXAMPLE[0]:  # the format takes a prompt as written: show one of the run's own
+        logged = _logged_prompt(run_dir or folder.parent)
+        prompt = logged or prompt
+        lead = (
+            "The model reads its prompts as written, with no template (the answer follows; BOS first where the "
+            + (
+                "tokenizer has one). A validation prompt of this run:"
+                if logged
+                else "tokenizer has one), e.g.:"
+            )
+        )
     if prompt is not None:
         lines += [
             "",
-            "Prompt the model as it was trained (the answer follows; BOS first where the tokenizer has one):",
+            lead,
             "",
             "```text",
             prompt,
@@ -267,8 +296,6 @@ def cards(run_dir: Path, cfg: dict, metrics: dict, task, tokenizer) -> list[Path
 def write_merged_card(run_dir: Path, folder: Path, extra: dict) -> Path | None:
     """The card of a folder `hydratune merge` wrote, from the run's saved config and metrics.json (as
     export.merge writes it); None for an adapter outside a run folder."""
-    import json
-
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
@@ -289,7 +316,7 @@ def write_merged_card(run_dir: Path, folder: Path, extra: dict) -> Path | None:
         json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     )
     task = get_task(cfg.get("task"))
-    return write_card(folder, cfg, metrics | extra, task, AutoTokenizer.from_pretrained(folder))
+    return write_card(folder, cfg, metrics | extra, task, AutoTokenizer.from_pretrained(folder), run_dir)
 
 
 def card_metadata(folder: Path) -> dict:
