@@ -283,13 +283,16 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
     return folder / "README.md"
 
 
-def cards(run_dir: Path, cfg: dict, metrics: dict, task, tokenizer) -> list[Path]:
-    """A card in every exported folder of a run (adapter/ or model/, and merged/)."""
+def cards(
+    run_dir: Path, cfg: dict, metrics: dict, task, tokenizer, logged_in: Path | None = None
+) -> list[Path]:
+    """A card in every exported folder of a run (adapter/ or model/, and merged/); `logged_in`: the run folder
+    whose logs the cards read, where the exports are elsewhere (`hydratune export --out`)."""
     written = []
     for name in ("adapter", "model", "merged"):
         folder = run_dir / name
         if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
-            written.append(write_card(folder, cfg, metrics, task, tokenizer))
+            written.append(write_card(folder, cfg, metrics, task, tokenizer, logged_in or run_dir))
     return written
 
 

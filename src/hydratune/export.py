@@ -315,8 +315,8 @@ def find_artifact(run_dir: str | Path, prefer: str | None = None) -> Path:
         why = "it is not a run folder of python train.py (no .hydra/)"
     else:
         why = (
-            "is it a finished run? (a stopped one has only checkpoints/: resume=auto finishes it; its weights as they "
-            "are export with the same command plus ckpt_path=RUN/checkpoints/last.ckpt trainer.max_steps=ITS_STEP)"
+            "is it a finished run? (a stopped one has only checkpoints/: resume=auto finishes it, and "
+            f"hydratune export {run_dir} writes its weights as they are)"
         )
     raise FileNotFoundError(f"{run_dir} has no {' or '.join(n + '/' for n in names)} directory: {why}")
 

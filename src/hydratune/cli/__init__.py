@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the run's model.dtype (for auto, the base checkpoint's own)",
     )
     merge.set_defaults(func=_merge)
+    from hydratune.cli import (
+        export,
+    )  # a checkpoint as adapter/ or model/ without training; torch only when run
+
+    export.add_parser(sub)
 
     pre = sub.add_parser("preflight", help="check a config and its data without loading model weights")
     pre.add_argument("overrides", nargs="*", help="the same overrides as python train.py takes")
