@@ -111,6 +111,48 @@ def test_merged_model_matches_adapter(tiny_model_dir, tokenizer, tmp_path):
     )
 
 
+def test_a_qlora_merge_is_measured_against_the_model_the_run_trained(
+    tiny_model_dir, tokenizer, tmp_path, caplog
+):
+    """The parity check compares merged/ with the adapter on the full-precision base, which cannot see that a QLoRA
+    run trained and evaluated the adapter on a 4-bit base (review O6: 8e-5 said, 10.7 real). merge_export now
+    measures merged/ against the adapter on the base quantized as the run's config says, and the card says it."""
+    from peft import PeftModel
+
+    from hydratune.card import write_card
+    from hydratune.config import to_plain
+    from hydratune.model import load_model
+    from hydratune.tasks.registry import get_task
+    from hydratune.train import merge_export
+
+    torch.manual_seed(0)
+    module = make_module(tiny_model_dir, peft="lora", overrides=["optimizer.lr=0.05"])
+    module.configure_model()
+    fit_repeated(module, PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer)), steps=3)
+    adapter = export_artifact(module.model, tokenizer, tmp_path)
+    cfg = to_plain(compose(["peft=qlora", "quantization=nf4", f"model.pretrained_model_name_or_path={tiny_model_dir}",
+                            "model.dtype=float32"]))  # fmt: skip
+    with caplog.at_level("WARNING", logger="hydratune.export"):
+        measured = merge_export(adapter, tmp_path, cfg)
+    gap = measured["merged_vs_trained_max_abs_logit_diff"]
+    assert measured["merge_max_abs_logit_diff"] < 1e-3 < gap  # the 4-bit rounding the old check could not see
+    assert f"max |logit diff| {gap:.3g} on the parity prompts" in caplog.text
+    # the gap is the trained model's: the adapter on the nf4 base, as training loaded it
+    trained = PeftModel.from_pretrained(load_model(cfg["model"], None, cfg["quantization"]), adapter).eval()
+    merged, _ = load_artifact(tmp_path / "merged")
+    ids = tokenizer("0123456789", return_tensors="pt").input_ids
+    with torch.no_grad():
+        one = float((trained(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max())
+    assert 0 < one <= gap
+    card = write_card(tmp_path / "merged", cfg, {"steps": 3} | measured, get_task(cfg["task"]), tokenizer)
+    assert (
+        f"Measured: max |logit difference| {gap:.3g} between the two on three test prompts."
+        in card.read_text()
+    )
+    unquantized = to_plain(compose([f"model.pretrained_model_name_or_path={tiny_model_dir}"]))
+    assert "merged_vs_trained_max_abs_logit_diff" not in merge_export(adapter, tmp_path, unquantized)
+
+
 def test_half_precision_parity_allows_rounding_but_not_a_lost_adapter_and_a_run_keeps_its_results(
     tiny_model_dir, tokenizer, tmp_path, monkeypatch
 ):

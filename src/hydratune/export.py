@@ -3,10 +3,13 @@ and loading them again, merging an adapter into its base, and the adapter-vs-mer
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hydratune.config import canonical_dtype
 from hydratune.generate import stop_ids
+
+log = logging.getLogger(__name__)
 
 
 def is_peft_model(model) -> bool:
@@ -154,27 +157,24 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
     For a classifier the adapter's saved config gives the head's size and labels; the base checkpoint
     has no such head, or one for other labels, which is replaced (the adapter holds the trained head).
     """
-    import json
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
-    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    hub = base_hub_options(adapter_dir)
+    base, hub = base_id(adapter_dir), base_hub_options(adapter_dir)
     if is_classifier_adapter(adapter_dir):
         from hydratune.model import classifier_from_pretrained
 
         return classifier_from_pretrained(
             AutoModelForSequenceClassification,
-            base_id,
+            base,
             head_expected="adapter",
             config=AutoConfig.from_pretrained(adapter_dir),
             dtype=getattr(torch, dtype),
             ignore_mismatched_sizes=True,
             **hub,
         )
-    return AutoModelForCausalLM.from_pretrained(base_id, dtype=getattr(torch, dtype), **hub)
+    return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), **hub)
 
 
 def base_hub_options(adapter_dir: Path) -> dict:
@@ -245,14 +245,10 @@ def merge_dtype(adapter_dir: str | Path, model_dtype: str | None = None) -> str:
 
 def base_dtype(adapter_dir: str | Path) -> str | None:
     """The dtype the adapter's base checkpoint is stored in (its config.json); None where it does not say."""
-    import json
-
     from transformers import AutoConfig
 
-    adapter_dir = Path(adapter_dir)
-    base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
     try:
-        config = AutoConfig.from_pretrained(base_id, **base_hub_options(adapter_dir))
+        config = AutoConfig.from_pretrained(base_id(adapter_dir), **base_hub_options(Path(adapter_dir)))
     except (OSError, ValueError):
         return None
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -287,6 +283,56 @@ def logit_parity(adapter_dir: str | Path, merged_dir: str | Path, dtype: str = "
             f"({merged_dir}); keep using {adapter_dir}"
         )
     return worst
+
+
+def trained_model_gap(adapter_dir: str | Path, merged_dir: str | Path, cfg: dict) -> float | None:
+    """Max |logit diff| between a merge and the model its run trained and evaluated, for an adapter trained on a
+    quantized base (review O6): the merge folds it into the full-precision base, and `logit_parity` compares it with
+    the adapter on that same base, which cannot see the rounding the run's metrics were measured through. The
+    adapter on the base quantized as the run's `quantization` says is the trained model. None for an unquantized
+    run's or a classifier's adapter."""
+    import torch
+    from peft import PeftModel
+
+    from hydratune.model import load_model
+
+    quantization = cfg.get("quantization") or {}
+    if quantization.get("method", "none") == "none" or is_classifier_adapter(adapter_dir):
+        return None
+    model_cfg = dict(cfg["model"]) | {"pretrained_model_name_or_path": base_id(adapter_dir)}
+    trained = PeftModel.from_pretrained(
+        load_model(model_cfg, model_cfg.get("token"), quantization), adapter_dir
+    )
+    merged, tokenizer = load_artifact(merged_dir)
+    trained.eval()
+    worst = 0.0
+    with torch.no_grad():
+        for prompt in PARITY_PROMPTS:
+            ids = tokenizer(prompt, return_tensors="pt").input_ids
+            diff = trained(input_ids=ids).logits.float() - merged(input_ids=ids).logits.float()
+            worst = max(worst, float(diff.abs().max()))
+    return worst
+
+
+def quantized_merge_gap(adapter: Path, merged: Path, cfg: dict) -> dict:
+    """For an adapter trained on a quantized base: how far the merge answers from the model the run evaluated
+    (`merged_vs_trained_max_abs_logit_diff`, in metrics.json and the card), said once; {} otherwise."""
+    gap = trained_model_gap(adapter, merged, cfg)
+    if gap is None:
+        return {}
+    log.warning(
+        "merge: the adapter was trained on a quantized base and is merged into the full-precision one, "
+        "which answers somewhat differently from the model the run evaluated: max |logit diff| %.3g on the "
+        "parity prompts (merged/README.md says so)", gap,
+    )  # fmt: skip
+    return {"merged_vs_trained_max_abs_logit_diff": gap}
+
+
+def base_id(adapter_dir: str | Path) -> str:
+    """The base model an adapter names (adapter_config.json's base_model_name_or_path)."""
+    import json
+
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
 ARTIFACTS = ("merged", "adapter", "model")  # searched in this order

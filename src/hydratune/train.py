@@ -522,23 +522,19 @@ def finish(state: Run) -> float:
 def merge_export(adapter: Path, run_dir: Path, cfg: dict) -> dict:
     """export.merge: the adapter folded into its base in `run_dir/merged`, checked against the adapter. A
     merge that fails the check is removed with a warning; the run's own results stand."""
-    from hydratune.export import logit_parity, merge_adapter, merge_dtype
+    from hydratune.export import logit_parity, merge_adapter, merge_dtype, quantized_merge_gap
 
     compute_dtype = merge_dtype(adapter, cfg["model"].get("dtype"))
     merge_adapter(adapter, run_dir / "merged", compute_dtype)
-    if (cfg.get("quantization") or {}).get("method", "none") != "none":
-        log.warning(
-            "export.merge: the adapter was trained on a quantized base and is merged into the full-precision one, "
-            "which answers somewhat differently from the model the run evaluated (merged/README.md says so)",
-        )
     try:
-        return {"merge_max_abs_logit_diff": logit_parity(adapter, run_dir / "merged", compute_dtype)}
+        measured = {"merge_max_abs_logit_diff": logit_parity(adapter, run_dir / "merged", compute_dtype)}
     except RuntimeError as err:
         shutil.rmtree(run_dir / "merged")
         log.warning(
             "export.merge: %s; merged/ removed (try: hydratune merge %s --dtype float32)", err, run_dir
         )
         return {"merge": f"removed: {err}"}
+    return measured | quantized_merge_gap(adapter, run_dir / "merged", cfg)
 
 
 def resume_checkpoint(cfg) -> str | None:

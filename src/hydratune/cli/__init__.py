@@ -63,7 +63,13 @@ def _merge(args: argparse.Namespace) -> int:
         shutil.rmtree(out, ignore_errors=True)
         hint = "; try --dtype float32" if dtype != "float32" else ""
         raise UserError(f"{err}; {out} removed{hint}") from None
-    write_merged_card(Path(args.run_dir), Path(out), {"merge_max_abs_logit_diff": diff})
+    measured = {"merge_max_abs_logit_diff": diff}
+    if (Path(args.run_dir) / ".hydra" / "config.yaml").is_file() and adapter.parent == Path(args.run_dir):
+        from hydratune.cli.export import saved_run_config
+        from hydratune.export import quantized_merge_gap
+
+        measured |= quantized_merge_gap(adapter, Path(out), saved_run_config(Path(args.run_dir)))
+    write_merged_card(Path(args.run_dir), Path(out), measured)
     print(f"merged {adapter} into {out} in {dtype} (max |logit diff| vs adapter: {diff:.2e})")
     return 0
 
