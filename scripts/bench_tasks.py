@@ -23,11 +23,10 @@ TRL 1.16 turns gradient checkpointing and bf16 on by default; both are off here,
 Hardware: CPU (2 cores here). Expected time on a loaded 2-core machine: ~20-25 s per DPO run and ~30-45 s per
 GRPO run (40 steps each, most of it start-up), so ~5 minutes for `--task dpo --repeats 4`, ~5 for grpo.
 
-TRL is not a hydratune dependency: install it apart and put it on the path, e.g.
+TRL comes with the `bench` extra (`make install` installs it, pinned in constraints.txt):
 
-    pip install --no-deps --target /work/trl-pkgs trl==1.16.0
-    PYTHONPATH=$PWD/src:/work/trl-pkgs python scripts/bench_tasks.py --task dpo --repeats 3
-    PYTHONPATH=$PWD/src:/work/trl-pkgs python scripts/bench.py --task grpo --repeats 3   # the same, via bench.py
+    .venv/bin/python scripts/bench_tasks.py --task dpo --repeats 3
+    .venv/bin/python scripts/bench.py --task grpo --repeats 3   # the same, via bench.py
     ... --task dpo --precompute-ref    # reference log-probs computed once before training, on both sides
 """
 

@@ -8,10 +8,9 @@ own tokenization and collator. Prints the token ids check, both losses, rewards,
 gradient differences, and writes them to outputs/compare_trl_dpo.txt. Pass: relative differences
 <= 1e-5. Hardware: CPU; about 20 seconds.
 
-TRL is not a hydratune dependency: install it apart and put it on the path, e.g.
+TRL comes with the `bench` extra (`make install` installs it, pinned in constraints.txt):
 
-    pip install --no-deps --target /work/trl-pkgs trl==1.16.0
-    PYTHONPATH=$PWD/src:/work/trl-pkgs python scripts/compare_trl_dpo.py
+    .venv/bin/python scripts/compare_trl_dpo.py
 """
 
 from __future__ import annotations
