@@ -51,7 +51,14 @@ def test_a_stopped_run_exports_its_last_checkpoint_as_the_finished_run_did(finis
     ours, theirs = tensors(stopped / "adapter"), tensors(finished / "adapter")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     card = (stopped / "adapter" / "README.md").read_text()
-    assert "- steps: 4" in card and "- exported_step: 4" in card and "AutoPeftModelForCausalLM" in card
+    assert "- exported_step: 4" in card and "AutoPeftModelForCausalLM" in card
+    launched = json.loads(
+        (finished / "run.json").read_text()
+    )  # the launch's settings, as the finished card has
+    assert (
+        f"- steps: 4, effective batch 4, learning rate 0.01, precision {launched['device']['precision']}"
+        in card
+    )
     assert not (stopped / "metrics.json").exists()  # a stopped run's results are not a finished run's
     from hydratune.export import load_artifact
 
@@ -122,3 +129,20 @@ def test_export_is_listed_in_the_commands_help():
     result = run_cli(["-m", "hydratune.cli", "--help"], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "export      write a checkpoint as adapter/ or model/ (a stopped run too)" in result.stdout
+
+
+def test_a_grpo_run_exports_with_the_stop_its_samples_ended_at(tmp_path, capsys):
+    """GRPO's export carries task.stop's ids in generation_config (a plain generate stops where training did); the
+    module read them through its trainer, which `hydratune export` does not build."""
+    run_dir = tmp_path / "grpo"
+    result = run_cli(["train.py", "task=grpo", "dataset=grpo", "trainer.max_steps=2", "debug=fast",
+                      "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped, ignore=shutil.ignore_patterns("adapter", "metrics.json"))
+    assert main(["export", str(stopped)]) == 0
+    ours, theirs = tensors(stopped / "adapter"), tensors(run_dir / "adapter")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    generation = json.loads((stopped / "adapter" / "generation_config.json").read_text())
+    assert generation == json.loads((run_dir / "adapter" / "generation_config.json").read_text())
+    assert isinstance(generation["eos_token_id"], list) and len(generation["eos_token_id"]) == 2

@@ -250,10 +250,12 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
     lines += ["", "## Training", ""]
     trainer = cfg.get("trainer") or {}
     optimizer = cfg.get("optimizer") or {}
-    lines.append(
-        f"- steps: {metrics.get('steps')}, effective batch {metrics.get('effective_batch_size')}, learning rate "
-        f"{optimizer.get('lr')}, precision {metrics.get('precision', trainer.get('precision'))}"
-    )
+    settings = {"effective batch": metrics.get("effective_batch_size"), "learning rate": optimizer.get("lr"),
+                "precision": metrics.get("precision") or trainer.get("precision")}  # fmt: skip
+    known = "".join(
+        f", {k} {v}" for k, v in settings.items() if v is not None
+    )  # what a launch did not say: left out
+    lines.append(f"- steps: {metrics.get('steps')}{known}")
     for key in SHOWN_METRICS:
         value = metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -132,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
     check_same_run(checkpoint, cfg, run_dir)
     from hydratune.card import cards
     from hydratune.checkpoint import load_trainable_weights
+    from hydratune.config import read_json
     from hydratune.export import export_artifact
     from hydratune.model import load_tokenizer
     from hydratune.tasks.registry import get_task
@@ -144,8 +145,11 @@ def main(args: argparse.Namespace) -> int:
     step = load_trainable_weights(module, checkpoint)
     stops = getattr(module, "stop_token_ids", None)  # GRPO: the stop strings that ended its samples
     target.mkdir(parents=True, exist_ok=True)
-    artifact = export_artifact(module.model, tokenizer, target, stops() if stops else ())
+    artifact = export_artifact(module.model, tokenizer, target, stops(tokenizer) if stops else ())
     metrics = {"steps": step, "exported_step": step, "artifact": artifact.name, "checkpoint": str(checkpoint)}
+    launched = read_json(run_dir / "run.json") or {}  # what the launch ran with, for the card
+    metrics["effective_batch_size"] = launched.get("effective_batch_size")
+    metrics["precision"] = (launched.get("device") or {}).get("precision")
     if args.merge and artifact.name == "adapter":
         metrics.update(merge_export(artifact, target, cfg))
     elif args.merge:

@@ -119,10 +119,11 @@ class GRPOModule(TaskModule):
     def tokenizer(self):
         return self.trainer.datamodule.tokenizer
 
-    def stop_token_ids(self) -> list[int]:
+    def stop_token_ids(self, tokenizer=None) -> list[int]:
+        """The ids of task.stop's strings (with `tokenizer`: outside a trainer, as `hydratune export` is)."""
         ids = []
         for text in self.hparams.stop or []:
-            encoded = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            encoded = (tokenizer or self.tokenizer)(text, add_special_tokens=False)["input_ids"]
             if len(encoded) != 1:
                 raise ValueError(
                     f"task.stop: {text!r} is {len(encoded)} tokens; each stop string must be one token"
