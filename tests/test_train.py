@@ -439,7 +439,10 @@ def test_a_card_of_a_format_that_takes_prompts_as_written_shows_one_of_the_runs_
         assert "A validation prompt of this run:\n\n```text\ncopy: szyc -> \n```" in text
         assert "Write the word" not in text
     else:
-        assert "with no template (the answer follows; BOS first where the tokenizer has one), e.g.:" in text
+        assert (
+            "with no template (the answer follows; BOS first where the tokenizer has one). For example:"
+            in text
+        )
         assert "```text\nWrite the word in capital letters.\n```" in text
 
 

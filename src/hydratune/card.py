@@ -200,14 +200,11 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
     lead = "Prompt the model as it was trained (the answer follows; BOS first where the tokenizer has one):"
     if prompt == EXAMPLE[0]:  # the format takes a prompt as written: show one of the run's own
         logged = _logged_prompt(run_dir or folder.parent)
+        shown = "A validation prompt of this run:" if logged else "For example:"
         prompt = logged or prompt
         lead = (
             "The model reads its prompts as written, with no template (the answer follows; BOS first where the "
-            + (
-                "tokenizer has one). A validation prompt of this run:"
-                if logged
-                else "tokenizer has one), e.g.:"
-            )
+            f"tokenizer has one). {shown}"
         )
     if prompt is not None:
         lines += [
@@ -252,9 +249,8 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
     optimizer = cfg.get("optimizer") or {}
     settings = {"effective batch": metrics.get("effective_batch_size"), "learning rate": optimizer.get("lr"),
                 "precision": metrics.get("precision") or trainer.get("precision")}  # fmt: skip
-    known = "".join(
-        f", {k} {v}" for k, v in settings.items() if v is not None
-    )  # what a launch did not say: left out
+    # what the launch did not record (hydratune export of an old run) is left out, not printed as None
+    known = "".join(f", {k} {v}" for k, v in settings.items() if v is not None)
     lines.append(f"- steps: {metrics.get('steps')}{known}")
     for key in SHOWN_METRICS:
         value = metrics.get(key)

@@ -64,7 +64,9 @@ def _merge(args: argparse.Namespace) -> int:
         hint = "; try --dtype float32" if dtype != "float32" else ""
         raise UserError(f"{err}; {out} removed{hint}") from None
     measured = {"merge_max_abs_logit_diff": diff}
-    if (Path(args.run_dir) / ".hydra" / "config.yaml").is_file() and adapter.parent == Path(args.run_dir):
+    if (
+        Path(args.run_dir) / ".hydra" / "config.yaml"
+    ).is_file():  # a QLoRA run's: against its 4-bit model too
         from hydratune.cli.export import saved_run_config
         from hydratune.export import quantized_merge_gap
 
@@ -158,9 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the run's model.dtype (for auto, the base checkpoint's own)",
     )
     merge.set_defaults(func=_merge)
-    from hydratune.cli import (
-        export,
-    )  # a checkpoint as adapter/ or model/ without training; torch only when run
+    # a checkpoint as adapter/ or model/ without training; torch only when run
+    from hydratune.cli import export
 
     export.add_parser(sub)
 
