@@ -329,6 +329,36 @@ def test_a_merge_keeps_the_base_checkpoints_dtype_and_the_adapters_generation_co
         assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == (
             "PreTrainedTokenizerFast"
         )
+    # `hydratune generate` on adapter/ stops there too: it kept the base's generation config (review T2)
+    from hydratune.generate import stop_ids
+
+    loaded, _ = load_artifact(adapter)
+    assert stop_ids(loaded, tokenizer) == [tokenizer.eos_token_id, newline]
+
+
+def test_a_chat_templates_end_of_turn_token_ends_answers_where_the_base_names_only_its_eos(
+    tokenizer, tmp_path
+):
+    """Qwen2.5 base ends ChatML turns with <|im_end|> and names <|endoftext|> as EOS: a model trained on the
+    template never stopped at the end of its turn in generate, GRPO's sampling or the exported generation config
+    (review T1). The template's end-of-turn token, where it is one special token, now ends answers too."""
+    from transformers import GenerationConfig
+
+    from hydratune.data.formats import CHAT_TEMPLATES
+    from hydratune.generate import end_of_turn_id, stop_ids
+
+    class Base:  # a base model whose generation config names only EOS
+        generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
+
+    assert end_of_turn_id(tokenizer) == tokenizer.eos_token_id  # the tiny template ends a turn with </s>
+    tokenizer.chat_template = CHAT_TEMPLATES["chatml"]
+    assert end_of_turn_id(tokenizer) is None  # <|im_end|> spelt out in characters: no one token to stop at
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end_of_turn_id(tokenizer) == im_end
+    assert stop_ids(Base(), tokenizer) == [tokenizer.eos_token_id, im_end]
+    tokenizer.chat_template = "{{ raise_exception('a system turn first') }}"  # a template refusing the probe
+    assert end_of_turn_id(tokenizer) is None and stop_ids(Base(), tokenizer) == [tokenizer.eos_token_id]
 
 
 def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokenizer, tmp_path, capsys):

@@ -382,8 +382,14 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
     tokenizer = AutoTokenizer.from_pretrained(path)  # a folder, or a hub id (as text)
     if (Path(path) / "adapter_config.json").exists():
         from peft import PeftModel
+        from transformers import GenerationConfig
 
         model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
+        if (
+            Path(path) / "generation_config.json"
+        ).is_file():  # the trained stop ids, not the base's (review T2)
+            model.generation_config = GenerationConfig.from_pretrained(path)
+            model.get_base_model().generation_config = model.generation_config
     else:
         architecture = (AutoConfig.from_pretrained(path).architectures or [""])[0]
         classifier = architecture.endswith("ForSequenceClassification")
