@@ -212,3 +212,32 @@ def test_a_max_seq_length_past_the_models_positions_is_checked_before_loading(
     with caplog.at_level("WARNING", logger="hydratune.preflight"):
         check_config(_cfg(stretched, "dataset.max_seq_length=2048"))
     assert not caplog.text
+
+
+def test_a_model_class_without_sdpa_runs_eager_and_preflight_says_so(tmp_path, tiny_model_dir, caplog):
+    """Gemma 2 has no sdpa attention in transformers 5: the default model.attn_implementation=sdpa raised a
+    traceback once the model loaded, and preflight said ok (review T5). It is eager now, said once."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from hydratune import model as loader
+    from hydratune.preflight import check_model
+
+    folder = tmp_path / "gemma2"
+    config = Gemma2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    Gemma2ForCausalLM(config).save_pretrained(folder)
+    loader._SAID_EAGER.clear()
+    with caplog.at_level("WARNING", logger="hydratune.model"):
+        check_model(_cfg(folder, "peft=none"))
+        model = loader.load_model({"pretrained_model_name_or_path": str(folder)})
+    assert model.config._attn_implementation == "eager"
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "model.attn_implementation=sdpa: Gemma2ForCausalLM has no sdpa attention in this transformers, so eager is "
+        "used (set model.attn_implementation=eager to choose it)"
+    ]
+    assert loader.attention({"pretrained_model_name_or_path": str(tiny_model_dir)}) == "sdpa"  # Llama has it
+    assert (
+        loader.attention({"pretrained_model_name_or_path": str(folder), "attn_implementation": "eager"})
+        == "eager"
+    )

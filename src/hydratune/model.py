@@ -113,7 +113,7 @@ def load_model(
         *([AutoModelForSequenceClassification] if head else []),
         model_cfg["pretrained_model_name_or_path"],
         dtype=torch_dtype(model_cfg.get("dtype", "float32")),
-        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        attn_implementation=attention(model_cfg),
         **kwargs,
         **_hub_kwargs(model_cfg, token),
     )
@@ -134,6 +134,41 @@ def load_model(
         # Casts norms to fp32 and makes inputs require grad; checkpointing is set up by the caller.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
+
+
+def attention(model_cfg: dict) -> str:
+    """model.attn_implementation, but eager where it asks for sdpa and the model's class has none in this
+    transformers (Gemma 2: its soft-capped attention is eager or flash only), said once: from_pretrained raised
+    deep in loading, and preflight had said ok (review T5)."""
+    wanted = model_cfg.get("attn_implementation", "sdpa")
+    if wanted != "sdpa" or model_cfg.get(
+        "trust_remote_code"
+    ):  # remote code: its own classes, not the mapping's
+        return wanted
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(
+            model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, model_cfg.get("token"))
+        )
+    except (OSError, ValueError):  # not found: loading says so
+        return wanted
+    mappings = (AutoModelForCausalLM._model_mapping, AutoModelForSequenceClassification._model_mapping)
+    model_class = next((m[type(config)] for m in mappings if type(config) in m), None)  # a family's share one
+    if model_class is None:
+        return wanted
+    if getattr(model_class, "_supports_sdpa", True):
+        return wanted
+    if model_class.__name__ not in _SAID_EAGER:
+        _SAID_EAGER.add(model_class.__name__)
+        log.warning(
+            "model.attn_implementation=sdpa: %s has no sdpa attention in this transformers, so eager is used "
+            "(set model.attn_implementation=eager to choose it)", model_class.__name__,
+        )  # fmt: skip
+    return "eager"
+
+
+_SAID_EAGER: set[str] = set()
 
 
 def classifier_head(labels: list[str], pad_token_id: int | None) -> dict:

@@ -452,6 +452,9 @@ def check_model(cfg: dict) -> None:
     if folder is not None:
         check_positions(cfg, folder, shapes)
         check_trainable_layers(cfg, folder)
+        from hydratune.model import attention
+
+        attention(cfg.get("model") or {})  # sdpa that the model's class lacks: said, as training will
     if not shapes:
         return  # weights on the hub, or not safetensors: loading the model is the check
     linear = {
