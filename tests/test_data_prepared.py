@@ -234,3 +234,20 @@ def test_the_cache_key_ignores_what_the_last_tokenizer_call_left_set(tokenizer):
     assert tokenizer_fingerprint(tokenizer) == before
     tokenizer(["abcdef"])  # and back
     assert tokenizer_fingerprint(tokenizer) == before
+
+
+def test_a_run_reading_prepared_rows_says_what_their_preparation_cut(tokenizer, tmp_path, caplog):
+    """A run after `hydratune inspect` (or a rerun) read the prepared rows and said nothing of the samples that
+    max_seq_length cut or dropped: 42% in a review run (T7). The same lines come from the prepared rows."""
+    cfg = _cfg("sample", tmp_path, max_seq_length=92)
+    with caplog.at_level("INFO", logger="hydratune.tasks.sft.data"):
+        first = _setup(tokenizer, cfg, tmp_path / "cache")
+    said = [r.getMessage() for r in caplog.records if "read from the prepared rows" not in r.getMessage()]
+    assert any("dataset.max_seq_length=92: in split 'train'" in line for line in said)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hydratune.tasks.sft.data"):
+        second = _setup(tokenizer, cfg, tmp_path / "cache")
+    assert type(second.train_dataset).__name__ == "PreparedSplit" and second.stats == first.stats
+    again = [r.getMessage() for r in caplog.records]
+    assert "read from the prepared rows" in again[0]
+    assert again[1:] == [line for line in said if ": tokenized " not in line]  # all but the timing lines

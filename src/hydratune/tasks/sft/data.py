@@ -116,6 +116,17 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
         "lengths": kept_lengths,
     }
     stats["trainable_fraction"] = stats["trained_tokens"] / max(stats["tokens"], 1)
+    answers = answer_column(fmt, cfg)
+    if answers is not None:
+        stats["empty_answers"] = count_empty(dataset[answers])
+    report_split(split, stats, cfg)
+    return tokenized, stats
+
+
+def report_split(split: str, stats: dict, cfg: dict) -> None:
+    """What preparing a split kept, dropped and cut, said as it was prepared and again when a later run reads
+    the prepared rows (a run after `hydratune inspect` said nothing of 42% of its samples cut: review T7)."""
+    drop_long = cfg.get("truncation", "truncate") == "drop"
     log.info(
         "%s: %d samples, %.1f%% of tokens trained, %d dropped with no trained token, %d truncated (%.1f%%)%s",
         split,
@@ -126,15 +137,12 @@ def tokenize_split(dataset, tokenizer, cfg: dict, split: str = "train", tokenize
         100 * stats["truncation_rate"],
         f", {stats['dropped_truncated']} dropped as too long" if drop_long else "",
     )
-    warning = cut_warning(split, stats, max_len, cfg.get("truncation", "truncate"))
+    warning = cut_warning(split, stats, cfg["max_seq_length"], cfg.get("truncation", "truncate"))
     if warning:
         log.warning(warning)
-    answers = answer_column(fmt, cfg)
-    if answers is not None:
-        stats["empty_answers"] = count_empty(dataset[answers])
-        if stats["empty_answers"]:
-            log.warning(empty_answer_warning(split, stats["empty_answers"], len(dataset), answers))
-    return tokenized, stats
+    if stats.get("empty_answers"):  # a one-answer format: a sample per row
+        answers = answer_column(check_config(cfg), cfg)
+        log.warning(empty_answer_warning(split, stats["empty_answers"], stats["rows"], answers))
 
 
 class SFTDataModule(L.LightningDataModule):
@@ -234,6 +242,8 @@ class SFTDataModule(L.LightningDataModule):
             manifest["row_lengths"],
         )
         log.info("data: %d training rows read from the prepared rows in %s", len(self.train_dataset), folder)
+        for split, stats in self.stats.items():
+            report_split(split, stats, self.cfg)
         return True
 
     def group_lengths(self) -> list[int] | None:
