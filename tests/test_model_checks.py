@@ -241,3 +241,23 @@ def test_a_model_class_without_sdpa_runs_eager_and_preflight_says_so(tmp_path, t
         loader.attention({"pretrained_model_name_or_path": str(folder), "attn_implementation": "eager"})
         == "eager"
     )
+
+
+def test_a_sentencepiece_only_tokenizer_without_the_package_is_one_line(tmp_path):
+    """A checkpoint with a tokenizer.model and no tokenizer.json (Llama 2, Mistral v0.1 derivatives) failed with
+    transformers' traceback asking for tiktoken (review T6); sentencepiece is not among the locked packages."""
+    import json
+    import shutil
+
+    from hydratune.model import load_tokenizer
+
+    shutil.copy(SHIPPED / "config.json", tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes(b"\x00 a SentencePiece model")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    with pytest.raises(UserError) as caught:
+        load_tokenizer({"pretrained_model_name_or_path": str(tmp_path)})
+    assert str(caught.value) == (
+        f"model.pretrained_model_name_or_path={tmp_path}: its tokenizer is a SentencePiece tokenizer.model with no "
+        "tokenizer.json, which needs the sentencepiece package: pip install sentencepiece (or use a copy of the "
+        "model that has tokenizer.json)"
+    )

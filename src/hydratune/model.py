@@ -32,9 +32,21 @@ def load_tokenizer(model_cfg: dict, token: str | None = None):
 
     from hydratune.data.tokenize import stand_in_pad
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_cfg["pretrained_model_name_or_path"], **_hub_kwargs(model_cfg, token)
-    )
+    name = model_cfg["pretrained_model_name_or_path"]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **_hub_kwargs(model_cfg, token))
+    except (ValueError, ImportError) as err:
+        # A tokenizer.model with no tokenizer.json (Llama 2 and Mistral v0.1 derivatives): without sentencepiece
+        # transformers tries its tiktoken reader and asks for tiktoken (review T6).
+        if "tiktoken" not in str(err) and "sentencepiece" not in str(err).lower():
+            raise
+        from hydratune.errors import UserError
+
+        raise UserError(
+            f"model.pretrained_model_name_or_path={name}: its tokenizer is a SentencePiece tokenizer.model with no "
+            "tokenizer.json, which needs the sentencepiece package: pip install sentencepiece (or use a copy of "
+            "the model that has tokenizer.json)"
+        ) from None
     if tokenizer.pad_token is None:
         vocab = tokenizer.get_vocab()
         tokenizer.pad_token = stand_in_pad(tokenizer.eos_token, tokenizer.unk_token, vocab.__contains__)
