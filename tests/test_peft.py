@@ -326,8 +326,11 @@ def test_a_merge_keeps_the_base_checkpoints_dtype_and_the_adapters_generation_co
     for folder in (adapter, merged):
         config = GenerationConfig.from_pretrained(folder)
         assert config.eos_token_id == [tokenizer.eos_token_id, newline] and config.pad_token_id == 0
-        assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == (
-            "PreTrainedTokenizerFast"
+        saved = json.loads((folder / "tokenizer_config.json").read_text())
+        assert saved["tokenizer_class"] == "PreTrainedTokenizerFast"
+        # the template also where TGI and older transformers read it, not only chat_template.jinja (review T9)
+        assert (
+            saved["chat_template"] == tokenizer.chat_template == (folder / "chat_template.jinja").read_text()
         )
     # `hydratune generate` on adapter/ stops there too: it kept the base's generation config (review T2)
     from hydratune.generate import stop_ids

@@ -95,9 +95,15 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
     tokenizer.save_pretrained(folder)
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
+    legacy = dict(config)
     if config.get("tokenizer_class") == "TokenizersBackend":
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        legacy["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # transformers 5 writes the chat template to chat_template.jinja only; TGI and transformers before the .jinja
+    # file read it from tokenizer_config.json (review T9). Both hold the same text; 5 prefers the file.
+    if isinstance(getattr(tokenizer, "chat_template", None), str) and "chat_template" not in config:
+        legacy["chat_template"] = tokenizer.chat_template
+    if legacy != config:
+        path.write_text(json.dumps(legacy, indent=2, ensure_ascii=False) + "\n")
 
 
 def name_adapter_base(adapter_dir: str | Path, base_id: str) -> None:
