@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-from pathlib import Path
 
-import lightning as L
-import pytest
-import torch
-
-from hydratune.config import to_plain
-
-# No test may reach a hub: set before transformers/datasets are imported anywhere.
+# No test may reach a hub: set before huggingface_hub reads them at its import, which Lightning's import does (set
+# after it, the hub stayed online for every test in this process, and a missing model waited ~50 s on the network).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import lightning as L  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hydratune.config import to_plain  # noqa: E402
+
 # trainer.precision: auto is fp32 in every test run, whatever the CPU (hydratune.precision); the tests of
 # the choice itself set the probe's answer. `HYDRATUNE_CPU_BF16=1 pytest ...` runs them in bf16-mixed.
 os.environ.setdefault("HYDRATUNE_CPU_BF16", "0")

@@ -261,3 +261,13 @@ def test_a_sentencepiece_only_tokenizer_without_the_package_is_one_line(tmp_path
         "tokenizer.json, which needs the sentencepiece package: pip install sentencepiece (or use a copy of the "
         "model that has tokenizer.json)"
     )
+
+
+def test_the_hubs_are_offline_in_this_test_process():
+    """conftest set HF_HUB_OFFLINE after importing Lightning, which imports huggingface_hub: the hub read it as
+    unset and every test process was online (an adapter whose base was missing waited ~50 s on the network)."""
+    import datasets.config
+    import huggingface_hub.constants
+    from transformers.utils import is_offline_mode
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE and is_offline_mode()

@@ -420,3 +420,25 @@ def test_hydratune_merge_writes_a_card_in_the_runs_dtype(tiny_model_dir, tokeniz
         export.save_tokenizer = real
     assert {f.name: f.read_bytes() for f in (run / "merged").iterdir()} == before
     assert main(["merge", str(run)]) == 0 and not list(run.glob(".merged.tmp-*"))  # the stale one cleared
+
+
+def test_an_adapter_whose_base_is_not_here_is_one_line(tiny_model_dir, tokenizer, tmp_path):
+    """generate/merge on a machine without the base (not in this hub cache, hub offline) gave transformers'
+    OSError traceback (review T13)."""
+    module = make_module(tiny_model_dir, peft="lora")
+    module.configure_model()
+    adapter = export_artifact(module.model, tokenizer, tmp_path)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "acme/not-cached-here"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    from hydratune.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        load_artifact(adapter)
+    message = str(caught.value)
+    assert message.startswith(f"{adapter}: its base model acme/not-cached-here cannot be loaded here (")
+    assert message.endswith(
+        "point HF_HUB_CACHE at the cache that holds it, or set base_model_name_or_path in adapter_config.json to "
+        "a copy of it"
+    )
+    assert "\n" not in message

@@ -166,21 +166,32 @@ def load_adapter_base(adapter_dir: str | Path, dtype: str = "float32"):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from hydratune.errors import UserError
+
     adapter_dir, dtype = Path(adapter_dir), canonical_dtype(dtype)
     base, hub = base_id(adapter_dir), base_hub_options(adapter_dir)
-    if is_classifier_adapter(adapter_dir):
-        from hydratune.model import classifier_from_pretrained
+    try:
+        if is_classifier_adapter(adapter_dir):
+            from hydratune.model import classifier_from_pretrained
 
-        return classifier_from_pretrained(
-            AutoModelForSequenceClassification,
-            base,
-            head_expected="adapter",
-            config=AutoConfig.from_pretrained(adapter_dir),
-            dtype=getattr(torch, dtype),
-            ignore_mismatched_sizes=True,
-            **hub,
-        )
-    return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), **hub)
+            return classifier_from_pretrained(
+                AutoModelForSequenceClassification,
+                base,
+                head_expected="adapter",
+                config=AutoConfig.from_pretrained(adapter_dir),
+                dtype=getattr(torch, dtype),
+                ignore_mismatched_sizes=True,
+                **hub,
+            )
+        return AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), **hub)
+    except (
+        OSError
+    ) as err:  # not on this disk, not in the hub cache it looked in, hub unreachable (review T13)
+        raise UserError(
+            f"{adapter_dir}: its base model {base} cannot be loaded here ({str(err).splitlines()[0]}); point "
+            "HF_HUB_CACHE at the cache that holds it, or set base_model_name_or_path in adapter_config.json to a "
+            "copy of it"
+        ) from None
 
 
 def base_hub_options(adapter_dir: Path) -> dict:
