@@ -382,8 +382,11 @@ def _turns(*contents, system=None, first="user"):
             _turns("hi", "HI", "yo", "YO", system="S"),
             ["HI<|im_end|>\n", "<think>\n\n</think>\n\nYO<|im_end|>\n"],
         ),
-        # Mistral with a system prompt: rendered as the template renders the whole conversation.
-        (MISTRAL, _turns("hi", "HI", "yo", "YO", system="S"), ["HI</s>", "YO</s>"]),
+        # Mistral with a system prompt: rendered as the template renders the whole conversation; each answer with
+        # the space the template writes after "[/INST]", where the generation prompt ends, as without a system
+        # prompt (review T3: with SentencePiece, "▁" before a digit is a token the model never learnt to write).
+        (MISTRAL, _turns("hi", "HI", "yo", "YO", system="S"), [" HI</s>", " YO</s>"]),
+        (MISTRAL, _turns("hi", "HI", "yo", "YO"), [" HI</s>", " YO</s>"]),
         # An opening assistant turn: the default system prompt and the header are prompt, not trained.
         (
             CHATML_SYSTEM,
@@ -401,6 +404,26 @@ def test_templates_that_render_a_turn_by_what_follows_train_each_answer_and_its_
     segments = format_messages({"messages": messages}, {}, tokenizer=template_tokenizer)
     assert "".join(t for t, _ in segments) == template_tokenizer.apply_chat_template(messages, tokenize=False)
     assert [t for t, on in segments if on] == trained
+
+
+def test_a_template_that_leaves_a_prompt_turn_out_is_said_once(template_tokenizer, caplog, monkeypatch):
+    """Mistral v0.3 writes the system prompt only before the last user turn, which a training row never ends
+    with: every row trained without it, silently (review T4)."""
+    from hydratune.data import formats
+
+    monkeypatch.setattr(formats, "_SAID_DROPPED", set())
+    template_tokenizer.chat_template = MISTRAL
+    with caplog.at_level("WARNING", logger="hydratune.data.formats"):
+        for _ in range(2):
+            formats.format_messages(
+                {"messages": _turns("hi", "HI", system="Be brief.")}, {}, tokenizer=template_tokenizer
+            )
+        formats.format_messages({"messages": _turns("hi", "HI")}, {}, tokenizer=template_tokenizer)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dataset.chat_template leaves the system turn out of rows it renders ('Be brief.' is not in the text; "
+        "Mistral's template writes a system prompt only before a conversation's last user turn): merge it into "
+        "the first user turn (a map op), or choose another template with dataset.chat_template"
+    ]
 
 
 def test_chat_pairs_with_a_template_that_ends_with_eos(template_tokenizer):

@@ -242,7 +242,28 @@ def format_messages(row: dict, cfg: dict, tokenizer=None) -> Segments:
     if segments is None:
         segments = _by_placeholders(checked, render, tokenizer, untrained)
     _check_tools_rendered(checked, given, segments, render)
+    _warn_if_turns_dropped(checked, segments)
     return segments
+
+
+_SAID_DROPPED: set[str] = set()
+
+
+def _warn_if_turns_dropped(messages: list[dict], segments: Segments) -> None:
+    """A template that leaves a prompt turn out of the text (Mistral v0.3's writes the system prompt only before the
+    last user turn, which a training row, ending with an answer, never has) trained every row without it, silently,
+    while `hydratune generate --system` puts it in (review T4). Said once per role."""
+    text = "".join(t for t, _ in segments)
+    for message in messages:
+        role, content = message["role"], message["content"].strip()
+        if role in ("system", "user") and content and content not in text and role not in _SAID_DROPPED:
+            _SAID_DROPPED.add(role)
+            log.warning(
+                "dataset.chat_template leaves the %s turn out of rows it renders (%r is not in the text; Mistral's "
+                "template writes a system prompt only before a conversation's last user turn): merge it into the "
+                "first user turn (a map op), or choose another template with dataset.chat_template",
+                role, content[:40],
+            )  # fmt: skip
 
 
 def _check_tools_rendered(messages: list[dict], tools, segments: Segments, render) -> None:
@@ -359,6 +380,10 @@ def _by_placeholders(messages: list[dict], render, tokenizer, untrained: set[int
             body = content_at[i] + len(messages[i]["content"])
             ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
             begin = prompt_end if prompt_end is not None and prompt_end <= content_at[i] else content_at[i]
+            if (
+                prompt_end is None
+            ):  # the answer from where the generation prompt ends, as when it starts the whole
+                begin = _after_prompt(full, content_at[i], head, done)
         else:
             last = render(messages[: i + 1])
             if prompt_end is None or not last.startswith(head):
@@ -380,6 +405,20 @@ def _by_placeholders(messages: list[dict], render, tokenizer, untrained: set[int
         done = end
     segments.append((full[done:], False))
     return [(text, trained) for text, trained in segments if text]
+
+
+def _after_prompt(full: str, content: int, head: str, done: int) -> int:
+    """Where an answer starts whose generation prompt does not start the whole text: at its content, or before the
+    space the template writes ahead of it when the prompt does not end with that space (Mistral v0.3: "[/INST]" +
+    " " + answer; the prompt ends at "[/INST]", so the model writes the space, and a SentencePiece "▁" before a
+    digit is a token of its own that was never trained: review T3)."""
+    before = full[done:content]
+    gap = len(before) - len(before.rstrip())  # whitespace between the prompt's text and the answer
+    kept = len(head) - len(head.rstrip())  # of which the generation prompt itself ends with
+    prompt = head.rstrip()
+    if gap > kept and prompt and full[: content - gap].endswith(prompt[-8:]):
+        return content - gap + kept
+    return content
 
 
 def _token_edges(text: str, tokenizer) -> tuple[list[int], list[int]]:
