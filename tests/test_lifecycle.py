@@ -497,6 +497,16 @@ def test_a_sample_generations_reference_is_the_first_answer_only(tokenizer):
     assert samples == [(prompt, "A1")]
 
 
+def test_a_sample_prompt_keeps_the_chat_templates_markers(tokenizer):
+    """generations.jsonl decoded prompts without special tokens: a chat prompt lost its turn markers (review T12)."""
+    from hydratune.callbacks import SampleGenerations
+
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    text = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert SampleGenerations(tokenizer, "unused.jsonl").prompt_text(ids) == text
+
+
 def test_throughput_is_logged_at_every_logged_step(tiny_model_dir, tokenizer, tmp_path):
     """tokens/s was logged once per 10 batches and Lightning repeated that value at every logged step after it
     (a run shorter than 10 batches logged none); now each logged step has the rate of its last 10 batches

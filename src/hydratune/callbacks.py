@@ -320,6 +320,13 @@ class SampleGenerations(L.Callback):
             out.append((row["input_ids"][:start], reference))
         return out
 
+    def prompt_text(self, ids: list[int]) -> str:
+        """A prompt as the model read it: the chat template's markers kept (they were stripped, so a chat
+        prompt read "system\n\nBe brief.user\n\n...": review T12), the BOS the tokenizer adds left out."""
+        return self.tokenizer.decode(
+            ids[1:] if ids[:1] == [self.tokenizer.bos_token_id] else ids, skip_special_tokens=False
+        )
+
     def on_validation_end(self, trainer, pl_module) -> None:
         import json
 
@@ -342,6 +349,7 @@ class SampleGenerations(L.Callback):
         # In the trainer's precision context (autocast for *-mixed), as the validation step ran.
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for ids, reference in prompts:
+                ids = [int(i) for i in ids]  # a prepared split's rows are arrays
                 input_ids = torch.tensor([ids], device=pl_module.device)
                 out = model.generate(
                     input_ids=input_ids,
@@ -354,7 +362,7 @@ class SampleGenerations(L.Callback):
                 rows.append(
                     {
                         "step": trainer.global_step,
-                        "prompt": self.tokenizer.decode(ids, skip_special_tokens=True),
+                        "prompt": self.prompt_text(ids),
                         "generation": self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True),
                         "reference": reference,
                     }
