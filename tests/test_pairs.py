@@ -536,6 +536,12 @@ def test_score_file_rows_are_answers_or_pairs_in_the_runs_columns(tmp_path):
         match=r"rows.jsonl:1: every row needs prompt and response as text \(it has: prompt, output\)",
     ):
         read_rows(str(path), {})
+    turns = [{"role": "user", "content": "a -> "}]  # a chat_pairs row said it lacked the columns it has (T14)
+    path.write_text(json.dumps({"prompt": turns, "chosen": "A", "rejected": "a"}) + "\n")
+    with pytest.raises(
+        UserError, match=r"rows.jsonl:1: its prompt/chosen/rejected hold message lists; --file reads"
+    ):
+        read_rows(str(path), {"format": "chat_pairs"})
 
 
 def test_the_readme_chat_pairs_reward_layout_is_what_score_reads(tokenizer, tmp_path):

@@ -46,6 +46,11 @@ def read_rows(path: str, dataset_cfg: dict) -> tuple[list[tuple[str, str]], bool
         keys = (prompt, chosen, rejected) if rejected in row else (prompt, "response")
         pairs = rejected in row if pairs is None else pairs
         texts = [row.get(k) for k in keys]
+        if any(isinstance(t, list) for t in texts):  # a chat_pairs row's message lists (review T14)
+            raise UserError(
+                f"{path}:{lineno}: its {prompt}/{chosen}/{rejected} hold message lists; --file reads them as text "
+                "(a prompt is one user turn, rendered with the run's chat template): write each as its text"
+            )
         if not all(isinstance(t, str) for t in texts) or (rejected in row) != pairs:
             want = f"{prompt}, {chosen} and {rejected}" if pairs else f"{prompt} and response"
             raise UserError(f"{path}:{lineno}: every row needs {want} as text (it has: {', '.join(row)})")
