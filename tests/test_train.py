@@ -446,6 +446,29 @@ def test_a_card_of_a_format_that_takes_prompts_as_written_shows_one_of_the_runs_
         assert "```text\nWrite the word in capital letters.\n```" in text
 
 
+def test_a_chat_runs_card_shows_a_logged_conversation_with_its_system_turn(tokenizer, tmp_path):
+    """A chat run's card rendered the example as one user turn: without the system turn every row had, and with
+    a template's default system prompt that the data never had (review T10). It shows a logged prompt now."""
+    import json
+
+    from hydratune.card import cards
+    from hydratune.tasks.registry import get_task
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    logged = "<|system|>\nAnswer with the word only.</s>\n<|user|>\nWrite the word in capital letters. qlew</s>\n<|assistant|>\n"
+    (tmp_path / "generations.jsonl").write_text(json.dumps({"step": 4, "prompt": logged}) + "\n")
+    cfg = {"name": "chat", "model": {"pretrained_model_name_or_path": "org/base"}, "task": {"name": "sft"},
+           "peft": {"method": "lora"}, "dataset": {"format": "messages"}}  # fmt: skip
+    cards(tmp_path, cfg, {"steps": 4}, get_task(cfg["task"]), tokenizer)
+    text = (tmp_path / "adapter" / "README.md").read_text()
+    assert (
+        f"BOS first where the tokenizer has one). A validation prompt of this run:\n\n```text\n{logged}\n```"
+        in text
+    )
+    assert "this run did not train on it" not in text  # it did: a chat format
+
+
 def test_loader_workers_and_cpu_ranks_are_held_to_the_cores(monkeypatch, caplog):
     """An imported config's num_workers: 4 on 2 cores made torch warn from every loader (stderr); the workers
     are now cut to the cores, once said. trainer.devices above the cores on a CPU is a warning."""

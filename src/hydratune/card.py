@@ -198,6 +198,9 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
         lines.append(f"Format: `{fmt}`" + (f", template `{template}`" if template else "") + ".")
     prompt = None if classifier else _prompt(task, cfg, tokenizer)
     lead = "Prompt the model as it was trained (the answer follows; BOS first where the tokenizer has one):"
+    from hydratune.data.formats import CHAT_FORMATS
+
+    chat = fmt in (*CHAT_FORMATS, "chat_pairs") or data.get("prompt_format") == "chat"  # the chat template's
     if prompt == EXAMPLE[0]:  # the format takes a prompt as written: show one of the run's own
         logged = _logged_prompt(run_dir or folder.parent)
         shown = "A validation prompt of this run:" if logged else "For example:"
@@ -206,6 +209,10 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
             "The model reads its prompts as written, with no template (the answer follows; BOS first where the "
             f"tokenizer has one). {shown}"
         )
+    elif prompt is not None and chat and (logged := _logged_prompt(run_dir or folder.parent)):
+        # a real conversation's turns, its system turn with them: the example had none, and showed the
+        # template's default system prompt, which the data never had (review T10)
+        prompt, lead = logged, lead.removesuffix(":") + ". A validation prompt of this run:"
     if prompt is not None:
         lines += [
             "",
@@ -215,9 +222,7 @@ def write_card(folder: Path, cfg: dict, metrics: dict, task, tokenizer, run_dir:
             prompt,
             "```",
         ]
-        if fmt not in ("messages", "sharegpt", "alpaca_chat", "chat_pairs") and getattr(
-            tokenizer, "chat_template", None
-        ):
+        if not chat and getattr(tokenizer, "chat_template", None):
             lines += ["", "The tokenizer's chat template is the base model's: this run did not train on it."]
     quantized = (cfg.get("quantization") or {}).get("method", "none") != "none"
     if quantized and folder.name == "merged":  # review O6: the metrics are the 4-bit base's, not this model's
