@@ -4,6 +4,8 @@ every quantized dimension; and the shipped model trains 4-bit on this CPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import ROOT, batch_samples, compose, fit_repeated, make_module
@@ -136,6 +138,20 @@ def test_a_model_path_not_on_disk_is_one_line(name):
     cfg = to_plain(compose([]))
     cfg["model"]["pretrained_model_name_or_path"] = name
     with pytest.raises(UserError, match=rf"model.pretrained_model_name_or_path={name}: no such folder"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+def test_every_shipped_model_option_composes_and_an_uncached_one_is_one_line(option, tmp_path):
+    """model=NAME for each conf/model option: it composes, and a hub model this machine has not cached is one line
+    before anything loads (the hubs are offline in tests)."""
+    cfg = to_plain(compose([f"model={option}"]))
+    cfg["model"]["cache_dir"] = str(tmp_path)  # an empty cache: none is here
+    name = cfg["model"]["pretrained_model_name_or_path"]
+    if (ROOT / str(name).replace("${paths.assets_dir}", "assets")).is_dir() or Path(name).is_dir():
+        check_config(cfg)  # the shipped tiny model
+        return
+    with pytest.raises(UserError, match=rf"{name}: not a folder on this disk and not in the hub cache"):
         check_config(cfg)
 
 
