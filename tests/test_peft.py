@@ -442,3 +442,26 @@ def test_an_adapter_whose_base_is_not_here_is_one_line(tiny_model_dir, tokenizer
         "a copy of it"
     )
     assert "\n" not in message
+
+
+def test_exports_carry_the_bases_sentencepiece_and_bpe_files(tiny_model_dir, tmp_path):
+    """transformers 5 saves tokenizer.json only: adapter/ and merged/ lost the base's tokenizer.model, which
+    llama.cpp's converter and SentencePiece runtimes read (review T8)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "tokenizer.model").write_bytes(b"\x0a\x05a SentencePiece model")
+    (base / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    module = make_module(base, peft="lora")
+    module.configure_model()
+    adapter = export_artifact(module.model, tokenizer, tmp_path / "run")
+    merged = merge_adapter(adapter, tmp_path / "run" / "merged")
+    for folder in (adapter, merged):
+        assert (folder / "tokenizer.model").read_bytes() == (base / "tokenizer.model").read_bytes()
+        assert (folder / "merges.txt").read_text() == "#version: 0.2\n" and not (
+            folder / "vocab.json"
+        ).exists()

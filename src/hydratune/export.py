@@ -93,6 +93,7 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
     for key in ("local_files_only", "is_local", "_commit_hash"):
         tokenizer.init_kwargs.pop(key, None)
     tokenizer.save_pretrained(folder)
+    copy_tokenizer_sources(tokenizer, Path(folder))
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     legacy = dict(config)
@@ -104,6 +105,33 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
         legacy["chat_template"] = tokenizer.chat_template
     if legacy != config:
         path.write_text(json.dumps(legacy, indent=2, ensure_ascii=False) + "\n")
+
+
+# A base's tokenizer files that transformers 5 does not write back (it saves tokenizer.json), which other tools
+# read: llama.cpp's converter and SentencePiece runtimes the tokenizer.model, BPE readers vocab.json + merges.txt.
+SOURCE_FILES = ("tokenizer.model", "vocab.json", "merges.txt")
+
+
+def copy_tokenizer_sources(tokenizer, folder: Path) -> None:
+    """Copy `SOURCE_FILES` from the folder the tokenizer was loaded from (a local copy, or its snapshot in the hub
+    cache) where the export lacks them: merged/ had no tokenizer.model (review T8)."""
+    import shutil
+
+    name = str(getattr(tokenizer, "name_or_path", "") or "")
+    source = Path(name) if name and Path(name).is_dir() else None
+    if source is None and name:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            found = try_to_load_from_cache(name, "tokenizer_config.json")
+        except Exception:  # not a hub id
+            found = None
+        source = Path(found).parent if isinstance(found, str) else None
+    if source is None or source.resolve() == folder.resolve():
+        return
+    for file in SOURCE_FILES:
+        if (source / file).is_file() and not (folder / file).exists():
+            shutil.copyfile(source / file, folder / file)
 
 
 def name_adapter_base(adapter_dir: str | Path, base_id: str) -> None:
