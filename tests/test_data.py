@@ -720,3 +720,20 @@ def test_trls_conversational_prompt_completion_rows_train_the_completion(templat
     segments = format_messages(row, cfg, tokenizer=template_tokenizer)
     assert [t for t, on in segments if on] == ["YO<|im_end|>\n"] and "HI" in "".join(t for t, _ in segments)
     assert required_columns("messages", cfg) == ["prompt", "completion"]
+
+
+def test_the_marked_text_keeps_a_sentencepiece_space_at_the_edge_of_a_run():
+    """`hydratune inspect` decoded each run alone, and a SentencePiece decoder drops a run's leading "▁": Mistral's
+    `[/INST] 42` showed as `[/INST][[42`, hiding whether the space was trained (review T11)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from hydratune.data.display import marked_text
+
+    vocab = {"<unk>": 0, "]": 1, "▁": 2, "4": 3, "2": 4, "▁ok": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    assert tokenizer.decode([2, 3, 4]) == "42"  # alone, the space is gone
+    assert marked_text(tokenizer, [1, 2, 3, 4, 5], [-100, 2, 3, 4, -100]) == "][[ 42]] ok"
+    assert marked_text(tokenizer, [1, 2, 3, 4], [-100, -100, 3, 4]) == "] [[42]]"

@@ -6,19 +6,18 @@ from hydratune.data.tokenize import IGNORE_INDEX
 
 
 def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
-    """Decoded text with each run of trained tokens wrapped in [[ ]]."""
-    out, run, trained = [], [], None
-    for token, label in zip(input_ids, labels):
-        flag = label != IGNORE_INDEX
-        if flag != trained and run:
-            text = tokenizer.decode(run)
-            out.append(f"[[{text}]]" if trained else text)
-            run = []
-        run.append(token)
-        trained = flag
-    if run:
-        text = tokenizer.decode(run)
-        out.append(f"[[{text}]]" if trained else text)
+    """Decoded text with each run of trained tokens wrapped in [[ ]]. Each run is what it adds to the decoded text
+    before it: decoded alone, a SentencePiece run lost its leading "▁" space (`[/INST][[QLEW` for `[/INST] QLEW`),
+    the very detail one inspects a template's edges for (review T11)."""
+    out, start, before, n = [], 0, "", min(len(input_ids), len(labels))
+    trained = [label != IGNORE_INDEX for label in labels[:n]]
+    for end in [*(i for i in range(1, n) if trained[i] != trained[i - 1]), n]:
+        if end <= start:
+            continue
+        upto = tokenizer.decode(input_ids[:end])
+        text = upto[len(before) :] if upto.startswith(before) else tokenizer.decode(input_ids[start:end])
+        out.append(f"[[{text}]]" if trained[start] else text)
+        start, before = end, upto
     return "".join(out)
 
 
