@@ -163,6 +163,22 @@ def test_an_uncached_hub_model_while_offline_is_one_line(monkeypatch, tmp_path):
         UserError, match="hydratune-tests/no-such-model: not a folder on this disk and not in the hub cache"
     ):
         check_config(cfg)
+    # a revision: named, and the download advice fetches it, not main again (review T13)
+    cfg["model"]["revision"] = "v2"
+    with pytest.raises(UserError) as caught:
+        check_config(cfg)
+    assert "not in the hub cache at revision v2, and the hub is offline" in str(caught.value)
+    assert "(hf download hydratune-tests/no-such-model --revision v2)" in str(caught.value)
+    # the tokenizer loader (generate, merge, training past the checks): one line, not transformers' traceback
+    from hydratune.model import load_tokenizer
+
+    with pytest.raises(UserError) as caught:
+        load_tokenizer({"pretrained_model_name_or_path": "hydratune-tests/no-such-model"})
+    assert str(caught.value).startswith("model.pretrained_model_name_or_path=hydratune-tests/no-such-model: ")
+    assert str(caught.value).endswith("to fetch it: hf download hydratune-tests/no-such-model")
+    with pytest.raises(UserError, match=rf"={tmp_path}: ") as caught:  # a folder without a tokenizer
+        load_tokenizer({"pretrained_model_name_or_path": str(tmp_path)})
+    assert "hf download" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

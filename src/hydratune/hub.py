@@ -46,9 +46,13 @@ def hub_folder(
             if tiny_hint
             else ""
         )
+        at = f" at revision {revision}" if revision not in (None, "", "main") else ""
+        download = f"hf download {name}" + (
+            f" --revision {revision}" if at else ""
+        )  # main again was no help (T13)
         raise UserError(
-            f"{key}={name}: not a folder on this disk and not in the hub cache, and the hub is offline "
-            f"(HF_HUB_OFFLINE=1); download it once online (hf download {name}) or give a local folder{hint}"
+            f"{key}={name}: not a folder on this disk and not in the hub cache{at}, and the hub is offline "
+            f"(HF_HUB_OFFLINE=1); download it once online ({download}) or give a local folder{hint}"
         )
     return None
 

@@ -35,6 +35,18 @@ def load_tokenizer(model_cfg: dict, token: str | None = None):
     name = model_cfg["pretrained_model_name_or_path"]
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **_hub_kwargs(model_cfg, token))
+    except OSError as err:  # a folder without tokenizer files; a hub id no cache has and the hub cannot give
+        from hydratune.errors import UserError
+
+        hub = (
+            f" Without a network, set HF_HUB_OFFLINE=1 to read the hub cache only (no waiting); to fetch it: hf "
+            f"download {name}"
+            if not os.path.isdir(os.path.expanduser(name))
+            else ""
+        )  # review T13: this was a traceback after ~50 s of retries
+        raise UserError(
+            f"model.pretrained_model_name_or_path={name}: {str(err).splitlines()[0]}{hub}"
+        ) from None
     except (ValueError, ImportError) as err:
         # A tokenizer.model with no tokenizer.json (Llama 2 and Mistral v0.1 derivatives): without sentencepiece
         # transformers tries its tiktoken reader and asks for tiktoken (review T6).
