@@ -426,6 +426,22 @@ def test_a_template_that_leaves_a_prompt_turn_out_is_said_once(template_tokenize
     ]
 
 
+def test_a_conversation_ending_with_the_templates_end_of_turn_gets_no_eos_after_it(template_tokenizer):
+    """ChatML ends a turn with <|im_end|>: an EOS was appended after the last turn only, teaching
+    `<|im_end|> <|endoftext|>` there and `<|im_end|> <|im_start|>` elsewhere (review T15; TRL appends none).
+    Text formats keep their EOS."""
+    from hydratune.data.formats import format_messages
+    from hydratune.data.tokenize import tokenize_samples
+
+    template_tokenizer.chat_template = CHATML_SYSTEM
+    segments = format_messages({"messages": _turns("hi", "HI")}, {}, tokenizer=template_tokenizer)
+    ids = tokenize_samples([segments], template_tokenizer, 256, whole=True)["input_ids"][0]
+    im_end = template_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert template_tokenizer.eos_token_id not in ids and ids[-2] == im_end
+    plain = tokenize_samples([[("hi ", False), ("HI", True)]], template_tokenizer, 256)["input_ids"][0]
+    assert plain[-1] == template_tokenizer.eos_token_id
+
+
 def test_chat_pairs_with_a_template_that_ends_with_eos(template_tokenizer):
     """chat_pairs shares the rendering: Phi-3 preference pairs were refused too."""
     from hydratune.data.pairs import format_chat_pairs

@@ -108,6 +108,9 @@ def test_auto_precision_follows_the_cpu(feature, expected, monkeypatch):
 
     monkeypatch.delenv("HYDRATUNE_CPU_BF16", raising=False)
     monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    monkeypatch.setattr(
+        precision, "torch_bf16", lambda: (True, "AVX512")
+    )  # whatever this machine's torch runs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for accelerator in ("auto", "cpu"):
         requested = {"accelerator": accelerator, "precision": "auto"}
@@ -118,6 +121,43 @@ def test_auto_precision_follows_the_cpu(feature, expected, monkeypatch):
         precision.choose_precision({"accelerator": "cpu", "precision": "32-true"})[0]["precision"]
         == "32-true"
     )
+
+
+def test_a_cpu_whose_bf16_torch_does_not_run_trains_in_fp32(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 (a container's or an HPC module's cap) on an AMX CPU: auto chose bf16 from the flags
+    and trained 3.6x slower, saying "CPU has AMX-BF16" (review N3)."""
+    from hydratune import precision
+
+    monkeypatch.delenv("HYDRATUNE_CPU_BF16", raising=False)
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: "AMX-BF16")
+    monkeypatch.setattr(precision, "torch_bf16", lambda: (False, "AVX2"))
+    chosen, reason = precision.choose_precision({"accelerator": "cpu", "precision": "auto"})
+    assert chosen["precision"] == "32-true"
+    assert reason == (
+        "auto: CPU has AMX-BF16, but torch here runs AVX2 kernels without bf16 (ATEN_CPU_CAPABILITY or "
+        "ONEDNN_MAX_CPU_ISA caps them), where bf16 is emulated"
+    )
+    assert isinstance(precision.torch_bf16()[0], bool)  # this machine's own answer, whichever it is
+
+
+@pytest.mark.parametrize(("value", "chosen"), [("0", "32-true"), ("false", "32-true"), ("OFF", "32-true"),
+                                               ("no", "32-true"), ("1", "bf16-mixed"), ("true", "bf16-mixed"),
+                                               ("yes", "bf16-mixed")])  # fmt: skip
+def test_the_bf16_switch_reads_the_usual_spellings_and_refuses_others(value, chosen, monkeypatch):
+    """HYDRATUNE_CPU_BF16=false was read as unset: bf16 ran where it was turned off (review N4)."""
+    from hydratune import precision
+    from hydratune.errors import UserError
+
+    monkeypatch.setenv("HYDRATUNE_CPU_BF16", value)
+    assert precision.choose_precision({"accelerator": "cpu", "precision": "auto"}) == (
+        {"accelerator": "cpu", "precision": chosen},
+        f"auto: HYDRATUNE_CPU_BF16={value}",
+    )
+    monkeypatch.setenv("HYDRATUNE_CPU_BF16", "2")
+    with pytest.raises(
+        UserError, match=r"^HYDRATUNE_CPU_BF16=2: use 1 \(bf16-mixed\) or 0 \(32-true\), or unset"
+    ):
+        precision.choose_precision({"accelerator": "cpu", "precision": "auto"})
 
 
 @pytest.mark.slow

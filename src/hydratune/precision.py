@@ -6,7 +6,8 @@ optimizer, norms and the loss stay float32 (the linear layers that read one floa
 bf16 copy of it: `hydratune.model.cast_shared_inputs_once`). On other CPUs bf16 is emulated and
 slower than fp32, so `auto` is 32-true there; on a GPU `auto` keeps 32-true as well (`trainer=cuda` chooses bf16-mixed).
 `HYDRATUNE_CPU_BF16=0` (or `1`) overrides the CPU probe: the test suite sets 0, so that its runs do
-not depend on the CPU they run on.
+not depend on the CPU they run on. A CPU whose bf16 instructions torch is held below (ATEN_CPU_CAPABILITY,
+ONEDNN_MAX_CPU_ISA) runs 32-true.
 """
 
 from __future__ import annotations
@@ -51,14 +52,55 @@ def choose_precision(trainer_cfg: dict) -> tuple[dict, str]:
         return trainer_cfg | {
             "precision": "32-true"
         }, "auto: not a CPU run; trainer=cuda trains in bf16-mixed"
-    forced = os.environ.get("HYDRATUNE_CPU_BF16")
-    if forced in ("0", "1"):
-        chosen = "bf16-mixed" if forced == "1" else "32-true"
-        return trainer_cfg | {"precision": chosen}, f"auto: HYDRATUNE_CPU_BF16={forced}"
+    forced = forced_bf16()
+    if forced is not None:
+        chosen = "bf16-mixed" if forced else "32-true"
+        return trainer_cfg | {
+            "precision": chosen
+        }, f"auto: HYDRATUNE_CPU_BF16={os.environ['HYDRATUNE_CPU_BF16']}"
     feature = cpu_bf16_feature()
     if feature is None:
         return trainer_cfg | {"precision": "32-true"}, "auto: CPU has no AVX512-BF16 or AMX-BF16"
+    native, kernels = torch_bf16()
+    if (
+        not native
+    ):  # capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA (containers, HPC modules): 3.6x slower
+        return trainer_cfg | {"precision": "32-true"}, (
+            f"auto: CPU has {feature}, but torch here runs {kernels} kernels without bf16 (ATEN_CPU_CAPABILITY or "
+            "ONEDNN_MAX_CPU_ISA caps them), where bf16 is emulated"
+        )
     return trainer_cfg | {"precision": "bf16-mixed"}, f"auto: CPU has {feature}"
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def forced_bf16() -> bool | None:
+    """HYDRATUNE_CPU_BF16 as a switch (1/true/yes/on, 0/false/no/off); None when unset. Another value is refused:
+    `false` was read as unset, so bf16 ran where it was turned off (review N4)."""
+    from hydratune.errors import UserError
+
+    value = os.environ.get("HYDRATUNE_CPU_BF16", "").strip().lower()
+    if not value:
+        return None
+    if value not in TRUE + FALSE:
+        raise UserError(
+            f"HYDRATUNE_CPU_BF16={os.environ['HYDRATUNE_CPU_BF16']}: use 1 (bf16-mixed) or 0 (32-true), or unset it "
+            "to let the CPU decide"
+        )
+    return value in TRUE
+
+
+def torch_bf16() -> tuple[bool, str]:
+    """(whether torch runs native bf16 kernels in this process, the kernels it runs: "AVX512", "AVX2", ...). The
+    CPU's flags are not enough: ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA hold torch below them (review N3)."""
+    import torch
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), kernels
+    except (AttributeError, RuntimeError):  # a torch without oneDNN's probe: the flags decide
+        return True, kernels
 
 
 def precision_note(trainer_cfg: dict, ran: str) -> str:

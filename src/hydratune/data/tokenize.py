@@ -7,6 +7,8 @@ of a whole batch of samples go through the tokenizer in one call (the fast token
 
 from __future__ import annotations
 
+from hydratune.generate import end_of_turn_id
+
 IGNORE_INDEX = -100  # label value that cross-entropy skips
 # Tokens a tokenizer without a pad token may hold for padding (Llama 3.1's reserved pad, common pad names).
 PAD_NAMES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|padding|>")
@@ -19,6 +21,14 @@ def stand_in_pad(eos: str | None, unk: str | None, has_token) -> str | None:
     before the EOS that ends every row, not the EOS. `has_token(text)`: whether the vocabulary holds it."""
     named = next((name for name in PAD_NAMES if name != eos and has_token(name)), None)
     return named or (unk if unk and unk != eos else eos)
+
+
+def ends_answer(ids: list[int], eos_id: int, end_of_turn: int | None = None) -> bool:
+    """Whether token ids already end an answer, so no EOS is appended: EOS among the last two (a chat template
+    ends a turn with it, and maybe a newline), or the chat template's own end-of-turn token (<|im_end|>\n,
+    <|eot_id|>): an EOS after it taught `<|eot_id|> <|end_of_text|>` on last turns only (review T15; TRL appends
+    none to a conversation)."""
+    return eos_id in ids[-2:] or (end_of_turn is not None and end_of_turn in ids[-2:])
 
 
 def tokenize_samples(
@@ -49,6 +59,7 @@ def tokenize_samples(
         texts = [text for segments in samples for text, _ in segments]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    end_of_turn = end_of_turn_id(tokenizer)
     out: dict[str, list] = {"input_ids": [], "labels": [], "num_trained": [], "length": []}
     k = 0
     for segments in samples:
@@ -67,7 +78,7 @@ def tokenize_samples(
         for ids, train in zip(pieces, trained):
             input_ids += ids
             labels += ids if train else [IGNORE_INDEX] * len(ids)
-        if eos_id not in input_ids[-2:]:  # chat templates end a turn with EOS (and maybe a newline)
+        if not ends_answer(input_ids, eos_id, end_of_turn if whole else None):
             input_ids.append(eos_id)
             labels.append(eos_id if (trained[-1] if trained else True) else IGNORE_INDEX)
         if input_ids[0] == bos_id:

@@ -39,7 +39,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 4
+TOKENIZE_VERSION = 5
 
 
 def is_cached(dataset, fingerprint: str) -> bool:
