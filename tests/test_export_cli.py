@@ -146,3 +146,24 @@ def test_a_grpo_run_exports_with_the_stop_its_samples_ended_at(tmp_path, capsys)
     generation = json.loads((stopped / "adapter" / "generation_config.json").read_text())
     assert generation == json.loads((run_dir / "adapter" / "generation_config.json").read_text())
     assert isinstance(generation["eos_token_id"], list) and len(generation["eos_token_id"]) == 2
+
+
+def test_a_run_named_relative_to_the_project_is_found_from_another_folder(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """Runs go to the project's outputs/ wherever train.py starts; `hydratune generate outputs/default/<date>`
+    typed in another folder said the run did not exist (review N5)."""
+    import hydratune.preflight
+
+    project = tmp_path / "project"
+    (project / "outputs" / "default").mkdir(parents=True)
+    shutil.copytree(finished, project / "outputs" / "default" / "run")
+    monkeypatch.setattr(hydratune.preflight, "project_root", lambda: project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["generate", "outputs/default/run", "--prompt", "abc", "--max-new-tokens", "2"]) == 0
+    assert main(["generate", "outputs/default/nowhere", "--prompt", "abc"]) == 2
+    assert "outputs/default/nowhere has no merged/ or adapter/ or model/ directory: it does not exist" in (
+        capsys.readouterr().err
+    )

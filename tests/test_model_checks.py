@@ -179,6 +179,11 @@ def test_an_uncached_hub_model_while_offline_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(UserError, match=rf"={tmp_path}: ") as caught:  # a folder without a tokenizer
         load_tokenizer({"pretrained_model_name_or_path": str(tmp_path)})
     assert "hf download" not in str(caught.value)
+    from hydratune.model import load_model  # the weights alike (review N1)
+
+    with pytest.raises(UserError) as caught:
+        load_model({"pretrained_model_name_or_path": "hydratune-tests/no-such-model"})
+    assert str(caught.value).endswith("to fetch it: hf download hydratune-tests/no-such-model")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,9 @@ LOGGER_LEVELS = {
     "datasets.packaged_modules": logging.CRITICAL,
     # matplotlib: "generated new fontManager" on a machine's first plot.
     "matplotlib": logging.WARNING,
+    # huggingface_hub with no network and HF_HUB_OFFLINE unset: a line per retry (~20 over ~50 s) before the
+    # error, which hydratune says in one line with the way to skip the wait (review N1).
+    "huggingface_hub.utils._http": logging.ERROR,
 }
 # (message regex, category) of Python warnings about the libraries' own code.
 WARNINGS = [

@@ -36,17 +36,7 @@ def load_tokenizer(model_cfg: dict, token: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **_hub_kwargs(model_cfg, token))
     except OSError as err:  # a folder without tokenizer files; a hub id no cache has and the hub cannot give
-        from hydratune.errors import UserError
-
-        hub = (
-            f" Without a network, set HF_HUB_OFFLINE=1 to read the hub cache only (no waiting); to fetch it: hf "
-            f"download {name}"
-            if not os.path.isdir(os.path.expanduser(name))
-            else ""
-        )  # review T13: this was a traceback after ~50 s of retries
-        raise UserError(
-            f"model.pretrained_model_name_or_path={name}: {str(err).splitlines()[0]}{hub}"
-        ) from None
+        raise load_error(name, err) from None
     except (ValueError, ImportError) as err:
         # A tokenizer.model with no tokenizer.json (Llama 2 and Mistral v0.1 derivatives): without sentencepiece
         # transformers tries its tiktoken reader and asks for tiktoken (review T6).
@@ -63,6 +53,20 @@ def load_tokenizer(model_cfg: dict, token: str | None = None):
         vocab = tokenizer.get_vocab()
         tokenizer.pad_token = stand_in_pad(tokenizer.eos_token, tokenizer.unk_token, vocab.__contains__)
     return tokenizer
+
+
+def load_error(name: str, err: OSError):
+    """The one line for a model or tokenizer that from_pretrained could not read: its first line, and for a hub id
+    how to read the cache without waiting (no network: ~50 s of retries, then a traceback: reviews T13, N1)."""
+    from hydratune.errors import UserError
+
+    hub = (
+        f" Without a network, set HF_HUB_OFFLINE=1 to read the hub cache only (no waiting); to fetch it: hf "
+        f"download {name}"
+        if not os.path.isdir(os.path.expanduser(name))
+        else ""
+    )
+    return UserError(f"model.pretrained_model_name_or_path={name}: {str(err).splitlines()[0]}{hub}")
 
 
 def torch_dtype(name: str):
@@ -133,14 +137,17 @@ def load_model(
     if head:
         kwargs |= head | {"ignore_mismatched_sizes": True}
     load = classifier_from_pretrained if head else AutoModelForCausalLM.from_pretrained
-    model = load(
-        *([AutoModelForSequenceClassification] if head else []),
-        model_cfg["pretrained_model_name_or_path"],
-        dtype=torch_dtype(model_cfg.get("dtype", "float32")),
-        attn_implementation=attention(model_cfg),
-        **kwargs,
-        **_hub_kwargs(model_cfg, token),
-    )
+    try:
+        model = load(
+            *([AutoModelForSequenceClassification] if head else []),
+            model_cfg["pretrained_model_name_or_path"],
+            dtype=torch_dtype(model_cfg.get("dtype", "float32")),
+            attn_implementation=attention(model_cfg),
+            **kwargs,
+            **_hub_kwargs(model_cfg, token),
+        )
+    except OSError as err:
+        raise load_error(model_cfg["pretrained_model_name_or_path"], err) from None
     if head:
         model.config.pad_token_id = pad_token_id
     # The KV cache is useless in training, and with it transformers ignores packed position ids.

@@ -228,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # Runs go to the project's outputs/ wherever train.py was started: `outputs/default/<date>` typed in another
+    # folder names the project's run (review N5), as the summary's path does.
+    for key in ("run_dir", "sweep_dir"):
+        folder = getattr(args, key, None)
+        if folder and not Path(folder).expanduser().is_absolute() and not Path(folder).exists():
+            if (project_root() / folder).is_dir():
+                setattr(args, key, str(project_root() / folder))
     try:
         return args.func(args)
     except BrokenPipeError:  # `... | head`: the reader has what it wanted

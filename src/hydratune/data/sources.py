@@ -161,7 +161,8 @@ def _load_hub(source: dict, cache_dir: str | None, where: str):
             "the hub is offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) and it is not cached; "
             "download it once online or point `path` at a local copy"
             if offline
-            else "check the id, `name`, `split` and `revision`, and HF_TOKEN for gated datasets"
+            else "check the id, `name`, `split` and `revision`, and HF_TOKEN for gated datasets; without a network, "
+            "set HF_HUB_OFFLINE=1 to read the hub cache only (no waiting)"  # review N2: no-network retries
         )
         raise UserError(f"{where}.path={source['path']!r}: cannot load ({_first_line(err)}); {hint}") from err
     # A single split loads as a Dataset: it becomes our train split.
