@@ -263,7 +263,11 @@ def test_an_adapter_loads_its_base_from_the_runs_cache_dir(tiny_model_dir, tmp_p
     )
     model.peft_config["default"].base_model_name_or_path = "acme/tiny"
     export_artifact(model, AutoTokenizer.from_pretrained(snapshot), run)
-    with pytest.raises(OSError):  # the default cache has no acme/tiny
+    from hydratune.errors import UserError
+
+    with pytest.raises(
+        UserError, match="its base model acme/tiny cannot be loaded here"
+    ):  # not in the default cache
         load_artifact(run / "adapter")
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(

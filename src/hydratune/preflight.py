@@ -452,9 +452,6 @@ def check_model(cfg: dict) -> None:
     if folder is not None:
         check_positions(cfg, folder, shapes)
         check_trainable_layers(cfg, folder)
-        from hydratune.model import attention
-
-        attention(cfg.get("model") or {})  # sdpa that the model's class lacks: said, as training will
     if not shapes:
         return  # weights on the hub, or not safetensors: loading the model is the check
     linear = {
@@ -1035,12 +1032,15 @@ def data_report(cfg: dict) -> dict:
     """Load the tokenizer (not the model) and prepare the data as training does; counts that say whether
     it will train. Every row, so it takes as long as the data preparation of a run (datasets, transformers)."""
     from hydratune.data.peek import tokenizer_report
-    from hydratune.model import load_tokenizer
+    from hydratune.model import attention, load_tokenizer
     from hydratune.tasks.registry import get_task
 
     model_cfg = dict(cfg["model"])
     token = model_cfg.pop("token", None)
     tokenizer = load_tokenizer(model_cfg, token)
+    attention(
+        cfg["model"]
+    )  # sdpa that the model's class lacks: said, as training will (transformers is loaded)
     report: dict = {"data_check": "full: every row, prepared as training does", **tokenizer_report(tokenizer)}
     return report | get_task(cfg.get("task")).full_data_report(cfg, tokenizer)
 
