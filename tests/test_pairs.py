@@ -537,11 +537,32 @@ def test_score_file_rows_are_answers_or_pairs_in_the_runs_columns(tmp_path):
     ):
         read_rows(str(path), {})
     turns = [{"role": "user", "content": "a -> "}]  # a chat_pairs row said it lacked the columns it has (T14)
-    path.write_text(json.dumps({"prompt": turns, "chosen": "A", "rejected": "a"}) + "\n")
+    row = {"prompt": turns, "chosen": "A", "rejected": "a"}
+    path.write_text(json.dumps(row) + "\n")
+    assert read_rows(str(path), {"format": "chat_pairs"}) == ([row], True)  # rendered as training did
     with pytest.raises(
-        UserError, match=r"rows.jsonl:1: its prompt/chosen/rejected hold message lists; --file reads"
+        UserError, match=r"rows.jsonl:1: its prompt/chosen/rejected hold message lists, and this run"
+    ):
+        read_rows(str(path), {"format": "pairs"})
+    path.write_text(
+        json.dumps(row) + "\n" + json.dumps({"prompt": "a", "chosen": "A", "rejected": "a"}) + "\n"
+    )
+    with pytest.raises(
+        UserError, match=r"some rows hold message lists and others text; give one kind per file"
     ):
         read_rows(str(path), {"format": "chat_pairs"})
+
+
+def test_a_chat_pairs_row_is_scored_as_its_text_prompt_is(tokenizer):
+    """`hydratune score --file` of a chat_pairs run's own rows: the ids of a one-user-turn conversation are those
+    of its prompt given as text (one user turn), chosen and rejected alike (review T14)."""
+    from hydratune.tasks.reward.inference import chat_pair_ids, scoring_row
+
+    cfg = {"format": "chat_pairs", "max_seq_length": 64}
+    row = {"prompt": [{"role": "user", "content": "copy: ab -> "}], "chosen": "AB", "rejected": "ab"}
+    *_, chosen, rejected = chat_pair_ids(tokenizer, row, cfg)
+    assert chosen == scoring_row(tokenizer, "copy: ab -> ", "AB", cfg)
+    assert rejected == scoring_row(tokenizer, "copy: ab -> ", "ab", cfg)
 
 
 def test_the_readme_chat_pairs_reward_layout_is_what_score_reads(tokenizer, tmp_path):
@@ -615,3 +636,34 @@ def test_chat_pairs_read_a_text_prompt_and_a_system_column(tokenizer):
     assert system.startswith("<s><|system|>\nBe loud.</s>\n<|user|>\ncopy: ab")
     with pytest.raises(UserError, match="dataset.system_column=system: format=pairs renders no system turn"):
         check_pair_config({"format": "pairs", "max_seq_length": 64, "system_column": "system"})
+
+
+def test_score_file_of_chat_pairs_rows_prints_each_pair_and_the_share_ranked_right(
+    tiny_model_dir, tokenizer, tmp_path, monkeypatch, capsys
+):
+    """The command's path for message-list rows: two rewards per pair, as the text rows get (review T14)."""
+    from transformers import AutoModelForSequenceClassification
+
+    import hydratune.export
+    from hydratune.cli import main
+    from hydratune.tasks.reward.inference import chat_pair_ids, score_ids
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    cfg = {"format": "chat_pairs", "max_seq_length": 64}
+    rows = [{"prompt": [{"role": "user", "content": f"copy: {w} -> "}], "chosen": w.upper(), "rejected": w}
+            for w in ("ab", "cd")]  # fmt: skip
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(hydratune.export, "run_settings", lambda run: ({"name": "reward"}, cfg))
+    monkeypatch.setattr(hydratune.export, "find_artifact", lambda run, prefer=None: tmp_path)
+    monkeypatch.setattr(hydratune.export, "load_artifact", lambda folder: (model, tokenizer))
+    assert main(["score", str(tmp_path), "--file", str(path)]) == 0
+    out, err = capsys.readouterr()
+    printed = [json.loads(line) for line in out.splitlines()]
+    expected = score_ids(model, [ids for row in rows for ids in chat_pair_ids(tokenizer, row, cfg)[3:]])
+    assert [(p["reward_chosen"], p["reward_rejected"]) for p in printed] == [
+        (round(expected[0], 6), round(expected[1], 6)),
+        (round(expected[2], 6), round(expected[3], 6)),
+    ]
+    assert err.strip().splitlines()[-1].startswith("2 pairs: chosen scored above rejected in ")

@@ -43,13 +43,27 @@ def scoring_row(
     return scoring_ids(tokenizer, *render(prompt, response, dataset_cfg, tokenizer, prompt_turns), limit)
 
 
-@torch.no_grad()
 def score(model, tokenizer, prompts: list[str], responses: list[str], dataset_cfg: dict) -> list[float]:
     """The reward of each (prompt, response): the token layout of training (`[BOS] prompt answer EOS`),
-    cut to dataset.max_seq_length, one row at a time (no padding to get wrong)."""
+    cut to dataset.max_seq_length."""
+    return score_ids(model, [scoring_row(tokenizer, p, r, dataset_cfg) for p, r in zip(prompts, responses)])
+
+
+def chat_pair_ids(tokenizer, row: dict, dataset_cfg: dict) -> tuple[str, str, str, list[int], list[int]]:
+    """A chat_pairs row (message lists) as training rendered it: (prompt, chosen, rejected texts, and the ids the
+    model reads for chosen and for rejected). `hydratune score --file` of the run's own data (review T14)."""
+    from hydratune.data.pairs import format_chat_pairs
+
+    prompt, chosen, rejected = format_chat_pairs(row, dataset_cfg, tokenizer)
+    limit = dataset_cfg.get("max_seq_length")
+    return prompt, chosen, rejected, *(scoring_ids(tokenizer, prompt, a, limit) for a in (chosen, rejected))
+
+
+@torch.no_grad()
+def score_ids(model, rows: list[list[int]]) -> list[float]:
+    """The one logit of each row of token ids, one row at a time (no padding to get wrong)."""
     out = []
-    for prompt, response in zip(prompts, responses):
-        ids = scoring_row(tokenizer, prompt, response, dataset_cfg)
+    for ids in rows:
         input_ids = torch.tensor([ids], device=model.device)
         logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
         out.append(float(logits[0, 0]))
