@@ -430,9 +430,8 @@ def load_artifact(path: str | Path, dtype: str = "float32"):
         from transformers import GenerationConfig
 
         model = PeftModel.from_pretrained(load_adapter_base(path, dtype), path)
-        if (
-            Path(path) / "generation_config.json"
-        ).is_file():  # the trained stop ids, not the base's (review T2)
+        # the trained stop ids, not the base's (review T2)
+        if (Path(path) / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(path)
             model.get_base_model().generation_config = model.generation_config
     else:

@@ -172,9 +172,8 @@ def attention(model_cfg: dict) -> str:
     transformers (Gemma 2: its soft-capped attention is eager or flash only), said once: from_pretrained raised
     deep in loading, and preflight had said ok (review T5)."""
     wanted = model_cfg.get("attn_implementation", "sdpa")
-    if wanted != "sdpa" or model_cfg.get(
-        "trust_remote_code"
-    ):  # remote code: its own classes, not the mapping's
+    # remote code: its own classes, not the mapping's
+    if wanted != "sdpa" or model_cfg.get("trust_remote_code"):
         return wanted
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 

@@ -55,16 +55,14 @@ def choose_precision(trainer_cfg: dict) -> tuple[dict, str]:
     forced = forced_bf16()
     if forced is not None:
         chosen = "bf16-mixed" if forced else "32-true"
-        return trainer_cfg | {
-            "precision": chosen
-        }, f"auto: HYDRATUNE_CPU_BF16={os.environ['HYDRATUNE_CPU_BF16']}"
+        reason = f"auto: HYDRATUNE_CPU_BF16={os.environ['HYDRATUNE_CPU_BF16']}"
+        return trainer_cfg | {"precision": chosen}, reason
     feature = cpu_bf16_feature()
     if feature is None:
         return trainer_cfg | {"precision": "32-true"}, "auto: CPU has no AVX512-BF16 or AMX-BF16"
     native, kernels = torch_bf16()
-    if (
-        not native
-    ):  # capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA (containers, HPC modules): 3.6x slower
+    # capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA (containers, HPC modules): 3.6x slower
+    if not native:
         return trainer_cfg | {"precision": "32-true"}, (
             f"auto: CPU has {feature}, but torch here runs {kernels} kernels without bf16 (ATEN_CPU_CAPABILITY or "
             "ONEDNN_MAX_CPU_ISA caps them), where bf16 is emulated"

@@ -64,9 +64,8 @@ def _merge(args: argparse.Namespace) -> int:
         hint = "; try --dtype float32" if dtype != "float32" else ""
         raise UserError(f"{err}; {out} removed{hint}") from None
     measured = {"merge_max_abs_logit_diff": diff}
-    if (
-        Path(args.run_dir) / ".hydra" / "config.yaml"
-    ).is_file():  # a QLoRA run's: against its 4-bit model too
+    # a QLoRA run's: against its 4-bit model too
+    if (Path(args.run_dir) / ".hydra" / "config.yaml").is_file():
         from hydratune.cli.export import saved_run_config
         from hydratune.export import quantized_merge_gap
 

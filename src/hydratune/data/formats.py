@@ -380,9 +380,8 @@ def _by_placeholders(messages: list[dict], render, tokenizer, untrained: set[int
             body = content_at[i] + len(messages[i]["content"])
             ending = render(marked[: i + 1]).split(PLACEHOLDER.format(i), 1)[1]
             begin = prompt_end if prompt_end is not None and prompt_end <= content_at[i] else content_at[i]
-            if (
-                prompt_end is None
-            ):  # the answer from where the generation prompt ends, as when it starts the whole
+            # the answer from where the generation prompt ends, as when it starts the whole
+            if prompt_end is None:
                 begin = _after_prompt(full, content_at[i], head, done)
         else:
             last = render(messages[: i + 1])
