@@ -440,6 +440,17 @@ def test_a_conversation_ending_with_the_templates_end_of_turn_gets_no_eos_after_
     assert template_tokenizer.eos_token_id not in ids and ids[-2] == im_end
     plain = tokenize_samples([[("hi ", False), ("HI", True)]], template_tokenizer, 256)["input_ids"][0]
     assert plain[-1] == template_tokenizer.eos_token_id
+    # preference pairs of conversations alike (TRL's DPO adds EOS to text pairs only); text pairs keep theirs
+    from hydratune.data.pairs import tokenize_pairs
+
+    row = {"prompt": _turns("hi"), "chosen": [{"role": "assistant", "content": "HI"}],
+           "rejected": [{"role": "assistant", "content": "ho"}]}  # fmt: skip
+    out = tokenize_pairs([row], template_tokenizer, {"format": "chat_pairs", "max_seq_length": 256})
+    for answer in (out["chosen_ids"][0], out["rejected_ids"][0]):
+        assert answer[-2] == im_end and template_tokenizer.eos_token_id not in answer
+    text = tokenize_pairs([{"prompt": "hi ", "chosen": "HI", "rejected": "ho"}], template_tokenizer,
+                          {"format": "pairs", "max_seq_length": 256})  # fmt: skip
+    assert text["chosen_ids"][0][-1] == text["rejected_ids"][0][-1] == template_tokenizer.eos_token_id
 
 
 def test_chat_pairs_with_a_template_that_ends_with_eos(template_tokenizer):

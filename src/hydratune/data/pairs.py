@@ -18,8 +18,9 @@ from collections.abc import Callable
 import torch
 
 from hydratune.data.formats import SHAREGPT_DEFAULTS, _text, alpaca_prompt, format_messages
-from hydratune.data.tokenize import IGNORE_INDEX
+from hydratune.data.tokenize import IGNORE_INDEX, ends_answer
 from hydratune.errors import UserError
+from hydratune.generate import end_of_turn_id
 
 # Column keys with their defaults (a dataset config may leave them unset).
 COLUMN_DEFAULTS = {
@@ -242,9 +243,10 @@ def bos_first(ids: list[int], bos_id: int | None) -> list[int]:
     return list(ids)
 
 
-def _answer_ids(ids: list[int], eos_id: int) -> list[int]:
-    """`answer EOS` (no second EOS where a chat template ended the turn with it, maybe plus a newline)."""
-    return list(ids) if eos_id in ids[-2:] else [*ids, eos_id]
+def _answer_ids(ids: list[int], eos_id: int, end_of_turn: int | None = None) -> list[int]:
+    """`answer EOS`, without an EOS where a chat template ended the turn already (with EOS, or its own end-of-turn
+    token, maybe plus a newline: `tokenize.ends_answer`), as TRL adds none to a conversation (review T15)."""
+    return list(ids) if ends_answer(ids, eos_id, end_of_turn) else [*ids, eos_id]
 
 
 def scoring_ids(tokenizer, prompt: str, answer: str, max_length: int | None = None) -> list[int]:
@@ -255,7 +257,7 @@ def scoring_ids(tokenizer, prompt: str, answer: str, max_length: int | None = No
     limit alone is then cut from the right."""
     prompt_ids, answer_ids = _encode_texts([prompt, answer], tokenizer)
     prompt_ids = bos_first(prompt_ids, tokenizer.bos_token_id)
-    answer_ids = _answer_ids(answer_ids, tokenizer.eos_token_id)
+    answer_ids = _answer_ids(answer_ids, tokenizer.eos_token_id, end_of_turn_id(tokenizer))
     over = len(prompt_ids) + len(answer_ids) - max_length if max_length else 0
     if over > 0:
         head = 1 if prompt_ids[:1] == [tokenizer.bos_token_id] and tokenizer.bos_token_id is not None else 0
@@ -288,12 +290,13 @@ def tokenize_pairs(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
     triples = [render(row, cfg, tokenizer) for row in rows]
     encoded = _encode_texts([text for triple in triples for text in triple], tokenizer)
     bos_id, eos_id, max_len = tokenizer.bos_token_id, tokenizer.eos_token_id, cfg["max_seq_length"]
+    end_of_turn = end_of_turn_id(tokenizer)
     out: dict[str, list] = {
         k: [] for k in ("prompt_ids", "chosen_ids", "rejected_ids", "length", "truncated", "drop")
     }
     for i, (_, chosen_text, rejected_text) in enumerate(triples):
         prompt = bos_first(encoded[3 * i], bos_id)
-        chosen, rejected = (_answer_ids(encoded[3 * i + k], eos_id) for k in (1, 2))
+        chosen, rejected = (_answer_ids(encoded[3 * i + k], eos_id, end_of_turn) for k in (1, 2))
         (chosen, rejected), truncated = _fit(prompt, [chosen, rejected], max_len)
         if not chosen_text.strip() or not rejected_text.strip():
             drop = "empty_answer"
@@ -335,12 +338,15 @@ def tokenize_kto(rows: list[dict], tokenizer, cfg: dict) -> dict[str, list]:
         [text for prompt, completion, _ in triples for text in (prompt, completion)], tokenizer
     )
     bos_id, eos_id, max_len = tokenizer.bos_token_id, tokenizer.eos_token_id, cfg["max_seq_length"]
+    end_of_turn = end_of_turn_id(tokenizer)
     out: dict[str, list] = {
         k: [] for k in ("prompt_ids", "completion_ids", "label", "length", "truncated", "drop")
     }
     for i, (_, completion_text, label) in enumerate(triples):
         prompt = bos_first(encoded[2 * i], bos_id)
-        (completion,), truncated = _fit(prompt, [_answer_ids(encoded[2 * i + 1], eos_id)], max_len)
+        (completion,), truncated = _fit(
+            prompt, [_answer_ids(encoded[2 * i + 1], eos_id, end_of_turn)], max_len
+        )
         drop = (
             "empty_answer" if not completion_text.strip() else "long_prompt" if len(prompt) >= max_len else ""
         )

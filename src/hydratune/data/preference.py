@@ -35,7 +35,7 @@ from hydratune.errors import UserError
 log = logging.getLogger(__name__)
 
 # Bumped when pair tokenization changes its output, so cached results of older code are not reused.
-TOKENIZE_VERSION = 3
+TOKENIZE_VERSION = 4
 
 
 class PreferenceDataModule(L.LightningDataModule):
