@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hydratune.data.tokenize import end_of_turn_id
+
 
 def stop_ids(model, tokenizer) -> list[int]:
     """The ids that end an answer: the tokenizer's EOS, those of the model's generation_config, where a chat
@@ -10,33 +12,6 @@ def stop_ids(model, tokenizer) -> list[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = [tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])]
     return list(dict.fromkeys(i for i in [*ids, end_of_turn_id(tokenizer)] if i is not None))
-
-
-_END_OF_TURN: dict[tuple, int | None] = {}
-ANSWER = "hydratune answer"
-
-
-def end_of_turn_id(tokenizer) -> int | None:
-    """The special token the tokenizer's chat template writes right after an assistant answer (<|im_end|>,
-    <|eot_id|>, <end_of_turn>, </s>), or None (no template, or a text marker split into several tokens).
-    A base model's EOS is often another token (Qwen2.5's <|endoftext|>, Llama 3.1's <|end_of_text|>) that its
-    generation_config alone names, so a model trained on the template went on past its turn (review T1)."""
-    template = getattr(tokenizer, "chat_template", None)
-    if not isinstance(template, str) or not template:
-        return None
-    key = (template, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
-    if key not in _END_OF_TURN:
-        try:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ANSWER}], tokenize=False
-            )
-        except Exception:  # a template that wants other turns (a system one, tools): no marker to read
-            text = ""
-        at = text.rfind(ANSWER) if isinstance(text, str) else -1
-        tail = tokenizer(text[at + len(ANSWER) :], add_special_tokens=False)["input_ids"] if at >= 0 else []
-        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-        _END_OF_TURN[key] = tail[0] if tail and tail[0] in special else None
-    return _END_OF_TURN[key]
 
 
 def generate(

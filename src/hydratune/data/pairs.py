@@ -18,9 +18,8 @@ from collections.abc import Callable
 import torch
 
 from hydratune.data.formats import SHAREGPT_DEFAULTS, _text, alpaca_prompt, format_messages
-from hydratune.data.tokenize import IGNORE_INDEX, ends_answer
+from hydratune.data.tokenize import IGNORE_INDEX, end_of_turn_id, ends_answer
 from hydratune.errors import UserError
-from hydratune.generate import end_of_turn_id
 
 # Column keys with their defaults (a dataset config may leave them unset).
 COLUMN_DEFAULTS = {

@@ -7,8 +7,6 @@ of a whole batch of samples go through the tokenizer in one call (the fast token
 
 from __future__ import annotations
 
-from hydratune.generate import end_of_turn_id
-
 IGNORE_INDEX = -100  # label value that cross-entropy skips
 # Tokens a tokenizer without a pad token may hold for padding (Llama 3.1's reserved pad, common pad names).
 PAD_NAMES = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|padding|>")
@@ -21,6 +19,33 @@ def stand_in_pad(eos: str | None, unk: str | None, has_token) -> str | None:
     before the EOS that ends every row, not the EOS. `has_token(text)`: whether the vocabulary holds it."""
     named = next((name for name in PAD_NAMES if name != eos and has_token(name)), None)
     return named or (unk if unk and unk != eos else eos)
+
+
+_END_OF_TURN: dict[tuple, int | None] = {}
+ANSWER = "hydratune answer"
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the tokenizer's chat template writes right after an assistant answer (<|im_end|>,
+    <|eot_id|>, <end_of_turn>, </s>), or None (no template, or a text marker split into several tokens).
+    A base model's EOS is often another token (Qwen2.5's <|endoftext|>, Llama 3.1's <|end_of_text|>) that its
+    generation_config alone names, so a model trained on the template went on past its turn (review T1)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or not template:
+        return None
+    key = (template, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+    if key not in _END_OF_TURN:
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ANSWER}], tokenize=False
+            )
+        except Exception:  # a template that wants other turns (a system one, tools): no marker to read
+            text = ""
+        at = text.rfind(ANSWER) if isinstance(text, str) else -1
+        tail = tokenizer(text[at + len(ANSWER) :], add_special_tokens=False)["input_ids"] if at >= 0 else []
+        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        _END_OF_TURN[key] = tail[0] if tail and tail[0] in special else None
+    return _END_OF_TURN[key]
 
 
 def ends_answer(ids: list[int], eos_id: int, end_of_turn: int | None = None) -> bool:
