@@ -532,6 +532,42 @@ def test_throughput_is_logged_at_every_logged_step(tiny_model_dir, tokenizer, tm
     assert all(float(row["train/tokens_per_s"]) > 0 for row in rows)
 
 
+def test_a_resumed_runs_tokens_per_second_leaves_out_each_launchs_warm_up(monkeypatch):
+    """A resumed run counted its first launch's warm-up (carried in the checkpoint) and its own: its tokens/s read
+    about half an unbroken run's on a short run (review Q3). Each launch's first batch is left out of the rate and
+    its time kept in warmup_seconds."""
+    from types import SimpleNamespace
+
+    from hydratune import callbacks
+    from hydratune.callbacks import Throughput
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: float(next(clock)))
+    trainer = SimpleNamespace(_logger_connector=SimpleNamespace(should_update_logs=False))
+    batch = {"input_ids": torch.ones(2, 50, dtype=torch.long), "labels": torch.ones(2, 50, dtype=torch.long)}
+
+    def train(counter, seconds_per_batch):  # batches of 100 tokens; each launch's first takes 10 s
+        for seconds in seconds_per_batch:
+            counter.on_train_batch_start(trainer, None, batch, 0)
+            for _ in range(seconds - 1):
+                next(clock)
+            counter.on_train_batch_end(trainer, None, None, batch, 0)
+
+    unbroken = Throughput()
+    train(unbroken, [10, 1, 1, 1, 1, 1, 1, 1])
+    first = Throughput()
+    train(first, [10, 1, 1, 1])
+    resumed = Throughput()  # a new process: the checkpoint's counters, its own warm-up
+    resumed.load_state_dict(first.state_dict())
+    train(resumed, [10, 1, 1, 1])
+    assert unbroken.tokens_per_second == resumed.tokens_per_second == 100.0
+    assert (unbroken.warmup_seconds, resumed.warmup_seconds) == (10.0, 20.0)
+    assert (resumed.tokens, resumed.train_seconds, resumed.samples_per_second) == (800, 26.0, 2.0)
+    only_warm_up = Throughput()  # a one-batch run has nothing else to go by
+    train(only_warm_up, [4])
+    assert only_warm_up.tokens_per_second == 25.0
+
+
 def test_an_mlflow_server_that_cannot_be_reached_is_one_line_before_the_model_loads(monkeypatch):
     """MLflow retried an unreachable server for minutes, after the model loaded, before its error (review Z5)."""
     import socket

@@ -121,7 +121,9 @@ class Throughput(L.Callback):
     batches at every logged step (a rate logged once per window was repeated by Lightning at every logged
     step until the next one).
 
-    Time is wall-clock over training batches (validation excluded).
+    Time is wall-clock over training batches (validation excluded). Each launch's first batch is its warm-up
+    (kernels picked, memory first allocated, lazy imports): the run's rate leaves it out and `warmup_seconds`
+    says how long it took, so a run resumed once reads as fast as one that never stopped (review Q3).
     """
 
     def __init__(self, window: int = 10):
@@ -134,6 +136,10 @@ class Throughput(L.Callback):
         self.padded_tokens = 0  # every position, pad included
         self.samples = 0  # training samples (a packed row's each counted)
         self.train_seconds = 0.0
+        self.warmup_seconds = 0.0  # the first batch of each launch, in train_seconds too
+        self.warmup_tokens = 0
+        self.warmup_samples = 0
+        self._launch_batches = 0  # batches this process has trained (not saved: a resume warms up again)
         self._batch_start = 0.0
         self._recent: deque = deque(maxlen=window)  # (real tokens, samples, seconds) of the last batches
 
@@ -165,6 +171,11 @@ class Throughput(L.Callback):
         self.tokens += real
         self.samples += rows
         self.train_seconds += elapsed
+        if self._launch_batches == 0:
+            self.warmup_seconds += elapsed
+            self.warmup_tokens += real
+            self.warmup_samples += rows
+        self._launch_batches += 1
         self._recent.append((real, rows, elapsed))
         if not trainer._logger_connector.should_update_logs:  # only a logged step's values reach the loggers
             return
@@ -176,12 +187,33 @@ class Throughput(L.Callback):
         pl_module.log("train/padding_efficiency", self.tokens / max(self.padded_tokens, 1))
         pl_module.log("train/peak_memory_mb", peak_memory_mb())
 
+    def _rate(self, count: int, warmup: int) -> float:
+        """Per second over the batches after each launch's warm-up; over all of them when there are none."""
+        seconds = self.train_seconds - self.warmup_seconds
+        if count - warmup > 0 and seconds > 0:
+            return (count - warmup) / seconds
+        return count / max(self.train_seconds, 1e-9)
+
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / max(self.train_seconds, 1e-9)
+        return self._rate(self.tokens, self.warmup_tokens)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self._rate(self.samples, self.warmup_samples)
 
     # Saved in checkpoints, so a resumed run's totals count the whole run.
-    COUNTERS = ("tokens", "trained_tokens", "padded_tokens", "samples", "train_seconds", "token_labels")
+    COUNTERS = (
+        "tokens",
+        "trained_tokens",
+        "padded_tokens",
+        "samples",
+        "train_seconds",
+        "token_labels",
+        "warmup_seconds",
+        "warmup_tokens",
+        "warmup_samples",
+    )
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.COUNTERS}

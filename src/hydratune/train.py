@@ -836,7 +836,8 @@ def summarize(
     metrics.update(
         tokens_seen=throughput.tokens,
         tokens_per_s=round(throughput.tokens_per_second, 1),
-        samples_per_s=round(throughput.samples / max(throughput.train_seconds, 1e-9), 2),
+        samples_per_s=round(throughput.samples_per_second, 2),
+        warmup_seconds=round(throughput.warmup_seconds, 2),
         peak_memory_mb=round(peak_memory_mb(), 1),
         padding_efficiency=round(throughput.tokens / max(throughput.padded_tokens, 1), 4),
         fit_seconds=round(fit_seconds, 1),
