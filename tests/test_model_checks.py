@@ -308,3 +308,81 @@ def test_the_hubs_are_offline_in_this_test_process():
     import huggingface_hub.constants
 
     assert huggingface_hub.constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE
+
+
+def test_an_uncached_hub_model_with_no_route_to_the_hub_is_one_line_at_once(monkeypatch, tmp_path):
+    """With HF_HUB_OFFLINE unset and no network, the hub's client retried for ~50 s and then raised a traceback
+    (review N1). A hub host that does not resolve, with no proxy set, is one line before anything loads; behind a
+    proxy, or when the name resolves, the hub is asked as before."""
+    import socket
+
+    from hydratune import hub
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", *hub.PROXY_VARIABLES):
+        monkeypatch.delenv(var, raising=False)
+    looked_up = []
+
+    def no_dns(host, port, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    cfg = to_plain(compose(["model.pretrained_model_name_or_path=hydratune-tests/no-such-model"]))
+    cfg["model"]["cache_dir"] = str(tmp_path)
+    with pytest.raises(UserError) as caught:
+        check_config(cfg)
+    message = str(caught.value)
+    assert message.startswith(
+        "model.pretrained_model_name_or_path=hydratune-tests/no-such-model: not a folder"
+    )
+    assert (
+        "huggingface.co does not resolve on this machine (Name or service not known; no network?)" in message
+    )
+    assert "HF_HUB_OFFLINE=1" in message and "\n" not in message and looked_up == ["huggingface.co"]
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")  # a mirror is the host looked up
+    assert hub.hub_unreachable().startswith("hub.example.org does not resolve")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # the proxy resolves names: not ours to judge
+    assert hub.hub_unreachable() is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])  # resolves: the hub is asked
+    assert hub.hub_unreachable() is None
+    assert hub.hub_folder("hydratune-tests/no-such-model", "model.x", cache_dir=str(tmp_path)) is None
+
+
+def test_a_cached_hub_model_with_no_route_to_the_hub_reads_the_cache_only(monkeypatch, tmp_path, caplog):
+    """A cached hub model with HF_HUB_OFFLINE unset and no network: transformers asked the hub for each file and
+    waited out its retries (about 3 minutes for the tiny model, review N1). The process now reads the cache only,
+    as HF_HUB_OFFLINE=1 would, and says why."""
+    import logging
+    import os
+    import shutil
+    import socket
+
+    import huggingface_hub.constants
+
+    from hydratune import hub
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", *hub.PROXY_VARIABLES):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_CACHE_ONLY", [])
+    snapshot = tmp_path / "models--acme--tiny" / "snapshots" / ("c" * 40)
+    shutil.copytree(ROOT / "assets" / "tiny-llama", snapshot)
+    (tmp_path / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny" / "refs" / "main").write_text("c" * 40)
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with caplog.at_level(logging.INFO, logger="hydratune.hub"):
+        assert hub.hub_folder("acme/tiny", "model.x", cache_dir=str(tmp_path)) == snapshot
+    assert "model.x=acme/tiny: huggingface.co does not resolve on this machine" in caplog.text
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    from transformers import AutoTokenizer  # no hub call: it would fail on the DNS stand-in above
+
+    assert AutoTokenizer.from_pretrained("acme/tiny", cache_dir=str(tmp_path)).vocab_size > 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hydratune.hub"):  # the run's log says it again
+        hub.hub_folder("acme/tiny", "model.x", cache_dir=str(tmp_path))
+    assert "reading its hub cache only" in caplog.text

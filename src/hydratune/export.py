@@ -4,6 +4,7 @@ and loading them again, merging an adapter into its base, and the adapter-vs-mer
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from hydratune.config import canonical_dtype
@@ -33,7 +34,11 @@ def export_artifact(model, tokenizer, run_dir: str | Path, stop_token_ids: list[
     config.use_cache = (
         True  # off for training (gradient checkpointing); a user's model(**ids) wants its cache
     )
-    model.save_pretrained(out, safe_serialization=True)
+    with warnings.catch_warnings():
+        # peft asks the hub whether a hub-id base has a config.json, to see if the vocabulary grew; offline it
+        # warns that it could not tell. hydratune never resizes the embeddings, so there is nothing to tell.
+        warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+        model.save_pretrained(out, safe_serialization=True)
     save_tokenizer(tokenizer, out)
     if is_peft_model(model) and model.peft_config["default"].task_type == "SEQ_CLS":
         # A classifier adapter needs its base rebuilt with the same head: keep num_labels/id2label/pad id,
