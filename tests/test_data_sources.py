@@ -124,6 +124,41 @@ def test_uncached_hub_id_offline_fails_fast_with_a_clear_error(tmp_path):
         build_splits({"sources": [{"path": "nobody/nothing", "split": "train"}]}, str(tmp_path))
 
 
+def test_a_hub_dataset_with_no_route_to_the_hub_reads_the_cache_only(tmp_path, monkeypatch, caplog):
+    """HF_HUB_OFFLINE unset and no network: datasets waited out its retries before reading its cache or failing
+    (review N1). A hub host that does not resolve, with no proxy set, reads the cache at once."""
+    import logging
+    import os
+    import socket
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    from hydratune import hub
+
+    for var in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_ENDPOINT",
+        *hub.PROXY_VARIABLES,
+    ):
+        monkeypatch.delenv(var, raising=False)
+    for module in (datasets.config, huggingface_hub.constants):
+        monkeypatch.setattr(module, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(hub, "_CACHE_ONLY", [])
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with caplog.at_level(logging.INFO, logger="hydratune.hub"), pytest.raises(UserError, match="not cached"):
+        build_splits({"sources": [{"path": "nobody/nothing", "split": "train"}]}, str(tmp_path))
+    assert "sources[0].path=nobody/nothing: huggingface.co does not resolve on this machine" in caplog.text
+    assert datasets.config.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
 def test_expression_language():
     row = {"output": "Sorry, no", "input": "", "n": 3}
     assert Expr("len(output) > 3 and not n == 2")(row)

@@ -147,6 +147,13 @@ def _load_hub(source: dict, cache_dir: str | None, where: str):
         kwargs["data_dir"] = source["data_dir"]
     if source.get("trust_remote_code"):
         kwargs["trust_remote_code"] = True  # only passed when asked: newer `datasets` reject the key
+    from hydratune.hub import hub_offline, hub_unreachable, read_cache_only
+
+    local = os.path.isdir(os.path.expanduser(str(source["path"])))
+    if not local and not hub_offline() and os.environ.get("HF_DATASETS_OFFLINE") != "1":
+        unreachable = hub_unreachable()
+        if unreachable:  # datasets would wait out its retries, then read its cache (review N1)
+            read_cache_only(f"{where}.path={source['path']}: {unreachable}; reading the datasets cache only")
     try:
         if isinstance(split, dict):
             # Our split name -> the hub's split spec, e.g. {train: "train[:90%]", validation: "train[90%:]"}.
