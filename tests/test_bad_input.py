@@ -326,6 +326,20 @@ def test_finished_run_directory_is_not_reused(existing_run):
     assert _digest(existing_run) == before
 
 
+def test_resume_auto_on_a_finished_run_without_checkpoints_is_refused(existing_run):
+    """resume=auto on a finished run trained with callbacks=none found no checkpoint, "started fresh" in the same
+    folder and replaced its adapter, metrics.json and config, appending a second run's rows to its logs (review
+    L15). Refused as the same folder without resume=auto is, before Hydra writes."""
+    before = _digest(existing_run)
+    result = run_cli(
+        ["train.py", f"hydra.run.dir={existing_run}", "callbacks=none", "resume=auto"], timeout=120
+    )
+    _assert_one_line_error(
+        result, ["finished run with no checkpoint to continue from", "nothing was written"]
+    )
+    assert _digest(existing_run) == before
+
+
 def test_a_run_folder_in_training_or_stopped_is_refused_before_hydra_rewrites_its_config(tmp_path):
     """The run lock refused a second launch into a folder being trained, but only after Hydra had rewritten that
     run's .hydra/ configs (its name, format and steps), misleading generate and resume=auto (review K1); a stopped

@@ -571,6 +571,53 @@ def test_an_export_of_the_best_checkpoint_reports_its_step_and_val_loss(tmp_path
     assert "- exported_step: 2\n" in (run_dir / "adapter" / "README.md").read_text()  # a step, not 2.0000
 
 
+def test_the_evaluation_of_the_final_weights_takes_part_in_the_best_checkpoint(tmp_path):
+    """Training that ends between two evaluations evaluates its final weights; best.ckpt and
+    load_best_model_at_end ignored that evaluation and exported step 4's weights, which the run had measured as
+    worse than step 5's (review L2)."""
+    from hydratune.checkpoint import checkpoint_step
+
+    run_dir = tmp_path / "final_best"
+    result = run_cli([
+        "train.py", f"hydra.run.dir={run_dir}", "trainer.max_steps=5", "trainer.val_check_interval=2",
+        "eval_before_training=false", "eval_generations.num_prompts=0", "+trainer.limit_val_batches=1",
+        "callbacks.model_checkpoint.load_best_model_at_end=true", "trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    curve = dict(metrics["val_curve"])
+    assert (
+        list(curve) == [2, 4, 5] and curve[5] < curve[4] < curve[2]
+    )  # the loss falls: the final is the best
+    assert checkpoint_step(run_dir / "checkpoints" / "best.ckpt") == 5
+    assert (
+        metrics["exported_step"] == 5 and metrics["exported_val_loss"] == curve[5] == metrics["best_val_loss"]
+    )
+    assert "the final weights (step 5, val/loss" in (run_dir / "train.log").read_text()
+
+
+def test_greater_is_better_follows_the_metrics_name_unless_set():
+    """conf/callbacks/default.yaml fixed greater_is_better=false, so naming an accuracy alone kept the least
+    accurate checkpoint and early-stopped while accuracy rose (review L18). Null reads the name, as the Hugging
+    Face Trainer does; a value given wins."""
+    from hydratune.checkpoint import build_checkpointing
+    from hydratune.config import greater_is_better
+
+    def better(metric, given=None):
+        return greater_is_better({"metric_for_best_model": metric, "greater_is_better": given})
+
+    assert not any(better(m) for m in ("val/loss", "val/ppl", "eval_loss", "val/nll_loss", None))
+    assert all(
+        better(m) for m in ("val/acc", "val/accuracy", "val/f1_macro", "val/reward", "val/rewards/margins")
+    )
+    assert better("val/loss", True) and not better("val/acc", False)
+    callbacks = build_checkpointing(
+        {"model_checkpoint": {"metric_for_best_model": "val/acc", "greater_is_better": None},
+         "early_stopping": {"patience": 2}}, "unused",
+    )  # fmt: skip
+    assert [cb.mode for cb in callbacks if hasattr(cb, "mode") and cb.monitor == "val/acc"] == ["max", "max"]
+
+
 def test_the_summary_says_when_the_best_checkpoint_is_the_last_step(tmp_path, caplog):
     """The best step being the last was summarised as "not the last step's" (review X9)."""
     from hydratune.train import print_summary

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from hydratune.config import greater_is_better
 from hydratune.errors import UserError
 from hydratune.folders import replace_folder
 from hydratune.preflight import human_bytes
@@ -382,7 +383,7 @@ def build_checkpointing(cfg: dict, dirpath: str | Path) -> list[L.Callback]:
     callbacks: list[L.Callback] = []
     ckpt = cfg.get("model_checkpoint") or {}
     metric = ckpt.get("metric_for_best_model")
-    mode = "max" if ckpt.get("greater_is_better") else "min"
+    mode = "max" if greater_is_better(ckpt) else "min"
     if cfg.get("model_checkpoint") is not None:
         # The best-checkpoint callback comes first: code that asks for "the" ModelCheckpoint's best path finds it.
         if metric:
@@ -415,6 +416,38 @@ def build_checkpointing(cfg: dict, dirpath: str | Path) -> list[L.Callback]:
             )
         )
     return callbacks
+
+
+def final_weights_to_best(trainer, callbacks: list[L.Callback]) -> bool:
+    """The evaluation of the final weights after training (train.evaluate_last_step) takes part in the best
+    checkpoint, as every evaluation does in the Hugging Face Trainer: when it beats best.ckpt, the final step's
+    last.ckpt is copied to best.ckpt. Lightning's callback sees no evaluation outside fit(), so the run exported
+    weights it had measured as worse than its final ones (review L2)."""
+    best = next((cb for cb in callbacks if type(cb) is ModelCheckpoint), None)
+    if best is None or best.monitor is None or writes_folders(trainer):
+        return False
+    score = trainer.callback_metrics.get(best.monitor)
+    if score is None or not torch.isfinite(torch.as_tensor(score)):
+        return False
+    score = torch.as_tensor(score, dtype=torch.float32).cpu()
+    current = best.best_model_score
+    if current is not None and not (score > current if best.mode == "max" else score < current):
+        return False
+    target = Path(best.dirpath) / f"{BEST}{best.FILE_EXTENSION}"
+    last = Path(best.dirpath) / LAST
+    if checkpoint_step(last) != trainer.global_step:
+        return False  # no checkpoint of the final weights to copy (callbacks=none has no best either)
+    if trainer.is_global_zero:
+        partial = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(last, partial)
+        os.replace(partial, target)
+    trainer.strategy.barrier("best-from-final")
+    best.best_model_path = best.kth_best_model_path = str(target)
+    best.best_model_score = best.kth_value = score
+    best.best_k_models = {str(target): score}
+    log.info("the final weights (step %d, %s %.4f) are the best: copied %s to %s",
+             trainer.global_step, best.monitor, float(score), LAST, target.name)  # fmt: skip
+    return True
 
 
 def best_checkpoint(callbacks: list[L.Callback]) -> Path | None:

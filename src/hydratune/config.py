@@ -86,3 +86,17 @@ def build(node: dict, **call_site_kwargs: Any) -> Any:
     from hydra.utils import instantiate
 
     return instantiate(node, **call_site_kwargs)
+
+
+LOWER_IS_BETTER = ("loss", "ppl", "perplexity")
+
+
+def greater_is_better(model_checkpoint: dict) -> bool:
+    """`greater_is_better` as set, or, when null, from the metric's name as the Hugging Face Trainer reads it: a
+    loss is better lower, anything else (accuracy, F1, reward, margin) higher; perplexity is a loss here too.
+    A fixed `false` kept the lowest accuracy as the best checkpoint (review L18)."""
+    given = model_checkpoint.get("greater_is_better")
+    if given is not None:
+        return bool(given)
+    name = str(model_checkpoint.get("metric_for_best_model") or "val/loss").rsplit("/", 1)[-1].lower()
+    return not name.endswith(LOWER_IS_BETTER)

@@ -820,9 +820,18 @@ def check_run_dir(run_dir: Path, resuming: bool) -> None:
             f"{key} is being trained by process {holder['pid']} (since {holder.get('started')}): wait for it to end, "
             "or stop it (its checkpoint stays), then resume=auto; nothing was written"
         )
+    finished = (run_dir / "metrics.json").exists()
     if resuming:
+        checkpoints = [*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+        if (
+            finished and not checkpoints
+        ):  # resume=auto found nothing and trained over it from step 0 (review L15)
+            raise UserError(
+                f"{key} holds a finished run with no checkpoint to continue from (trained with callbacks=none, "
+                "or its checkpoints were removed); choose a new directory; nothing was written"
+            )
         return
-    if (run_dir / "metrics.json").exists():
+    if finished:
         raise UserError(
             f"{key} holds a finished run; choose a new directory (or resume with ckpt_path=...); nothing was written"
         )

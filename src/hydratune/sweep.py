@@ -157,7 +157,9 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     checkpoint = ((config.get("callbacks") or {}).get("model_checkpoint")) or {}
     row["config"] = config
     row["task"] = config.get("task") or {}
-    row["metric"] = (checkpoint.get("metric_for_best_model"), bool(checkpoint.get("greater_is_better")))
+    from hydratune.config import greater_is_better
+
+    row["metric"] = (checkpoint.get("metric_for_best_model"), greater_is_better(checkpoint))
     row["error"] = (error or {}).get("message", "")[:200] if metrics is None else ""
     row["continued"] = str(elsewhere) if elsewhere is not None else ""
     if elsewhere is not None and metrics is None:  # the continued run has not finished (or failed there)

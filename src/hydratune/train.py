@@ -462,6 +462,9 @@ def evaluate_last_step(state: Run) -> None:
         trainer.validate(state.module, datamodule=state.datamodule, verbose=False)
     finally:
         history.last_step_evaluation = False
+    from hydratune.checkpoint import final_weights_to_best
+
+    final_weights_to_best(trainer, state.checkpointing)
 
 
 def finish(state: Run) -> float:
