@@ -31,6 +31,9 @@ def main(cfg) -> float:
         if os.environ.get("HYDRATUNE_DEBUG") == "1":
             raise
         print(f"hydratune: error: {mask_url(str(err))}", file=sys.stderr)
+        from hydratune.console import to_log_files
+
+        to_log_files(f"hydratune: error: {mask_url(str(err))}")
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 

@@ -594,6 +594,8 @@ def test_a_gpu_run_without_cuda_and_a_misspelt_best_metric_stop_before_training(
     assert not list(run.glob("checkpoints/*.ckpt")), (
         "the check comes after the step-0 evaluation, before a step"
     )
+    log = (run / "train.log").read_text().splitlines()  # the run's log ends with why it ended (review L4)
+    assert "[ERROR] - hydratune: error: callbacks.model_checkpoint.metric_for_best_model=val/los" in log[-1]
 
 
 def test_no_plus_advice_for_a_section_of_hydratunes_own_keys():

@@ -327,6 +327,10 @@ def test_wandb_offline_and_mlflow_keep_their_run_ids_for_resume(tmp_path, monkey
     mlflow_logger.log_metrics({"train/loss": 1.5}, step=1)
     ids = json.loads((tmp_path / "logger_ids.json").read_text())
     assert ids["wandb"] == wandb_logger.version and ids["mlflow"] == mlflow_logger.run_id
+    # the run's folder names the MLflow run (every run was "capable-auk-759": review L6); no "anonymous" (L7)
+    run = mlflow_logger.experiment.get_run(ids["mlflow"])
+    assert run.info.run_name == f"{tmp_path.parent.name}/{tmp_path.name}"
+    assert "anonymous" not in wandb_logger._wandb_init
     wandb_logger.experiment.finish()
     # A resumed run builds its loggers again in the same folder: the same runs, not new ones.
     again = build_loggers(cfg, tmp_path)
@@ -338,14 +342,31 @@ def test_wandb_offline_and_mlflow_keep_their_run_ids_for_resume(tmp_path, monkey
 
 
 def test_missing_logger_extra_names_it(tmp_path, monkeypatch):
-    import hydratune.loggers as loggers
-    from hydratune.errors import UserError
+    """The preflight passed a logger whose package was missing, and the run told a user without wandb to log in to
+    W&B first (review L1): the check now comes with the config's, before the login checks and the data."""
+    import importlib.util
 
-    monkeypatch.setattr(loggers, "find_spec", lambda name: None)
+    import hydratune.loggers as loggers
+    from hydratune.config import to_plain
+    from hydratune.errors import UserError
+    from hydratune.preflight import check_config
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("wandb", "mlflow") else find_spec(name, *a),
+    )
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     # the locked versions: without -c, pip would float torch to a CUDA build
     locked = r"pip install -c constraints.txt --build-constraint constraints.txt -e '\.\[wandb\]'"
     with pytest.raises(UserError, match=rf"logger.wandb needs the wandb extra: {locked}"):
         loggers.build_loggers(_logger_cfg("wandb", output_dir=tmp_path), tmp_path)
+    for logger, extra in (("wandb", "wandb"), ("mlflow", "mlflow")):
+        with pytest.raises(UserError, match=rf"^logger\.{extra} needs the {extra} extra"):
+            check_config(to_plain(compose([f"logger={logger}"])))
 
 
 def test_missing_optimizer_package_names_the_extra(monkeypatch):

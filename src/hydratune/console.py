@@ -90,3 +90,12 @@ def quiet_console() -> None:
         rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
         if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
             rank_zero.addFilter(_DropAdverts())
+
+
+def to_log_files(message: str, level: int = logging.ERROR) -> None:
+    """`message` into the run's log files only (train.log): the console already has it. A run that ended on an
+    error left a train.log that simply stopped (review L4)."""
+    record = logging.LogRecord("hydratune", level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

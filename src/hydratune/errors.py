@@ -18,6 +18,21 @@ EXTRAS = {
     "grokadamw": "optim",
     "optimi": "optim",
 }
+# Logger class -> (module it imports, the pyproject extra that installs it).
+LOGGER_EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
+
+
+def missing_logger_extra(key: str, node: dict) -> UserError | None:
+    """The one-line error for a logger node whose package is not installed, or None."""
+    from importlib.util import find_spec
+
+    kind = str(node.get("_target_") or "").rsplit(".", 1)[-1]
+    if kind not in LOGGER_EXTRAS or find_spec(LOGGER_EXTRAS[kind][0]) is not None:
+        return None
+    extra = LOGGER_EXTRAS[kind][1]
+    return UserError(
+        f"logger.{key} needs the {extra} extra: {install_hint(extra)} (or choose logger=tensorboard)"
+    )
 
 
 def did_you_mean(value: object, known, prefix: str = "") -> str:

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import uuid
-from importlib.util import find_spec
 from pathlib import Path
 
 import lightning as L
@@ -17,10 +16,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hydratune.config import build
-from hydratune.errors import UserError, install_hint
+from hydratune.errors import UserError, missing_logger_extra
 
-# Logger class -> (module it imports, the pyproject extra that installs it).
-EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
 IDS_FILE = "logger_ids.json"
 
 
@@ -36,11 +33,9 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
     loggers = []
     for key, node in cfg.items():
         kind = node["_target_"].rsplit(".", 1)[-1]
-        if kind in EXTRAS and find_spec(EXTRAS[kind][0]) is None:
-            extra = EXTRAS[kind][1]
-            raise UserError(
-                f"logger.{key} needs the {extra} extra: {install_hint(extra)} (or choose logger=tensorboard)"
-            )
+        missing = missing_logger_extra(key, node)  # preflight says so first; kept for a hand-built config
+        if missing is not None:
+            raise missing
         kwargs = {}
         if kind == "MLFlowLogger" and str(node.get("tracking_uri", "")).startswith("file:"):
             # MLflow 3 refuses its file store unless asked; a local folder per run is what we want here.
@@ -49,10 +44,17 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
             kwargs = {"id": ids.setdefault(key, uuid.uuid4().hex[:8]), "resume": "allow"}
         elif kind == "MLFlowLogger" and key in ids:
             kwargs = {"run_id": ids[key]}
+        elif kind == "MLFlowLogger" and not node.get("run_name"):
+            # MLflow drew a name after the seed was set: every run was "capable-auk-759" (review L6)
+            here = Path(run_dir).absolute()
+            kwargs = {"run_name": f"{here.parent.name}/{here.name}"}
         elif kind == "TensorBoardLogger" and resumed_step is not None:
             kwargs = {"purge_step": resumed_step + 1}
         try:
             logger = build(node, **kwargs)
+            # Lightning always passes `anonymous`; wandb warns on stderr that it does nothing (review L7)
+            if kind == "WandbLogger":
+                getattr(logger, "_wandb_init", {}).pop("anonymous", None)
             if kind == "MLFlowLogger":
                 ids[key] = logger.run_id  # creates the MLflow run now, so its id is known
         except Exception as err:

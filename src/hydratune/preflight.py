@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from hydratune import rules, schema
-from hydratune.errors import UserError, did_you_mean, install_hint
+from hydratune.errors import UserError, did_you_mean, install_hint, missing_logger_extra
 from hydratune.hub import hub_folder
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,11 @@ def check_config(cfg: dict) -> None:
     check_metric_name(cfg)
     if cfg.get("ckpt_path"):
         check_resume_file(cfg["ckpt_path"], "ckpt_path")
+    # before the login checks: without the package, there is no login to ask for yet (review L1)
+    for key, node in (cfg.get("logger") or {}).items():
+        missing = missing_logger_extra(key, node) if isinstance(node, dict) else None
+        if missing is not None:
+            raise missing
     check_logger_credentials(cfg.get("logger") or {})
     if (cfg.get("logger") or {}).get("wandb"):
         check_wandb_login(cfg["logger"]["wandb"])
