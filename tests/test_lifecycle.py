@@ -426,6 +426,32 @@ def test_checkpoint_and_early_stopping_keys_map_to_lightning(tmp_path):
         build_checkpointing({"model_checkpoint": {}, "early_stopping": {"patience": 1}}, tmp_path)
 
 
+def test_early_stopping_threshold_counts_as_the_hugging_face_trainer_does():
+    """threshold was Lightning's min_delta: the best stayed put until a gain beat it by more than the threshold,
+    so steady small gains reset the patience and a config from the HF Trainer trained on where it had stopped
+    (review L10). Now the best moves on every gain, and a gain under the threshold counts as none."""
+    from hydratune.checkpoint import StopEarly
+
+    def stops_at(losses, threshold, patience=2, mode="min"):
+        stopping = StopEarly(monitor="val/loss", patience=patience, min_delta=threshold, mode=mode)
+        for n, loss in enumerate(losses, 1):
+            if stopping._evaluate_stopping_criteria(torch.tensor(loss))[0]:
+                return n, float(stopping.best_score)
+        return None, float(stopping.best_score)
+
+    falling = [10.0, 9.4, 8.8, 8.2, 7.6, 7.0]
+    assert stops_at(falling, 1.0) == (
+        3,
+        pytest.approx(8.8),
+    )  # two gains of 0.6 < 1.0 in a row; Lightning's rule never stopped
+    assert stops_at(falling, 0.5) == (None, pytest.approx(7.0))  # every gain beats 0.5
+    assert stops_at([10.0, 11.0, 9.0, 12.0, 12.5], 0.0) == (5, 9.0)  # worse twice after the best
+    assert stops_at([0.5, 0.55, 0.6, 0.58, 0.57], 0.02, mode="max") == (
+        5,
+        pytest.approx(0.6),
+    )  # accuracy: higher is better
+
+
 def test_load_best_model_at_end_puts_the_checkpoint_weights_back(tiny_model_dir, tmp_path):
     from hydratune.checkpoint import load_trainable_weights
     from hydratune.errors import UserError

@@ -687,6 +687,18 @@ class StopEarly(EarlyStopping):
             )  # fmt: skip
             trainer.should_stop = True
 
+    def _evaluate_stopping_criteria(self, current: torch.Tensor):
+        """The Hugging Face Trainer's rule, which `threshold` is named after: an evaluation counts as an
+        improvement when it beats the best so far by more than the threshold, and the best so far moves on
+        every gain, small ones too. Lightning's kept its best until a gain beat it by more than the threshold,
+        so small gains added up and reset the patience: imported runs trained on where they had stopped
+        (review L10)."""
+        previous = self.best_score.clone()
+        result = super()._evaluate_stopping_criteria(current)
+        if torch.isfinite(current) and self.monitor_op(current, previous.to(current.device)):
+            self.best_score = current  # a gain under the threshold: the best moves, the patience still counts
+        return result
+
     def on_validation_end(self, trainer, pl_module) -> None:
         stopping = trainer.should_stop
         super().on_validation_end(trainer, pl_module)
