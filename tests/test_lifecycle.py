@@ -10,7 +10,7 @@ import signal
 import lightning as L
 import pytest
 import torch
-from conftest import Repeat, batch_samples, compose, make_module
+from conftest import Repeat, batch_samples, compose, fit_repeated, make_module
 
 from hydratune.checkpoint import AtomicCheckpointIO, StepCheckpoint, TrainingRNG, find_resume_run
 from hydratune.data.collate import PadCollator
@@ -613,6 +613,93 @@ def test_a_resumed_runs_tokens_per_second_leaves_out_each_launchs_warm_up(monkey
     only_warm_up = Throughput()  # a one-batch run has nothing else to go by
     train(only_warm_up, [4])
     assert only_warm_up.tokens_per_second == 25.0
+
+
+class _Alternate(torch.utils.data.IterableDataset):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+
+def test_the_logged_train_loss_is_the_whole_optimizer_steps(tiny_model_dir, tokenizer, tmp_path):
+    """With gradient accumulation the loggers' train/loss was the step's last micro-batch alone, loss.png drew a
+    second point per step at the previous step's x (review L11), and its learning rate ran a step ahead of the
+    loggers' (L19). Now: the step's token-weighted loss, one point per step, the rate each step used."""
+    import copy
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hydratune.callbacks import History, LRMonitor
+    from hydratune.loggers import StepAxis
+
+    module = make_module(tiny_model_dir, scheduler="linear")
+    collate = PadCollator(tokenizer.pad_token_id)
+    short, long = (
+        collate(batch_samples(tokenizer, n=2, seed=1)),
+        collate(batch_samples(tokenizer, n=6, seed=2)),
+    )
+    module.configure_model()
+    start = copy.deepcopy(module.eval())
+    with (
+        torch.no_grad()
+    ):  # step 1's loss at the starting weights: both micro-batches, weighted by their tokens
+        (a, ta), (b, tb) = start.nll(short), start.nll(long)
+    expected = float((a + b) / (ta + tb))
+    history = History()
+    trainer = L.Trainer(
+        max_steps=3, accumulate_grad_batches=2, log_every_n_steps=1, logger=CSVLogger(tmp_path, name="csv"),
+        accelerator="cpu", callbacks=[history, LRMonitor(logging_interval="step"), StepAxis(tmp_path)],
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(
+        module.train(),
+        train_dataloaders=torch.utils.data.DataLoader(_Alternate([short, long]), batch_size=None),
+    )
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/loss")]
+    logged = {int(row["step"]): float(row["train/loss"]) for row in rows}
+    assert list(logged) == [1, 2, 3] and logged[1] == pytest.approx(expected, rel=1e-4)
+    assert [step for step, _ in history.train_loss] == [1, 2, 3]
+    assert [loss for _, loss in history.train_loss] == pytest.approx(list(logged.values()), rel=1e-6)
+    with open(next(tmp_path.rglob("metrics.csv"))) as f:
+        lr_logged = {int(r["step"]): float(r["lr-AdamW"]) for r in csv.DictReader(f) if r.get("lr-AdamW")}
+    assert dict(history.lr) == pytest.approx(lr_logged) and len({lr for _, lr in history.lr}) == 3  # it moves
+
+
+def test_without_a_progress_bar_the_log_says_how_training_goes(
+    tiny_model_dir, tokenizer, caplog, monkeypatch
+):
+    """Off a terminal the bar is off and train.log showed nothing between the parameter count and the summary
+    (review L8); the bar drew on stdout but was switched by stderr (L13) and read "Epoch 0/-2" (L9)."""
+    import io
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    from hydratune.callbacks import ProgressLines, Throughput
+    from hydratune.train import StepsBar, quiet_when_piped
+
+    module = make_module(tiny_model_dir)
+    batch = PadCollator(tokenizer.pad_token_id)(batch_samples(tokenizer, n=4))
+    with caplog.at_level(logging.INFO, logger="hydratune.callbacks"):
+        fit_repeated(module, batch, 5, callbacks=[ProgressLines(2), Throughput()], log_every_n_steps=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hydratune.callbacks"]
+    assert [line.split(":")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]
+    assert all("train/loss " in line and " tokens/s" in line and ", lr " in line for line in lines)
+    piped = SimpleNamespace(isatty=lambda: False)
+    terminal = SimpleNamespace(isatty=lambda: True)
+    for out, err, shown in ((terminal, terminal, True), (piped, terminal, False), (terminal, piped, False)):
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stderr", err)
+        assert quiet_when_piped({"enable_progress_bar": True})["enable_progress_bar"] is shown
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    bar = StepsBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1, max_steps=6, global_step=3)
+    assert bar._get_train_description(0) == "Step 3/6"
 
 
 def test_an_mlflow_server_that_cannot_be_reached_is_one_line_before_the_model_loads(monkeypatch):

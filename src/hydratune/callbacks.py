@@ -223,6 +223,41 @@ class Throughput(L.Callback):
             setattr(self, name, state_dict.get(name, getattr(self, name)))
 
 
+class ProgressLines(L.Callback):
+    """With no progress bar (a batch job, SLURM, output to a file), one log line every `every` optimizer steps:
+    the step, its train/loss, learning rate and tokens/s. train.log showed nothing between the parameter count
+    and the summary (review L8). The tasks log a line at each evaluation themselves."""
+
+    def __init__(self, every: int):
+        self.every = max(int(every or 1), 1)
+        self._said = -1
+        self._step_lr: float | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if optimizer is trainer.optimizers[0]:  # the rate the step uses, as the LR monitor logs it
+            self._step_lr = float(optimizer.param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        last = step == trainer.max_steps
+        if step == self._said or not trainer.is_global_zero or not (step % self.every == 0 or last):
+            return
+        metrics = trainer.callback_metrics
+        if "train/loss" not in metrics:
+            return
+        self._said = step
+        parts = [f"train/loss {float(metrics['train/loss']):.4f}"]
+        lr = self._step_lr if self._step_lr is not None else None
+        if lr is None and trainer.optimizers:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if lr is not None:
+            parts.append(f"lr {lr:.3g}")
+        if "train/tokens_per_s" in metrics:
+            parts.append(f"{float(metrics['train/tokens_per_s']):.0f} tokens/s")
+        total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        log.info("step %d%s: %s", step, total, ", ".join(parts))
+
+
 class GradNorm(L.Callback):
     """Logs `train/grad_norm`: the global L2 norm of the gradients before clipping, at each optimizer step."""
 
@@ -255,14 +290,30 @@ class History(L.Callback):
         self.val_metrics: dict[str, list[tuple[int, float]]] = {}
         self.last_step_evaluation = False  # train.evaluate_last_step's validate(): a curve point too
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._recorded_step = trainer.global_step  # a resumed run's curves go on after its checkpoint's step
+        self._step_lr: float | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        # The rate this step uses, as Lightning's LR monitor logs it: read after the step, the scheduler had
+        # already moved it on, and loss.png's curve ran one step ahead of the loggers' (review L19).
+        if optimizer is trainer.optimizers[0]:
+            self._step_lr = float(optimizer.param_groups[0]["lr"])
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train/loss")
-        if loss is None:
-            return
         step = trainer.global_step
+        # One point per optimizer step, at its last micro-batch (whose logged loss is the step's): the others
+        # drew a second point at the previous step's x (review L11).
+        if loss is None or step <= getattr(self, "_recorded_step", -1):
+            return
+        self._recorded_step = step
         self.train_loss.append((step, float(loss)))
-        if trainer.optimizers:
-            self.lr.append((step, float(trainer.optimizers[0].param_groups[0]["lr"])))
+        lr = getattr(self, "_step_lr", None)
+        if lr is None and trainer.optimizers:  # a fused-backward optimizer (LOMO) steps inside training_step
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if lr is not None:
+            self.lr.append((step, lr))
 
     def state_dict(self) -> dict:
         # Saved in checkpoints, so loss.png and metrics.json of a resumed run cover the whole run.

@@ -266,6 +266,7 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True, 
         EvaluateAfterSteps,
         GradNorm,
         History,
+        ProgressLines,
         SampleGenerations,
         Throughput,
     )
@@ -306,6 +307,10 @@ def build_trainer(cfg: dict, run_dir: Path, tokenizer, generative: bool = True, 
     if epochs > 0:  # Lightning counts whole epochs; Epochs stops a fractional one at its step
         trainer_cfg = {**trainer_cfg, "max_epochs": math.ceil(epochs)}
     trainer_cfg, strategy = split_strategy(quiet_when_piped(cpu_fallbacks(trainer_cfg)), cfg["model"])
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(StepsBar())
+    else:
+        callbacks.append(ProgressLines(trainer_cfg.get("log_every_n_steps") or 50))
     log.info("precision: %s (%s)", trainer_cfg.get("precision"), reason)
     try:
         trainer = build(
@@ -766,12 +771,32 @@ def evaluate_after_steps(trainer_cfg: dict) -> dict:
 
 
 def quiet_when_piped(trainer_cfg: dict) -> dict:
-    """No progress bar when stderr is not a terminal (batch jobs, CI, redirected logs): train.log says enough."""
+    """No progress bar unless stdout and stderr are terminals (batch jobs, CI, redirected logs): a line every
+    log_every_n_steps says how training goes instead (callbacks.ProgressLines). The bar (rich's) draws on stdout,
+    so `> file` at a terminal put its frames in the file (review L13)."""
     import sys
 
-    if trainer_cfg.get("enable_progress_bar", True) and not sys.stderr.isatty():
+    if trainer_cfg.get("enable_progress_bar", True) and not (sys.stdout.isatty() and sys.stderr.isatty()):
         return trainer_cfg | {"enable_progress_bar": False}
     return trainer_cfg
+
+
+def StepsBar():  # noqa: N802  (a class made on first use: rich is imported only when a bar is drawn)
+    """Lightning's progress bar, without an epoch total on a run counted in steps ("Epoch 0/-2": review L9)."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if not _RICH_AVAILABLE:
+        return TQDMProgressBar()
+
+    class _StepsBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+                return super()._get_train_description(current_epoch)
+            steps = f"/{self.trainer.max_steps}" if self.trainer.max_steps > 0 else ""
+            return f"Step {self.trainer.global_step}{steps}"
+
+    return _StepsBar()
 
 
 def split_strategy(trainer_cfg: dict, model_cfg: dict) -> tuple[dict, dict]:
@@ -817,7 +842,7 @@ def summarize(
     metrics: dict = {"steps": steps}
     if history.train_loss:
         tail = [loss for _, loss in history.train_loss[-10:]]
-        metrics["train_loss"] = sum(tail) / len(tail)  # mean of the last 10 batches
+        metrics["train_loss"] = sum(tail) / len(tail)  # mean of the last 10 optimizer steps
     if history.val_loss:
         if history.val_loss[0][0] == 0:  # evaluated before training: not with eval_before_training=false
             metrics["initial_val_loss"] = history.val_loss[0][1]

@@ -258,6 +258,18 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------- loss
 
+    def step_mean(self, total: torch.Tensor, count) -> torch.Tensor:
+        """`total` summed over this optimizer step's micro-batches so far, over their summed `count` (tokens,
+        pairs, rows). Logged at each micro-batch, the value the loggers keep for a step is the whole step's: it
+        was the last micro-batch's alone, one in `accumulate_grad_batches` (review L11)."""
+        step = self.global_step
+        sums = getattr(self, "_step_sums", None)
+        if sums is None or sums[0] != step:  # the window's first micro-batch (they all see the same step)
+            sums = self._step_sums = [step, 0.0, 0.0]
+        sums[1] = sums[1] + total.detach().float()
+        sums[2] = sums[2] + count
+        return sums[1] / torch.as_tensor(sums[2], dtype=torch.float32).clamp(min=1)
+
     def finite(self, loss: torch.Tensor) -> bool:
         """Whether `loss` is finite. If not: nan_policy=skip logs it and the caller returns None, so Lightning
         skips backward and leaves the weights alone; nan_policy=stop raises NonFiniteLoss."""

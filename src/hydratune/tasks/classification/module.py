@@ -89,7 +89,8 @@ class ClassificationModule(TaskModule):
         loss = F.cross_entropy(self(batch).float(), batch["labels"], weight=self.loss_weights)
         if not self.finite(loss):
             return None
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["labels"].size(0))
+        rows = batch["labels"].size(0)
+        self.log("train/loss", self.step_mean(loss * rows, rows), prog_bar=True, batch_size=rows)
         return self.optimize(loss)
 
     def on_validation_epoch_start(self) -> None:

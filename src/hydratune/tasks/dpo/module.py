@@ -249,7 +249,7 @@ class DPOModule(TaskModule):
         margin = out["chosen_rewards"] - out["rejected_rewards"]
         self.log_dict(
             {
-                "train/loss": total.detach() / pairs,
+                "train/loss": self.step_mean(total, pairs),
                 "train/accuracy": (margin > 0).float().mean(),
                 "train/margin": margin.mean(),
                 "train/rewards/chosen": out["chosen_rewards"].mean(),

@@ -110,7 +110,11 @@ class KTOModule(TaskModule):
         chosen = sums["chosen"] / max(sums["chosen_rows"], 1)
         rejected = sums["rejected"] / max(sums["rejected_rows"], 1)
         self.log_dict(
-            {"train/loss": total.detach() / rows, "train/kl": out["kl"], "train/margin": chosen - rejected},
+            {
+                "train/loss": self.step_mean(total, rows),
+                "train/kl": out["kl"],
+                "train/margin": chosen - rejected,
+            },
             batch_size=rows,
         )
         # A mean over the rows of the whole optimizer step (window_tokens counts rows here).

@@ -86,7 +86,7 @@ class RewardModule(TaskModule):
         pairs = losses.size(0)
         self.log_dict(
             {
-                "train/loss": total.detach() / pairs,
+                "train/loss": self.step_mean(total, pairs),
                 "train/accuracy": (chosen > rejected).float().mean(),
                 "train/margin": (chosen - rejected).mean().detach(),
             },

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from hydratune.losses import linear_cross_entropy, token_nll
 from hydratune.tasks.base import TaskModule
+
+log = logging.getLogger(__name__)
 
 
 class SFTModule(TaskModule):
@@ -65,7 +68,7 @@ class SFTModule(TaskModule):
             return None
         self.log(
             "train/loss",
-            nll.detach() / tokens.clamp(min=1),
+            self.step_mean(nll, tokens),
             prog_bar=True,
             batch_size=batch["input_ids"].size(0),
         )
@@ -85,3 +88,7 @@ class SFTModule(TaskModule):
         loss = totals.get("nll", 0.0) / max(totals.get("tokens", 0.0), 1)
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", math.exp(min(loss, 50.0)))
+        if (
+            self.trainer.is_global_zero and not self.trainer.sanity_checking
+        ):  # as the other tasks say theirs (L8)
+            log.info("step %d: val/loss %.4f (ppl %.2f)", self.global_step, loss, math.exp(min(loss, 50.0)))
