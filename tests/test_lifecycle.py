@@ -726,3 +726,26 @@ def test_an_mlflow_server_that_cannot_be_reached_is_one_line_before_the_model_lo
     with pytest.raises(UserError, match="cannot be reached"):
         check_mlflow_server("mlflow", {"_target_": node["_target_"]})
     check_mlflow_server("mlflow", {"tracking_uri": "file:/tmp/mlruns"})  # a file store: nothing to reach
+
+
+def test_tensorboard_gets_the_runs_settings_in_its_hparams_tab(tmp_path):
+    """Lightning writes TensorBoard's hparams only with a metric value, and conf/logger/tensorboard.yaml has no
+    default metric: the HPARAMS tab was empty (review L5). The settings go in, with the curves that compare runs,
+    and no made-up point on those curves."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hydratune.loggers import tensorboard_hparams
+
+    logger = TensorBoardLogger(tmp_path, name="tb", version="", default_hp_metric=False)
+    settings = {"optimizer": {"lr": 2e-4, "betas": [0.9, 0.999]}, "peft": {"r": 8}, "resume": None}
+    logger.log_hyperparams(settings)
+    tensorboard_hparams(logger, settings, ["val/loss", "val/accuracy"])
+    logger.finalize("success")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start, experiment = content["_hparams_/session_start_info"], content["_hparams_/experiment"]
+    assert b"optimizer/lr" in start and b"peft/r" in start and b"[0.9, 0.999]" in start
+    assert b"val/loss" in experiment and b"val/accuracy" in experiment
+    assert events.Tags()["scalars"] == []  # no value on the compared curves

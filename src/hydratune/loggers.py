@@ -73,6 +73,20 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
     return loggers
 
 
+def tensorboard_hparams(logger: TensorBoardLogger, params: dict, metric_tags: list[str]) -> None:
+    """The run's settings in TensorBoard's HPARAMS tab, beside the metrics that compare runs (`val/loss`, the
+    best-model metric). Lightning writes them only with a metric value, which would put a made-up point on those
+    curves: the tab was empty (review L5). The tags name curves the run logs; no value is written here."""
+    from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+    from torch.utils.tensorboard.summary import hparams
+
+    flat = logger._sanitize_params(_flatten_dict(_convert_params(params)))
+    flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(flat, dict.fromkeys(metric_tags, 0.0)):
+        writer.add_summary(summary)
+
+
 class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv when it starts; a resumed run appends to it."""
 

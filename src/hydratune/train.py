@@ -348,6 +348,9 @@ def _callback(name: str, node: dict):
 def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
     """Log the hyperparameters, write run.json, evaluate the starting point, train; a signal ends the
     process here with a checkpoint to resume from."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from hydratune.loggers import tensorboard_hparams
     from hydratune.passport import write_passport
     from hydratune.sharding import is_fsdp
 
@@ -355,6 +358,11 @@ def fit(state: Run, early: StopBeforeTraining | None = None) -> None:
     continuing = state.ckpt_path is not None and (run_dir / "run.json").is_file()  # same folder, same runs
     for logger in state.loggers if not continuing else []:  # once: MLflow refuses a changed value (resume=)
         logger.log_hyperparams(redact(cfg) | {"paths": None})
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            metric = ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("metric_for_best_model")
+            tensorboard_hparams(
+                logger, redact(cfg) | {"paths": None}, list(dict.fromkeys(["val/loss", metric or "val/loss"]))
+            )
     if trainer.is_global_zero:  # DDP: the ranks share the run folder
         write_passport(
             run_dir / "run.json", cfg, state.tokenizer, state.datamodule, trainer, state.effective_batch,
