@@ -524,7 +524,7 @@ def test_the_learning_rate_is_logged_once_per_optimizer_step(tiny_model_dir, tok
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(Repeat(batch), batch_size=None))
     with open(next(tmp_path.rglob("metrics.csv"))) as f:
         steps = [
-            row["step"] for row in csv.DictReader(f) if any(k.startswith("lr-") and v for k, v in row.items())
+            row["step"] for row in csv.DictReader(f) if any(k == "train/lr" and v for k, v in row.items())
         ]
     assert steps == ["1", "2", "3", "4"]  # step N's rate at N, beside its loss
 
@@ -666,7 +666,7 @@ def test_the_logged_train_loss_is_the_whole_optimizer_steps(tiny_model_dir, toke
     assert [step for step, _ in history.train_loss] == [1, 2, 3]
     assert [loss for _, loss in history.train_loss] == pytest.approx(list(logged.values()), rel=1e-6)
     with open(next(tmp_path.rglob("metrics.csv"))) as f:
-        lr_logged = {int(r["step"]): float(r["lr-AdamW"]) for r in csv.DictReader(f) if r.get("lr-AdamW")}
+        lr_logged = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")}
     assert dict(history.lr) == pytest.approx(lr_logged) and len({lr for _, lr in history.lr}) == 3  # it moves
 
 
@@ -749,3 +749,14 @@ def test_tensorboard_gets_the_runs_settings_in_its_hparams_tab(tmp_path):
     assert b"optimizer/lr" in start and b"peft/r" in start and b"[0.9, 0.999]" in start
     assert b"val/loss" in experiment and b"val/accuracy" in experiment
     assert events.Tags()["scalars"] == []  # no value on the compared curves
+
+
+def test_the_learning_rate_has_one_name_whatever_the_optimizer():
+    """Lightning named the curve lr-AdamW, lr-SGD/pg1 ...: runs of a sweep over optimizers, or with LoRA+, had no
+    common learning-rate curve (review L17)."""
+    from hydratune.callbacks import LRMonitor
+
+    assert LRMonitor.renamed({"lr-AdamW": 0.1}) == {"train/lr": 0.1}
+    assert LRMonitor.renamed({"lr-SGD/pg1": 0.1, "lr-SGD/pg2": 1.6, "momentum-SGD/pg1": 0.9}) == {
+        "train/lr": 0.1, "train/lr/pg2": 1.6, "momentum-SGD/pg1": 0.9,
+    }  # fmt: skip

@@ -184,10 +184,10 @@ def test_steps_redone_after_a_resume_are_logged_once(tmp_path):
 
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
     steps = {
-        key: [int(r["step"]) for r in rows if r.get(key)] for key in ("train/loss", "val/loss", "lr-AdamW")
+        key: [int(r["step"]) for r in rows if r.get(key)] for key in ("train/loss", "val/loss", "train/lr")
     }
     # An evaluation after step 2 is at 2, as in metrics.json's val curve and the checkpoints' names.
-    assert steps == {"train/loss": [1, 2, 3, 4, 5, 6], "val/loss": [2, 4, 6], "lr-AdamW": [1, 2, 3, 4, 5, 6]}
+    assert steps == {"train/loss": [1, 2, 3, 4, 5, 6], "val/loss": [2, 4, 6], "train/lr": [1, 2, 3, 4, 5, 6]}
     timing = ("train/tokens_per_s", "train/samples_per_s", "train/peak_memory_mb")  # a clock's, not the run's
 
     def steady(text: str) -> list[dict]:

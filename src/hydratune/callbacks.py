@@ -112,8 +112,23 @@ class LRMonitor(LearningRateMonitor):
             return
         self._logged_at = step
         stats = self._extract_stats(trainer, "step" if self.logging_interval is None else "any")
+        stats = self.renamed(stats)
         for logger in trainer.loggers if stats else ():
             logger.log_metrics(stats, step=step)
+
+    @staticmethod
+    def renamed(stats: dict) -> dict:
+        """`train/lr` for the first parameter group's rate, `train/lr/pgN` for the others (LoRA+'s B matrices, the
+        no-decay group). Lightning's `lr-AdamW/pg1` changed with the optimizer class and the groups, so a sweep
+        over optimizers had no common learning-rate curve (review L17)."""
+        out, first = {}, True
+        for key, value in stats.items():
+            if not key.startswith("lr-"):
+                out[key] = value
+                continue
+            out["train/lr" if first else f"train/lr/{key.split('/', 1)[-1]}"] = value
+            first = False
+        return out
 
 
 class Throughput(L.Callback):
