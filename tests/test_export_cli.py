@@ -84,6 +84,8 @@ def test_an_earlier_checkpoint_exports_into_another_folder_and_merges(finished, 
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out / "merged").config.architectures == ["LlamaForCausalLM"]
+    # generate reads the run's template through export.json: the folder was refused as "no .hydra" (review D11)
+    assert main(["generate", str(out), "--prompt", "Write the word in capital letters.", "--input", "x"]) == 0
 
 
 @pytest.mark.parametrize(

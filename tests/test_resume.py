@@ -501,3 +501,23 @@ def test_a_lost_rank_is_told_apart_from_other_errors():
     gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:13748")
     assert _peer_lost(gloo) and _peer_lost(DistBackendError("NCCL error"))
     assert not _peer_lost(RuntimeError("CUDA out of memory")) and not _peer_lost(ValueError("bad value"))
+
+
+def test_a_run_continued_past_its_end_keeps_its_final_evaluation(tmp_path):
+    """The final step's checkpoint was written before that step's evaluation, so a run continued with a higher
+    trainer.max_steps lost the evaluation from its val curve, best_val_loss and log (review D1)."""
+    run_dir = tmp_path / "run"
+    args = ["train.py", "trainer.val_check_interval=2", "eval_before_training=false", "+trainer.limit_val_batches=1",
+            "eval_generations.num_prompts=0", "logger=csv", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    assert (result := run_cli([*args, "trainer.max_steps=4"])).returncode == 0, result.stderr[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    history = next(state for key, state in saved["callbacks"].items() if key.startswith("History"))
+    assert [step for step, _ in history["val_loss"]] == [2, 4]
+    first = json.loads((run_dir / "metrics.json").read_text())
+    assert (result := run_cli([*args, "trainer.max_steps=6", "resume=auto"])).returncode == 0, result.stderr[
+        -3000:
+    ]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [step for step, _ in metrics["val_curve"]] == [2, 4, 6]
+    assert metrics["val_curve"][:2] == first["val_curve"]
+    assert metrics["best_val_loss"] == min(loss for _, loss in metrics["val_curve"])

@@ -189,10 +189,11 @@ class StepCheckpoint(ModelCheckpoint):
         every = self._every_n_train_steps
         due = (every > 0 and trainer.global_step % every == 0) or self._after_validation
         finished = 0 < trainer.max_steps <= trainer.global_step
-        if (due or self.stop_signal) and not finished and _validation_follows(trainer):
+        if (due or finished or self.stop_signal) and _validation_follows(trainer):
             # An evaluation comes right after this step: save after it, so the checkpoint holds its result
             # (the val curve, the best score, early stopping's count) and a resume does not lose it. A stop
-            # signal waits for it too: the resumed run would not evaluate this step again.
+            # signal waits for it too: the resumed run would not evaluate this step again. The final step's
+            # too: a run continued past it with a higher max_steps lost that evaluation (review D1).
             self._after_validation = True
             return
         if due or finished or self.stop_signal:

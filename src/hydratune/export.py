@@ -455,6 +455,15 @@ def run_settings(run_dir: str | Path) -> tuple[dict, dict]:
     from hydratune.errors import UserError
 
     path = Path(run_dir) / ".hydra" / "config.yaml"
+    exported = (
+        Path(run_dir) / "export.json"
+    )  # `hydratune export --out DIR`: the run it came from (review D11)
+    if not path.is_file() and exported.is_file():
+        import json
+
+        source = json.loads(exported.read_text()).get("run_dir")
+        if source and (Path(source) / ".hydra" / "config.yaml").is_file():
+            path = Path(source) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir}: no .hydra/config.yaml; give a run directory of python train.py")
     cfg = OmegaConf.load(path)
