@@ -760,3 +760,22 @@ def test_the_learning_rate_has_one_name_whatever_the_optimizer():
     assert LRMonitor.renamed({"lr-SGD/pg1": 0.1, "lr-SGD/pg2": 1.6, "momentum-SGD/pg1": 0.9}) == {
         "train/lr": 0.1, "train/lr/pg2": 1.6, "momentum-SGD/pg1": 0.9,
     }  # fmt: skip
+
+
+def test_a_launch_from_step_0_drops_the_records_of_an_attempt_that_saved_nothing(tmp_path):
+    """A run killed before its first checkpoint, launched again into its folder (or with resume=auto, which finds
+    nothing to continue), appended a second run's rows to csv/metrics.csv and generations.jsonl (review L15)."""
+    from hydratune.loggers import build_loggers
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,9.0\n0,1,8.0\n")
+    (tmp_path / "generations.jsonl").write_text('{"step": 0, "answer": "a"}\n{"step": 1, "answer": "b"}\n')
+    (tb,) = build_loggers(_logger_cfg("tensorboard", output_dir=tmp_path), tmp_path)
+    assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines() == ["epoch,step,train/loss"]
+    assert (tmp_path / "generations.jsonl").read_text() == ""
+    assert tb._kwargs.get("purge_step") == 0  # TensorBoard hides the attempt's events
+    resumed = tmp_path / "resumed"  # a resume keeps what its checkpoint's steps logged
+    (resumed / "csv").mkdir(parents=True)
+    (resumed / "csv" / "metrics.csv").write_text("epoch,step,train/loss\n0,1,8.0\n")
+    build_loggers(_logger_cfg("tensorboard", output_dir=resumed), resumed, resumed_step=1)
+    assert (resumed / "csv" / "metrics.csv").read_text().splitlines()[-1] == "0,1,8.0"

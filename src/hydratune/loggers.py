@@ -31,6 +31,15 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
     ids_path = Path(run_dir) / IDS_FILE
     ids = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
     loggers = []
+    from lightning.pytorch.utilities import rank_zero_only
+
+    restarted = resumed_step is None and _earlier_records(Path(run_dir))
+    if (
+        restarted and rank_zero_only.rank == 0
+    ):  # a launch from step 0 into a folder an attempt that saved nothing logged into (review L15)
+        trim_csv(Path(run_dir) / "csv" / "metrics.csv", -1)
+        for name in ("generations.jsonl", "completions.jsonl"):
+            trim_jsonl(Path(run_dir) / name, -1)
     for key, node in cfg.items():
         kind = node["_target_"].rsplit(".", 1)[-1]
         missing = missing_logger_extra(key, node)  # preflight says so first; kept for a hand-built config
@@ -48,8 +57,10 @@ def build_loggers(cfg: dict, run_dir: str | Path, resumed_step: int | None = Non
             # MLflow drew a name after the seed was set: every run was "capable-auk-759" (review L6)
             here = Path(run_dir).absolute()
             kwargs = {"run_name": f"{here.parent.name}/{here.name}"}
-        elif kind == "TensorBoardLogger" and resumed_step is not None:
-            kwargs = {"purge_step": resumed_step + 1}
+        elif kind == "TensorBoardLogger" and (resumed_step is not None or restarted):
+            kwargs = {
+                "purge_step": 0 if restarted else resumed_step + 1
+            }  # a restart: every earlier event hidden
         try:
             logger = build(node, **kwargs)
             # Lightning always passes `anonymous`; wandb warns on stderr that it does nothing (review L7)
@@ -151,6 +162,15 @@ class StepAxis(L.Callback):
                 if logger._experiment is not None:
                     logger._experiment.close()
                     logger._experiment = None
+
+
+def _earlier_records(run_dir: Path) -> bool:
+    """Rows or events of an earlier launch in the run folder (one killed before its first checkpoint)."""
+    return (
+        (run_dir / "csv" / "metrics.csv").is_file()
+        or any((run_dir / name).is_file() for name in ("generations.jsonl", "completions.jsonl"))
+        or any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    )
 
 
 def trim_csv(path: Path, step: int) -> None:
