@@ -270,6 +270,14 @@ def test_resume_names_the_settings_a_launch_changes():
     assert changed_settings(saved, now, resolve=True) == [
         "logger.tensorboard.save_dir=/runs/b/tensorboard -> /elsewhere"
     ]
+    # a logger or callback dropped or added is one entry, not its keys one by one with None (review L14)
+    saved["logger"]["wandb"] = {"project": "p", "name": "n", "save_dir": "/runs/a"}
+    now.logger.tensorboard.save_dir = "${paths.output_dir}/tensorboard"
+    now.callbacks = {"early_stopping": {"patience": 3, "threshold": 0.0}}
+    assert changed_settings(saved, now, resolve=True) == [
+        "callbacks.early_stopping added",
+        "logger.wandb removed",
+    ]
 
 
 def _run_folder(folder: Path, name: str = "default", task: str = "sft", checkpoint: str | None = "last.ckpt"):

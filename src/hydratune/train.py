@@ -705,7 +705,8 @@ def warn_changed_settings(
     if not changed:
         return
     where = f" (this launch's config: {here / '.hydra'})" if here else ""
-    log.warning("%s: this launch changes %s from the run it continues%s", key, ", ".join(changed), where)
+    source = "the run it continues" if key == "resume=auto" else "the run the checkpoint is of"
+    log.warning("%s: this launch changes %s from %s%s", key, ", ".join(changed), source, where)
     ignored = [c for c in changed if c.startswith("optimizer.")]
     if ignored:
         log.warning(
@@ -744,8 +745,27 @@ def changed_settings(saved: dict, cfg, limit: int = 8, resolve: bool = False) ->
     if isinstance(old_dir, str) and isinstance(new_dir, str) and old_dir != new_dir:
         # Settings derived from the run folder (a logger's save_dir, the trainer's root) move with it
         before = {k: v.replace(old_dir, new_dir) if isinstance(v, str) else v for k, v in before.items()}
-    changes = [f"{k}={before.get(k)} -> {now.get(k)}" for k in sorted(before.keys() | now.keys())
-               if before.get(k) != now.get(k)]  # fmt: skip
+    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+
+    def node(key: str) -> str:  # a group's option (logger.wandb, callbacks.early_stopping), else the key
+        return ".".join(key.split(".")[:2])
+
+    # A node that one side lacks whole (a logger dropped, a callback added) is one entry, not a key each (L14)
+    whole = {
+        prefix: ("removed" if side is before else "added")
+        for prefix in {node(k) for k in differ if k.count(".") >= 2}
+        for side, other in ((before, now), (now, before))
+        if not any(k == prefix or k.startswith(f"{prefix}.") for k in other)
+        and any(k.startswith(f"{prefix}.") for k in side)
+    }
+    changes, said = [], set()
+    for k in differ:
+        if node(k) in whole:
+            if node(k) not in said:
+                said.add(node(k))
+                changes.append(f"{node(k)} {whole[node(k)]}")
+            continue
+        changes.append(f"{k}={before.get(k)} -> {now.get(k)}")
     return changes[:limit] + ([f"{len(changes) - limit} more"] if len(changes) > limit else [])
 
 
