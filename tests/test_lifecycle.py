@@ -699,7 +699,9 @@ def test_without_a_progress_bar_the_log_says_how_training_goes(
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     bar = StepsBar()
     bar._trainer = SimpleNamespace(max_epochs=-1, max_steps=6, global_step=3)
-    assert bar._get_train_description(0) == "Step 3/6"
+    assert bar._get_train_description(0) == "Training"
+    bar._trainer.max_epochs = 3  # a run counted in epochs keeps Lightning's "Epoch 0/2"
+    assert bar._get_train_description(0).strip() == "Epoch 0/2"
 
 
 def test_an_mlflow_server_that_cannot_be_reached_is_one_line_before_the_model_loads(monkeypatch):

@@ -821,8 +821,7 @@ def StepsBar():  # noqa: N802  (a class made on first use: rich is imported only
         def _get_train_description(self, current_epoch: int) -> str:
             if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
                 return super()._get_train_description(current_epoch)
-            steps = f"/{self.trainer.max_steps}" if self.trainer.max_steps > 0 else ""
-            return f"Step {self.trainer.global_step}{steps}"
+            return "Training"  # the bar counts the batches itself; this is set once, at the epoch's start
 
     return _StepsBar()
 
